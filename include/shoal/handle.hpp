@@ -1,0 +1,81 @@
+// include/shoal/handle.hpp — the small, printable token that names a shared object.
+//
+// A handle is what crosses process boundaries: pickles, queues, command lines, environment
+// variables. It never carries data, only enough to find the object through its session broker:
+//
+//   shoal1:<session 32 hex>:<object 32 hex>:<pin 16 hex>:<size 16 hex>:<kind 8 hex>:<flags 8 hex>:<crc 8 hex>
+//
+// Every field is fixed-width lower-case hex, so a handle is exactly kHandleTextSize (133) bytes
+// and the parser is a strict, allocation-free scan (fuzzed by fuzz/handle_fuzzer.cpp). The CRC-32
+// over everything before the last ':' turns truncation and bit flips into DecodeError; a forged
+// handle with a valid CRC names an object the broker does not know and gets StaleHandleError.
+// Ids are 128-bit random values from getrandom(2), so a handle cannot be guessed.
+//
+// `pin` is non-zero when the handle was made for sending: the broker then keeps the object
+// alive until one process attaches with this pin or the pin's time-to-live passes
+// (SHOAL_PIN_TTL seconds). A zero pin is a plain reference that keeps nothing alive.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "shoal/error.hpp"
+
+namespace shoal {
+
+/// A 128-bit random identifier (session or object). Zero means "none".
+struct Id128 {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+
+  bool is_zero() const noexcept { return hi == 0 && lo == 0; }
+  friend bool operator==(const Id128&, const Id128&) = default;
+  /// 32 lower-case hex digits.
+  std::string hex() const;
+  /// Parses exactly 32 hex digits.
+  static Result<Id128> from_hex(std::string_view s);
+  /// A fresh id from getrandom(2); never zero.
+  static Id128 random();
+};
+
+struct Id128Hash {
+  size_t operator()(const Id128& id) const noexcept {
+    return static_cast<size_t>(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ULL));
+  }
+};
+
+/// What a segment holds; later layers add kinds (array, frozen graph, ...).
+enum class ObjectKind : uint32_t {
+  kBytes = 0,  // raw bytes: the foundation's segment
+  kArray = 1,
+  kFrozen = 2,
+};
+
+/// Handle flags.
+inline constexpr uint32_t kHandleReadOnly = 1u << 0;  // the segment is sealed read-only
+inline constexpr uint32_t kHandleKnownFlags = kHandleReadOnly;
+
+inline constexpr size_t kHandleTextSize = 133;
+inline constexpr std::string_view kHandlePrefix = "shoal1:";
+
+struct Handle {
+  Id128 session;
+  Id128 object;
+  uint64_t pin = 0;
+  uint64_t size = 0;  // usable bytes (the segment's data area)
+  uint32_t kind = 0;
+  uint32_t flags = 0;
+
+  /// The text form above.
+  std::string encode() const;
+  /// Strict parser; DecodeError on anything but a well-formed handle, with the offset.
+  static Result<Handle> decode(std::string_view text) noexcept;
+  friend bool operator==(const Handle&, const Handle&) = default;
+};
+
+/// CRC-32 (IEEE 802.3 polynomial, as zlib's crc32).
+uint32_t crc32(const void* data, size_t n, uint32_t seed = 0) noexcept;
+
+}  // namespace shoal

@@ -1,0 +1,102 @@
+// include/shoal/segment.hpp — an anonymous shared-memory segment, reference-counted per process.
+//
+// A Segment is one mapping of one memfd held by the session broker. Create it in one process,
+// send `handle()` (a 133-byte string) to any process of the same user on this machine, and
+// `Segment::attach(handle)` maps the same physical pages there. Nothing is ever named in
+// /dev/shm, so nothing can leak: the kernel frees the pages when the last process that maps
+// them, and the broker, let go (docs/design/segment.md).
+//
+// Lifetime contract:
+//   - Each process holds at most one broker reference per object, however many Segment copies
+//     it has; the last copy (or close()) releases it. A process that dies releases everything.
+//   - handle() pins the object for SHOAL_PIN_TTL seconds (default 120) or until one process
+//     attaches with that handle, so the creator may exit right after sending it.
+//   - A mapping stays valid for as long as this process keeps it, whatever happens elsewhere:
+//     the creator's death, the broker's death or the object's release by everyone else.
+//
+// Concurrency: Segment is a value type; copies may be used from several threads. The bytes are
+// the user's: shoal does not synchronise access to data().
+//
+// Differs from boost::interprocess::shared_memory_object: no name, no remove(), no leak on
+// SIGKILL; from multiprocessing.shared_memory: no resource tracker, any start method.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "shoal/error.hpp"
+#include "shoal/handle.hpp"
+
+namespace shoal {
+
+namespace detail {
+struct Mapping;
+}
+
+class Segment {
+ public:
+  struct Options {
+    ObjectKind kind = ObjectKind::kBytes;
+    bool populate = false;  // pre-fault the creator's mapping (MAP_POPULATE)
+  };
+
+  /// Creates a zero-filled segment of `size` usable bytes in this process's session (starting
+  /// the session broker on first use). Throws OutOfSpaceError when the request exceeds
+  /// MemAvailable, the cgroup limit or SHOAL_MAX_BYTES; SessionGoneError never (a dead session
+  /// is replaced by a new one).
+  static Segment create(uint64_t size, Options opts);
+  static Segment create(uint64_t size) { return create(size, Options{}); }
+
+  /// Maps the object a handle names. Throws DecodeError (malformed handle), StaleHandleError
+  /// (object freed, or session not running), SessionGoneError (the broker died),
+  /// IncompatibleSegmentError / CorruptSegmentError (the segment fails validation).
+  static Segment attach(std::string_view handle);
+  static Segment attach(const Handle& handle);
+
+  Segment() noexcept = default;
+
+  bool valid() const noexcept { return m_ != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+
+  /// The usable bytes (after the 64-byte segment header). Read-only segments are mapped
+  /// PROT_READ: writing through data() faults, by design.
+  std::byte* data() const noexcept;
+  uint64_t size() const noexcept;
+  std::span<std::byte> bytes() const noexcept { return {data(), static_cast<size_t>(size())}; }
+
+  Id128 id() const noexcept;
+  Id128 session() const noexcept;
+  ObjectKind kind() const noexcept;
+  bool read_only() const noexcept;
+
+  /// Makes the segment immutable for every process that attaches from now on
+  /// (F_SEAL_FUTURE_WRITE) and remaps this process's view read-only. Only the creator can
+  /// seal, and only before it sends the first handle if every reader must see it read-only.
+  void seal();
+
+  /// A handle for sending. With pin=true (the default) the object stays alive until a process
+  /// attaches with it or the pin expires, even if every holder exits meanwhile.
+  std::string handle(bool pin = true) const;
+  Handle raw_handle(bool pin = true) const;
+
+  /// Drops this copy's reference now (the destructor does the same).
+  void close() noexcept { m_.reset(); }
+
+  /// Number of Segment copies sharing this process's mapping (diagnostics).
+  long use_count() const noexcept { return m_.use_count(); }
+
+ private:
+  explicit Segment(std::shared_ptr<detail::Mapping> m) noexcept : m_(std::move(m)) {}
+  std::shared_ptr<detail::Mapping> m_;
+};
+
+/// Validates the first bytes of a segment (a local copy is taken first): magic, version,
+/// fingerprint, sizes. `expect_object` may be zero to skip the id check. Used on every attach
+/// and by fuzz/segment_header_fuzzer.cpp; never crashes on any input.
+Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 expect_object) noexcept;
+
+}  // namespace shoal

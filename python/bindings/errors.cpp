@@ -1,0 +1,90 @@
+// python/bindings/errors.cpp — the one translation table from shoal::Errc to Python exceptions.
+//
+// Each class derives from ShoalError and, where a Python user would reach for a builtin, from
+// that builtin too (msgspec's DecodeError is also a ValueError), so `except ValueError` works.
+#include <nanobind/nanobind.h>
+
+#include <array>
+#include <initializer_list>
+#include <string>
+
+#include "bindings.hpp"
+#include "shoal/error.hpp"
+
+namespace nb = nanobind;
+
+namespace shoal::py {
+namespace {
+
+// Indexed by Errc; filled once at import, never freed (module lifetime = process lifetime).
+std::array<PyObject*, static_cast<size_t>(Errc::kSystem) + 1> g_types{};
+
+PyObject* make_type(nb::module_& m, const char* name, std::initializer_list<PyObject*> bases,
+                    const char* doc) {
+  PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(bases.size()));
+  Py_ssize_t i = 0;
+  for (PyObject* b : bases) {
+    Py_INCREF(b);
+    PyTuple_SET_ITEM(tuple, i++, b);
+  }
+  std::string full = std::string("shoal.") + name;
+  PyObject* t = PyErr_NewExceptionWithDoc(full.c_str(), doc, tuple, nullptr);
+  Py_DECREF(tuple);
+  if (t == nullptr) throw nb::python_error();
+  m.attr(name) = nb::borrow(t);
+  return t;  // the reference from PyErr_NewException is kept for the process's lifetime
+}
+
+}  // namespace
+
+void register_errors(nb::module_& m) {
+  PyObject* base = make_type(m, "ShoalError", {PyExc_Exception},
+                             "Base of every error shoal raises.");
+  auto set = [&](Errc c, PyObject* t) { g_types[static_cast<size_t>(c)] = t; };
+  set(Errc::kInvalidArgument,
+      make_type(m, "InvalidArgumentError", {base, PyExc_ValueError},
+                "A bad argument value, detected before any shared memory is touched."));
+  set(Errc::kExists, make_type(m, "SegmentExistsError", {base, PyExc_FileExistsError},
+                               "A named object with this name already exists."));
+  set(Errc::kNotFound, make_type(m, "SegmentNotFoundError", {base, PyExc_FileNotFoundError},
+                                 "No named object has this name."));
+  set(Errc::kIncompatible,
+      make_type(m, "IncompatibleSegmentError", {base},
+                "Magic, format version or layout fingerprint differ from this build's."));
+  set(Errc::kCorrupt, make_type(m, "CorruptSegmentError", {base},
+                                "An invariant failed on data read from shared memory."));
+  set(Errc::kOutOfSpace,
+      make_type(m, "OutOfSpaceError", {base, PyExc_MemoryError},
+                "The request exceeds MemAvailable, the cgroup limit or SHOAL_MAX_BYTES."));
+  set(Errc::kTimeout, make_type(m, "LockTimeoutError", {base, PyExc_TimeoutError},
+                                "A wait passed its deadline."));
+  set(Errc::kOwnerDied, make_type(m, "OwnerDiedError", {base},
+                                  "A lock was acquired, but its previous holder died holding it."));
+  set(Errc::kStaleHandle,
+      make_type(m, "StaleHandleError", {base},
+                "The handle names an object already freed, or a session that is not running."));
+  set(Errc::kSessionGone,
+      make_type(m, "SessionGoneError", {base},
+                "The session broker is gone: mapped objects work, new attaches do not."));
+  set(Errc::kDecode, make_type(m, "DecodeError", {base, PyExc_ValueError},
+                               "A malformed handle, blob or file; the message names the offset."));
+  set(Errc::kPermission,
+      make_type(m, "AccessDeniedError", {base, PyExc_PermissionError},
+                "The runtime directory or session belongs to another user."));
+  set(Errc::kSystem, make_type(m, "ShoalOSError", {base, PyExc_OSError},
+                               "An operating-system call failed; the message has the errno."));
+
+  nb::register_exception_translator(
+      [](const std::exception_ptr& p, void*) {
+        try {
+          std::rethrow_exception(p);
+        } catch (const shoal::Error& e) {
+          auto i = static_cast<size_t>(e.code());
+          PyObject* t = i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
+          PyErr_SetString(t, e.what());
+        }
+      },
+      nullptr);
+}
+
+}  // namespace shoal::py

@@ -1,0 +1,219 @@
+// python/bindings/segment_bind.cpp — shoal._shoal.Segment and the session functions.
+//
+// Segment exposes the buffer protocol (memoryview(seg), numpy.frombuffer(seg)). Every exported
+// buffer holds a reference to the Segment object, so the mapping cannot go away under a view;
+// close() while views exist raises BufferError, as mmap.mmap does. Read-only segments export
+// read-only buffers (and are mapped PROT_READ underneath).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+#include <nanobind/stl/optional.h>
+
+#include <string>
+
+#include "bindings.hpp"
+#include "shoal/segment.hpp"
+#include "shoal/session.hpp"
+#include "shoal/system.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace shoal::py {
+namespace {
+
+struct PySegment {
+  Segment seg;
+  Py_ssize_t exports = 0;  // live Py_buffer views; guarded by the GIL
+};
+
+const Segment& open_segment(const PySegment& s) {
+  if (!s.seg.valid()) throw nb::value_error("segment is closed");
+  return s.seg;
+}
+
+int segment_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  PySegment* s = nb::inst_ptr<PySegment>(self);
+  if (!s->seg.valid()) {
+    view->obj = nullptr;
+    PyErr_SetString(PyExc_ValueError, "segment is closed");
+    return -1;
+  }
+  const bool ro = s->seg.read_only();
+  if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE && ro) {
+    view->obj = nullptr;
+    PyErr_SetString(PyExc_BufferError,
+                    "segment is read-only (sealed): it cannot export a writable buffer");
+    return -1;
+  }
+  if (PyBuffer_FillInfo(view, self, s->seg.data(), static_cast<Py_ssize_t>(s->seg.size()),
+                        ro ? 1 : 0, flags) != 0) {
+    return -1;
+  }
+  ++s->exports;
+  return 0;
+}
+
+void segment_releasebuffer(PyObject* self, Py_buffer*) {
+  PySegment* s = nb::inst_ptr<PySegment>(self);
+  --s->exports;
+}
+
+PyType_Slot segment_slots[] = {
+    {Py_bf_getbuffer, reinterpret_cast<void*>(segment_getbuffer)},
+    {Py_bf_releasebuffer, reinterpret_cast<void*>(segment_releasebuffer)},
+    {0, nullptr}};
+
+PySegment attach_segment(const std::string& handle) {
+  nb::gil_scoped_release nogil;
+  return PySegment{Segment::attach(handle)};
+}
+
+nb::dict memory_info_dict() {
+  MemoryInfo mi = memory_info();
+  nb::dict d;
+  d["mem_available"] = mi.mem_available;
+  d["cgroup_limit"] = mi.cgroup_limit ? nb::cast(*mi.cgroup_limit) : nb::none();
+  d["cgroup_current"] = mi.cgroup_current ? nb::cast(*mi.cgroup_current) : nb::none();
+  d["max_bytes"] = mi.max_bytes ? nb::cast(*mi.max_bytes) : nb::none();
+  d["dev_shm_total"] = mi.dev_shm_total;
+  d["dev_shm_free"] = mi.dev_shm_free;
+  d["headroom"] = mi.headroom();
+  return d;
+}
+
+}  // namespace
+
+void register_segment(nb::module_& m) {
+  nb::class_<PySegment>(m, "Segment", nb::type_slots(segment_slots),
+                        "An anonymous shared-memory segment (see shoal/segment.hpp).")
+      .def_static(
+          "create",
+          [](uint64_t size, bool populate, uint32_t kind) {
+            if (kind > static_cast<uint32_t>(ObjectKind::kFrozen)) {
+              throw nb::value_error("unknown segment kind");
+            }
+            nb::gil_scoped_release nogil;
+            return PySegment{Segment::create(size, {static_cast<ObjectKind>(kind), populate})};
+          },
+          "size"_a, "populate"_a = false, "kind"_a = 0,
+          "Create a zero-filled segment of `size` bytes in this process's session.")
+      .def_static("attach", &attach_segment, "handle"_a,
+                  "Map the segment a handle names (from handle() in any process).")
+      .def(
+          "handle",
+          [](const PySegment& s, bool pin) {
+            const Segment& seg = open_segment(s);
+            nb::gil_scoped_release nogil;
+            return seg.handle(pin);
+          },
+          "pin"_a = true,
+          "A 133-byte handle. pin=True keeps the object alive until one process attaches with "
+          "it or SHOAL_PIN_TTL seconds pass.")
+      .def("seal", [](PySegment& s) {
+        if (s.exports > 0) {
+          throw nb::buffer_error("cannot seal a segment while writable buffers are exported");
+        }
+        Segment seg = open_segment(s);
+        seg.seal();
+      }, "Make the segment read-only for this and every future process.")
+      .def("close", [](PySegment& s) {
+        if (s.exports > 0) {
+          throw nb::buffer_error(("cannot close a segment with " + std::to_string(s.exports) +
+                                  " exported buffer(s); release the memoryviews/arrays first")
+                                     .c_str());
+        }
+        nb::gil_scoped_release nogil;  // may send a release to the broker
+        s.seg.close();
+      }, "Drop this process's reference now (idempotent).")
+      .def_prop_ro("size", [](const PySegment& s) { return s.seg.size(); })
+      .def_prop_ro("closed", [](const PySegment& s) { return !s.seg.valid(); })
+      .def_prop_ro("read_only", [](const PySegment& s) { return open_segment(s).read_only(); })
+      .def_prop_ro("id", [](const PySegment& s) { return open_segment(s).id().hex(); })
+      .def_prop_ro("session", [](const PySegment& s) { return open_segment(s).session().hex(); })
+      .def_prop_ro("kind", [](const PySegment& s) {
+        return static_cast<uint32_t>(open_segment(s).kind());
+      })
+      .def_prop_ro("exports", [](const PySegment& s) { return s.exports; })
+      .def("__len__", [](const PySegment& s) { return open_segment(s).size(); })
+      .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
+      .def("__exit__", [](PySegment& s, nb::args) {
+        if (s.exports == 0) {
+          nb::gil_scoped_release nogil;
+          s.seg.close();
+        }
+      })
+      .def("__reduce__", [](const PySegment& s) {
+        const Segment& seg = open_segment(s);
+        std::string h;
+        {
+          nb::gil_scoped_release nogil;
+          h = seg.handle(true);
+        }
+        return nb::make_tuple(nb::module_::import_("shoal._shoal").attr("_attach_segment"),
+                              nb::make_tuple(h));
+      })
+      .def("__repr__", [](const PySegment& s) {
+        if (!s.seg.valid()) return std::string("<shoal Segment closed>");
+        return "<shoal Segment " + s.seg.id().hex().substr(0, 12) + " size=" +
+               std::to_string(s.seg.size()) + (s.seg.read_only() ? " read-only" : "") + ">";
+      });
+
+  m.def("_attach_segment", &attach_segment, "handle"_a, "Unpickling helper: Segment.attach.");
+
+  m.def("set_broker_path", &set_broker_path, "path"_a);
+  m.def("broker_path", &broker_path);
+  m.def("current_session", []() -> std::optional<std::string> {
+    Id128 s = current_session();
+    if (s.is_zero()) return std::nullopt;
+    return s.hex();
+  });
+  m.def("after_fork_child", []() {
+    nb::gil_scoped_release nogil;
+    after_fork_child();
+  }, "Re-register this forked child's inherited mappings with their brokers.");
+  m.def("list_sessions", []() {
+    std::vector<SessionEntry> v;
+    {
+      nb::gil_scoped_release nogil;
+      v = list_sessions();
+    }
+    nb::list out;
+    for (const auto& s : v) {
+      nb::dict d;
+      d["id"] = s.id.hex();
+      d["alive"] = s.alive;
+      d["broker_pid"] = s.broker_pid;
+      d["describe_json"] = s.describe_json;
+      out.append(d);
+    }
+    return out;
+  });
+  m.def("gc", []() {
+    nb::gil_scoped_release nogil;
+    return gc_runtime_dir();
+  }, "Remove the runtime files of dead sessions; returns how many were removed.");
+  m.def("runtime_dir", [](bool create) { return runtime_dir(create).take(); }, "create"_a = false);
+  m.def("named_dir", [](bool create) { return named_dir(create).take(); }, "create"_a = false);
+  m.def("memory_info", &memory_info_dict);
+  m.def("check_capacity", [](uint64_t bytes) { check_capacity(bytes).throw_if_error(); },
+        "bytes"_a);
+  m.def("memfd_supported", &memfd_supported);
+  m.def("pin_ttl", []() { return static_cast<double>(pin_ttl_ms()) / 1000.0; });
+  m.def("decode_handle", [](const std::string& text) {
+    Handle h = Handle::decode(text).take();
+    nb::dict d;
+    d["session"] = h.session.hex();
+    d["object"] = h.object.hex();
+    d["pin"] = h.pin;
+    d["size"] = h.size;
+    d["kind"] = h.kind;
+    d["read_only"] = (h.flags & kHandleReadOnly) != 0;
+    return d;
+  }, "text"_a, "Parse a handle (DecodeError if malformed).");
+  m.def("validate_segment_header", [](nb::bytes data) {
+    validate_segment_header(data.c_str(), data.size(), Id128{}).throw_if_error();
+  }, "data"_a, "Check the bytes of a segment header (raises on anything invalid).");
+}
+
+}  // namespace shoal::py

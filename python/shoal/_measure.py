@@ -1,0 +1,173 @@
+"""Per-process and machine-wide memory figures, read from /proc (Linux only).
+
+Every benchmark and the demo report memory with these readers. They use the
+standard library only, so they work in any child process without extra
+dependencies.
+
+Per process, from ``/proc/<pid>/smaps_rollup`` (see ``proc_mem``):
+
+``rss``
+    Resident set size: every page the process has mapped and resident,
+    counted in full even when other processes map the same page.
+``pss``
+    Proportional set size: each resident page divided by the number of
+    processes that map it. Summing PSS over processes gives the memory they
+    really use together, without double counting.
+``uss``
+    Unique set size, ``Private_Clean + Private_Dirty``: pages mapped by this
+    process alone, i.e. what would be freed if it exited.
+``anonymous``
+    Private anonymous memory (heap, stacks, private ``mmap``): the growth of
+    this figure is the "private copy" a process made. Shared memory (shmem,
+    memfd, ``MAP_SHARED`` anonymous mappings) is *not* counted here.
+``pss_anon``, ``pss_shmem``
+    The parts of PSS that are anonymous and shared memory (shmem/memfd/tmpfs).
+``shared``
+    ``Shared_Clean + Shared_Dirty``: resident pages also mapped by at least one
+    other process.
+
+Machine-wide, from ``/proc/meminfo``: ``machine_shmem`` (all shmem, tmpfs and
+memfd pages in use, whoever maps them) and ``mem_available``.
+
+Caveat: "private" and "shared" describe how many processes map a page *now*,
+not how it was allocated. USS counts a shared page as private once only one
+process maps it: after every other process has unmapped a shared segment (or
+exited), the survivor's USS grows by the whole segment although nothing was
+copied. Compare ``anonymous`` (real private copies) and ``pss_shmem`` (shared
+memory) rather than reading USS alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+__all__ = [
+    "ProcMem",
+    "diff",
+    "fmt_bytes",
+    "machine_shmem",
+    "mem_available",
+    "mem_total",
+    "proc_mem",
+]
+
+_KIB = 1024
+
+
+@dataclass(frozen=True)
+class ProcMem:
+    """Memory of one process, in bytes; see the module docstring for meanings."""
+
+    rss: int
+    pss: int
+    uss: int
+    anonymous: int
+    pss_anon: int
+    pss_shmem: int
+    shared: int
+
+
+def _read_kb_fields(path: str) -> dict[str, int]:
+    """Parse ``Key:   123 kB`` lines of a /proc file into bytes per key."""
+    with open(path, encoding="ascii") as f:
+        text = f.read()
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        parts = rest.split()
+        if not sep or not parts or not parts[0].isdigit():
+            continue  # the rollup's address-range header line, or a non-numeric field
+        scale = _KIB if len(parts) > 1 and parts[1] == "kB" else 1
+        fields[key.strip()] = int(parts[0]) * scale
+    return fields
+
+
+def proc_mem(pid: int | None = None) -> ProcMem:
+    """Read the memory figures of process ``pid`` (default: this process).
+
+    Raises ``ProcessLookupError`` if the process does not exist, has exited
+    (including a zombie not yet reaped) or has no address space (a kernel
+    thread). ``PermissionError`` propagates for another user's process.
+    Fields missing on older kernels (``Pss_Anon``, ``Pss_Shmem`` before 5.7)
+    read as 0.
+    """
+    target = os.getpid() if pid is None else pid
+    path = f"/proc/{target}/smaps_rollup"
+    try:
+        f = _read_kb_fields(path)
+    except FileNotFoundError:
+        raise ProcessLookupError(f"no process with pid {target}") from None
+    if "Rss" not in f:
+        raise ProcessLookupError(f"process {target} has no address space")
+    return ProcMem(
+        rss=f["Rss"],
+        pss=f.get("Pss", 0),
+        uss=f.get("Private_Clean", 0) + f.get("Private_Dirty", 0),
+        anonymous=f.get("Anonymous", 0),
+        pss_anon=f.get("Pss_Anon", 0),
+        pss_shmem=f.get("Pss_Shmem", 0),
+        shared=f.get("Shared_Clean", 0) + f.get("Shared_Dirty", 0),
+    )
+
+
+def _meminfo(key: str) -> int:
+    fields = _read_kb_fields("/proc/meminfo")
+    try:
+        return fields[key]
+    except KeyError:
+        raise OSError(f"/proc/meminfo has no {key!r} line") from None
+
+
+def machine_shmem() -> int:
+    """Bytes of shared memory (shmem, tmpfs, memfd) in use on the machine.
+
+    Machine-wide: other processes change it too, so tests that rely on it must
+    not run in parallel with others.
+    """
+    return _meminfo("Shmem")
+
+
+def mem_available() -> int:
+    """The kernel's estimate of bytes available for new allocations."""
+    return _meminfo("MemAvailable")
+
+
+def mem_total() -> int:
+    """Total usable RAM of the machine in bytes."""
+    return _meminfo("MemTotal")
+
+
+def diff(after: ProcMem, before: ProcMem) -> ProcMem:
+    """Field-wise ``after - before``; fields of the result may be negative."""
+    return ProcMem(
+        **{
+            field.name: getattr(after, field.name) - getattr(before, field.name)
+            for field in dataclasses.fields(ProcMem)
+        }
+    )
+
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def fmt_bytes(n: int) -> str:
+    """Format a byte count with a binary unit and three significant digits.
+
+    Examples: ``0 B``, ``1000 B``, ``512 KiB``, ``1.00 GiB``, ``-3.00 MiB``.
+    """
+    sign = "-" if n < 0 else ""
+    value = float(abs(n))
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{sign}{int(value)} B"
+    if round(value) >= 1024 and unit < len(_UNITS) - 1:  # 1023.9 KiB is 1.00 MiB
+        value /= 1024
+        unit += 1
+    # Three significant digits: 1.00, 12.0, 512 (rounding decides, so 9.999 -> 10.0).
+    decimals = 2 if round(value, 2) < 10 else 1 if round(value, 1) < 100 else 0
+    return f"{sign}{value:.{decimals}f} {_UNITS[unit]}"

@@ -1,0 +1,489 @@
+// src/broker/broker.cpp — shoal-broker: the one process per session that holds the segments.
+//
+// Why a process: a memfd lives as long as some descriptor or mapping refers to it. The broker
+// holds one descriptor per live object, hands copies to attaching processes (SCM_RIGHTS), and
+// counts references per connection. A process's references therefore die with its connection,
+// however it dies. When no connection and no pin is left, the broker exits and the kernel frees
+// whatever no process still maps. If the broker itself is killed, mappings stay valid (the
+// kernel keeps the pages while they are mapped); only new attaches fail. Design note:
+// docs/design/segment.md.
+//
+// Single-threaded poll loop; every request is O(1) except kList. The broker never maps a
+// segment, so a corrupt segment cannot hurt it, and it never trusts a message: a malformed one
+// disconnects its sender.
+//
+// Files in the runtime directory (0700): <session>.lock (flock'ed by the broker for its whole
+// life; holds its pid), <session>.sock (the listening socket). Both are removed on a clean exit;
+// after a SIGKILL, gc_runtime_dir() removes them (it can take the lock).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+#include <algorithm>
+
+#include "client.hpp"
+#include "layout/protocol_layout.hpp"
+#include "platform/platform.hpp"
+#include "shoal/handle.hpp"
+#include "shoal/session.hpp"
+#include "shoal/system.hpp"
+
+namespace shoal::broker {
+namespace {
+
+using layout::Op;
+using layout::WireMsg;
+using platform::UniqueFd;
+
+volatile sig_atomic_t g_stop = 0;
+
+// A broker that never sees its first connection (its starter died right after starting it)
+// gives up after this long.
+constexpr uint64_t kFirstConnectGraceNs = 60ULL * 1000000000ULL;
+
+struct Object {
+  UniqueFd fd;
+  uint64_t size = 0;  // data bytes
+  uint32_t kind = 0;
+  int64_t creator_pid = 0;
+  int64_t created_unix = 0;
+  std::set<int> holders;              // connection fds holding a reference
+  std::map<uint64_t, uint64_t> pins;  // pin id -> deadline (monotonic ns)
+};
+
+struct Conn {
+  UniqueFd sock;
+  int64_t pid = 0;
+  std::unordered_set<Id128, Id128Hash> held;  // at most one reference per object
+};
+
+class Broker {
+ public:
+  Broker(std::string dir, Id128 session, int ready_fd)
+      : dir_(std::move(dir)), session_(session), ready_fd_(ready_fd) {}
+  int run();
+
+ private:
+  bool setup();
+  void accept_all();
+  void serve(int fd);
+  void drop_conn(int fd);
+  void maybe_free(const Id128& id);
+  void expire_pins(uint64_t now);
+  uint64_t next_deadline() const;
+  size_t pin_count() const;
+  void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
+  std::string describe() const;
+  void cleanup();
+
+  std::string dir_;
+  Id128 session_;
+  int ready_fd_;
+  std::string sock_path_, lock_path_;
+  UniqueFd listen_;
+  UniqueFd lock_;
+  std::unordered_map<int, Conn> conns_;
+  std::unordered_map<Id128, Object, Id128Hash> objects_;
+  uint64_t total_bytes_ = 0;  // data + headers of live objects, for SHOAL_MAX_BYTES
+  bool had_conn_ = false;
+  uint64_t started_ns_ = 0;
+  int64_t started_unix_ = 0;
+  uint64_t pins_expired_ = 0;
+  uid_t uid_ = ::geteuid();
+};
+
+bool Broker::setup() {
+  sock_path_ = detail::socket_path(dir_, session_);
+  lock_path_ = detail::lock_path(dir_, session_);
+  // Create the lock file under a temporary name, lock it, then rename it into place: gc never
+  // sees the final name unlocked while this broker lives.
+  std::string tmp = dir_ + "/.tmp-" + session_.hex() + ".lock";
+  lock_.reset(::open(tmp.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock_.valid() || ::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::perror("shoal-broker: lock");
+    return false;
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::write(lock_.get(), pid.data(), pid.size()) < 0) std::perror("shoal-broker: write pid");
+  if (::rename(tmp.c_str(), lock_path_.c_str()) != 0) {
+    std::perror("shoal-broker: rename lock");
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  listen_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (!listen_.valid() || sock_path_.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, sock_path_.c_str(), sock_path_.size() + 1);
+  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_.get(), 512) != 0) {
+    std::perror("shoal-broker: bind/listen");
+    return false;
+  }
+  ::chmod(sock_path_.c_str(), 0600);
+  return true;
+}
+
+void Broker::cleanup() {
+  // Socket first, so no new client connects to a broker that is leaving; then the lock, while
+  // we still hold it.
+  ::unlink(sock_path_.c_str());
+  ::unlink(lock_path_.c_str());
+}
+
+void Broker::reply_error(int fd, const WireMsg& req, Errc code, const std::string& text) {
+  WireMsg rep = platform::make_msg(static_cast<Op>(req.op));
+  rep.status = static_cast<uint32_t>(code);
+  rep.object_hi = req.object_hi;
+  rep.object_lo = req.object_lo;
+  platform::set_text(&rep, text);
+  (void)platform::send_msg(fd, rep);
+}
+
+void Broker::accept_all() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;  // EAGAIN, or a transient error: poll will tell us again
+    UniqueFd s(fd);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != uid_) {
+      WireMsg rep = platform::make_msg(Op::kHello);
+      rep.status = static_cast<uint32_t>(Errc::kPermission);
+      platform::set_text(&rep, "the shoal session belongs to uid " + std::to_string(uid_) +
+                                   "; uid " + std::to_string(cred.uid) + " may not use it");
+      (void)platform::send_msg(fd, rep);
+      continue;  // closes the socket
+    }
+    Conn c;
+    c.pid = cred.pid;
+    c.sock = std::move(s);
+    conns_.emplace(fd, std::move(c));
+    had_conn_ = true;
+  }
+}
+
+void Broker::maybe_free(const Id128& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  if (it->second.holders.empty() && it->second.pins.empty()) {
+    total_bytes_ -= it->second.size + 64;
+    objects_.erase(it);  // closes our descriptor; the pages go when the last mapping does
+  }
+}
+
+void Broker::drop_conn(int fd) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  std::vector<Id128> held(it->second.held.begin(), it->second.held.end());
+  conns_.erase(it);
+  for (const Id128& id : held) {
+    auto o = objects_.find(id);
+    if (o == objects_.end()) continue;
+    o->second.holders.erase(fd);
+    maybe_free(id);
+  }
+}
+
+void Broker::expire_pins(uint64_t now) {
+  std::vector<Id128> touched;
+  for (auto& [id, o] : objects_) {
+    for (auto p = o.pins.begin(); p != o.pins.end();) {
+      if (p->second <= now) {
+        p = o.pins.erase(p);
+        ++pins_expired_;
+        touched.push_back(id);
+      } else {
+        ++p;
+      }
+    }
+  }
+  for (const Id128& id : touched) maybe_free(id);
+}
+
+uint64_t Broker::next_deadline() const {
+  uint64_t d = UINT64_MAX;
+  for (const auto& [id, o] : objects_) {
+    for (const auto& [pin, deadline] : o.pins) d = std::min(d, deadline);
+  }
+  return d;
+}
+
+size_t Broker::pin_count() const {
+  size_t n = 0;
+  for (const auto& [id, o] : objects_) n += o.pins.size();
+  return n;
+}
+
+std::string Broker::describe() const {
+  // JSON by hand: every value is a number, a bool or a hex string, so nothing needs escaping.
+  uint64_t now = platform::monotonic_ns();
+  std::string j = "{\"session\":\"" + session_.hex() + "\",\"broker_pid\":" +
+                  std::to_string(::getpid()) + ",\"started_unix\":" +
+                  std::to_string(started_unix_) + ",\"pin_ttl_s\":" +
+                  std::to_string(pin_ttl_ms() / 1000) + ",\"pins_expired\":" +
+                  std::to_string(pins_expired_) + ",\"total_bytes\":" +
+                  std::to_string(total_bytes_) + ",\"connections\":[";
+  bool first = true;
+  for (const auto& [fd, c] : conns_) {
+    j += (first ? "" : ",") + std::string("{\"pid\":") + std::to_string(c.pid) +
+         ",\"refs\":" + std::to_string(c.held.size()) + "}";
+    first = false;
+  }
+  j += "],\"objects\":[";
+  first = true;
+  for (const auto& [id, o] : objects_) {
+    int seals = ::fcntl(o.fd.get(), F_GET_SEALS);
+    bool ro = seals >= 0 && (seals & (F_SEAL_WRITE | 0x0010 /* F_SEAL_FUTURE_WRITE */)) != 0;
+    j += (first ? "" : ",") + std::string("{\"id\":\"") + id.hex() + "\",\"kind\":" +
+         std::to_string(o.kind) + ",\"size\":" + std::to_string(o.size) +
+         ",\"read_only\":" + (ro ? "true" : "false") + ",\"creator_pid\":" +
+         std::to_string(o.creator_pid) + ",\"created_unix\":" + std::to_string(o.created_unix) +
+         ",\"refs\":" + std::to_string(o.holders.size()) + ",\"holders\":[";
+    bool f2 = true;
+    for (int h : o.holders) {
+      auto c = conns_.find(h);
+      j += (f2 ? "" : ",") + std::to_string(c != conns_.end() ? c->second.pid : 0);
+      f2 = false;
+    }
+    j += "],\"pins\":" + std::to_string(o.pins.size());
+    uint64_t soonest = UINT64_MAX;
+    for (const auto& [p, d] : o.pins) soonest = std::min(soonest, d);
+    if (soonest != UINT64_MAX) {
+      j += ",\"pin_expires_in_s\":" +
+           std::to_string(soonest > now ? static_cast<double>(soonest - now) / 1e9 : 0.0);
+    }
+    j += "}";
+    first = false;
+  }
+  j += "]}";
+  return j;
+}
+
+void Broker::serve(int fd) {
+  Conn& conn = conns_.at(fd);
+  WireMsg req{};
+  int rfd = -1;
+  Status st = platform::recv_msg(fd, &req, &rfd, nullptr, 0, 0);
+  UniqueFd passed(rfd);
+  if (!st) {
+    if (st.code() == Errc::kTimeout) return;  // spurious wake-up
+    drop_conn(fd);  // EOF (the process exited or was killed), or garbage: drop its references
+    return;
+  }
+  const Id128 id{req.object_hi, req.object_lo};
+  WireMsg rep = platform::make_msg(static_cast<Op>(req.op));
+  rep.object_hi = req.object_hi;
+  rep.object_lo = req.object_lo;
+  switch (static_cast<Op>(req.op)) {
+    case Op::kHello: {
+      rep.object_hi = session_.hi;
+      rep.object_lo = session_.lo;
+      rep.arg = static_cast<uint64_t>(::getpid());
+      (void)platform::send_msg(fd, rep);
+      return;
+    }
+    case Op::kRegister: {
+      if (!passed.valid() || id.is_zero()) {
+        reply_error(fd, req, Errc::kInvalidArgument, "register needs a descriptor and an id");
+        return;
+      }
+      if (objects_.count(id) != 0) {
+        reply_error(fd, req, Errc::kExists, "object id already registered");
+        return;
+      }
+      bool ro = false;
+      Status ok = platform::check_received_fd(passed.get(), req.size + 64, &ro);
+      if (!ok) {
+        reply_error(fd, req, Errc::kInvalidArgument, ok.message());
+        return;
+      }
+      Status cap = check_capacity(0, 0);  // only SHOAL_MAX_BYTES is the broker's to enforce
+      if (const char* mb = std::getenv("SHOAL_MAX_BYTES"); mb != nullptr && *mb != '\0') {
+        auto max = parse_bytes(mb);
+        if (max && total_bytes_ + req.size + 64 > *max) {
+          reply_error(fd, req, Errc::kOutOfSpace,
+                      "SHOAL_MAX_BYTES (" + std::to_string(*max) + " bytes) would be exceeded: "
+                      "the session holds " + std::to_string(total_bytes_) +
+                      " bytes; raise it or release objects first");
+          return;
+        }
+      }
+      (void)cap;
+      Object o;
+      o.fd = std::move(passed);
+      o.size = req.size;
+      o.kind = req.kind;
+      o.creator_pid = conn.pid;
+      o.created_unix = static_cast<int64_t>(::time(nullptr));
+      o.holders.insert(fd);
+      objects_.emplace(id, std::move(o));
+      conn.held.insert(id);
+      total_bytes_ += req.size + 64;
+      (void)platform::send_msg(fd, rep);
+      return;
+    }
+    case Op::kAttach:
+    case Op::kAdopt: {
+      auto it = objects_.find(id);
+      if (it == objects_.end()) {
+        reply_error(fd, req, Errc::kStaleHandle,
+                    "object " + id.hex() + " no longer exists in session " + session_.hex() +
+                        ": every process released it and its handle's pin expired or was used");
+        return;
+      }
+      Object& o = it->second;
+      if (req.pin != 0) o.pins.erase(req.pin);  // a pin is used once
+      o.holders.insert(fd);
+      conn.held.insert(id);
+      if (static_cast<Op>(req.op) == Op::kAttach) {
+        int seals = ::fcntl(o.fd.get(), F_GET_SEALS);
+        rep.size = o.size;
+        rep.kind = o.kind;
+        rep.flags = (seals >= 0 && (seals & (F_SEAL_WRITE | 0x0010)) != 0) ? kHandleReadOnly : 0;
+        (void)platform::send_msg(fd, rep, nullptr, o.fd.get());
+      } else {
+        (void)platform::send_msg(fd, rep);
+      }
+      return;
+    }
+    case Op::kRelease: {  // no reply: the client does not wait for one
+      if (conn.held.erase(id) != 0) {
+        auto it = objects_.find(id);
+        if (it != objects_.end()) {
+          it->second.holders.erase(fd);
+          maybe_free(id);
+        }
+      }
+      return;
+    }
+    case Op::kPin: {
+      auto it = objects_.find(id);
+      if (it == objects_.end() || conn.held.count(id) == 0) {
+        reply_error(fd, req, Errc::kStaleHandle,
+                    "cannot pin object " + id.hex() + ": this process does not hold it");
+        return;
+      }
+      uint64_t pin = 0;
+      while (pin == 0) pin = Id128::random().lo;
+      uint64_t ttl_ns = std::min<uint64_t>(req.arg, 365ULL * 86400 * 1000) * 1000000ULL;
+      it->second.pins[pin] = platform::monotonic_ns() + ttl_ns;
+      rep.pin = pin;
+      (void)platform::send_msg(fd, rep);
+      return;
+    }
+    case Op::kList: {
+      std::string j = describe();
+      size_t off = 0;
+      do {
+        size_t n = std::min(layout::kWireMaxPayload, j.size() - off);
+        WireMsg page = rep;
+        page.payload_size = static_cast<uint32_t>(n);
+        page.arg = off + n < j.size() ? 1 : 0;
+        if (!platform::send_msg(fd, page, j.data() + off)) return;
+        off += n;
+      } while (off < j.size());
+      return;
+    }
+  }
+  drop_conn(fd);  // an unknown op: a confused or hostile peer
+}
+
+int Broker::run() {
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);  // Ctrl-C belongs to the user's processes, not to their broker
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::umask(077);
+  started_ns_ = platform::monotonic_ns();
+  started_unix_ = static_cast<int64_t>(::time(nullptr));
+  if (!setup()) return 1;
+  if (ready_fd_ >= 0) {
+    (void)!::write(ready_fd_, "OK", 2);
+    ::close(ready_fd_);
+  }
+  std::vector<pollfd> fds;
+  while (g_stop == 0) {
+    uint64_t now = platform::monotonic_ns();
+    expire_pins(now);
+    if (conns_.empty() && pin_count() == 0 &&
+        (had_conn_ || now - started_ns_ > kFirstConnectGraceNs)) {
+      // Leave: unlink the socket, then serve anyone who connected in the meantime.
+      ::unlink(sock_path_.c_str());
+      accept_all();
+      if (conns_.empty()) break;
+    }
+    fds.clear();
+    fds.push_back({listen_.get(), POLLIN, 0});
+    for (const auto& [fd, c] : conns_) fds.push_back({fd, POLLIN, 0});
+    uint64_t deadline = next_deadline();
+    if (!had_conn_) deadline = std::min(deadline, started_ns_ + kFirstConnectGraceNs);
+    int timeout = -1;
+    if (deadline != UINT64_MAX) {
+      timeout = deadline <= now ? 0 : static_cast<int>(std::min<uint64_t>((deadline - now) / 1000000ULL + 1, 60000));
+    }
+    int r = ::poll(fds.data(), fds.size(), timeout);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      std::perror("shoal-broker: poll");
+      break;
+    }
+    if ((fds[0].revents & POLLIN) != 0) accept_all();
+    for (size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      if (conns_.count(fds[i].fd) == 0) continue;
+      if ((fds[i].revents & POLLIN) != 0) {
+        serve(fds[i].fd);
+      } else {  // POLLHUP / POLLERR without data: the peer is gone
+        drop_conn(fds[i].fd);
+      }
+    }
+  }
+  cleanup();
+  return 0;
+}
+
+}  // namespace
+}  // namespace shoal::broker
+
+int main(int argc, char** argv) {
+  std::string dir;
+  std::string session;
+  int ready_fd = -1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    if (k == "--runtime-dir") {
+      dir = argv[i + 1];
+    } else if (k == "--session") {
+      session = argv[i + 1];
+    } else if (k == "--ready-fd") {
+      ready_fd = std::atoi(argv[i + 1]);
+    }
+  }
+  auto sid = shoal::Id128::from_hex(session);
+  if (dir.empty() || !sid) {
+    std::fprintf(stderr,
+                 "usage: shoal-broker --runtime-dir DIR --session <32 hex> [--ready-fd N]\n"
+                 "(started by shoal itself; there is no need to run it by hand)\n");
+    return 2;
+  }
+  shoal::broker::Broker b(dir, sid.value(), ready_fd);
+  return b.run();
+}

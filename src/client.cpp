@@ -1,0 +1,647 @@
+#include "client.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "layout/segment_layout.hpp"
+#include "shoal/session.hpp"
+#include "shoal/system.hpp"
+
+#ifndef SHOAL_BROKER_DEFAULT_PATH
+#define SHOAL_BROKER_DEFAULT_PATH ""
+#endif
+
+namespace shoal {
+namespace {
+
+using layout::Op;
+using layout::WireMsg;
+using platform::UniqueFd;
+
+// Round trips to a live broker take microseconds; this only bounds a stopped or wedged one.
+constexpr int kReplyTimeoutMs = 30000;
+
+std::mutex g_broker_path_mu;
+std::string g_broker_path;  // guarded by g_broker_path_mu
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (end == v || *end != '\0' || x < 0 || x > 1000000000L) return fallback;
+  return static_cast<int>(x);
+}
+
+// More descriptors for processes that create many objects (the creator keeps an fd per
+// unsealed segment). Raising the soft limit to the hard one is always allowed.
+void raise_fd_limit() noexcept {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+Status connect_socket(const std::string& path, const Id128& session, UniqueFd* out) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return {Errc::kSystem, errno_message("socket", errno)};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return {Errc::kInvalidArgument, "socket path too long: " + path};
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int rc;
+  do {
+    rc = ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    int err = errno;
+    std::string sid = session.hex();
+    if (err == ENOENT) {
+      return {Errc::kStaleHandle,
+              "session " + sid + " is not running on this machine: all of its processes have "
+              "exited (or the handle comes from another machine, user or SHOAL_RUNTIME_DIR)"};
+    }
+    if (err == ECONNREFUSED) {
+      return {Errc::kSessionGone,
+              "the broker of session " + sid + " is gone (killed or crashed): objects already "
+              "mapped keep working, but no process can attach new ones; share them again "
+              "from a process that still maps them"};
+    }
+    if (err == EACCES || err == EPERM) {
+      return {Errc::kPermission, "no permission to reach session " + sid + " at " + path +
+                                     ": it belongs to another user"};
+    }
+    return {Errc::kSystem, errno_message("connect to " + path, err)};
+  }
+  *out = std::move(s);
+  return {};
+}
+
+}  // namespace
+
+void set_broker_path(const std::string& path) {
+  std::lock_guard<std::mutex> g(g_broker_path_mu);
+  g_broker_path = path;
+}
+
+std::string broker_path() {
+  {
+    std::lock_guard<std::mutex> g(g_broker_path_mu);
+    if (!g_broker_path.empty()) return g_broker_path;
+  }
+  if (const char* e = std::getenv("SHOAL_BROKER"); e != nullptr && *e != '\0') return e;
+  return SHOAL_BROKER_DEFAULT_PATH;
+}
+
+uint64_t pin_ttl_ms() noexcept {
+  return static_cast<uint64_t>(env_int("SHOAL_PIN_TTL", 120)) * 1000ULL;
+}
+
+Id128 current_session() noexcept { return detail::Client::instance().current_session(); }
+
+void after_fork_child() noexcept { detail::Client::instance().after_fork_child(); }
+
+namespace detail {
+
+std::string socket_path(const std::string& dir, const Id128& session) {
+  return dir + "/" + session.hex() + ".sock";
+}
+std::string lock_path(const std::string& dir, const Id128& session) {
+  return dir + "/" + session.hex() + ".lock";
+}
+
+Mapping::~Mapping() {
+  platform::unmap(base, total);
+  Client::instance().release(session, object);
+}
+
+Client& Client::instance() {
+  // Leaked on purpose: Segments held by static objects may be destroyed after any other static.
+  static Client* c = new Client();
+  return *c;
+}
+
+// True while this thread forks to start a broker: it already holds mu_, and the child only
+// execs, so the fork handlers must leave mu_ alone.
+thread_local bool t_own_fork = false;
+
+Client::Client() : pid_(::getpid()) {
+  raise_fd_limit();
+  // Any other fork takes mu_ first, so the child never inherits it locked by a thread that
+  // does not exist there.
+  ::pthread_atfork([] { if (!t_own_fork) Client::instance().mu_.lock(); },
+                   [] { if (!t_own_fork) Client::instance().mu_.unlock(); },
+                   [] { if (!t_own_fork) Client::instance().mu_.unlock(); });
+}
+
+void Client::check_fork_locked() noexcept {
+  pid_t now = ::getpid();
+  if (now == pid_) return;
+  // A forked child: the connections are the parent's references, not ours. Closing our copy of
+  // the descriptor leaves the parent's connection open.
+  pid_ = now;
+  conns_.clear();
+}
+
+Id128 Client::current_session() noexcept {
+  std::lock_guard<std::mutex> g(mu_);
+  check_fork_locked();
+  return current_;
+}
+
+Status Client::roundtrip_locked(const Id128& session, Conn* c, const WireMsg& req, int send_fd,
+                                WireMsg* reply, int* recv_fd, std::string* payload) {
+  auto gone = [&](Status st) -> Status {
+    if (st.code() == Errc::kSessionGone) {
+      c->gone = true;
+      c->sock.reset();
+      return {Errc::kSessionGone,
+              "the broker of session " + session.hex() + " is gone (killed or crashed): objects "
+              "already mapped keep working, but no process can attach new ones"};
+    }
+    return st;
+  };
+  Status st = platform::send_msg(c->sock.get(), req, nullptr, send_fd);
+  if (!st) return gone(st);
+  std::vector<char> buf(payload != nullptr ? layout::kWireMaxPayload : 0);
+  for (;;) {
+    int fd = -1;
+    st = platform::recv_msg(c->sock.get(), reply, &fd, payload != nullptr ? buf.data() : nullptr,
+                            buf.size(), kReplyTimeoutMs);
+    UniqueFd owned(fd);
+    if (!st) {
+      if (st.code() != Errc::kSessionGone) {  // a confused connection cannot be trusted again
+        c->gone = true;
+        c->sock.reset();
+      }
+      return gone(st);
+    }
+    if (payload != nullptr) payload->append(buf.data(), reply->payload_size);
+    if (payload != nullptr && reply->arg == 1) continue;  // more pages follow
+    if (recv_fd != nullptr) *recv_fd = owned.release();
+    break;
+  }
+  if (reply->status != 0) {
+    auto code = static_cast<Errc>(reply->status);
+    if (reply->status > static_cast<uint32_t>(Errc::kSystem)) code = Errc::kCorrupt;
+    return {code, reply->text};
+  }
+  return {};
+}
+
+Result<Client::Conn*> Client::conn_locked(const Id128& session) {
+  check_fork_locked();
+  auto it = conns_.find(session);
+  if (it != conns_.end()) {
+    if (it->second.gone) {
+      return {Errc::kSessionGone,
+              "the broker of session " + session.hex() + " is gone (killed or crashed): objects "
+              "already mapped keep working, but no process can attach new ones"};
+    }
+    return &it->second;
+  }
+  auto dir = runtime_dir(false);
+  if (!dir) {
+    if (dir.status().code() == Errc::kNotFound) {
+      return {Errc::kStaleHandle, "session " + session.hex() +
+                                      " is not running on this machine (no runtime directory)"};
+    }
+    return dir.status();
+  }
+  Conn c;
+  Status st = connect_socket(socket_path(dir.value(), session), session, &c.sock);
+  if (!st) return st;
+  WireMsg req = platform::make_msg(Op::kHello);
+  req.arg = static_cast<uint64_t>(::getpid());
+  WireMsg rep{};
+  st = roundtrip_locked(session, &c, req, -1, &rep, nullptr, nullptr);
+  if (!st) return st;
+  if (Id128{rep.object_hi, rep.object_lo} != session) {
+    return {Errc::kIncompatible, "the socket of session " + session.hex() +
+                                     " is served by another session's broker"};
+  }
+  auto [pos, _] = conns_.emplace(session, std::move(c));
+  return &pos->second;
+}
+
+Result<Id128> Client::start_session_locked() {
+  auto dir_r = runtime_dir(true);
+  if (!dir_r) return dir_r.status();
+  const std::string dir = dir_r.value();
+  gc_runtime_dir();  // the next shoal process cleans up after sessions that were SIGKILLed whole
+  std::string exe = broker_path();
+  if (exe.empty() || ::access(exe.c_str(), X_OK) != 0) {
+    return {Errc::kSystem, "the shoal broker executable was not found at '" + exe +
+                               "'; reinstall shoal or set SHOAL_BROKER to its path"};
+  }
+  Id128 sid = Id128::random();
+  std::string sid_hex = sid.hex();
+  const char* log = std::getenv("SHOAL_BROKER_LOG");
+  std::string log_path = log != nullptr && *log != '\0' ? log : "/dev/null";
+  // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> args = {exe, "--runtime-dir", dir, "--session", sid_hex,
+                                   "--ready-fd", "3"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return {Errc::kSystem, errno_message("pipe2", errno)};
+  UniqueFd ready_r(pipefd[0]);
+  UniqueFd ready_w(pipefd[1]);
+  t_own_fork = true;
+  pid_t child = ::fork();
+  if (child != 0) t_own_fork = false;  // the child keeps it set: it forks once more
+  if (child < 0) return {Errc::kSystem, errno_message("fork (starting the broker)", errno)};
+  if (child == 0) {
+    // Intermediate child: a new session (no controlling terminal, so Ctrl-C in the user's
+    // terminal does not reach the broker), then fork again so the broker is not our child: no
+    // zombie in the user's process, no surprise for code that calls wait().
+    ::setsid();
+    pid_t g = ::fork();
+    if (g != 0) ::_exit(g < 0 ? 1 : 0);
+    int devnull = ::open("/dev/null", O_RDWR);
+    int logfd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    if (logfd >= 0) {
+      ::dup2(logfd, 1);
+      ::dup2(logfd, 2);
+    } else if (devnull >= 0) {
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
+    ::dup2(ready_w.get(), 3);  // dup2 clears FD_CLOEXEC on the copy
+    // Close everything else we inherited (pytest's pipes, the user's sockets...).
+    if (::syscall(SYS_close_range, 4U, ~0U, 0U) != 0) {
+      for (int fd = 4; fd < 65536; ++fd) ::close(fd);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ready_w.reset();
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  // The broker writes "OK" once its socket listens; EOF first means it failed to start.
+  int timeout_ms = env_int("SHOAL_BROKER_TIMEOUT", 30) * 1000;
+  pollfd p{ready_r.get(), POLLIN, 0};
+  int pr;
+  do {
+    pr = ::poll(&p, 1, timeout_ms);
+  } while (pr < 0 && errno == EINTR);
+  char okbuf[2] = {0, 0};
+  ssize_t n = pr > 0 ? ::read(ready_r.get(), okbuf, 2) : -1;
+  if (pr == 0) {
+    return {Errc::kTimeout, "the shoal broker did not start within " +
+                                std::to_string(timeout_ms / 1000) +
+                                " s; set SHOAL_BROKER_LOG=/tmp/shoal-broker.log to see why"};
+  }
+  if (n != 2 || okbuf[0] != 'O' || okbuf[1] != 'K') {
+    return {Errc::kSystem, "the shoal broker at '" + exe +
+                               "' failed to start; set SHOAL_BROKER_LOG=/tmp/shoal-broker.log "
+                               "to see why"};
+  }
+  return sid;
+}
+
+Result<Client::Conn*> Client::current_conn_locked() {
+  check_fork_locked();
+  if (!current_.is_zero()) {
+    auto c = conn_locked(current_);
+    if (c) return c;
+    if (c.status().code() != Errc::kSessionGone && c.status().code() != Errc::kStaleHandle) {
+      return c;
+    }
+    current_ = {};  // our session is gone: new objects go to a new session
+  }
+  // Join the session our parent exported, if it still runs.
+  if (const char* env = std::getenv("SHOAL_SESSION"); env != nullptr && *env != '\0') {
+    auto sid = Id128::from_hex(env);
+    if (sid) {
+      auto c = conn_locked(sid.value());
+      if (c) {
+        current_ = sid.value();
+        return c;
+      }
+    }
+  }
+  auto sid = start_session_locked();
+  if (!sid) return sid.status();
+  auto c = conn_locked(sid.value());
+  if (!c) return c;
+  current_ = sid.value();
+  ::setenv("SHOAL_SESSION", current_.hex().c_str(), 1);
+  return c;
+}
+
+std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Options& opts) {
+  if (data_size > (1ULL << 56)) {
+    throw_error(Errc::kInvalidArgument, "segment size " + std::to_string(data_size) + " is absurd");
+  }
+  const uint64_t total = data_size + layout::kSegmentHeaderSize;
+  check_capacity(total).throw_if_error();
+  std::unique_lock<std::mutex> g(mu_);
+  Conn* c = current_conn_locked().take();
+  Id128 session = current_;
+  g.unlock();  // reserving pages may take a while; do not block other threads' round trips
+
+  Id128 object = Id128::random();
+  UniqueFd fd = platform::create_memfd("shoal", total).take();
+  void* base = platform::map_fd(fd.get(), total, true, opts.populate).take();
+  auto m = std::make_shared<Mapping>();
+  m->session = session;
+  m->object = object;
+  m->base = static_cast<std::byte*>(base);
+  m->total = total;
+  m->kind = opts.kind;
+  m->read_only = false;
+  auto* h = reinterpret_cast<layout::SegmentHeader*>(base);
+  h->magic = layout::kSegmentMagic;
+  h->format_version = layout::kSegmentFormatVersion;
+  h->layout_fingerprint = layout::kLayoutFingerprint;
+  h->kind = static_cast<uint32_t>(opts.kind);
+  h->size = total;
+  h->header_size = layout::kSegmentHeaderSize;
+  h->object_hi = object.hi;
+  h->object_lo = object.lo;
+  h->reserved = 0;
+  // Pairs with the acquire load in validate_segment_header: every field above is visible to a
+  // process that sees kSegmentReady.
+  h->state.store(layout::kSegmentReady, std::memory_order_release);
+
+  WireMsg req = platform::make_msg(Op::kRegister);
+  req.object_hi = object.hi;
+  req.object_lo = object.lo;
+  req.size = data_size;
+  req.kind = static_cast<uint32_t>(opts.kind);
+  WireMsg rep{};
+  g.lock();
+  check_fork_locked();
+  auto it = conns_.find(session);
+  if (it == conns_.end()) {
+    g.unlock();
+    m->session = {};  // never registered: nothing to release
+    throw_error(Errc::kSessionGone, "the session broker went away while creating a segment");
+  }
+  c = &it->second;
+  Status st = roundtrip_locked(session, c, req, fd.get(), &rep, nullptr, nullptr);
+  if (!st) {
+    g.unlock();
+    m->session = {};
+    st.throw_if_error();
+  }
+  cache_[object] = m;
+  m->memfd = std::move(fd);
+  return m;
+}
+
+std::shared_ptr<Mapping> Client::attach(const Handle& h) {
+  std::unique_lock<std::mutex> g(mu_);
+  check_fork_locked();
+  if (auto it = cache_.find(h.object); it != cache_.end()) {
+    if (auto m = it->second.lock()) {
+      if (h.pin != 0) {  // consume the pin, or it would keep the object alive until it expires
+        auto c = conn_locked(h.session);
+        if (c) {
+          WireMsg req = platform::make_msg(Op::kAdopt);
+          req.object_hi = h.object.hi;
+          req.object_lo = h.object.lo;
+          req.pin = h.pin;
+          WireMsg rep{};
+          (void)roundtrip_locked(h.session, c.value(), req, -1, &rep, nullptr, nullptr);
+        }
+      }
+      return m;
+    }
+    cache_.erase(it);
+  }
+  Conn* c = conn_locked(h.session).take();
+  WireMsg req = platform::make_msg(Op::kAttach);
+  req.object_hi = h.object.hi;
+  req.object_lo = h.object.lo;
+  req.pin = h.pin;
+  WireMsg rep{};
+  int rfd = -1;
+  roundtrip_locked(h.session, c, req, -1, &rep, &rfd, nullptr).throw_if_error();
+  UniqueFd fd(rfd);
+  // From here on the broker counts a reference for us: every failure path must release it.
+  auto fail = [&](Status st) {
+    WireMsg rel = platform::make_msg(Op::kRelease);
+    rel.object_hi = h.object.hi;
+    rel.object_lo = h.object.lo;
+    (void)platform::send_msg(c->sock.get(), rel);
+    g.unlock();
+    st.throw_if_error();
+  };
+  if (!fd.valid()) fail({Errc::kCorrupt, "the broker answered an attach without a descriptor"});
+  const uint64_t total = rep.size + layout::kSegmentHeaderSize;
+  if (rep.size > (1ULL << 56)) fail({Errc::kCorrupt, "the broker reported an absurd size"});
+  if (rep.size != h.size || rep.kind != h.kind) {
+    fail({Errc::kStaleHandle, "the handle says " + std::to_string(h.size) + " bytes of kind " +
+                                  std::to_string(h.kind) + ", the object has " +
+                                  std::to_string(rep.size) + " bytes of kind " +
+                                  std::to_string(rep.kind) + ": the handle was altered"});
+  }
+  bool read_only = false;
+  Status st = platform::check_received_fd(fd.get(), total, &read_only);
+  if (!st) fail(st);
+  auto mapped = platform::map_fd(fd.get(), total, !read_only, false);
+  if (!mapped) fail(mapped.status());
+  st = validate_segment_header(mapped.value(), total, h.object);
+  if (!st) {
+    platform::unmap(mapped.value(), total);
+    fail(st);
+  }
+  auto m = std::make_shared<Mapping>();
+  m->session = h.session;
+  m->object = h.object;
+  m->base = static_cast<std::byte*>(mapped.value());
+  m->total = total;
+  m->kind = static_cast<ObjectKind>(rep.kind);
+  m->read_only = read_only;
+  cache_[h.object] = m;
+  return m;
+}
+
+uint64_t Client::pin(const Mapping& m) {
+  std::lock_guard<std::mutex> g(mu_);
+  Conn* c = conn_locked(m.session).take();
+  WireMsg req = platform::make_msg(Op::kPin);
+  req.object_hi = m.object.hi;
+  req.object_lo = m.object.lo;
+  req.arg = pin_ttl_ms();
+  WireMsg rep{};
+  roundtrip_locked(m.session, c, req, -1, &rep, nullptr, nullptr).throw_if_error();
+  return rep.pin;
+}
+
+void Client::seal(Mapping& m) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (m.read_only) return;
+  if (!m.memfd.valid()) {
+    throw_error(Errc::kInvalidArgument,
+                "only the process that created a segment can seal it read-only");
+  }
+  platform::seal_read_only(m.memfd.get()).throw_if_error();
+  platform::protect_read_only(m.base, m.total).throw_if_error();
+  m.read_only = true;
+  m.memfd.reset();
+}
+
+void Client::release(const Id128& session, const Id128& object) noexcept {
+  if (session.is_zero()) return;
+  std::lock_guard<std::mutex> g(mu_);
+  check_fork_locked();
+  if (auto it = cache_.find(object); it != cache_.end() && it->second.expired()) cache_.erase(it);
+  auto it = conns_.find(session);
+  if (it == conns_.end() || it->second.gone) return;  // the broker already forgot us
+  // Fire and forget: the broker sends no reply to kRelease, so closing a segment costs one
+  // sendmsg, not a round trip.
+  WireMsg req = platform::make_msg(Op::kRelease);
+  req.object_hi = object.hi;
+  req.object_lo = object.lo;
+  if (!platform::send_msg(it->second.sock.get(), req)) {
+    it->second.gone = true;
+    it->second.sock.reset();
+  }
+}
+
+void Client::adopt_all_locked() noexcept {
+  try {
+    for (auto& [object, weak] : cache_) {
+      auto m = weak.lock();
+      if (!m) continue;
+      auto c = conn_locked(m->session);
+      if (!c) continue;  // the session is gone: the mapping stays valid, only re-sharing fails
+      WireMsg req = platform::make_msg(Op::kAdopt);
+      req.object_hi = object.hi;
+      req.object_lo = object.lo;
+      WireMsg rep{};
+      (void)roundtrip_locked(m->session, c.value(), req, -1, &rep, nullptr, nullptr);
+    }
+  } catch (...) {
+    // Out of memory in a forked child: the mappings still work; re-sharing may fail later.
+  }
+}
+
+void Client::after_fork_child() noexcept {
+  std::lock_guard<std::mutex> g(mu_);
+  check_fork_locked();
+  // A creator's descriptors are the parent's business: the child cannot seal them.
+  for (auto& [object, weak] : cache_) {
+    if (auto m = weak.lock()) m->memfd.reset();
+  }
+  adopt_all_locked();
+}
+
+void Client::reset_for_testing() noexcept {
+  std::lock_guard<std::mutex> g(mu_);
+  conns_.clear();
+  current_ = {};
+}
+
+Result<std::string> Client::describe(const Id128& session) noexcept {
+  try {
+    std::lock_guard<std::mutex> g(mu_);
+    auto c = conn_locked(session);
+    if (!c) return c.status();
+    WireMsg req = platform::make_msg(Op::kList);
+    WireMsg rep{};
+    std::string payload;
+    Status st = roundtrip_locked(session, c.value(), req, -1, &rep, nullptr, &payload);
+    if (!st) return st;
+    return payload;
+  } catch (const std::exception& e) {
+    return {Errc::kSystem, e.what()};
+  }
+}
+
+}  // namespace detail
+
+std::vector<SessionEntry> list_sessions() {
+  std::vector<SessionEntry> out;
+  auto dir = runtime_dir(false);
+  if (!dir) return out;
+  DIR* d = ::opendir(dir.value().c_str());
+  if (d == nullptr) return out;
+  std::vector<Id128> ids;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() != 37 || name.substr(32) != ".lock") continue;
+    auto id = Id128::from_hex(name.substr(0, 32));
+    if (id) ids.push_back(id.value());
+  }
+  ::closedir(d);
+  for (const Id128& id : ids) {
+    SessionEntry s;
+    s.id = id;
+    UniqueFd lf(::open(detail::lock_path(dir.value(), id).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!lf.valid()) continue;
+    char buf[32] = {};
+    ssize_t n = ::pread(lf.get(), buf, sizeof buf - 1, 0);
+    if (n > 0) s.broker_pid = std::strtoll(buf, nullptr, 10);
+    if (::flock(lf.get(), LOCK_SH | LOCK_NB) == 0) {
+      ::flock(lf.get(), LOCK_UN);
+      s.alive = false;
+    } else {
+      s.alive = true;
+      auto j = detail::Client::instance().describe(id);
+      if (j) s.describe_json = j.value();
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+int gc_runtime_dir() {
+  auto dir = runtime_dir(false);
+  if (!dir) return 0;
+  DIR* d = ::opendir(dir.value().c_str());
+  if (d == nullptr) return 0;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  int removed = 0;
+  for (const std::string& name : names) {
+    if (name.size() != 37) continue;
+    auto id = Id128::from_hex(name.substr(0, 32));
+    if (!id) continue;
+    std::string suffix = name.substr(32);
+    std::string lock = detail::lock_path(dir.value(), id.value());
+    std::string sock = detail::socket_path(dir.value(), id.value());
+    if (suffix == ".lock") {
+      // The broker holds this lock for its whole life (and creates the file already locked, by
+      // rename), so getting it means the broker is dead.
+      UniqueFd lf(::open(lock.c_str(), O_RDWR | O_CLOEXEC));
+      if (!lf.valid() || ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) continue;
+      ::unlink(sock.c_str());
+      ::unlink(lock.c_str());
+      ++removed;
+    } else if (suffix == ".sock" && ::access(lock.c_str(), F_OK) != 0) {
+      // A socket without its lock: the broker died between the two unlinks.
+      ::unlink(sock.c_str());
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+}  // namespace shoal

@@ -1,0 +1,86 @@
+// src/client.hpp — the per-process side of the session protocol (not API).
+//
+// One Client per process (a leaked singleton: it must outlive every static Segment). It owns one
+// connection per session it talks to and a cache of live mappings by object id, so attaching an
+// object this process already maps costs no round trip.
+//
+// Threading: mu_ guards everything below and is held across each broker round trip (one request
+// in flight per connection). Mapping destructors call release(), which takes mu_, so no Mapping
+// may be destroyed while mu_ is held (the cache holds weak_ptrs only).
+//
+// Fork: pthread_atfork keeps mu_ consistent; the child drops the parent's connections (they are
+// the parent's references) and reconnects on its next call, or at once in after_fork_child().
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "layout/protocol_layout.hpp"
+#include "platform/platform.hpp"
+#include "shoal/handle.hpp"
+#include "shoal/segment.hpp"
+
+namespace shoal::detail {
+
+struct Mapping {
+  Id128 session;
+  Id128 object;
+  std::byte* base = nullptr;  // start of the segment (the header)
+  uint64_t total = 0;         // bytes mapped, header included
+  ObjectKind kind = ObjectKind::kBytes;
+  bool read_only = false;
+  platform::UniqueFd memfd;   // the creator keeps its fd until seal() (needed to add seals)
+  ~Mapping();
+};
+
+class Client {
+ public:
+  static Client& instance();
+
+  std::shared_ptr<Mapping> create(uint64_t data_size, const Segment::Options& opts);
+  std::shared_ptr<Mapping> attach(const Handle& h);
+  uint64_t pin(const Mapping& m);
+  void seal(Mapping& m);
+  void release(const Id128& session, const Id128& object) noexcept;
+  void after_fork_child() noexcept;
+  Id128 current_session() noexcept;
+  /// The broker's JSON description of a session (kList), connecting if needed.
+  Result<std::string> describe(const Id128& session) noexcept;
+  /// Tests only: forget every connection and the current session (each test has its own
+  /// runtime directory, hence its own sessions).
+  void reset_for_testing() noexcept;
+
+ private:
+  struct Conn {
+    platform::UniqueFd sock;
+    bool gone = false;
+  };
+
+  Client();
+  // All *_locked functions require mu_ held.
+  void check_fork_locked() noexcept;
+  Result<Conn*> conn_locked(const Id128& session);
+  Result<Conn*> current_conn_locked();
+  Result<Id128> start_session_locked();
+  Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
+                          layout::WireMsg* reply, int* recv_fd, std::string* payload);
+  void adopt_all_locked() noexcept;
+
+  std::mutex mu_;
+  pid_t pid_;
+  Id128 current_;
+  std::unordered_map<Id128, Conn, Id128Hash> conns_;
+  std::unordered_map<Id128, std::weak_ptr<Mapping>, Id128Hash> cache_;
+  bool atfork_registered_ = false;
+};
+
+/// "<runtime dir>/<session hex>.sock" and ".lock".
+std::string socket_path(const std::string& dir, const Id128& session);
+std::string lock_path(const std::string& dir, const Id128& session);
+
+}  // namespace shoal::detail

@@ -1,0 +1,66 @@
+// src/layout/protocol_layout.hpp — the messages between a process and its session broker.
+//
+// Transport: one AF_UNIX SOCK_SEQPACKET connection per (process, session), on the socket
+// <runtime dir>/<session hex>.sock (directory 0700; the broker also checks SO_PEERCRED's uid).
+// SEQPACKET keeps message boundaries, so every message is exactly one WireMsg, optionally
+// followed in the same packet by `payload_size` bytes (kList replies), and carries at most one
+// file descriptor (SCM_RIGHTS: kRegister requests, kAttach replies). Design note:
+// docs/design/segment.md ("Broker protocol").
+//
+// The connection IS the process's reference set: every object a process attaches or registers
+// is held by its connection until it sends kRelease or the connection closes (exit, SIGKILL,
+// exec). There is one request in flight per connection; the client serialises them.
+//
+// Ops (request -> reply):
+//   kHello    pid                        -> broker_pid, session id in object_*; version check
+//   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES) | kInvalidArgument
+//   kAttach   object id, pin             -> fd, size, kind, flags | kStaleHandle
+//   kAdopt    object id                  -> ok | kStaleHandle  (a forked child re-registers
+//                                           a mapping it inherited; no fd travels)
+//   kRelease  object id                  -> ok
+//   kPin      object id, ttl_ms          -> pin | kStaleHandle
+//   kList                                -> payload: JSON text describing the session
+//
+// Invariants: magic and version are checked on every message; a peer that sends anything
+// malformed is disconnected (its references are then dropped like any exiting process's).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shoal::layout {
+
+inline constexpr uint32_t kWireMagic = 0x4B424853;  // "SHBK"
+inline constexpr uint16_t kWireVersion = 1;
+inline constexpr size_t kWireMaxPayload = 60 * 1024;  // one packet; kList pages beyond this
+
+enum class Op : uint16_t {
+  kHello = 1,
+  kRegister = 2,
+  kAttach = 3,
+  kAdopt = 4,
+  kRelease = 5,
+  kPin = 6,
+  kList = 7,
+};
+
+struct WireMsg {
+  uint32_t magic;         // kWireMagic
+  uint16_t version;       // kWireVersion
+  uint16_t op;            // Op
+  uint32_t status;        // replies: shoal::Errc; requests: 0
+  uint32_t kind;          // ObjectKind (register, attach reply)
+  uint64_t object_hi;     // object id (or the session id in a kHello reply)
+  uint64_t object_lo;
+  uint64_t size;          // data bytes (register, attach reply)
+  uint64_t pin;           // pin id (attach request, pin reply)
+  uint64_t arg;           // kHello: pid; kPin: ttl in ms; kList reply: more pages follow (0/1)
+  uint32_t flags;         // handle flags (attach reply)
+  uint32_t payload_size;  // bytes that follow this struct in the packet (<= kWireMaxPayload)
+  char text[192];         // error replies: a NUL-terminated message for the user
+};
+static_assert(std::is_trivially_copyable_v<WireMsg>);
+static_assert(sizeof(WireMsg) == 256, "wire layout is ABI: bump kWireVersion");
+
+}  // namespace shoal::layout

@@ -1,0 +1,244 @@
+#include "platform/platform.hpp"
+
+#include <fcntl.h>
+#include <linux/memfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+namespace shoal::platform {
+
+void UniqueFd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Result<UniqueFd> create_memfd(const char* debug_name, uint64_t size) noexcept {
+  int fd = ::memfd_create(debug_name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+  if (fd < 0 && errno == EINVAL) {  // kernels before 6.3 do not know MFD_NOEXEC_SEAL
+    fd = ::memfd_create(debug_name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  }
+  if (fd < 0) return {Errc::kSystem, errno_message("memfd_create", errno)};
+  UniqueFd owned(fd);
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return {Errc::kSystem, errno_message("ftruncate of a new segment", errno)};
+  }
+  // Reserve every page now: running out of memory must surface here, not as SIGBUS later.
+  int rc;
+  do {
+    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    int err = errno;
+    if (err == ENOSPC || err == ENOMEM) {
+      return {Errc::kOutOfSpace,
+              "could not reserve " + std::to_string(size) +
+                  " bytes of shared memory (the kernel refused: " + std::strerror(err) +
+                  "); free memory or share a smaller object"};
+    }
+    return {Errc::kSystem, errno_message("fallocate of a new segment", err)};
+  }
+  // No process, buggy or malicious, may shrink the segment under another's mapping.
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+    return {Errc::kSystem, errno_message("sealing a new segment", errno)};
+  }
+  return owned;
+}
+
+Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {Errc::kSystem, errno_message("fstat of a segment", errno)};
+  if (!S_ISREG(st.st_mode)) return {Errc::kCorrupt, "the broker sent a descriptor that is not a segment"};
+  if (static_cast<uint64_t>(st.st_size) != size) {
+    return {Errc::kCorrupt, "segment size " + std::to_string(st.st_size) +
+                                " differs from the " + std::to_string(size) + " bytes expected"};
+  }
+  int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
+    return {Errc::kCorrupt, "segment is not sealed against resizing; refusing to map it"};
+  }
+  *read_only = (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+  return {};
+}
+
+Status seal_read_only(int fd) noexcept {
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) != 0) {
+    return {Errc::kSystem, errno_message("sealing a segment read-only", errno)};
+  }
+  return {};
+}
+
+Result<void*> map_fd(int fd, uint64_t size, bool writable, bool populate) noexcept {
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* p = ::mmap(nullptr, size, prot, flags, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    if (err == ENOMEM) {
+      return {Errc::kOutOfSpace, "no address space left to map " + std::to_string(size) +
+                                     " bytes (check ulimit -v and vm.max_map_count)"};
+    }
+    return {Errc::kSystem, errno_message("mmap of a segment", err)};
+  }
+  return p;
+}
+
+void unmap(void* addr, uint64_t size) noexcept {
+  if (addr != nullptr) ::munmap(addr, size);
+}
+
+Status protect_read_only(void* addr, uint64_t size) noexcept {
+  if (::mprotect(addr, size, PROT_READ) != 0) {
+    return {Errc::kSystem, errno_message("mprotect of a segment", errno)};
+  }
+  return {};
+}
+
+bool process_alive(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+layout::WireMsg make_msg(layout::Op op) noexcept {
+  layout::WireMsg m;
+  std::memset(&m, 0, sizeof m);
+  m.magic = layout::kWireMagic;
+  m.version = layout::kWireVersion;
+  m.op = static_cast<uint16_t>(op);
+  return m;
+}
+
+void set_text(layout::WireMsg* msg, const std::string& text) noexcept {
+  size_t n = std::min(text.size(), sizeof msg->text - 1);
+  std::memcpy(msg->text, text.data(), n);
+  msg->text[n] = '\0';
+}
+
+Status send_msg(int sock, const layout::WireMsg& msg, const void* payload, int fd) noexcept {
+  iovec iov[2];
+  iov[0].iov_base = const_cast<layout::WireMsg*>(&msg);
+  iov[0].iov_len = sizeof msg;
+  iov[1].iov_base = const_cast<void*>(payload);
+  iov[1].iov_len = payload != nullptr ? msg.payload_size : 0;
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = payload != nullptr ? 2 : 1;
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
+  if (fd >= 0) {
+    std::memset(ctrl, 0, sizeof ctrl);
+    mh.msg_control = ctrl;
+    mh.msg_controllen = sizeof ctrl;
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    ssize_t r = ::sendmsg(sock, &mh, MSG_NOSIGNAL);
+    if (r >= 0) return {};
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
+      return {Errc::kSessionGone, "the session broker closed the connection"};
+    }
+    return {Errc::kSystem, errno_message("sendmsg to the session broker", errno)};
+  }
+}
+
+Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t payload_cap,
+                int timeout_ms) noexcept {
+  *fd = -1;
+  if (timeout_ms >= 0) {
+    pollfd p{sock, POLLIN, 0};
+    uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(timeout_ms) * 1000000ULL;
+    for (;;) {
+      uint64_t now = monotonic_ns();
+      int left = now >= deadline ? 0 : static_cast<int>((deadline - now) / 1000000ULL) + 1;
+      int r = ::poll(&p, 1, left);
+      if (r > 0) break;
+      if (r == 0) return {Errc::kTimeout, "the session broker did not answer in time"};
+      if (errno != EINTR) return {Errc::kSystem, errno_message("poll", errno)};
+    }
+  }
+  iovec iov[2];
+  iov[0].iov_base = msg;
+  iov[0].iov_len = sizeof *msg;
+  iov[1].iov_base = payload;
+  iov[1].iov_len = payload != nullptr ? payload_cap : 0;
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = payload != nullptr ? 2 : 1;
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 4)];
+  mh.msg_control = ctrl;
+  mh.msg_controllen = sizeof ctrl;
+  ssize_t r;
+  do {
+    r = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return {Errc::kSessionGone, "the session broker closed the connection"};
+  if (r < 0) {
+    if (errno == ECONNRESET || errno == ENOTCONN) {
+      return {Errc::kSessionGone, "the session broker closed the connection"};
+    }
+    return {Errc::kSystem, errno_message("recvmsg from the session broker", errno)};
+  }
+  // Collect any descriptors first, so that a malformed message never leaks one.
+  int got_fd = -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < n; ++i) {
+        int f;
+        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+        if (got_fd < 0) {
+          got_fd = f;
+        } else {
+          ::close(f);
+        }
+      }
+    }
+  }
+  UniqueFd owned(got_fd);
+  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    return {Errc::kDecode, "a broker message was truncated"};
+  }
+  if (static_cast<size_t>(r) < sizeof *msg || msg->magic != layout::kWireMagic) {
+    return {Errc::kDecode, "a broker message is malformed (" + std::to_string(r) + " bytes)"};
+  }
+  if (msg->version != layout::kWireVersion) {
+    return {Errc::kIncompatible, "the peer speaks broker protocol version " +
+                                     std::to_string(msg->version) + ", this build speaks " +
+                                     std::to_string(layout::kWireVersion)};
+  }
+  if (msg->payload_size != static_cast<size_t>(r) - sizeof *msg) {
+    return {Errc::kDecode, "a broker message declares " + std::to_string(msg->payload_size) +
+                               " payload bytes but carries " +
+                               std::to_string(static_cast<size_t>(r) - sizeof *msg)};
+  }
+  msg->text[sizeof msg->text - 1] = '\0';
+  *fd = owned.release();
+  return {};
+}
+
+}  // namespace shoal::platform

@@ -1,0 +1,88 @@
+// src/platform/platform.hpp — every OS call shoal makes, behind small Status-returning helpers.
+// Linux only for now. Nothing here throws; nothing here knows about sessions or handles.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "layout/protocol_layout.hpp"
+#include "shoal/error.hpp"
+
+namespace shoal::platform {
+
+/// A file descriptor that closes itself.
+class UniqueFd {
+ public:
+  UniqueFd() noexcept = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(o.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// ---- segments ----------------------------------------------------------------------------
+
+/// memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING[|MFD_NOEXEC_SEAL]) sized to `size` bytes, with
+/// every page reserved (fallocate) and sealed against shrink and grow, so no later access can
+/// SIGBUS. PRECONDITION: capacity was checked (check_capacity).
+Result<UniqueFd> create_memfd(const char* debug_name, uint64_t size) noexcept;
+
+/// Validates a descriptor received from a broker: a regular file of exactly `size` bytes, sealed
+/// against shrink and grow. Sets *read_only when it is sealed against writing.
+Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept;
+
+/// Seals the memfd against any new writable mapping (F_SEAL_FUTURE_WRITE); existing mappings
+/// keep their protection, so the caller mprotects its own mapping read-only as well.
+Status seal_read_only(int fd) noexcept;
+
+/// mmap(MAP_SHARED) of the whole file; PROT_READ only when !writable.
+Result<void*> map_fd(int fd, uint64_t size, bool writable, bool populate) noexcept;
+void unmap(void* addr, uint64_t size) noexcept;
+Status protect_read_only(void* addr, uint64_t size) noexcept;
+
+// ---- processes ---------------------------------------------------------------------------
+
+/// True if a process with this pid exists (signal 0; EPERM counts as alive).
+bool process_alive(pid_t pid) noexcept;
+
+/// Monotonic clock in nanoseconds.
+uint64_t monotonic_ns() noexcept;
+
+// ---- broker sockets ----------------------------------------------------------------------
+
+/// Sends one WireMsg (+ payload, + an fd when fd >= 0) as one SEQPACKET message.
+Status send_msg(int sock, const layout::WireMsg& msg, const void* payload = nullptr,
+                int fd = -1) noexcept;
+
+/// Receives one message. Returns kSessionGone on EOF/reset (the peer is gone), kTimeout after
+/// `timeout_ms` (< 0: wait forever), kDecode on a malformed message. A received fd is stored in
+/// *fd (else -1); payload bytes (up to payload_cap) in payload.
+Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t payload_cap,
+                int timeout_ms) noexcept;
+
+/// A zeroed message with magic, version and op set.
+layout::WireMsg make_msg(layout::Op op) noexcept;
+
+/// Writes `text` into msg.text, truncated and NUL-terminated.
+void set_text(layout::WireMsg* msg, const std::string& text) noexcept;
+
+}  // namespace shoal::platform

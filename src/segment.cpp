@@ -1,0 +1,104 @@
+#include "shoal/segment.hpp"
+
+#include <cstring>
+
+#include "client.hpp"
+#include "layout/segment_layout.hpp"
+
+namespace shoal {
+
+Segment Segment::create(uint64_t size, Options opts) {
+  return Segment(detail::Client::instance().create(size, opts));
+}
+
+Segment Segment::attach(std::string_view handle) {
+  Handle h = Handle::decode(handle).take();
+  return attach(h);
+}
+
+Segment Segment::attach(const Handle& handle) {
+  return Segment(detail::Client::instance().attach(handle));
+}
+
+std::byte* Segment::data() const noexcept {
+  return m_ ? m_->base + layout::kSegmentHeaderSize : nullptr;
+}
+
+uint64_t Segment::size() const noexcept {
+  return m_ ? m_->total - layout::kSegmentHeaderSize : 0;
+}
+
+Id128 Segment::id() const noexcept { return m_ ? m_->object : Id128{}; }
+Id128 Segment::session() const noexcept { return m_ ? m_->session : Id128{}; }
+ObjectKind Segment::kind() const noexcept { return m_ ? m_->kind : ObjectKind::kBytes; }
+bool Segment::read_only() const noexcept { return m_ && m_->read_only; }
+
+void Segment::seal() {
+  if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  detail::Client::instance().seal(*m_);
+}
+
+Handle Segment::raw_handle(bool pin) const {
+  if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (m_->session.is_zero()) {
+    throw_error(Errc::kSessionGone, "this segment's session is gone; it cannot be shared again");
+  }
+  Handle h;
+  h.session = m_->session;
+  h.object = m_->object;
+  h.size = size();
+  h.kind = static_cast<uint32_t>(m_->kind);
+  h.flags = m_->read_only ? kHandleReadOnly : 0;
+  h.pin = pin ? detail::Client::instance().pin(*m_) : 0;
+  return h;
+}
+
+std::string Segment::handle(bool pin) const { return raw_handle(pin).encode(); }
+
+Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 expect_object) noexcept {
+  using namespace layout;
+  if (base == nullptr || mapped_size < kSegmentHeaderSize) {
+    return {Errc::kCorrupt, "segment of " + std::to_string(mapped_size) +
+                                " bytes is smaller than its 64-byte header"};
+  }
+  // Copy once, then check and use only the copy: another process may be writing the original.
+  SegmentHeader h;
+  std::memcpy(static_cast<void*>(&h), base, sizeof h);
+  // Pairs with the creator's release store of kSegmentReady.
+  uint32_t state = reinterpret_cast<const SegmentHeader*>(base)->state.load(std::memory_order_acquire);
+  if (h.magic != kSegmentMagic) {
+    return {Errc::kIncompatible, "not a shoal segment: bad magic at offset 0"};
+  }
+  if (h.format_version != kSegmentFormatVersion) {
+    return {Errc::kIncompatible, "segment has format version " + std::to_string(h.format_version) +
+                                     ", this build reads " + std::to_string(kSegmentFormatVersion)};
+  }
+  if (h.layout_fingerprint != kLayoutFingerprint) {
+    return {Errc::kIncompatible, "segment was written by a build with another layout "
+                                 "(pointer width, cache line or byte order differ)"};
+  }
+  if (state != kSegmentReady) {
+    return {Errc::kCorrupt, "segment header at offset 16 is not ready (state " +
+                                std::to_string(state) + "): its creator died while making it"};
+  }
+  if (h.reserved != 0) {
+    return {Errc::kIncompatible, "segment uses reserved bits at offset 56: made by a newer shoal"};
+  }
+  if (h.header_size != kSegmentHeaderSize || h.size < h.header_size) {
+    return {Errc::kCorrupt, "segment header_size " + std::to_string(h.header_size) +
+                                " at offset 32 is invalid"};
+  }
+  if (h.size != mapped_size) {
+    return {Errc::kCorrupt, "segment header says " + std::to_string(h.size) +
+                                " bytes at offset 24, the mapping has " + std::to_string(mapped_size)};
+  }
+  if (h.object_hi == 0 && h.object_lo == 0) {
+    return {Errc::kCorrupt, "segment has a zero object id at offset 40"};
+  }
+  if (!expect_object.is_zero() && (h.object_hi != expect_object.hi || h.object_lo != expect_object.lo)) {
+    return {Errc::kCorrupt, "segment at offset 40 names another object than its handle"};
+  }
+  return {};
+}
+
+}  // namespace shoal

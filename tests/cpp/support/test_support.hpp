@@ -1,0 +1,70 @@
+// tests/cpp/support/test_support.hpp — what every C++ test that touches a session needs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace shoal::test {
+
+/// A fresh runtime directory for this test (SHOAL_RUNTIME_DIR), so tests run in parallel and
+/// leave nothing behind; SHOAL_SESSION is cleared so the test starts its own session.
+class ScopedRuntimeDir {
+ public:
+  ScopedRuntimeDir();
+  ~ScopedRuntimeDir();
+  const std::string& path() const { return path_; }
+  /// Names of the files in the directory (sockets, locks).
+  std::vector<std::string> entries() const;
+
+ private:
+  std::string path_;
+};
+
+/// A forked child running `fn`; its exit code is fn's return value (an exception: 99).
+class ChildProcess {
+ public:
+  explicit ChildProcess(std::function<int()> fn);
+  /// Re-executes this test binary with --shoal-child=NAME ARG (a fresh process: no inherited
+  /// mappings, as with spawn); the case is registered with SHOAL_CHILD_CASE.
+  ChildProcess(const std::string& case_name, const std::string& arg);
+  ~ChildProcess();
+  pid_t pid() const { return pid_; }
+  void kill(int sig);
+  /// Waits up to `timeout`; returns the exit code, 128+signal, or -1 on timeout.
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+};
+
+using ChildCase = int (*)(const std::string& arg);
+/// Registers a case runnable through ChildProcess(case_name, arg).
+bool register_child_case(const char* name, ChildCase fn);
+#define SHOAL_CHILD_CASE(name)                                              \
+  static int name(const std::string& arg);                                  \
+  static const bool name##_registered = ::shoal::test::register_child_case(#name, name); \
+  static int name(const std::string& arg)
+
+/// Polls `pred` every millisecond until true or `timeout` passes (generous by design: tests
+/// never assert a maximum duration, DESIGN.md).
+bool wait_until(const std::function<bool()>& pred,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+/// The broker pid recorded in <dir>/<session>.lock, or -1.
+pid_t broker_pid(const std::string& dir, const std::string& session_hex);
+
+/// A pipe to pass a handle from a child to its parent.
+struct HandlePipe {
+  HandlePipe();
+  ~HandlePipe();
+  void send(const std::string& s);
+  std::string receive(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  int rd = -1, wr = -1;
+};
+
+}  // namespace shoal::test

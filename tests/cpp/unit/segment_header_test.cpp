@@ -1,0 +1,75 @@
+// Table-driven checks of validate_segment_header on hand-built headers (STYLE.md §5).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "layout/segment_layout.hpp"
+#include "shoal/segment.hpp"
+
+namespace shoal {
+namespace {
+
+using layout::SegmentHeader;
+
+std::vector<uint64_t> good_segment(uint64_t size) {
+  std::vector<uint64_t> buf((size + 7) / 8, 0);
+  auto* h = reinterpret_cast<SegmentHeader*>(buf.data());
+  h->magic = layout::kSegmentMagic;
+  h->format_version = layout::kSegmentFormatVersion;
+  h->layout_fingerprint = layout::kLayoutFingerprint;
+  h->state.store(layout::kSegmentReady);
+  h->kind = 0;
+  h->size = size;
+  h->header_size = layout::kSegmentHeaderSize;
+  h->object_hi = 7;
+  h->object_lo = 9;
+  return buf;
+}
+
+TEST(SegmentHeader, AValidHeaderPasses) {
+  auto buf = good_segment(4096);
+  EXPECT_TRUE(validate_segment_header(buf.data(), 4096, Id128{7, 9}).is_ok());
+  EXPECT_TRUE(validate_segment_header(buf.data(), 4096, Id128{}).is_ok());
+}
+
+struct Corruption {
+  const char* name;
+  void (*apply)(SegmentHeader*);
+  Errc expect;
+  const char* message_part;
+};
+
+TEST(SegmentHeader, EachBrokenInvariantIsReported) {
+  const Corruption cases[] = {
+      {"magic", [](SegmentHeader* h) { h->magic ^= 1; }, Errc::kIncompatible, "bad magic"},
+      {"version", [](SegmentHeader* h) { h->format_version = 3; }, Errc::kIncompatible,
+       "format version 3, this build reads 1"},
+      {"fingerprint", [](SegmentHeader* h) { h->layout_fingerprint = 0; }, Errc::kIncompatible,
+       "another layout"},
+      {"state", [](SegmentHeader* h) { h->state.store(layout::kSegmentInitialising); },
+       Errc::kCorrupt, "creator died"},
+      {"reserved", [](SegmentHeader* h) { h->reserved = 1; }, Errc::kIncompatible, "reserved"},
+      {"header_size", [](SegmentHeader* h) { h->header_size = 8; }, Errc::kCorrupt, "header_size"},
+      {"size", [](SegmentHeader* h) { h->size = 1ULL << 40; }, Errc::kCorrupt, "the mapping has"},
+      {"zero id", [](SegmentHeader* h) { h->object_hi = h->object_lo = 0; }, Errc::kCorrupt,
+       "zero object id"},
+      {"other id", [](SegmentHeader* h) { h->object_lo = 10; }, Errc::kCorrupt, "another object"},
+  };
+  for (const auto& c : cases) {
+    auto buf = good_segment(4096);
+    c.apply(reinterpret_cast<SegmentHeader*>(buf.data()));
+    Status st = validate_segment_header(buf.data(), 4096, Id128{7, 9});
+    EXPECT_EQ(st.code(), c.expect) << c.name << ": " << st.message();
+    EXPECT_NE(st.message().find(c.message_part), std::string::npos) << c.name << ": " << st.message();
+  }
+}
+
+TEST(SegmentHeader, TooSmallOrNullIsCorrupt) {
+  auto buf = good_segment(64);
+  EXPECT_EQ(validate_segment_header(buf.data(), 63, Id128{}).code(), Errc::kCorrupt);
+  EXPECT_EQ(validate_segment_header(nullptr, 4096, Id128{}).code(), Errc::kCorrupt);
+}
+
+}  // namespace
+}  // namespace shoal
