@@ -150,7 +150,8 @@ void register_segment(nb::module_& m) {
           nb::gil_scoped_release nogil;
           h = seg.handle(true);
         }
-        return nb::make_tuple(nb::module_::import_("shoal._shoal").attr("_attach_segment"),
+        // A Python function: nanobind's function objects cannot be pickled by reference.
+        return nb::make_tuple(nb::module_::import_("shoal._glue").attr("attach_segment"),
                               nb::make_tuple(h));
       })
       .def("__repr__", [](const PySegment& s) {
@@ -158,8 +159,6 @@ void register_segment(nb::module_& m) {
         return "<shoal Segment " + s.seg.id().hex().substr(0, 12) + " size=" +
                std::to_string(s.seg.size()) + (s.seg.read_only() ? " read-only" : "") + ">";
       });
-
-  m.def("_attach_segment", &attach_segment, "handle"_a, "Unpickling helper: Segment.attach.");
 
   m.def("set_broker_path", &set_broker_path, "path"_a);
   m.def("broker_path", &broker_path);

@@ -1,0 +1,85 @@
+# The only commands anyone needs to remember (STYLE.md §7). Each target sets up what it needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+NB_DIR = $(shell $(PY) -m nanobind --cmake_dir)
+CMAKE_PY = -DPython_EXECUTABLE=$(abspath $(PY)) -Dnanobind_DIR=$(NB_DIR)
+FUZZ_RUNS ?= 20000
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-asan test-tsan \
+        fuzz-smoke fuzz stubs stub-check demo bench lint clean
+
+setup:
+	@scripts/setup.sh
+
+# A real (non-editable) install: spawned children import it without rebuilding anything.
+install: setup
+	$(PY) -m pip install -q --no-build-isolation .
+
+dev: setup
+	cmake --preset dev $(CMAKE_PY) >/dev/null
+	cmake --build --preset dev
+
+asan: setup
+	cmake --preset asan $(CMAKE_PY) >/dev/null
+	cmake --build --preset asan
+
+tsan: setup
+	cmake --preset tsan >/dev/null
+	cmake --build --preset tsan --target threaded_tests shoal-broker
+
+fuzz-build: setup
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz
+
+test-cpp: dev
+	ctest --preset dev
+
+test-python: install
+	scripts/run_pytest.sh $(PY)
+
+# The ASan build of the extension, loaded into the venv's CPython (msgspec's recipe).
+test-asan: asan
+	ctest --preset asan
+	PYTHONPATH=build/asan/pkg LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	  PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 \
+	  $(PY) -m pytest -q -p no:cacheprovider -m asan tests/python
+
+test-tsan: tsan
+	ctest --preset tsan
+
+fuzz-smoke: fuzz-build
+	@for f in handle segment_header; do \
+	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
+	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) fuzz/corpus/$$f || exit 1; \
+	done
+
+fuzz: fuzz-build
+	@for f in handle segment_header; do \
+	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 fuzz/corpus/$$f || exit 1; \
+	done
+
+stub-check: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py
+
+stubs: install
+	$(PY) -m nanobind.stubgen -m shoal._shoal -o python/shoal/_shoal.pyi
+
+# Everything CI checks (.ci/run is exactly this).
+test: test-cpp test-python test-asan test-tsan fuzz-smoke
+	@echo "make test: all checks passed"
+
+demo: install
+	$(VENV)/bin/shoal demo
+
+bench: install
+	$(VENV)/bin/shoal bench
+
+lint: setup
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build

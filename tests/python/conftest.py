@@ -1,0 +1,90 @@
+"""Fixtures shared by every Python test.
+
+Each test gets its own runtime directory (SHOAL_RUNTIME_DIR) and starts with no session, so
+tests run in parallel without seeing each other's brokers. `start_method` runs a cross-process
+test under fork, spawn and forkserver (DESIGN.md: one fixture runs them all).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+# Deadline for things that must happen "soon" (DESIGN.md: generous, never asserted as a
+# maximum); longer under sanitizers.
+DEADLINE = 120.0 if os.environ.get("LD_PRELOAD", "").find("asan") >= 0 else 30.0
+
+
+def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) -> bool:
+    """Poll `pred` until it is true or `timeout` seconds pass; returns the last result."""
+    end = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() > end:
+            return bool(pred())
+        time.sleep(interval)
+
+
+def _broker_pids(runtime_dir: str) -> list[int]:
+    pids = []
+    for name in os.listdir(runtime_dir) if os.path.isdir(runtime_dir) else []:
+        if name.endswith(".lock") and not name.startswith("."):
+            try:
+                with open(os.path.join(runtime_dir, name)) as f:
+                    pids.append(int(f.read().strip() or 0))
+            except (OSError, ValueError):
+                pass
+    return [p for p in pids if p > 0]
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private runtime directory (short path: Unix socket paths are limited to 108 bytes)."""
+    d = tempfile.mkdtemp(prefix="shp-", dir="/tmp")
+    monkeypatch.setenv("SHOAL_RUNTIME_DIR", d)
+    monkeypatch.delenv("SHOAL_SESSION", raising=False)
+    monkeypatch.setenv("SHOAL_PIN_TTL", os.environ.get("SHOAL_TEST_PIN_TTL", "5"))
+    yield d
+    # Brokers of this test exit by themselves once its processes are gone; stop stragglers
+    # (a test that keeps a segment alive in a module global, a pin not yet expired).
+    for pid in _broker_pids(d):
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not _broker_pids(d) or all(not _alive(p) for p in _broker_pids(d)), 10)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (not yet reaped by init) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """Run the test under each multiprocessing start method."""
+    return str(request.param)
+
+
+@pytest.fixture
+def ctx(start_method: str) -> mp.context.BaseContext:
+    return mp.get_context(start_method)
