@@ -35,6 +35,7 @@ struct Mapping {
   ObjectKind kind = ObjectKind::kBytes;
   bool read_only = false;
   platform::UniqueFd memfd;   // the creator keeps its fd until seal() (needed to add seals)
+  std::string name;           // named segments only; they have no session and no broker
   ~Mapping();
 };
 

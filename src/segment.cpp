@@ -33,13 +33,23 @@ Id128 Segment::session() const noexcept { return m_ ? m_->session : Id128{}; }
 ObjectKind Segment::kind() const noexcept { return m_ ? m_->kind : ObjectKind::kBytes; }
 bool Segment::read_only() const noexcept { return m_ && m_->read_only; }
 
+const std::string& Segment::name() const noexcept {
+  static const std::string kEmpty;
+  return m_ ? m_->name : kEmpty;
+}
+
 void Segment::seal() {
   if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (!m_->name.empty()) throw_error(Errc::kInvalidArgument, "named segments cannot be sealed");
   detail::Client::instance().seal(*m_);
 }
 
 Handle Segment::raw_handle(bool pin) const {
   if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (!m_->name.empty()) {
+    throw_error(Errc::kInvalidArgument, "named segment '" + m_->name +
+                                            "' has no session handle: open it by name");
+  }
   if (m_->session.is_zero()) {
     throw_error(Errc::kSessionGone, "this segment's session is gone; it cannot be shared again");
   }

@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shoal/error.hpp"
 #include "shoal/handle.hpp"
@@ -83,6 +84,23 @@ class Segment {
   std::string handle(bool pin = true) const;
   Handle raw_handle(bool pin = true) const;
 
+  // ---- named, persistent segments --------------------------------------------------------
+  // Files in named_dir() (mode 0600, this user only) with the same 64-byte header. They live
+  // until removed (`shoal rm NAME`), survive every process and are listed by `shoal ls`.
+  // Unlike anonymous segments they cannot be sealed against truncation: a process that
+  // truncates the file under a reader makes that reader fault (SIGBUS), as with any mmap'ed
+  // file, so named segments are for cooperating processes of one user.
+
+  /// Creates `name` with `size` zero-filled usable bytes, pages reserved. kExists if present.
+  static Segment create_named(const std::string& name, uint64_t size,
+                              ObjectKind kind = ObjectKind::kBytes);
+  /// Maps an existing named segment (read-only unless `writable`). kNotFound if absent.
+  static Segment open_named(const std::string& name, bool writable = false);
+  /// Deletes the file; processes that map it keep their mapping. kNotFound if absent.
+  static void remove_named(const std::string& name);
+  /// The name of a named segment; empty for anonymous ones.
+  const std::string& name() const noexcept;
+
   /// Drops this copy's reference now (the destructor does the same).
   void close() noexcept { m_.reset(); }
 
@@ -97,6 +115,15 @@ class Segment {
 /// Validates the first bytes of a segment (a local copy is taken first): magic, version,
 /// fingerprint, sizes. `expect_object` may be zero to skip the id check. Used on every attach
 /// and by fuzz/segment_header_fuzzer.cpp; never crashes on any input.
+struct NamedEntry {
+  std::string name;
+  uint64_t size = 0;  // usable bytes (file size minus the header), 0 if not a valid segment
+  std::string path;
+  bool valid = false;  // the header validates
+};
+/// Every named segment of this user (files in named_dir()).
+std::vector<NamedEntry> list_named();
+
 Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 expect_object) noexcept;
 
 }  // namespace shoal

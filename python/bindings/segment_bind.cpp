@@ -12,6 +12,7 @@
 #include <string>
 
 #include "bindings.hpp"
+#include "client.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/session.hpp"
 #include "shoal/system.hpp"
@@ -100,6 +101,21 @@ void register_segment(nb::module_& m) {
           "Create a zero-filled segment of `size` bytes in this process's session.")
       .def_static("attach", &attach_segment, "handle"_a,
                   "Map the segment a handle names (from handle() in any process).")
+      .def_static(
+          "create_named",
+          [](const std::string& name, uint64_t size) {
+            nb::gil_scoped_release nogil;
+            return PySegment{Segment::create_named(name, size)};
+          },
+          "name"_a, "size"_a,
+          "Create a persistent named segment (a file in named_dir()); lives until removed.")
+      .def_static(
+          "open_named",
+          [](const std::string& name, bool writable) {
+            nb::gil_scoped_release nogil;
+            return PySegment{Segment::open_named(name, writable)};
+          },
+          "name"_a, "writable"_a = false, "Map an existing named segment.")
       .def(
           "handle",
           [](const PySegment& s, bool pin) {
@@ -135,6 +151,11 @@ void register_segment(nb::module_& m) {
         return static_cast<uint32_t>(open_segment(s).kind());
       })
       .def_prop_ro("exports", [](const PySegment& s) { return s.exports; })
+      .def_prop_ro("name", [](const PySegment& s) -> std::optional<std::string> {
+        const std::string& n = open_segment(s).name();
+        if (n.empty()) return std::nullopt;
+        return n;
+      })
       .def("__len__", [](const PySegment& s) { return open_segment(s).size(); })
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
       .def("__exit__", [](PySegment& s, nb::args) {
@@ -145,14 +166,18 @@ void register_segment(nb::module_& m) {
       })
       .def("__reduce__", [](const PySegment& s) {
         const Segment& seg = open_segment(s);
+        nb::module_ glue = nb::module_::import_("shoal._glue");
+        if (!seg.name().empty()) {
+          return nb::make_tuple(glue.attr("open_named"),
+                                nb::make_tuple(seg.name(), !seg.read_only()));
+        }
         std::string h;
         {
           nb::gil_scoped_release nogil;
           h = seg.handle(true);
         }
         // A Python function: nanobind's function objects cannot be pickled by reference.
-        return nb::make_tuple(nb::module_::import_("shoal._glue").attr("attach_segment"),
-                              nb::make_tuple(h));
+        return nb::make_tuple(glue.attr("attach_segment"), nb::make_tuple(h));
       })
       .def("__repr__", [](const PySegment& s) {
         if (!s.seg.valid()) return std::string("<shoal Segment closed>");
@@ -160,6 +185,8 @@ void register_segment(nb::module_& m) {
                std::to_string(s.seg.size()) + (s.seg.read_only() ? " read-only" : "") + ">";
       });
 
+  m.def("_reset_for_testing", []() { detail::Client::instance().reset_for_testing(); },
+        "Tests only: forget every broker connection and the current session.");
   m.def("set_broker_path", &set_broker_path, "path"_a);
   m.def("broker_path", &broker_path);
   m.def("current_session", []() -> std::optional<std::string> {
@@ -195,6 +222,20 @@ void register_segment(nb::module_& m) {
   m.def("runtime_dir", [](bool create) { return runtime_dir(create).take(); }, "create"_a = false);
   m.def("named_dir", [](bool create) { return named_dir(create).take(); }, "create"_a = false);
   m.def("memory_info", &memory_info_dict);
+  m.def("remove_named", [](const std::string& name) { Segment::remove_named(name); }, "name"_a,
+        "Delete a named segment (processes that map it keep their mapping).");
+  m.def("list_named", []() {
+    nb::list out;
+    for (const auto& e : list_named()) {
+      nb::dict d;
+      d["name"] = e.name;
+      d["size"] = e.size;
+      d["path"] = e.path;
+      d["valid"] = e.valid;
+      out.append(d);
+    }
+    return out;
+  }, "Every named segment of this user.");
   m.def("check_capacity", [](uint64_t bytes) { check_capacity(bytes).throw_if_error(); },
         "bytes"_a);
   m.def("memfd_supported", &memfd_supported);

@@ -9,3 +9,8 @@ from . import _shoal
 def attach_segment(handle: str) -> _shoal.Segment:
     """Unpickle a Segment: map the object its handle names."""
     return _shoal.Segment.attach(handle)
+
+
+def open_named(name: str, writable: bool) -> _shoal.Segment:
+    """Unpickle a named Segment: open it by name."""
+    return _shoal.Segment.open_named(name, writable)
