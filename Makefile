@@ -42,7 +42,8 @@ test-python: install
 # The ASan build of the extension, loaded into the venv's CPython (msgspec's recipe).
 test-asan: asan
 	ctest --preset asan
-	PYTHONPATH=build/asan/pkg LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	PYTHONPATH=build/asan/pkg \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 	  PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 \
 	  $(PY) -m pytest -q -p no:cacheprovider -m asan tests/python
 

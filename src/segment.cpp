@@ -74,8 +74,13 @@ Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 exp
   // Copy once, then check and use only the copy: another process may be writing the original.
   SegmentHeader h;
   std::memcpy(static_cast<void*>(&h), base, sizeof h);
-  // Pairs with the creator's release store of kSegmentReady.
-  uint32_t state = reinterpret_cast<const SegmentHeader*>(base)->state.load(std::memory_order_acquire);
+  // `base` may be any address (a fuzzer's buffer, Python bytes), so the state is read from the
+  // copy, not through a possibly misaligned atomic. Ordering: the creator stores kSegmentReady
+  // (release) before it registers the fd, and an attacher gets the fd only through the broker's
+  // socket afterwards, so the kernel orders those writes before our reads; the fence pairs with
+  // the creator's release store for readers that learn of the segment some other way.
+  uint32_t state = h.state.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
   if (h.magic != kSegmentMagic) {
     return {Errc::kIncompatible, "not a shoal segment: bad magic at offset 0"};
   }

@@ -73,3 +73,21 @@ TEST(SegmentHeader, TooSmallOrNullIsCorrupt) {
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// Regression (found by segment_header_fuzzer): the validator read `state` through a
+// SegmentHeader* on an address that need not be aligned (UBSan: misaligned member access).
+// Python passes bytes objects and the fuzzer heap buffers, so every alignment must work.
+TEST(SegmentHeader, ValidatesAtAnyAlignment) {
+  auto good = good_segment(128);
+  for (size_t shift = 0; shift < 8; ++shift) {
+    std::vector<unsigned char> raw(128 + 8);
+    std::memcpy(raw.data() + shift, good.data(), 128);
+    EXPECT_TRUE(validate_segment_header(raw.data() + shift, 128, Id128{7, 9}).is_ok()) << shift;
+  }
+}
+
+}  // namespace
+}  // namespace shoal
