@@ -1,0 +1,125 @@
+from shoal import (
+    AccessDeniedError as AccessDeniedError,
+    CorruptSegmentError as CorruptSegmentError,
+    DecodeError as DecodeError,
+    IncompatibleSegmentError as IncompatibleSegmentError,
+    InvalidArgumentError as InvalidArgumentError,
+    LockTimeoutError as LockTimeoutError,
+    OutOfSpaceError as OutOfSpaceError,
+    OwnerDiedError as OwnerDiedError,
+    SegmentExistsError as SegmentExistsError,
+    SegmentNotFoundError as SegmentNotFoundError,
+    SessionGoneError as SessionGoneError,
+    ShoalError as ShoalError,
+    ShoalOSError as ShoalOSError,
+    StaleHandleError as StaleHandleError
+)
+
+
+class Segment:
+    """An anonymous shared-memory segment (see shoal/segment.hpp)."""
+
+    @staticmethod
+    def create(size: int, populate: bool = False, kind: int = 0) -> Segment:
+        """
+        Create a zero-filled segment of `size` bytes in this process's session.
+        """
+
+    @staticmethod
+    def attach(handle: str) -> Segment:
+        """Map the segment a handle names (from handle() in any process)."""
+
+    @staticmethod
+    def create_named(name: str, size: int) -> Segment:
+        """
+        Create a persistent named segment (a file in named_dir()); lives until removed.
+        """
+
+    @staticmethod
+    def open_named(name: str, writable: bool = False) -> Segment:
+        """Map an existing named segment."""
+
+    def handle(self, pin: bool = True) -> str:
+        """
+        A 133-byte handle. pin=True keeps the object alive until one process attaches with it or SHOAL_PIN_TTL seconds pass.
+        """
+
+    def seal(self) -> None:
+        """Make the segment read-only for this and every future process."""
+
+    def close(self) -> None:
+        """Drop this process's reference now (idempotent)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def session(self) -> str: ...
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def exports(self) -> int: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+    def __len__(self) -> int: ...
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *args) -> None: ...
+
+    def __reduce__(self) -> tuple: ...
+
+    def __repr__(self) -> str: ...
+
+def set_broker_path(path: str) -> None: ...
+
+def broker_path() -> str: ...
+
+def current_session() -> str | None: ...
+
+def after_fork_child() -> None:
+    """Re-register this forked child's inherited mappings with their brokers."""
+
+def list_sessions() -> list: ...
+
+def gc() -> int:
+    """
+    Remove the runtime files of dead sessions; returns how many were removed.
+    """
+
+def runtime_dir(create: bool = False) -> str: ...
+
+def named_dir(create: bool = False) -> str: ...
+
+def memory_info() -> dict: ...
+
+def remove_named(name: str) -> None:
+    """Delete a named segment (processes that map it keep their mapping)."""
+
+def list_named() -> list:
+    """Every named segment of this user."""
+
+def check_capacity(bytes: int) -> None: ...
+
+def memfd_supported() -> bool: ...
+
+def pin_ttl() -> float: ...
+
+def decode_handle(text: str) -> dict:
+    """Parse a handle (DecodeError if malformed)."""
+
+def validate_segment_header(data: bytes) -> None:
+    """Check the bytes of a segment header (raises on anything invalid)."""

@@ -1,0 +1,20 @@
+"""Every file under examples/python runs as a test, at a small size (STYLE.md §5)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[2] / "examples" / "python").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(path: pathlib.Path) -> None:
+    r = subprocess.run(
+        [sys.executable, str(path), "--size-mb", "4"], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip(), "each example narrates what it did"
