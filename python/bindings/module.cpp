@@ -9,4 +9,5 @@ NB_MODULE(_shoal, m) {
   m.doc() = "shoal's C++ engine (private: use the `shoal` package)";
   shoal::py::register_errors(m);
   shoal::py::register_segment(m);
+  shoal::py::register_array(m);
 }

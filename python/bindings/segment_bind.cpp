@@ -23,11 +23,6 @@ using namespace nb::literals;
 namespace shoal::py {
 namespace {
 
-struct PySegment {
-  Segment seg;
-  Py_ssize_t exports = 0;  // live Py_buffer views; guarded by the GIL
-};
-
 const Segment& open_segment(const PySegment& s) {
   if (!s.seg.valid()) throw nb::value_error("segment is closed");
   return s.seg;

@@ -26,10 +26,29 @@ from ._shoal import (
     StaleHandleError,
 )
 
+from ._array import Array, empty, full, share_array, zeros
+
 __version__ = "0.1.0"
+
+
+def share(obj: object, *, writable: bool = False) -> object:
+    """Put `obj` in shared memory once and return a view every process can map.
+
+    An ndarray becomes a ``shoal.Array`` (a read-only snapshot unless ``writable=True``).
+    Trees of dict/list/tuple/set/str/bytes/numbers become frozen views (shoal.freeze; not in
+    this release yet).
+    """
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return share_array(obj, writable=writable)
+    raise TypeError(
+        f"shoal.share() takes a numpy.ndarray in this release, not {type(obj).__name__}"
+    )
 
 __all__ = [
     "AccessDeniedError",
+    "Array",
     "CorruptSegmentError",
     "DecodeError",
     "IncompatibleSegmentError",
@@ -44,6 +63,10 @@ __all__ = [
     "ShoalOSError",
     "StaleHandleError",
     "__version__",
+    "empty",
+    "full",
+    "share",
+    "zeros",
 ]
 
 # The broker executable ships inside the package; C++ callers use SHOAL_BROKER instead.

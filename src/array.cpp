@@ -1,0 +1,124 @@
+#include "shoal/array.hpp"
+
+#include <cstring>
+
+#include "layout/array_layout.hpp"
+
+namespace shoal {
+
+using layout::ArrayHeader;
+
+Array Array::create(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
+                    bool fortran) {
+  if (shape.size() > layout::kMaxDims) {
+    throw_error(Errc::kInvalidArgument, "an array has at most " +
+                                            std::to_string(layout::kMaxDims) + " dimensions, got " +
+                                            std::to_string(shape.size()));
+  }
+  if (descr.empty() || descr.size() > layout::kMaxDescr) {
+    throw_error(Errc::kInvalidArgument, "dtype description must have 1 to 1 MiB of text");
+  }
+  uint64_t count = 1;
+  for (uint64_t d : shape) {
+    if (d != 0 && count > UINT64_MAX / d) throw_error(Errc::kInvalidArgument, "array shape overflows 64 bits");
+    count *= d;
+  }
+  if (itemsize != 0 && count > (1ULL << 56) / itemsize) {
+    throw_error(Errc::kInvalidArgument, "array of " + std::to_string(count) + " elements of " +
+                                            std::to_string(itemsize) + " bytes is too large");
+  }
+  const uint64_t nbytes = count * itemsize;
+  const uint64_t head = layout::kArrayHeaderSize + descr.size();
+  const uint64_t data_offset = (head + layout::kArrayAlign - 1) / layout::kArrayAlign * layout::kArrayAlign;
+  Segment seg = Segment::create(data_offset + nbytes, {ObjectKind::kArray, false});
+  ArrayHeader h{};
+  h.magic = layout::kArrayMagic;
+  h.version = layout::kArrayVersion;
+  h.ndim = static_cast<uint32_t>(shape.size());
+  h.itemsize = itemsize;
+  h.nbytes = nbytes;
+  h.data_offset = data_offset;
+  h.descr_size = descr.size();
+  h.fortran = fortran ? 1 : 0;
+  for (size_t i = 0; i < shape.size(); ++i) h.shape[i] = shape[i];
+  std::memcpy(seg.data(), &h, sizeof h);
+  std::memcpy(seg.data() + sizeof h, descr.data(), descr.size());
+  return from_segment(std::move(seg));
+}
+
+Array Array::attach(std::string_view handle) { return from_segment(Segment::attach(handle)); }
+
+Array Array::from_segment(Segment seg) {
+  if (!seg.valid()) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (seg.kind() != ObjectKind::kArray) {
+    throw_error(Errc::kInvalidArgument, "segment holds kind " +
+                                            std::to_string(static_cast<uint32_t>(seg.kind())) +
+                                            ", not an array");
+  }
+  ArrayInfo info = parse_array_header(seg.data(), seg.size()).take();
+  Array a;
+  a.seg_ = std::move(seg);
+  a.descr_ = std::move(info.descr);
+  a.itemsize_ = info.itemsize;
+  a.shape_ = std::move(info.shape);
+  a.fortran_ = info.fortran;
+  a.nbytes_ = info.nbytes;
+  a.data_offset_ = info.data_offset;
+  return a;
+}
+
+Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size) noexcept {
+  try {
+    if (data == nullptr || size < sizeof(ArrayHeader)) {
+      return {Errc::kCorrupt, "array segment of " + std::to_string(size) +
+                                  " bytes is smaller than its 192-byte array header"};
+    }
+    ArrayHeader h;  // a local copy: check and use only this (another process may be writing)
+    std::memcpy(&h, data, sizeof h);
+    if (h.magic != layout::kArrayMagic) return {Errc::kCorrupt, "array header: bad magic at offset 0"};
+    if (h.version != layout::kArrayVersion) {
+      return {Errc::kIncompatible, "array header has version " + std::to_string(h.version) +
+                                       ", this build reads " + std::to_string(layout::kArrayVersion)};
+    }
+    if (h.reserved0 != 0 || h.reserved1 != 0) {
+      return {Errc::kIncompatible, "array header uses reserved fields: made by a newer shoal"};
+    }
+    if (h.ndim > layout::kMaxDims) {
+      return {Errc::kCorrupt, "array header at offset 12: ndim " + std::to_string(h.ndim) +
+                                  " exceeds " + std::to_string(layout::kMaxDims)};
+    }
+    if (h.descr_size == 0 || h.descr_size > layout::kMaxDescr ||
+        h.data_offset % layout::kArrayAlign != 0 ||
+        h.data_offset < layout::kArrayHeaderSize + h.descr_size || h.data_offset > size) {
+      return {Errc::kCorrupt, "array header at offset 32: data offset " +
+                                  std::to_string(h.data_offset) + " / descr size " +
+                                  std::to_string(h.descr_size) + " are inconsistent"};
+    }
+    if (h.nbytes > size - h.data_offset) {
+      return {Errc::kCorrupt, "array header at offset 24: " + std::to_string(h.nbytes) +
+                                  " bytes of elements do not fit in the segment"};
+    }
+    uint64_t count = 1;
+    for (uint32_t i = 0; i < h.ndim; ++i) {
+      uint64_t d = h.shape[i];
+      if (d != 0 && count > UINT64_MAX / d) return {Errc::kCorrupt, "array shape overflows"};
+      count *= d;
+    }
+    if ((h.itemsize != 0 && count > UINT64_MAX / h.itemsize) || count * h.itemsize != h.nbytes ||
+        (h.itemsize == 0 && h.nbytes != 0)) {
+      return {Errc::kCorrupt, "array header: shape x itemsize does not equal nbytes"};
+    }
+    ArrayInfo info;
+    info.descr.assign(reinterpret_cast<const char*>(data) + sizeof h, h.descr_size);
+    info.itemsize = h.itemsize;
+    info.shape.assign(h.shape, h.shape + h.ndim);
+    info.fortran = h.fortran != 0;
+    info.nbytes = h.nbytes;
+    info.data_offset = h.data_offset;
+    return info;
+  } catch (const std::bad_alloc&) {
+    return {Errc::kOutOfSpace, "out of memory while reading an array header"};
+  }
+}
+
+}  // namespace shoal
