@@ -40,6 +40,7 @@ std::string gib(uint64_t b) {
 // Kernel figures change while we look; keep this many bytes out of reach so that shoal is never
 // the one that pushes the machine into reclaim storms or the OOM killer.
 constexpr uint64_t kSafetyMargin = 64ULL << 20;
+constexpr uint64_t kSmallRequest = 1ULL << 20;
 
 Status check_dir(const std::string& dir, bool create) {
   if (create) {
@@ -149,6 +150,10 @@ Status check_capacity(uint64_t bytes, uint64_t session_bytes) noexcept {
                     "; raise SHOAL_MAX_BYTES or release objects first"};
       }
     }
+    // Small requests skip the kernel figures (reading them costs ~30 us, more than creating the
+    // segment): a failed small fallocate still surfaces as kOutOfSpace at creation, and one
+    // such request risks no more than any 1 MiB malloc does.
+    if (bytes < kSmallRequest) return {};
     MemoryInfo mi = memory_info();
     uint64_t avail = mi.mem_available > kSafetyMargin ? mi.mem_available - kSafetyMargin : 0;
     if (bytes > avail) {

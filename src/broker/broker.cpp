@@ -314,7 +314,8 @@ void Broker::serve(int fd) {
         reply_error(fd, req, Errc::kInvalidArgument, ok.message());
         return;
       }
-      Status cap = check_capacity(0, 0);  // only SHOAL_MAX_BYTES is the broker's to enforce
+      // The creator checked MemAvailable and the cgroup; the session-wide SHOAL_MAX_BYTES can
+      // only be enforced here, where every object of the session is known.
       if (const char* mb = std::getenv("SHOAL_MAX_BYTES"); mb != nullptr && *mb != '\0') {
         auto max = parse_bytes(mb);
         if (max && total_bytes_ + req.size + 64 > *max) {
@@ -325,7 +326,6 @@ void Broker::serve(int fd) {
           return;
         }
       }
-      (void)cap;
       Object o;
       o.fd = std::move(passed);
       o.size = req.size;
