@@ -86,8 +86,6 @@ class Broker {
   void drop_conn(int fd);
   void maybe_free(const Id128& id);
   void expire_pins(uint64_t now);
-  uint64_t next_deadline() const;
-  size_t pin_count() const;
   void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
   std::string describe() const;
   void cleanup();
@@ -105,6 +103,8 @@ class Broker {
   uint64_t started_ns_ = 0;
   int64_t started_unix_ = 0;
   uint64_t pins_expired_ = 0;
+  size_t pins_ = 0;                     // live pins over all objects
+  uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
 };
 
@@ -202,33 +202,25 @@ void Broker::drop_conn(int fd) {
 }
 
 void Broker::expire_pins(uint64_t now) {
+  // O(1) until the earliest deadline passes; then one scan that also finds the next one.
+  if (now < next_deadline_) return;
   std::vector<Id128> touched;
+  uint64_t next = UINT64_MAX;
   for (auto& [id, o] : objects_) {
     for (auto p = o.pins.begin(); p != o.pins.end();) {
       if (p->second <= now) {
         p = o.pins.erase(p);
+        --pins_;
         ++pins_expired_;
         touched.push_back(id);
       } else {
+        next = std::min(next, p->second);
         ++p;
       }
     }
   }
+  next_deadline_ = next;
   for (const Id128& id : touched) maybe_free(id);
-}
-
-uint64_t Broker::next_deadline() const {
-  uint64_t d = UINT64_MAX;
-  for (const auto& [id, o] : objects_) {
-    for (const auto& [pin, deadline] : o.pins) d = std::min(d, deadline);
-  }
-  return d;
-}
-
-size_t Broker::pin_count() const {
-  size_t n = 0;
-  for (const auto& [id, o] : objects_) n += o.pins.size();
-  return n;
 }
 
 std::string Broker::describe() const {
@@ -349,7 +341,7 @@ void Broker::serve(int fd) {
         return;
       }
       Object& o = it->second;
-      if (req.pin != 0) o.pins.erase(req.pin);  // a pin is used once
+      if (req.pin != 0) pins_ -= o.pins.erase(req.pin);  // a pin is used once
       o.holders.insert(fd);
       conn.held.insert(id);
       if (static_cast<Op>(req.op) == Op::kAttach) {
@@ -383,7 +375,10 @@ void Broker::serve(int fd) {
       uint64_t pin = 0;
       while (pin == 0) pin = Id128::random().lo;
       uint64_t ttl_ns = std::min<uint64_t>(req.arg, 365ULL * 86400 * 1000) * 1000000ULL;
-      it->second.pins[pin] = platform::monotonic_ns() + ttl_ns;
+      const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
+      it->second.pins[pin] = deadline;
+      ++pins_;
+      next_deadline_ = std::min(next_deadline_, deadline);
       rep.pin = pin;
       (void)platform::send_msg(fd, rep);
       return;
@@ -423,7 +418,7 @@ int Broker::run() {
   while (g_stop == 0) {
     uint64_t now = platform::monotonic_ns();
     expire_pins(now);
-    if (conns_.empty() && pin_count() == 0 &&
+    if (conns_.empty() && pins_ == 0 &&
         (had_conn_ || now - started_ns_ > kFirstConnectGraceNs)) {
       // Leave: unlink the socket, then serve anyone who connected in the meantime.
       ::unlink(sock_path_.c_str());
@@ -433,7 +428,7 @@ int Broker::run() {
     fds.clear();
     fds.push_back({listen_.get(), POLLIN, 0});
     for (const auto& [fd, c] : conns_) fds.push_back({fd, POLLIN, 0});
-    uint64_t deadline = next_deadline();
+    uint64_t deadline = next_deadline_;
     if (!had_conn_) deadline = std::min(deadline, started_ns_ + kFirstConnectGraceNs);
     int timeout = -1;
     if (deadline != UINT64_MAX) {
