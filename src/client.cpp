@@ -78,7 +78,8 @@ Status connect_socket(const std::string& path, const Id128& session, UniqueFd* o
     if (err == ENOENT) {
       return {Errc::kStaleHandle,
               "session " + sid + " is not running on this machine: all of its processes have "
-              "exited (or the handle comes from another machine, user or SHOAL_RUNTIME_DIR)"};
+              "exited or its broker died (or the handle comes from another machine, user or "
+              "SHOAL_RUNTIME_DIR)"};
     }
     if (err == ECONNREFUSED) {
       return {Errc::kSessionGone,
@@ -219,6 +220,13 @@ Result<Client::Conn*> Client::conn_locked(const Id128& session) {
     }
     return &it->second;
   }
+  auto c = connect_locked(session);
+  if (!c) return c.status();
+  auto [pos, _] = conns_.emplace(session, std::move(c.value()));
+  return &pos->second;
+}
+
+Result<Client::Conn> Client::connect_locked(const Id128& session) {
   auto dir = runtime_dir(false);
   if (!dir) {
     if (dir.status().code() == Errc::kNotFound) {
@@ -239,8 +247,7 @@ Result<Client::Conn*> Client::conn_locked(const Id128& session) {
     return {Errc::kIncompatible, "the socket of session " + session.hex() +
                                      " is served by another session's broker"};
   }
-  auto [pos, _] = conns_.emplace(session, std::move(c));
-  return &pos->second;
+  return c;
 }
 
 Result<Id128> Client::start_session_locked() {
@@ -278,17 +285,18 @@ Result<Id128> Client::start_session_locked() {
     ::setsid();
     pid_t g = ::fork();
     if (g != 0) ::_exit(g < 0 ? 1 : 0);
+    // The caller may have closed 0-2, so any descriptor here may be 0-3: move every one we
+    // need above 9 first, then wire 0-3.
+    int ready = ::fcntl(ready_w.get(), F_DUPFD, 10);
     int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) devnull = ::fcntl(devnull, F_DUPFD, 10);
     int logfd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    if (logfd >= 0) {
-      ::dup2(logfd, 1);
-      ::dup2(logfd, 2);
-    } else if (devnull >= 0) {
-      ::dup2(devnull, 1);
-      ::dup2(devnull, 2);
-    }
-    ::dup2(ready_w.get(), 3);  // dup2 clears FD_CLOEXEC on the copy
+    if (logfd >= 0) logfd = ::fcntl(logfd, F_DUPFD, 10);
+    if (ready < 0 || devnull < 0) ::_exit(126);
+    ::dup2(devnull, 0);
+    ::dup2(logfd >= 0 ? logfd : devnull, 1);
+    ::dup2(logfd >= 0 ? logfd : devnull, 2);
+    ::dup2(ready, 3);  // dup2 clears FD_CLOEXEC on the copy
     // Close everything else we inherited (pytest's pipes, the user's sockets...).
     if (::syscall(SYS_close_range, 4U, ~0U, 0U) != 0) {
       for (int fd = 4; fd < 65536; ++fd) ::close(fd);
@@ -301,7 +309,7 @@ Result<Id128> Client::start_session_locked() {
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
   // The broker writes "OK" once its socket listens; EOF first means it failed to start.
-  int timeout_ms = env_int("SHOAL_BROKER_TIMEOUT", 30) * 1000;
+  int timeout_ms = std::min(env_int("SHOAL_BROKER_TIMEOUT", 30), 3600) * 1000;
   pollfd p{ready_r.get(), POLLIN, 0};
   int pr;
   do {
@@ -359,7 +367,7 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Optio
   const uint64_t total = data_size + layout::kSegmentHeaderSize;
   check_capacity(total).throw_if_error();
   std::unique_lock<std::mutex> g(mu_);
-  Conn* c = current_conn_locked().take();
+  current_conn_locked().take();
   Id128 session = current_;
   g.unlock();  // reserving pages may take a while; do not block other threads' round trips
 
@@ -394,18 +402,29 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Optio
   req.kind = static_cast<uint32_t>(opts.kind);
   WireMsg rep{};
   g.lock();
-  check_fork_locked();
-  auto it = conns_.find(session);
-  if (it == conns_.end()) {
+  // Our session's broker may have died since we last talked to it; we learn that only now.
+  // New objects then go to a new session (once: a second failure is reported).
+  for (int attempt = 0;; ++attempt) {
+    Status st = Status::ok();
+    auto conn = conn_locked(session);
+    if (conn) {
+      st = roundtrip_locked(session, conn.value(), req, fd.get(), &rep, nullptr, nullptr);
+    } else {
+      st = conn.status();
+    }
+    if (st) break;
+    if (st.code() == Errc::kSessionGone && attempt == 0) {
+      if (current_ == session) current_ = {};
+      auto fresh = current_conn_locked();
+      if (fresh) {
+        session = current_;
+        m->session = session;
+        continue;
+      }
+      st = fresh.status();
+    }
     g.unlock();
     m->session = {};  // never registered: nothing to release
-    throw_error(Errc::kSessionGone, "the session broker went away while creating a segment");
-  }
-  c = &it->second;
-  Status st = roundtrip_locked(session, c, req, fd.get(), &rep, nullptr, nullptr);
-  if (!st) {
-    g.unlock();
-    m->session = {};
     st.throw_if_error();
   }
   cache_[object] = m;
@@ -418,6 +437,12 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
   check_fork_locked();
   if (auto it = cache_.find(h.object); it != cache_.end()) {
     if (auto m = it->second.lock()) {
+      if (m->total != h.size + layout::kSegmentHeaderSize || m->kind != static_cast<ObjectKind>(h.kind)) {
+        g.unlock();
+        throw_error(Errc::kStaleHandle, "the handle says " + std::to_string(h.size) +
+                                            " bytes of kind " + std::to_string(h.kind) +
+                                            ", the object differs: the handle was altered");
+      }
       if (h.pin != 0) {  // consume the pin, or it would keep the object alive until it expires
         auto c = conn_locked(h.session);
         if (c) {
@@ -510,7 +535,12 @@ void Client::release(const Id128& session, const Id128& object) noexcept {
   if (session.is_zero()) return;
   std::lock_guard<std::mutex> g(mu_);
   check_fork_locked();
-  if (auto it = cache_.find(object); it != cache_.end() && it->second.expired()) cache_.erase(it);
+  if (auto it = cache_.find(object); it != cache_.end()) {
+    // Another thread attached the object again between our unmap and this lock: its new
+    // mapping owns the broker reference now, so there is nothing to release.
+    if (!it->second.expired()) return;
+    cache_.erase(it);
+  }
   auto it = conns_.find(session);
   if (it == conns_.end() || it->second.gone) return;  // the broker already forgot us
   // Fire and forget: the broker sends no reply to kRelease, so closing a segment costs one
@@ -524,11 +554,13 @@ void Client::release(const Id128& session, const Id128& object) noexcept {
   }
 }
 
-void Client::adopt_all_locked() noexcept {
+void Client::adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept {
   try {
     for (auto& [object, weak] : cache_) {
       auto m = weak.lock();
       if (!m) continue;
+      keep->push_back(m);  // dropped by the caller after unlocking (~Mapping takes mu_)
+      m->memfd.reset();    // a creator's descriptor is the parent's business: no sealing here
       auto c = conn_locked(m->session);
       if (!c) continue;  // the session is gone: the mapping stays valid, only re-sharing fails
       WireMsg req = platform::make_msg(Op::kAdopt);
@@ -543,13 +575,12 @@ void Client::adopt_all_locked() noexcept {
 }
 
 void Client::after_fork_child() noexcept {
-  std::lock_guard<std::mutex> g(mu_);
-  check_fork_locked();
-  // A creator's descriptors are the parent's business: the child cannot seal them.
-  for (auto& [object, weak] : cache_) {
-    if (auto m = weak.lock()) m->memfd.reset();
+  std::vector<std::shared_ptr<Mapping>> keep;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    check_fork_locked();
+    adopt_all_locked(&keep);
   }
-  adopt_all_locked();
 }
 
 void Client::reset_for_testing() noexcept {
@@ -561,12 +592,23 @@ void Client::reset_for_testing() noexcept {
 Result<std::string> Client::describe(const Id128& session) noexcept {
   try {
     std::lock_guard<std::mutex> g(mu_);
-    auto c = conn_locked(session);
-    if (!c) return c.status();
+    check_fork_locked();
+    // Reuse our connection if we have one; otherwise look through a temporary one, so that
+    // `shoal ls` in a long-lived process does not keep every broker it looked at alive.
+    Conn temp;
+    Conn* c = nullptr;
+    if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) {
+      c = &it->second;
+    } else {
+      auto made = connect_locked(session);
+      if (!made) return made.status();
+      temp = std::move(made.value());
+      c = &temp;
+    }
     WireMsg req = platform::make_msg(Op::kList);
     WireMsg rep{};
     std::string payload;
-    Status st = roundtrip_locked(session, c.value(), req, -1, &rep, nullptr, &payload);
+    Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, &payload);
     if (!st) return st;
     return payload;
   } catch (const std::exception& e) {
@@ -621,6 +663,16 @@ int gc_runtime_dir() {
   ::closedir(d);
   int removed = 0;
   for (const std::string& name : names) {
+    if (name.size() == 42 && name.rfind(".tmp-", 0) == 0 && name.substr(37) == ".lock") {
+      // A broker that died between creating its lock file and renaming it into place.
+      std::string tmp = dir.value() + "/" + name;
+      UniqueFd lf(::open(tmp.c_str(), O_RDWR | O_CLOEXEC));
+      if (lf.valid() && ::flock(lf.get(), LOCK_EX | LOCK_NB) == 0) {
+        ::unlink(tmp.c_str());
+        ++removed;
+      }
+      continue;
+    }
     if (name.size() != 37) continue;
     auto id = Id128::from_hex(name.substr(0, 32));
     if (!id) continue;

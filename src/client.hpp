@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "layout/protocol_layout.hpp"
 #include "platform/platform.hpp"
@@ -65,12 +66,13 @@ class Client {
   Client();
   // All *_locked functions require mu_ held.
   void check_fork_locked() noexcept;
-  Result<Conn*> conn_locked(const Id128& session);
+  Result<Conn*> conn_locked(const Id128& session);    // cached in conns_
+  Result<Conn> connect_locked(const Id128& session);  // a new connection, not cached
   Result<Conn*> current_conn_locked();
   Result<Id128> start_session_locked();
   Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
                           layout::WireMsg* reply, int* recv_fd, std::string* payload);
-  void adopt_all_locked() noexcept;
+  void adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept;
 
   std::mutex mu_;
   pid_t pid_;

@@ -44,8 +44,8 @@ void throw_error(Errc code, const std::string& message) {
     case Errc::kStaleHandle: throw StaleHandleError(message);
     case Errc::kSessionGone: throw SessionGoneError(message);
     case Errc::kDecode: throw DecodeError(message);
-    case Errc::kPermission: throw PermissionError(message);
-    case Errc::kSystem: throw SystemError(message);
+    case Errc::kPermission: throw AccessDeniedError(message);
+    case Errc::kSystem: throw ShoalOSError(message);
   }
   detail::assert_fail("throw_error called with Errc::kOk", __FILE__, __LINE__);
 }

@@ -94,8 +94,14 @@ Segment Segment::create_named(const std::string& name, uint64_t size, ObjectKind
   do {
     rc = ::fallocate(fd.get(), 0, 0, static_cast<off_t>(total));
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0 && (errno == ENOSPC || errno == ENOMEM)) {
-    fail(Errc::kOutOfSpace, "no space for named segment '" + name + "' in " + path);
+  if (rc != 0) {
+    if (errno == ENOSPC || errno == ENOMEM) {
+      fail(Errc::kOutOfSpace, "no space for named segment '" + name + "' in " + path);
+    }
+    // Without a reservation a later page fault could SIGBUS: refuse rather than risk it.
+    fail(Errc::kSystem, errno_message("cannot reserve pages for " + path +
+                                          " (SHOAL_NAMED_DIR must be a filesystem with fallocate)",
+                                      errno));
   }
   auto mapped = platform::map_fd(fd.get(), total, true, false);
   if (!mapped) fail(mapped.status().code(), mapped.status().message());

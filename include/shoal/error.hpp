@@ -20,7 +20,7 @@ namespace shoal {
 /// The closed list of failures a caller or the environment can cause. One line each: when.
 enum class Errc : uint8_t {
   kOk = 0,
-  kInvalidArgument,  // a bad value (size 0, negative ttl...) detected before touching shared memory
+  kInvalidArgument,  // a bad value (absurd size, bad name...) detected before touching shared memory
   kExists,           // a named object with that name already exists
   kNotFound,         // a named object does not exist
   kIncompatible,     // magic / format version / layout fingerprint of a segment or peer differ
@@ -91,7 +91,7 @@ class Error : public std::runtime_error {
   Errc code_;
 };
 
-// One exception class per Errc, named as in Python (STYLE.md §4).
+// One exception class per Errc, named exactly as its Python counterpart (STYLE.md §4).
 #define SHOAL_DEFINE_ERROR(Name, Code) \
   class Name : public Error {          \
    public:                             \
@@ -108,8 +108,8 @@ SHOAL_DEFINE_ERROR(OwnerDiedError, kOwnerDied)
 SHOAL_DEFINE_ERROR(StaleHandleError, kStaleHandle)
 SHOAL_DEFINE_ERROR(SessionGoneError, kSessionGone)
 SHOAL_DEFINE_ERROR(DecodeError, kDecode)
-SHOAL_DEFINE_ERROR(PermissionError, kPermission)
-SHOAL_DEFINE_ERROR(SystemError, kSystem)
+SHOAL_DEFINE_ERROR(AccessDeniedError, kPermission)
+SHOAL_DEFINE_ERROR(ShoalOSError, kSystem)
 #undef SHOAL_DEFINE_ERROR
 
 /// Throws the exception class for `code` (never returns). kOk is a bug: aborts.

@@ -75,7 +75,7 @@ class Segment {
   bool read_only() const noexcept;
 
   /// Makes the segment immutable for every process that attaches from now on
-  /// (F_SEAL_FUTURE_WRITE) and remaps this process's view read-only. Only the creator can
+  /// (F_SEAL_FUTURE_WRITE) and mprotects this process's view read-only. Only the creator can
   /// seal, and only before it sends the first handle if every reader must see it read-only.
   void seal();
 
@@ -112,9 +112,6 @@ class Segment {
   std::shared_ptr<detail::Mapping> m_;
 };
 
-/// Validates the first bytes of a segment (a local copy is taken first): magic, version,
-/// fingerprint, sizes. `expect_object` may be zero to skip the id check. Used on every attach
-/// and by fuzz/segment_header_fuzzer.cpp; never crashes on any input.
 struct NamedEntry {
   std::string name;
   uint64_t size = 0;  // usable bytes (file size minus the header), 0 if not a valid segment
@@ -124,6 +121,9 @@ struct NamedEntry {
 /// Every named segment of this user (files in named_dir()).
 std::vector<NamedEntry> list_named();
 
+/// Validates the first bytes of a segment (a local copy is taken first): magic, version,
+/// fingerprint, sizes. `expect_object` may be zero to skip the id check. Used on every attach
+/// and by fuzz/segment_header_fuzzer.cpp; never crashes on any input.
 Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 expect_object) noexcept;
 
 }  // namespace shoal

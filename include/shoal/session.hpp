@@ -1,14 +1,15 @@
 // include/shoal/session.hpp — the session: the process tree that shares objects, and its broker.
 //
 // The first process that creates an object starts a broker (the `shoal-broker` executable) for
-// a new session and exports SHOAL_SESSION so that the processes it starts join the same session.
-// A process that attaches a handle joins that handle's session. The broker holds one memfd per
+// a new session and exports SHOAL_SESSION so that the processes it starts create their objects
+// in the same session. A process that attaches a handle connects to that handle's session (its
+// own creates still go to SHOAL_SESSION's session, or to a new one). The broker holds one memfd per
 // live object and hands it to attaching processes over a 0700 Unix socket; it exits by itself
 // once no process is connected and no pin is pending, and the kernel frees what is left.
 //
-// All functions are thread-safe. After fork(), the child automatically reconnects on its next
-// call; call after_fork_child() in the child to re-register inherited mappings at once (the
-// Python binding does this from os.register_at_fork).
+// All functions are thread-safe. After fork(), the child reconnects on its next call, but it
+// holds no broker reference to the mappings it inherited (so it cannot pin or re-share them)
+// until it calls after_fork_child(); the Python package does so from os.register_at_fork.
 #pragma once
 
 #include <cstdint>

@@ -18,9 +18,11 @@ struct MemoryInfo {
   std::optional<uint64_t> cgroup_limit;      // tightest memory.max of this cgroup and ancestors
   std::optional<uint64_t> cgroup_current;    // memory.current of the cgroup with that limit
   std::optional<uint64_t> max_bytes;         // SHOAL_MAX_BYTES, if set
-  uint64_t dev_shm_total = 0;                // statvfs(/dev/shm): where named objects live
+  uint64_t dev_shm_total = 0;                // statvfs(/dev/shm): named objects live there
+                                             // unless SHOAL_NAMED_DIR says otherwise
   uint64_t dev_shm_free = 0;
-  /// The most one new segment may reserve now: the smallest of the headrooms above.
+  /// The most one new segment may reserve now: the smaller of the MemAvailable and cgroup
+  /// headrooms (SHOAL_MAX_BYTES is per session and checked separately).
   uint64_t headroom() const noexcept;
 };
 

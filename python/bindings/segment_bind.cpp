@@ -123,7 +123,9 @@ void register_segment(nb::module_& m) {
           "it or SHOAL_PIN_TTL seconds pass.")
       .def("seal", [](PySegment& s) {
         if (s.exports > 0) {
-          throw nb::buffer_error("cannot seal a segment while writable buffers are exported");
+          throw nb::buffer_error(
+              "cannot seal a segment while buffers are exported; release the memoryviews and "
+              "arrays over it first");
         }
         Segment seg = open_segment(s);
         seg.seal();

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -56,6 +57,8 @@ volatile sig_atomic_t g_stop = 0;
 // A broker that never sees its first connection (its starter died right after starting it)
 // gives up after this long.
 constexpr uint64_t kFirstConnectGraceNs = 60ULL * 1000000000ULL;
+// A client that does not read a reply for this long is disconnected (its references dropped).
+constexpr time_t kSendTimeoutSec = 5;
 
 struct Object {
   UniqueFd fd;
@@ -100,6 +103,7 @@ class Broker {
   std::unordered_map<Id128, Object, Id128Hash> objects_;
   uint64_t total_bytes_ = 0;  // data + headers of live objects, for SHOAL_MAX_BYTES
   bool had_conn_ = false;
+  bool leaving_ = false;  // the socket is unlinked; late connections are turned away
   uint64_t started_ns_ = 0;
   int64_t started_unix_ = 0;
   uint64_t pins_expired_ = 0;
@@ -158,9 +162,20 @@ void Broker::reply_error(int fd, const WireMsg& req, Errc code, const std::strin
 
 void Broker::accept_all() {
   for (;;) {
-    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;  // EAGAIN, or a transient error: poll will tell us again
+    // Blocking sockets: we only read after poll says so, and a send may wait for a slow reader
+    // (a multi-page kList) for up to kSendTimeout before that client is given up on.
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: the pending client cannot be accepted now. Back off instead of
+        // spinning on a listening socket that stays readable.
+        ::usleep(10000);
+      }
+      return;
+    }
     UniqueFd s(fd);
+    timeval tv{kSendTimeoutSec, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     ucred cred{};
     socklen_t len = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != uid_) {
@@ -170,6 +185,15 @@ void Broker::accept_all() {
                                    "; uid " + std::to_string(cred.uid) + " may not use it");
       (void)platform::send_msg(fd, rep);
       continue;  // closes the socket
+    }
+    if (leaving_) {
+      // The socket is already unlinked: tell a client that raced in that this session is
+      // over, so it starts a new one instead of creating objects nobody else can reach.
+      WireMsg rep = platform::make_msg(Op::kHello);
+      rep.status = static_cast<uint32_t>(Errc::kSessionGone);
+      platform::set_text(&rep, "session " + session_.hex() + " is shutting down");
+      (void)platform::send_msg(fd, rep);
+      continue;
     }
     Conn c;
     c.pid = cred.pid;
@@ -274,6 +298,11 @@ void Broker::serve(int fd) {
   int rfd = -1;
   Status st = platform::recv_msg(fd, &req, &rfd, nullptr, 0, 0);
   UniqueFd passed(rfd);
+  if (!st && st.code() == Errc::kOutOfSpace) {
+    // The message arrived but its descriptor did not (we are out of descriptors): answer it.
+    reply_error(fd, req, Errc::kOutOfSpace, st.message());
+    return;
+  }
   if (!st) {
     if (st.code() == Errc::kTimeout) return;  // spurious wake-up
     drop_conn(fd);  // EOF (the process exited or was killed), or garbage: drop its references
@@ -407,6 +436,12 @@ int Broker::run() {
   sa.sa_handler = [](int) { g_stop = 1; };
   ::sigaction(SIGTERM, &sa, nullptr);
   ::umask(077);
+  // One descriptor per live object: take every descriptor the hard limit allows.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
   started_ns_ = platform::monotonic_ns();
   started_unix_ = static_cast<int64_t>(::time(nullptr));
   if (!setup()) return 1;
@@ -422,8 +457,9 @@ int Broker::run() {
         (had_conn_ || now - started_ns_ > kFirstConnectGraceNs)) {
       // Leave: unlink the socket, then serve anyone who connected in the meantime.
       ::unlink(sock_path_.c_str());
-      accept_all();
-      if (conns_.empty()) break;
+      leaving_ = true;
+      accept_all();  // turns away anyone who connected before the unlink
+      break;
     }
     fds.clear();
     fds.push_back({listen_.get(), POLLIN, 0});

@@ -14,13 +14,14 @@
 // (e.g. "'<f8'" or "[('x', '<i4'), ('y', '<f8')]"), parsed in Python with ast.literal_eval
 // (never eval) and in C++ only for simple scalar types ("'<f8'" -> kind 'f', size 8).
 //
-// Invariants (validate_array_header checks all, on a local copy):
+// Invariants (parse_array_header checks all, on a local copy):
 //   A1  magic == kArrayMagic, version == kArrayVersion, reserved fields == 0
 //   A2  ndim <= kMaxDims; descr_size <= kMaxDescr
 //   A3  data_offset % 64 == 0, data_offset >= kArrayHeaderSize + descr_size
 //   A4  data_offset + nbytes <= the segment's data size
 //   A5  nbytes == itemsize * prod(shape) (no overflow), itemsize > 0 unless nbytes == 0
-// Who writes: the creator, once, before the segment is registered (or sealed); never after.
+// Who writes: the creator, once, right after creating the segment and before it makes any
+// handle (so before any other process can attach), and before sealing; never after.
 #pragma once
 
 #include <cstddef>

@@ -12,8 +12,10 @@
 // exec). There is one request in flight per connection; the client serialises them.
 //
 // Ops (request -> reply):
-//   kHello    pid                        -> broker_pid, session id in object_*; version check
-//   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES) | kInvalidArgument
+//   kHello                               -> broker pid in arg, session id in object_*; version
+//                                           check (the peer's pid and uid come from SO_PEERCRED)
+//   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES, or the broker is
+//                                           out of descriptors) | kInvalidArgument | kExists
 //   kAttach   object id, pin             -> fd, size, kind, flags | kStaleHandle
 //   kAdopt    object id                  -> ok | kStaleHandle  (a forked child re-registers
 //                                           a mapping it inherited; no fd travels)

@@ -20,8 +20,11 @@
 //       layout_fingerprint == kLayoutFingerprint, reserved == 0
 //   I2  header_size == kSegmentHeaderSize and header_size <= size
 //   I3  size == the size of the mapping (the memfd's st_size, sealed against shrink and grow)
-//   I4  state == kSegmentReady implies every field has been initialised
-//   I5  object_id is non-zero and equals the id the broker handed out for this fd
+//   I4  state == kSegmentReady implies every field has been initialised (a fresh segment is
+//       zero-filled, so state reads 0, "not ready", until the creator publishes it)
+//   I5  object_id is non-zero, chosen at random by the creator, and equals the id the handle
+//       names (the broker registers the fd under that id)
+//   I6  kind is a known ObjectKind
 // Who writes: the creator writes every field once, before it registers the fd with the broker
 // (so before any other process can see the segment), then stores state = kSegmentReady with
 // release order. No field changes afterwards; readers need no lock.
@@ -36,7 +39,7 @@ namespace shoal::layout {
 
 inline constexpr uint64_t kSegmentMagic = 0x474553'4C414F4853ULL;  // "SHOALSEG" little-endian
 inline constexpr uint32_t kSegmentFormatVersion = 1;
-inline constexpr uint32_t kSegmentInitialising = 1;
+inline constexpr uint32_t kSegmentInitialising = 0;  // what a fresh, zero-filled segment reads
 inline constexpr uint32_t kSegmentReady = 2;
 inline constexpr uint64_t kSegmentHeaderSize = 64;
 inline constexpr size_t kCacheLine = 64;

@@ -220,9 +220,8 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
     }
   }
   UniqueFd owned(got_fd);
-  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
-    return {Errc::kDecode, "a broker message was truncated"};
-  }
+  if ((mh.msg_flags & MSG_TRUNC) != 0) return {Errc::kDecode, "a broker message was truncated"};
+  const bool fd_dropped = (mh.msg_flags & MSG_CTRUNC) != 0;
   if (static_cast<size_t>(r) < sizeof *msg || msg->magic != layout::kWireMagic) {
     return {Errc::kDecode, "a broker message is malformed (" + std::to_string(r) + " bytes)"};
   }
@@ -237,6 +236,10 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
                                std::to_string(static_cast<size_t>(r) - sizeof *msg)};
   }
   msg->text[sizeof msg->text - 1] = '\0';
+  if (fd_dropped) {
+    return {Errc::kOutOfSpace, "a file descriptor sent to this process was dropped: it has no "
+                               "descriptors left (raise `ulimit -n`)"};
+  }
   *fd = owned.release();
   return {};
 }

@@ -74,8 +74,10 @@ Status send_msg(int sock, const layout::WireMsg& msg, const void* payload = null
                 int fd = -1) noexcept;
 
 /// Receives one message. Returns kSessionGone on EOF/reset (the peer is gone), kTimeout after
-/// `timeout_ms` (< 0: wait forever), kDecode on a malformed message. A received fd is stored in
-/// *fd (else -1); payload bytes (up to payload_cap) in payload.
+/// `timeout_ms` (< 0: wait forever), kDecode on a malformed message, kOutOfSpace when the message
+/// arrived intact but the kernel dropped its descriptor (this process is out of descriptors;
+/// *msg is valid then). A received fd is stored in *fd (else -1); payload bytes (up to
+/// payload_cap) in payload.
 Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t payload_cap,
                 int timeout_ms) noexcept;
 
