@@ -51,14 +51,17 @@ test-tsan: tsan
 	ctest --preset tsan
 
 fuzz-smoke: fuzz-build
-	@for f in handle segment_header; do \
+	@for f in handle segment_header array_header; do \
 	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
-	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) fuzz/corpus/$$f || exit 1; \
+	  mkdir -p build/fuzz/work/$$f; \
+	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/ \
+	    build/fuzz/work/$$f fuzz/corpus/$$f || exit 1; \
 	done
 
 fuzz: fuzz-build
-	@for f in handle segment_header; do \
-	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 fuzz/corpus/$$f || exit 1; \
+	@for f in handle segment_header array_header; do \
+	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
+	    fuzz/corpus/$$f || exit 1; \
 	done
 
 stub-check: install

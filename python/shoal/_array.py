@@ -38,7 +38,9 @@ def _dtype_from_descr(descr: str) -> np.dtype[Any]:
     try:
         return np.dtype(_npformat.descr_to_dtype(ast.literal_eval(descr)))
     except (ValueError, SyntaxError, TypeError) as e:
-        raise _shoal.DecodeError(f"array segment has an unreadable dtype description {descr!r}") from e
+        raise _shoal.DecodeError(
+            f"array segment has an unreadable dtype description {descr!r}"
+        ) from e
 
 
 def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
@@ -51,21 +53,38 @@ def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
     return dims
 
 
+def _address(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
 class Array(np.ndarray):  # type: ignore[type-arg]
     """An ndarray in shared memory; see the module docstring."""
 
     _shoal_segment: _shoal.Segment | None = None
     _shoal_base: int = 0  # address of the segment's element area in this process
+    _shoal_end: int = 0  # _shoal_base + the element area's size
+
+    def _shoal_adopt(self, src: Any) -> bool:
+        """Share `src`'s segment if this array is a view of it. np.may_share_memory (a bounds
+        check, fast) says False for every empty array, so those are placed by address: an empty
+        slice of a shared array is still a view of it."""
+        seg = getattr(src, "_shoal_segment", None)
+        if seg is not None and (
+            np.may_share_memory(self, src)
+            or (self.size == 0 and src._shoal_base <= _address(self) <= src._shoal_end)
+        ):
+            self._shoal_segment = seg
+            self._shoal_base = src._shoal_base
+            self._shoal_end = src._shoal_end
+            return True
+        return False
 
     def __array_finalize__(self, obj: Any) -> None:
         # A view of a shared array shares its segment; anything else (a new result) does not.
-        seg = getattr(obj, "_shoal_segment", None)
-        if seg is not None and np.may_share_memory(self, obj):
-            self._shoal_segment = seg
-            self._shoal_base = obj._shoal_base
-        else:
+        if not self._shoal_adopt(obj):
             self._shoal_segment = None
             self._shoal_base = 0
+            self._shoal_end = 0
 
     def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
         arr = super().__array_wrap__(arr, context, return_scalar)
@@ -73,6 +92,9 @@ class Array(np.ndarray):  # type: ignore[type-arg]
             return arr
         if return_scalar:
             return arr[()]
+        # Some views come through here too (ndarray.squeeze): they stay shared.
+        if type(arr) is Array and (arr._shoal_segment is not None or arr._shoal_adopt(self)):
+            return arr
         return arr.view(np.ndarray)
 
     def __getitem__(self, index: Any) -> Any:
@@ -122,33 +144,99 @@ class Array(np.ndarray):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         body = np.array2string(self.view(np.ndarray), separator=", ", prefix="shoal.Array(")
-        return f"shoal.Array({body}, dtype={self.dtype})"
+        shape = f", shape={self.shape}" if self.size == 0 and self.shape != (0,) else ""
+        return f"shoal.Array({body}{shape}, dtype={self.dtype})"
+
+    @classmethod
+    def attach(cls, handle: str) -> Array:
+        """The whole array a handle names (from ``Array.handle()`` or C++ ``shoal::Array``)."""
+        from . import _glue
+
+        return _view(_glue.attach_segment(handle))
 
 
-def _view(seg: _shoal.Segment, offset: int | None = None, shape: Any = None,
-          strides: Any = None, dtype: np.dtype[Any] | None = None) -> Array:
+def _plain(res: Any) -> Any:
+    """A result that owns new memory is a plain ndarray, as ``a + 1`` is."""
+    if type(res) is Array and res._shoal_segment is None:
+        return res.view(np.ndarray)
+    return res
+
+
+def _returning_plain(name: str) -> Any:
+    method = getattr(np.ndarray, name)
+
+    def wrapper(self: Array, *args: Any, **kwargs: Any) -> Any:
+        return _plain(method(self, *args, **kwargs))
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Array.{name}"
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+# ndarray methods that may allocate a result of the caller's type without numpy calling
+# __array_wrap__ (ufunc-like methods such as round, clip, cumsum already come back plain).
+# Views they return (reshape, ravel, astype(copy=False)) stay shared.
+for _name in (
+    "astype",
+    "flatten",
+    "ravel",
+    "reshape",
+    "repeat",
+    "take",
+    "compress",
+    "choose",
+    "dot",
+    "argsort",
+    "argmax",
+    "argmin",
+    "argpartition",
+    "byteswap",
+    "__copy__",
+    "__deepcopy__",
+):
+    setattr(Array, _name, _returning_plain(_name))
+del _name
+
+
+def _view(
+    seg: _shoal.Segment,
+    offset: int | None = None,
+    shape: Any = None,
+    strides: Any = None,
+    dtype: np.dtype[Any] | None = None,
+) -> Array:
     descr, itemsize, hshape, fortran, nbytes, data_offset = _shoal.array_info(seg)
     # A pickled view carries its own dtype (a field of a structured array, a .view(dtype));
-    # numpy checks that its extent fits the buffer.
+    # numpy checks that its extent fits the element area (never the header before it).
     dt = _dtype_from_descr(descr) if dtype is None else dtype
     if dtype is None and dt.itemsize != itemsize:
         raise _shoal.DecodeError(
             f"array segment says itemsize {itemsize}, its dtype {dt} has {dt.itemsize}"
         )
     buf = memoryview(seg)
-    base_arr = np.ndarray((len(buf),), np.uint8, buffer=buf)
-    base_addr = base_arr.__array_interface__["data"][0] + data_offset
+    base_addr = _address(np.ndarray((len(buf),), np.uint8, buffer=buf)) + data_offset
+    elements = buf[data_offset : data_offset + nbytes]
     if shape is None:
-        arr = np.ndarray(tuple(hshape), dt, buffer=buf, offset=data_offset,
-                         order="F" if fortran else "C")
+        arr = np.ndarray(tuple(hshape), dt, buffer=elements, order="F" if fortran else "C")
     else:
-        if offset is None or offset < 0 or offset > nbytes:
-            raise _shoal.DecodeError(f"array view offset {offset} is outside the {nbytes}-byte array")
-        arr = np.ndarray(tuple(shape), dt, buffer=buf, offset=data_offset + offset,
-                         strides=tuple(strides))
+        if not isinstance(offset, int) or offset < 0 or offset > nbytes:
+            raise _shoal.DecodeError(
+                f"array view offset {offset} is outside the {nbytes}-byte array"
+            )
+        try:
+            arr = np.ndarray(
+                tuple(shape), dt, buffer=elements, offset=offset, strides=tuple(strides)
+            )
+        except (TypeError, ValueError) as e:
+            raise _shoal.DecodeError(
+                f"array view (offset {offset}, shape {tuple(shape)}, strides {tuple(strides)}, "
+                f"dtype {dt}) does not fit the {nbytes}-byte array: {e}"
+            ) from e
     out = arr.view(Array)
     out._shoal_segment = seg
     out._shoal_base = base_addr
+    out._shoal_end = base_addr + nbytes
     return out
 
 
@@ -182,8 +270,13 @@ def full(shape: _ShapeLike, fill_value: Any, dtype: Any = None, order: str = "C"
 
 def share_array(x: np.ndarray, writable: bool = False) -> Array:  # type: ignore[type-arg]
     """Copy `x` once into shared memory. Read-only (sealed) unless `writable`."""
-    if isinstance(x, Array) and x._shoal_segment is not None and not writable and not x.flags.writeable:
-        return x  # already a shared snapshot
+    if (
+        isinstance(x, Array)
+        and x._shoal_segment is not None
+        and x._shoal_segment.read_only
+        and not writable
+    ):
+        return x  # already a shared snapshot (sealed: nobody can change it)
     order = "F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
     dt = x.dtype
     seg = _shoal.array_create(_descr_of(dt), dt.itemsize, list(x.shape), order == "F")
@@ -195,4 +288,6 @@ def share_array(x: np.ndarray, writable: bool = False) -> Array:  # type: ignore
     del tmp
     seg.seal()
     return _view(seg)
+
+
 Array.__module__ = "shoal"

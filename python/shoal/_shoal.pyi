@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from shoal import (
     AccessDeniedError as AccessDeniedError,
     CorruptSegmentError as CorruptSegmentError,
@@ -123,3 +125,11 @@ def decode_handle(text: str) -> dict:
 
 def validate_segment_header(data: bytes) -> None:
     """Check the bytes of a segment header (raises on anything invalid)."""
+
+def array_create(descr: str, itemsize: int, shape: Sequence[int], fortran: bool = False) -> Segment:
+    """Create a zero-filled array segment; returns the Segment."""
+
+def array_info(segment: Segment) -> tuple:
+    """
+    Validate an array segment's header: (descr, itemsize, shape, fortran, nbytes, offset).
+    """

@@ -52,7 +52,9 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("SHOAL_RUNTIME_DIR", d)
     monkeypatch.delenv("SHOAL_SESSION", raising=False)
     monkeypatch.setenv("SHOAL_PIN_TTL", os.environ.get("SHOAL_TEST_PIN_TTL", "5"))
+    _fresh_process_state()
     yield d
+    _fresh_process_state()
     # Brokers of this test exit by themselves once its processes are gone; stop stragglers
     # (a test that keeps a segment alive in a module global, a pin not yet expired).
     for pid in _broker_pids(d):
@@ -62,6 +64,17 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             pass
     wait_until(lambda: not _broker_pids(d) or all(not _alive(p) for p in _broker_pids(d)), 10)
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _fresh_process_state() -> None:
+    """Forget this process's sessions, and stop multiprocessing's forkserver: it would keep the
+    environment (SHOAL_RUNTIME_DIR) of the test that started it."""
+    from shoal import _shoal
+
+    _shoal._reset_for_testing()
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
 
 
 def _alive(pid: int) -> bool:

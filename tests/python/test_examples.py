@@ -11,6 +11,8 @@ import pytest
 EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[2] / "examples" / "python").glob("*.py"))
 
 
+# Serial: the seed examples check the machine's Shmem, which parallel tests disturb.
+@pytest.mark.serial
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(path: pathlib.Path) -> None:
     r = subprocess.run(

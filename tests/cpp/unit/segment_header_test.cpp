@@ -12,9 +12,16 @@ namespace {
 
 using layout::SegmentHeader;
 
-std::vector<uint64_t> good_segment(uint64_t size) {
-  std::vector<uint64_t> buf((size + 7) / 8, 0);
-  auto* h = reinterpret_cast<SegmentHeader*>(buf.data());
+// A header built in properly aligned storage, then copied into a buffer of `size` bytes (as a
+// mapping would hold it). Only the copy's first 64 bytes matter to the validator.
+struct alignas(64) HeaderBytes {
+  unsigned char b[sizeof(SegmentHeader)];
+  SegmentHeader* h() { return reinterpret_cast<SegmentHeader*>(b); }
+};
+
+HeaderBytes good_header(uint64_t size) {
+  HeaderBytes hb{};
+  SegmentHeader* h = hb.h();
   h->magic = layout::kSegmentMagic;
   h->format_version = layout::kSegmentFormatVersion;
   h->layout_fingerprint = layout::kLayoutFingerprint;
@@ -24,8 +31,16 @@ std::vector<uint64_t> good_segment(uint64_t size) {
   h->header_size = layout::kSegmentHeaderSize;
   h->object_hi = 7;
   h->object_lo = 9;
+  return hb;
+}
+
+std::vector<uint64_t> as_segment(const HeaderBytes& hb, uint64_t size) {
+  std::vector<uint64_t> buf((size + 7) / 8, 0);
+  std::memcpy(buf.data(), hb.b, sizeof hb.b);
   return buf;
 }
+
+std::vector<uint64_t> good_segment(uint64_t size) { return as_segment(good_header(size), size); }
 
 TEST(SegmentHeader, AValidHeaderPasses) {
   auto buf = good_segment(4096);
@@ -57,8 +72,9 @@ TEST(SegmentHeader, EachBrokenInvariantIsReported) {
       {"other id", [](SegmentHeader* h) { h->object_lo = 10; }, Errc::kCorrupt, "another object"},
   };
   for (const auto& c : cases) {
-    auto buf = good_segment(4096);
-    c.apply(reinterpret_cast<SegmentHeader*>(buf.data()));
+    HeaderBytes hb = good_header(4096);
+    c.apply(hb.h());
+    auto buf = as_segment(hb, 4096);
     Status st = validate_segment_header(buf.data(), 4096, Id128{7, 9});
     EXPECT_EQ(st.code(), c.expect) << c.name << ": " << st.message();
     EXPECT_NE(st.message().find(c.message_part), std::string::npos) << c.name << ": " << st.message();
