@@ -132,6 +132,10 @@ std::string lock_path(const std::string& dir, const Id128& session) {
 
 Mapping::~Mapping() {
   platform::unmap(base, total);
+  // Close the creator's descriptor before releasing, so the broker holds the last reference
+  // and frees the pages in its own time; otherwise this close could be the one that frees a
+  // large segment (~150 ms/GiB) on the caller's thread.
+  memfd.reset();
   Client::instance().release(session, object);
 }
 
@@ -688,9 +692,9 @@ int gc_runtime_dir() {
       ::unlink(lock.c_str());
       ++removed;
     } else if (suffix == ".sock" && ::access(lock.c_str(), F_OK) != 0) {
-      // A socket without its lock: the broker died between the two unlinks.
-      ::unlink(sock.c_str());
-      ++removed;
+      // A socket without its lock: the broker died between the two unlinks. (When the .lock
+      // entry came first, its branch already removed this socket: unlink fails, no count.)
+      if (::unlink(sock.c_str()) == 0) ++removed;
     }
   }
   return removed;

@@ -172,9 +172,9 @@ class Result:
         unit = self.unit if unit is None else unit
         counts = sorted({len(v) for v in self.samples.values()})
         reps = "/".join(str(c) for c in counts)
-        header = ["way", "median", "min", "max", "IQR", f"vs {self.baseline}"]
+        header = ["way", "median", "min", "max", "IQR", f"vs {_md_escape(self.baseline)}"]
         if self.floor is not None:
-            header.append(f"vs floor ({self.floor})")
+            header.append(f"vs floor ({_md_escape(self.floor)})")
         lines = [
             f"**{title}** ({reps} repetitions, interleaved; ratios are of medians)",
             "",
