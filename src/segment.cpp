@@ -1,5 +1,7 @@
 #include "shoal/segment.hpp"
 
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "client.hpp"
@@ -74,13 +76,18 @@ Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 exp
   // Copy once, then check and use only the copy: another process may be writing the original.
   SegmentHeader h;
   std::memcpy(static_cast<void*>(&h), base, sizeof h);
-  // `base` may be any address (a fuzzer's buffer, Python bytes), so the state is read from the
-  // copy, not through a possibly misaligned atomic. Ordering: the creator stores kSegmentReady
-  // (release) before it registers the fd, and an attacher gets the fd only through the broker's
-  // socket afterwards, so the kernel orders those writes before our reads; the fence pairs with
-  // the creator's release store for readers that learn of the segment some other way.
-  uint32_t state = h.state.load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
+  // `base` may be any address (a fuzzer's buffer, Python bytes): the state word is loaded with
+  // acquire order (pairing with the creator's release store of kSegmentReady) only where it is
+  // aligned, as in every real mapping; otherwise it is taken from the copy. (An attacher also
+  // gets the fd only through the broker's socket, after the creator registered it, so the
+  // kernel orders the creator's writes before our reads in any case.)
+  uint32_t state;
+  const auto* state_at = static_cast<const unsigned char*>(base) + offsetof(SegmentHeader, state);
+  if (reinterpret_cast<uintptr_t>(state_at) % alignof(uint32_t) == 0) {
+    state = __atomic_load_n(reinterpret_cast<const uint32_t*>(state_at), __ATOMIC_ACQUIRE);
+  } else {
+    state = h.state.load(std::memory_order_relaxed);
+  }
   if (h.magic != kSegmentMagic) {
     return {Errc::kIncompatible, "not a shoal segment: bad magic at offset 0"};
   }

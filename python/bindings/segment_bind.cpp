@@ -60,9 +60,22 @@ PyType_Slot segment_slots[] = {
     {Py_bf_releasebuffer, reinterpret_cast<void*>(segment_releasebuffer)},
     {0, nullptr}};
 
-PySegment attach_segment(const std::string& handle) {
+PySegment attach_segment(nb::handle handle) {
+  // Take any object: a str that cannot be UTF-8 encoded (a lone surrogate) is a malformed
+  // handle, not a wrong argument type.
+  if (!PyUnicode_Check(handle.ptr())) {
+    throw nb::type_error(("a shoal handle is a str, not " +
+                          std::string(Py_TYPE(handle.ptr())->tp_name)).c_str());
+  }
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(handle.ptr(), &n);
+  if (p == nullptr) {
+    PyErr_Clear();
+    throw DecodeError("malformed shoal handle: it is not valid text (unencodable characters)");
+  }
+  std::string text(p, static_cast<size_t>(n));
   nb::gil_scoped_release nogil;
-  return PySegment{Segment::attach(handle)};
+  return PySegment{Segment::attach(text)};
 }
 
 nb::dict memory_info_dict() {
@@ -94,7 +107,7 @@ void register_segment(nb::module_& m) {
           },
           "size"_a, "populate"_a = false, "kind"_a = 0,
           "Create a zero-filled segment of `size` bytes in this process's session.")
-      .def_static("attach", &attach_segment, "handle"_a,
+      .def_static("attach", &attach_segment, "handle"_a.none(),
                   "Map the segment a handle names (from handle() in any process).")
       .def_static(
           "create_named",

@@ -28,7 +28,7 @@ class Segment:
         """
 
     @staticmethod
-    def attach(handle: str) -> Segment:
+    def attach(handle: object | None) -> Segment:
         """Map the segment a handle names (from handle() in any process)."""
 
     @staticmethod

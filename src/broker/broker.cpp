@@ -74,6 +74,7 @@ struct Conn {
   UniqueFd sock;
   int64_t pid = 0;
   std::unordered_set<Id128, Id128Hash> held;  // at most one reference per object
+  std::string refused;  // non-empty: another uid; its first message gets this kPermission reply
 };
 
 class Broker {
@@ -178,13 +179,12 @@ void Broker::accept_all() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     ucred cred{};
     socklen_t len = sizeof cred;
+    Conn c;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != uid_) {
-      WireMsg rep = platform::make_msg(Op::kHello);
-      rep.status = static_cast<uint32_t>(Errc::kPermission);
-      platform::set_text(&rep, "the shoal session belongs to uid " + std::to_string(uid_) +
-                                   "; uid " + std::to_string(cred.uid) + " may not use it");
-      (void)platform::send_msg(fd, rep);
-      continue;  // closes the socket
+      // Refused, but only once its first message has been read: closing a socket with unread
+      // data resets it, and the client would see "broker gone" instead of this refusal.
+      c.refused = "the shoal session belongs to uid " + std::to_string(uid_) + "; uid " +
+                  std::to_string(cred.uid) + " may not use it";
     }
     if (leaving_) {
       // The socket is already unlinked: tell a client that raced in that this session is
@@ -195,7 +195,6 @@ void Broker::accept_all() {
       (void)platform::send_msg(fd, rep);
       continue;
     }
-    Conn c;
     c.pid = cred.pid;
     c.sock = std::move(s);
     conns_.emplace(fd, std::move(c));
@@ -298,6 +297,14 @@ void Broker::serve(int fd) {
   int rfd = -1;
   Status st = platform::recv_msg(fd, &req, &rfd, nullptr, 0, 0);
   UniqueFd passed(rfd);
+  if (!conn.refused.empty()) {
+    // Whatever it sent (unless it already hung up), another uid gets its refusal, then EOF.
+    if (st || st.code() != Errc::kSessionGone) {
+      reply_error(fd, req, Errc::kPermission, conn.refused);
+    }
+    drop_conn(fd);
+    return;
+  }
   if (!st && st.code() == Errc::kOutOfSpace) {
     // The message arrived but its descriptor did not (we are out of descriptors): answer it.
     reply_error(fd, req, Errc::kOutOfSpace, st.message());
