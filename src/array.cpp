@@ -8,8 +8,17 @@ namespace shoal {
 
 using layout::ArrayHeader;
 
-Array Array::create(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
-                    bool fortran) {
+namespace {
+
+struct Planned {
+  ArrayHeader header{};
+  uint64_t data_offset = 0;
+  uint64_t nbytes = 0;
+};
+
+// Validates the request and lays out the header (shared by create and create_from).
+Planned plan(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
+             bool fortran) {
   if (shape.size() > layout::kMaxDims) {
     throw_error(Errc::kInvalidArgument, "an array has at most " +
                                             std::to_string(layout::kMaxDims) + " dimensions, got " +
@@ -27,22 +36,48 @@ Array Array::create(std::string_view descr, uint64_t itemsize, std::span<const u
     throw_error(Errc::kInvalidArgument, "array of " + std::to_string(count) + " elements of " +
                                             std::to_string(itemsize) + " bytes is too large");
   }
-  const uint64_t nbytes = count * itemsize;
+  Planned p;
+  p.nbytes = count * itemsize;
   const uint64_t head = layout::kArrayHeaderSize + descr.size();
-  const uint64_t data_offset = (head + layout::kArrayAlign - 1) / layout::kArrayAlign * layout::kArrayAlign;
-  Segment seg = Segment::create(data_offset + nbytes, {ObjectKind::kArray, false});
-  ArrayHeader h{};
+  p.data_offset = (head + layout::kArrayAlign - 1) / layout::kArrayAlign * layout::kArrayAlign;
+  ArrayHeader& h = p.header;
   h.magic = layout::kArrayMagic;
   h.version = layout::kArrayVersion;
   h.ndim = static_cast<uint32_t>(shape.size());
   h.itemsize = itemsize;
-  h.nbytes = nbytes;
-  h.data_offset = data_offset;
+  h.nbytes = p.nbytes;
+  h.data_offset = p.data_offset;
   h.descr_size = descr.size();
   h.fortran = fortran ? 1 : 0;
   for (size_t i = 0; i < shape.size(); ++i) h.shape[i] = shape[i];
-  std::memcpy(seg.data(), &h, sizeof h);
-  std::memcpy(seg.data() + sizeof h, descr.data(), descr.size());
+  return p;
+}
+
+}  // namespace
+
+Array Array::create_from(std::string_view descr, uint64_t itemsize,
+                         std::span<const uint64_t> shape, bool fortran, const void* elements,
+                         uint64_t nbytes, bool seal) {
+  Planned p = plan(descr, itemsize, shape, fortran);
+  if (nbytes != p.nbytes) {
+    throw_error(Errc::kInvalidArgument, "the shape and itemsize make " + std::to_string(p.nbytes) +
+                                            " bytes, the data has " + std::to_string(nbytes));
+  }
+  using Part = std::pair<uint64_t, std::span<const std::byte>>;
+  const Part parts[] = {
+      {0, std::as_bytes(std::span(&p.header, 1))},
+      {sizeof(ArrayHeader), std::as_bytes(std::span(descr.data(), descr.size()))},
+      {p.data_offset, std::span(static_cast<const std::byte*>(elements), nbytes)},
+  };
+  return from_segment(Segment::create_from(p.data_offset + p.nbytes, ObjectKind::kArray, parts, seal));
+}
+
+Array Array::create(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
+                    bool fortran) {
+  Planned p = plan(descr, itemsize, shape, fortran);
+  Segment seg = Segment::create(p.data_offset + p.nbytes, {ObjectKind::kArray, false});
+  std::memcpy(seg.data(), &p.header, sizeof p.header);
+  std::memcpy(seg.data() + sizeof p.header, descr.data(), descr.size());
   return from_segment(std::move(seg));
 }
 

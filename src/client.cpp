@@ -364,17 +364,44 @@ Result<Client::Conn*> Client::current_conn_locked() {
   return c;
 }
 
-std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Options& opts) {
+namespace {
+
+// The header every new segment starts with, published (state = ready) before registration.
+void fill_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind, uint64_t total) {
+  h->magic = layout::kSegmentMagic;
+  h->format_version = layout::kSegmentFormatVersion;
+  h->layout_fingerprint = layout::kLayoutFingerprint;
+  h->kind = static_cast<uint32_t>(kind);
+  h->size = total;
+  h->header_size = layout::kSegmentHeaderSize;
+  h->object_hi = object.hi;
+  h->object_lo = object.lo;
+  h->reserved = 0;
+  // Pairs with the acquire load in validate_segment_header: every field above is visible to a
+  // process that sees kSegmentReady.
+  h->state.store(layout::kSegmentReady, std::memory_order_release);
+}
+
+void check_size(uint64_t data_size) {
   if (data_size > (1ULL << 56)) {
     throw_error(Errc::kInvalidArgument, "segment size " + std::to_string(data_size) + " is absurd");
   }
+}
+
+}  // namespace
+
+Id128 Client::session_for_create() {
+  std::lock_guard<std::mutex> g(mu_);
+  current_conn_locked().take();
+  return current_;
+}
+
+std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Options& opts) {
+  check_size(data_size);
   const uint64_t total = data_size + layout::kSegmentHeaderSize;
   check_capacity(total).throw_if_error();
-  std::unique_lock<std::mutex> g(mu_);
-  current_conn_locked().take();
-  Id128 session = current_;
-  g.unlock();  // reserving pages may take a while; do not block other threads' round trips
-
+  Id128 session = session_for_create();
+  // Reserving pages may take a while: mu_ is not held, other threads' round trips go on.
   Id128 object = Id128::random();
   UniqueFd fd = platform::create_memfd("shoal", total).take();
   void* base = platform::map_fd(fd.get(), total, true, opts.populate).take();
@@ -385,34 +412,58 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Optio
   m->total = total;
   m->kind = opts.kind;
   m->read_only = false;
-  auto* h = reinterpret_cast<layout::SegmentHeader*>(base);
-  h->magic = layout::kSegmentMagic;
-  h->format_version = layout::kSegmentFormatVersion;
-  h->layout_fingerprint = layout::kLayoutFingerprint;
-  h->kind = static_cast<uint32_t>(opts.kind);
-  h->size = total;
-  h->header_size = layout::kSegmentHeaderSize;
-  h->object_hi = object.hi;
-  h->object_lo = object.lo;
-  h->reserved = 0;
-  // Pairs with the acquire load in validate_segment_header: every field above is visible to a
-  // process that sees kSegmentReady.
-  h->state.store(layout::kSegmentReady, std::memory_order_release);
+  fill_header(reinterpret_cast<layout::SegmentHeader*>(base), object, opts.kind, total);
+  register_new(*m, fd.get(), data_size);
+  m->memfd = std::move(fd);
+  return m;
+}
 
+std::shared_ptr<Mapping> Client::create_filled(uint64_t data_size, ObjectKind kind,
+                                               const platform::Piece* pieces, size_t n,
+                                               bool seal) {
+  check_size(data_size);
+  const uint64_t total = data_size + layout::kSegmentHeaderSize;
+  check_capacity(total).throw_if_error();
+  Id128 session = session_for_create();
+  Id128 object = Id128::random();
+  alignas(layout::SegmentHeader) unsigned char hbytes[sizeof(layout::SegmentHeader)] = {};
+  fill_header(reinterpret_cast<layout::SegmentHeader*>(hbytes), object, kind, total);
+  std::vector<platform::Piece> all;
+  all.reserve(n + 1);
+  all.push_back({0, hbytes, sizeof hbytes});
+  for (size_t i = 0; i < n; ++i) {
+    all.push_back({pieces[i].offset + layout::kSegmentHeaderSize, pieces[i].data, pieces[i].size});
+  }
+  UniqueFd fd = platform::create_memfd_filled("shoal", total, all.data(), all.size(), seal).take();
+  void* base = platform::map_fd(fd.get(), total, !seal, false).take();
+  auto m = std::make_shared<Mapping>();
+  m->session = session;
+  m->object = object;
+  m->base = static_cast<std::byte*>(base);
+  m->total = total;
+  m->kind = kind;
+  m->read_only = seal;
+  register_new(*m, fd.get(), data_size);
+  if (!seal) m->memfd = std::move(fd);
+  return m;
+}
+
+void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
   WireMsg req = platform::make_msg(Op::kRegister);
-  req.object_hi = object.hi;
-  req.object_lo = object.lo;
+  req.object_hi = m.object.hi;
+  req.object_lo = m.object.lo;
   req.size = data_size;
-  req.kind = static_cast<uint32_t>(opts.kind);
+  req.kind = static_cast<uint32_t>(m.kind);
   WireMsg rep{};
-  g.lock();
+  std::unique_lock<std::mutex> g(mu_);
+  Id128 session = m.session;
   // Our session's broker may have died since we last talked to it; we learn that only now.
   // New objects then go to a new session (once: a second failure is reported).
   for (int attempt = 0;; ++attempt) {
     Status st = Status::ok();
     auto conn = conn_locked(session);
     if (conn) {
-      st = roundtrip_locked(session, conn.value(), req, fd.get(), &rep, nullptr, nullptr);
+      st = roundtrip_locked(session, conn.value(), req, fd, &rep, nullptr, nullptr);
     } else {
       st = conn.status();
     }
@@ -422,18 +473,16 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Optio
       auto fresh = current_conn_locked();
       if (fresh) {
         session = current_;
-        m->session = session;
+        m.session = session;
         continue;
       }
       st = fresh.status();
     }
     g.unlock();
-    m->session = {};  // never registered: nothing to release
+    m.session = {};  // never registered: nothing to release
     st.throw_if_error();
   }
-  cache_[object] = m;
-  m->memfd = std::move(fd);
-  return m;
+  cache_[m.object] = m.shared_from_this();
 }
 
 std::shared_ptr<Mapping> Client::attach(const Handle& h) {

@@ -28,7 +28,7 @@
 
 namespace shoal::detail {
 
-struct Mapping {
+struct Mapping : std::enable_shared_from_this<Mapping> {
   Id128 session;
   Id128 object;
   std::byte* base = nullptr;  // start of the segment (the header)
@@ -45,6 +45,10 @@ class Client {
   static Client& instance();
 
   std::shared_ptr<Mapping> create(uint64_t data_size, const Segment::Options& opts);
+  /// A segment whose data area is written from `pieces` (offsets relative to the data area)
+  /// with pwrite, and sealed read-only at once when `seal`.
+  std::shared_ptr<Mapping> create_filled(uint64_t data_size, ObjectKind kind,
+                                         const platform::Piece* pieces, size_t n, bool seal);
   std::shared_ptr<Mapping> attach(const Handle& h);
   uint64_t pin(const Mapping& m);
   void seal(Mapping& m);
@@ -70,6 +74,10 @@ class Client {
   Result<Conn> connect_locked(const Id128& session);  // a new connection, not cached
   Result<Conn*> current_conn_locked();
   Result<Id128> start_session_locked();
+  Id128 session_for_create();
+  // Registers a new segment's fd (mu_ not held on entry); on a dead session, once more in a
+  // new session. Throws on failure, leaving m.session zero (nothing to release).
+  void register_new(Mapping& m, int fd, uint64_t data_size);
   Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
                           layout::WireMsg* reply, int* recv_fd, std::string* payload);
   void adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept;

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "client.hpp"
 #include "layout/segment_layout.hpp"
@@ -11,6 +12,18 @@ namespace shoal {
 
 Segment Segment::create(uint64_t size, Options opts) {
   return Segment(detail::Client::instance().create(size, opts));
+}
+
+Segment Segment::create_from(uint64_t size, ObjectKind kind,
+                             std::span<const std::pair<uint64_t, std::span<const std::byte>>> parts,
+                             bool seal) {
+  std::vector<platform::Piece> pieces;
+  pieces.reserve(parts.size());
+  for (const auto& [offset, bytes] : parts) {
+    if (!bytes.empty()) pieces.push_back({offset, bytes.data(), bytes.size()});
+  }
+  return Segment(
+      detail::Client::instance().create_filled(size, kind, pieces.data(), pieces.size(), seal));
 }
 
 Segment Segment::attach(std::string_view handle) {

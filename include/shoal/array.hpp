@@ -50,6 +50,12 @@ class Array {
   static Array create(std::span<const uint64_t> shape, bool fortran = false) {
     return create(dtype_descr_of<T>(), sizeof(T), shape, fortran);
   }
+  /// An array holding a copy of `nbytes` bytes at `elements` (in C order, or F order when
+  /// `fortran`), written into the segment with pwrite (no page faults in this process), and
+  /// sealed read-only for every process when `seal`. This is what shoal.share() uses.
+  static Array create_from(std::string_view descr, uint64_t itemsize,
+                           std::span<const uint64_t> shape, bool fortran, const void* elements,
+                           uint64_t nbytes, bool seal = true);
   /// Attaches an array by its segment handle; throws if the segment is not a valid array.
   static Array attach(std::string_view handle);
   /// Wraps an attached segment (validates its array header).

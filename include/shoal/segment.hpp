@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shoal/error.hpp"
@@ -57,6 +58,12 @@ class Segment {
   /// IncompatibleSegmentError / CorruptSegmentError (the segment fails validation).
   static Segment attach(std::string_view handle);
   static Segment attach(const Handle& handle);
+
+  /// A segment of `size` bytes whose data area holds `data` at `offset` (bytes outside it are
+  /// zero), written with pwrite rather than through a mapping; sealed read-only when `seal`.
+  static Segment create_from(uint64_t size, ObjectKind kind,
+                             std::span<const std::pair<uint64_t, std::span<const std::byte>>> parts,
+                             bool seal);
 
   Segment() noexcept = default;
 

@@ -161,6 +161,9 @@ void register_segment(nb::module_& m) {
         return static_cast<uint32_t>(open_segment(s).kind());
       })
       .def_prop_ro("exports", [](const PySegment& s) { return s.exports; })
+      .def_prop_ro("address", [](const PySegment& s) {
+        return reinterpret_cast<uintptr_t>(open_segment(s).data());
+      }, "Address of the data area in this process (for building views; not for sending).")
       .def_prop_ro("name", [](const PySegment& s) -> std::optional<std::string> {
         const std::string& n = open_segment(s).name();
         if (n.empty()) return std::nullopt;

@@ -15,6 +15,7 @@ writers coordinate themselves, as with multiprocessing.RawArray.
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Any, SupportsIndex
 
 import numpy as np
@@ -34,7 +35,9 @@ def _descr_of(dtype: np.dtype[Any]) -> str:
     return repr(_npformat.dtype_to_descr(dtype))
 
 
+@functools.lru_cache(maxsize=256)
 def _dtype_from_descr(descr: str) -> np.dtype[Any]:
+    # Cached: literal_eval costs ~50 us, and every attach of an array names its dtype.
     try:
         return np.dtype(_npformat.descr_to_dtype(ast.literal_eval(descr)))
     except (ValueError, SyntaxError, TypeError) as e:
@@ -215,7 +218,7 @@ def _view(
             f"array segment says itemsize {itemsize}, its dtype {dt} has {dt.itemsize}"
         )
     buf = memoryview(seg)
-    base_addr = _address(np.ndarray((len(buf),), np.uint8, buffer=buf)) + data_offset
+    base_addr = seg.address + data_offset
     elements = buf[data_offset : data_offset + nbytes]
     if shape is None:
         arr = np.ndarray(tuple(hshape), dt, buffer=elements, order="F" if fortran else "C")
@@ -279,7 +282,16 @@ def share_array(x: np.ndarray, writable: bool = False) -> Array:  # type: ignore
         return x  # already a shared snapshot (sealed: nobody can change it)
     order = "F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
     dt = x.dtype
-    seg = _shoal.array_create(_descr_of(dt), dt.itemsize, list(x.shape), order == "F")
+    descr = _descr_of(dt)
+    if x.flags.c_contiguous or x.flags.f_contiguous:
+        # The fast path: the kernel copies the bytes into fresh pages (pwrite), with no page
+        # faults and no zero-filling first, and the segment is sealed before anyone maps it.
+        raw = x.ravel(order="K").view(np.uint8) if x.size else np.empty(0, np.uint8)
+        seg = _shoal.array_share(descr, dt.itemsize, list(x.shape), order == "F", raw,
+                                 not writable)
+        return _view(seg)
+    # Non-contiguous input: copied once, element by element, into a fresh writable segment.
+    seg = _shoal.array_create(descr, dt.itemsize, list(x.shape), order == "F")
     tmp = _view(seg)
     np.copyto(tmp, x, casting="no")
     if writable:

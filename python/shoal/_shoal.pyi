@@ -74,6 +74,12 @@ class Segment:
     def exports(self) -> int: ...
 
     @property
+    def address(self) -> int:
+        """
+        Address of the data area in this process (for building views; not for sending).
+        """
+
+    @property
     def name(self) -> str | None: ...
 
     def __len__(self) -> int: ...
@@ -128,6 +134,11 @@ def validate_segment_header(data: bytes) -> None:
 
 def array_create(descr: str, itemsize: int, shape: Sequence[int], fortran: bool = False) -> Segment:
     """Create a zero-filled array segment; returns the Segment."""
+
+def array_share(descr: str, itemsize: int, shape: Sequence[int], fortran: bool, data: object, seal: bool = True) -> Segment:
+    """
+    Create an array segment holding a copy of `data` (sealed read-only when `seal`).
+    """
 
 def array_info(segment: Segment) -> tuple:
     """

@@ -33,6 +33,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -59,6 +60,8 @@ volatile sig_atomic_t g_stop = 0;
 constexpr uint64_t kFirstConnectGraceNs = 60ULL * 1000000000ULL;
 // A client that does not read a reply for this long is disconnected (its references dropped).
 constexpr time_t kSendTimeoutSec = 5;
+// Objects at least this big are closed off the event loop (see maybe_free).
+constexpr uint64_t kAsyncCloseBytes = 64ULL << 20;
 
 struct Object {
   UniqueFd fd;
@@ -207,7 +210,13 @@ void Broker::maybe_free(const Id128& id) {
   if (it == objects_.end()) return;
   if (it->second.holders.empty() && it->second.pins.empty()) {
     total_bytes_ -= it->second.size + 64;
-    objects_.erase(it);  // closes our descriptor; the pages go when the last mapping does
+    // Closing our descriptor frees the pages if no process maps them any more, which takes
+    // ~150 ms per GiB: for big objects do it on a thread of its own, so that the loop keeps
+    // answering other processes meanwhile.
+    if (it->second.size >= kAsyncCloseBytes) {
+      std::thread([fd = it->second.fd.release()] { ::close(fd); }).detach();
+    }
+    objects_.erase(it);
   }
 }
 

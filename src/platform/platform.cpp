@@ -60,6 +60,68 @@ Result<UniqueFd> create_memfd(const char* debug_name, uint64_t size) noexcept {
   return owned;
 }
 
+namespace {
+
+Status out_of_space(uint64_t size, int err) {
+  return {Errc::kOutOfSpace, "could not reserve " + std::to_string(size) +
+                                 " bytes of shared memory (the kernel refused: " +
+                                 std::strerror(err) + "); free memory or share a smaller object"};
+}
+
+Status reserve_range(int fd, uint64_t off, uint64_t len, uint64_t size) {
+  if (len == 0) return {};
+  int rc;
+  do {
+    rc = ::fallocate(fd, 0, static_cast<off_t>(off), static_cast<off_t>(len));
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return {};
+  if (errno == ENOSPC || errno == ENOMEM) return out_of_space(size, errno);
+  return {Errc::kSystem, errno_message("fallocate of a new segment", errno)};
+}
+
+}  // namespace
+
+Result<UniqueFd> create_memfd_filled(const char* debug_name, uint64_t size, const Piece* pieces,
+                                     size_t n, bool seal_read_only) noexcept {
+  int fd = ::memfd_create(debug_name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+  if (fd < 0 && errno == EINVAL) fd = ::memfd_create(debug_name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return {Errc::kSystem, errno_message("memfd_create", errno)};
+  UniqueFd owned(fd);
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return {Errc::kSystem, errno_message("ftruncate of a new segment", errno)};
+  }
+  uint64_t covered = 0;  // every byte below this is written or reserved
+  for (size_t i = 0; i < n; ++i) {
+    const Piece& p = pieces[i];
+    if (p.offset < covered || p.offset > size || p.size > size - p.offset) {
+      return {Errc::kInvalidArgument, "segment pieces overlap or exceed the segment"};
+    }
+    Status st = reserve_range(fd, covered, p.offset - covered, size);
+    if (!st) return st;
+    const auto* src = static_cast<const char*>(p.data);
+    uint64_t done = 0;
+    while (done < p.size) {
+      // Linux moves at most ~2 GiB per call; loop over partial writes.
+      size_t chunk = static_cast<size_t>(std::min<uint64_t>(p.size - done, 1ULL << 30));
+      ssize_t w = ::pwrite(fd, src + done, chunk, static_cast<off_t>(p.offset + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == ENOSPC || errno == ENOMEM) return out_of_space(size, errno);
+        return {Errc::kSystem, errno_message("pwrite into a new segment", errno)};
+      }
+      done += static_cast<uint64_t>(w);
+    }
+    covered = p.offset + p.size;
+  }
+  Status st = reserve_range(fd, covered, size - covered, size);
+  if (!st) return st;
+  int seals = F_SEAL_SHRINK | F_SEAL_GROW | (seal_read_only ? F_SEAL_FUTURE_WRITE : 0);
+  if (::fcntl(fd, F_ADD_SEALS, seals) != 0) {
+    return {Errc::kSystem, errno_message("sealing a new segment", errno)};
+  }
+  return owned;
+}
+
 Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return {Errc::kSystem, errno_message("fstat of a segment", errno)};

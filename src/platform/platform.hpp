@@ -46,6 +46,20 @@ class UniqueFd {
 /// SIGBUS. PRECONDITION: capacity was checked (check_capacity).
 Result<UniqueFd> create_memfd(const char* debug_name, uint64_t size) noexcept;
 
+/// Bytes to place at `offset` of a new segment.
+struct Piece {
+  uint64_t offset;
+  const void* data;
+  uint64_t size;
+};
+
+/// Like create_memfd, but the content is written with pwrite (the kernel allocates and fills
+/// each page in one pass: no page faults, no zeroing first) and only the holes between pieces
+/// are reserved with fallocate. With `seal_read_only`, F_SEAL_FUTURE_WRITE is added too.
+/// PRECONDITION: pieces are sorted, do not overlap and lie inside [0, size).
+Result<UniqueFd> create_memfd_filled(const char* debug_name, uint64_t size, const Piece* pieces,
+                                     size_t n, bool seal_read_only) noexcept;
+
 /// Validates a descriptor received from a broker: a regular file of exactly `size` bytes, sealed
 /// against shrink and grow. Sets *read_only when it is sealed against writing.
 Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept;
