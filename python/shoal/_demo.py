@@ -527,11 +527,22 @@ def _scene_killed_creator(size: int, out: TextIO) -> bool:
     return shoal.crc_ok and not shoal.notes
 
 
+def _scene_shared_matrix(size: int, out: TextIO) -> bool:
+    from ._scene_arrays import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
         "A creator is SIGKILLed: readers keep correct data, nothing leaks",
         _scene_killed_creator,
+    ),
+    Scene(
+        "shared-matrix",
+        "Seed 003: workers read one big matrix: pickled per worker vs shared_memory vs shoal",
+        _scene_shared_matrix,
     ),
 ]
 
