@@ -68,7 +68,7 @@ stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py
 
 stubs: install
-	$(PY) -m nanobind.stubgen -m shoal._shoal -o python/shoal/_shoal.pyi
+	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
 test: test-cpp test-python test-asan test-tsan fuzz-smoke

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os as _os
 
 from . import _shoal
+from ._array import Array, empty, full, share_array, zeros
 from ._shoal import (
     AccessDeniedError,
     CorruptSegmentError,
@@ -25,8 +26,6 @@ from ._shoal import (
     ShoalOSError,
     StaleHandleError,
 )
-
-from ._array import Array, empty, full, share_array, zeros
 
 __version__ = "0.1.0"
 
@@ -45,6 +44,7 @@ def share(obj: object, *, writable: bool = False) -> object:
     raise TypeError(
         f"shoal.share() takes a numpy.ndarray in this release, not {type(obj).__name__}"
     )
+
 
 __all__ = [
     "AccessDeniedError",

@@ -60,7 +60,7 @@ def _address(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
 
-class Array(np.ndarray):  # type: ignore[type-arg]
+class Array(np.ndarray):
     """An ndarray in shared memory; see the module docstring."""
 
     _shoal_segment: _shoal.Segment | None = None
@@ -271,7 +271,7 @@ def full(shape: _ShapeLike, fill_value: Any, dtype: Any = None, order: str = "C"
     return a
 
 
-def share_array(x: np.ndarray, writable: bool = False) -> Array:  # type: ignore[type-arg]
+def share_array(x: np.ndarray, writable: bool = False) -> Array:
     """Copy `x` once into shared memory. Read-only (sealed) unless `writable`."""
     if (
         isinstance(x, Array)
@@ -287,8 +287,7 @@ def share_array(x: np.ndarray, writable: bool = False) -> Array:  # type: ignore
         # The fast path: the kernel copies the bytes into fresh pages (pwrite), with no page
         # faults and no zero-filling first, and the segment is sealed before anyone maps it.
         raw = x.ravel(order="K").view(np.uint8) if x.size else np.empty(0, np.uint8)
-        seg = _shoal.array_share(descr, dt.itemsize, list(x.shape), order == "F", raw,
-                                 not writable)
+        seg = _shoal.array_share(descr, dt.itemsize, list(x.shape), order == "F", raw, not writable)
         return _view(seg)
     # Non-contiguous input: copied once, element by element, into a fresh writable segment.
     seg = _shoal.array_create(descr, dt.itemsize, list(x.shape), order == "F")

@@ -133,9 +133,7 @@ class Result:
                 raise ValueError(f"way {name!r} has no samples")
         for role, way in (("baseline", self.baseline), ("floor", self.floor)):
             if way is not None and way not in self.samples:
-                raise ValueError(
-                    f"{role} {way!r} is not one of the ways {list(self.samples)}"
-                )
+                raise ValueError(f"{role} {way!r} is not one of the ways {list(self.samples)}")
 
     @property
     def names(self) -> list[str]:
@@ -234,9 +232,7 @@ def _run_once(way: Way) -> float:
                     f"got {type(value).__name__}"
                 )
             if not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"self-timed way {way.name!r} returned {value!r} seconds"
-                )
+                raise ValueError(f"self-timed way {way.name!r} returned {value!r} seconds")
             return float(value)
         start = time.perf_counter_ns()
         way.fn()
@@ -276,9 +272,7 @@ def run_side_by_side(
             seconds = _run_once(way)
             if rnd >= warmup:
                 samples[way.name].append(seconds)
-    return Result(
-        samples, baseline=names[0] if baseline is None else baseline, floor=floor
-    )
+    return Result(samples, baseline=names[0] if baseline is None else baseline, floor=floor)
 
 
 def _sig3(value: float) -> str:
@@ -382,9 +376,7 @@ def machine_facts() -> dict[str, str]:
     }
 
 
-def write_benchmarks_md(
-    path: str | os.PathLike[str], sections: list[str], header: str
-) -> str:
+def write_benchmarks_md(path: str | os.PathLike[str], sections: list[str], header: str) -> str:
     """(Re)write the benchmarks file at ``path``; return the text written.
 
     The file is ``header``, then a list of ``machine_facts()``, then the

@@ -13,7 +13,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_stub_matches_the_built_extension(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "_shoal.pyi"
     subprocess.run(
-        [sys.executable, "-m", "nanobind.stubgen", "-q", "-m", "shoal._shoal", "-o", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "nanobind.stubgen",
+            "-q",
+            "-m",
+            "shoal._shoal",
+            "-p",
+            str(ROOT / "python" / "stubgen-patterns.txt"),
+            "-o",
+            str(out),
+        ],
         check=True,
         cwd=tmp_path,  # import the installed package, not the source tree
     )
