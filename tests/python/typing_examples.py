@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import reveal_type
+
 import numpy as np
 
 import shoal
