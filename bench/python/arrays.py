@@ -899,21 +899,18 @@ def _why(
     d = fmt_duration
     won = [min(fresh, key=lambda n: s[n].share[i]) for i in range(WARMUP, len(s[F_MEMCPY].share))]
     floor_by = ", ".join(f"{n.split(': ')[1]} {won.count(n)}x" for n in fresh if won.count(n))
-    rest = share.median(SHOAL) - share.median(F_FALLOCATE) - share.median(F_MEMCPY)
     out = [
         (
             f"**Where shoal's share time goes** ({d(share.median(SHOAL))}, "
             f"{t_share:.2f}x the floor; the floor's fresh pages came from: {floor_by}): "
-            "`shoal.share` reserves every page at creation (fallocate, which allocates and "
-            f"zeroes them: {d(share.median(F_FALLOCATE))} here), then copies "
-            f"({d(share.median(F_MEMCPY))} into mapped pages), and the copy faults every "
-            "page into the creator's mapping as it first writes it: the rest, about "
-            f"{d(rest)}. It pays for each page twice, to allocate it and to map it. "
-            "Pre-faulting the creator's mapping (`MAP_POPULATE`): "
-            f"{d(share.median(D_POPULATE))}, {share.ratio(D_POPULATE, FLOOR):.2f}x the floor. "
-            "Writing the data into the memfd with `pwrite` before mapping it (the kernel "
-            "allocates each page and copies into it in one pass: no zeroing, no page fault; "
-            "a shortage of memory is still reported at creation, by the write): "
+            "`shoal.share` writes a contiguous array into its memfd with `pwrite` (the kernel "
+            "allocates each page and copies into it in one pass: no zeroing, no page fault; a "
+            "shortage of memory is reported at creation, by the write), fallocates only the "
+            "holes, and seals the segment before anyone maps it. For comparison, in this run: "
+            f"fallocate alone {d(share.median(F_FALLOCATE))}, memcpy into mapped pages "
+            f"{d(share.median(F_MEMCPY))}; the old way, fallocate then copy through a "
+            f"pre-faulted mapping (`MAP_POPULATE`): {d(share.median(D_POPULATE))}, "
+            f"{share.ratio(D_POPULATE, FLOOR):.2f}x the floor; a bare memfd + `pwrite`: "
             f"{d(share.median(D_PWRITE))}, {share.ratio(D_PWRITE, FLOOR):.2f}x the floor."
         ),
     ]
@@ -926,9 +923,9 @@ def _why(
         f"`Segment.attach` {d(steps.median(seg))} (a round trip to the broker, which is "
         "asleep between requests, the descriptor passed back, fstat and seal checks, mmap; "
         f"a bare round trip to a sleeping process costs {d(steps.median(rtt))} here), then "
-        f"building the ndarray view in Python {d(steps.median(view))} (parsing the dtype "
-        "description with `ast.literal_eval`, an extra uint8 ndarray to find the base "
-        "address, the subclass view; all cold in a worker that was waiting). "
+        f"building the ndarray view in Python {d(steps.median(view))} (header check, the "
+        "dtype from a cache, the buffer and the subclass view; cold in a worker that was "
+        "waiting). Through pickle, `pickle.loads` and the glue add the rest. "
         f"`shared_memory` asks nobody: {d(steps.median(SHM))}"
         + (f"; SharedArray (C, no resource tracker): {d(steps.median(SA))}" if SA in s else "")
         + ".",
