@@ -364,10 +364,8 @@ Result<Client::Conn*> Client::current_conn_locked() {
   return c;
 }
 
-namespace {
-
-// The header every new segment starts with, published (state = ready) before registration.
-void fill_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind, uint64_t total) {
+void init_segment_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind,
+                         uint64_t total) noexcept {
   h->magic = layout::kSegmentMagic;
   h->format_version = layout::kSegmentFormatVersion;
   h->layout_fingerprint = layout::kLayoutFingerprint;
@@ -381,6 +379,8 @@ void fill_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind,
   // process that sees kSegmentReady.
   h->state.store(layout::kSegmentReady, std::memory_order_release);
 }
+
+namespace {
 
 void check_size(uint64_t data_size) {
   if (data_size > (1ULL << 56)) {
@@ -412,7 +412,7 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, const Segment::Optio
   m->total = total;
   m->kind = opts.kind;
   m->read_only = false;
-  fill_header(reinterpret_cast<layout::SegmentHeader*>(base), object, opts.kind, total);
+  init_segment_header(reinterpret_cast<layout::SegmentHeader*>(base), object, opts.kind, total);
   register_new(*m, fd.get(), data_size);
   m->memfd = std::move(fd);
   return m;
@@ -427,7 +427,7 @@ std::shared_ptr<Mapping> Client::create_filled(uint64_t data_size, ObjectKind ki
   Id128 session = session_for_create();
   Id128 object = Id128::random();
   alignas(layout::SegmentHeader) unsigned char hbytes[sizeof(layout::SegmentHeader)] = {};
-  fill_header(reinterpret_cast<layout::SegmentHeader*>(hbytes), object, kind, total);
+  init_segment_header(reinterpret_cast<layout::SegmentHeader*>(hbytes), object, kind, total);
   std::vector<platform::Piece> all;
   all.reserve(n + 1);
   all.push_back({0, hbytes, sizeof hbytes});

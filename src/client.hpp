@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "layout/protocol_layout.hpp"
+#include "layout/segment_layout.hpp"
 #include "platform/platform.hpp"
 #include "shoal/handle.hpp"
 #include "shoal/segment.hpp"
@@ -89,6 +90,11 @@ class Client {
   std::unordered_map<Id128, std::weak_ptr<Mapping>, Id128Hash> cache_;
   bool atfork_registered_ = false;
 };
+
+/// Writes every field of a new segment's header and publishes it (state = ready, release
+/// order). Every kind of new segment, anonymous or named, starts this way.
+void init_segment_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind,
+                         uint64_t total) noexcept;
 
 /// "<runtime dir>/<session hex>.sock" and ".lock".
 std::string socket_path(const std::string& dir, const Id128& session);

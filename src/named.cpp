@@ -105,19 +105,8 @@ Segment Segment::create_named(const std::string& name, uint64_t size, ObjectKind
   }
   auto mapped = platform::map_fd(fd.get(), total, true, false);
   if (!mapped) fail(mapped.status().code(), mapped.status().message());
-  auto* h = static_cast<layout::SegmentHeader*>(mapped.value());
-  Id128 id = Id128::random();
-  h->magic = layout::kSegmentMagic;
-  h->format_version = layout::kSegmentFormatVersion;
-  h->layout_fingerprint = layout::kLayoutFingerprint;
-  h->kind = static_cast<uint32_t>(kind);
-  h->size = total;
-  h->header_size = layout::kSegmentHeaderSize;
-  h->object_hi = id.hi;
-  h->object_lo = id.lo;
-  h->reserved = 0;
-  // Pairs with the acquire load in validate_segment_header.
-  h->state.store(layout::kSegmentReady, std::memory_order_release);
+  detail::init_segment_header(static_cast<layout::SegmentHeader*>(mapped.value()),
+                              Id128::random(), kind, total);
   platform::unmap(mapped.value(), total);
   return Segment(map_named(name, fd.get(), total, true));
 }

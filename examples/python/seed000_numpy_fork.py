@@ -38,42 +38,20 @@ import numpy as np
 import shoal
 
 # shoal's own /proc readers (shoal._measure): Anonymous, USS and PSS from smaps_rollup.
-from shoal._measure import ProcMem, diff, fmt_bytes, machine_shmem, proc_mem
+from shoal._measure import (
+    ProcMem,
+    diff,
+    fmt_bytes,
+    machine_shmem,
+    proc_mem,
+    settled_shmem,
+    shmem_growth,
+)
 
 SLACK = 4 << 20
 DEADLINE = 300.0  # seconds to wait for a worker (never expected)
 SEED = "the seed's global np.ones"
 SHOAL = "shoal.share"
-
-
-def settled_shmem(patience: float = 5.0) -> int:
-    """The machine's Shmem, read once it has stopped falling (memory that an earlier
-    program let go of may still be on its way back to the kernel): the baseline."""
-    last = machine_shmem()
-    end = time.monotonic() + patience
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        now = machine_shmem()
-        if now > last - (1 << 20):
-            return now
-        last = now
-    return last
-
-
-def shmem_growth(base: int, limit: int, patience: float = 3.0) -> tuple[int, int]:
-    """The machine's Shmem growth since ``base``, and how many readings it took.
-
-    Shmem is machine-wide: other processes' segments come and go in it too. If the growth
-    is over ``limit``, read it again for up to ``patience`` seconds and keep the smallest:
-    a copy of ours stays for as long as the workers hold it, a neighbour's passing one
-    does not.
-    """
-    growth, readings = machine_shmem() - base, 1
-    end = time.monotonic() + patience
-    while growth > limit and time.monotonic() < end:
-        time.sleep(0.05)
-        growth, readings = min(growth, machine_shmem() - base), readings + 1
-    return growth, readings
 
 
 # The seed's global. Its script assigns it at import time; here the parent assigns it

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 
 __all__ = [
@@ -171,3 +172,33 @@ def fmt_bytes(n: int) -> str:
     # Three significant digits: 1.00, 12.0, 512 (rounding decides, so 9.999 -> 10.0).
     decimals = 2 if round(value, 2) < 10 else 1 if round(value, 1) < 100 else 0
     return f"{sign}{value:.{decimals}f} {_UNITS[unit]}"
+
+
+def settled_shmem(patience: float = 5.0) -> int:
+    """The machine's Shmem, read once it has stopped falling (memory that an earlier
+    program let go of may still be on its way back to the kernel): a baseline."""
+    last = machine_shmem()
+    end = time.monotonic() + patience
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        now = machine_shmem()
+        if now > last - (1 << 20):
+            return now
+        last = now
+    return last
+
+
+def shmem_growth(base: int, limit: int, patience: float = 3.0) -> tuple[int, int]:
+    """The machine's Shmem growth since ``base``, and how many readings it took.
+
+    Shmem is machine-wide: other processes' segments come and go in it too. If the growth
+    is over ``limit``, read it again for up to ``patience`` seconds and keep the smallest:
+    a copy of ours stays for as long as its holders hold it, a neighbour's passing one
+    does not.
+    """
+    growth, readings = machine_shmem() - base, 1
+    end = time.monotonic() + patience
+    while growth > limit and time.monotonic() < end:
+        time.sleep(0.05)
+        growth, readings = min(growth, machine_shmem() - base), readings + 1
+    return growth, readings

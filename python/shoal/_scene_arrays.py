@@ -37,7 +37,7 @@ import numpy as np
 
 from ._array import Array, share_array
 from ._harness import fmt_duration
-from ._measure import ProcMem, fmt_bytes, machine_shmem, proc_mem
+from ._measure import ProcMem, fmt_bytes, machine_shmem, proc_mem, settled_shmem
 
 __all__ = ["run_scene", "scene_arrays"]
 
@@ -109,24 +109,10 @@ class _Outcome:
     sums_ok: bool = True
 
 
-def _settled_shmem(patience: float = 5.0) -> int:
-    """The machine's Shmem once it has stopped falling (what an earlier scene or way let
-    go of may still be on its way back to the kernel): a baseline."""
-    last = machine_shmem()
-    end = time.monotonic() + patience
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        now = machine_shmem()
-        if now > last - MIB:
-            return now
-        last = now
-    return last
-
-
 def _run_way(way: str, matrix: np.ndarray, expect: float) -> _Outcome:
     o = _Outcome(way)
     ctx = mp.get_context("spawn")
-    base = _settled_shmem()
+    base = settled_shmem()
     shm: shared_memory.SharedMemory | None = None
     shared: Array | None = None
     t0 = time.perf_counter()
