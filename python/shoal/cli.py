@@ -12,10 +12,8 @@ Subcommands::
 Every subcommand returns 0 on success and 1 on a failure the user can act on, with
 the message on stderr (``shoal: ...``); argparse's usage errors return 2.
 
-``ls`` asks each live session's broker to describe itself; that opens a connection to
-the broker which this process keeps until it exits. A short-lived ``shoal ls`` is
-therefore invisible afterwards; a long-lived process that calls ``main(["ls"])`` keeps
-every broker it looked at running until it exits (only a connection, no reference).
+``ls`` asks each live session's broker to describe itself over a temporary connection,
+so listing never keeps a broker alive.
 """
 
 from __future__ import annotations
@@ -256,13 +254,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     if runtime is None:
         print(f"nothing to clean: {why}")
         return 0
-    before = _session_files(runtime)
-    _shoal.gc()
-    after = _session_files(runtime)
-    # Counted from the files rather than gc()'s return value, which counts a session
-    # twice when the directory lists its lock file before its socket.
-    removed = len(set(before) - set(after))
-    live = sum(1 for suffixes in after.values() if ".lock" in suffixes)
+    removed = _shoal.gc()
+    live = sum(1 for suffixes in _session_files(runtime).values() if ".lock" in suffixes)
     print(
         f"removed the runtime files of {removed} dead session(s) in {runtime}; "
         f"{live} live session(s) left untouched"
@@ -482,8 +475,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"shoal bench: {script.name} done in {seconds:.1f} s", file=sys.stderr)
     mode = "quick mode (`--quick`, small sizes)" if args.quick else "full size"
     header = _BENCH_HEADER + f"\nThis file was produced in {mode} by `shoal bench`.\n"
-    write_benchmarks_md(args.out, sections, header)
-    print(f"wrote {args.out} ({len(sections)} section(s))")
+    out = args.out
+    if out is None and args.only:
+        # A partial run must not replace the full BENCHMARKS.md: print it instead.
+        print("\n".join(sections))
+    else:
+        out = out or "BENCHMARKS.md"
+        write_benchmarks_md(out, sections, header)
+        print(f"wrote {out} ({len(sections)} section(s))")
     if failed:
         _err(f"bench: {len(failed)} script(s) failed: {', '.join(failed)}")
         return 1
@@ -532,7 +531,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="run bench/python/*.py and write BENCHMARKS.md")
-    bench.add_argument("--out", default="BENCHMARKS.md", help="file to write")
+    bench.add_argument(
+        "--out", help="file to write (default BENCHMARKS.md; with --only, print instead)"
+    )
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     bench.add_argument("--dir", help="directory of the scripts (default: ./bench/python)")
     bench.add_argument("--only", action="append", metavar="NAME", help="run only this script")
