@@ -7,6 +7,9 @@ process is killed. The engine is C++ (``shoal._shoal``); this package is its pub
 from __future__ import annotations
 
 import os as _os
+from typing import overload
+
+import numpy as np
 
 from . import _shoal
 from ._array import Array, empty, full, share_array, zeros
@@ -30,6 +33,12 @@ from ._shoal import (
 __version__ = "0.1.0"
 
 
+@overload
+def share(obj: np.ndarray, *, writable: bool = False) -> Array: ...
+@overload
+def share(obj: object, *, writable: bool = False) -> object: ...
+
+
 def share(obj: object, *, writable: bool = False) -> object:
     """Put `obj` in shared memory once and return a view every process can map.
 
@@ -37,8 +46,6 @@ def share(obj: object, *, writable: bool = False) -> object:
     Trees of dict/list/tuple/set/str/bytes/numbers become frozen views (shoal.freeze; not in
     this release yet).
     """
-    import numpy as np
-
     if isinstance(obj, np.ndarray):
         return share_array(obj, writable=writable)
     raise TypeError(

@@ -14,7 +14,7 @@ def arrays() -> None:
     a = shoal.zeros((3, 4), dtype=np.float64)
     reveal_type(a)  # assert "shoal._array.Array"
     b = shoal.share(np.arange(3))
-    reveal_type(b)  # assert "builtins.object"
+    reveal_type(b)  # assert "shoal._array.Array"
     h: str = a.handle()
     c = shoal.Array.attach(h)
     reveal_type(c)  # assert "shoal._array.Array"
