@@ -59,6 +59,7 @@ from shoal import _array, _shoal
 from shoal._harness import (
     Result,
     Way,
+    Worker,
     fmt_duration,
     memory_table,
     run_side_by_side,
@@ -263,30 +264,8 @@ def _joblib_task(start: tuple[int, ProcMem], arr: np.ndarray, end: int) -> dict[
     }
 
 
-class _Worker:
-    """A long-lived spawn worker, asked over a Pipe."""
-
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-
-    def ask(self, *cmd: object) -> Any:
-        self.conn.send(cmd)
-        return self.answer(cmd[0])
-
-    def answer(self, what: object = "") -> Any:
-        if not self.conn.poll(DEADLINE):
-            raise RuntimeError(f"the worker did not answer {what!r}")
-        return self.conn.recv()
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(("exit",))
-        self.proc.join(DEADLINE)
-        self.conn.close()
+def _new_worker() -> Worker:
+    return Worker(_worker, DEADLINE)
 
 
 # --------------------------------------------------------------------------------------
@@ -318,7 +297,7 @@ class _Bench:
         self.nbytes = self.data.nbytes
         self.expect = float(self.data.sum())
         self.samples: dict[str, _Samples] = {}
-        self.workers: dict[str, _Worker] = {}
+        self.workers: dict[str, Worker] = {}
         self.base_shmem = 0
         self.tag = f"shoal-bench-{os.getpid()}"
         self.libc = ctypes.CDLL(None, use_errno=True)
@@ -341,9 +320,9 @@ class _Bench:
     def rec(self, way: str) -> _Samples:
         return self.samples.setdefault(way, _Samples())
 
-    def worker(self, way: str) -> _Worker:
+    def worker(self, way: str) -> Worker:
         if way not in self.workers:
-            self.workers[way] = _Worker()
+            self.workers[way] = _new_worker()
         return self.workers[way]
 
     # -- the bookkeeping every way shares ---------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import mmap
-import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -45,6 +44,7 @@ from shoal import _shoal
 from shoal._harness import (
     Result,
     Way,
+    Worker,
     fmt_duration,
     memory_table,
     run_side_by_side,
@@ -116,31 +116,6 @@ def _attach_stdlib(name: str) -> shared_memory.SharedMemory:
     # The stdlib's default. Before 3.13 it also registers the name with the resource
     # tracker (a write to a pipe), which this spawned worker shares with its parent.
     return shared_memory.SharedMemory(name=name)
-
-
-class _Worker:
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def ask(self, *cmd: object) -> Any:
-        self.conn.send(cmd)
-        if not self.conn.poll(DEADLINE):
-            raise RuntimeError(f"the worker did not answer {cmd[0]!r}")
-        return self.conn.recv()
-
-    def stop(self) -> None:
-        self.conn.send(("exit",))
-        self.proc.join(DEADLINE)
-        self.conn.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -244,7 +219,7 @@ class _WarmRefs:
         self.shm.unlink()
 
 
-def _bench_lifecycle(size: int, worker: _Worker, warm: _WarmRefs) -> dict[str, Result]:
+def _bench_lifecycle(size: int, worker: Worker, warm: _WarmRefs) -> dict[str, Result]:
     samples: dict[str, dict[str, list[float]]] = {p: {} for p in PHASES}
 
     def record(phase: str, way: str, value: float) -> None:
@@ -459,7 +434,7 @@ def _bench_ref_drop() -> tuple[Result, float, float]:
 # 4. memory of a reader
 
 
-def _bench_memory(size: int, worker: _Worker) -> tuple[dict[str, ProcMem], list[list[str]]]:
+def _bench_memory(size: int, worker: Worker) -> tuple[dict[str, ProcMem], list[list[str]]]:
     rows: dict[str, ProcMem] = {}
     shmem: list[list[str]] = []
     by_name = {k.name: k for k in KINDS}
@@ -502,7 +477,7 @@ def run(quick: bool) -> str:
     """Run every measurement; return the markdown section."""
     large = LARGE_QUICK if quick else size_from_env(SIZE_ENV, LARGE_DEFAULT, minimum=PAGE)
     started = time.monotonic()
-    worker = _Worker()
+    worker = Worker(_worker, DEADLINE)
     warm = _WarmRefs()
     try:
         lifecycle = {size: _bench_lifecycle(size, worker, warm) for size in (SMALL, large)}

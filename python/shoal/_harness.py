@@ -23,8 +23,10 @@ otherwise the default is multiplied by ``SHOAL_BENCH_SCALE``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -436,3 +438,39 @@ def _parse_int(name: str, raw: str) -> int:
     if not (math.isfinite(value) and value.is_integer()):
         raise ValueError(f"{name}={raw!r}: expected an integer")
     return int(value)
+
+
+class Worker:
+    """A long-lived spawn worker that answers commands over a Pipe, for measurements timed
+    inside another process. ``target(conn)`` must be importable by a spawned child (module
+    level), serve tuples ``(command, *args)`` and return on ``("exit",)``."""
+
+    def __init__(self, target: Callable[..., None], deadline: float = 120.0) -> None:
+        ctx = mp.get_context("spawn")
+        self.deadline = deadline
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def ask(self, *cmd: object) -> Any:
+        """Send a command and wait for its answer."""
+        self.conn.send(cmd)
+        return self.answer(cmd[0])
+
+    def answer(self, what: object = "") -> Any:
+        """Wait (up to the deadline) for the worker's next message."""
+        if not self.conn.poll(self.deadline):
+            raise RuntimeError(f"the worker did not answer {what!r}")
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(("exit",))
+        self.proc.join(self.deadline)
+        self.conn.close()
