@@ -16,4 +16,5 @@ struct PySegment {
 void register_errors(nanobind::module_& m);
 void register_segment(nanobind::module_& m);
 void register_array(nanobind::module_& m);
+void register_frozen(nanobind::module_& m);
 }  // namespace shoal::py

@@ -1,0 +1,308 @@
+// include/shoal/frozen.hpp — frozen object graphs: an immutable tree of maps, lists and scalars
+// in one image that every process reads in place (shoal.freeze in Python).
+//
+// Three pieces:
+//   Builder  writes an image in private memory (children first), then publishes it as a sealed
+//            kFrozen segment (finish), a file (save) or bytes (finish_bytes).
+//   Frozen   owns a published image (a segment or a read-only file mapping) and validates its
+//            header; root() is where reading starts.
+//   Value    a (image, ref) pair: a typed, bounds-checked view of one value. Reading never
+//            allocates; every offset is checked before use, so a corrupt or truncated image
+//            throws DecodeError instead of crashing.
+// Hashes are the same in every process (shoal::frozen::hash), so a table built by one process
+// (or written to a file years ago) is probed by any other: Python's numeric hash for
+// bool/int/float, shoal's seeded hash for str and bytes.
+//
+// Layout: src/layout/frozen_layout.hpp (docs/design/frozen.md byte by byte).
+// Concurrency: none needed; an image is never written after it is published.
+// Differs from flatbuffers/capnp: no schema; keys and values are Python's types with Python's
+// equality (1 == 1.0 == True is one key), and tables are hash tables, not sorted vectors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shoal/error.hpp"
+#include "shoal/segment.hpp"
+
+namespace shoal::frozen {
+
+/// What a Value holds (the layout's Tag with kFalse/kTrue folded into kBool).
+enum class Type : uint8_t {
+  kNone,
+  kBool,
+  kInt,     // fits in 60 bits, inline
+  kBigInt,  // any other integer: two's complement bytes
+  kFloat,
+  kStr,
+  kBytes,
+  kList,
+  kTuple,
+  kDict,
+  kSet,
+  kFrozenSet,
+  kNdarray,
+  kPickle,  // an arbitrary Python object, pickled; C++ sees the bytes
+};
+std::string_view type_name(Type t) noexcept;  // "dict", "list", "str", ...
+
+/// The hashes stored in tables. Equal keys hash equal, in every process.
+namespace hash {
+/// Python's hash() of an int / float / bool (sys.hash_info: modulus 2**61 - 1; -1 becomes -2).
+int64_t of_int(int64_t v) noexcept;
+int64_t of_bigint(std::span<const std::byte> twos_complement_le) noexcept;
+int64_t of_float(double v) noexcept;  // NaN hashes to 0 (Python salts it per object)
+/// shoal's seeded hash of bytes (str keys hash their UTF-8 bytes, bytes keys their bytes).
+uint64_t of_bytes(uint64_t seed, const void* data, size_t n) noexcept;
+/// CPython's tuplehash / frozenset hash rules, over shoal's element hashes.
+int64_t of_tuple(std::span<const uint64_t> item_hashes) noexcept;
+int64_t of_frozenset(std::span<const uint64_t> item_hashes) noexcept;
+}  // namespace hash
+
+inline constexpr uint64_t kDefaultHashSeed = 0x5348'4F41'4C31'2026ULL;
+
+class Image;
+
+/// The elements of an ndarray leaf.
+struct NdView {
+  std::string_view descr;  // numpy descr text, e.g. "'<f8'"
+  uint64_t itemsize = 0;
+  std::vector<uint64_t> shape;
+  bool fortran = false;
+  const std::byte* data = nullptr;
+  uint64_t nbytes = 0;
+  uint64_t data_offset = 0;  // from the image start
+};
+
+/// One value of an image. Cheap to copy; valid while the image it came from is mapped.
+/// Accessors of the wrong type throw InvalidArgumentError ("expected str, found int");
+/// corrupt data throws DecodeError.
+class Value {
+ public:
+  Value() noexcept = default;
+  Value(const Image* image, uint64_t ref) noexcept : image_(image), ref_(ref) {}
+
+  Type type() const;
+  uint64_t ref() const noexcept { return ref_; }
+  const Image& image() const noexcept { return *image_; }
+
+  bool is_none() const;
+  bool as_bool() const;
+  int64_t as_int() const;                          // kInt (kBool reads as 0/1)
+  std::span<const std::byte> bigint_bytes() const;  // kBigInt
+  double as_float() const;
+  std::string_view as_str() const;  // UTF-8
+  uint64_t str_flags() const;       // layout::kStrAscii | kStrSurrogates
+  std::span<const std::byte> as_bytes() const;  // kBytes, kPickle
+  NdView as_ndarray() const;
+
+  /// Containers (list, tuple, dict, set, frozenset): number of items.
+  uint64_t size() const;
+  /// list/tuple item i; std::out_of_range past the end.
+  Value operator[](uint64_t i) const;
+  /// dict/set/frozenset entry i in insertion order: its key, its value (dicts), its hash.
+  Value key_at(uint64_t i) const;
+  Value value_at(uint64_t i) const;
+  uint64_t hash_at(uint64_t i) const;
+
+  /// dict: the value under key; set/frozenset: the stored element equal to key. Python's
+  /// equality: find(1) finds the key 1.0 or True.
+  std::optional<Value> find(int64_t key) const;
+  std::optional<Value> find(double key) const;
+  std::optional<Value> find(std::string_view utf8_key) const;
+  std::optional<Value> find(const char* utf8_key) const { return find(std::string_view(utf8_key)); }
+  std::optional<Value> find_bytes(std::span<const std::byte> key) const;
+  /// As find, but std::out_of_range when the key is absent (as std::map::at).
+  template <class K>
+  Value at(const K& key) const {
+    if (auto v = find(key)) return *v;
+    throw std::out_of_range("key not found in frozen " + std::string(type_name(type())));
+  }
+
+  /// The probe under every lookup (the Python binding calls it with its own equality): walks
+  /// the table for `hash`, calling eq(Value key) for entries whose stored hash equals `hash`;
+  /// returns the first entry index for which eq returns true, or -1. Bounded by the slot count,
+  /// so a corrupt table (no empty slot, a cycle) cannot loop forever.
+  template <class Eq>
+  int64_t probe(uint64_t hash, Eq&& eq) const;
+
+ private:
+  const Image* image_ = nullptr;
+  uint64_t ref_ = 0;
+};
+
+/// A validated view of an image's bytes (does not own them).
+class Image {
+ public:
+  /// Checks the header (F1 of the layout) of `size` bytes at `data`; the nodes are checked as
+  /// they are read. Never crashes on any input (fuzzed by fuzz/frozen_fuzzer.cpp).
+  static Result<Image> open(const std::byte* data, uint64_t size) noexcept;
+
+  Value root() const noexcept { return Value(this, root_); }
+  const std::byte* data() const noexcept { return data_; }
+  uint64_t size() const noexcept { return size_; }
+  uint64_t hash_seed() const noexcept { return seed_; }
+  uint32_t flags() const noexcept { return flags_; }
+  bool has_pickles() const noexcept;
+
+  /// The node a ref points at, after checking F2 for `fixed` bytes plus `extra` bytes after it
+  /// (callers compute extra from the fixed part, with overflow checks). Throws DecodeError.
+  const std::byte* node(uint64_t ref, uint64_t fixed, uint64_t extra = 0) const;
+
+  /// Visits every node reachable from the root (depth <= max_depth, at most max_nodes visits),
+  /// checking every invariant of the layout; the fuzzer and `shoal info` call it. Throws
+  /// DecodeError at the first violation.
+  void validate(uint32_t max_depth = 1000, uint64_t max_nodes = UINT64_MAX) const;
+
+ private:
+  const std::byte* data_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t root_ = 0;
+  uint64_t seed_ = 0;
+  uint32_t flags_ = 0;
+};
+
+/// A published image and what keeps it mapped: a kFrozen segment or a read-only file mapping.
+/// Copies share the mapping; the Image (and so every Value) stays at a fixed address.
+class Frozen {
+ public:
+  /// Attaches a frozen segment by handle; throws as Segment::attach, or DecodeError /
+  /// IncompatibleSegmentError when the segment does not hold a frozen image.
+  static Frozen attach(std::string_view handle);
+  static Frozen from_segment(Segment seg);
+  /// Maps a file written by save() read-only, in O(1) (only the header is read).
+  static Frozen load(const std::string& path);
+
+  Frozen() noexcept = default;
+  bool valid() const noexcept { return state_ != nullptr; }
+  const Image& image() const;
+  Value root() const { return image().root(); }
+  /// The segment (an invalid Segment for a loaded file).
+  const Segment& segment() const;
+  /// The segment's handle; InvalidArgumentError for a loaded file.
+  std::string handle(bool pin = true) const;
+  /// The file path, empty for a segment.
+  const std::string& path() const;
+
+ private:
+  struct State;
+  std::shared_ptr<const State> state_;
+};
+
+/// Writes an image. Methods return the Ref of what they wrote; containers take the Refs of
+/// their children, which must come from this builder. Not thread-safe.
+class Builder {
+ public:
+  using Ref = uint64_t;
+  explicit Builder(uint64_t hash_seed = kDefaultHashSeed);
+  ~Builder();
+  Builder(const Builder&) = delete;
+  Builder& operator=(const Builder&) = delete;
+
+  Ref none() const noexcept;
+  Ref boolean(bool v) const noexcept;
+  Ref integer(int64_t v);  // inline when it fits 60 bits, else a kBigInt node
+  /// Any integer as minimal-or-not two's complement little-endian bytes (canonicalised).
+  Ref big_integer(std::span<const std::byte> twos_complement_le);
+  Ref floating(double v);
+  /// UTF-8 text; flags as layout::kStr* (kStrAscii is computed when `flags` is absent).
+  Ref str(std::string_view utf8, std::optional<uint64_t> flags = std::nullopt);
+  Ref bytes(std::span<const std::byte> data);
+  Ref pickle(std::span<const std::byte> data);
+  Ref ndarray(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
+              bool fortran, const void* data, uint64_t nbytes);
+  Ref list(std::span<const Ref> items);
+  Ref tuple(std::span<const Ref> items);
+  /// Hash tables. Keys must be hashable (None, bool, int, float, str, bytes, and tuples /
+  /// frozensets of these), else InvalidArgumentError; an equal key twice is
+  /// InvalidArgumentError ("duplicate key"). The *_hashed forms take precomputed hashes
+  /// (hash_of(key) for each key), as the Python encoder has them at hand.
+  Ref dict(std::span<const Ref> keys, std::span<const Ref> values);
+  Ref set(std::span<const Ref> keys);
+  Ref frozenset(std::span<const Ref> keys);
+  Ref dict_hashed(std::span<const Ref> keys, std::span<const Ref> values,
+                  std::span<const uint64_t> hashes);
+  Ref set_hashed(std::span<const Ref> keys, std::span<const uint64_t> hashes, bool frozen);
+
+  /// The table hash of a key already written; InvalidArgumentError when it is unhashable.
+  uint64_t hash_of(Ref key) const;
+  /// Python's == between two written keys (1 == 1.0 == True; NaN != NaN).
+  bool keys_equal(Ref a, Ref b) const;
+  uint64_t hash_seed() const noexcept;
+  /// Bytes written so far.
+  uint64_t size() const noexcept;
+
+  /// Publishes the image with `root` as its root: a new kFrozen segment, sealed read-only.
+  /// The builder is empty afterwards (reusable).
+  Frozen finish(Ref root);
+  /// Writes the image to `path` (to a temporary name in the same directory, fsynced, then
+  /// renamed into place; mode 0444). The builder is empty afterwards.
+  void save(Ref root, const std::string& path);
+  /// The image as bytes (tests, golden files, fuzz corpora). The builder is empty afterwards.
+  std::vector<std::byte> finish_bytes(Ref root);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- inline: the probe and node() are on the hot path of every Python lookup -------------
+
+inline const std::byte* Image::node(uint64_t ref, uint64_t fixed, uint64_t extra) const {
+  const uint64_t off = ref & ~uint64_t{15};
+  // F2: aligned (by construction of off), past the header, and [off, off+fixed+extra) inside.
+  if (off < 64 || off > size_ || fixed > size_ - off || extra > size_ - off - fixed) [[unlikely]] {
+    throw_error(Errc::kDecode, "frozen image: a reference points outside the image (offset " +
+                                   std::to_string(off) + ", image of " + std::to_string(size_) +
+                                   " bytes); the data is corrupt or truncated");
+  }
+  return data_ + off;
+}
+
+
+template <class Eq>
+int64_t Value::probe(uint64_t hash, Eq&& eq) const {
+  const std::byte* p = image_->node(ref_, 16);
+  uint64_t count;
+  uint32_t log2_slots, entry_words;
+  std::memcpy(&count, p, 8);
+  std::memcpy(&log2_slots, p + 8, 4);
+  std::memcpy(&entry_words, p + 12, 4);
+  // F3, checked on every probe: cheap next to the cache misses that follow.
+  if ((entry_words != 2 && entry_words != 3) || log2_slots < 3 || log2_slots > 40 ||
+      count > (uint64_t{1} << log2_slots) / 2) {
+    throw_error(Errc::kDecode, "frozen table header is corrupt");
+  }
+  const uint64_t entries_bytes = count * entry_words * 8;
+  const uint64_t nslots = uint64_t{1} << log2_slots;
+  p = image_->node(ref_, 16, entries_bytes + nslots * 8);  // throws unless all of it fits
+  const std::byte* entries = p + 16;
+  const std::byte* slots = entries + entries_bytes;
+  const uint64_t mask = nslots - 1;
+  const uint32_t frag = static_cast<uint32_t>(hash ^ (hash >> 32));
+  uint64_t i = (hash * 0x9E37'79B9'7F4A'7C15ULL) >> (64 - log2_slots);
+  for (uint64_t n = 0; n < nslots; ++n, i = (i + 1) & mask) {
+    uint64_t slot;
+    std::memcpy(&slot, slots + i * 8, 8);
+    if (slot == 0) return -1;
+    if (static_cast<uint32_t>(slot >> 32) != frag) continue;
+    const uint64_t idx = (slot & 0xFFFF'FFFFULL) - 1;
+    if (idx >= count) throw_error(Errc::kDecode, "frozen table slot points past its entries");
+    const std::byte* e = entries + idx * entry_words * 8;
+    uint64_t h, key;
+    std::memcpy(&h, e, 8);
+    if (h != hash) continue;
+    std::memcpy(&key, e + 8, 8);
+    if (eq(Value(image_, key))) return static_cast<int64_t>(idx);
+  }
+  return -1;
+}
+
+}  // namespace shoal::frozen

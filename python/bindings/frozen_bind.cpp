@@ -1,0 +1,4 @@
+// placeholder
+#include "shoal/frozen.hpp"
+#include "bindings.hpp"
+namespace shoal::py { void register_frozen(nanobind::module_&) {} }

@@ -1,0 +1,2 @@
+// placeholder: implemented in the next commit
+#include "shoal/frozen.hpp"

@@ -1,0 +1,158 @@
+// src/layout/frozen_layout.hpp — the frozen image: an immutable object graph (dict, list,
+// tuple, set, frozenset, str, bytes, int, float, bool, None, ndarray, pickled leaves) laid out
+// as offset tables and open-addressing hash tables, read in place by every process.
+//
+// The same bytes live in two places: the data area of a kFrozen segment (shoal.freeze) and a
+// file (shoal.save / shoal.load, mapped read-only). Nothing in an image is a pointer: a Ref is
+// a tagged 64-bit word, either an inline scalar or the offset of a node from the image start.
+//
+//   0              64                                                        image_size
+//   +--------------+----------------------------------------------------------+
+//   | FrozenHeader | nodes, each 16-byte aligned, children before parents     |
+//   +--------------+----------------------------------------------------------+
+//
+// Ref (uint64_t): low 4 bits are the Tag, the rest is the payload.
+//   kNone, kFalse, kTrue                 payload 0
+//   kInt                                 payload is the value: (int64_t)ref >> 4, so only
+//                                        integers in [-2**59, 2**59) are inline
+//   every other tag                      ref & ~15 is the node's offset (16-byte aligned,
+//                                        >= kFrozenHeaderSize, node inside the image)
+//
+// Nodes (all fields little-endian, fixed width; sizes in bytes):
+//   kFloat      FloatNode   {double value; uint64_t zero}
+//   kBigInt     BlobNode    {uint64_t nbytes; uint64_t zero} + nbytes of two's complement,
+//                           little-endian, minimal length; never an integer that fits inline
+//   kStr        BlobNode    {uint64_t nbytes; uint64_t flags} + UTF-8 (surrogatepass) text;
+//                           flags: kStrAscii when every byte < 0x80, kStrSurrogates when the
+//                           text holds lone surrogates (decode with surrogatepass)
+//   kBytes      BlobNode    {uint64_t nbytes; uint64_t zero} + bytes
+//   kPickle     BlobNode    {uint64_t nbytes; uint64_t zero} + a pickle (protocol 5, in band)
+//   kList/kTuple SeqNode    {uint64_t count; uint64_t zero} + Ref items[count]
+//   kDict/kSet/kFrozenSet TableNode {uint64_t count; uint32_t log2_slots; uint32_t entry_words}
+//                           + Entry entries[count]  (insertion order; entry_words 64-bit words
+//                             each: {uint64_t hash; Ref key} for sets, + Ref value for dicts)
+//                           + uint64_t slots[1 << log2_slots], each 0 (empty) or
+//                             (uint64_t(fragment(hash)) << 32) | (entry_index + 1)
+//   kNdarray    NdNode      {see struct} + uint64_t shape[ndim] + descr text; the elements
+//                           are elsewhere in the image at data_offset (64-byte aligned)
+//
+// Hash tables: slot of a hash h is `slot_of(h, log2_slots)`; probing is linear (slot + 1, mod
+// slots); a lookup stops at an empty slot or after visiting every slot. Hashes (the same in
+// every process, whatever PYTHONHASHSEED): Python's numeric hash for bool, int and float (so
+// 1, 1.0 and True are one key, as are 2**60 and 2.0**60; NaN hashes to 0 and equals nothing);
+// shoal's seeded hash (header.hash_seed) of the UTF-8 bytes for str and of the bytes for bytes;
+// CPython's tuple and frozenset combining rules applied to those element hashes.
+//
+// Invariants (the writer guarantees them; a reader checks each before it relies on it, so a
+// corrupt or truncated image raises DecodeError and never crashes):
+//   F1  magic == kFrozenMagic, version == kFrozenVersion, reserved == 0,
+//       kFrozenHeaderSize <= image_size <= the bytes actually mapped
+//   F2  every node offset is 16-byte aligned, >= kFrozenHeaderSize, and the whole node
+//       (fixed part and variable part, computed without overflow) lies inside the image
+//   F3  tables: entry_words == 2 (sets) or 3 (dicts); 3 <= log2_slots <= 40;
+//       count <= (1 << log2_slots) / 2; every non-empty slot's entry_index < count; entries
+//       appear in exactly one slot each
+//   F4  a container's children were written before it (offsets of children < offset of the
+//       parent), so a well-formed image has no cycles; readers still bound their recursion
+//   F5  ndarray: data_offset % 64 == 0 and data_offset + nbytes <= image_size,
+//       nbytes == itemsize * prod(shape), ndim <= 32
+// Who writes: the builder, in private memory, before the image is published (a segment is
+// sealed, a file is renamed into place); nobody writes an image after that.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shoal::layout {
+
+inline constexpr uint64_t kFrozenMagic = 0x5A52'464C'414F'4853ULL;  // "SHOALFRZ" little-endian
+inline constexpr uint32_t kFrozenVersion = 1;
+inline constexpr uint64_t kFrozenHeaderSize = 64;
+inline constexpr uint64_t kNodeAlign = 16;
+inline constexpr uint64_t kNdDataAlign = 64;
+inline constexpr uint32_t kMaxNdDims = 32;
+inline constexpr uint32_t kMinLog2Slots = 3;
+inline constexpr uint32_t kMaxLog2Slots = 40;
+
+/// Header flags.
+inline constexpr uint32_t kFrozenHasPickles = 1u << 0;  // at least one kPickle node
+inline constexpr uint32_t kFrozenKnownFlags = kFrozenHasPickles;
+
+/// Str flags.
+inline constexpr uint64_t kStrAscii = 1u << 0;
+inline constexpr uint64_t kStrSurrogates = 1u << 1;
+
+enum class Tag : uint8_t {
+  kNone = 0,
+  kFalse = 1,
+  kTrue = 2,
+  kInt = 3,
+  kFloat = 4,
+  kBigInt = 5,
+  kStr = 6,
+  kBytes = 7,
+  kList = 8,
+  kTuple = 9,
+  kDict = 10,
+  kSet = 11,
+  kFrozenSet = 12,
+  kNdarray = 13,
+  kPickle = 14,
+  // 15 is reserved: a reader raises DecodeError
+};
+inline constexpr uint64_t kTagMask = 15;
+inline constexpr int64_t kInlineIntMin = -(int64_t{1} << 59);
+inline constexpr int64_t kInlineIntMax = (int64_t{1} << 59) - 1;
+
+struct FrozenHeader {
+  uint64_t magic;       // kFrozenMagic
+  uint32_t version;     // kFrozenVersion
+  uint32_t flags;       // kFrozen* flags
+  uint64_t image_size;  // bytes of the whole image, this header included
+  uint64_t root;        // Ref of the root object
+  uint64_t hash_seed;   // seed of the str/bytes hash used by every table of this image
+  uint64_t node_count;  // nodes written (statistics; not relied on)
+  uint64_t reserved[2];  // zero
+};
+static_assert(std::is_standard_layout_v<FrozenHeader>);
+static_assert(sizeof(FrozenHeader) == kFrozenHeaderSize, "layout is ABI: bump kFrozenVersion");
+
+struct FloatNode {
+  double value;
+  uint64_t zero;
+};
+struct BlobNode {  // kStr, kBytes, kBigInt, kPickle; the bytes follow
+  uint64_t nbytes;
+  uint64_t flags;  // kStr only; zero otherwise
+};
+struct SeqNode {  // kList, kTuple; Ref items[count] follow
+  uint64_t count;
+  uint64_t zero;
+};
+struct TableNode {  // kDict, kSet, kFrozenSet; entries then slots follow
+  uint64_t count;
+  uint32_t log2_slots;
+  uint32_t entry_words;  // 2: {hash, key}; 3: {hash, key, value}
+};
+struct NdNode {  // shape[ndim] then descr text follow
+  uint64_t itemsize;
+  uint64_t nbytes;
+  uint64_t data_offset;  // from the image start; multiple of kNdDataAlign
+  uint64_t descr_size;   // numpy descr text, as in array_layout.hpp
+  uint32_t ndim;
+  uint32_t fortran;  // 1: F order, 0: C order
+  uint64_t zero;
+};
+static_assert(sizeof(FloatNode) == 16 && sizeof(BlobNode) == 16 && sizeof(SeqNode) == 16);
+static_assert(sizeof(TableNode) == 16 && sizeof(NdNode) == 48);
+
+/// The slot a hash starts probing at: Fibonacci hashing, so that keys differing only in high
+/// bits (multiples of 1024...) still spread over the table.
+constexpr uint64_t slot_of(uint64_t hash, uint32_t log2_slots) {
+  return (hash * 0x9E37'79B9'7F4A'7C15ULL) >> (64 - log2_slots);
+}
+/// The 32 bits of a hash kept in its slot, compared before the entry is read.
+constexpr uint32_t fragment(uint64_t hash) { return static_cast<uint32_t>(hash ^ (hash >> 32)); }
+
+}  // namespace shoal::layout
