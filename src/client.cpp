@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -95,6 +96,30 @@ Status connect_socket(const std::string& path, const Id128& session, UniqueFd* o
   }
   *out = std::move(s);
   return {};
+}
+
+// A pidfd for `pid`, or an invalid fd (kernel before 5.3, or a sandbox that forbids it).
+UniqueFd open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+#else
+  (void)pid;
+  return UniqueFd();
+#endif
+}
+
+// A copy of descriptor `target_fd` of the process behind `pidfd` (pidfd_getfd(2), Linux 5.6:
+// one system call, no path walk through /proc, and no open() of whatever the number names).
+// -1 with errno set on failure; EPERM where ptrace rules (Yama) forbid it.
+int get_remote_fd(int pidfd, int target_fd) noexcept {
+#ifdef SYS_pidfd_getfd
+  return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target_fd, 0));
+#else
+  (void)pidfd;
+  (void)target_fd;
+  errno = ENOSYS;
+  return -1;
+#endif
 }
 
 }  // namespace
@@ -251,6 +276,9 @@ Result<Client::Conn> Client::connect_locked(const Id128& session) {
     return {Errc::kIncompatible, "the socket of session " + session.hex() +
                                      " is served by another session's broker"};
   }
+  c.broker_pid = static_cast<pid_t>(rep.arg);
+  c.can_hold = (rep.flags & layout::kHelloCanHold) != 0;
+  if (c.can_hold && c.broker_pid > 0) c.broker_pidfd = open_pidfd(c.broker_pid);
   return c;
 }
 
@@ -499,17 +527,32 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
       if (h.pin != 0) {  // consume the pin, or it would keep the object alive until it expires
         auto c = conn_locked(h.session);
         if (c) {
-          WireMsg req = platform::make_msg(Op::kAdopt);
+          // kHold is kAdopt without the reply, whose result was ignored anyway.
+          WireMsg req = platform::make_msg(c.value()->can_hold ? Op::kHold : Op::kAdopt);
           req.object_hi = h.object.hi;
           req.object_lo = h.object.lo;
           req.pin = h.pin;
-          WireMsg rep{};
-          (void)roundtrip_locked(h.session, c.value(), req, -1, &rep, nullptr, nullptr);
+          if (c.value()->can_hold) {
+            send_locked(c.value(), req);
+          } else {
+            WireMsg rep{};
+            (void)roundtrip_locked(h.session, c.value(), req, -1, &rep, nullptr, nullptr);
+          }
         }
       }
       return m;
     }
     cache_.erase(it);
+  }
+  // The fast path needs a connection already made (making one is a round trip itself) to the
+  // broker the hint names, and a pin to keep that broker's descriptor number ours until it
+  // reads our kHold (docs/design/segment.md, "Fast attach").
+  if (h.has_hint() && h.pin != 0) {
+    if (auto it = conns_.find(h.session); it != conns_.end() && !it->second.gone &&
+                                          it->second.can_hold &&
+                                          it->second.broker_pid == static_cast<pid_t>(h.hint_pid)) {
+      if (auto m = attach_by_hint_locked(h, &it->second)) return m;
+    }
   }
   Conn* c = conn_locked(h.session).take();
   WireMsg req = platform::make_msg(Op::kAttach);
@@ -559,7 +602,72 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
   return m;
 }
 
-uint64_t Client::pin(const Mapping& m) {
+std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c) noexcept {
+  try {
+    if (h.size > (1ULL << 56)) return nullptr;
+    const uint64_t total = h.size + layout::kSegmentHeaderSize;
+    // Allocated first, so that nothing can fail once kHold is sent. Until then its session is
+    // zero, so destroying it under mu_ sends nothing and takes no lock (L8 holds).
+    auto m = std::make_shared<Mapping>();
+    std::weak_ptr<Mapping>& slot = cache_[h.object];  // empty: harmless if we fall back
+    // Whatever the descriptor number names now, the checks below refuse anything but a memfd
+    // of this object.
+    UniqueFd fd;
+    if (c->broker_pidfd.valid()) {
+      const int got = get_remote_fd(c->broker_pidfd.get(), static_cast<int>(h.hint_fd));
+      if (got < 0 && errno != EBADF) c->broker_pidfd.reset();  // refused: use /proc
+      fd.reset(got);
+    }
+    if (!fd.valid() && !c->broker_pidfd.valid()) {
+      char path[48];
+      std::snprintf(path, sizeof path, "/proc/%u/fd/%u", h.hint_pid, h.hint_fd);
+      // A socket fails to open (ENXIO); O_NOCTTY and O_NONBLOCK make opening a terminal or a
+      // FIFO harmless.
+      fd.reset(::open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    }
+    if (!fd.valid()) return nullptr;
+    bool read_only = false;
+    if (!platform::check_received_fd(fd.get(), total, &read_only)) return nullptr;
+    auto mapped = platform::map_fd(fd.get(), total, !read_only, false);
+    if (!mapped) return nullptr;
+    // I1-I5 as on the round trip; I5 (this object's id) is what tells a reused descriptor
+    // number from ours. The kind is checked here instead of against the broker's reply.
+    layout::SegmentHeader copy;
+    std::memcpy(static_cast<void*>(&copy), mapped.value(), sizeof copy);
+    if (!validate_segment_header(mapped.value(), total, h.object) || copy.kind != h.kind) {
+      platform::unmap(mapped.value(), total);
+      return nullptr;
+    }
+    WireMsg req = platform::make_msg(Op::kHold);
+    req.object_hi = h.object.hi;
+    req.object_lo = h.object.lo;
+    req.pin = h.pin;
+    send_locked(c, req);
+    if (c->gone) {  // the broker died: the round trip reports it as before
+      platform::unmap(mapped.value(), total);
+      return nullptr;
+    }
+    m->session = h.session;
+    m->object = h.object;
+    m->base = static_cast<std::byte*>(mapped.value());
+    m->total = total;
+    m->kind = static_cast<ObjectKind>(h.kind);
+    m->read_only = read_only;
+    slot = m;
+    return m;
+  } catch (...) {  // out of memory before kHold: the round trip will report it
+    return nullptr;
+  }
+}
+
+void Client::send_locked(Conn* c, const WireMsg& msg) noexcept {
+  if (!platform::send_msg(c->sock.get(), msg)) {
+    c->gone = true;
+    c->sock.reset();
+  }
+}
+
+uint64_t Client::pin(const Mapping& m, Handle* hint) {
   std::lock_guard<std::mutex> g(mu_);
   Conn* c = conn_locked(m.session).take();
   WireMsg req = platform::make_msg(Op::kPin);
@@ -568,6 +676,11 @@ uint64_t Client::pin(const Mapping& m) {
   req.arg = pin_ttl_ms();
   WireMsg rep{};
   roundtrip_locked(m.session, c, req, -1, &rep, nullptr, nullptr).throw_if_error();
+  // The hint: valid while the pin lives (the pin keeps the object, hence the descriptor).
+  if (rep.arg > 2 && rep.arg <= 0x7FFFFFFF && c->broker_pid > 0) {
+    hint->hint_pid = static_cast<uint32_t>(c->broker_pid);
+    hint->hint_fd = static_cast<uint32_t>(rep.arg);
+  }
   return rep.pin;
 }
 

@@ -51,7 +51,9 @@ class Client {
   std::shared_ptr<Mapping> create_filled(uint64_t data_size, ObjectKind kind,
                                          const platform::Piece* pieces, size_t n, bool seal);
   std::shared_ptr<Mapping> attach(const Handle& h);
-  uint64_t pin(const Mapping& m);
+  /// A new pin for `m`; the hint for its handle in `hint` (hint_pid zero if the broker gave
+  /// none).
+  uint64_t pin(const Mapping& m, Handle* hint);
   void seal(Mapping& m);
   void release(const Id128& session, const Id128& object) noexcept;
   void after_fork_child() noexcept;
@@ -66,6 +68,12 @@ class Client {
   struct Conn {
     platform::UniqueFd sock;
     bool gone = false;
+    pid_t broker_pid = 0;   // from the kHello reply
+    bool can_hold = false;  // the broker understands kHold (kHello reply flags)
+    // A pidfd of the broker (pidfd_open, once per connection) for pidfd_getfd: the fastest
+    // way to the broker's memfd of a hint. Invalid where the kernel or ptrace rules refuse
+    // either call; attach then opens /proc/<pid>/fd/<n> instead.
+    platform::UniqueFd broker_pidfd;
   };
 
   Client();
@@ -82,6 +90,12 @@ class Client {
   Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
                           layout::WireMsg* reply, int* recv_fd, std::string* payload);
   void adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept;
+  // The fast path of attach: maps the broker's memfd through /proc/<pid>/fd/<n> from the
+  // handle's hint, then sends kHold. Null on any mismatch or failure (nothing sent, nothing
+  // kept): the caller then takes the round trip.
+  std::shared_ptr<Mapping> attach_by_hint_locked(const Handle& h, Conn* c) noexcept;
+  // Fire and forget; a failed send marks the connection gone.
+  void send_locked(Conn* c, const layout::WireMsg& msg) noexcept;
 
   std::mutex mu_;
   pid_t pid_;

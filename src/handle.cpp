@@ -50,6 +50,51 @@ constexpr CrcTable kCrcTable;
 
 }  // namespace
 
+namespace {
+
+// The hint after the 133 bytes of a handle:
+//   offset 133: ";h1:"  137: pid (8 hex)  145: ':'  146: fd (8 hex)  154: ':'  155: crc (8 hex)
+// PRECONDITION: text.size() == kHandleHintedTextSize and text[133] == ';'.
+Status decode_hint(std::string_view text, Handle* h) {
+  constexpr size_t kTag = kHandleTextSize;
+  constexpr size_t kPid = kTag + kHandleHintTag.size();
+  constexpr size_t kFd = kPid + 9;
+  constexpr size_t kCrc = kFd + 9;
+  static_assert(kCrc + 8 == kHandleHintedTextSize);
+  if (text.substr(kTag, kHandleHintTag.size()) != kHandleHintTag) {
+    return {Errc::kDecode, "shoal handle hint at offset " + std::to_string(kTag) +
+                               " is not ';h1:': an unknown hint version, made by a newer shoal"};
+  }
+  uint64_t pid = 0, fd = 0, crc = 0;
+  size_t bad = 0;
+  if (!get_hex(text, kPid, 8, &pid, &bad) || !get_hex(text, kFd, 8, &fd, &bad) ||
+      !get_hex(text, kCrc, 8, &crc, &bad)) {
+    return {Errc::kDecode,
+            "malformed shoal handle: expected a hex digit at offset " + std::to_string(bad)};
+  }
+  for (size_t colon : {kFd - 1, kCrc - 1}) {
+    if (text[colon] != ':') {
+      return {Errc::kDecode,
+              "malformed shoal handle: expected ':' at offset " + std::to_string(colon)};
+    }
+  }
+  if (static_cast<uint32_t>(crc) != crc32(text.data(), kCrc - 1)) {
+    return {Errc::kDecode, "corrupt shoal handle: hint checksum mismatch at offset " +
+                               std::to_string(kCrc) + " (the handle was altered or cut)"};
+  }
+  // One spelling per handle: encode() writes no hint for pid 0, and no pid or fd is negative.
+  if (pid == 0 || pid > 0x7FFFFFFFu || fd > 0x7FFFFFFFu) {
+    return {Errc::kDecode, "malformed shoal handle: hint at offset " + std::to_string(kPid) +
+                               " names pid " + std::to_string(pid) + ", descriptor " +
+                               std::to_string(fd)};
+  }
+  h->hint_pid = static_cast<uint32_t>(pid);
+  h->hint_fd = static_cast<uint32_t>(fd);
+  return {};
+}
+
+}  // namespace
+
 uint32_t crc32(const void* data, size_t n, uint32_t seed) noexcept {
   const auto* p = static_cast<const unsigned char*>(data);
   uint32_t c = ~seed;
@@ -117,6 +162,15 @@ std::string Handle::encode() const {
   const uint32_t crc = crc32(s.data(), s.size());  // everything before the last ':'
   s.push_back(':');
   put_hex(s, crc, 8);
+  if (has_hint()) {
+    s.append(kHandleHintTag);
+    put_hex(s, hint_pid, 8);
+    s.push_back(':');
+    put_hex(s, hint_fd, 8);
+    const uint32_t hint_crc = crc32(s.data(), s.size());  // the whole text before its last ':'
+    s.push_back(':');
+    put_hex(s, hint_crc, 8);
+  }
   return s;
 }
 
@@ -135,10 +189,23 @@ Result<Handle> Handle::decode(std::string_view text) noexcept {
       return {Errc::kDecode, "shoal handle truncated at offset " + std::to_string(text.size()) +
                                  " (a handle is " + std::to_string(kHandleTextSize) + " bytes)"};
     }
-    if (text.size() > kHandleTextSize) {
+    // A hint follows the 133 bytes only if they are followed by its tag's ';'.
+    const bool hinted = text.size() > kHandleTextSize && text[kHandleTextSize] == ';';
+    if (text.size() > kHandleTextSize && !hinted) {
       return {Errc::kDecode, "shoal handle has " +
                                  std::to_string(text.size() - kHandleTextSize) +
                                  " trailing bytes at offset " + std::to_string(kHandleTextSize)};
+    }
+    if (hinted && text.size() < kHandleHintedTextSize) {
+      return {Errc::kDecode, "shoal handle hint truncated at offset " +
+                                 std::to_string(text.size()) + " (a handle with a hint is " +
+                                 std::to_string(kHandleHintedTextSize) + " bytes)"};
+    }
+    if (hinted && text.size() > kHandleHintedTextSize) {
+      return {Errc::kDecode, "shoal handle has " +
+                                 std::to_string(text.size() - kHandleHintedTextSize) +
+                                 " trailing bytes at offset " +
+                                 std::to_string(kHandleHintedTextSize)};
     }
     uint64_t v[9] = {};
     size_t pos = kHandlePrefix.size();
@@ -187,6 +254,10 @@ Result<Handle> Handle::decode(std::string_view text) noexcept {
     if ((h.flags & ~kHandleKnownFlags) != 0) {
       return {Errc::kDecode, "shoal handle has unknown flags " + std::to_string(h.flags) +
                                  ": it was made by a newer shoal"};
+    }
+    if (hinted) {
+      Status st = decode_hint(text, &h);
+      if (!st) return st;
     }
     return h;
   } catch (const std::bad_alloc&) {

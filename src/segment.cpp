@@ -74,7 +74,7 @@ Handle Segment::raw_handle(bool pin) const {
   h.size = size();
   h.kind = static_cast<uint32_t>(m_->kind);
   h.flags = m_->read_only ? kHandleReadOnly : 0;
-  h.pin = pin ? detail::Client::instance().pin(*m_) : 0;
+  h.pin = pin ? detail::Client::instance().pin(*m_, &h) : 0;  // with the hint, if any
   return h;
 }
 

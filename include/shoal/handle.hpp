@@ -14,6 +14,19 @@
 // `pin` is non-zero when the handle was made for sending: the broker then keeps the object
 // alive until one process attaches with this pin or the pin's time-to-live passes
 // (SHOAL_PIN_TTL seconds). A zero pin is a plain reference that keeps nothing alive.
+//
+// A pinned handle may carry an optional hint after those 133 bytes (kHandleHintedTextSize in
+// all):
+//
+//   <133-byte handle>;h1:<broker pid 8 hex>:<broker fd 8 hex>:<crc 8 hex>
+//
+// the pid of the session's broker and the descriptor number under which it holds the object's
+// memfd, when the handle was made. An attacher already connected to that broker opens
+// /proc/<pid>/fd/<fd> instead of asking the broker for the descriptor (docs/design/segment.md,
+// "Fast attach"). The hint is only a guess: a wrong or stale one costs a fallback to the round
+// trip, never a wrong mapping (the segment header's object id is checked). Its CRC covers the
+// whole text before its last ':', and the first 133 bytes stay a valid handle on their own, so
+// cutting the hint off gives a handle without one. Handles without a hint decode as before.
 #pragma once
 
 #include <array>
@@ -57,8 +70,12 @@ enum class ObjectKind : uint32_t {
 inline constexpr uint32_t kHandleReadOnly = 1u << 0;  // the segment is sealed read-only
 inline constexpr uint32_t kHandleKnownFlags = kHandleReadOnly;
 
-inline constexpr size_t kHandleTextSize = 133;
+inline constexpr size_t kHandleTextSize = 133;  // without a hint
 inline constexpr std::string_view kHandlePrefix = "shoal1:";
+inline constexpr std::string_view kHandleHintTag = ";h1:";  // version 1 of the hint
+inline constexpr size_t kHandleHintedTextSize = kHandleTextSize + kHandleHintTag.size() + 8 + 1 +
+                                                8 + 1 + 8;  // 163
+static_assert(kHandleHintedTextSize == 163, "the hinted handle text is ABI");
 
 struct Handle {
   Id128 session;
@@ -67,8 +84,12 @@ struct Handle {
   uint64_t size = 0;  // usable bytes (the segment's data area)
   uint32_t kind = 0;
   uint32_t flags = 0;
+  // The hint (see above). hint_pid == 0: no hint, and hint_fd is 0. Both are at most INT32_MAX.
+  uint32_t hint_pid = 0;  // the broker's pid
+  uint32_t hint_fd = 0;   // the broker's descriptor number for the object's memfd
 
-  /// The text form above.
+  bool has_hint() const noexcept { return hint_pid != 0; }
+  /// The text form above (163 bytes with a hint, 133 without).
   std::string encode() const;
   /// Strict parser; DecodeError on anything but a well-formed handle, with the offset.
   static Result<Handle> decode(std::string_view text) noexcept;

@@ -1,7 +1,7 @@
 // include/shoal/segment.hpp — an anonymous shared-memory segment, reference-counted per process.
 //
 // A Segment is one mapping of one memfd held by the session broker. Create it in one process,
-// send `handle()` (a 133-byte string) to any process of the same user on this machine, and
+// send `handle()` (a 133- or 163-byte string) to any process of the same user on this machine, and
 // `Segment::attach(handle)` maps the same physical pages there. Nothing is ever named in
 // /dev/shm, so nothing can leak: the kernel frees the pages when the last process that maps
 // them, and the broker, let go (docs/design/segment.md).

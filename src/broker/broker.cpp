@@ -111,6 +111,8 @@ class Broker {
   uint64_t started_ns_ = 0;
   int64_t started_unix_ = 0;
   uint64_t pins_expired_ = 0;
+  uint64_t holds_ = 0;        // kHold messages served (fast attaches, and cached re-attaches)
+  uint64_t hold_misses_ = 0;  // ... of which named an object already freed (see kHold)
   size_t pins_ = 0;                     // live pins over all objects
   uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
@@ -262,7 +264,8 @@ std::string Broker::describe() const {
                   std::to_string(::getpid()) + ",\"started_unix\":" +
                   std::to_string(started_unix_) + ",\"pin_ttl_s\":" +
                   std::to_string(pin_ttl_ms() / 1000) + ",\"pins_expired\":" +
-                  std::to_string(pins_expired_) + ",\"total_bytes\":" +
+                  std::to_string(pins_expired_) + ",\"holds\":" + std::to_string(holds_) +
+                  ",\"hold_misses\":" + std::to_string(hold_misses_) + ",\"total_bytes\":" +
                   std::to_string(total_bytes_) + ",\"connections\":[";
   bool first = true;
   for (const auto& [fd, c] : conns_) {
@@ -333,6 +336,7 @@ void Broker::serve(int fd) {
       rep.object_hi = session_.hi;
       rep.object_lo = session_.lo;
       rep.arg = static_cast<uint64_t>(::getpid());
+      rep.flags = layout::kHelloCanHold;
       (void)platform::send_msg(fd, rep);
       return;
     }
@@ -400,6 +404,25 @@ void Broker::serve(int fd) {
       }
       return;
     }
+    case Op::kHold: {  // kAdopt without a reply: the client does not wait for one
+      // The sender opened our memfd of this object through /proc/<our pid>/fd/<n> and maps it
+      // (it checked the object id in the header). If the handle's pin is still here, it kept
+      // the object (so the descriptor number) alive until now, and this is exactly kAdopt. If
+      // not (a second attacher of one handle, or the pin expired meanwhile), every holder may
+      // have released it before this message came: the sender then keeps a valid mapping that
+      // nobody counts (as after a lost fork adopt race). Nothing to undo here: count it.
+      ++holds_;
+      auto it = objects_.find(id);
+      if (it == objects_.end()) {
+        ++hold_misses_;
+        return;
+      }
+      Object& o = it->second;
+      if (req.pin != 0) pins_ -= o.pins.erase(req.pin);  // a pin is used once
+      o.holders.insert(fd);
+      conn.held.insert(id);
+      return;
+    }
     case Op::kRelease: {  // no reply: the client does not wait for one
       if (conn.held.erase(id) != 0) {
         auto it = objects_.find(id);
@@ -425,6 +448,7 @@ void Broker::serve(int fd) {
       ++pins_;
       next_deadline_ = std::min(next_deadline_, deadline);
       rep.pin = pin;
+      rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
       (void)platform::send_msg(fd, rep);
       return;
     }

@@ -12,16 +12,25 @@
 // exec). There is one request in flight per connection; the client serialises them.
 //
 // Ops (request -> reply):
-//   kHello                               -> broker pid in arg, session id in object_*; version
-//                                           check (the peer's pid and uid come from SO_PEERCRED)
+//   kHello                               -> broker pid in arg, session id in object_*,
+//                                           kHelloCanHold in flags; version check (the peer's
+//                                           pid and uid come from SO_PEERCRED)
 //   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES, or the broker is
 //                                           out of descriptors) | kInvalidArgument | kExists
 //   kAttach   object id, pin             -> fd, size, kind, flags | kStaleHandle
 //   kAdopt    object id                  -> ok | kStaleHandle  (a forked child re-registers
 //                                           a mapping it inherited; no fd travels)
-//   kRelease  object id                  -> ok
-//   kPin      object id, ttl_ms          -> pin | kStaleHandle
+//   kRelease  object id                  -> no reply
+//   kPin      object id, ttl_ms          -> pin, broker fd in arg | kStaleHandle
 //   kList                                -> payload: JSON text describing the session
+//   kHold     object id, pin             -> no reply: kAdopt without the answer. The sender
+//                                           already maps the object (it opened the broker's
+//                                           memfd through /proc, from a handle's hint); an
+//                                           unknown object is ignored (counted in kList)
+//
+// "broker fd" is the descriptor number under which the broker holds the object's memfd, for
+// the hint in handles (shoal/handle.hpp). It is never 0-2 (the broker's standard streams are
+// always open), so 0 means "not told" (a broker older than kHold).
 //
 // Invariants: magic and version are checked on every message; a peer that sends anything
 // malformed is disconnected (its references are then dropped like any exiting process's).
@@ -45,7 +54,12 @@ enum class Op : uint16_t {
   kRelease = 5,
   kPin = 6,
   kList = 7,
+  kHold = 8,
 };
+
+// kHello reply flags: what this broker understands beyond version 1's first seven ops. (A
+// broker drops a peer that sends an unknown op, so a client sends kHold only when told.)
+inline constexpr uint32_t kHelloCanHold = 1u << 0;
 
 struct WireMsg {
   uint32_t magic;         // kWireMagic
@@ -56,9 +70,10 @@ struct WireMsg {
   uint64_t object_hi;     // object id (or the session id in a kHello reply)
   uint64_t object_lo;
   uint64_t size;          // data bytes (register, attach reply)
-  uint64_t pin;           // pin id (attach request, pin reply)
-  uint64_t arg;           // kHello: pid; kPin: ttl in ms; kList reply: more pages follow (0/1)
-  uint32_t flags;         // handle flags (attach reply)
+  uint64_t pin;           // pin id (attach, adopt, hold requests; pin reply)
+  uint64_t arg;           // kHello: pid; kPin: ttl in ms; kList reply: more pages follow (0/1);
+                          // kPin reply: the broker's fd for the object (the handle's hint)
+  uint32_t flags;         // handle flags (attach reply); kHelloCanHold (hello reply)
   uint32_t payload_size;  // bytes that follow this struct in the packet (<= kWireMaxPayload)
   char text[192];         // error replies: a NUL-terminated message for the user
 };

@@ -175,6 +175,27 @@ def _role_create_and_exit(conn: Connection, size: int, seed: int) -> None:
     conn.send({"pid": os.getpid(), "handle": seg.handle()})
 
 
+def _role_connected_reader(conn: Connection, warm_handle: str) -> None:
+    """Attaches `warm_handle` first (a round trip: this process is now connected to that
+    session's broker, so handles with a hint take the fast path), then attaches what it is
+    sent: a handle string, or a pickle (bytes) of a shoal.Array."""
+    warm = _shoal.Segment.attach(warm_handle)
+    conn.send({"pid": os.getpid()})
+    segs = {"warm": warm}
+    cmd, what, seed = conn.recv()
+    assert cmd == "attach", cmd
+    try:
+        if isinstance(what, bytes):
+            arr = pickle.loads(what)  # kept (with its mapping) until this process ends
+            conn.send(("attached", bool((arr == seed).all())))
+        else:
+            segs["a"] = _shoal.Segment.attach(what)
+            conn.send(("attached", _holds(segs["a"], seed)))
+    except shoal.ShoalError as e:
+        conn.send((type(e).__name__, str(e)))
+    _serve(conn, segs)
+
+
 ROLES: dict[str, Callable[..., None]] = {
     "creator": _role_creator,
     "reader": _role_reader,
@@ -182,6 +203,7 @@ ROLES: dict[str, Callable[..., None]] = {
     "try_attach": _role_try_attach,
     "create_and_list": _role_create_and_list,
     "create_and_exit": _role_create_and_exit,
+    "connected_reader": _role_connected_reader,
 }
 
 
@@ -716,3 +738,125 @@ def test_gc_counts_each_dead_session_once(runtime_dir: str) -> None:
     removed = _shoal.gc()
     assert os.listdir(runtime_dir) == []
     assert removed == 20
+
+
+# --- fast attach: a pinned handle's hint (docs/design/segment.md, "Fast attach") --------------
+
+HINTED_LEN = 163  # a handle with a hint; its first 133 bytes are the handle without it
+
+
+def _hint_of(handle: str) -> tuple[int, int]:
+    assert len(handle) == HINTED_LEN and handle[133:137] == ";h1:", handle
+    return int(handle[137:145], 16), int(handle[146:154], 16)
+
+
+def _with_hint(handle: str, pid: int, fd: int) -> str:
+    """`handle` with a well-formed hint of the caller's choosing (a valid checksum)."""
+    body = f"{handle[:133]};h1:{pid:08x}:{fd:08x}"
+    return f"{body}:{zlib.crc32(body.encode()):08x}"
+
+
+def _holds_count(session: str) -> int:
+    return int(_describe_here(session)["holds"])
+
+
+def _fast_attach_is_counted(launcher: Launcher, runtime_dir: str, children: list[Child]) -> None:
+    baseline = _shmem_baseline()
+    warm = _shoal.Segment.create(4096)
+    reader = _start(children, launcher, "connected_reader", warm.handle())
+    assert reader.recv()["pid"] == reader.pid
+    seg = _shoal.Segment.create(BIG)
+    _fill(seg, 3)
+    _assert_shmem_sees(baseline)
+    h = seg.handle()
+    assert _hint_of(h)[0] == _broker_pid(runtime_dir, seg.session)
+    session, object_id = seg.session, seg.id
+    holds = _holds_count(session)
+    assert reader.ask("attach", h, 3) == ("attached", True)
+    # The creator releases at once; the reader's kHold may reach the broker after that
+    # release, and the handle's pin keeps the object until it does.
+    seg.close()
+    assert wait_until(
+        lambda: (
+            _holds_count(session) == holds + 1
+            and _holders(_describe_here(session), object_id) == [reader.pid]
+        )
+    ), _describe_here(session)
+    assert reader.ask("check", "a", 3) is True
+    assert machine_shmem() - baseline >= BIG - SLACK  # still there: the reader holds it
+    assert reader.ask("exit") == "bye"
+    assert reader.join() == 0
+    assert wait_until(lambda: _holders(_describe_here(session), object_id) is None)
+    assert _describe_here(session)["hold_misses"] == 0
+    # The pages are back (the session lives on: this process keeps its connection).
+    assert wait_until(lambda: machine_shmem() - baseline <= SLACK, 3 * DEADLINE), (
+        f"Shmem is {(machine_shmem() - baseline) / MIB:.1f} MiB above its baseline"
+    )
+    warm.close()
+
+
+@pytest.mark.serial
+def test_fast_attach_is_counted_and_freed_with_its_attacher(
+    ctx: mp.context.BaseContext, runtime_dir: str, children: list[Child]
+) -> None:
+    _fast_attach_is_counted(ctx, runtime_dir, children)
+
+
+@pytest.mark.serial
+def test_fast_attach_is_counted_and_freed_with_its_attacher_unrelated_process(
+    runtime_dir: str, children: list[Child]
+) -> None:
+    _fast_attach_is_counted("subprocess", runtime_dir, children)
+
+
+def test_fast_attach_through_pickle_of_an_array(children: list[Child]) -> None:
+    np = pytest.importorskip("numpy")
+    warm = _shoal.Segment.create(4096)
+    reader = _start(children, "subprocess", "connected_reader", warm.handle())
+    reader.recv()
+    arr = shoal.share(np.full(1 << 16, 7.0))
+    holds = _holds_count(warm.session)
+    assert reader.ask("attach", pickle.dumps(arr), 7) == ("attached", True)
+    assert wait_until(lambda: _holds_count(warm.session) == holds + 1)
+    info = _describe_here(warm.session)
+    assert _holders(info, arr.segment.id) == sorted([os.getpid(), reader.pid])
+    assert all(o["pins"] == 0 for o in info["objects"])
+
+
+def test_forged_or_stale_hints_fall_back_to_the_round_trip(children: list[Child]) -> None:
+    warm = _shoal.Segment.create(4096)
+    seg = _shoal.Segment.create(SMALL)
+    _fill(seg, 4)
+    other = _shoal.Segment.create(SMALL)  # same size, another object
+    broker, other_fd = _hint_of(other.handle())
+    forgeries = {
+        "no such descriptor": lambda h: _with_hint(h, broker, 100000),
+        "another object's descriptor": lambda h: _with_hint(h, broker, other_fd),
+        "another process": lambda h: _with_hint(h, os.getpid(), _hint_of(h)[1]),
+        "no hint": lambda h: h[:133],
+    }
+    for what, forge in forgeries.items():
+        reader = _start(children, "subprocess", "connected_reader", warm.handle())
+        reader.recv()
+        assert reader.ask("attach", forge(seg.handle()), 4) == ("attached", True), what
+        assert reader.ask("exit") == "bye"
+    info = _describe_here(seg.session)
+    assert info["holds"] == 0  # every attach took the round trip
+    assert [o["pins"] for o in info["objects"] if o["id"] == seg.id] == [0]
+
+
+def test_a_reused_descriptor_number_raises_stale_handle_error(children: list[Child]) -> None:
+    warm = _shoal.Segment.create(4096)
+    a = _shoal.Segment.create(SMALL)
+    _fill(a, 4)
+    ha = a.handle()
+    _shoal.Segment.attach(ha).close()  # uses the pin (this process maps it: a cache hit)
+    a.close()  # freed: the broker closes its descriptor
+    b = _shoal.Segment.create(SMALL)  # the broker's lowest free descriptor number: a's
+    _fill(b, 4)  # the same bytes too: only the header's object id tells them apart
+    assert _hint_of(b.handle())[1] == _hint_of(ha)[1], "the broker did not reuse the number"
+    reader = _start(children, "subprocess", "connected_reader", warm.handle())
+    reader.recv()
+    kind, message = reader.ask("attach", ha, 4)
+    assert kind == "StaleHandleError", message
+    assert _holders(_describe_here(b.session), b.id) == [os.getpid()]

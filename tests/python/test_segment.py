@@ -36,6 +36,7 @@ from shoal._measure import mem_available
 KIB = 1024
 MIB = 1024 * KIB
 HANDLE_LEN = 133
+HINTED_LEN = 163  # a pinned handle: HANDLE_LEN bytes, then the broker's pid and descriptor
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -197,7 +198,9 @@ with memoryview(seg) as mv:
 
 def test_an_unrelated_process_attaches_by_handle_string(seg: _shoal.Segment) -> None:
     h = seg.handle()
-    assert isinstance(h, str) and len(h) == HANDLE_LEN and h.startswith("shoal1:")
+    assert isinstance(h, str) and len(h) == HINTED_LEN and h.startswith("shoal1:")
+    assert h[HANDLE_LEN : HANDLE_LEN + 4] == ";h1:"
+    assert len(seg.handle(pin=False)) == HANDLE_LEN
     r = _run_script(_ATTACH_READ_WRITE, h)
     assert r.returncode == 0, r.stderr
     crc = zlib.crc32(_pattern(seg.size, 1))
@@ -439,7 +442,7 @@ BAD_HANDLES = [
     "make,match", [b[1:] for b in BAD_HANDLES], ids=[b[0] for b in BAD_HANDLES]
 )
 def test_malformed_handles_raise_decode_error(seg: _shoal.Segment, make, match) -> None:
-    h = seg.handle()
+    h = seg.handle()[:HANDLE_LEN]  # without its hint: a valid handle too
     text = make(h)
     if match is None:
         match = f"expected a hex digit at offset {_first_hex_letter(h)}"
@@ -448,6 +451,57 @@ def test_malformed_handles_raise_decode_error(seg: _shoal.Segment, make, match) 
     assert isinstance(ei.value, ValueError)  # DecodeError is also a ValueError
     with pytest.raises(shoal.DecodeError, match=match):
         _shoal.decode_handle(text)
+
+
+def _hint(h: str, tag: str = ";h1:", pid: str = "00000010", fd: str = "00000005") -> str:
+    body = f"{h[:HANDLE_LEN]}{tag}{pid}:{fd}"
+    return f"{body}:{zlib.crc32(body.encode()):08x}"
+
+
+BAD_HINTS = [
+    (
+        "cut",
+        lambda h: h[:150],
+        r"hint truncated at offset 150 \(a handle with a hint is 163 bytes\)",
+    ),
+    ("cut-last-char", lambda h: h[:-1], r"hint truncated at offset 162"),
+    ("trailing", lambda h: h + "00", r"2 trailing bytes at offset 163"),
+    ("other-separator", lambda h: h[:133] + "+" + h[134:], r"1 trailing bytes|30 trailing bytes"),
+    ("unknown-version", lambda h: _hint(h, tag=";h2:"), r"unknown hint version"),
+    ("no-colon", lambda h: h[:145] + ";" + h[146:], r"expected ':' at offset 145"),
+    ("upper-case", lambda h: _hint(h, fd="0000000A"), r"expected a hex digit at offset 153"),
+    (
+        "bit-flip-fd",
+        lambda h: h[:153] + ("1" if h[153] == "0" else "0") + h[154:],
+        r"hint checksum mismatch at offset 155",
+    ),
+    (
+        "bit-flip-in-the-handle",  # the hint's checksum covers the handle before it
+        lambda h: h[:80] + ("1" if h[80] == "0" else "0") + h[81:],
+        r"checksum mismatch at offset 125",
+    ),
+    ("zero-pid", lambda h: _hint(h, pid="00000000"), r"names pid 0"),
+    ("negative-fd", lambda h: _hint(h, fd="80000000"), r"descriptor 2147483648"),
+]
+
+
+@pytest.mark.parametrize("make,match", [b[1:] for b in BAD_HINTS], ids=[b[0] for b in BAD_HINTS])
+def test_malformed_hints_raise_decode_error(seg: _shoal.Segment, make, match) -> None:
+    text = make(seg.handle())
+    with pytest.raises(shoal.DecodeError, match=match):
+        _shoal.Segment.attach(text)
+    with pytest.raises(shoal.DecodeError, match=match):
+        _shoal.decode_handle(text)
+
+
+def test_a_handle_without_its_hint_attaches_and_uses_its_pin(seg: _shoal.Segment) -> None:
+    h = seg.handle()
+    assert _shoal.decode_handle(h) == _shoal.decode_handle(h[:HANDLE_LEN])
+    r = _run_script(_ATTACH_READ_WRITE, h[:HANDLE_LEN])
+    assert r.returncode == 0, r.stderr
+    info = _describe(seg.session)
+    assert [o["pins"] for o in info["objects"] if o["id"] == seg.id] == [0]
+    assert info["holds"] == 0  # the unrelated process was not connected: a round trip
 
 
 def test_non_string_handles_raise_type_error() -> None:
@@ -500,6 +554,36 @@ def test_mutated_handles_never_crash(
         assert "no longer exists" in str(e) or "is not running" in str(e)
     else:
         assert got.id == seg.id  # only an edit that changed nothing can succeed
+        got.close()
+
+
+@settings(
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    edits=st.lists(st.tuples(st.integers(125, 170), _FUZZ_CHARS), max_size=3),
+    cut=st.integers(125, 170),
+    extra=st.text(_FUZZ_CHARS, max_size=3),
+)
+def test_mutated_hinted_handles_never_crash(
+    seg: _shoal.Segment, edits: list[tuple[int, str]], cut: int, extra: str
+) -> None:
+    h = seg.handle()
+    chars = list(h[:cut] if cut < HINTED_LEN else h)
+    for pos, c in edits:
+        if pos < len(chars):
+            chars[pos] = c
+    text = "".join(chars) + extra
+    try:
+        got = _shoal.Segment.attach(text)
+    except shoal.DecodeError as e:
+        assert "shoal handle" in str(e)
+    else:
+        assert got.id == seg.id
         got.close()
 
 

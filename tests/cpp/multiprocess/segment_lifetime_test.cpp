@@ -1,6 +1,13 @@
 // Segments across real processes: fork, re-exec (a fresh process, as spawn), SIGKILL.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -8,6 +15,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "platform/platform.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/session.hpp"
 #include "test_support.hpp"
@@ -43,6 +51,60 @@ int refs_of(const Id128& session, const Id128& object) {
   if (at == std::string::npos) return 0;
   size_t r = j.find("\"refs\":", at);
   return std::atoi(j.c_str() + r + 7);
+}
+
+// A number the broker reports at the top level of its kList JSON ("holds", "hold_misses").
+long long broker_counter(const Id128& session, const std::string& key) {
+  std::string j = describe(session);
+  size_t at = j.find("\"" + key + "\":");
+  return at == std::string::npos ? -1 : std::atoll(j.c_str() + at + key.size() + 3);
+}
+bool broker_has(const Id128& session, const Id128& object) {
+  return describe(session).find("\"id\":\"" + object.hex() + "\"") != std::string::npos;
+}
+
+// A fresh process that first joins the session its parent exported (SHOAL_SESSION), so it
+// is connected to the broker before it attaches: the case where a handle's hint is used.
+SHOAL_CHILD_CASE(connect_then_attach) {
+  Segment mine = Segment::create(64);
+  try {
+    Segment s = Segment::attach(arg);
+    if (s.read_only()) return 3;
+    return check(s, 7) ? 0 : 1;
+  } catch (const StaleHandleError&) {
+    return 10;
+  } catch (const SessionGoneError&) {
+    return 11;
+  } catch (const DecodeError&) {
+    return 12;
+  }
+}
+
+// As connect_then_attach, in a process where pidfd_getfd(2) fails with EPERM (as under Yama's
+// ptrace_scope >= 1): the hint is then used through /proc/<pid>/fd/<n>.
+SHOAL_CHILD_CASE(connect_then_attach_without_pidfd_getfd) {
+#ifdef SYS_pidfd_getfd
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_getfd, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+    return 2;
+  }
+#endif
+  Segment mine = Segment::create(64);
+  Segment s = Segment::attach(arg);
+  return check(s, 7) ? 0 : 1;
+}
+
+SHOAL_CHILD_CASE(connect_then_attach_read_only) {
+  Segment mine = Segment::create(64);
+  Segment s = Segment::attach(arg);
+  return s.read_only() && check(s, 7) ? 0 : 1;
 }
 
 SHOAL_CHILD_CASE(attach_and_check) {
@@ -264,6 +326,170 @@ TEST(SegmentLifetime, MalformedHandlesRaiseDecodeError) {
   forged.session = Id128::random();
   forged.object = Id128::random();
   EXPECT_THROW(Segment::attach(forged.encode()), StaleHandleError);
+}
+
+// ---- fast attach: a pinned handle's hint (docs/design/segment.md, "Fast attach") -------------
+
+TEST(SegmentFastAttach, IsCountedSoTheObjectOutlivesItsCreatorsReleaseAndGoesWithTheAttacher) {
+  test::ScopedRuntimeDir rd;
+  Segment warm = Segment::create(4096);  // starts the session, exports SHOAL_SESSION
+  const Id128 session = warm.session();
+  HandlePipe to_child, to_parent;
+  // Forked before the object exists, so the child has no inherited mapping of it.
+  ChildProcess child([&] {
+    Segment mine = Segment::create(64);  // connects this process to the session's broker
+    std::string h = to_child.receive();
+    Segment s = Segment::attach(h);
+    to_parent.send(check(s, 7) ? "attached" : "bad data");
+    ::pause();
+    return 0;
+  });
+  Segment x = Segment::create(1 << 20);
+  fill(x, 7);
+  const Id128 id = x.id();
+  Handle h = x.raw_handle();
+  ASSERT_TRUE(h.has_hint());
+  EXPECT_EQ(static_cast<pid_t>(h.hint_pid), test::broker_pid(rd.path(), session.hex()));
+  const long long holds = broker_counter(session, "holds");
+  to_child.send(h.encode());
+  ASSERT_EQ(to_parent.receive(), "attached");
+  // Released at once: the child's kHold may reach the broker after this kRelease, and the pin
+  // keeps the object until it does.
+  x.close();
+  EXPECT_TRUE(test::wait_until([&] {
+    return broker_counter(session, "holds") == holds + 1 && refs_of(session, id) == 1;
+  }));
+  EXPECT_NE(describe(session).find("\"pins\":0"), std::string::npos) << "the pin was not used";
+  child.kill(SIGKILL);
+  EXPECT_EQ(child.wait(), 128 + SIGKILL);
+  EXPECT_TRUE(test::wait_until([&] { return !broker_has(session, id); }));
+  EXPECT_EQ(broker_counter(session, "hold_misses"), 0);
+}
+
+TEST(SegmentFastAttach, AProcessNotYetConnectedTakesTheRoundTrip) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  ChildProcess fresh("attach_and_check", s.handle());
+  EXPECT_EQ(fresh.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 0);
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+}
+
+TEST(SegmentFastAttach, AHandleWithoutItsHintStillAttachesAndUsesItsPin) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  std::string h = s.handle();
+  ASSERT_EQ(h.size(), kHandleHintedTextSize);
+  ChildProcess child("connect_then_attach", h.substr(0, kHandleTextSize));
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 0);
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
+  // A handle made without a pin carries no hint.
+  EXPECT_EQ(s.handle(false).size(), kHandleTextSize);
+}
+
+TEST(SegmentFastAttach, AConnectedProcessUsesTheHintAndASealedSegmentStaysReadOnly) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  ChildProcess rw("connect_then_attach", s.handle());
+  EXPECT_EQ(rw.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
+  s.seal();
+  ChildProcess ro("connect_then_attach_read_only", s.handle());
+  EXPECT_EQ(ro.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 2);
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
+}
+
+TEST(SegmentFastAttach, WithoutPidfdGetfdTheHintIsUsedThroughProc) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  ChildProcess child("connect_then_attach_without_pidfd_getfd", s.handle());
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
+}
+
+TEST(SegmentFastAttach, ForgedHintsFallBackToTheRoundTrip) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  Segment other = Segment::create(1 << 16);  // same size, another id
+  fill(other, 9);
+  const Handle other_h = other.raw_handle();
+  ASSERT_TRUE(other_h.has_hint());
+  struct Forgery {
+    const char* what;
+    void (*apply)(Handle*, const Handle& other);
+  };
+  const Forgery forgeries[] = {
+      {"no such descriptor", [](Handle* h, const Handle&) { h->hint_fd = 100000; }},
+      {"another object of the same size", [](Handle* h, const Handle& o) { h->hint_fd = o.hint_fd; }},
+      {"the broker's /dev/null", [](Handle* h, const Handle&) { h->hint_fd = 0; }},
+      {"another pid", [](Handle* h, const Handle&) { h->hint_pid = static_cast<uint32_t>(::getpid()); }},
+      {"no such pid", [](Handle* h, const Handle&) { h->hint_pid = 0x7FFFFFFF; }},
+  };
+  for (const Forgery& f : forgeries) {
+    Handle h = s.raw_handle();  // a pin of its own
+    f.apply(&h, other_h);
+    ChildProcess child("connect_then_attach", h.encode());
+    EXPECT_EQ(child.wait(), 0) << f.what;
+  }
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 0);
+  // Every pin was used by the round trip (other's is still pending).
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
+}
+
+TEST(SegmentFastAttach, AReusedDescriptorNumberIsCaughtByTheObjectId) {
+  test::ScopedRuntimeDir rd;
+  Segment keep = Segment::create(4096);  // keeps the session
+  Segment a = Segment::create(4096);
+  fill(a, 7);
+  const Handle ha = a.raw_handle();
+  ASSERT_TRUE(ha.has_hint());
+  // Use the pin (this process's own attach is a cache hit: it sends kHold), then free A.
+  { Segment again = Segment::attach(ha.encode()); }
+  a.close();
+  Segment b = Segment::create(4096);  // the broker's lowest free descriptor: A's old one
+  fill(b, 7);  // even the same bytes: only the header's object id tells them apart
+  ASSERT_EQ(b.raw_handle().hint_fd, ha.hint_fd) << "the broker did not reuse the number";
+  ChildProcess late("connect_then_attach", ha.encode());
+  EXPECT_EQ(late.wait(), 10);  // StaleHandleError, as without a hint
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(b.session(), b.id()) == 1; }));
+  EXPECT_EQ(broker_counter(b.session(), "holds"), 1);  // only our own cached attach's
+}
+
+TEST(SegmentFastAttach, TheBrokerIgnoresAHoldOfAnObjectItNoLongerHas) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(4096);
+  // A raw connection, as a fast attacher whose object was freed before its kHold arrived.
+  platform::UniqueFd sock(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::string path = detail::socket_path(rd.path(), s.session());
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  layout::WireMsg hello = platform::make_msg(layout::Op::kHello), rep{};
+  int no_fd = -1;
+  ASSERT_TRUE(platform::send_msg(sock.get(), hello));
+  ASSERT_TRUE(platform::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
+  EXPECT_NE(rep.flags & layout::kHelloCanHold, 0u);
+  layout::WireMsg hold = platform::make_msg(layout::Op::kHold);
+  Id128 gone = Id128::random();
+  hold.object_hi = gone.hi;
+  hold.object_lo = gone.lo;
+  hold.pin = 12345;
+  ASSERT_TRUE(platform::send_msg(sock.get(), hold));
+  ASSERT_TRUE(platform::send_msg(sock.get(), hello));  // no reply to kHold: this is the next
+  ASSERT_TRUE(platform::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
+  EXPECT_EQ(rep.op, static_cast<uint16_t>(layout::Op::kHello));
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
+  EXPECT_EQ(broker_counter(s.session(), "hold_misses"), 1);
+  EXPECT_NE(describe(s.session()).find("\"total_bytes\":4160"), std::string::npos);
 }
 
 }  // namespace

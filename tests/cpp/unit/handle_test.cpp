@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
 namespace shoal {
@@ -75,6 +76,97 @@ TEST(Handle, ZeroIdsAreRejected) {
   Handle h = sample();
   h.object = {};
   EXPECT_EQ(Handle::decode(h.encode()).status().code(), Errc::kDecode);
+}
+
+Handle hinted() {
+  Handle h = sample();
+  h.hint_pid = 4194304;  // pid_max's ceiling
+  h.hint_fd = 0x1234;
+  return h;
+}
+
+TEST(Handle, AHintRoundTripsAndItsFirst133BytesAreTheHandleWithoutIt) {
+  Handle h = hinted();
+  std::string text = h.encode();
+  EXPECT_EQ(text.size(), kHandleHintedTextSize);
+  EXPECT_EQ(text.substr(kHandleTextSize, 4), ";h1:");
+  auto back = Handle::decode(text);
+  ASSERT_TRUE(back) << back.status().message();
+  EXPECT_EQ(back.value(), h);
+  Handle plain = h;
+  plain.hint_pid = 0;
+  plain.hint_fd = 0;
+  EXPECT_EQ(text.substr(0, kHandleTextSize), plain.encode());
+  auto cut = Handle::decode(std::string_view(text).substr(0, kHandleTextSize));
+  ASSERT_TRUE(cut);
+  EXPECT_FALSE(cut.value().has_hint());
+}
+
+TEST(Handle, EveryTruncationOfAHintedHandleIsDecodeErrorExceptTheBareHandle) {
+  std::string text = hinted().encode();
+  for (size_t n = 0; n < text.size(); ++n) {
+    auto r = Handle::decode(std::string_view(text).substr(0, n));
+    if (n == kHandleTextSize) {
+      EXPECT_TRUE(r) << r.status().message();
+      continue;
+    }
+    ASSERT_FALSE(r) << n;
+    EXPECT_EQ(r.status().code(), Errc::kDecode);
+  }
+  auto r = Handle::decode(text.substr(0, 150));
+  EXPECT_NE(r.status().message().find("hint truncated at offset 150"), std::string::npos)
+      << r.status().message();
+  r = Handle::decode(text + "0");
+  EXPECT_NE(r.status().message().find("1 trailing bytes at offset 163"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(Handle, EverySingleCharacterChangeInTheHintIsRejected) {
+  const std::string text = hinted().encode();
+  for (size_t i = kHandleTextSize; i < text.size(); ++i) {
+    for (char c : {'0', 'f', 'x', ':', ';', 'A'}) {
+      if (text[i] == c) continue;
+      std::string t = text;
+      t[i] = c;
+      auto r = Handle::decode(t);
+      EXPECT_FALSE(r) << "offset " << i << " char " << c;
+      if (!r) {
+        EXPECT_EQ(r.status().code(), Errc::kDecode);
+      }
+    }
+  }
+}
+
+// A hint that is well-formed hex with a valid checksum but that encode() never writes.
+std::string forge_hint(const std::string& base, const std::string& tag, uint64_t pid,
+                       uint64_t fd) {
+  char body[64];
+  std::snprintf(body, sizeof body, "%s%08llx:%08llx", tag.c_str(),
+                static_cast<unsigned long long>(pid), static_cast<unsigned long long>(fd));
+  std::string t = base + body;
+  char crc[16];
+  std::snprintf(crc, sizeof crc, ":%08x", crc32(t.data(), t.size()));
+  return t + crc;
+}
+
+TEST(Handle, UnknownHintVersionsAndImpossibleHintsAreRejected) {
+  const std::string base = sample().encode();
+  ASSERT_TRUE(Handle::decode(forge_hint(base, ";h1:", 77, 5)));
+  auto r = Handle::decode(forge_hint(base, ";h2:", 77, 5));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("unknown hint version"), std::string::npos);
+  EXPECT_FALSE(Handle::decode(forge_hint(base, ";h1:", 0, 5)));             // pid 0: no hint
+  EXPECT_FALSE(Handle::decode(forge_hint(base, ";h1:", 0x80000000u, 5)));  // not a pid_t
+  EXPECT_FALSE(Handle::decode(forge_hint(base, ";h1:", 77, 0x80000000u)));  // not an fd
+  // The hint's checksum covers the 133 bytes before it too (they have their own as well).
+  std::string t = forge_hint(base, ";h1:", 77, 5);
+  Handle h2 = sample();
+  h2.pin = 1;
+  std::string swapped = h2.encode() + t.substr(kHandleTextSize);
+  r = Handle::decode(swapped);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("hint checksum mismatch at offset 155"), std::string::npos)
+      << r.status().message();
 }
 
 TEST(Id128, RandomIdsDifferAndRoundTripThroughHex) {
