@@ -1,2 +1,845 @@
-// placeholder: implemented in the next commit
+// src/frozen.cpp — reading frozen images: Value accessors, Python equality and hashing of keys,
+// Image::open / validate, and Frozen (a published image kept mapped).
+//
+// Every read goes through Image::node(), which checks that the whole node lies inside the
+// image (F2) with overflow-safe arithmetic; tables are checked (F3) before every use, and a
+// container's child must lie before it (F4) before it is handed out, so no chain of refs can
+// cycle. Corrupt data raises DecodeError; it never crashes and never loops.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
+
+namespace shoal::frozen {
+
+using layout::Tag;
+
+namespace {
+
+constexpr uint64_t kOffMask = ~uint64_t{15};
+
+uint64_t tag_of(uint64_t ref) { return ref & 15; }
+bool is_node_tag(uint64_t tag) { return tag >= 4 && tag < 15; }
+
+uint64_t rd64(const std::byte* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+uint32_t rd32(const std::byte* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+[[noreturn]] void decode_error(const std::string& what) { throw_error(Errc::kDecode, "frozen image: " + what); }
+
+// F4 for a child read from the container at `parent`.
+void check_child(uint64_t child, uint64_t parent) {
+  if (is_node_tag(tag_of(child)) && (child & kOffMask) >= (parent & kOffMask)) [[unlikely]] {
+    detail::throw_corrupt("child after its parent", parent);
+  }
+}
+
+// A table node, its header checked (F3) and all of it inside the image.
+struct TableView {
+  uint64_t count;
+  uint32_t log2_slots;
+  uint32_t entry_words;
+  const std::byte* entries;
+  const std::byte* slots;
+};
+
+TableView table_view(const Image& img, uint64_t ref) {
+  const std::byte* p = img.node(ref, 16);
+  TableView t;
+  t.count = rd64(p);
+  t.log2_slots = rd32(p + 8);
+  t.entry_words = rd32(p + 12);
+  if ((t.entry_words != 2 && t.entry_words != 3) || t.log2_slots < layout::kMinLog2Slots ||
+      t.log2_slots > layout::kMaxLog2Slots || t.count > (uint64_t{1} << t.log2_slots) / 2) {
+    detail::throw_corrupt("table header", ref);
+  }
+  const uint64_t entries_bytes = t.count * t.entry_words * 8;  // <= 3 * 2**42: no overflow
+  p = img.node(ref, 16, entries_bytes + (uint64_t{8} << t.log2_slots));
+  t.entries = p + 16;
+  t.slots = t.entries + entries_bytes;
+  return t;
+}
+
+bool is_table_tag(uint64_t tag) { return tag >= 10 && tag <= 12; }
+
+TableView checked_table(const Value& v) {
+  if (!is_table_tag(tag_of(v.ref()))) detail::throw_wrong_type("dict, set or frozenset", v.type());
+  return table_view(v.image(), v.ref());
+}
+
+// Drops high bytes that only repeat the sign: the minimal two's complement length.
+size_t canonical_len(const uint8_t* b, size_t n) {
+  while (n > 1) {
+    const uint8_t top = b[n - 1];
+    const bool next_neg = (b[n - 2] & 0x80) != 0;
+    if ((top == 0x00 && !next_neg) || (top == 0xFF && next_neg)) {
+      --n;
+    } else {
+      break;
+    }
+  }
+  return n;
+}
+
+int64_t int_from_le(const uint8_t* b, size_t n) {  // PRECONDITION: 1 <= n <= 8
+  uint64_t u = (b[n - 1] & 0x80) ? ~uint64_t{0} : 0;
+  for (size_t i = n; i-- > 0;) u = (u << 8) | b[i];
+  return static_cast<int64_t>(u);
+}
+
+constexpr double kTwo63 = 9223372036854775808.0;
+
+// The integer value of a finite integral double as minimal two's complement bytes.
+size_t int_bytes_of_double(double d, uint8_t (&out)[144]) {
+  std::memset(out, 0, sizeof out);
+  const bool neg = d < 0;
+  int e = 0;
+  const double m = std::frexp(std::fabs(d), &e);  // |d| = m * 2**e, 0.5 <= m < 1
+  auto mant = static_cast<uint64_t>(std::ldexp(m, 53));
+  int shift = e - 53;
+  if (shift < 0) {
+    mant >>= -shift;  // exact: d is integral
+    shift = 0;
+  }
+  const size_t byte = static_cast<size_t>(shift) / 8;
+  const uint64_t v = mant << (shift % 8);  // < 2**61
+  for (size_t k = 0; k < 8; ++k) out[byte + k] = static_cast<uint8_t>(v >> (8 * k));
+  size_t n = byte + 9;  // a zero top byte: room for the sign
+  if (neg) {
+    unsigned carry = 1;
+    for (size_t k = 0; k < n; ++k) {
+      const unsigned x = static_cast<uint8_t>(~out[k]) + carry;
+      out[k] = static_cast<uint8_t>(x);
+      carry = x >> 8;
+    }
+  }
+  return canonical_len(out, n);
+}
+
+// A number as Python sees it, for ==.
+struct Num {
+  enum Kind { kNotNumber, kInt, kBig, kFloat } kind = kNotNumber;
+  int64_t i = 0;
+  double f = 0;
+  const uint8_t* b = nullptr;  // kBig: canonical bytes, more than 8 of them
+  size_t n = 0;
+};
+
+Num num_of(const Value& v) {
+  Num x;
+  switch (tag_of(v.ref())) {
+    case 1: case 2: case 3:
+      x.kind = Num::kInt;
+      x.i = v.as_int();
+      break;
+    case 4:
+      x.kind = Num::kFloat;
+      x.f = v.as_float();
+      break;
+    case 5: {
+      auto bytes = v.bigint_bytes();
+      const auto* b = reinterpret_cast<const uint8_t*>(bytes.data());
+      const size_t n = canonical_len(b, bytes.size());
+      if (n == 0) {
+        x.kind = Num::kInt;  // an empty (corrupt) bigint reads as 0
+      } else if (n <= 8) {
+        x.kind = Num::kInt;
+        x.i = int_from_le(b, n);
+      } else {
+        x.kind = Num::kBig;
+        x.b = b;
+        x.n = n;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return x;
+}
+
+bool float_equals(double d, const Num& x) {
+  if (x.kind == Num::kFloat) return d == x.f;
+  if (!std::isfinite(d) || d != std::trunc(d)) return false;
+  if (x.kind == Num::kInt) return d >= -kTwo63 && d < kTwo63 && static_cast<int64_t>(d) == x.i;
+  if (std::fabs(d) < kTwo63) return false;  // a canonical bigint of > 8 bytes is beyond int64
+  uint8_t buf[144];
+  const size_t n = int_bytes_of_double(d, buf);
+  return n == x.n && std::memcmp(buf, x.b, n) == 0;
+}
+
+bool nums_equal(const Num& a, const Num& b) {
+  if (a.kind == Num::kFloat) return float_equals(a.f, b);
+  if (b.kind == Num::kFloat) return float_equals(b.f, a);
+  if (a.kind != b.kind) return false;  // an int64 never equals a canonical bigint
+  if (a.kind == Num::kInt) return a.i == b.i;
+  return a.n == b.n && std::memcmp(a.b, b.b, a.n) == 0;
+}
+
+bool is_number_tag(uint64_t t) { return t >= 1 && t <= 5; }
+
+bool hashable_tag(uint64_t t) { return t <= 7 || t == 9 || t == 12; }
+
+[[noreturn]] void unhashable(Type t) {
+  throw_error(Errc::kInvalidArgument, "unhashable type: '" + std::string(type_name(t)) + "'");
+}
+
+void check_depth(uint32_t depth) {
+  if (depth > kMaxKeyDepth) {
+    decode_error("a key is nested deeper than " + std::to_string(kMaxKeyDepth) + " levels");
+  }
+}
+
+uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
+  check_depth(depth);
+  switch (tag_of(v.ref())) {
+    case 0: return hash::kNoneHash;
+    case 1: return 0;
+    case 2: return 1;
+    case 3: return static_cast<uint64_t>(hash::of_int(v.as_int()));
+    case 4: return static_cast<uint64_t>(hash::of_float(v.as_float()));
+    case 5: return static_cast<uint64_t>(hash::of_bigint(v.bigint_bytes()));
+    case 6: {
+      auto s = v.as_str();
+      return hash::of_bytes(seed, s.data(), s.size());
+    }
+    case 7: {
+      auto b = v.as_bytes();
+      return hash::of_bytes(seed, b.data(), b.size());
+    }
+    case 9: {
+      const uint64_t n = v.size();
+      uint64_t small[16];
+      std::vector<uint64_t> big;
+      uint64_t* h = small;
+      if (n > 16) {
+        big.resize(n);
+        h = big.data();
+      }
+      for (uint64_t i = 0; i < n; ++i) h[i] = hash_with_seed(v[i], seed, depth + 1);
+      return static_cast<uint64_t>(hash::of_tuple({h, static_cast<size_t>(n)}));
+    }
+    case 12: {
+      const TableView t = table_view(v.image(), v.ref());
+      std::vector<uint64_t> h(t.count);
+      const bool same_seed = seed == v.image().hash_seed();
+      for (uint64_t i = 0; i < t.count; ++i) {
+        h[i] = same_seed ? v.hash_at(i) : hash_with_seed(v.key_at(i), seed, depth + 1);
+      }
+      return static_cast<uint64_t>(hash::of_frozenset(h));
+    }
+    default:
+      unhashable(v.type());
+  }
+}
+
+bool equal_keys(const Value& a, const Value& b, uint32_t depth) {
+  check_depth(depth);
+  const uint64_t ta = tag_of(a.ref());
+  const uint64_t tb = tag_of(b.ref());
+  if (!hashable_tag(ta)) unhashable(a.type());
+  if (!hashable_tag(tb)) unhashable(b.type());
+  if (is_number_tag(ta) || is_number_tag(tb)) {
+    if (!is_number_tag(ta) || !is_number_tag(tb)) return false;
+    if (ta == 3 && tb == 3) return a.ref() == b.ref();
+    return nums_equal(num_of(a), num_of(b));
+  }
+  if (ta != tb) return false;
+  switch (ta) {
+    case 0: return true;
+    case 6: return a.as_str() == b.as_str();
+    case 7: {
+      auto x = a.as_bytes();
+      auto y = b.as_bytes();
+      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size()) == 0);
+    }
+    case 9: {
+      const uint64_t n = a.size();
+      if (n != b.size()) return false;
+      for (uint64_t i = 0; i < n; ++i) {
+        if (!equal_keys(a[i], b[i], depth + 1)) return false;
+      }
+      return true;
+    }
+    default: {  // frozenset: same size, and every element of a is in b
+      const uint64_t n = a.size();
+      if (n != b.size()) return false;
+      const bool same_seed = a.image().hash_seed() == b.image().hash_seed();
+      for (uint64_t i = 0; i < n; ++i) {
+        const Value k = a.key_at(i);
+        const uint64_t h = same_seed ? a.hash_at(i) : hash_with_seed(k, b.image().hash_seed(), depth + 1);
+        if (b.probe(h, [&](const Value& other) { return equal_keys(k, other, depth + 1); }) < 0) {
+          return false;
+        }
+      }
+      return true;
+    }
+  }
+}
+
+template <class Eq>
+std::optional<Value> find_impl(const Value& t, uint64_t hash, Eq&& eq) {
+  const uint64_t tag = tag_of(t.ref());
+  if (!is_table_tag(tag)) detail::throw_wrong_type("dict, set or frozenset", t.type());
+  const int64_t idx = t.probe(hash, eq);
+  if (idx < 0) return std::nullopt;
+  return tag == 10 ? t.value_at(static_cast<uint64_t>(idx)) : t.key_at(static_cast<uint64_t>(idx));
+}
+
+}  // namespace
+
+// ---- names and cold paths ----------------------------------------------------------------------
+
+std::string_view type_name(Type t) noexcept {
+  switch (t) {
+    case Type::kNone: return "NoneType";
+    case Type::kBool: return "bool";
+    case Type::kInt: return "int";
+    case Type::kBigInt: return "int";
+    case Type::kFloat: return "float";
+    case Type::kStr: return "str";
+    case Type::kBytes: return "bytes";
+    case Type::kList: return "list";
+    case Type::kTuple: return "tuple";
+    case Type::kDict: return "dict";
+    case Type::kSet: return "set";
+    case Type::kFrozenSet: return "frozenset";
+    case Type::kNdarray: return "ndarray";
+    case Type::kPickle: return "pickle";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+void throw_wrong_type(std::string_view expected, Type found) {
+  std::string msg = "expected " + std::string(expected) + ", found " + std::string(type_name(found));
+  if (found == Type::kBigInt && expected == "int") msg += " that does not fit 60 bits (read bigint_bytes())";
+  throw_error(Errc::kInvalidArgument, msg);
+}
+
+void throw_reserved_tag(uint64_t ref) {
+  decode_error("reserved tag 15 in reference 0x" + [&] {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(ref));
+    return std::string(buf);
+  }() + " (made by a newer shoal, or corrupt)");
+}
+
+void throw_corrupt(const char* what, uint64_t ref) {
+  decode_error(std::string("corrupt ") + what + " in the node at offset " +
+               std::to_string(ref & kOffMask));
+}
+
+}  // namespace detail
+
+// ---- Value -------------------------------------------------------------------------------------
+
+std::span<const std::byte> Value::bigint_bytes() const {
+  if (tag_of(ref_) != 5) detail::throw_wrong_type("a big int", type());
+  const uint64_t n = rd64(image_->node(ref_, 16));
+  return {image_->node(ref_, 16, n) + 16, static_cast<size_t>(n)};
+}
+
+uint64_t Value::str_flags() const {
+  if (tag_of(ref_) != 6) detail::throw_wrong_type("str", type());
+  return rd64(image_->node(ref_, 16) + 8);
+}
+
+NdView Value::as_ndarray() const {
+  if (tag_of(ref_) != 13) detail::throw_wrong_type("ndarray", type());
+  const std::byte* p = image_->node(ref_, sizeof(layout::NdNode));
+  layout::NdNode nd;
+  std::memcpy(&nd, p, sizeof nd);
+  if (nd.ndim > layout::kMaxNdDims || nd.descr_size > image_->size()) {
+    detail::throw_corrupt("ndarray header", ref_);
+  }
+  p = image_->node(ref_, sizeof nd, nd.ndim * 8 + nd.descr_size);
+  NdView v;
+  v.shape.resize(nd.ndim);
+  if (nd.ndim) std::memcpy(v.shape.data(), p + sizeof nd, nd.ndim * 8);
+  v.descr = {reinterpret_cast<const char*>(p + sizeof nd + nd.ndim * 8),
+             static_cast<size_t>(nd.descr_size)};
+  // F5: the elements lie inside the image and agree with shape and itemsize.
+  uint64_t count = 1;
+  bool overflow = false;
+  for (uint64_t d : v.shape) {
+    if (d != 0 && count > UINT64_MAX / d) overflow = true;
+    count *= d;
+  }
+  if (overflow || (nd.itemsize != 0 && count > UINT64_MAX / nd.itemsize) ||
+      count * nd.itemsize != nd.nbytes || nd.data_offset % layout::kNdDataAlign != 0 ||
+      nd.data_offset < layout::kFrozenHeaderSize || nd.data_offset > image_->size() ||
+      nd.nbytes > image_->size() - nd.data_offset || nd.fortran > 1) {
+    detail::throw_corrupt("ndarray shape, size or data offset", ref_);
+  }
+  v.itemsize = nd.itemsize;
+  v.fortran = nd.fortran != 0;
+  v.data = image_->data() + nd.data_offset;
+  v.nbytes = nd.nbytes;
+  v.data_offset = nd.data_offset;
+  return v;
+}
+
+uint64_t Value::size() const {
+  const uint64_t tag = tag_of(ref_);
+  if (tag == 8 || tag == 9) {
+    const uint64_t count = rd64(image_->node(ref_, 16));
+    if (count > image_->size() / 8) detail::throw_corrupt("sequence count", ref_);
+    image_->node(ref_, 16, count * 8);
+    return count;
+  }
+  if (is_table_tag(tag)) return table_view(*image_, ref_).count;
+  detail::throw_wrong_type("a container", type());
+}
+
+Value Value::key_at(uint64_t i) const {
+  const TableView t = checked_table(*this);
+  if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen " +
+                                            std::string(type_name(type())) + " of " +
+                                            std::to_string(t.count) + " entries");
+  const uint64_t key = rd64(t.entries + i * t.entry_words * 8 + 8);
+  check_child(key, ref_);
+  return Value(image_, key);
+}
+
+Value Value::value_at(uint64_t i) const {
+  if (tag_of(ref_) != 10) detail::throw_wrong_type("dict", type());
+  const TableView t = table_view(*image_, ref_);
+  if (t.entry_words != 3) detail::throw_corrupt("dict entry size", ref_);
+  if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen dict of " +
+                                            std::to_string(t.count) + " entries");
+  const uint64_t value = rd64(t.entries + i * 24 + 16);
+  check_child(value, ref_);
+  return Value(image_, value);
+}
+
+uint64_t Value::hash_at(uint64_t i) const {
+  const TableView t = checked_table(*this);
+  if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen " +
+                                            std::string(type_name(type())) + " of " +
+                                            std::to_string(t.count) + " entries");
+  return rd64(t.entries + i * t.entry_words * 8);
+}
+
+std::optional<Value> Value::find(int64_t key) const {
+  const uint64_t h = static_cast<uint64_t>(hash::of_int(key));
+  const bool inline_range = key >= layout::kInlineIntMin && key <= layout::kInlineIntMax;
+  return find_impl(*this, h, [&](const Value& v) {
+    switch (tag_of(v.ref())) {
+      case 1: return key == 0;
+      case 2: return key == 1;
+      case 3: return v.as_int() == key;
+      case 4: {
+        const double d = v.as_float();
+        return d >= -kTwo63 && d < kTwo63 && d == std::trunc(d) && static_cast<int64_t>(d) == key;
+      }
+      case 5: {  // canonical bigints lie outside the inline range; compare anyway, by value
+        if (inline_range) return false;
+        Num x = num_of(v);
+        return x.kind == Num::kInt && x.i == key;
+      }
+      default: return false;
+    }
+  });
+}
+
+std::optional<Value> Value::find(double key) const {
+  if (std::isnan(key)) {
+    if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
+    return std::nullopt;  // NaN equals nothing
+  }
+  const uint64_t h = static_cast<uint64_t>(hash::of_float(key));
+  return find_impl(*this, h, [&](const Value& v) {
+    const uint64_t t = tag_of(v.ref());
+    if (t == 4) return v.as_float() == key;
+    if (!is_number_tag(t)) return false;
+    return float_equals(key, num_of(v));
+  });
+}
+
+std::optional<Value> Value::find(std::string_view key) const {
+  if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
+  const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
+  return find_impl(*this, h, [&](const Value& v) { return tag_of(v.ref()) == 6 && v.as_str() == key; });
+}
+
+std::optional<Value> Value::find_bytes(std::span<const std::byte> key) const {
+  if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
+  const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
+  return find_impl(*this, h, [&](const Value& v) {
+    if (tag_of(v.ref()) != 7) return false;
+    auto b = v.as_bytes();
+    return b.size() == key.size() && (b.empty() || std::memcmp(b.data(), key.data(), b.size()) == 0);
+  });
+}
+
+uint64_t hash_of(const Value& key) { return hash_with_seed(key, key.image().hash_seed(), 0); }
+
+bool keys_equal(const Value& a, const Value& b) { return equal_keys(a, b, 0); }
+
+// ---- Image -------------------------------------------------------------------------------------
+
+Result<Image> Image::open(const std::byte* data, uint64_t size) noexcept {
+  try {
+    if (data == nullptr || size < layout::kFrozenHeaderSize) {
+      return {Errc::kDecode, "frozen image of " + std::to_string(size) +
+                                 " bytes is smaller than its 64-byte header (truncated?)"};
+    }
+    layout::FrozenHeader h;
+    std::memcpy(&h, data, sizeof h);
+    if (h.magic != layout::kFrozenMagic) {
+      return {Errc::kDecode, "not a shoal frozen image: bad magic at offset 0"};
+    }
+    if (h.version != layout::kFrozenVersion) {
+      return {Errc::kIncompatible, "frozen image has format version " + std::to_string(h.version) +
+                                       ", this build reads " + std::to_string(layout::kFrozenVersion)};
+    }
+    if ((h.flags & ~layout::kFrozenKnownFlags) != 0 || h.reserved[0] != 0 || h.reserved[1] != 0) {
+      return {Errc::kIncompatible,
+              "frozen image header uses flags or reserved fields unknown to this build (offset 12 or "
+              "48): made by a newer shoal"};
+    }
+    if (h.image_size < layout::kFrozenHeaderSize || h.image_size > size) {
+      return {Errc::kDecode, "frozen image header at offset 16 says " + std::to_string(h.image_size) +
+                                 " bytes, but " + std::to_string(size) +
+                                 " are there: the image is truncated or corrupt"};
+    }
+    const uint64_t root_tag = h.root & 15;
+    if (root_tag == 15 || (is_node_tag(root_tag) && ((h.root & kOffMask) < layout::kFrozenHeaderSize ||
+                                                     (h.root & kOffMask) >= h.image_size))) {
+      return {Errc::kDecode, "frozen image header at offset 24: the root reference is invalid"};
+    }
+    Image img;
+    img.data_ = data;
+    img.size_ = h.image_size;
+    img.root_ = h.root;
+    img.seed_ = h.hash_seed;
+    img.flags_ = h.flags;
+    return img;
+  } catch (const std::bad_alloc&) {
+    return {Errc::kOutOfSpace, "out of memory while opening a frozen image"};
+  }
+}
+
+bool Image::has_pickles() const noexcept { return (flags_ & layout::kFrozenHasPickles) != 0; }
+
+namespace {
+
+bool valid_utf8(const uint8_t* s, uint64_t n, bool surrogates) {
+  uint64_t i = 0;
+  while (i < n) {
+    const uint8_t c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    uint64_t len;
+    uint8_t lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED && !surrogates) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return false;
+    for (uint64_t k = 2; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+struct Validator {
+  const Image& img;
+  uint32_t max_depth;
+  uint64_t max_nodes;
+  uint64_t visits = 0;
+  bool saw_pickle = false;
+  std::vector<uint64_t> seen;  // 4 bits (a tag, 0: not seen) per 16-byte unit of the image
+
+  void fail(const std::string& what, uint64_t ref) {
+    decode_error(what + " (node at offset " + std::to_string(ref & kOffMask) + ")");
+  }
+
+  void visit(uint64_t ref, uint32_t depth, uint64_t parent) {
+    const uint64_t tag = tag_of(ref);
+    if (tag == 15) detail::throw_reserved_tag(ref);
+    if (tag <= 2) {
+      if ((ref >> 4) != 0) fail("None/False/True with a nonzero payload", ref);
+      return;
+    }
+    if (tag == 3) return;
+    if (parent != UINT64_MAX && (ref & kOffMask) >= (parent & kOffMask)) {
+      fail("a container's child lies after it (F4)", parent);
+    }
+    if (++visits > max_nodes) {
+      decode_error("more than " + std::to_string(max_nodes) + " node visits (validation limit)");
+    }
+    const uint64_t unit = (ref & kOffMask) / 16;
+    img.node(ref, 16);  // F2 before `seen` is indexed
+    // The tag each node was first reached with: a node is validated once, and a forged ref
+    // that reads the same node as another type is caught.
+    const unsigned shift = static_cast<unsigned>(unit % 16) * 4;
+    const uint64_t seen_tag = (seen[unit / 16] >> shift) & 15;
+    if (seen_tag == tag) return;
+    if (seen_tag != 0) fail("a node is referenced with two different tags", ref);
+    seen[unit / 16] |= tag << shift;
+    if (depth > max_depth) {
+      decode_error("nested deeper than " + std::to_string(max_depth) + " levels (validation limit)");
+    }
+    const Value v(&img, ref);
+    const std::byte* p = img.node(ref, 16);
+    switch (static_cast<Tag>(tag)) {
+      case Tag::kFloat:
+        if (rd64(p + 8) != 0) fail("float node with a nonzero pad", ref);
+        break;
+      case Tag::kBigInt: {
+        auto b = v.bigint_bytes();
+        const auto* u = reinterpret_cast<const uint8_t*>(b.data());
+        if (rd64(p + 8) != 0) fail("bigint node with nonzero flags", ref);
+        if (b.empty() || canonical_len(u, b.size()) != b.size()) fail("bigint not minimal", ref);
+        if (b.size() <= 8) {
+          const int64_t x = int_from_le(u, b.size());
+          if (x >= layout::kInlineIntMin && x <= layout::kInlineIntMax) {
+            fail("bigint that fits an inline int", ref);
+          }
+        }
+        break;
+      }
+      case Tag::kStr: {
+        const uint64_t flags = v.str_flags();
+        auto s = v.as_str();
+        const auto* u = reinterpret_cast<const uint8_t*>(s.data());
+        if (flags & ~(layout::kStrAscii | layout::kStrSurrogates)) fail("str with unknown flags", ref);
+        if (flags & layout::kStrAscii) {
+          for (uint8_t c : std::span(u, s.size())) {
+            if (c >= 0x80) fail("str flagged ASCII holds a non-ASCII byte", ref);
+          }
+        } else if (!valid_utf8(u, s.size(), (flags & layout::kStrSurrogates) != 0)) {
+          fail("str is not valid UTF-8", ref);
+        }
+        break;
+      }
+      case Tag::kBytes:
+      case Tag::kPickle:
+        (void)v.as_bytes();
+        if (rd64(p + 8) != 0) fail("bytes node with nonzero flags", ref);
+        if (tag == 14) saw_pickle = true;
+        break;
+      case Tag::kList:
+      case Tag::kTuple: {
+        const uint64_t n = v.size();
+        if (rd64(p + 8) != 0) fail("sequence node with a nonzero pad", ref);
+        const std::byte* items = p + 16;
+        for (uint64_t i = 0; i < n; ++i) visit(rd64(items + i * 8), depth + 1, ref);
+        break;
+      }
+      case Tag::kDict:
+      case Tag::kSet:
+      case Tag::kFrozenSet:
+        table(v, depth);
+        break;
+      case Tag::kNdarray: {
+        (void)v.as_ndarray();
+        layout::NdNode nd;
+        std::memcpy(&nd, p, sizeof nd);
+        if (nd.zero != 0) fail("ndarray node with a nonzero pad", ref);
+        if (nd.descr_size == 0) fail("ndarray without a dtype description", ref);
+        break;
+      }
+      default:
+        fail("unknown tag", ref);
+    }
+  }
+
+  void table(const Value& v, uint32_t depth) {
+    const uint64_t ref = v.ref();
+    const TableView t = table_view(img, ref);
+    if (t.entry_words != (tag_of(ref) == 10 ? 3u : 2u)) fail("table entry size does not match its type", ref);
+    if (t.count >= (uint64_t{1} << 32)) fail("table of 2**32 entries or more", ref);
+    const uint64_t ew = t.entry_words;
+    for (uint64_t i = 0; i < t.count; ++i) {
+      const std::byte* e = t.entries + i * ew * 8;
+      const uint64_t key = rd64(e + 8);
+      visit(key, depth + 1, ref);
+      if (!hashable_tag(tag_of(key))) fail("table key of unhashable type", ref);
+      uint64_t h;
+      try {
+        h = hash_of(Value(&img, key));
+      } catch (const InvalidArgumentError& err) {
+        fail(std::string("table key: ") + err.what(), ref);
+      }
+      if (h != rd64(e)) fail("table entry " + std::to_string(i) + " has a wrong stored hash", ref);
+      if (ew == 3) visit(rd64(e + 16), depth + 1, ref);
+    }
+    // Slots (F3): each entry in exactly one slot, reachable from its home slot by linear
+    // probing without crossing an empty slot.
+    const uint64_t nslots = uint64_t{1} << t.log2_slots;
+    const uint64_t mask = nslots - 1;
+    std::vector<bool> placed(t.count);
+    uint64_t empty = 0;
+    while (empty < nslots && rd64(t.slots + empty * 8) != 0) ++empty;
+    if (empty == nslots) fail("table without an empty slot", ref);  // count <= nslots/2 forbids
+    uint64_t run = 0;  // non-empty slots ending at s
+    for (uint64_t k = 1; k <= nslots; ++k) {
+      const uint64_t s = (empty + k) & mask;
+      const uint64_t slot = rd64(t.slots + s * 8);
+      if (slot == 0) {
+        run = 0;
+        continue;
+      }
+      ++run;
+      const uint64_t low = slot & 0xFFFF'FFFFULL;
+      if (low == 0 || low - 1 >= t.count) fail("table slot points past its entries", ref);
+      const uint64_t idx = low - 1;
+      if (placed[idx]) fail("table entry in two slots", ref);
+      placed[idx] = true;
+      const uint64_t h = rd64(t.entries + idx * ew * 8);
+      if (static_cast<uint32_t>(slot >> 32) != layout::fragment(h)) fail("table slot fragment mismatch", ref);
+      if (((s - layout::slot_of(h, t.log2_slots)) & mask) >= run) {
+        fail("table entry unreachable from its home slot", ref);
+      }
+    }
+    for (uint64_t i = 0; i < t.count; ++i) {
+      if (!placed[i]) fail("table entry " + std::to_string(i) + " in no slot", ref);
+    }
+  }
+};
+
+}  // namespace
+
+void Image::validate(uint32_t max_depth, uint64_t max_nodes) const {
+  Validator val{*this, max_depth, max_nodes, 0, false, {}};
+  val.seen.assign(static_cast<size_t>((size_ / 16 + 15) / 16), 0);
+  val.visit(root_, 0, UINT64_MAX);
+  if (val.saw_pickle && !has_pickles()) {
+    decode_error("the image holds pickles but its header does not flag them");
+  }
+}
+
+// ---- Frozen ------------------------------------------------------------------------------------
+
+struct Frozen::State {
+  Segment seg;
+  std::string path;
+  void* map = nullptr;
+  size_t map_len = 0;
+  Image image;
+
+  State() = default;
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  ~State() {
+    if (map != nullptr) ::munmap(map, map_len);
+  }
+};
+
+Frozen Frozen::attach(std::string_view handle) { return from_segment(Segment::attach(handle)); }
+
+Frozen Frozen::from_segment(Segment seg) {
+  if (!seg.valid()) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (seg.kind() != ObjectKind::kFrozen) {
+    throw_error(Errc::kIncompatible, "segment holds kind " +
+                                         std::to_string(static_cast<uint32_t>(seg.kind())) +
+                                         ", not a frozen image");
+  }
+  auto st = std::make_shared<State>();
+  st->image = Image::open(seg.data(), seg.size()).take();
+  st->seg = std::move(seg);
+  Frozen f;
+  f.state_ = std::move(st);
+  return f;
+}
+
+Frozen Frozen::load(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) throw_error(Errc::kNotFound, "no such frozen file: '" + path + "'");
+    if (err == EACCES || err == EPERM) throw_error(Errc::kPermission, errno_message("open '" + path + "'", err));
+    throw_error(Errc::kSystem, errno_message("open '" + path + "'", err));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw_error(Errc::kSystem, errno_message("fstat '" + path + "'", err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw_error(Errc::kDecode, "'" + path + "' is not a regular file");
+  }
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size < layout::kFrozenHeaderSize) {
+    ::close(fd);
+    throw_error(Errc::kDecode, "'" + path + "' is " + std::to_string(size) +
+                                   " bytes: too small for a frozen image (truncated?)");
+  }
+  void* map = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (map == MAP_FAILED) {
+    throw_error(err == ENOMEM ? Errc::kOutOfSpace : Errc::kSystem, errno_message("mmap '" + path + "'", err));
+  }
+  auto state = std::make_shared<State>();
+  state->map = map;
+  state->map_len = static_cast<size_t>(size);
+  state->path = path;
+  auto img = Image::open(static_cast<const std::byte*>(map), size);
+  if (!img) throw_error(img.status().code(), "'" + path + "': " + img.status().message());
+  state->image = img.value();
+  Frozen f;
+  f.state_ = std::move(state);
+  return f;
+}
+
+const Image& Frozen::image() const {
+  if (!state_) throw_error(Errc::kInvalidArgument, "frozen object is empty or closed");
+  return state_->image;
+}
+
+const Segment& Frozen::segment() const {
+  static const Segment kNone;
+  return state_ ? state_->seg : kNone;
+}
+
+std::string Frozen::handle(bool pin) const {
+  if (!state_) throw_error(Errc::kInvalidArgument, "frozen object is empty or closed");
+  if (!state_->seg.valid()) {
+    throw_error(Errc::kInvalidArgument, "a frozen image loaded from a file has no handle: send its path ('" +
+                                            state_->path + "') instead");
+  }
+  return state_->seg.handle(pin);
+}
+
+const std::string& Frozen::path() const {
+  static const std::string kEmpty;
+  return state_ ? state_->path : kEmpty;
+}
+
+}  // namespace shoal::frozen

@@ -53,6 +53,18 @@ enum class Type : uint8_t {
 };
 std::string_view type_name(Type t) noexcept;  // "dict", "list", "str", ...
 
+namespace detail {
+// Cold paths of the inline accessors below (out of line, so the hot paths stay small).
+[[noreturn]] void throw_wrong_type(std::string_view expected, Type found);  // InvalidArgumentError
+[[noreturn]] void throw_reserved_tag(uint64_t ref);                         // DecodeError
+[[noreturn]] void throw_corrupt(const char* what, uint64_t ref);            // DecodeError
+// The Type of each of the 16 tags (layout::Tag); 15 is reserved and never returned.
+inline constexpr Type kTagType[16] = {
+    Type::kNone,  Type::kBool,  Type::kBool,   Type::kInt,  Type::kFloat,     Type::kBigInt,
+    Type::kStr,   Type::kBytes, Type::kList,   Type::kTuple, Type::kDict,     Type::kSet,
+    Type::kFrozenSet, Type::kNdarray, Type::kPickle, Type::kNone};
+}  // namespace detail
+
 /// The hashes stored in tables. Equal keys hash equal, in every process.
 namespace hash {
 /// Python's hash() of an int / float / bool (sys.hash_info: modulus 2**61 - 1; -1 becomes -2).
@@ -64,6 +76,8 @@ uint64_t of_bytes(uint64_t seed, const void* data, size_t n) noexcept;
 /// CPython's tuplehash / frozenset hash rules, over shoal's element hashes.
 int64_t of_tuple(std::span<const uint64_t> item_hashes) noexcept;
 int64_t of_frozenset(std::span<const uint64_t> item_hashes) noexcept;
+/// The hash of None: CPython 3.12's constant hash(None), so that it is the same everywhere.
+inline constexpr uint64_t kNoneHash = 0xFCA8'6420ULL;
 }  // namespace hash
 
 inline constexpr uint64_t kDefaultHashSeed = 0x5348'4F41'4C31'2026ULL;
@@ -169,6 +183,18 @@ class Image {
   uint32_t flags_ = 0;
 };
 
+/// The table hash of a value (None, bool, int, float, str, bytes, and tuples / frozensets of
+/// these), as the builder stores it: str and bytes are hashed with the value's image seed.
+/// InvalidArgumentError ("unhashable type: 'list'") for any other type; DecodeError when the
+/// value is corrupt or nested deeper than kMaxKeyDepth.
+uint64_t hash_of(const Value& key);
+/// Python's == between two keys, possibly of different images (1 == 1.0 == True, 0.0 == -0.0,
+/// NaN != NaN, str != bytes, tuples elementwise, frozensets as sets). InvalidArgumentError when
+/// either is unhashable; DecodeError as hash_of.
+bool keys_equal(const Value& a, const Value& b);
+/// How deeply hash_of / keys_equal follow tuples and frozensets inside a key.
+inline constexpr uint32_t kMaxKeyDepth = 256;
+
 /// A published image and what keeps it mapped: a kFrozen segment or a read-only file mapping.
 /// Copies share the mapping; the Image (and so every Value) stays at a fixed address.
 class Frozen {
@@ -266,6 +292,62 @@ inline const std::byte* Image::node(uint64_t ref, uint64_t fixed, uint64_t extra
   return data_ + off;
 }
 
+// Refs: the low 4 bits are the tag; tags 4..14 point at nodes, 15 is reserved.
+inline Type Value::type() const {
+  const uint64_t tag = ref_ & 15;
+  if (tag == 15) [[unlikely]] detail::throw_reserved_tag(ref_);
+  return detail::kTagType[tag];
+}
+inline bool Value::is_none() const { return type() == Type::kNone; }
+inline bool Value::as_bool() const {
+  const uint64_t tag = ref_ & 15;
+  if (tag != 1 && tag != 2) [[unlikely]] detail::throw_wrong_type("bool", type());
+  return tag == 2;
+}
+inline int64_t Value::as_int() const {
+  const uint64_t tag = ref_ & 15;
+  if (tag == 3) [[likely]] return static_cast<int64_t>(ref_) >> 4;  // arithmetic shift
+  if (tag == 1 || tag == 2) return tag == 2 ? 1 : 0;
+  detail::throw_wrong_type("int", type());
+}
+inline double Value::as_float() const {
+  if ((ref_ & 15) != 4) [[unlikely]] detail::throw_wrong_type("float", type());
+  double v;
+  std::memcpy(&v, image_->node(ref_, 16), 8);
+  return v;
+}
+inline std::string_view Value::as_str() const {
+  if ((ref_ & 15) != 6) [[unlikely]] detail::throw_wrong_type("str", type());
+  uint64_t n;
+  std::memcpy(&n, image_->node(ref_, 16), 8);
+  return {reinterpret_cast<const char*>(image_->node(ref_, 16, n)) + 16, static_cast<size_t>(n)};
+}
+inline std::span<const std::byte> Value::as_bytes() const {
+  const uint64_t tag = ref_ & 15;
+  if (tag != 7 && tag != 14) [[unlikely]] detail::throw_wrong_type("bytes", type());
+  uint64_t n;
+  std::memcpy(&n, image_->node(ref_, 16), 8);
+  return {image_->node(ref_, 16, n) + 16, static_cast<size_t>(n)};
+}
+inline Value Value::operator[](uint64_t i) const {
+  const uint64_t tag = ref_ & 15;
+  if (tag != 8 && tag != 9) [[unlikely]] detail::throw_wrong_type("list or tuple", type());
+  uint64_t count;
+  std::memcpy(&count, image_->node(ref_, 16), 8);
+  if (count > image_->size() / 8) [[unlikely]] detail::throw_corrupt("sequence count", ref_);
+  const std::byte* p = image_->node(ref_, 16, count * 8);
+  if (i >= count) throw std::out_of_range("index " + std::to_string(i) + " out of range for a frozen " +
+                                          std::string(type_name(type())) + " of " +
+                                          std::to_string(count) + " items");
+  uint64_t item;
+  std::memcpy(&item, p + 16 + i * 8, 8);
+  // F4: a child lies before its parent, so no chain of refs can cycle.
+  const uint64_t t = item & 15;
+  if (t >= 4 && t < 15 && (item & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
+    detail::throw_corrupt("child after its parent", ref_);
+  }
+  return Value(image_, item);
+}
 
 template <class Eq>
 int64_t Value::probe(uint64_t hash, Eq&& eq) const {
@@ -300,6 +382,11 @@ int64_t Value::probe(uint64_t hash, Eq&& eq) const {
     std::memcpy(&h, e, 8);
     if (h != hash) continue;
     std::memcpy(&key, e + 8, 8);
+    // F4, as in operator[]: a key lies before its table, so eq never follows a cycle.
+    const uint64_t kt = key & 15;
+    if (kt >= 4 && kt < 15 && (key & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
+      detail::throw_corrupt("child after its parent", ref_);
+    }
     if (eq(Value(image_, key))) return static_cast<int64_t>(idx);
   }
   return -1;
