@@ -1,5 +1,5 @@
 // examples/cpp/frozen_example.cpp — a frozen map built in C++ and read in place by any other
-// process (C++ or Python: there it is a shoal.FrozenDict, `shoal.Frozen.attach(handle)`).
+// process (C++ or Python: there it is a shoal.FrozenDict, `shoal.attach(handle)`).
 //
 //   ./frozen_example               freezes the map below into a sealed segment, prints
 //                                  "handle H", waits for a line on stdin (or end of input), exits

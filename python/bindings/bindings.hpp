@@ -14,6 +14,13 @@ struct PySegment {
 };
 
 void register_errors(nanobind::module_& m);
+/// For raw CPython slot functions (which nanobind does not wrap): inside a catch block, set the
+/// Python error that matches the exception being handled (ShoalError subclasses, IndexError for
+/// std::out_of_range, MemoryError, a pending nanobind python_error restored).
+void set_error_from_current_exception() noexcept;
+void set_shoal_error(const shoal::Error& e) noexcept;
+/// The Python class for an Errc (ShoalError when unknown); borrowed, lives forever.
+PyObject* shoal_error_type(Errc c) noexcept;
 void register_segment(nanobind::module_& m);
 void register_array(nanobind::module_& m);
 void register_frozen(nanobind::module_& m);

@@ -79,12 +79,39 @@ void register_errors(nb::module_& m) {
         try {
           std::rethrow_exception(p);
         } catch (const shoal::Error& e) {
-          auto i = static_cast<size_t>(e.code());
-          PyObject* t = i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
-          PyErr_SetString(t, e.what());
+          set_shoal_error(e);
         }
       },
       nullptr);
+}
+
+PyObject* shoal_error_type(Errc c) noexcept {
+  auto i = static_cast<size_t>(c);
+  return i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
+}
+
+void set_shoal_error(const shoal::Error& e) noexcept {
+  auto i = static_cast<size_t>(e.code());
+  PyObject* t = i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
+  PyErr_SetString(t, e.what());
+}
+
+void set_error_from_current_exception() noexcept {
+  try {
+    throw;
+  } catch (const shoal::Error& e) {
+    set_shoal_error(e);
+  } catch (nb::python_error& e) {
+    e.restore();
+  } catch (const std::out_of_range& e) {
+    PyErr_SetString(PyExc_IndexError, e.what());
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "unknown C++ exception");
+  }
 }
 
 }  // namespace shoal::py

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _shoal
 from ._array import Array, empty, full, share_array, zeros
+from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, attach, freeze, load, save
 from ._shoal import (
     AccessDeniedError,
     CorruptSegmentError,
@@ -43,14 +44,17 @@ def share(obj: object, *, writable: bool = False) -> object:
     """Put `obj` in shared memory once and return a view every process can map.
 
     An ndarray becomes a ``shoal.Array`` (a read-only snapshot unless ``writable=True``).
-    Trees of dict/list/tuple/set/str/bytes/numbers become frozen views (shoal.freeze; not in
-    this release yet).
+    Anything else -- trees of dict/list/tuple/set/str/bytes/numbers -- becomes a read-only
+    frozen view (``shoal.freeze(obj)``); ``writable=True`` is refused for those.
     """
     if isinstance(obj, np.ndarray):
         return share_array(obj, writable=writable)
-    raise TypeError(
-        f"shoal.share() takes a numpy.ndarray in this release, not {type(obj).__name__}"
-    )
+    if writable:
+        raise TypeError(
+            f"shoal.share(writable=True) takes a numpy.ndarray, not {type(obj).__name__}: "
+            "other objects are shared frozen (read-only); see shoal.freeze"
+        )
+    return freeze(obj)
 
 
 __all__ = [
@@ -58,6 +62,10 @@ __all__ = [
     "Array",
     "CorruptSegmentError",
     "DecodeError",
+    "FrozenDict",
+    "FrozenList",
+    "FrozenSet",
+    "FrozenTuple",
     "IncompatibleSegmentError",
     "InvalidArgumentError",
     "LockTimeoutError",
@@ -70,8 +78,12 @@ __all__ = [
     "ShoalOSError",
     "StaleHandleError",
     "__version__",
+    "attach",
     "empty",
+    "freeze",
     "full",
+    "load",
+    "save",
     "share",
     "zeros",
 ]

@@ -533,6 +533,18 @@ def _scene_shared_matrix(size: int, out: TextIO) -> bool:
     return run_scene(size, out)
 
 
+def _scene_frozen_list(size: int, out: TextIO) -> bool:
+    from ._scene_frozen import run_list_scene
+
+    return run_list_scene(size, out)
+
+
+def _scene_frozen_dict(size: int, out: TextIO) -> bool:
+    from ._scene_frozen import run_dict_scene
+
+    return run_dict_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -543,6 +555,16 @@ SCENES: list[Scene] = [
         "shared-matrix",
         "Seed 003: workers read one big matrix: pickled per worker vs shared_memory vs shoal",
         _scene_shared_matrix,
+    ),
+    Scene(
+        "frozen-list",
+        "Seed 000: forked children iterate a big list: plain list vs shoal.freeze",
+        _scene_frozen_list,
+    ),
+    Scene(
+        "frozen-dict",
+        "Seed 001: Pool.map with a dict cache: partial vs initializer + global vs FrozenDict",
+        _scene_frozen_dict,
     ),
 ]
 

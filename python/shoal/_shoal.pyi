@@ -146,3 +146,70 @@ def array_info(segment: Segment) -> tuple:
     """
     Validate an array segment's header: (descr, itemsize, shape, fortran, nbytes, offset).
     """
+
+from collections.abc import Iterator
+from typing import Any
+
+def _frozen_init(*args: object) -> None: ...
+
+class FrozenImage:
+    """The mapping behind frozen views (a segment or a file); read-only buffer."""
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+class _FrozenViewBase:
+    @property
+    def _owner(self) -> FrozenImage: ...
+    @property
+    def _ref(self) -> int: ...
+    def thaw(self) -> Any: ...
+    def _iter(self, what: int, /) -> Iterator[Any]: ...
+    def _entry(self, i: int, what: int = 0, /) -> Any: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __contains__(self, key: object, /) -> bool: ...
+
+class _FrozenDictBase(_FrozenViewBase):
+    def __getitem__(self, key: Any, /) -> Any: ...
+    def get(self, key: Any, default: Any = None, /) -> Any: ...
+
+class _FrozenSetBase(_FrozenViewBase): ...
+
+class _FrozenListBase(_FrozenViewBase):
+    def __getitem__(self, index: Any, /) -> Any: ...
+
+class _FrozenTupleBase(_FrozenViewBase):
+    def __getitem__(self, index: Any, /) -> Any: ...
+
+def frozen_freeze(obj: object, allow_pickle: bool = True) -> object:
+    """
+    Encode obj into a new sealed frozen segment; return its view (or leaf value).
+    """
+
+def frozen_save(obj: object, path: str, allow_pickle: bool = True) -> None:
+    """Encode obj into a file (see shoal.save)."""
+
+def frozen_owner_attach(handle: str) -> object:
+    """The FrozenImage a segment handle names."""
+
+def frozen_owner_from_segment(segment: object) -> object:
+    """The FrozenImage of an attached kFrozen segment."""
+
+def frozen_owner_load(path: str, allow_pickle: bool = False) -> object:
+    """The FrozenImage of a file written by shoal.save."""
+
+def frozen_view(owner: object, ref: int) -> object:
+    """The view of container `ref` in an image (pickled views)."""
+
+def frozen_root(owner: object) -> object:
+    """The root of an image: a view, or the leaf value."""
+
+def frozen_owner_info(owner: object, pin: bool = False) -> dict:
+    """
+    nbytes, allow_pickle, path (files) and handle (segments; pin=True pins it for transit).
+    """
+
+def frozen_validate(owner: object, max_depth: int = 1000) -> None:
+    """Check every node of the image (DecodeError if corrupt)."""
+
+def frozen_hash(key: object, seed: int = 6001133645340942374) -> int:
+    """The table hash of a key (the same in every process)."""

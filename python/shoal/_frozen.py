@@ -1,0 +1,372 @@
+"""Frozen object graphs: ``shoal.freeze``, ``shoal.save``, ``shoal.load`` and the views.
+
+``freeze(obj)`` encodes a tree of dict/list/tuple/set/frozenset/str/bytes/int/float/bool/None and
+ndarray leaves into one sealed shared segment, without an intermediate pickle, and returns a
+read-only view: FrozenDict (a Mapping), FrozenList and FrozenTuple (Sequences), FrozenSet (a Set).
+Every process that receives the view (it pickles to a small handle) reads the same physical
+pages; nothing is copied or unpickled. Nested containers come back as views, leaves as new
+Python objects on every access, ndarray leaves as zero-copy read-only arrays.
+
+Semantics are Python's: insertion order, ``freeze(d) == d``, ``1``, ``1.0`` and ``True`` are one
+key, as are ``0.0`` and ``-0.0``, and ``2**60`` and ``2.0**60``. Table hashes are the same in every
+process whatever PYTHONHASHSEED (Python's numeric hash for numbers, shoal's seeded hash for
+str/bytes), so a table built in one process is probed by any other.
+
+What is native and what is pickled: the exact builtin types above are encoded natively. Other
+leaf values -- including subclasses such as IntEnum members or numpy scalars, and object-dtype
+arrays -- are pickled (protocol 5) and unpickled on access; ``allow_pickle=False`` refuses them
+with TypeError instead. Keys must be None, bool, int, float, str, bytes or tuples/frozensets of
+these (subclasses are stored as the base type); any other key type is a TypeError. A NaN key
+is stored and iterated, but never found by lookup, as with a distinct NaN object in a dict.
+dict subclasses freeze as dicts, set and frozenset both as FrozenSet (thaw() gives back the
+kind it came from).
+
+Hot paths (``d[k]``, ``k in d``, ``len``, iteration, ``l[i]``) are C type slots
+(python/bindings/frozen_bind.cpp); these classes add the collections.abc mixins, equality,
+repr and pickling.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _shoal
+
+
+class _KeysView(KeysView[Any]):
+    __slots__ = ()
+    _mapping: FrozenDict
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iter(0)
+
+
+class _ValuesView(ValuesView[Any]):
+    __slots__ = ()
+    _mapping: FrozenDict
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping._iter(1)
+
+
+class _ItemsView(ItemsView[Any, Any]):
+    __slots__ = ()
+    _mapping: FrozenDict
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._mapping._iter(2)
+
+
+if TYPE_CHECKING:
+    _ViewBase = _shoal._FrozenViewBase
+else:
+    _ViewBase = object  # the real bases are the C types each view class names first
+
+
+class _FrozenCommon(_ViewBase):
+    """Pickling, copying and size, shared by the four views."""
+
+    __slots__ = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole frozen image this view belongs to."""
+        return int(_shoal.frozen_owner_info(self._owner)["nbytes"])
+
+    def handle(self) -> str:
+        """The handle of the segment holding this object (pins it for transit)."""
+        info = _shoal.frozen_owner_info(self._owner, True)
+        if "handle" not in info:
+            raise ValueError(f"a loaded file has no handle; load it again: {info['path']!r}")
+        return str(info["handle"])
+
+    def __reduce__(self) -> Any:
+        info = _shoal.frozen_owner_info(self._owner, True)
+        if "handle" in info:
+            return (_rebuild_segment, (info["handle"], self._ref))
+        st = os.stat(info["path"])
+        return (
+            _rebuild_file,
+            (info["path"], st.st_dev, st.st_ino, st.st_size, info["allow_pickle"], self._ref),
+        )
+
+    def __copy__(self) -> Any:
+        return self  # immutable: a copy is the object itself, as for tuple
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
+class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
+    """A read-only dict in shared memory (a collections.abc.Mapping)."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]  # as dict
+
+    def keys(self) -> KeysView[Any]:
+        return _KeysView(self)
+
+    def values(self) -> ValuesView[Any]:
+        return _ValuesView(self)
+
+    def items(self) -> ItemsView[Any, Any]:
+        return _ItemsView(self)
+
+    def __reversed__(self) -> Iterator[Any]:
+        for i in range(len(self) - 1, -1, -1):
+            yield self._entry(i)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if len(self) != len(other):
+            return False
+        for k, v in other.items():
+            try:
+                mine = self[k]
+            except (KeyError, TypeError):
+                return False
+            if not (mine is v or mine == v):
+                return False
+        return True
+
+    def __or__(self, other: object) -> dict[Any, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**self, **other}
+
+    def __ror__(self, other: object) -> dict[Any, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**other, **self}
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k!r}: {v!r}" for k, v in self._iter(2))
+        return f"FrozenDict({{{body}}})"
+
+    def copy(self) -> dict[Any, Any]:
+        """A shallow plain dict (nested containers stay views); thaw() copies deeply."""
+        return dict(self._iter(2))
+
+
+def _seq_compare(self: Any, other: object, plain: type, view: type, op: str) -> Any:
+    if isinstance(other, (plain, view)):
+        a, b = plain(self), plain(other)
+        return getattr(a, op)(b)
+    return NotImplemented
+
+
+class FrozenList(_shoal._FrozenListBase, _FrozenCommon, Sequence[Any]):
+    """A read-only list in shared memory (a Sequence). Slices are plain lists."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]  # as list
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, FrozenList)):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            a is b or a == b for a, b in zip(self, other, strict=True)
+        )
+
+    def __lt__(self, other: object) -> bool:
+        return _seq_compare(self, other, list, FrozenList, "__lt__")  # type: ignore[no-any-return]
+
+    def __le__(self, other: object) -> bool:
+        return _seq_compare(self, other, list, FrozenList, "__le__")  # type: ignore[no-any-return]
+
+    def __gt__(self, other: object) -> bool:
+        return _seq_compare(self, other, list, FrozenList, "__gt__")  # type: ignore[no-any-return]
+
+    def __ge__(self, other: object) -> bool:
+        return _seq_compare(self, other, list, FrozenList, "__ge__")  # type: ignore[no-any-return]
+
+    def __add__(self, other: object) -> list[Any]:
+        if not isinstance(other, (list, FrozenList)):
+            return NotImplemented
+        return [*self, *other]
+
+    def __radd__(self, other: object) -> list[Any]:
+        if not isinstance(other, list):
+            return NotImplemented
+        return [*other, *self]
+
+    def __repr__(self) -> str:
+        return f"FrozenList([{', '.join(map(repr, self))}])"
+
+    def copy(self) -> list[Any]:
+        """A shallow plain list (nested containers stay views); thaw() copies deeply."""
+        return list(self)
+
+
+class FrozenTuple(_shoal._FrozenTupleBase, _FrozenCommon, Sequence[Any]):
+    """A read-only tuple in shared memory (a Sequence). Slices are plain tuples."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (tuple, FrozenTuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            a is b or a == b for a, b in zip(self, other, strict=True)
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))  # equal to the plain tuple it equals
+
+    def __lt__(self, other: object) -> bool:
+        return _seq_compare(self, other, tuple, FrozenTuple, "__lt__")  # type: ignore[no-any-return]
+
+    def __le__(self, other: object) -> bool:
+        return _seq_compare(self, other, tuple, FrozenTuple, "__le__")  # type: ignore[no-any-return]
+
+    def __gt__(self, other: object) -> bool:
+        return _seq_compare(self, other, tuple, FrozenTuple, "__gt__")  # type: ignore[no-any-return]
+
+    def __ge__(self, other: object) -> bool:
+        return _seq_compare(self, other, tuple, FrozenTuple, "__ge__")  # type: ignore[no-any-return]
+
+    def __add__(self, other: object) -> tuple[Any, ...]:
+        if not isinstance(other, (tuple, FrozenTuple)):
+            return NotImplemented
+        return (*self, *other)
+
+    def __radd__(self, other: object) -> tuple[Any, ...]:
+        if not isinstance(other, tuple):
+            return NotImplemented
+        return (*other, *self)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(map(repr, self))
+        return f"FrozenTuple(({inner},))" if len(self) == 1 else f"FrozenTuple(({inner}))"
+
+
+class FrozenSet(_shoal._FrozenSetBase, _FrozenCommon, AbstractSet[Any]):
+    """A read-only set in shared memory (a collections.abc.Set), from a set or a frozenset.
+    Set operations (``&``, ``|``, ``-``, ``^``) return plain frozensets."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _from_iterable(cls, it: Any) -> frozenset[Any]:
+        return frozenset(it)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))  # equal to the plain frozenset it equals
+
+    def __repr__(self) -> str:
+        return f"FrozenSet({{{', '.join(map(repr, self))}}})" if len(self) else "FrozenSet()"
+
+
+# ---- numpy leaves ---------------------------------------------------------------------------
+def _ndarray_parts(a: np.ndarray) -> tuple[str, int, tuple[int, ...], bool, Any] | None:
+    """(descr, itemsize, shape, fortran, contiguous buffer) of an array leaf; None: pickle it."""
+    from ._array import _descr_of
+
+    if a.dtype.hasobject:
+        return None
+    fortran = bool(a.flags.f_contiguous and not a.flags.c_contiguous and a.ndim > 1)
+    data = np.asfortranarray(a) if fortran else np.ascontiguousarray(a)
+    buf = data.reshape(-1, order="F" if fortran else "C").view(np.uint8).data
+    return _descr_of(a.dtype), int(a.dtype.itemsize), tuple(a.shape), fortran, buf
+
+
+def _ndarray_leaf(
+    owner: Any, offset: int, nbytes: int, descr: str, shape: tuple[int, ...], fortran: bool
+) -> np.ndarray:
+    """A read-only ndarray over an image's bytes (the owner's buffer keeps the mapping alive)."""
+    from ._array import _dtype_from_descr
+
+    dtype = _dtype_from_descr(descr)
+    count = nbytes // dtype.itemsize if dtype.itemsize else 0
+    flat = np.frombuffer(owner, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
+_shoal._frozen_init(
+    FrozenDict,
+    FrozenList,
+    FrozenTuple,
+    FrozenSet,
+    np.ndarray,
+    _ndarray_parts,
+    _ndarray_leaf,
+    _dumps,
+    pickle.loads,
+)
+
+
+# ---- public functions ----------------------------------------------------------------------
+def freeze(obj: Any, *, allow_pickle: bool = True) -> Any:
+    """Encode `obj` into shared memory once and return a read-only view of it.
+
+    dict -> FrozenDict, list -> FrozenList, tuple -> FrozenTuple, set/frozenset -> FrozenSet;
+    a leaf (str, int, ndarray, ...) at the root comes back as the decoded leaf. The view pickles
+    to a small handle, so it can be passed to any process, under any start method.
+    """
+    return _shoal.frozen_freeze(obj, allow_pickle)
+
+
+def save(obj: Any, path: str | os.PathLike[str], *, allow_pickle: bool = True) -> None:
+    """Write `obj` (a tree as for freeze(), or an ndarray) to a file in the frozen layout.
+
+    The file is written under a temporary name, fsynced and renamed into place, read-only
+    (0444), so a reader never sees it half written. shoal.load() maps it in O(1).
+    """
+    _shoal.frozen_save(obj, os.fspath(path), allow_pickle)
+
+
+def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
+    """Map a file written by shoal.save() read-only and return its view (or its ndarray).
+
+    O(1): only the header is read now; every other offset is checked when it is read, so a
+    corrupt file raises shoal.DecodeError on access. Every process that loads the file shares
+    one page-cache copy. Files holding pickled leaves are refused (ValueError) unless
+    allow_pickle=True, as numpy.load does: unpickling runs arbitrary code.
+    """
+    owner = _shoal.frozen_owner_load(os.fspath(path), allow_pickle)
+    return _shoal.frozen_root(owner)
+
+
+_KIND_ARRAY = 1  # shoal::ObjectKind (include/shoal/handle.hpp)
+_KIND_FROZEN = 2
+
+
+def attach(handle: str) -> Any:
+    """The object a handle names: a frozen view, a shoal.Array, or a raw Segment."""
+    seg = _shoal.Segment.attach(handle)
+    kind = seg.kind
+    if kind == _KIND_FROZEN:
+        return _shoal.frozen_root(_shoal.frozen_owner_from_segment(seg))
+    if kind == _KIND_ARRAY:
+        from ._array import Array
+
+        return Array.attach(handle)
+    return seg
+
+
+# ---- pickling glue (names are part of every pickle: keep them stable) -----------------------
+def _rebuild_segment(handle: str, ref: int) -> Any:
+    seg = _shoal.Segment.attach(handle)
+    return _shoal.frozen_view(_shoal.frozen_owner_from_segment(seg), ref)
+
+
+def _rebuild_file(path: str, dev: int, ino: int, size: int, allow_pickle: bool, ref: int) -> Any:
+    st = os.stat(path)
+    if (st.st_dev, st.st_ino, st.st_size) != (dev, ino, size):
+        raise _shoal.StaleHandleError(
+            f"{path!r} is no longer the file this frozen view was loaded from "
+            "(it was replaced or changed); load it again"
+        )
+    owner = _shoal.frozen_owner_load(path, allow_pickle)
+    return _shoal.frozen_view(owner, ref)
