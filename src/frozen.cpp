@@ -55,8 +55,25 @@ struct TableView {
   uint64_t count;
   uint32_t log2_slots;
   uint32_t entry_words;
-  const std::byte* entries;
-  const std::byte* slots;
+  const std::byte* slots;  // 1 << log2_slots entries of entry_words words
+  const std::byte* order;  // uint32_t[count]: slot of the i-th inserted entry
+
+  uint64_t nslots() const { return uint64_t{1} << log2_slots; }
+  // The i-th entry in insertion order (i < count), its order value checked.
+  const std::byte* entry(uint64_t i, uint64_t ref) const {
+    uint32_t s;
+    std::memcpy(&s, order + i * 4, 4);
+    if (s >= nslots()) detail::throw_corrupt("table order names a slot past the end", ref);
+    const std::byte* e = slots + s * entry_words * 8;
+    if (rd64(e + 8) == layout::kEmptyKey) detail::throw_corrupt("table order names an empty slot", ref);
+    return e;
+  }
+  const std::byte* slot(uint64_t s, uint64_t ref) const {
+    if (s >= nslots()) throw std::out_of_range("slot " + std::to_string(s) + " out of range");
+    const std::byte* e = slots + s * entry_words * 8;
+    if (rd64(e + 8) == layout::kEmptyKey) detail::throw_corrupt("reading an empty table slot", ref);
+    return e;
+  }
 };
 
 TableView table_view(const Image& img, uint64_t ref) {
@@ -69,10 +86,10 @@ TableView table_view(const Image& img, uint64_t ref) {
       t.log2_slots > layout::kMaxLog2Slots || t.count > (uint64_t{1} << t.log2_slots) / 2) {
     detail::throw_corrupt("table header", ref);
   }
-  const uint64_t entries_bytes = t.count * t.entry_words * 8;  // <= 3 * 2**42: no overflow
-  p = img.node(ref, 16, entries_bytes + (uint64_t{8} << t.log2_slots));
-  t.entries = p + 16;
-  t.slots = t.entries + entries_bytes;
+  const uint64_t slots_bytes = t.nslots() * t.entry_words * 8;  // <= 3 * 2**43: no overflow
+  p = img.node(ref, 16, slots_bytes + t.count * 4);
+  t.slots = p + 16;
+  t.order = t.slots + slots_bytes;
   return t;
 }
 
@@ -299,7 +316,8 @@ std::optional<Value> find_impl(const Value& t, uint64_t hash, Eq&& eq) {
   if (!is_table_tag(tag)) detail::throw_wrong_type("dict, set or frozenset", t.type());
   const int64_t idx = t.probe(hash, eq);
   if (idx < 0) return std::nullopt;
-  return tag == 10 ? t.value_at(static_cast<uint64_t>(idx)) : t.key_at(static_cast<uint64_t>(idx));
+  return tag == 10 ? t.value_in_slot(static_cast<uint64_t>(idx))
+                   : t.key_in_slot(static_cast<uint64_t>(idx));
 }
 
 }  // namespace
@@ -414,9 +432,25 @@ Value Value::key_at(uint64_t i) const {
   if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen " +
                                             std::string(type_name(type())) + " of " +
                                             std::to_string(t.count) + " entries");
-  const uint64_t key = rd64(t.entries + i * t.entry_words * 8 + 8);
+  const uint64_t key = rd64(t.entry(i, ref_) + 8);
   check_child(key, ref_);
   return Value(image_, key);
+}
+
+Value Value::key_in_slot(uint64_t s) const {
+  const TableView t = checked_table(*this);
+  const uint64_t key = rd64(t.slot(s, ref_) + 8);
+  check_child(key, ref_);
+  return Value(image_, key);
+}
+
+Value Value::value_in_slot(uint64_t s) const {
+  if (tag_of(ref_) != 10) detail::throw_wrong_type("dict", type());
+  const TableView t = table_view(*image_, ref_);
+  if (t.entry_words != 3) detail::throw_corrupt("dict entry size", ref_);
+  const uint64_t value = rd64(t.slot(s, ref_) + 16);
+  check_child(value, ref_);
+  return Value(image_, value);
 }
 
 Value Value::value_at(uint64_t i) const {
@@ -425,7 +459,7 @@ Value Value::value_at(uint64_t i) const {
   if (t.entry_words != 3) detail::throw_corrupt("dict entry size", ref_);
   if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen dict of " +
                                             std::to_string(t.count) + " entries");
-  const uint64_t value = rd64(t.entries + i * 24 + 16);
+  const uint64_t value = rd64(t.entry(i, ref_) + 16);
   check_child(value, ref_);
   return Value(image_, value);
 }
@@ -435,7 +469,7 @@ uint64_t Value::hash_at(uint64_t i) const {
   if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen " +
                                             std::string(type_name(type())) + " of " +
                                             std::to_string(t.count) + " entries");
-  return rd64(t.entries + i * t.entry_words * 8);
+  return rd64(t.entry(i, ref_));
 }
 
 std::optional<Value> Value::find(int64_t key) const {
@@ -683,9 +717,27 @@ struct Validator {
     if (t.entry_words != (tag_of(ref) == 10 ? 3u : 2u)) fail("table entry size does not match its type", ref);
     if (t.count >= (uint64_t{1} << 32)) fail("table of 2**32 entries or more", ref);
     const uint64_t ew = t.entry_words;
+    const uint64_t nslots = t.nslots();
+    // order (F3): each value a distinct non-empty slot; exactly count non-empty slots.
+    std::vector<bool> listed(nslots);
     for (uint64_t i = 0; i < t.count; ++i) {
-      const std::byte* e = t.entries + i * ew * 8;
+      uint32_t s;
+      std::memcpy(&s, t.order + i * 4, 4);
+      if (s >= nslots) fail("table order names a slot past the end", ref);
+      if (listed[s]) fail("table order names a slot twice", ref);
+      listed[s] = true;
+    }
+    uint64_t used = 0;
+    for (uint64_t s = 0; s < nslots; ++s) {
+      const std::byte* e = t.slots + s * ew * 8;
       const uint64_t key = rd64(e + 8);
+      if (key == layout::kEmptyKey) {
+        if (rd64(e) != 0 || (ew == 3 && rd64(e + 16) != 0)) fail("empty table slot not zeroed", ref);
+        if (listed[s]) fail("table order names an empty slot", ref);
+        continue;
+      }
+      ++used;
+      if (!listed[s]) fail("table slot " + std::to_string(s) + " missing from the order", ref);
       visit(key, depth + 1, ref);
       if (!hashable_tag(tag_of(key))) fail("table key of unhashable type", ref);
       uint64_t h;
@@ -694,40 +746,19 @@ struct Validator {
       } catch (const InvalidArgumentError& err) {
         fail(std::string("table key: ") + err.what(), ref);
       }
-      if (h != rd64(e)) fail("table entry " + std::to_string(i) + " has a wrong stored hash", ref);
+      if (h != rd64(e)) fail("table slot " + std::to_string(s) + " has a wrong stored hash", ref);
       if (ew == 3) visit(rd64(e + 16), depth + 1, ref);
-    }
-    // Slots (F3): each entry in exactly one slot, reachable from its home slot by linear
-    // probing without crossing an empty slot.
-    const uint64_t nslots = uint64_t{1} << t.log2_slots;
-    const uint64_t mask = nslots - 1;
-    std::vector<bool> placed(t.count);
-    uint64_t empty = 0;
-    while (empty < nslots && rd64(t.slots + empty * 8) != 0) ++empty;
-    if (empty == nslots) fail("table without an empty slot", ref);  // count <= nslots/2 forbids
-    uint64_t run = 0;  // non-empty slots ending at s
-    for (uint64_t k = 1; k <= nslots; ++k) {
-      const uint64_t s = (empty + k) & mask;
-      const uint64_t slot = rd64(t.slots + s * 8);
-      if (slot == 0) {
-        run = 0;
-        continue;
-      }
-      ++run;
-      const uint64_t low = slot & 0xFFFF'FFFFULL;
-      if (low == 0 || low - 1 >= t.count) fail("table slot points past its entries", ref);
-      const uint64_t idx = low - 1;
-      if (placed[idx]) fail("table entry in two slots", ref);
-      placed[idx] = true;
-      const uint64_t h = rd64(t.entries + idx * ew * 8);
-      if (static_cast<uint32_t>(slot >> 32) != layout::fragment(h)) fail("table slot fragment mismatch", ref);
-      if (((s - layout::slot_of(h, t.log2_slots)) & mask) >= run) {
-        fail("table entry unreachable from its home slot", ref);
+      // Reachable: probing h from its first slot reaches s without crossing an empty slot.
+      layout::Probe pr(h, t.log2_slots);
+      uint64_t n = 0;
+      while (pr.slot != s) {
+        if (rd64(t.slots + pr.slot * ew * 8 + 8) == layout::kEmptyKey || ++n > pr.limit()) {
+          fail("table entry unreachable from its first slot", ref);
+        }
+        pr.next();
       }
     }
-    for (uint64_t i = 0; i < t.count; ++i) {
-      if (!placed[i]) fail("table entry " + std::to_string(i) + " in no slot", ref);
-    }
+    if (used != t.count) fail("table has a different number of entries than its count", ref);
   }
 };
 

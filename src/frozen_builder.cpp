@@ -196,11 +196,10 @@ uint64_t Builder::Impl::table(Tag tag, std::span<const uint64_t> keys, const uin
   uint32_t log2 = layout::kMinLog2Slots;
   while ((uint64_t{1} << log2) < 2 * count) ++log2;  // load factor <= 1/2
   const uint64_t nslots = uint64_t{1} << log2;
-  const uint64_t mask = nslots - 1;
   const uint64_t ew = tag == Tag::kDict ? 3 : 2;
-  const uint64_t entries_bytes = count * ew * 8;
+  const uint64_t slots_bytes = nslots * ew * 8;
   pad_to(layout::kNodeAlign);
-  reserve(16 + entries_bytes + nslots * 8);  // before refresh(): mremap may move the buffer
+  reserve(16 + slots_bytes + count * 4);  // before refresh(): mremap may move the buffer
   const Image& img = refresh();
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t t = keys[i] & 15;
@@ -218,33 +217,38 @@ uint64_t Builder::Impl::table(Tag tag, std::span<const uint64_t> keys, const uin
   const uint64_t off = len;
   const layout::TableNode th{count, log2, static_cast<uint32_t>(ew)};
   std::memcpy(buf + off, &th, sizeof th);
-  std::byte* entries = buf + off + 16;
-  for (uint64_t i = 0; i < count; ++i) {
-    std::byte* e = entries + i * ew * 8;
-    std::memcpy(e, &hashes[i], 8);
-    std::memcpy(e + 8, &keys[i], 8);
-    if (tag == Tag::kDict) std::memcpy(e + 16, &values[i], 8);
+  std::byte* slots = buf + off + 16;
+  auto* order = reinterpret_cast<uint32_t*>(slots + slots_bytes);  // 8-byte aligned
+  for (uint64_t s = 0; s < nslots; ++s) {
+    std::byte* e = slots + s * ew * 8;
+    std::memset(e, 0, ew * 8);
+    std::memcpy(e + 8, &layout::kEmptyKey, 8);
   }
-  auto* slots = reinterpret_cast<uint64_t*>(entries + entries_bytes);  // 8-byte aligned
-  std::memset(slots, 0, nslots * 8);
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t h = hashes[i];
-    const uint32_t frag = layout::fragment(h);
-    uint64_t s = layout::slot_of(h, log2);
-    while (slots[s] != 0) {
-      const uint64_t j = (slots[s] & 0xFFFF'FFFFULL) - 1;
-      if (static_cast<uint32_t>(slots[s] >> 32) == frag && hashes[j] == h &&
-          frozen::keys_equal(Value(&img, keys[j]), Value(&img, keys[i]))) {
+    layout::Probe pr(h, log2);
+    for (;;) {
+      std::byte* e = slots + pr.slot * ew * 8;
+      uint64_t k;
+      std::memcpy(&k, e + 8, 8);
+      if (k == layout::kEmptyKey) break;
+      uint64_t eh;
+      std::memcpy(&eh, e, 8);
+      if (eh == h && frozen::keys_equal(Value(&img, k), Value(&img, keys[i]))) {
         throw_error(Errc::kInvalidArgument, "duplicate key in a frozen " +
                                                 std::string(tag == Tag::kDict ? "dict" : "set") +
-                                                ": entries " + std::to_string(j) + " and " +
-                                                std::to_string(i) + " are equal");
+                                                ": entry " + std::to_string(i) +
+                                                " equals an earlier one");
       }
-      s = (s + 1) & mask;
+      pr.next();
     }
-    slots[s] = (uint64_t{frag} << 32) | (i + 1);
+    std::byte* e = slots + pr.slot * ew * 8;
+    std::memcpy(e, &h, 8);
+    std::memcpy(e + 8, &keys[i], 8);
+    if (tag == Tag::kDict) std::memcpy(e + 16, &values[i], 8);
+    order[i] = static_cast<uint32_t>(pr.slot);
   }
-  len += 16 + entries_bytes + nslots * 8;
+  len += 16 + slots_bytes + count * 4;
   ++nodes;
   return tag_ref(tag, off);
 }

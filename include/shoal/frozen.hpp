@@ -125,6 +125,9 @@ class Value {
   Value key_at(uint64_t i) const;
   Value value_at(uint64_t i) const;
   uint64_t hash_at(uint64_t i) const;
+  /// The entry in table slot s (as probe() returns): its key, its value (dicts).
+  Value key_in_slot(uint64_t s) const;
+  Value value_in_slot(uint64_t s) const;
 
   /// dict: the value under key; set/frozenset: the stored element equal to key. Python's
   /// equality: find(1) finds the key 1.0 or True.
@@ -142,8 +145,9 @@ class Value {
 
   /// The probe under every lookup (the Python binding calls it with its own equality): walks
   /// the table for `hash`, calling eq(Value key) for entries whose stored hash equals `hash`;
-  /// returns the first entry index for which eq returns true, or -1. Bounded by the slot count,
-  /// so a corrupt table (no empty slot, a cycle) cannot loop forever.
+  /// returns the SLOT index of the first entry for which eq returns true (read it with
+  /// key_in_slot / value_in_slot), or -1. Bounded by the slot count, so a corrupt table (no
+  /// empty slot, a cycle) cannot loop forever.
   template <class Eq>
   int64_t probe(uint64_t hash, Eq&& eq) const;
 
@@ -362,32 +366,30 @@ int64_t Value::probe(uint64_t hash, Eq&& eq) const {
       count > (uint64_t{1} << log2_slots) / 2) {
     throw_error(Errc::kDecode, "frozen table header is corrupt");
   }
-  const uint64_t entries_bytes = count * entry_words * 8;
   const uint64_t nslots = uint64_t{1} << log2_slots;
-  p = image_->node(ref_, 16, entries_bytes + nslots * 8);  // throws unless all of it fits
-  const std::byte* entries = p + 16;
-  const std::byte* slots = entries + entries_bytes;
+  const uint64_t stride = uint64_t{entry_words} * 8;
+  p = image_->node(ref_, 16, nslots * stride);  // throws unless every slot fits
+  const std::byte* slots = p + 16;
+  // CPython's probe sequence (layout::Probe), bounded so a full corrupt table ends.
   const uint64_t mask = nslots - 1;
-  const uint32_t frag = static_cast<uint32_t>(hash ^ (hash >> 32));
-  uint64_t i = (hash * 0x9E37'79B9'7F4A'7C15ULL) >> (64 - log2_slots);
-  for (uint64_t n = 0; n < nslots; ++n, i = (i + 1) & mask) {
-    uint64_t slot;
-    std::memcpy(&slot, slots + i * 8, 8);
-    if (slot == 0) return -1;
-    if (static_cast<uint32_t>(slot >> 32) != frag) continue;
-    const uint64_t idx = (slot & 0xFFFF'FFFFULL) - 1;
-    if (idx >= count) throw_error(Errc::kDecode, "frozen table slot points past its entries");
-    const std::byte* e = entries + idx * entry_words * 8;
+  uint64_t i = hash & mask;
+  uint64_t perturb = hash;
+  for (uint64_t n = 0; n < nslots + 65; ++n) {
+    const std::byte* e = slots + i * stride;
     uint64_t h, key;
-    std::memcpy(&h, e, 8);
-    if (h != hash) continue;
     std::memcpy(&key, e + 8, 8);
-    // F4, as in operator[]: a key lies before its table, so eq never follows a cycle.
-    const uint64_t kt = key & 15;
-    if (kt >= 4 && kt < 15 && (key & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
-      detail::throw_corrupt("child after its parent", ref_);
+    if (key == 15) return -1;  // layout::kEmptyKey
+    std::memcpy(&h, e, 8);
+    if (h == hash) {
+      // F4, as in operator[]: a key lies before its table, so eq never follows a cycle.
+      const uint64_t kt = key & 15;
+      if (kt >= 4 && kt < 15 && (key & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
+        detail::throw_corrupt("child after its parent", ref_);
+      }
+      if (eq(Value(image_, key))) return static_cast<int64_t>(i);
     }
-    if (eq(Value(image_, key))) return static_cast<int64_t>(idx);
+    perturb >>= 5;
+    i = (i * 5 + perturb + 1) & mask;
   }
   return -1;
 }

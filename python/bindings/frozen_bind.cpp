@@ -82,8 +82,9 @@ struct ViewObject {
   const Image* image;        // owner->image
   Ref ref;                   // this container's ref
   uint64_t count;            // items / entries
-  const std::byte* items;    // seq: Ref[count]; table: entries
-  const std::byte* slots;    // table: uint64_t[1 << log2_slots]
+  const std::byte* items;    // seq: Ref[count]
+  const std::byte* slots;    // table: entries in slot order, 1 << log2_slots of them
+  const std::byte* order;    // table: uint32_t[count], the slot of each entry in insertion order
   uint32_t log2_slots;
   uint32_t entry_words;
   uint64_t seed;
@@ -128,14 +129,26 @@ void fill_view(ViewObject* v, Tag t) {
     throw_error(Errc::kDecode, "frozen table header is corrupt");
   }
   const uint64_t nslots = uint64_t{1} << log2_slots;
-  if (nslots > im.size() / 8) throw_error(Errc::kDecode, "frozen table is larger than its image");
-  const uint64_t entries_bytes = count * entry_words * 8;
-  p = im.node(v->ref, 16, entries_bytes + nslots * 8);
+  if (nslots > im.size() / 16) throw_error(Errc::kDecode, "frozen table is larger than its image");
+  const uint64_t slots_bytes = nslots * entry_words * 8;
+  p = im.node(v->ref, 16, slots_bytes + count * 4);
   v->count = count;
-  v->items = p + 16;
-  v->slots = p + 16 + entries_bytes;
+  v->slots = p + 16;
+  v->order = p + 16 + slots_bytes;
   v->log2_slots = log2_slots;
   v->entry_words = entry_words;
+}
+
+// The i-th entry (insertion order) of a table view, its order value checked. Throws DecodeError.
+const std::byte* entry_at(const ViewObject* v, uint64_t i) {
+  uint32_t s;
+  std::memcpy(&s, v->order + i * 4, 4);
+  if (s >> v->log2_slots != 0) throw_error(Errc::kDecode, "frozen table order is corrupt");
+  const std::byte* e = v->slots + uint64_t{s} * v->entry_words * 8;
+  if (load_ref(e + 8) == layout::kEmptyKey) {
+    throw_error(Errc::kDecode, "frozen table order names an empty slot");
+  }
+  return e;
 }
 
 PyObject* new_view(OwnerObject* owner, Ref r) {
@@ -322,7 +335,14 @@ PyObject* thaw_table(OwnerObject* owner, ViewObject* v, Tag t, int depth) {
   PyObject* res = is_dict ? PyDict_New() : (t == Tag::kSet ? PySet_New(nullptr) : PyFrozenSet_New(nullptr));
   if (res == nullptr) return nullptr;
   for (uint64_t i = 0; i < v->count; ++i) {
-    const std::byte* e = v->items + i * v->entry_words * 8;
+    const std::byte* e;
+    try {
+      e = entry_at(v, i);
+    } catch (...) {
+      set_error_from_current_exception();
+      Py_DECREF(res);
+      return nullptr;
+    }
     PyObject* k = thaw(owner, load_ref(e + 8), depth + 1);
     if (k == nullptr) {
       Py_DECREF(res);
@@ -512,46 +532,53 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
   return eq;
 }
 
-// Entry index of `key`, -1 when absent, -2 with a Python error set. `missing_type_error`:
-// raise TypeError for unhashable keys (d[k]) rather than report them absent.
+// Slot index of `key`, -1 when absent, -2 with a Python error set (unhashable keys raise
+// TypeError, as in a dict).
 int64_t lookup(ViewObject* v, PyObject* key) {
+  PyObject* const probe_key = key;
+  bool probe_int_ok = false;
+  long long probe_int = 0;
   uint64_t h;
   // Fast hash for the two key types the benchmarks (and most users) use.
   if (PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key)) {
     h = frozen::hash::of_bytes(v->seed, PyUnicode_DATA(key),
                                static_cast<size_t>(PyUnicode_GET_LENGTH(key)));
   } else if (PyLong_CheckExact(key)) {
-    Py_hash_t ph = PyLong_Type.tp_hash(key);
-    if (ph == -1 && PyErr_Occurred()) return -2;
-    h = static_cast<uint64_t>(ph);
+    int overflow;
+    probe_int = PyLong_AsLongLongAndOverflow(key, &overflow);
+    if (overflow == 0 && probe_int != -1) {
+      probe_int_ok = true;
+      h = static_cast<uint64_t>(frozen::hash::of_int(probe_int));
+    } else {
+      PyErr_Clear();
+      probe_int_ok = overflow == 0 && probe_int == -1;
+      Py_hash_t ph = PyLong_Type.tp_hash(key);
+      if (ph == -1 && PyErr_Occurred()) return -2;
+      h = static_cast<uint64_t>(ph);
+    }
   } else {
     const int rc = key_hash(key, v->seed, &h, 0);
     if (rc < 0) return -2;
     if (rc == 1) return -1;
   }
   if (v->count == 0) return -1;
-  const uint64_t nslots = uint64_t{1} << v->log2_slots;
-  const uint64_t mask = nslots - 1;
-  const uint32_t frag = layout::fragment(h);
-  uint64_t i = layout::slot_of(h, v->log2_slots);
   const uint64_t stride = uint64_t{v->entry_words} * 8;
+  layout::Probe pr(h, v->log2_slots);
+  const uint64_t limit = pr.limit();
   try {
-    for (uint64_t n = 0; n < nslots; ++n, i = (i + 1) & mask) {
-      uint64_t slot;
-      std::memcpy(&slot, v->slots + i * 8, 8);
-      if (slot == 0) return -1;
-      if (static_cast<uint32_t>(slot >> 32) != frag) continue;
-      const uint64_t idx = (slot & 0xFFFF'FFFFULL) - 1;
-      if (idx >= v->count) {
-        throw_error(Errc::kDecode, "frozen table slot points past its entries (corrupt data)");
+    for (uint64_t n = 0; n < limit; ++n, pr.next()) {
+      const std::byte* e = v->slots + pr.slot * stride;
+      const Ref key = load_ref(e + 8);
+      if (key == layout::kEmptyKey) return -1;
+      if (load_ref(e) != h) continue;
+      // An int key compares inline, without a call (the hot case of int-keyed tables).
+      if (tag_of(key) == Tag::kInt && PyLong_CheckExact(probe_key)) {
+        if (probe_int_ok && probe_int == inline_int(key)) return static_cast<int64_t>(pr.slot);
+        continue;
       }
-      const std::byte* e = v->items + idx * stride;
-      uint64_t eh;
-      std::memcpy(&eh, e, 8);
-      if (eh != h) continue;
-      const int eq = key_equal(v, load_ref(e + 8), key);
+      const int eq = key_equal(v, key, probe_key);
       if (eq < 0) return -2;
-      if (eq > 0) return static_cast<int64_t>(idx);
+      if (eq > 0) return static_cast<int64_t>(pr.slot);
     }
   } catch (...) {
     set_error_from_current_exception();
@@ -637,7 +664,12 @@ PyObject* view_entry(PyObject* self, PyObject* args) {
     PyErr_SetString(PyExc_ValueError, "a set has no values");
     return nullptr;
   }
-  return decode(v->owner, load_ref(v->items + i * v->entry_words * 8 + 8 + (what == 1 ? 8 : 0)));
+  try {
+    return decode(v->owner, load_ref(entry_at(v, static_cast<uint64_t>(i)) + (what == 1 ? 16 : 8)));
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
 }
 
 PyMethodDef view_methods[] = {
@@ -657,7 +689,7 @@ PyGetSetDef view_getset[] = {
 PyObject* dict_subscript(PyObject* self, PyObject* key) {
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, key);
-  if (idx >= 0) return decode(v->owner, load_ref(v->items + idx * 24 + 16));
+  if (idx >= 0) return decode(v->owner, load_ref(v->slots + idx * 24 + 16));
   if (idx == -1) set_key_error(key);
   return nullptr;
 }
@@ -678,7 +710,7 @@ PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   }
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, args[0]);
-  if (idx >= 0) return decode(v->owner, load_ref(v->items + idx * 24 + 16));
+  if (idx >= 0) return decode(v->owner, load_ref(v->slots + idx * 24 + 16));
   if (idx == -2) return nullptr;
   PyObject* dflt = nargs == 2 ? args[1] : Py_None;
   Py_INCREF(dflt);
@@ -782,7 +814,13 @@ PyObject* iter_next(PyObject* self) {
     if (tag_of(r) == Tag::kInt) return PyLong_FromLongLong(inline_int(r));
     return decode(v->owner, r);
   }
-  const std::byte* e = v->items + i * v->entry_words * 8;
+  const std::byte* e;
+  try {
+    e = entry_at(v, i);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
   if (it->what == 0) return decode(v->owner, load_ref(e + 8));
   if (it->what == 1) return decode(v->owner, load_ref(e + 16));
   PyObject* k = decode(v->owner, load_ref(e + 8));

@@ -29,15 +29,22 @@
 //   kPickle     BlobNode    {uint64_t nbytes; uint64_t zero} + a pickle (protocol 5, in band)
 //   kList/kTuple SeqNode    {uint64_t count; uint64_t zero} + Ref items[count]
 //   kDict/kSet/kFrozenSet TableNode {uint64_t count; uint32_t log2_slots; uint32_t entry_words}
-//                           + Entry entries[count]  (insertion order; entry_words 64-bit words
-//                             each: {uint64_t hash; Ref key} for sets, + Ref value for dicts)
-//                           + uint64_t slots[1 << log2_slots], each 0 (empty) or
-//                             (uint64_t(fragment(hash)) << 32) | (entry_index + 1)
+//                           + Entry slots[1 << log2_slots]: the open-addressing table itself,
+//                             entry_words 64-bit words each, {uint64_t hash; Ref key} for
+//                             sets, + Ref value for dicts; an empty slot is all zero but for
+//                             key == kEmptyKey
+//                           + uint32_t order[count]: the slot of each entry in insertion order
+//                             (iteration reads order[i], then that slot)
 //   kNdarray    NdNode      {see struct} + uint64_t shape[ndim] + descr text; the elements
 //                           are elsewhere in the image at data_offset (64-byte aligned)
 //
-// Hash tables: slot of a hash h is `slot_of(h, log2_slots)`; probing is linear (slot + 1, mod
-// slots); a lookup stops at an empty slot or after visiting every slot. Hashes (the same in
+// Hash tables: CPython's dict probing (Probe below): the first slot of a hash h is h & mask,
+// then perturb >>= 5, slot = (5 * slot + perturb + 1) & mask. Identity-like int hashes keep
+// consecutive int keys in consecutive slots (cache-friendly, as in a dict) and the perturbation
+// spreads keys that share low bits. Entries live in the slots themselves, so a lookup that
+// hits costs one cache miss for the entry (and one for a value node, if any). A lookup stops at
+// an empty slot or after nslots + 64 probes (the perturbation is spent after 13 shifts; then
+// 5*i + 1 mod 2**k visits every slot), so a corrupt full table cannot loop forever. Hashes (the same in
 // every process, whatever PYTHONHASHSEED): Python's numeric hash for bool, int and float (so
 // 1, 1.0 and True are one key, as are 2**60 and 2.0**60; NaN hashes to 0 and equals nothing);
 // shoal's seeded hash (header.hash_seed) of the UTF-8 bytes for str and of the bytes for bytes;
@@ -50,8 +57,9 @@
 //   F2  every node offset is 16-byte aligned, >= kFrozenHeaderSize, and the whole node
 //       (fixed part and variable part, computed without overflow) lies inside the image
 //   F3  tables: entry_words == 2 (sets) or 3 (dicts); 3 <= log2_slots <= 40;
-//       count <= (1 << log2_slots) / 2; every non-empty slot's entry_index < count; entries
-//       appear in exactly one slot each
+//       count <= (1 << log2_slots) / 2 and count < 2**32; order[i] < nslots, distinct, and
+//       names a non-empty slot; exactly count slots are non-empty; every entry is found by
+//       probing its hash without crossing an empty slot
 //   F4  a container's children were written before it (offsets of children < offset of the
 //       parent), so a well-formed image has no cycles; readers still bound their recursion
 //   F5  ndarray: data_offset % 64 == 0 and data_offset + nbytes <= image_size,
@@ -130,7 +138,7 @@ struct SeqNode {  // kList, kTuple; Ref items[count] follow
   uint64_t count;
   uint64_t zero;
 };
-struct TableNode {  // kDict, kSet, kFrozenSet; entries then slots follow
+struct TableNode {  // kDict, kSet, kFrozenSet; slots then order follow
   uint64_t count;
   uint32_t log2_slots;
   uint32_t entry_words;  // 2: {hash, key}; 3: {hash, key, value}
@@ -147,12 +155,24 @@ struct NdNode {  // shape[ndim] then descr text follow
 static_assert(sizeof(FloatNode) == 16 && sizeof(BlobNode) == 16 && sizeof(SeqNode) == 16);
 static_assert(sizeof(TableNode) == 16 && sizeof(NdNode) == 48);
 
-/// The slot a hash starts probing at: Fibonacci hashing, so that keys differing only in high
-/// bits (multiples of 1024...) still spread over the table.
-constexpr uint64_t slot_of(uint64_t hash, uint32_t log2_slots) {
-  return (hash * 0x9E37'79B9'7F4A'7C15ULL) >> (64 - log2_slots);
-}
-/// The 32 bits of a hash kept in its slot, compared before the entry is read.
-constexpr uint32_t fragment(uint64_t hash) { return static_cast<uint32_t>(hash ^ (hash >> 32)); }
+/// An empty table slot's key word (tag 15 is reserved: no real key has it).
+inline constexpr uint64_t kEmptyKey = 15;
+
+/// CPython's dict probe sequence over 1 << log2_slots slots.
+struct Probe {
+  uint64_t slot;
+  uint64_t perturb;
+  uint64_t mask;
+  constexpr Probe(uint64_t hash, uint32_t log2_slots)
+      : slot(hash & ((uint64_t{1} << log2_slots) - 1)),
+        perturb(hash),
+        mask((uint64_t{1} << log2_slots) - 1) {}
+  constexpr void next() {
+    perturb >>= 5;
+    slot = (slot * 5 + perturb + 1) & mask;
+  }
+  /// The most probes a lookup makes before giving up on a (corrupt) table with no empty slot.
+  constexpr uint64_t limit() const { return mask + 65; }
+};
 
 }  // namespace shoal::layout

@@ -436,7 +436,9 @@ TEST(FrozenLookup, PythonEqualityDecidesWhichKeysAreOne) {
   EXPECT_THROW(d.at("missing"), std::out_of_range);
   // The probe with the caller's own equality (as the Python binding uses it).
   const uint64_t h = static_cast<uint64_t>(hash::of_int(1));
-  EXPECT_EQ(d.probe(h, [](const Value& k) { return k.type() == Type::kInt; }), 0);
+  const int64_t slot = d.probe(h, [](const Value& k) { return k.type() == Type::kInt; });
+  ASSERT_GE(slot, 0);  // a slot index: read the entry there
+  EXPECT_EQ(d.key_in_slot(static_cast<uint64_t>(slot)).as_int(), 1);
   EXPECT_EQ(d.probe(h, [](const Value&) { return false; }), -1);
 }
 
@@ -471,7 +473,9 @@ TEST(FrozenLookup, TupleAndFrozensetKeys) {
     const Value k = o2.root()[i];
     // The hash o1 stores for an equal key (a str's hash depends on the image's seed).
     const uint64_t h = o1.root().hash_at(i);
-    EXPECT_EQ(o1.root().probe(h, [&](const Value& x) { return keys_equal(x, k); }), static_cast<int64_t>(i));
+    const int64_t slot = o1.root().probe(h, [&](const Value& x) { return keys_equal(x, k); });
+    ASSERT_GE(slot, 0);
+    EXPECT_TRUE(keys_equal(o1.root().key_in_slot(static_cast<uint64_t>(slot)), o1.root().key_at(i)));
   }
   EXPECT_THROW(keys_equal(o2.root(), k0), InvalidArgumentError);  // a list is unhashable
 }
@@ -697,8 +701,15 @@ struct ForgedTable {
     table_off = s & ~uint64_t{15};
     bytes = b.finish_bytes(s);
   }
-  void set_slots(uint64_t v) {
-    for (int i = 0; i < 8; ++i) std::memcpy(bytes.data() + table_off + 16 + 4 * 16 + i * 8, &v, 8);
+  // Every one of the 8 slots (16 bytes each: hash, key) set to the same pair.
+  void set_slots(uint64_t hash, uint64_t key) {
+    for (int i = 0; i < 8; ++i) {
+      std::memcpy(bytes.data() + table_off + 16 + i * 16, &hash, 8);
+      std::memcpy(bytes.data() + table_off + 16 + i * 16 + 8, &key, 8);
+    }
+  }
+  void set_order(uint32_t i, uint32_t slot) {
+    std::memcpy(bytes.data() + table_off + 16 + 8 * 16 + i * 4, &slot, 4);
   }
 };
 
@@ -709,8 +720,9 @@ TEST(FrozenCorrupt, AFullTableThatNeverMatchesEnds) {
     EXPECT_TRUE(o.root().find(int64_t{3}).has_value());
     o.image.validate();
   }
-  // Every slot full, pointing at entry 0 with a fragment that matches no query: not found.
-  t.set_slots((uint64_t{0xDEAD'BEEF} << 32) | 1);
+  // Every slot full (no empty slot to stop at) with a hash no query has: not found, and the
+  // bounded probe ends.
+  t.set_slots(0xDEAD'BEEF, (uint64_t{77} << 4) | 3);
   {
     Opened o(t.bytes);
     EXPECT_FALSE(o.root().find(int64_t{3}).has_value());
@@ -718,17 +730,36 @@ TEST(FrozenCorrupt, AFullTableThatNeverMatchesEnds) {
     EXPECT_EQ(o.root().probe(12345, [](const Value&) { return true; }), -1);
     EXPECT_THROW(o.image.validate(), DecodeError);
   }
-  // Every slot full with the right fragment of a hash but an entry past the end: DecodeError.
-  t.set_slots((uint64_t{layout::fragment(3)} << 32) | 9);
+  // Every slot full with the right hash but a key pointing past the table (and the image):
+  // DecodeError, not a read out of bounds.
+  t.set_slots(3, (uint64_t{1} << 40) | 4);
   {
     Opened o(t.bytes);
     EXPECT_THROW((void)o.root().find(int64_t{3}), DecodeError);
   }
-  // A slot whose index part is zero but is not empty.
-  t.set_slots(uint64_t{layout::fragment(3)} << 32);
+}
+
+TEST(FrozenCorrupt, TableOrderIsChecked) {
+  ForgedTable t;
+  t.set_order(0, 99);  // past the 8 slots
   {
     Opened o(t.bytes);
-    EXPECT_THROW((void)o.root().find(int64_t{3}), DecodeError);
+    EXPECT_THROW((void)o.root().key_at(0), DecodeError);
+    EXPECT_THROW(o.image.validate(), DecodeError);
+  }
+  ForgedTable u;
+  uint32_t empty = 0;  // a slot no entry uses
+  for (; empty < 8; ++empty) {
+    uint64_t key;
+    std::memcpy(&key, u.bytes.data() + u.table_off + 16 + empty * 16 + 8, 8);
+    if (key == layout::kEmptyKey) break;
+  }
+  ASSERT_LT(empty, 8u);
+  u.set_order(0, empty);
+  {
+    Opened o(u.bytes);
+    EXPECT_THROW((void)o.root().key_at(0), DecodeError);
+    EXPECT_THROW(o.image.validate(), DecodeError);
   }
 }
 
@@ -916,7 +947,14 @@ TEST(Frozen, LoadRefusesTruncatedAndForeignFiles) {
   std::string bad = full;
   const uint64_t outside = (uint64_t{1} << 32) | 6;
   const size_t root_off = static_cast<size_t>(bytes[24]) | (static_cast<size_t>(bytes[25]) << 8);
-  std::memcpy(bad.data() + (root_off & ~size_t{15}) + 16 + 8, &outside, 8);  // entry 0's key
+  {  // entry 0's key: the slot order[0] names (slots of entry_words words, then the order)
+    const size_t t = root_off & ~size_t{15};
+    uint32_t log2, ew, slot0;
+    std::memcpy(&log2, bad.data() + t + 8, 4);
+    std::memcpy(&ew, bad.data() + t + 12, 4);
+    std::memcpy(&slot0, bad.data() + t + 16 + (size_t{ew} * 8 << log2), 4);
+    std::memcpy(bad.data() + t + 16 + size_t{slot0} * ew * 8 + 8, &outside, 8);
+  }
   write_file(dir + "/bad", bad);
   Frozen f = Frozen::load(dir + "/bad");
   EXPECT_THROW((void)f.root().key_at(0).as_str(), DecodeError);
