@@ -367,6 +367,25 @@ Builder::Ref Builder::tuple(std::span<const Ref> items) {
   return tag_ref(Tag::kTuple, impl_->node(items.size(), 0, {std::as_bytes(items)}));
 }
 
+std::optional<Builder::Ref> Builder::try_inline_sequence(bool tuple, uint64_t count,
+                                                        const std::function<bool(Ref*)>& fill) {
+  if (count > (uint64_t{1} << 53)) throw_error(Errc::kInvalidArgument, "frozen sequence too long");
+  Impl& m = *impl_;
+  m.pad_to(layout::kNodeAlign);
+  m.reserve(16 + count * 8);
+  const uint64_t start = m.len;
+  const uint64_t nodes = m.nodes;
+  const uint64_t off = m.node(count, 0, {});
+  Ref* items = reinterpret_cast<Ref*>(m.buf + m.len);  // 16-byte aligned, after the header
+  m.len += count * 8;
+  if (!fill(items)) {  // nothing was written after this node: rewinding drops it
+    m.len = start;
+    m.nodes = nodes;
+    return std::nullopt;
+  }
+  return tag_ref(tuple ? Tag::kTuple : Tag::kList, off);
+}
+
 Builder::Ref Builder::dict(std::span<const Ref> keys, std::span<const Ref> values) {
   return dict_hashed(keys, values, impl_->hashes(keys));
 }

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -250,6 +251,12 @@ class Builder {
               bool fortran, const void* data, uint64_t nbytes);
   Ref list(std::span<const Ref> items);
   Ref tuple(std::span<const Ref> items);
+  /// A list (tuple when `tuple`) of `count` inline scalars -- None, bools, ints within 60 bits
+  /// -- written straight into the image, with no array of refs in between: fill(items) writes
+  /// the node's item array in place and returns true; when it returns false (an item is not an
+  /// inline scalar), the node is dropped and the result is nullopt (use list() instead).
+  std::optional<Ref> try_inline_sequence(bool tuple, uint64_t count,
+                                         const std::function<bool(Ref* items)>& fill);
   /// Hash tables. Keys must be hashable (None, bool, int, float, str, bytes, and tuples /
   /// frozensets of these), else InvalidArgumentError; an equal key twice is
   /// InvalidArgumentError ("duplicate key"). The *_hashed forms take precomputed hashes

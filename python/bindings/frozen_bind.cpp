@@ -95,6 +95,7 @@ struct IterObject {
   ViewObject* view;  // strong reference
   uint64_t index;
   int what;  // 0 items of a seq / keys of a table, 1 values, 2 (key, value) pairs
+  PyObject* spare[2];  // ints this iterator made, reused once nobody else holds them
 };
 
 inline Ref load_ref(const std::byte* p) {
@@ -616,6 +617,7 @@ PyObject* new_iter(ViewObject* v, int what) {
   it->view = v;
   it->index = 0;
   it->what = what;
+  it->spare[0] = it->spare[1] = nullptr;
   return reinterpret_cast<PyObject*>(it);
 }
 
@@ -794,9 +796,45 @@ int seq_contains(PyObject* self, PyObject* x) {
 // ---- iterator ------------------------------------------------------------------------------
 void iter_dealloc(PyObject* self) {
   PyTypeObject* tp = Py_TYPE(self);
-  Py_XDECREF(reinterpret_cast<IterObject*>(self)->view);
+  auto* it = reinterpret_cast<IterObject*>(self);
+  Py_XDECREF(it->view);
+  Py_XDECREF(it->spare[0]);
+  Py_XDECREF(it->spare[1]);
   PyObject_Free(self);
   Py_DECREF(tp);  // a heap type: every instance holds a reference to it
+}
+
+// An int for an iterator to return. `for x in frozen_list` and sum() drop each int before
+// asking for the one after next, so an int the iterator made earlier is often referenced by
+// the iterator alone (refcount 1): it is then rewritten in place and returned again, sparing
+// an allocation and a free per item -- the way CPython's zip() and enumerate() reuse their
+// result tuple. Nobody else can observe the change (no other reference exists, and ints have
+// no weak references). Only for one-digit ints outside the small-int cache, and only where the
+// int layout is known (CPython 3.11: ob_size is sign * digits, ob_digit[0] the 30-bit digit).
+PyObject* next_int(IterObject* it, int64_t val) {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
+  const uint64_t mag = val < 0 ? 0 - static_cast<uint64_t>(val) : static_cast<uint64_t>(val);
+  if ((val > 256 || val < -5) && mag < (uint64_t{1} << PyLong_SHIFT)) {
+    for (PyObject*& c : it->spare) {
+      if (c != nullptr && Py_REFCNT(c) == 1) {
+        auto* l = reinterpret_cast<PyLongObject*>(c);
+        Py_SET_SIZE(l, val < 0 ? -1 : 1);
+        l->ob_digit[0] = static_cast<digit>(mag);
+        Py_INCREF(c);
+        return c;
+      }
+    }
+    PyObject* o = PyLong_FromLongLong(val);
+    if (o == nullptr) return nullptr;
+    // Keep it as a spare in place of one still in use elsewhere (alternating).
+    PyObject*& slot = it->spare[it->index & 1];
+    Py_XSETREF(slot, Py_NewRef(o));
+    return o;
+  }
+#else
+  (void)it;
+#endif
+  return PyLong_FromLongLong(val);
 }
 
 PyObject* iter_next(PyObject* self) {
@@ -811,7 +849,7 @@ PyObject* iter_next(PyObject* self) {
     const Ref r = load_ref(v->items + i * 8);
     // The common leaf inline, without decode()'s dispatch: iterating a list of ints is a
     // measured hot path (bench/python/frozen.py).
-    if (tag_of(r) == Tag::kInt) return PyLong_FromLongLong(inline_int(r));
+    if (tag_of(r) == Tag::kInt) return next_int(it, inline_int(r));
     return decode(v->owner, r);
   }
   const std::byte* e;
@@ -1101,6 +1139,7 @@ class Encoder {
   Ref container_body(PyObject* o) {
     if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) {
       const bool is_list = PyList_CheckExact(o);
+      if (auto r = inline_sequence(o, is_list)) return *r;
       std::vector<Ref> items;
       items.reserve(static_cast<size_t>(Py_SIZE(o)));
       // Index-based with a bounds check each time: encoding a pickled leaf runs Python code
@@ -1156,6 +1195,40 @@ class Encoder {
       hashes.push_back(h);
     }
     return b_.set_hashed(keys, hashes, /*frozen=*/PyFrozenSet_Check(o));
+  }
+
+  // The inline Ref of None, a bool or an exact int within 60 bits; nullopt otherwise.
+  static std::optional<Ref> inline_ref(PyObject* x) {
+    if (x == Py_None) return Ref{static_cast<uint64_t>(Tag::kNone)};
+    if (x == Py_True) return Ref{static_cast<uint64_t>(Tag::kTrue)};
+    if (x == Py_False) return Ref{static_cast<uint64_t>(Tag::kFalse)};
+    if (!PyLong_CheckExact(x)) return std::nullopt;
+    int overflow;
+    const long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (overflow != 0 || v < layout::kInlineIntMin || v > layout::kInlineIntMax) {
+      return std::nullopt;
+    }
+    return (static_cast<uint64_t>(v) << 4) | static_cast<uint64_t>(Tag::kInt);
+  }
+
+  // A list/tuple of inline scalars only (the common "big list of ints"): written straight into
+  // the image, with no intermediate array of refs (that array, 8 bytes an item, doubled the
+  // bytes written and the pages faulted). Nothing here runs Python code, so the list cannot
+  // change between the check and the copy.
+  std::optional<Ref> inline_sequence(PyObject* o, bool is_list) {
+    const Py_ssize_t n = Py_SIZE(o);
+    PyObject** items = is_list ? reinterpret_cast<PyListObject*>(o)->ob_item
+                               : reinterpret_cast<PyTupleObject*>(o)->ob_item;
+    // One pass (each item object is a cache miss): write as we go, give up at the first item
+    // that is not inline (the builder drops the partial node).
+    return b_.try_inline_sequence(!is_list, static_cast<uint64_t>(n), [&](Ref* out) {
+      for (Py_ssize_t i = 0; i < n; ++i) {
+        const std::optional<Ref> r = inline_ref(items[i]);
+        if (!r) return false;
+        out[i] = *r;
+      }
+      return true;
+    });
   }
 
   static constexpr Ref kInProgress = ~Ref{0};

@@ -23,10 +23,14 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shoal
+
+# Also run against the ASan/UBSan build (make test-asan): the encoder and views are C++.
+pytestmark = pytest.mark.asan
 
 SETTINGS = settings(
     max_examples=200,
