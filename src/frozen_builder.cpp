@@ -186,8 +186,10 @@ uint64_t Builder::Impl::table(Tag tag, std::span<const uint64_t> keys, const uin
     throw_error(Errc::kInvalidArgument, "frozen builder: " + std::to_string(count) + " keys but " +
                                             std::to_string(hashes.size()) + " hashes");
   }
-  if (count >= (uint64_t{1} << 32) - 1) {
-    throw_error(Errc::kInvalidArgument, "a frozen dict or set holds fewer than 2**32 - 1 entries");
+  // order[] holds 32-bit slot indices: at most 2**32 slots, so at most 2**31 entries.
+  if (count > (uint64_t{1} << 31)) {
+    throw_error(Errc::kInvalidArgument, "a frozen dict or set holds at most 2**31 entries, not " +
+                                            std::to_string(count));
   }
   for (uint64_t k : keys) check_ref(k);
   if (tag == Tag::kDict) {

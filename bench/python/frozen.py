@@ -87,6 +87,7 @@ FREEZE = "shoal.freeze(d)"
 
 S_SHOAL = "FrozenDict argument (spawn)"
 S_SHOAL_FS = "FrozenDict argument (forkserver)"
+S_SHOAL_FORK = "FrozenDict argument (fork)"
 S_SHOAL_FREEZE = "freeze + FrozenDict argument (spawn)"
 S_PARTIAL = "partial(func, cache=dict) (spawn)"
 S_INIT = "initializer + global (spawn)"
@@ -291,6 +292,7 @@ class _Seed001:
         ways = [
             Way(S_SHOAL, pool_map(S_SHOAL, "spawn", "frozen")),
             Way(S_SHOAL_FS, pool_map(S_SHOAL_FS, "forkserver", "frozen")),
+            Way(S_SHOAL_FORK, pool_map(S_SHOAL_FORK, "fork", "frozen")),
             Way(S_SHOAL_FREEZE, pool_map(S_SHOAL_FREEZE, "spawn", "freeze")),
             Way(S_PARTIAL, pool_map(S_PARTIAL, "spawn", "dict")),
             Way(S_INIT, pool_map(S_INIT, "spawn", "global")),
@@ -312,7 +314,12 @@ class _Seed001:
 
     def memory(self, name: str) -> tuple[list[tuple[ProcMem, ProcMem, int]], int]:
         """One run of a way with each worker's memory growth reported; and Shmem growth."""
-        method = {S_SHOAL_FS: "forkserver", S_INIT_FS: "forkserver", S_FORK: "fork"}.get(
+        method = {
+            S_SHOAL_FS: "forkserver",
+            S_INIT_FS: "forkserver",
+            S_FORK: "fork",
+            S_SHOAL_FORK: "fork",
+        }.get(
             name, "spawn"
         )
         ctx = mp.get_context(method)
@@ -458,9 +465,29 @@ def run(quick: bool) -> str:
             r_freeze.ratio(FREEZE) <= 1,
         ),
         (
-            "seed 001: FrozenDict argument no slower than initializer + global (spawn)",
+            "seed 001: FrozenDict argument faster than partial(dict) (spawn)",
+            f"{r_seed.ratio(S_SHOAL, S_PARTIAL):.2f}x",
+            r_seed.ratio(S_SHOAL, S_PARTIAL) < 1,
+        ),
+        (
+            "seed 001: FrozenDict argument faster than initializer + global (spawn)",
             f"{r_seed.ratio(S_SHOAL, S_INIT):.2f}x",
-            r_seed.ratio(S_SHOAL, S_INIT) <= 1,
+            r_seed.ratio(S_SHOAL, S_INIT) < 1,
+        ),
+        (
+            "seed 001: FrozenDict argument faster than initializer + global (forkserver)",
+            f"{r_seed.ratio(S_SHOAL_FS, S_INIT_FS):.2f}x",
+            r_seed.ratio(S_SHOAL_FS, S_INIT_FS) < 1,
+        ),
+        (
+            "seed 001: FrozenDict argument faster than Manager().dict() (spawn)",
+            f"{r_seed.ratio(S_SHOAL, S_MANAGER):.2f}x",
+            r_seed.ratio(S_SHOAL, S_MANAGER) < 1,
+        ),
+        (
+            "seed 001: FrozenDict argument (fork) <= 1.2x the global inherited over fork",
+            f"{r_seed.ratio(S_SHOAL_FORK, S_FORK):.2f}x",
+            r_seed.ratio(S_SHOAL_FORK, S_FORK) <= 1.2,
         ),
         (
             "children's private growth < max(1% of the image, 4 MiB)",
