@@ -319,9 +319,7 @@ class _Seed001:
             S_INIT_FS: "forkserver",
             S_FORK: "fork",
             S_SHOAL_FORK: "fork",
-        }.get(
-            name, "spawn"
-        )
+        }.get(name, "spawn")
         ctx = mp.get_context(method)
         base = settled_shmem()
         barrier = ctx.Barrier(WORKERS)
