@@ -53,11 +53,11 @@ from shoal._measure import (
     ProcMem,
     diff,
     fmt_bytes,
+    private_anonymous,
     proc_mem,
     settled_shmem,
     shmem_growth,
 )
-from shoal._scene_frozen import private_anonymous
 
 _mpire: Any
 try:

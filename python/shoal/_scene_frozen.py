@@ -29,9 +29,9 @@ from typing import Any, TextIO
 
 from ._frozen import freeze
 from ._harness import fmt_duration
-from ._measure import ProcMem, diff, fmt_bytes, proc_mem
+from ._measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
 
-__all__ = ["private_anonymous", "run_dict_scene", "run_list_scene"]
+__all__ = ["run_dict_scene", "run_list_scene"]
 
 MIB = 1 << 20
 FLOOR = 4 * MIB
@@ -54,33 +54,6 @@ _inherited: Any = None
 _before: tuple[ProcMem, int] | None = None
 _barrier: Any = None
 _cache: Any = None
-
-
-def private_anonymous(pid: int | None = None) -> int:
-    """Bytes of anonymous memory that process ``pid`` (default: this one) alone maps: new
-    private allocations and copy-on-write copies of a parent's pages, but not pages still
-    shared with the parent and not shared memory (memfd, shmem).
-
-    From ``/proc/PID/smaps``, the sum over mappings of ``min(Anonymous, Private_Dirty)``.
-    smaps_rollup cannot tell this: its ``Anonymous`` counts a forked child's inherited pages
-    before and after they are copied (so copies do not show), and its ``Private_Dirty`` and
-    USS count shared-memory pages that no other process maps at the moment (an image whose
-    creator never touched it after building it).
-    """
-    total = 0
-    anon = dirty = 0
-    with open(f"/proc/{pid or 'self'}/smaps", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            key, sep, rest = line.partition(":")
-            if not sep or " " in key:  # a mapping's header line ("addr-addr perms ...")
-                total += min(anon, dirty)
-                anon = dirty = 0
-                continue
-            if key == "Anonymous":
-                anon = int(rest.split()[0]) * 1024
-            elif key == "Private_Dirty":
-                dirty = int(rest.split()[0]) * 1024
-    return total + min(anon, dirty)
 
 
 def _signed(n: int) -> str:

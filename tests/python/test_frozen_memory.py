@@ -36,11 +36,11 @@ from shoal._measure import (
     diff,
     fmt_bytes,
     machine_shmem,
+    private_anonymous,
     proc_mem,
     settled_shmem,
     shmem_growth,
 )
-from shoal._scene_frozen import private_anonymous
 
 pytestmark = pytest.mark.serial
 
