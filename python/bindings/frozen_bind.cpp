@@ -144,7 +144,9 @@ void fill_view(ViewObject* v, Tag t) {
 const std::byte* entry_at(const ViewObject* v, uint64_t i) {
   uint32_t s;
   std::memcpy(&s, v->order + i * 4, 4);
-  if (s >> v->log2_slots != 0) throw_error(Errc::kDecode, "frozen table order is corrupt");
+  if (uint64_t{s} >> v->log2_slots != 0) {  // 64-bit: log2_slots may be 32 or more
+    throw_error(Errc::kDecode, "frozen table order is corrupt");
+  }
   const std::byte* e = v->slots + uint64_t{s} * v->entry_words * 8;
   if (load_ref(e + 8) == layout::kEmptyKey) {
     throw_error(Errc::kDecode, "frozen table order names an empty slot");
