@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pathlib
 import shutil
 import tempfile
 import time
@@ -101,3 +102,24 @@ def start_method(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def ctx(start_method: str) -> mp.context.BaseContext:
     return mp.get_context(start_method)
+
+
+# ---- the C++ examples (built by `make dev`; `make test` builds them before pytest) ----------
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def cpp_example(name: str) -> list[str]:
+    """The command of examples/cpp/<name> from the dev build; skips, saying so, when absent."""
+    path = _ROOT / "build" / "dev" / "examples" / "cpp" / name
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"{path.relative_to(_ROOT)} is not built: run `make dev` first")
+    return [str(path)]
+
+
+def cpp_env() -> dict[str, str]:
+    """The environment for a C++ example: this test's session directory (inherited) and the
+    broker Python itself starts (the installed package's), in case the C++ process is the one
+    that starts the session."""
+    from shoal import _shoal
+
+    return {**os.environ, "SHOAL_BROKER": _shoal.broker_path()}

@@ -8,34 +8,19 @@ through SHOAL_RUNTIME_DIR (this test's own directory, from conftest) exactly as 
 
 from __future__ import annotations
 
-import os
-import pathlib
 import select
 import subprocess
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import DEADLINE
+from conftest import DEADLINE, cpp_env, cpp_example
 
 import shoal
-from shoal import _shoal
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "build" / "dev" / "examples" / "cpp" / "array_example"
 
 
 @pytest.fixture
-def example() -> Iterator[list[str]]:
-    if not os.access(EXAMPLE, os.X_OK):
-        pytest.skip(f"{EXAMPLE.relative_to(ROOT)} is not built: run `make dev` first")
-    yield [str(EXAMPLE)]
-
-
-def _env() -> dict[str, str]:
-    # The broker Python itself starts (the installed package's _bin/shoal-broker), in case the
-    # C++ process is the one that starts the session.
-    return {**os.environ, "SHOAL_BROKER": _shoal.broker_path()}
+def example() -> list[str]:
+    return cpp_example("array_example")
 
 
 def _read_line(p: subprocess.Popen[str]) -> str:
@@ -53,7 +38,7 @@ def test_cpp_creates_python_reads_then_python_writes_cpp_reads(example: list[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=cpp_env(),
     )
     try:
         line = _read_line(p)
@@ -86,7 +71,7 @@ def test_python_creates_cpp_attaches_and_reads(example: list[str], snapshot: boo
         [*example, a.handle()],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cpp_env(),
         timeout=DEADLINE,
         check=False,
     )
@@ -103,7 +88,7 @@ def test_cpp_refuses_an_array_of_another_dtype(example: list[str]) -> None:
         [*example, a.handle()],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cpp_env(),
         timeout=DEADLINE,
         check=False,
     )

@@ -8,20 +8,13 @@ builds it before pytest); the test skips, saying so, when it is absent.
 
 from __future__ import annotations
 
-import os
-import pathlib
 import select
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from conftest import DEADLINE
+from conftest import DEADLINE, cpp_env, cpp_example
 
 import shoal
-from shoal import _shoal
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "build" / "dev" / "examples" / "cpp" / "frozen_example"
 
 # The map of frozen_example.cpp's header, in Python.
 MAP = {
@@ -55,14 +48,8 @@ EXPECTED = [
 
 
 @pytest.fixture
-def example() -> Iterator[list[str]]:
-    if not os.access(EXAMPLE, os.X_OK):
-        pytest.skip(f"{EXAMPLE.relative_to(ROOT)} is not built: run `make dev` first")
-    yield [str(EXAMPLE)]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "SHOAL_BROKER": _shoal.broker_path()}
+def example() -> list[str]:
+    return cpp_example("frozen_example")
 
 
 def test_cpp_builds_python_reads(example: list[str]) -> None:
@@ -72,7 +59,7 @@ def test_cpp_builds_python_reads(example: list[str]) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=cpp_env(),
     )
     try:
         assert p.stdout is not None
@@ -100,7 +87,7 @@ def test_python_freezes_cpp_reads(example: list[str]) -> None:
         [*example, d.handle()],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cpp_env(),
         timeout=DEADLINE,
         check=False,
     )
@@ -116,7 +103,7 @@ def test_cpp_reader_refuses_a_non_frozen_handle(example: list[str]) -> None:
         [*example, a.handle()],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cpp_env(),
         timeout=DEADLINE,
         check=False,
     )
