@@ -44,6 +44,7 @@ __all__ = [
     "Result",
     "Stats",
     "Way",
+    "dismiss",
     "fmt_duration",
     "machine_facts",
     "memory_table",
@@ -474,3 +475,15 @@ class Worker:
             self.conn.send(("exit",))
         self.proc.join(self.deadline)
         self.conn.close()
+
+
+def dismiss(conns: Sequence[Any], procs: Sequence[Any], timeout: float) -> None:
+    """End a scene's children: tell each one it may exit ("done" on its pipe; one already gone
+    is fine), wait up to `timeout` seconds for each, then close the pipes."""
+    for c in conns:
+        with contextlib.suppress(OSError):
+            c.send("done")
+    for p in procs:
+        p.join(timeout)
+    for c in conns:
+        c.close()

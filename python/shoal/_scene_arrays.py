@@ -36,7 +36,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._array import Array, share_array
-from ._harness import fmt_duration
+from ._harness import dismiss, fmt_duration
 from ._measure import ProcMem, fmt_bytes, machine_shmem, proc_mem, settled_shmem
 
 __all__ = ["run_scene", "scene_arrays"]
@@ -154,15 +154,7 @@ def _run_way(way: str, matrix: np.ndarray, expect: float) -> _Outcome:
         o.anon = [r["anon_growth"] for r in reports]
         o.sums_ok = all(bool(np.isclose(r["total"], expect, rtol=1e-12, atol=0)) for r in reports)
     finally:
-        for c in conns:
-            try:
-                c.send("done")
-            except OSError:
-                pass
-        for p in procs:
-            p.join(DEADLINE)
-        for c in conns:
-            c.close()
+        dismiss(conns, procs, DEADLINE)
         if shm is not None:
             shm.close()
             shm.unlink()

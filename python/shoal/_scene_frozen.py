@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
 from ._frozen import freeze
-from ._harness import fmt_duration
+from ._harness import dismiss, fmt_duration
 from ._measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
 
 __all__ = ["run_dict_scene", "run_list_scene"]
@@ -114,15 +114,7 @@ def _children(arg: Any) -> list[dict[str, Any]]:
             reports.append(c.recv())
         return reports
     finally:
-        for c in conns:
-            try:
-                c.send("done")
-            except OSError:
-                pass
-        for p in procs:
-            p.join(DEADLINE)
-        for c in conns:
-            c.close()
+        dismiss(conns, procs, DEADLINE)
 
 
 def run_list_scene(size: int, out: TextIO) -> bool:
