@@ -525,6 +525,15 @@ _FUZZ_CHARS = st.one_of(
 )
 
 
+def _mutate(h: str, full: int, edits: list[tuple[int, str]], cut: int, extra: str) -> str:
+    """`h` cut at `cut` (unless past its `full` length), then edited, then extended."""
+    chars = list(h[:cut] if cut < full else h)
+    for pos, c in edits:
+        if pos < len(chars):
+            chars[pos] = c
+    return "".join(chars) + extra
+
+
 @settings(
     max_examples=300,
     derandomize=True,
@@ -540,12 +549,7 @@ _FUZZ_CHARS = st.one_of(
 def test_mutated_handles_never_crash(
     seg: _shoal.Segment, edits: list[tuple[int, str]], cut: int, extra: str
 ) -> None:
-    h = seg.handle(pin=False)
-    chars = list(h[:cut] if cut < HANDLE_LEN else h)
-    for pos, c in edits:
-        if pos < len(chars):
-            chars[pos] = c
-    text = "".join(chars) + extra
+    text = _mutate(seg.handle(pin=False), HANDLE_LEN, edits, cut, extra)
     try:
         got = _shoal.Segment.attach(text)
     except shoal.DecodeError as e:
@@ -572,12 +576,7 @@ def test_mutated_handles_never_crash(
 def test_mutated_hinted_handles_never_crash(
     seg: _shoal.Segment, edits: list[tuple[int, str]], cut: int, extra: str
 ) -> None:
-    h = seg.handle()
-    chars = list(h[:cut] if cut < HINTED_LEN else h)
-    for pos, c in edits:
-        if pos < len(chars):
-            chars[pos] = c
-    text = "".join(chars) + extra
+    text = _mutate(seg.handle(), HINTED_LEN, edits, cut, extra)
     try:
         got = _shoal.Segment.attach(text)
     except shoal.DecodeError as e:
