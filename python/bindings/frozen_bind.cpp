@@ -105,7 +105,6 @@ inline Ref load_ref(const std::byte* p) {
 }
 
 PyObject* decode(OwnerObject* owner, Ref r);
-PyObject* decode_key(OwnerObject* owner, Ref r, int depth);
 
 // Fills a view's cached pointers after checking its node (F2, F3). Throws DecodeError.
 void fill_view(ViewObject* v, Tag t) {
@@ -397,9 +396,6 @@ PyObject* thaw(OwnerObject* owner, Ref r, int depth) {
   return res;
 }
 
-// A stored key as a plain Python object (tuples and frozensets as real ones), for ==.
-PyObject* decode_key(OwnerObject* owner, Ref r, int depth) { return thaw(owner, r, depth); }
-
 // ---- hashing a Python key the way the builder hashed the stored one --------------------------
 // Returns 0 and sets *h, 1 when the object is of a type no frozen key can equal (never found),
 // -1 with a Python error set.
@@ -516,11 +512,6 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
     Py_XDECREF(tmp);
     return eq;
   }
-  if (PyLong_CheckExact(key) && t == Tag::kInt) {
-    int overflow;
-    const long long x = PyLong_AsLongLongAndOverflow(key, &overflow);
-    return overflow == 0 && x == inline_int(kref);
-  }
   if (PyBytes_CheckExact(key)) {
     if (t != Tag::kBytes) return 0;
     uint64_t sn;
@@ -528,7 +519,9 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
     return sn == static_cast<uint64_t>(PyBytes_GET_SIZE(key)) &&
            std::memcmp(s, PyBytes_AS_STRING(key), sn) == 0;
   }
-  PyObject* stored = decode_key(v->owner, kref, 0);
+  // The stored key as a plain object (tuples and frozensets as real ones) and Python's ==.
+  // (An exact int against an inline int never gets here: lookup() compares those itself.)
+  PyObject* stored = thaw(v->owner, kref, 0);
   if (stored == nullptr) return -1;
   const int eq = PyObject_RichCompareBool(stored, key, Py_EQ);
   Py_DECREF(stored);
