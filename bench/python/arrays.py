@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 import shoal
-from shoal import _array, _shoal
+from shoal import _shoal
 from shoal._harness import (
     Result,
     Way,
@@ -152,7 +152,7 @@ def _open(way: str, obj: Any) -> tuple[np.ndarray, Any]:
         t0 = time.perf_counter_ns()
         seg = _shoal.Segment.attach(handle)
         t1 = time.perf_counter_ns()
-        arr = _array._view(seg, offset, shape, strides, _array._dtype_from_descr(descr))
+        arr = _shoal.array_view(seg, offset, shape, strides, descr)
         t2 = time.perf_counter_ns()
         return arr, {"segment_attach": (t1 - t0) / 1e9, "view": (t2 - t1) / 1e9}
     name, shape, dtype = obj
@@ -894,7 +894,7 @@ def _why(
         ),
     ]
     seg = "shoal, by hand: Segment.attach (broker round trip, mmap)"
-    view = "shoal, by hand: building the ndarray view (Python)"
+    view = "shoal, by hand: building the ndarray view (C++)"
     rtt = f"{D_RTT} (Unix socket, Python)"
     out += [
         "",
@@ -945,7 +945,7 @@ def run(quick: bool) -> str:
     step_names = {
         "total": "shoal, by hand: total",
         "segment_attach": "shoal, by hand: Segment.attach (broker round trip, mmap)",
-        "view": "shoal, by hand: building the ndarray view (Python)",
+        "view": "shoal, by hand: building the ndarray view (C++)",
     }
     steps = {step_names[k]: v for k, v in s[SHOAL_STEPS].extra.items()}
     steps |= {f"{RAW}: unpickling the argument": v for v in s[RAW].extra.values()}

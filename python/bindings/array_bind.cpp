@@ -1,8 +1,23 @@
-// python/bindings/array_bind.cpp — the array header, for shoal.Array (python/shoal/_array.py).
-// Python builds the ndarray view itself (numpy owns dtype parsing); C++ owns the layout.
+// python/bindings/array_bind.cpp — array segments for shoal.Array (python/shoal/_array.py).
+//
+// C++ owns the layout and builds the ndarray views; numpy owns dtype parsing (shoal._array's
+// cached _dtype_from_descr turns the header's descr text into a dtype).
+//
+// Unpickling an Array is one call from pickle into here (rebuild_array): attach the segment,
+// read its header, make the view. It is a plain CPython builtin, not a nanobind function, for two
+// reasons: pickle saves builtins by reference (module and name), and a worker that was asleep
+// until the handle arrived pays for every page of code it touches on the way (a cold attach
+// costs several times a warm one on a VM), so the path is kept short: no Python frame, no
+// argument parsing beyond the five positional arguments.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
+
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <string>
+#include <vector>
 
 #include "bindings.hpp"
 #include "shoal/array.hpp"
@@ -11,6 +26,242 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 namespace shoal::py {
+namespace {
+
+// Set once, on the first view (importing numpy's C API imports numpy, which importing
+// shoal._shoal must not do); strong references kept for the life of the process.
+PyObject* g_array_type = nullptr;        // shoal._array.Array
+PyObject* g_dtype_from_descr = nullptr;  // shoal._array._dtype_from_descr (an lru_cache)
+PyObject* g_attr_segment = nullptr;      // interned attribute names
+PyObject* g_attr_base = nullptr;
+PyObject* g_attr_end = nullptr;
+
+bool ensure_numpy() noexcept {
+  if (g_array_type != nullptr) return true;
+  if (_import_array() < 0) return false;
+  PyObject* mod = PyImport_ImportModule("shoal._array");
+  if (mod == nullptr) return false;
+  PyObject* from_descr = PyObject_GetAttrString(mod, "_dtype_from_descr");
+  PyObject* type = PyObject_GetAttrString(mod, "Array");
+  Py_DECREF(mod);
+  if (from_descr == nullptr || type == nullptr || !PyType_Check(type)) {
+    Py_XDECREF(from_descr);
+    Py_XDECREF(type);
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "shoal._array.Array is not a type");
+    return false;
+  }
+  g_attr_segment = PyUnicode_InternFromString("_shoal_segment");
+  g_attr_base = PyUnicode_InternFromString("_shoal_base");
+  g_attr_end = PyUnicode_InternFromString("_shoal_end");
+  if (g_attr_segment == nullptr || g_attr_base == nullptr || g_attr_end == nullptr) return false;
+  g_dtype_from_descr = from_descr;
+  g_array_type = type;
+  return true;
+}
+
+[[noreturn]] void decode_error(const std::string& what) { throw DecodeError(what); }
+
+// A pickled view's shape or strides: a tuple (or list) of at most NPY_MAXDIMS ints.
+std::vector<npy_intp> int_sequence(PyObject* obj, const char* what) {
+  PyObject* seq = PySequence_Fast(obj, "");
+  if (seq == nullptr) {
+    PyErr_Clear();
+    decode_error(std::string("array view ") + what + " is not a sequence of ints");
+  }
+  std::vector<npy_intp> out;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  if (n > 32) {  // NPY_MAXDIMS of numpy 1.x (2.x allows 64; shoal writes at most 32)
+    Py_DECREF(seq);
+    decode_error(std::string("array view ") + what + " has " + std::to_string(n) +
+                 " dimensions, more than 32");
+  }
+  out.reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
+    const long long v = PyLong_Check(item) ? PyLong_AsLongLong(item) : -1;
+    if (!PyLong_Check(item) || (v == -1 && PyErr_Occurred())) {
+      PyErr_Clear();
+      Py_DECREF(seq);
+      decode_error(std::string("array view ") + what + " holds a non-int or an int too large");
+    }
+    out.push_back(static_cast<npy_intp>(v));
+  }
+  Py_DECREF(seq);
+  return out;
+}
+
+std::string dims_text(const std::vector<npy_intp>& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+// The ndarray (a shoal.Array) over an array segment: the whole array when `shape` is None,
+// otherwise the pickled view (offset into the element area, shape, strides, dtype descr),
+// checked to lie inside the element area. Returns a new reference.
+PyObject* make_view(PyObject* seg_obj, PyObject* offset, PyObject* shape, PyObject* strides,
+                    PyObject* descr) {
+  if (!ensure_numpy()) throw nb::python_error();
+  PySegment* s = nullptr;
+  if (!nb::try_cast<PySegment*>(nb::handle(seg_obj), s) || s == nullptr) {
+    PyErr_SetString(PyExc_TypeError, "expected a shoal._shoal.Segment");
+    throw nb::python_error();
+  }
+  if (!s->seg.valid()) {
+    PyErr_SetString(PyExc_ValueError, "segment is closed");
+    throw nb::python_error();
+  }
+  if (s->seg.kind() != ObjectKind::kArray) {
+    throw InvalidArgumentError("segment does not hold an array");
+  }
+  const ArrayInfo info = parse_array_header(s->seg.data(), s->seg.size()).take();
+  const bool whole = shape == Py_None;
+
+  // The dtype: the header's, or the view's own (a field of a structured array, a .view(dt)).
+  nb::object descr_text = whole ? nb::cast(info.descr) : nb::borrow(descr);
+  nb::object dt = nb::steal(PyObject_CallOneArg(g_dtype_from_descr, descr_text.ptr()));
+  if (!dt.is_valid()) throw nb::python_error();
+  if (!PyArray_DescrCheck(dt.ptr())) decode_error("array dtype description is not a dtype");
+  auto* d = reinterpret_cast<PyArray_Descr*>(dt.ptr());
+  // Bytes from shared memory are never Python object pointers: a forged descr naming one is
+  // refused before numpy could read an address out of the segment.
+  if (PyDataType_REFCHK(d)) {
+    decode_error("array dtype description " + nb::cast<std::string>(nb::str(dt)) +
+                 " holds Python objects, which a shared array cannot");
+  }
+  const auto itemsize = static_cast<uint64_t>(PyDataType_ELSIZE(d));
+
+  std::vector<npy_intp> dims;
+  std::vector<npy_intp> steps;
+  uint64_t start = 0;  // byte offset of the view's first element in the element area
+  if (whole) {
+    if (itemsize != info.itemsize) {
+      decode_error("array segment says itemsize " + std::to_string(info.itemsize) +
+                   ", its dtype has " + std::to_string(itemsize));
+    }
+    for (uint64_t n : info.shape) dims.push_back(static_cast<npy_intp>(n));
+  } else {
+    long long off = PyLong_Check(offset) ? PyLong_AsLongLong(offset) : -1;
+    if (off == -1 && PyErr_Occurred()) PyErr_Clear();
+    if (!PyLong_Check(offset) || off < 0 || static_cast<uint64_t>(off) > info.nbytes) {
+      const std::string shown = PyLong_Check(offset) && off != -1 ? std::to_string(off)
+                              : nb::cast<std::string>(nb::repr(nb::handle(offset)));
+      decode_error("array view offset " + shown + " is outside the " +
+                   std::to_string(info.nbytes) + "-byte array");
+    }
+    start = static_cast<uint64_t>(off);
+    dims = int_sequence(shape, "shape");
+    steps = int_sequence(strides, "strides");
+    // Every byte the view can reach lies in [start + lo, start + hi) of the element area; an
+    // empty view reaches none. 128-bit sums: 32 dimensions of 63-bit products cannot overflow.
+    __int128 lo = 0, hi = static_cast<__int128>(itemsize);
+    bool empty = false;
+    bool bad = dims.size() != steps.size();
+    for (size_t i = 0; !bad && i < dims.size(); ++i) {
+      if (dims[i] < 0) bad = true;
+      else if (dims[i] == 0) empty = true;
+      else {
+        const __int128 reach = static_cast<__int128>(steps[i]) * (dims[i] - 1);
+        (reach < 0 ? lo : hi) += reach;
+      }
+    }
+    const __int128 first = static_cast<__int128>(start);
+    if (bad || (!empty && (first + lo < 0 || first + hi > static_cast<__int128>(info.nbytes)))) {
+      decode_error("array view (offset " + std::to_string(start) + ", shape " + dims_text(dims) +
+                   ", strides " + dims_text(steps) + ", dtype " +
+                   nb::cast<std::string>(nb::str(dt)) + ") does not fit the " +
+                   std::to_string(info.nbytes) + "-byte array");
+    }
+  }
+
+  int flags = s->seg.read_only() ? 0 : NPY_ARRAY_WRITEABLE;
+  if (whole && info.fortran) flags |= NPY_ARRAY_F_CONTIGUOUS;  // numpy then lays out F strides
+  // The base holds a buffer export of the segment, so Segment.close() refuses while the
+  // array lives, and a read-only segment's array can never be made writeable.
+  nb::object base = nb::steal(PyMemoryView_FromObject(seg_obj));
+  if (!base.is_valid()) throw nb::python_error();
+  std::byte* data = s->seg.data() + info.data_offset + start;
+  Py_INCREF(d);  // PyArray_NewFromDescr steals a reference to the dtype
+  PyObject* arr = PyArray_NewFromDescr(reinterpret_cast<PyTypeObject*>(g_array_type), d,
+                                       static_cast<int>(dims.size()), dims.data(),
+                                       whole ? nullptr : steps.data(), data, flags, nullptr);
+  if (arr == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_ValueError)) throw nb::python_error();
+    // numpy refused the shape or dtype (a forged one, "array is too big"): say so as ours.
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    nb::object why = nb::steal(value != nullptr ? PyObject_Str(value) : nullptr);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear();
+    decode_error("array view of dtype " + nb::cast<std::string>(nb::str(dt)) + " and shape " +
+                 dims_text(dims) + " cannot be made: " +
+                 (why.is_valid() ? nb::cast<std::string>(why) : std::string("numpy refused it")));
+  }
+  nb::object out = nb::steal(arr);
+  if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), base.release().ptr()) < 0) {
+    throw nb::python_error();
+  }
+  const auto elements = reinterpret_cast<uintptr_t>(s->seg.data() + info.data_offset);
+  nb::object b = nb::int_(elements);
+  nb::object e = nb::int_(elements + info.nbytes);
+  if (PyObject_SetAttr(arr, g_attr_segment, seg_obj) < 0 ||
+      PyObject_SetAttr(arr, g_attr_base, b.ptr()) < 0 ||
+      PyObject_SetAttr(arr, g_attr_end, e.ptr()) < 0) {
+    throw nb::python_error();
+  }
+  return out.release().ptr();
+}
+
+PyObject* arg_or_none(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t i) {
+  return i < nargs ? args[i] : Py_None;
+}
+
+// rebuild_array(handle, offset=None, shape=None, strides=None, descr=None): what unpickling a
+// shoal.Array calls (shoal._glue.rebuild_array is this function).
+PyObject* rebuild_array(PyObject*, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs < 1 || nargs > 5) {
+    PyErr_Format(PyExc_TypeError, "rebuild_array takes 1 to 5 arguments (%zd given)", nargs);
+    return nullptr;
+  }
+  try {
+    nb::object seg = nb::cast(attach_segment(nb::handle(args[0])));
+    return make_view(seg.ptr(), arg_or_none(args, nargs, 1), arg_or_none(args, nargs, 2),
+                     arg_or_none(args, nargs, 3), arg_or_none(args, nargs, 4));
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyObject* array_view(PyObject*, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs < 1 || nargs > 5) {
+    PyErr_Format(PyExc_TypeError, "array_view takes 1 to 5 arguments (%zd given)", nargs);
+    return nullptr;
+  }
+  try {
+    return make_view(args[0], arg_or_none(args, nargs, 1), arg_or_none(args, nargs, 2),
+                     arg_or_none(args, nargs, 3), arg_or_none(args, nargs, 4));
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyMethodDef g_methods[] = {
+    {"rebuild_array", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(rebuild_array)),
+     METH_FASTCALL,
+     "rebuild_array(handle, offset=None, shape=None, strides=None, descr=None)\n--\n\n"
+     "Attach the array segment a handle names and return the shoal.Array over it: the whole\n"
+     "array, or the view that (offset, shape, strides, descr) describe (a pickled view)."},
+    {"array_view", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(array_view)),
+     METH_FASTCALL,
+     "array_view(segment, offset=None, shape=None, strides=None, descr=None)\n--\n\n"
+     "The shoal.Array over an array segment already attached (see rebuild_array)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
 
 void register_array(nb::module_& m) {
   m.def(
@@ -43,19 +294,13 @@ void register_array(nb::module_& m) {
       },
       "descr"_a, "itemsize"_a, "shape"_a, "fortran"_a, "data"_a, "seal"_a = true,
       "Create an array segment holding a copy of `data` (sealed read-only when `seal`).");
-  m.def(
-      "array_info",
-      [](const PySegment& s) {
-        if (!s.seg.valid()) throw nb::value_error("segment is closed");
-        if (s.seg.kind() != ObjectKind::kArray) {
-          throw InvalidArgumentError("segment does not hold an array");
-        }
-        ArrayInfo info = parse_array_header(s.seg.data(), s.seg.size()).take();
-        return nb::make_tuple(info.descr, info.itemsize, info.shape, info.fortran, info.nbytes,
-                              info.data_offset);
-      },
-      "segment"_a,
-      "Validate an array segment's header: (descr, itemsize, shape, fortran, nbytes, offset).");
+  // Builtins named as attributes of this module, so that pickle saves them by reference.
+  nb::object name = m.attr("__name__");
+  for (PyMethodDef* def = g_methods; def->ml_name != nullptr; ++def) {
+    nb::object f = nb::steal(PyCFunction_NewEx(def, nullptr, name.ptr()));
+    if (!f.is_valid()) throw nb::python_error();
+    m.attr(def->ml_name) = f;
+  }
 }
 
 }  // namespace shoal::py

@@ -13,10 +13,15 @@ struct PySegment {
   Py_ssize_t exports = 0;  // live Py_buffer views; guarded by the GIL
 };
 
+/// Segment.attach(handle): any object is taken (a non-str raises TypeError, an unencodable str
+/// DecodeError); the attach itself runs without the GIL.
+PySegment attach_segment(nanobind::handle handle);
+
 void register_errors(nanobind::module_& m);
 /// For raw CPython slot functions (which nanobind does not wrap): inside a catch block, set the
 /// Python error that matches the exception being handled (ShoalError subclasses, IndexError for
-/// std::out_of_range, MemoryError, a pending nanobind python_error restored).
+/// std::out_of_range, MemoryError, nanobind's builtin exceptions (nb::type_error, ...) as the
+/// builtins they name, a pending nanobind python_error restored).
 void set_error_from_current_exception() noexcept;
 void set_shoal_error(const shoal::Error& e) noexcept;
 /// The Python class for an Errc (ShoalError when unknown); borrowed, lives forever.

@@ -103,6 +103,20 @@ void set_error_from_current_exception() noexcept {
     set_shoal_error(e);
   } catch (nb::python_error& e) {
     e.restore();
+  } catch (const nb::builtin_exception& e) {  // nb::type_error(...) and kin, as nanobind maps them
+    PyObject* t = PyExc_RuntimeError;
+    switch (e.type()) {
+      case nb::exception_type::stop_iteration: t = PyExc_StopIteration; break;
+      case nb::exception_type::index_error: t = PyExc_IndexError; break;
+      case nb::exception_type::key_error: t = PyExc_KeyError; break;
+      case nb::exception_type::value_error: t = PyExc_ValueError; break;
+      case nb::exception_type::type_error: t = PyExc_TypeError; break;
+      case nb::exception_type::buffer_error: t = PyExc_BufferError; break;
+      case nb::exception_type::import_error: t = PyExc_ImportError; break;
+      case nb::exception_type::attribute_error: t = PyExc_AttributeError; break;
+      default: break;
+    }
+    PyErr_SetString(t, e.what());
   } catch (const std::out_of_range& e) {
     PyErr_SetString(PyExc_IndexError, e.what());
   } catch (const std::bad_alloc&) {

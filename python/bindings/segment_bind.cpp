@@ -60,6 +60,21 @@ PyType_Slot segment_slots[] = {
     {Py_bf_releasebuffer, reinterpret_cast<void*>(segment_releasebuffer)},
     {0, nullptr}};
 
+nb::dict memory_info_dict() {
+  MemoryInfo mi = memory_info();
+  nb::dict d;
+  d["mem_available"] = mi.mem_available;
+  d["cgroup_limit"] = mi.cgroup_limit ? nb::cast(*mi.cgroup_limit) : nb::none();
+  d["cgroup_current"] = mi.cgroup_current ? nb::cast(*mi.cgroup_current) : nb::none();
+  d["max_bytes"] = mi.max_bytes ? nb::cast(*mi.max_bytes) : nb::none();
+  d["dev_shm_total"] = mi.dev_shm_total;
+  d["dev_shm_free"] = mi.dev_shm_free;
+  d["headroom"] = mi.headroom();
+  return d;
+}
+
+}  // namespace
+
 PySegment attach_segment(nb::handle handle) {
   // Take any object: a str that cannot be UTF-8 encoded (a lone surrogate) is a malformed
   // handle, not a wrong argument type.
@@ -77,21 +92,6 @@ PySegment attach_segment(nb::handle handle) {
   nb::gil_scoped_release nogil;
   return PySegment{Segment::attach(text)};
 }
-
-nb::dict memory_info_dict() {
-  MemoryInfo mi = memory_info();
-  nb::dict d;
-  d["mem_available"] = mi.mem_available;
-  d["cgroup_limit"] = mi.cgroup_limit ? nb::cast(*mi.cgroup_limit) : nb::none();
-  d["cgroup_current"] = mi.cgroup_current ? nb::cast(*mi.cgroup_current) : nb::none();
-  d["max_bytes"] = mi.max_bytes ? nb::cast(*mi.max_bytes) : nb::none();
-  d["dev_shm_total"] = mi.dev_shm_total;
-  d["dev_shm_free"] = mi.dev_shm_free;
-  d["headroom"] = mi.headroom();
-  return d;
-}
-
-}  // namespace
 
 void register_segment(nb::module_& m) {
   nb::class_<PySegment>(m, "Segment", nb::type_slots(segment_slots),

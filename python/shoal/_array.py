@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from typing import Any, SupportsIndex
+from typing import Any, SupportsIndex, cast
 
 import numpy as np
 from numpy.lib import format as _npformat
@@ -84,6 +84,9 @@ class Array(np.ndarray):
 
     def __array_finalize__(self, obj: Any) -> None:
         # A view of a shared array shares its segment; anything else (a new result) does not.
+        # None: made from scratch (array_view sets the segment next); the class defaults hold.
+        if obj is None:
+            return
         if not self._shoal_adopt(obj):
             self._shoal_segment = None
             self._shoal_base = 0
@@ -135,9 +138,7 @@ class Array(np.ndarray):
     def __reduce__(self) -> Any:
         if self._shoal_segment is None:
             return self.view(np.ndarray).__reduce__()
-        from . import _glue
-
-        return (_glue.rebuild_array, self._shoal_args())
+        return (_shoal.rebuild_array, self._shoal_args())
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         # ndarray's own __reduce_ex__ would pickle the bytes (out of band for protocol 5).
@@ -153,9 +154,7 @@ class Array(np.ndarray):
     @classmethod
     def attach(cls, handle: str) -> Array:
         """The whole array a handle names (from ``Array.handle()`` or C++ ``shoal::Array``)."""
-        from . import _glue
-
-        return _view(_glue.attach_segment(handle))
+        return cast(Array, _shoal.rebuild_array(handle))
 
 
 def _plain(res: Any) -> Any:
@@ -202,45 +201,10 @@ for _name in (
 del _name
 
 
-def _view(
-    seg: _shoal.Segment,
-    offset: int | None = None,
-    shape: Any = None,
-    strides: Any = None,
-    dtype: np.dtype[Any] | None = None,
-) -> Array:
-    descr, itemsize, hshape, fortran, nbytes, data_offset = _shoal.array_info(seg)
-    # A pickled view carries its own dtype (a field of a structured array, a .view(dtype));
-    # numpy checks that its extent fits the element area (never the header before it).
-    dt = _dtype_from_descr(descr) if dtype is None else dtype
-    if dtype is None and dt.itemsize != itemsize:
-        raise _shoal.DecodeError(
-            f"array segment says itemsize {itemsize}, its dtype {dt} has {dt.itemsize}"
-        )
-    buf = memoryview(seg)
-    base_addr = seg.address + data_offset
-    elements = buf[data_offset : data_offset + nbytes]
-    if shape is None:
-        arr = np.ndarray(tuple(hshape), dt, buffer=elements, order="F" if fortran else "C")
-    else:
-        if not isinstance(offset, int) or offset < 0 or offset > nbytes:
-            raise _shoal.DecodeError(
-                f"array view offset {offset} is outside the {nbytes}-byte array"
-            )
-        try:
-            arr = np.ndarray(
-                tuple(shape), dt, buffer=elements, offset=offset, strides=tuple(strides)
-            )
-        except (TypeError, ValueError) as e:
-            raise _shoal.DecodeError(
-                f"array view (offset {offset}, shape {tuple(shape)}, strides {tuple(strides)}, "
-                f"dtype {dt}) does not fit the {nbytes}-byte array: {e}"
-            ) from e
-    out = arr.view(Array)
-    out._shoal_segment = seg
-    out._shoal_base = base_addr
-    out._shoal_end = base_addr + nbytes
-    return out
+def _view(seg: _shoal.Segment) -> Array:
+    """The whole array over an array segment (built in C++: _shoal.array_view checks the
+    header and makes the ndarray; a pickled view goes through _shoal.rebuild_array)."""
+    return cast(Array, _shoal.array_view(seg))
 
 
 def _create(shape: _ShapeLike, dtype: Any, order: str, writable: bool = True) -> Array:

@@ -3,8 +3,6 @@ themselves in the receiving process. Keep their names stable: they are part of e
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _shoal
 
 
@@ -18,8 +16,7 @@ def open_named(name: str, writable: bool) -> _shoal.Segment:
     return _shoal.Segment.open_named(name, writable)
 
 
-def rebuild_array(handle: str, offset: int, shape: Any, strides: Any, descr: str) -> Any:
-    """Unpickle a shoal.Array (or a view of one): attach its segment, rebuild the view."""
-    from ._array import _dtype_from_descr, _view
-
-    return _view(_shoal.Segment.attach(handle), offset, shape, strides, _dtype_from_descr(descr))
+# Unpickle a shoal.Array (or a view of one): attach its segment, rebuild the view, in one C++
+# call. Pickles made since name it as shoal._shoal.rebuild_array (a builtin is pickled by its
+# own module); older ones name it here, and both resolve to the same function.
+rebuild_array = _shoal.rebuild_array

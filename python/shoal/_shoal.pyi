@@ -142,10 +142,14 @@ def array_share(descr: str, itemsize: int, shape: Sequence[int], fortran: bool, 
     Create an array segment holding a copy of `data` (sealed read-only when `seal`).
     """
 
-def array_info(segment: Segment) -> tuple:
+def rebuild_array(handle: str, offset: int | None = None, shape: Sequence[int] | None = None, strides: Sequence[int] | None = None, descr: str | None = None) -> Any:
     """
-    Validate an array segment's header: (descr, itemsize, shape, fortran, nbytes, offset).
+    Attach the array segment a handle names and return the shoal.Array over it: the whole
+    array, or the view that (offset, shape, strides, descr) describe (a pickled view).
     """
+
+def array_view(segment: Segment, offset: int | None = None, shape: Sequence[int] | None = None, strides: Sequence[int] | None = None, descr: str | None = None) -> Any:
+    """The shoal.Array over an array segment already attached (see rebuild_array)."""
 
 from collections.abc import Iterator
 from typing import Any

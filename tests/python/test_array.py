@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import functools
 import gc
 import multiprocessing as mp
 import os
@@ -35,6 +36,8 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import DEADLINE, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import shoal
 from shoal import _glue, _shoal
@@ -473,6 +476,58 @@ def test_handles_attach_and_forged_views_are_refused() -> None:
         _glue.rebuild_array(handle, 0, (1,), (8,), "__import__('os')")
     r = _glue.rebuild_array(handle, 152, (20,), (-8,), "'<f8'")  # the whole array, reversed
     assert np.array_equal(r, a.ravel()[::-1])
+    # A forged dtype that holds Python objects would make numpy read addresses out of shared
+    # memory; a shape numpy cannot allocate, or that is not ints, is refused as well.
+    for descr in ("'|O'", "[('x', '<f8'), ('o', '|O')]"):
+        with pytest.raises(shoal.DecodeError, match="holds Python objects"):
+            _glue.rebuild_array(handle, 0, (1,), (8,), descr)
+    with pytest.raises(shoal.DecodeError, match="cannot be made"):
+        _glue.rebuild_array(handle, 0, (2**40, 2**40), (0, 0), "'<f8'")
+    for shape, strides in [((1.5,), (8,)), ((1,), None), ((1,), (2**70,)), ((1,) * 33, (8,) * 33)]:
+        with pytest.raises(shoal.DecodeError, match="array view"):
+            _glue.rebuild_array(handle, 0, shape, strides, "'<f8'")
+    with pytest.raises(TypeError, match="1 to 5 arguments"):
+        _glue.rebuild_array()
+    with pytest.raises(TypeError, match="a shoal handle is a str"):
+        _glue.rebuild_array(b"shoal1:")
+    # Old pickles name shoal._glue.rebuild_array; new ones the builtin itself: one function.
+    assert _glue.rebuild_array is _shoal.rebuild_array
+    assert b"shoal._shoal" in pickle.dumps(a[1:])
+
+
+@pytest.mark.asan
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    offset=st.integers(-16, 200),
+    dims=st.lists(st.tuples(st.integers(0, 30), st.integers(-200, 200)), min_size=0, max_size=4),
+    descr=st.sampled_from(["'<f8'", "'|u1'", "'<i4'", "[('a', '<i2'), ('b', '|u1')]", "'|V0'"]),
+)
+def test_forged_views_are_refused_or_stay_inside_the_array(
+    offset: int, dims: list[tuple[int, int]], descr: str
+) -> None:
+    """Any (offset, shape, strides, dtype) a pickle can carry either raises DecodeError or gives
+    a view whose every element lies in the 160-byte element area (read under ASan: an element
+    outside it would be a read past the mapping or into the header)."""
+    target = _forge_target()
+    handle = target.segment.handle(pin=False)
+    shape, strides = tuple(d for d, _ in dims), tuple(s for _, s in dims)
+    try:
+        v = _glue.rebuild_array(handle, offset, shape, strides, descr)
+    except shoal.DecodeError:
+        return
+    assert isinstance(v, shoal.Array) and v.shape == shape
+    base = target.__array_interface__["data"][0]
+    start = v.__array_interface__["data"][0]
+    if v.size:
+        lo = start + sum(s * (d - 1) for d, s in dims if s < 0)
+        hi = start + sum(s * (d - 1) for d, s in dims if s > 0) + v.itemsize
+        assert base <= lo and hi <= base + 160
+    v.tobytes()  # reads every element
+
+
+@functools.cache
+def _forge_target() -> shoal.Array:
+    return shoal.share(np.arange(20, dtype=np.float64))
 
 
 # --- across processes ----------------------------------------------------------------------
