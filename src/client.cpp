@@ -20,6 +20,7 @@
 #include <new>
 #include <vector>
 
+#include "layout/hold_ring_layout.hpp"
 #include "layout/segment_layout.hpp"
 #include "shoal/session.hpp"
 #include "shoal/system.hpp"
@@ -269,8 +270,23 @@ Result<Client::Conn> Client::connect_locked(const Id128& session) {
   if (!st) return st;
   WireMsg req = platform::make_msg(Op::kHello);
   req.arg = static_cast<uint64_t>(::getpid());
+  // The hold ring travels with kHello. Without one (a memfd refused here) fast attaches send
+  // kHold messages instead; a broker that does not answer kHelloHoldRing never reads it.
+  UniqueFd ring_fd;
+  platform::UniqueMapping ring;
+  if (auto fd = platform::create_memfd("shoal-holds", layout::kHoldRingBytes)) {
+    if (auto p = platform::map_fd(fd.value().get(), layout::kHoldRingBytes, true, false)) {
+      ring = platform::UniqueMapping(p.value(), layout::kHoldRingBytes);
+      auto* r = static_cast<layout::HoldRingHeader*>(p.value());  // zero-filled: head = tail = 0
+      r->magic = layout::kHoldRingMagic;
+      r->version = layout::kHoldRingVersion;
+      r->entry_size = sizeof(layout::HoldEntry);
+      r->capacity = layout::kHoldRingCapacity;
+      ring_fd = std::move(fd.value());
+    }
+  }
   WireMsg rep{};
-  st = roundtrip_locked(session, &c, req, -1, &rep, nullptr, nullptr);
+  st = roundtrip_locked(session, &c, req, ring_fd.get(), &rep, nullptr, nullptr);
   if (!st) return st;
   if (Id128{rep.object_hi, rep.object_lo} != session) {
     return {Errc::kIncompatible, "the socket of session " + session.hex() +
@@ -278,6 +294,7 @@ Result<Client::Conn> Client::connect_locked(const Id128& session) {
   }
   c.broker_pid = static_cast<pid_t>(rep.arg);
   c.can_hold = (rep.flags & layout::kHelloCanHold) != 0;
+  if (c.can_hold && (rep.flags & layout::kHelloHoldRing) != 0) c.ring = std::move(ring);
   if (c.can_hold && c.broker_pid > 0) c.broker_pidfd = open_pidfd(c.broker_pid);
   return c;
 }
@@ -526,18 +543,15 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
       }
       if (h.pin != 0) {  // consume the pin, or it would keep the object alive until it expires
         auto c = conn_locked(h.session);
-        if (c) {
-          // kHold is kAdopt without the reply, whose result was ignored anyway.
-          WireMsg req = platform::make_msg(c.value()->can_hold ? Op::kHold : Op::kAdopt);
+        if (c && c.value()->can_hold) {
+          hold_locked(c.value(), h.object, h.pin);  // kAdopt without the reply it would ignore
+        } else if (c) {
+          WireMsg req = platform::make_msg(Op::kAdopt);
           req.object_hi = h.object.hi;
           req.object_lo = h.object.lo;
           req.pin = h.pin;
-          if (c.value()->can_hold) {
-            send_locked(c.value(), req);
-          } else {
-            WireMsg rep{};
-            (void)roundtrip_locked(h.session, c.value(), req, -1, &rep, nullptr, nullptr);
-          }
+          WireMsg rep{};
+          (void)roundtrip_locked(h.session, c.value(), req, -1, &rep, nullptr, nullptr);
         }
       }
       return m;
@@ -638,12 +652,10 @@ std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c)
       platform::unmap(mapped.value(), total);
       return nullptr;
     }
-    WireMsg req = platform::make_msg(Op::kHold);
-    req.object_hi = h.object.hi;
-    req.object_lo = h.object.lo;
-    req.pin = h.pin;
-    send_locked(c, req);
-    if (c->gone) {  // the broker died: the round trip reports it as before
+    // A broker that died before this point made pidfd_getfd (or the open) fail above; one that
+    // dies from here on leaves a valid mapping, as for any process attached before it died.
+    hold_locked(c, h.object, h.pin);
+    if (c->gone) {  // the broker died (kHold's send failed): the round trip reports it
       platform::unmap(mapped.value(), total);
       return nullptr;
     }
@@ -658,6 +670,26 @@ std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c)
   } catch (...) {  // out of memory before kHold: the round trip will report it
     return nullptr;
   }
+}
+
+void Client::hold_locked(Conn* c, const Id128& object, uint64_t pin) noexcept {
+  if (auto* r = static_cast<layout::HoldRingHeader*>(c->ring.get())) {
+    const uint64_t head = r->head.load(std::memory_order_relaxed);  // ours alone (R2)
+    // Acquire: the broker has copied out every entry below tail, so they may be overwritten.
+    if (head - r->tail.load(std::memory_order_acquire) < layout::kHoldRingCapacity) {
+      layout::hold_entries(r)[head % layout::kHoldRingCapacity] =
+          layout::HoldEntry{object.hi, object.lo, pin, 0};
+      r->head.store(head + 1, std::memory_order_release);
+      return;
+    }
+  }
+  // Full (the broker has not served this connection for kHoldRingCapacity holds) or absent. The
+  // broker drains the ring before it serves this message, so the holds stay in order (R3).
+  WireMsg req = platform::make_msg(Op::kHold);
+  req.object_hi = object.hi;
+  req.object_lo = object.lo;
+  req.pin = pin;
+  send_locked(c, req);
 }
 
 void Client::send_locked(Conn* c, const WireMsg& msg) noexcept {

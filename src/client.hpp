@@ -74,6 +74,10 @@ class Client {
     // way to the broker's memfd of a hint. Invalid where the kernel or ptrace rules refuse
     // either call; attach then opens /proc/<pid>/fd/<n> instead.
     platform::UniqueFd broker_pidfd;
+    // The hold ring shared with the broker (layout/hold_ring_layout.hpp), when the broker took
+    // it (kHelloHoldRing); unmapped with the connection, in a forked child too, which never
+    // writes its copy.
+    platform::UniqueMapping ring;
   };
 
   Client();
@@ -90,12 +94,15 @@ class Client {
   Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
                           layout::WireMsg* reply, int* recv_fd, std::string* payload);
   void adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept;
-  // The fast path of attach: maps the broker's memfd through /proc/<pid>/fd/<n> from the
-  // handle's hint, then sends kHold. Null on any mismatch or failure (nothing sent, nothing
-  // kept): the caller then takes the round trip.
+  // The fast path of attach: maps the broker's memfd (pidfd_getfd, or /proc/<pid>/fd/<n>)
+  // from the handle's hint, then holds it (hold_locked). Null on any mismatch or failure
+  // (nothing sent, nothing kept): the caller then takes the round trip.
   std::shared_ptr<Mapping> attach_by_hint_locked(const Handle& h, Conn* c) noexcept;
   // Fire and forget; a failed send marks the connection gone.
   void send_locked(Conn* c, const layout::WireMsg& msg) noexcept;
+  // Tells the broker that this connection now holds `object` (using `pin`): an entry in the
+  // hold ring (no system call), or kHold when the ring is full or absent.
+  void hold_locked(Conn* c, const Id128& object, uint64_t pin) noexcept;
 
   std::mutex mu_;
   pid_t pid_;

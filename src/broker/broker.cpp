@@ -40,6 +40,7 @@
 #include <algorithm>
 
 #include "client.hpp"
+#include "layout/hold_ring_layout.hpp"
 #include "layout/protocol_layout.hpp"
 #include "platform/platform.hpp"
 #include "shoal/handle.hpp"
@@ -78,6 +79,10 @@ struct Conn {
   int64_t pid = 0;
   std::unordered_set<Id128, Id128Hash> held;  // at most one reference per object
   std::string refused;  // non-empty: another uid; its first message gets this kPermission reply
+  // The hold ring the client passed with kHello (layout/hold_ring_layout.hpp), and how many of
+  // its entries this broker has taken: our count, never the shared tail, is trusted (R4).
+  platform::UniqueMapping ring;
+  uint64_t ring_taken = 0;
 };
 
 class Broker {
@@ -91,6 +96,15 @@ class Broker {
   void accept_all();
   void serve(int fd);
   void drop_conn(int fd);
+  // kHold's work: connection `fd` now holds object `id`; `pin` (if any) is used up.
+  void hold(int fd, Conn& conn, const Id128& id, uint64_t pin);
+  // Takes the holds published in `conn`'s ring since the last call. False if the ring breaks
+  // R3 (the caller disconnects the client, as for a malformed message).
+  bool drain_ring(int fd, Conn& conn);
+  // drain_ring for every connection (before pins expire, before kList).
+  void drain_rings();
+  // Maps a hold ring passed with kHello, if it is one (R1, sealed, one page); null otherwise.
+  platform::UniqueMapping map_ring(int fd);
   void maybe_free(const Id128& id);
   void expire_pins(uint64_t now);
   void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
@@ -111,8 +125,10 @@ class Broker {
   uint64_t started_ns_ = 0;
   int64_t started_unix_ = 0;
   uint64_t pins_expired_ = 0;
-  uint64_t holds_ = 0;        // kHold messages served (fast attaches, and cached re-attaches)
+  uint64_t holds_ = 0;        // holds served (fast attaches, cached re-attaches): ring + kHold
+  uint64_t ring_holds_ = 0;   // ... of which came through a hold ring
   uint64_t hold_misses_ = 0;  // ... of which named an object already freed (see kHold)
+  uint64_t ring_errors_ = 0;  // clients disconnected for a ring that broke R3
   size_t pins_ = 0;                     // live pins over all objects
   uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
@@ -225,6 +241,9 @@ void Broker::maybe_free(const Id128& id) {
 void Broker::drop_conn(int fd) {
   auto it = conns_.find(fd);
   if (it == conns_.end()) return;
+  // Holds the client published and we had not read yet: it held those objects too (and used
+  // their pins), so they are taken, then dropped with the rest.
+  (void)drain_ring(fd, it->second);
   std::vector<Id128> held(it->second.held.begin(), it->second.held.end());
   conns_.erase(it);
   for (const Id128& id : held) {
@@ -235,9 +254,75 @@ void Broker::drop_conn(int fd) {
   }
 }
 
+void Broker::hold(int fd, Conn& conn, const Id128& id, uint64_t pin) {
+  // The client maps the object already (it checked the object id in the header). If the pin
+  // is still here, it kept the object (so the descriptor number) alive until now, and this is
+  // exactly kAdopt. If not (a second attacher of one handle, or the pin expired meanwhile),
+  // every holder may have released it before this hold was read: the client then keeps a
+  // valid mapping that nobody counts (as after a lost fork adopt race). Nothing to undo here.
+  ++holds_;
+  auto it = objects_.find(id);
+  if (it == objects_.end()) {
+    ++hold_misses_;
+    return;
+  }
+  Object& o = it->second;
+  if (pin != 0) pins_ -= o.pins.erase(pin);  // a pin is used once
+  o.holders.insert(fd);
+  conn.held.insert(id);
+}
+
+bool Broker::drain_ring(int fd, Conn& conn) {
+  auto* r = static_cast<layout::HoldRingHeader*>(conn.ring.get());
+  if (r == nullptr) return true;
+  // Acquire: pairs with the client's release store of head after it wrote the entries.
+  const uint64_t head = r->head.load(std::memory_order_acquire);
+  if (head == conn.ring_taken) return true;
+  if (head < conn.ring_taken || head - conn.ring_taken > layout::kHoldRingCapacity) {
+    ++ring_errors_;
+    conn.ring.reset();  // never read again, whoever disconnects it
+    return false;
+  }
+  const layout::HoldEntry* entries = layout::hold_entries(r);
+  for (uint64_t n = conn.ring_taken; n < head; ++n) {
+    layout::HoldEntry e;  // a copy: the client may be writing the next entries meanwhile
+    std::memcpy(&e, &entries[n % layout::kHoldRingCapacity], sizeof e);
+    ++ring_holds_;
+    hold(fd, conn, Id128{e.object_hi, e.object_lo}, e.pin);
+  }
+  conn.ring_taken = head;
+  r->tail.store(head, std::memory_order_release);  // the client may reuse those entries now
+  return true;
+}
+
+void Broker::drain_rings() {
+  std::vector<int> broken;
+  for (auto& [fd, c] : conns_) {
+    if (!drain_ring(fd, c)) broken.push_back(fd);
+  }
+  for (int fd : broken) drop_conn(fd);
+}
+
+platform::UniqueMapping Broker::map_ring(int fd) {
+  bool ro = true;
+  if (!platform::check_received_fd(fd, layout::kHoldRingBytes, &ro) || ro) return {};
+  auto p = platform::map_fd(fd, layout::kHoldRingBytes, true, false);
+  if (!p) return {};
+  platform::UniqueMapping ring(p.value(), layout::kHoldRingBytes);
+  const auto* r = static_cast<const layout::HoldRingHeader*>(p.value());
+  if (r->magic != layout::kHoldRingMagic || r->version != layout::kHoldRingVersion ||
+      r->entry_size != sizeof(layout::HoldEntry) || r->capacity != layout::kHoldRingCapacity ||
+      r->head.load(std::memory_order_acquire) != 0 || r->tail.load(std::memory_order_relaxed) != 0) {
+    return {};
+  }
+  return ring;
+}
+
 void Broker::expire_pins(uint64_t now) {
   // O(1) until the earliest deadline passes; then one scan that also finds the next one.
   if (now < next_deadline_) return;
+  // A hold published before now uses its pin: it must not be taken for an expired one.
+  drain_rings();
   std::vector<Id128> touched;
   uint64_t next = UINT64_MAX;
   for (auto& [id, o] : objects_) {
@@ -265,7 +350,9 @@ std::string Broker::describe() const {
                   std::to_string(started_unix_) + ",\"pin_ttl_s\":" +
                   std::to_string(pin_ttl_ms() / 1000) + ",\"pins_expired\":" +
                   std::to_string(pins_expired_) + ",\"holds\":" + std::to_string(holds_) +
-                  ",\"hold_misses\":" + std::to_string(hold_misses_) + ",\"total_bytes\":" +
+                  ",\"ring_holds\":" + std::to_string(ring_holds_) + ",\"hold_misses\":" +
+                  std::to_string(hold_misses_) + ",\"ring_errors\":" +
+                  std::to_string(ring_errors_) + ",\"total_bytes\":" +
                   std::to_string(total_bytes_) + ",\"connections\":[";
   bool first = true;
   for (const auto& [fd, c] : conns_) {
@@ -327,6 +414,12 @@ void Broker::serve(int fd) {
     drop_conn(fd);  // EOF (the process exited or was killed), or garbage: drop its references
     return;
   }
+  // Holds the client published before it sent this message come first (R3): a kRelease must
+  // find the object held, a kHold must not overtake older holds.
+  if (!drain_ring(fd, conn)) {
+    drop_conn(fd);
+    return;
+  }
   const Id128 id{req.object_hi, req.object_lo};
   WireMsg rep = platform::make_msg(static_cast<Op>(req.op));
   rep.object_hi = req.object_hi;
@@ -337,6 +430,10 @@ void Broker::serve(int fd) {
       rep.object_lo = session_.lo;
       rep.arg = static_cast<uint64_t>(::getpid());
       rep.flags = layout::kHelloCanHold;
+      if (passed.valid() && !conn.ring.get()) {
+        conn.ring = map_ring(passed.get());
+        if (conn.ring.get() != nullptr) rep.flags |= layout::kHelloHoldRing;
+      }
       (void)platform::send_msg(fd, rep);
       return;
     }
@@ -405,22 +502,7 @@ void Broker::serve(int fd) {
       return;
     }
     case Op::kHold: {  // kAdopt without a reply: the client does not wait for one
-      // The sender opened our memfd of this object through /proc/<our pid>/fd/<n> and maps it
-      // (it checked the object id in the header). If the handle's pin is still here, it kept
-      // the object (so the descriptor number) alive until now, and this is exactly kAdopt. If
-      // not (a second attacher of one handle, or the pin expired meanwhile), every holder may
-      // have released it before this message came: the sender then keeps a valid mapping that
-      // nobody counts (as after a lost fork adopt race). Nothing to undo here: count it.
-      ++holds_;
-      auto it = objects_.find(id);
-      if (it == objects_.end()) {
-        ++hold_misses_;
-        return;
-      }
-      Object& o = it->second;
-      if (req.pin != 0) pins_ -= o.pins.erase(req.pin);  // a pin is used once
-      o.holders.insert(fd);
-      conn.held.insert(id);
+      hold(fd, conn, id, req.pin);
       return;
     }
     case Op::kRelease: {  // no reply: the client does not wait for one
@@ -453,6 +535,8 @@ void Broker::serve(int fd) {
       return;
     }
     case Op::kList: {
+      drain_rings();  // may drop connections whose ring is broken, this one included
+      if (conns_.count(fd) == 0) return;
       std::string j = describe();
       size_t off = 0;
       do {

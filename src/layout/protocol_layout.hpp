@@ -12,9 +12,10 @@
 // exec). There is one request in flight per connection; the client serialises them.
 //
 // Ops (request -> reply):
-//   kHello                               -> broker pid in arg, session id in object_*,
-//                                           kHelloCanHold in flags; version check (the peer's
-//                                           pid and uid come from SO_PEERCRED)
+//   kHello    [fd: the hold ring]        -> broker pid in arg, session id in object_*,
+//                                           kHelloCanHold and kHelloHoldRing in flags;
+//                                           version check (the peer's pid and uid come from
+//                                           SO_PEERCRED). The ring: hold_ring_layout.hpp
 //   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES, or the broker is
 //                                           out of descriptors) | kInvalidArgument | kExists
 //   kAttach   object id, pin             -> fd, size, kind, flags | kStaleHandle
@@ -24,9 +25,11 @@
 //   kPin      object id, ttl_ms          -> pin, broker fd in arg | kStaleHandle
 //   kList                                -> payload: JSON text describing the session
 //   kHold     object id, pin             -> no reply: kAdopt without the answer. The sender
-//                                           already maps the object (it opened the broker's
-//                                           memfd through /proc, from a handle's hint); an
-//                                           unknown object is ignored (counted in kList)
+//                                           already maps the object (it took the broker's
+//                                           memfd from a handle's hint); an unknown object is
+//                                           ignored (counted in kList). Sent only when the
+//                                           hold ring is full or absent; the broker drains
+//                                           the ring before serving any message
 //
 // "broker fd" is the descriptor number under which the broker holds the object's memfd, for
 // the hint in handles (shoal/handle.hpp). It is never 0-2 (the broker's standard streams are
@@ -60,6 +63,8 @@ enum class Op : uint16_t {
 // kHello reply flags: what this broker understands beyond version 1's first seven ops. (A
 // broker drops a peer that sends an unknown op, so a client sends kHold only when told.)
 inline constexpr uint32_t kHelloCanHold = 1u << 0;
+// The broker mapped the hold ring that came with kHello and reads it (hold_ring_layout.hpp).
+inline constexpr uint32_t kHelloHoldRing = 1u << 1;
 
 struct WireMsg {
   uint32_t magic;         // kWireMagic

@@ -164,6 +164,11 @@ void unmap(void* addr, uint64_t size) noexcept {
   if (addr != nullptr) ::munmap(addr, size);
 }
 
+void UniqueMapping::reset() noexcept {
+  unmap(addr_, size_);
+  addr_ = nullptr;
+}
+
 Status protect_read_only(void* addr, uint64_t size) noexcept {
   if (::mprotect(addr, size, PROT_READ) != 0) {
     return {Errc::kSystem, errno_message("mprotect of a segment", errno)};

@@ -39,6 +39,32 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+/// A mapping that unmaps itself (munmap of `size` bytes at `addr`).
+class UniqueMapping {
+ public:
+  UniqueMapping() noexcept = default;
+  UniqueMapping(void* addr, uint64_t size) noexcept : addr_(addr), size_(size) {}
+  UniqueMapping(UniqueMapping&& o) noexcept : addr_(o.addr_), size_(o.size_) { o.addr_ = nullptr; }
+  UniqueMapping& operator=(UniqueMapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      addr_ = o.addr_;
+      size_ = o.size_;
+      o.addr_ = nullptr;
+    }
+    return *this;
+  }
+  UniqueMapping(const UniqueMapping&) = delete;
+  UniqueMapping& operator=(const UniqueMapping&) = delete;
+  ~UniqueMapping() { reset(); }
+  void* get() const noexcept { return addr_; }
+  void reset() noexcept;
+
+ private:
+  void* addr_ = nullptr;
+  uint64_t size_ = 0;
+};
+
 // ---- segments ----------------------------------------------------------------------------
 
 /// memfd_create(MFD_CLOEXEC|MFD_ALLOW_SEALING[|MFD_NOEXEC_SEAL]) sized to `size` bytes, with

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "layout/hold_ring_layout.hpp"
 #include "platform/platform.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/session.hpp"
@@ -360,10 +361,117 @@ TEST(SegmentFastAttach, IsCountedSoTheObjectOutlivesItsCreatorsReleaseAndGoesWit
     return broker_counter(session, "holds") == holds + 1 && refs_of(session, id) == 1;
   }));
   EXPECT_NE(describe(session).find("\"pins\":0"), std::string::npos) << "the pin was not used";
+  EXPECT_EQ(broker_counter(session, "ring_holds"), 1) << "the hold did not come through the ring";
   child.kill(SIGKILL);
   EXPECT_EQ(child.wait(), 128 + SIGKILL);
   EXPECT_TRUE(test::wait_until([&] { return !broker_has(session, id); }));
   EXPECT_EQ(broker_counter(session, "hold_misses"), 0);
+}
+
+// ---- the hold ring (src/layout/hold_ring_layout.hpp) ------------------------------------------
+
+TEST(SegmentHoldRing, AnAttacherKilledBeforeTheBrokerReadItsRingStillUsesThePin) {
+  // The child's hold sits in its ring, unread (nothing else is sent), when it is killed. The
+  // broker reads the ring as the connection closes: the pin is used and the object freed with
+  // the creator's release at once, not when the pin would have expired (SHOAL_PIN_TTL, 120 s).
+  test::ScopedRuntimeDir rd;
+  Segment warm = Segment::create(4096);
+  const Id128 session = warm.session();
+  HandlePipe to_child, to_parent;
+  ChildProcess child([&] {
+    Segment mine = Segment::create(64);
+    Segment s = Segment::attach(to_child.receive());
+    to_parent.send(check(s, 7) ? "attached" : "bad data");
+    ::pause();
+    return 0;
+  });
+  Segment x = Segment::create(1 << 20);
+  fill(x, 7);
+  const Id128 id = x.id();
+  to_child.send(x.handle());
+  ASSERT_EQ(to_parent.receive(), "attached");
+  child.kill(SIGKILL);  // before anything of ours asks the broker (kList would drain the ring)
+  EXPECT_EQ(child.wait(), 128 + SIGKILL);
+  x.close();
+  EXPECT_TRUE(test::wait_until([&] { return !broker_has(session, id); }, seconds(10)));
+  EXPECT_EQ(broker_counter(session, "ring_holds"), 1);
+  EXPECT_EQ(broker_counter(session, "hold_misses"), 0);
+  EXPECT_EQ(broker_counter(session, "pins_expired"), 0);
+}
+
+TEST(SegmentHoldRing, AFullRingFallsBackToKHoldAndEveryHoldCounts) {
+  test::ScopedRuntimeDir rd;
+  Segment warm = Segment::create(4096);
+  const Id128 session = warm.session();
+  const int n = static_cast<int>(layout::kHoldRingCapacity) + 40;
+  HandlePipe to_child, to_parent;
+  // Forked before the objects exist, so it maps none of them yet.
+  ChildProcess child([&] {
+    Segment mine = Segment::create(64);
+    std::vector<std::string> handles;
+    for (int i = 0; i < n; ++i) handles.push_back(to_child.receive());
+    std::vector<Segment> held;
+    // Attached back to back: the broker hears nothing else from us, so the ring fills up.
+    for (const std::string& h : handles) held.push_back(Segment::attach(h));
+    bool ok = true;
+    for (const Segment& s : held) ok = ok && check(s, 7);
+    to_parent.send(ok ? "attached" : "bad data");
+    ::pause();
+    return 0;
+  });
+  std::vector<Segment> objects;
+  for (int i = 0; i < n; ++i) {
+    objects.push_back(Segment::create(4096));
+    fill(objects.back(), 7);
+    to_child.send(objects.back().handle());
+  }
+  ASSERT_EQ(to_parent.receive(), "attached");
+  EXPECT_EQ(broker_counter(session, "holds"), n);
+  const long long ring = broker_counter(session, "ring_holds");
+  EXPECT_GE(ring, static_cast<long long>(layout::kHoldRingCapacity));
+  EXPECT_LT(ring, n) << "no kHold was sent: the ring never filled";
+  for (const Segment& s : objects) EXPECT_EQ(refs_of(session, s.id()), 2);
+  EXPECT_NE(describe(session).find("\"pins\":0"), std::string::npos);
+  child.kill(SIGKILL);
+  child.wait();
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(session, objects.back().id()) == 1; }));
+}
+
+// A process that scribbles over its own ring's head: the broker must not trust it (R4).
+SHOAL_CHILD_CASE(break_own_ring_then_create) {
+  (void)arg;
+  Segment mine = Segment::create(64);  // connects, with a ring
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return 2;
+  char line[512];
+  unsigned long start = 0;
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    if (std::strstr(line, "memfd:shoal-holds") != nullptr) start = std::strtoul(line, nullptr, 16);
+  }
+  std::fclose(maps);
+  if (start == 0) return 3;
+  auto* ring = reinterpret_cast<layout::HoldRingHeader*>(start);
+  ring->head.store(1000000, std::memory_order_release);
+  // The broker reads the ring before this kRegister and hangs up; the client then reconnects
+  // (SHOAL_SESSION names the same, living broker) or reports the session gone.
+  try {
+    Segment more = Segment::create(64);
+  } catch (const Error&) {
+  }
+  return 0;
+}
+
+TEST(SegmentHoldRing, ABrokenRingDisconnectsItsClientAndNobodyElse) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  ChildProcess child("break_own_ring_then_create", "");
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "ring_errors"), 1);
+  EXPECT_TRUE(check(s, 7));
+  Segment again = Segment::attach(s.handle());  // the broker still serves everyone else
+  EXPECT_TRUE(check(again, 7));
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
 }
 
 TEST(SegmentFastAttach, AProcessNotYetConnectedTakesTheRoundTrip) {
