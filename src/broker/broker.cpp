@@ -275,24 +275,15 @@ void Broker::hold(int fd, Conn& conn, const Id128& id, uint64_t pin) {
 bool Broker::drain_ring(int fd, Conn& conn) {
   auto* r = static_cast<layout::HoldRingHeader*>(conn.ring.get());
   if (r == nullptr) return true;
-  // Acquire: pairs with the client's release store of head after it wrote the entries.
-  const uint64_t head = r->head.load(std::memory_order_acquire);
-  if (head == conn.ring_taken) return true;
-  if (head < conn.ring_taken || head - conn.ring_taken > layout::kHoldRingCapacity) {
-    ++ring_errors_;
-    conn.ring.reset();  // never read again, whoever disconnects it
-    return false;
-  }
-  const layout::HoldEntry* entries = layout::hold_entries(r);
-  for (uint64_t n = conn.ring_taken; n < head; ++n) {
-    layout::HoldEntry e;  // a copy: the client may be writing the next entries meanwhile
-    std::memcpy(&e, &entries[n % layout::kHoldRingCapacity], sizeof e);
+  const bool ok = layout::drain_hold_ring(r, &conn.ring_taken, [&](const layout::HoldEntry& e) {
     ++ring_holds_;
     hold(fd, conn, Id128{e.object_hi, e.object_lo}, e.pin);
+  });
+  if (!ok) {
+    ++ring_errors_;
+    conn.ring.reset();  // never read again, whoever disconnects it
   }
-  conn.ring_taken = head;
-  r->tail.store(head, std::memory_order_release);  // the client may reuse those entries now
-  return true;
+  return ok;
 }
 
 void Broker::drain_rings() {
@@ -309,12 +300,7 @@ platform::UniqueMapping Broker::map_ring(int fd) {
   auto p = platform::map_fd(fd, layout::kHoldRingBytes, true, false);
   if (!p) return {};
   platform::UniqueMapping ring(p.value(), layout::kHoldRingBytes);
-  const auto* r = static_cast<const layout::HoldRingHeader*>(p.value());
-  if (r->magic != layout::kHoldRingMagic || r->version != layout::kHoldRingVersion ||
-      r->entry_size != sizeof(layout::HoldEntry) || r->capacity != layout::kHoldRingCapacity ||
-      r->head.load(std::memory_order_acquire) != 0 || r->tail.load(std::memory_order_relaxed) != 0) {
-    return {};
-  }
+  if (!layout::hold_ring_fresh(static_cast<const layout::HoldRingHeader*>(p.value()))) return {};
   return ring;
 }
 

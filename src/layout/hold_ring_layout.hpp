@@ -38,6 +38,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace shoal::layout {
@@ -72,6 +73,35 @@ inline constexpr uint32_t kHoldRingCapacity =
 
 inline HoldEntry* hold_entries(HoldRingHeader* h) noexcept {
   return reinterpret_cast<HoldEntry*>(reinterpret_cast<std::byte*>(h) + sizeof(HoldRingHeader));
+}
+
+/// R1, and an empty ring: what the broker requires of a ring passed with kHello.
+inline bool hold_ring_fresh(const HoldRingHeader* r) noexcept {
+  return r->magic == kHoldRingMagic && r->version == kHoldRingVersion &&
+         r->entry_size == sizeof(HoldEntry) && r->capacity == kHoldRingCapacity &&
+         r->head.load(std::memory_order_acquire) == 0 &&
+         r->tail.load(std::memory_order_relaxed) == 0;
+}
+
+/// The broker's read (R3, R4): calls take(entry) for each entry published since *taken, every
+/// one copied out of the ring first (the client may be writing the next ones meanwhile), then
+/// sets *taken and the shared tail to head. Returns false, taking nothing, if head lies outside
+/// [*taken, *taken + capacity]. Only head is read from the ring's header; tail is only written.
+template <class Take>
+bool drain_hold_ring(HoldRingHeader* r, uint64_t* taken, Take&& take) {
+  // Acquire: pairs with the client's release store of head after it wrote the entries.
+  const uint64_t head = r->head.load(std::memory_order_acquire);
+  if (head == *taken) return true;
+  if (head < *taken || head - *taken > kHoldRingCapacity) return false;
+  const HoldEntry* entries = hold_entries(r);
+  for (uint64_t n = *taken; n < head; ++n) {
+    HoldEntry e;
+    std::memcpy(&e, &entries[n % kHoldRingCapacity], sizeof e);
+    take(e);
+  }
+  *taken = head;
+  r->tail.store(head, std::memory_order_release);  // the client may reuse those entries now
+  return true;
 }
 
 }  // namespace shoal::layout
