@@ -640,9 +640,20 @@ std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c)
       fd.reset(::open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
     }
     if (!fd.valid()) return nullptr;
-    bool read_only = false;
-    if (!platform::check_received_fd(fd.get(), total, &read_only)) return nullptr;
+    // fstat only: a regular file of the handle's exact size, so reading the header below cannot
+    // SIGBUS. The seals need no check of their own (each is a system call, tens of µs cold):
+    // every memfd the broker holds for an object passed check_received_fd at kRegister, and
+    // I5 below tells that object's memfd from any other descriptor the number may name now.
+    if (!platform::check_file_size(fd.get(), total)) return nullptr;
+    // Read-only from the handle: sealing is for good, so a handle made read-only stays right.
+    // One made writable may be older than a seal(): the writable mmap then fails (EPERM under
+    // F_SEAL_FUTURE_WRITE) and the segment is mapped read-only, as the round trip would.
+    bool read_only = (h.flags & kHandleReadOnly) != 0;
     auto mapped = platform::map_fd(fd.get(), total, !read_only, false);
+    if (!mapped && !read_only) {
+      read_only = true;
+      mapped = platform::map_fd(fd.get(), total, false, false);
+    }
     if (!mapped) return nullptr;
     // I1-I5 as on the round trip; I5 (this object's id) is what tells a reused descriptor
     // number from ours. The kind is checked here instead of against the broker's reply.

@@ -40,7 +40,6 @@ import pickle
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -106,12 +105,17 @@ SHOAL_STEPS = "diagnosis: shoal attach, steps timed apart"
 LOCAL = "local ndarray (this process)"
 D_POPULATE = "diagnosis: shoal Segment.create(populate=True) + copy"
 D_PWRITE = "diagnosis: memfd + pwrite of the data (no fallocate, no faults)"
-D_RTT = "floor: round trip to a sleeping process"
+D_UNPICKLE = "floor: pickle.loads of a payload of the same shape (nothing attached)"
 F_FAULTS = "floor part: page faults"
 F_POPULATE = "floor part: MADV_POPULATE_WRITE"
 F_FALLOCATE = "floor part: fallocate"
 F_MEMCPY = "floor part: memcpy"
 FLOOR = "floor"
+STEP_NAMES = {  # the steps of SHOAL_STEPS, timed in the worker
+    "total": "shoal, by hand: total",
+    "segment_attach": "shoal, by hand: Segment.attach (hint, pidfd_getfd, mmap, hold ring)",
+    "view": "shoal, by hand: building the ndarray view (C++)",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -147,6 +151,8 @@ def _open(way: str, obj: Any) -> tuple[np.ndarray, Any]:
     """Turn what a worker received into (usable ndarray, what keeps its mapping alive)."""
     if way in (SHOAL, PICKLE):
         return obj, None  # unpickling did all the work
+    if way == D_UNPICKLE:
+        return np.empty(0), {}  # the unpickling (a slice of the same values) was all
     if way == SHOAL_STEPS:
         handle, offset, shape, strides, descr = obj
         t0 = time.perf_counter_ns()
@@ -191,7 +197,7 @@ def _serve(conn: Connection, arr: Any = None, held: Any = None) -> None:
                 {
                     "attach": (time.perf_counter_ns() - t0) / 1e9,
                     "before": before,
-                    "steps": held if way == SHOAL_STEPS else None,
+                    "steps": held if way in (SHOAL_STEPS, D_UNPICKLE) else None,
                 }
             )
         elif cmd == "receive":  # the pickle way: the array itself comes next on this Pipe
@@ -204,14 +210,6 @@ def _serve(conn: Connection, arr: Any = None, held: Any = None) -> None:
             conn.send(
                 {"sums": times, "total": total, "after": proc_mem(), "shmem": machine_shmem()}
             )
-        elif cmd == "ping":  # a round trip to a process that sleeps, as a broker does
-            # Raw bytes on the Pipe's socket (a socketpair), no pickling: a broker's least.
-            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                t0 = time.perf_counter_ns()
-                sock.send(b"?")
-                sock.recv(1)
-                t1 = time.perf_counter_ns()
-            conn.send((t1 - t0) / 1e9)
         elif cmd == "release":
             arr = None
             if held is not None and hasattr(held, "close"):
@@ -362,7 +360,7 @@ class _Bench:
         """Send a small payload; the worker attaches (timing itself), sums, releases."""
         w = self.worker(way)
         att = w.ask("attach", way, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
-        if att.get("steps"):  # a diagnosis: only the attach's steps
+        if att.get("steps") is not None:  # a diagnosis: only the attach's steps
             for k, v in {"total": att["attach"], **att["steps"]}.items():
                 self.rec(way).extra.setdefault(k, []).append(v)
         else:
@@ -489,17 +487,14 @@ class _Bench:
             del dst
         seg.close()
 
-    def diag_round_trip(self) -> None:
-        """The least a broker's answer costs: a Unix-socket round trip (a Pipe is a
-        socketpair) from a worker to a process asleep in recv, woken by it."""
-        w = self.worker(D_RTT)
-        with socket.socket(fileno=os.dup(w.conn.fileno())) as sock:
-            w.conn.send(("ping",))
-            # (no sock.settimeout: it would make the shared descriptor non-blocking)
-            if not w.conn.poll(DEADLINE) or sock.recv(1) != b"?":
-                raise RuntimeError("the worker's ping went astray")
-            sock.send(b"!")
-        self.rec(D_RTT).extra.setdefault("rtt", []).append(w.answer("ping"))
+    def diag_unpickle(self) -> None:
+        """What pickle.loads costs a worker woken by the payload, with no attach: a slice of
+        the same values a shoal.Array pickles to (a 163-character str, an int, the shape and
+        strides tuples, the dtype text), rebuilt by a builtin (slice) as the Array is by
+        shoal's."""
+        rows = self.data.shape[0]
+        payload = slice("h" * 163, 0, ((rows, COLS), (COLS * 8, 8), "'<f8'"))
+        self.through_worker(D_UNPICKLE, payload)
 
     def diag_pwrite(self) -> None:
         """What writing the data into the memfd with pwrite (pages allocated and filled in
@@ -592,7 +587,7 @@ def _ways(b: _Bench) -> list[Way]:
     ways += [
         way(SHOAL, b.way_shoal),
         way(SHOAL_STEPS, b.diag_shoal_steps),
-        way(D_RTT, b.diag_round_trip),
+        way(D_UNPICKLE, b.diag_unpickle),
         way(D_POPULATE, b.diag_populate),
         way(D_PWRITE, b.diag_pwrite),
         way(LOCAL, b.way_local),
@@ -893,20 +888,25 @@ def _why(
             f"{d(share.median(D_PWRITE))}, {share.ratio(D_PWRITE, FLOOR):.2f}x the floor."
         ),
     ]
-    seg = "shoal, by hand: Segment.attach (broker round trip, mmap)"
-    view = "shoal, by hand: building the ndarray view (C++)"
-    rtt = f"{D_RTT} (Unix socket, Python)"
+    seg = STEP_NAMES["segment_attach"]
+    view = STEP_NAMES["view"]
     out += [
         "",
         f"**Where shoal's attach time goes** ({d(t_attach)} median through pickle): "
-        f"`Segment.attach` {d(steps.median(seg))} (a round trip to the broker, which is "
-        "asleep between requests, the descriptor passed back, fstat and seal checks, mmap; "
-        f"a bare round trip to a sleeping process costs {d(steps.median(rtt))} here), then "
-        f"building the ndarray view in Python {d(steps.median(view))} (header check, the "
-        "dtype from a cache, the buffer and the subclass view; cold in a worker that was "
-        "waiting). Through pickle, `pickle.loads` and the glue add the rest. "
+        f"`Segment.attach` {d(steps.median(seg))} (a worker already connected to the broker "
+        "takes the memfd from the handle's hint with `pidfd_getfd`, checks it with `fstat` and "
+        "`F_GET_SEALS`, maps it, checks the header's object id, and records the hold in the "
+        "ring it shares with the broker: no message, no round trip), then the ndarray view, "
+        f"built in C++, {d(steps.median(view))}. `pickle.loads` itself, for a payload of the "
+        f"same shape that attaches nothing, costs {d(steps.median(D_UNPICKLE))} in the same "
+        "worker: every step runs cold, in a process that was asleep until the payload came, "
+        "and on this VM a cold system call costs tens of microseconds. "
         f"`shared_memory` asks nobody: {d(steps.median(SHM))}"
-        + (f"; SharedArray (C, no resource tracker): {d(steps.median(SA))}" if SA in s else "")
+        + (
+            f"; SharedArray (C: open by name, fstat, mmap; no pickle) {d(steps.median(SA))}"
+            if SA in s
+            else ""
+        )
         + ".",
     ]
     return out
@@ -942,14 +942,9 @@ def run(quick: bool) -> str:
     share[FLOOR] = floor
     share_res = _result(share, baseline=SHM, floor=FLOOR)
     attach_res = _result({n: s[n].attach for n in sharing}, baseline=SHM)
-    step_names = {
-        "total": "shoal, by hand: total",
-        "segment_attach": "shoal, by hand: Segment.attach (broker round trip, mmap)",
-        "view": "shoal, by hand: building the ndarray view (C++)",
-    }
-    steps = {step_names[k]: v for k, v in s[SHOAL_STEPS].extra.items()}
+    steps = {STEP_NAMES[k]: v for k, v in s[SHOAL_STEPS].extra.items()}
     steps |= {f"{RAW}: unpickling the argument": v for v in s[RAW].extra.values()}
-    steps[f"{D_RTT} (Unix socket, Python)"] = s[D_RTT].extra["rtt"]
+    steps[D_UNPICKLE] = s[D_UNPICKLE].extra["total"]
     steps_res = _result(
         {SHM: s[SHM].attach, SA: s[SA].attach, SHOAL: s[SHOAL].attach, **steps}
         if SA in s
@@ -1083,9 +1078,10 @@ def run(quick: bool) -> str:
             f"apart; **{D_POPULATE}**: would pre-faulting the creator's mapping "
             f"(`MAP_POPULATE`) help the fill?; **{D_PWRITE}**: a memfd filled with `pwrite` "
             "(the kernel allocates each page and copies into it in one pass: no zeroing, no "
-            f"page faults), then mapped; **{D_RTT}**: a worker, asleep like one waiting for "
-            "work, sends one byte over a Unix socket (a Pipe) to a process asleep in `recv` "
-            "and waits for its answer: the least any attach that asks a broker can cost."
+            f"page faults), then mapped; **{D_UNPICKLE}**: the shoal way's worker unpickles a "
+            "`slice` of the same values a `shoal.Array` pickles to (the handle-sized str, "
+            "offset, shape, strides, dtype text), which a builtin rebuilds as shoal's does: "
+            "what `pickle.loads` alone costs a worker woken by the payload."
         ),
         (
             f"- **Floor**: per round, the fastest of three ways to get {size} of fresh shared "

@@ -505,10 +505,16 @@ TEST(SegmentFastAttach, AConnectedProcessUsesTheHintAndASealedSegmentStaysReadOn
   ChildProcess rw("connect_then_attach", s.handle());
   EXPECT_EQ(rw.wait(), 0);
   EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
+  const std::string made_writable = s.handle();  // says writable: made before the seal
   s.seal();
   ChildProcess ro("connect_then_attach_read_only", s.handle());
   EXPECT_EQ(ro.wait(), 0);
   EXPECT_EQ(broker_counter(s.session(), "holds"), 2);
+  // The fast path maps what the handle says, and falls back to read-only when the seal
+  // refuses a writable mapping.
+  ChildProcess old("connect_then_attach_read_only", made_writable);
+  EXPECT_EQ(old.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 3);
   EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
 }
 
