@@ -132,8 +132,9 @@ void register_segment(nb::module_& m) {
             return seg.handle(pin);
           },
           "pin"_a = true,
-          "A 133-byte handle. pin=True keeps the object alive until one process attaches with "
-          "it or SHOAL_PIN_TTL seconds pass.")
+          "A handle: 133 characters, or 163 when pinned (the hint for a fast attach). pin=True "
+          "keeps the object alive until one process attaches with it or SHOAL_PIN_TTL seconds "
+          "pass.")
       .def("seal", [](PySegment& s) {
         if (s.exports > 0) {
           throw nb::buffer_error(
