@@ -331,20 +331,23 @@ TEST(SegmentLifetime, MalformedHandlesRaiseDecodeError) {
 
 // ---- fast attach: a pinned handle's hint (docs/design/segment.md, "Fast attach") -------------
 
+// A forked child's body: connect to the session's broker, attach the handle received, say
+// whether its data checks out, then wait to be killed.
+int connect_attach_and_wait(HandlePipe& in, HandlePipe& out) {
+  Segment mine = Segment::create(64);  // connects this process to the session's broker
+  Segment s = Segment::attach(in.receive());
+  out.send(check(s, 7) ? "attached" : "bad data");
+  ::pause();
+  return 0;
+}
+
 TEST(SegmentFastAttach, IsCountedSoTheObjectOutlivesItsCreatorsReleaseAndGoesWithTheAttacher) {
   test::ScopedRuntimeDir rd;
   Segment warm = Segment::create(4096);  // starts the session, exports SHOAL_SESSION
   const Id128 session = warm.session();
   HandlePipe to_child, to_parent;
   // Forked before the object exists, so the child has no inherited mapping of it.
-  ChildProcess child([&] {
-    Segment mine = Segment::create(64);  // connects this process to the session's broker
-    std::string h = to_child.receive();
-    Segment s = Segment::attach(h);
-    to_parent.send(check(s, 7) ? "attached" : "bad data");
-    ::pause();
-    return 0;
-  });
+  ChildProcess child([&] { return connect_attach_and_wait(to_child, to_parent); });
   Segment x = Segment::create(1 << 20);
   fill(x, 7);
   const Id128 id = x.id();
@@ -378,13 +381,7 @@ TEST(SegmentHoldRing, AnAttacherKilledBeforeTheBrokerReadItsRingStillUsesThePin)
   Segment warm = Segment::create(4096);
   const Id128 session = warm.session();
   HandlePipe to_child, to_parent;
-  ChildProcess child([&] {
-    Segment mine = Segment::create(64);
-    Segment s = Segment::attach(to_child.receive());
-    to_parent.send(check(s, 7) ? "attached" : "bad data");
-    ::pause();
-    return 0;
-  });
+  ChildProcess child([&] { return connect_attach_and_wait(to_child, to_parent); });
   Segment x = Segment::create(1 << 20);
   fill(x, 7);
   const Id128 id = x.id();
