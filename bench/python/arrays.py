@@ -894,9 +894,10 @@ def _why(
         "",
         f"**Where shoal's attach time goes** ({d(t_attach)} median through pickle): "
         f"`Segment.attach` {d(steps.median(seg))} (a worker already connected to the broker "
-        "takes the memfd from the handle's hint with `pidfd_getfd`, checks it with `fstat` and "
-        "`F_GET_SEALS`, maps it, checks the header's object id, and records the hold in the "
-        "ring it shares with the broker: no message, no round trip), then the ndarray view, "
+        "takes the memfd from the handle's hint with `pidfd_getfd`, checks its size with "
+        "`fstat`, maps it (read-only as the handle says), checks the header's object id, and "
+        "records the hold in the ring it shares with the broker: no message, no round trip), "
+        "then the ndarray view, "
         f"built in C++, {d(steps.median(view))}. `pickle.loads` itself, for a payload of the "
         f"same shape that attaches nothing, costs {d(steps.median(D_UNPICKLE))} in the same "
         "worker: every step runs cold, in a process that was asleep until the payload came, "
