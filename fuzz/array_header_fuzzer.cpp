@@ -17,6 +17,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::byte> seg(reinterpret_cast<const std::byte*>(data),
                              reinterpret_cast<const std::byte*>(data) + size);
   auto r = shoal::parse_array_header(size ? seg.data() : nullptr, size);
+  // The same parse from a copy of only the first `readable` bytes (what a fast attach read):
+  // it reads nothing past them (ASan), and what it accepts is what the whole parse accepts.
+  for (uint64_t readable : {uint64_t{0}, uint64_t{191}, uint64_t{192}, uint64_t{448}, uint64_t{size}}) {
+    if (readable > size) continue;
+    std::vector<std::byte> head(seg.begin(), seg.begin() + static_cast<ptrdiff_t>(readable));
+    auto p = shoal::parse_array_header(readable ? head.data() : seg.data(), size, readable);
+    if (p && (!r || p.value().descr != r.value().descr || p.value().shape != r.value().shape ||
+              p.value().nbytes != r.value().nbytes ||
+              p.value().data_offset != r.value().data_offset)) {
+      std::abort();
+    }
+  }
   if (!r) return 0;
   const shoal::ArrayInfo& info = r.value();
   layout::ArrayHeader h;

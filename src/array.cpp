@@ -1,5 +1,6 @@
 #include "shoal/array.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "layout/array_layout.hpp"
@@ -103,10 +104,20 @@ Array Array::from_segment(Segment seg) {
 }
 
 Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size) noexcept {
+  return parse_array_header(data, size, size);
+}
+
+Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size,
+                                     uint64_t readable) noexcept {
+  readable = std::min(readable, size);
   try {
     if (data == nullptr || size < sizeof(ArrayHeader)) {
       return {Errc::kCorrupt, "array segment of " + std::to_string(size) +
                                   " bytes is smaller than its 192-byte array header"};
+    }
+    if (readable < sizeof(ArrayHeader)) {
+      return {Errc::kDecode, "array header extends past the " + std::to_string(readable) +
+                                 " bytes given"};
     }
     ArrayHeader h;  // a local copy: check and use only this (another process may be writing)
     std::memcpy(&h, data, sizeof h);
@@ -128,6 +139,10 @@ Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size) noexc
       return {Errc::kCorrupt, "array header at offset 32: data offset " +
                                   std::to_string(h.data_offset) + " / descr size " +
                                   std::to_string(h.descr_size) + " are inconsistent"};
+    }
+    if (h.descr_size > readable - sizeof h) {
+      return {Errc::kDecode, "array descr extends past the " + std::to_string(readable) +
+                                 " bytes given"};
     }
     if (h.nbytes > size - h.data_offset) {
       return {Errc::kCorrupt, "array header at offset 24: " + std::to_string(h.nbytes) +

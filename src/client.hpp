@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,11 @@ struct Mapping : std::enable_shared_from_this<Mapping> {
   ObjectKind kind = ObjectKind::kBytes;
   bool read_only = false;
   platform::UniqueFd memfd;   // the creator keeps its fd until seal() (needed to add seals)
+  // A fast attach reads the segment's first bytes with pread instead of faulting the mapping
+  // in (Segment::head_copy); head_len is 0 for any other mapping.
+  static constexpr size_t kHeadCopy = 512;
+  std::array<std::byte, kHeadCopy> head{};
+  uint32_t head_len = 0;
   std::string name;           // named segments only; they have no session and no broker
   ~Mapping();
 };

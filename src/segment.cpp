@@ -47,6 +47,10 @@ Id128 Segment::id() const noexcept { return m_ ? m_->object : Id128{}; }
 Id128 Segment::session() const noexcept { return m_ ? m_->session : Id128{}; }
 ObjectKind Segment::kind() const noexcept { return m_ ? m_->kind : ObjectKind::kBytes; }
 bool Segment::read_only() const noexcept { return m_ && m_->read_only; }
+std::span<const std::byte> Segment::head_copy() const noexcept {
+  if (!m_ || m_->head_len <= layout::kSegmentHeaderSize) return {};
+  return {m_->head.data() + layout::kSegmentHeaderSize, m_->head_len - layout::kSegmentHeaderSize};
+}
 
 const std::string& Segment::name() const noexcept {
   static const std::string kEmpty;

@@ -113,7 +113,7 @@ F_MEMCPY = "floor part: memcpy"
 FLOOR = "floor"
 STEP_NAMES = {  # the steps of SHOAL_STEPS, timed in the worker
     "total": "shoal, by hand: total",
-    "segment_attach": "shoal, by hand: Segment.attach (hint, pidfd_getfd, mmap, hold ring)",
+    "segment_attach": "shoal, by hand: Segment.attach (hint: pidfd_getfd, pread, mmap, ring)",
     "view": "shoal, by hand: building the ndarray view (C++)",
 }
 
@@ -894,10 +894,10 @@ def _why(
         "",
         f"**Where shoal's attach time goes** ({d(t_attach)} median through pickle): "
         f"`Segment.attach` {d(steps.median(seg))} (a worker already connected to the broker "
-        "takes the memfd from the handle's hint with `pidfd_getfd`, checks its size with "
-        "`fstat`, maps it (read-only as the handle says), checks the header's object id, and "
-        "records the hold in the ring it shares with the broker: no message, no round trip), "
-        "then the ndarray view, "
+        "takes the memfd from the handle's hint with `pidfd_getfd`, reads and checks its "
+        "header (object id) with `pread`, maps it (read-only as the handle says) without "
+        "touching it, and records the hold in the ring it shares with the broker: no message, "
+        "no round trip), then the ndarray view, "
         f"built in C++, {d(steps.median(view))}. `pickle.loads` itself, for a payload of the "
         f"same shape that attaches nothing, costs {d(steps.median(D_UNPICKLE))} in the same "
         "worker: every step runs cold, in a process that was asleep until the payload came, "

@@ -106,5 +106,9 @@ struct ArrayInfo {
   uint64_t data_offset = 0;
 };
 Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size) noexcept;
+/// The same, given only the first `readable` bytes of the `size`-byte data area (a copy): an
+/// error (kDecode) too when the header and its descr extend past them; reads nothing beyond.
+Result<ArrayInfo> parse_array_header(const std::byte* data, uint64_t size,
+                                     uint64_t readable) noexcept;
 
 }  // namespace shoal

@@ -80,6 +80,11 @@ class Segment {
   Id128 session() const noexcept;
   ObjectKind kind() const noexcept;
   bool read_only() const noexcept;
+  /// The first bytes of the data area as they were read (pread) when a fast attach checked the
+  /// header, so that a reader of a header of its own (shoal.Array's) need not fault the first
+  /// page in; empty when the segment was mapped otherwise. The header bytes never change after
+  /// a segment is published, so the copy stays right.
+  std::span<const std::byte> head_copy() const noexcept;
 
   /// Makes the segment immutable for every process that attaches from now on
   /// (F_SEAL_FUTURE_WRITE) and mprotects this process's view read-only. Only the creator can

@@ -96,6 +96,17 @@ std::string dims_text(const std::vector<npy_intp>& v) {
   return s + (v.size() == 1 ? ",)" : ")");
 }
 
+// The array header: from the copy a fast attach read with pread when it holds the whole header
+// (no page fault: the first page is left for the first element read), else from the mapping,
+// which also gives the authoritative error for a bad header.
+ArrayInfo array_info(const Segment& seg) {
+  const std::span<const std::byte> head = seg.head_copy();
+  if (!head.empty()) {
+    if (auto r = parse_array_header(head.data(), seg.size(), head.size())) return r.take();
+  }
+  return parse_array_header(seg.data(), seg.size()).take();
+}
+
 // The ndarray (a shoal.Array) over an array segment: the whole array when `shape` is None,
 // otherwise the pickled view (offset into the element area, shape, strides, dtype descr),
 // checked to lie inside the element area. Returns a new reference.
@@ -114,7 +125,7 @@ PyObject* make_view(PyObject* seg_obj, PyObject* offset, PyObject* shape, PyObje
   if (s->seg.kind() != ObjectKind::kArray) {
     throw InvalidArgumentError("segment does not hold an array");
   }
-  const ArrayInfo info = parse_array_header(s->seg.data(), s->seg.size()).take();
+  const ArrayInfo info = array_info(s->seg);
   const bool whole = shape == Py_None;
 
   // The dtype: the header's, or the view's own (a field of a structured array, a .view(dt)).

@@ -24,6 +24,7 @@ import concurrent.futures
 import copy
 import functools
 import gc
+import json
 import multiprocessing as mp
 import os
 import pickle
@@ -607,6 +608,45 @@ def test_pool_arguments_and_results(ctx: mp.context.BaseContext) -> None:
     assert np.array_equal(snap, np.arange(2000.0))
     rev[0] = -1.0  # still a live mapping of the (exited) worker's array
     assert rev[0] == -1.0
+
+
+def _contents(a: shoal.Array) -> tuple[bytes, str, bool, bool]:
+    return a.tobytes(), str(a.dtype), a.flags.writeable, type(a) is shoal.Array
+
+
+def _ring_holds(session: str) -> int:
+    for s in _shoal.list_sessions():
+        if s["id"] == session and s["alive"] and s["describe_json"]:
+            return int(json.loads(s["describe_json"])["ring_holds"])
+    raise AssertionError(f"session {session} is not running")
+
+
+def test_a_connected_worker_attaches_fast_whatever_the_dtype(ctx: mp.context.BaseContext) -> None:
+    """A worker already connected to the broker attaches from the handle's hint and reads the
+    array header from the copy pread at attach; a structured dtype whose description is longer
+    than that copy is read from the mapping instead. Both give the same arrays."""
+    many = np.dtype([(f"field{i}", "<i4") for i in range(40)])
+    long_descr = np.zeros(3, many)
+    long_descr["field39"] = [7, 8, 9]
+    assert len(repr(np.lib.format.dtype_to_descr(many))) > 512
+    arrays = [
+        shoal.share(_pattern((3, 4))),
+        shoal.share(long_descr),
+        shoal.full((2, 5), 3, np.int16, order="F"),
+        shoal.share(_pattern((6, 2)))[::2, 1],
+    ]
+    session = arrays[0].segment.session
+    with ctx.Pool(1) as pool:
+        pool.apply(_contents, (arrays[0],))  # the worker's first attach connects it
+        before = _ring_holds(session)
+        for a in arrays:
+            assert pool.apply(_contents, (a,)) == (
+                a.tobytes(),
+                str(a.dtype),
+                a.flags.writeable,
+                True,
+            )
+        assert _ring_holds(session) == before + len(arrays)
 
 
 def test_process_pool_executor_arguments_and_results(ctx: mp.context.BaseContext) -> None:

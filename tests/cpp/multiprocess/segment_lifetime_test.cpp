@@ -331,12 +331,16 @@ TEST(SegmentLifetime, MalformedHandlesRaiseDecodeError) {
 
 // ---- fast attach: a pinned handle's hint (docs/design/segment.md, "Fast attach") -------------
 
-// A forked child's body: connect to the session's broker, attach the handle received, say
-// whether its data checks out, then wait to be killed.
+// A forked child's body: connect to the session's broker, attach the handle received (by its
+// hint), say whether its data and the header copy the fast attach read check out, then wait to
+// be killed.
 int connect_attach_and_wait(HandlePipe& in, HandlePipe& out) {
   Segment mine = Segment::create(64);  // connects this process to the session's broker
   Segment s = Segment::attach(in.receive());
-  out.send(check(s, 7) ? "attached" : "bad data");
+  const std::span<const std::byte> head = s.head_copy();
+  const bool head_ok = head.size() == detail::Mapping::kHeadCopy - layout::kSegmentHeaderSize &&
+                       std::memcmp(head.data(), s.data(), head.size()) == 0;
+  out.send(!check(s, 7) ? "bad data" : head_ok ? "attached" : "no header copy");
   ::pause();
   return 0;
 }
