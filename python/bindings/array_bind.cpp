@@ -229,15 +229,17 @@ PyObject* arg_or_none(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t i) {
   return i < nargs ? args[i] : Py_None;
 }
 
-// rebuild_array(handle, offset=None, shape=None, strides=None, descr=None): what unpickling a
-// shoal.Array calls (shoal._glue.rebuild_array is this function).
-PyObject* rebuild_array(PyObject*, PyObject* const* args, Py_ssize_t nargs) noexcept {
+// The builtins' shared signature, f(first, offset=None, shape=None, strides=None, descr=None),
+// where `segment_of(first)` gives the Segment object the view is made over.
+template <class SegmentOf>
+PyObject* view_builtin(const char* name, PyObject* const* args, Py_ssize_t nargs,
+                       SegmentOf segment_of) noexcept {
   if (nargs < 1 || nargs > 5) {
-    PyErr_Format(PyExc_TypeError, "rebuild_array takes 1 to 5 arguments (%zd given)", nargs);
+    PyErr_Format(PyExc_TypeError, "%s takes 1 to 5 arguments (%zd given)", name, nargs);
     return nullptr;
   }
   try {
-    nb::object seg = nb::cast(attach_segment(nb::handle(args[0])));
+    nb::object seg = segment_of(args[0]);
     return make_view(seg.ptr(), arg_or_none(args, nargs, 1), arg_or_none(args, nargs, 2),
                      arg_or_none(args, nargs, 3), arg_or_none(args, nargs, 4));
   } catch (...) {
@@ -246,18 +248,18 @@ PyObject* rebuild_array(PyObject*, PyObject* const* args, Py_ssize_t nargs) noex
   }
 }
 
+// rebuild_array(handle, ...): what unpickling a shoal.Array calls (shoal._glue.rebuild_array
+// is this function).
+PyObject* rebuild_array(PyObject*, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  return view_builtin("rebuild_array", args, nargs, [](PyObject* handle) {
+    return nb::object(nb::cast(attach_segment(nb::handle(handle))));
+  });
+}
+
+// array_view(segment, ...): the same over a segment already attached.
 PyObject* array_view(PyObject*, PyObject* const* args, Py_ssize_t nargs) noexcept {
-  if (nargs < 1 || nargs > 5) {
-    PyErr_Format(PyExc_TypeError, "array_view takes 1 to 5 arguments (%zd given)", nargs);
-    return nullptr;
-  }
-  try {
-    return make_view(args[0], arg_or_none(args, nargs, 1), arg_or_none(args, nargs, 2),
-                     arg_or_none(args, nargs, 3), arg_or_none(args, nargs, 4));
-  } catch (...) {
-    set_error_from_current_exception();
-    return nullptr;
-  }
+  return view_builtin("array_view", args, nargs,
+                      [](PyObject* segment) { return nb::borrow<nb::object>(segment); });
 }
 
 PyMethodDef g_methods[] = {

@@ -122,7 +122,7 @@ Result<UniqueFd> create_memfd_filled(const char* debug_name, uint64_t size, cons
   return owned;
 }
 
-Status check_file_size(int fd, uint64_t size) noexcept {
+Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return {Errc::kSystem, errno_message("fstat of a segment", errno)};
   if (!S_ISREG(st.st_mode)) return {Errc::kCorrupt, "the broker sent a descriptor that is not a segment"};
@@ -130,11 +130,6 @@ Status check_file_size(int fd, uint64_t size) noexcept {
     return {Errc::kCorrupt, "segment size " + std::to_string(st.st_size) +
                                 " differs from the " + std::to_string(size) + " bytes expected"};
   }
-  return {};
-}
-
-Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept {
-  if (Status st = check_file_size(fd, size); !st) return st;
   int seals = ::fcntl(fd, F_GET_SEALS);
   if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
     return {Errc::kCorrupt, "segment is not sealed against resizing; refusing to map it"};

@@ -86,10 +86,6 @@ struct Piece {
 Result<UniqueFd> create_memfd_filled(const char* debug_name, uint64_t size, const Piece* pieces,
                                      size_t n, bool seal_read_only) noexcept;
 
-/// A regular file of exactly `size` bytes (so a mapping of `size` bytes reads no page past its
-/// end); nothing about seals.
-Status check_file_size(int fd, uint64_t size) noexcept;
-
 /// Validates a descriptor received from a broker: a regular file of exactly `size` bytes, sealed
 /// against shrink and grow. Sets *read_only when it is sealed against writing.
 Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept;

@@ -7,6 +7,7 @@ test under fork, spawn and forkserver (DESIGN.md: one fixture runs them all).
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import pathlib
@@ -21,6 +22,21 @@ import pytest
 # Deadline for things that must happen "soon" (DESIGN.md: generous, never asserted as a
 # maximum); longer under sanitizers.
 DEADLINE = 120.0 if os.environ.get("LD_PRELOAD", "").find("asan") >= 0 else 30.0
+
+
+def session_info(sessions: list[dict[str, Any]], session: str) -> dict[str, Any]:
+    """A live session's kList JSON (its broker's own view), from _shoal.list_sessions()."""
+    for s in sessions:
+        if s["id"] == session and s["alive"] and s["describe_json"]:
+            return json.loads(s["describe_json"])
+    raise AssertionError(f"session {session} is not running: {sessions}")
+
+
+def describe_here(session: str) -> dict[str, Any]:
+    """The broker's view of a session, asked from this (the test's) process."""
+    from shoal import _shoal
+
+    return session_info(_shoal.list_sessions(), session)
 
 
 def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) -> bool:

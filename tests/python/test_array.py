@@ -24,7 +24,6 @@ import concurrent.futures
 import copy
 import functools
 import gc
-import json
 import multiprocessing as mp
 import os
 import pickle
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, describe_here, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -614,13 +613,6 @@ def _contents(a: shoal.Array) -> tuple[bytes, str, bool, bool]:
     return a.tobytes(), str(a.dtype), a.flags.writeable, type(a) is shoal.Array
 
 
-def _ring_holds(session: str) -> int:
-    for s in _shoal.list_sessions():
-        if s["id"] == session and s["alive"] and s["describe_json"]:
-            return int(json.loads(s["describe_json"])["ring_holds"])
-    raise AssertionError(f"session {session} is not running")
-
-
 def test_a_connected_worker_attaches_fast_whatever_the_dtype(ctx: mp.context.BaseContext) -> None:
     """A worker already connected to the broker attaches from the handle's hint and reads the
     array header from the copy pread at attach; a structured dtype whose description is longer
@@ -638,7 +630,7 @@ def test_a_connected_worker_attaches_fast_whatever_the_dtype(ctx: mp.context.Bas
     session = arrays[0].segment.session
     with ctx.Pool(1) as pool:
         pool.apply(_contents, (arrays[0],))  # the worker's first attach connects it
-        before = _ring_holds(session)
+        before = describe_here(session)["ring_holds"]
         for a in arrays:
             assert pool.apply(_contents, (a,)) == (
                 a.tobytes(),
@@ -646,7 +638,7 @@ def test_a_connected_worker_attaches_fast_whatever_the_dtype(ctx: mp.context.Bas
                 a.flags.writeable,
                 True,
             )
-        assert _ring_holds(session) == before + len(arrays)
+        assert describe_here(session)["ring_holds"] == before + len(arrays)
 
 
 def test_process_pool_executor_arguments_and_results(ctx: mp.context.BaseContext) -> None:

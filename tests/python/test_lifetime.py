@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, describe_here, session_info, wait_until
 
 import shoal
 from shoal import _shoal
@@ -396,24 +396,12 @@ def _assert_nothing_left(runtime_dir: str, shmem_baseline: int | None) -> None:
         )
 
 
-def _session_info(sessions: list[dict[str, Any]], session: str) -> dict[str, Any]:
-    for s in sessions:
-        if s["id"] == session and s["alive"] and s["describe_json"]:
-            return json.loads(s["describe_json"])
-    raise AssertionError(f"session {session} is not running: {sessions}")
-
-
 def _holders(info: dict[str, Any], object_id: str) -> list[int] | None:
     """Pids that hold `object_id`, sorted; None once the broker has freed it."""
     for o in info["objects"]:
         if o["id"] == object_id:
             return sorted(o["holders"])
     return None
-
-
-def _describe_here(session: str) -> dict[str, Any]:
-    """The broker's view of a session, asked from this (the test's) process."""
-    return _session_info(_shoal.list_sessions(), session)
 
 
 # --- scenario: the creator is killed while two readers map the object --------------------------
@@ -431,7 +419,7 @@ def _creator_killed_while_two_readers_map(
     readers = [_start(children, launcher, "reader", h, 1) for h in made["handles"]]
     for r in readers:
         assert r.recv()["ok"]
-    info = _session_info(readers[0].ask("sessions"), made["session"])
+    info = session_info(readers[0].ask("sessions"), made["session"])
     assert _holders(info, made["id"]) == sorted([made["pid"], *(r.pid for r in readers)])
 
     creator.kill()
@@ -442,7 +430,7 @@ def _creator_killed_while_two_readers_map(
     assert readers[1].ask("check", "a", 2) is True
     assert wait_until(
         lambda: (
-            _holders(_session_info(readers[0].ask("sessions"), made["session"]), made["id"])
+            _holders(session_info(readers[0].ask("sessions"), made["session"]), made["id"])
             == sorted(r.pid for r in readers)
         )
     )
@@ -489,24 +477,24 @@ def _holder_and_its_forked_child_killed(launcher: Launcher, children: list[Child
     grandchild_killed = False
     try:
         assert got["ok"]
-        assert _holders(_describe_here(a.session), a.id) == sorted([me, holder.pid, grandchild])
+        assert _holders(describe_here(a.session), a.id) == sorted([me, holder.pid, grandchild])
         assert b_holders() == sorted([holder.pid, grandchild])
 
         # Kill the parent: its references go, its forked child's stay (its own connection).
         holder.kill()
         assert holder.join() == -signal.SIGKILL
         assert wait_until(
-            lambda: _holders(_describe_here(a.session), a.id) == sorted([me, grandchild])
+            lambda: _holders(describe_here(a.session), a.id) == sorted([me, grandchild])
         )
         assert b_holders() == [grandchild]
-        connected = [c["pid"] for c in _describe_here(a.session)["connections"]]
+        connected = [c["pid"] for c in describe_here(a.session)["connections"]]
         assert holder.pid not in connected and grandchild in connected
 
         # Kill the forked child: the object it alone held is freed.
         _kill_pid(grandchild)
         grandchild_killed = True
-        assert wait_until(lambda: _holders(_describe_here(a.session), a.id) == [me])
-        assert [c["pid"] for c in _describe_here(a.session)["connections"]] == [me]
+        assert wait_until(lambda: _holders(describe_here(a.session), a.id) == [me])
+        assert [c["pid"] for c in describe_here(a.session)["connections"]] == [me]
         assert wait_until(lambda: b_holders() is None)
         assert _holds(a, 1)
     finally:
@@ -665,7 +653,7 @@ def test_pool_worker_returns_a_segment_and_exits(
         pool.join()
     assert wait_until(lambda: not _alive(worker))
     assert _holds(seg, 1)
-    info = _describe_here(seg.session)
+    info = describe_here(seg.session)
     assert _holders(info, seg.id) == [os.getpid()]
     assert [o["pins"] for o in info["objects"]] == [0]  # receiving it used the pin
     seg.close()
@@ -683,7 +671,7 @@ def test_pool_worker_exits_before_its_segment_is_unpickled(
     assert len(_brokers_of(runtime_dir)) == 1
     seg = pickle.loads(blob)
     assert _holds(seg, 1)
-    assert _holders(_describe_here(seg.session), seg.id) == [os.getpid()]
+    assert _holders(describe_here(seg.session), seg.id) == [os.getpid()]
     seg.close()
     _shoal._reset_for_testing()  # this process leaves the session: the broker may go
     _assert_nothing_left(runtime_dir, None)
@@ -697,7 +685,7 @@ def test_unrelated_process_creates_sends_a_handle_and_exits(
     assert maker.join() == 0
     seg = _shoal.Segment.attach(made["handle"])
     assert _holds(seg, 1)
-    assert _holders(_describe_here(seg.session), seg.id) == [os.getpid()]
+    assert _holders(describe_here(seg.session), seg.id) == [os.getpid()]
     seg.close()
     _shoal._reset_for_testing()
     _assert_nothing_left(runtime_dir, None)
@@ -725,7 +713,7 @@ def test_gc_removes_dead_sessions_and_never_a_live_one(runtime_dir: str) -> None
     assert _shoal.gc() == 0
     with memoryview(live) as mv:  # the live session still serves
         mv[:2] = b"ok"
-    assert _holders(_describe_here(live.session), live.id) == [os.getpid()]
+    assert _holders(describe_here(live.session), live.id) == [os.getpid()]
     live.close()
 
 
@@ -757,7 +745,7 @@ def _with_hint(handle: str, pid: int, fd: int) -> str:
 
 
 def _holds_count(session: str) -> int:
-    return int(_describe_here(session)["holds"])
+    return int(describe_here(session)["holds"])
 
 
 def _fast_attach_is_counted(launcher: Launcher, runtime_dir: str, children: list[Child]) -> None:
@@ -779,15 +767,15 @@ def _fast_attach_is_counted(launcher: Launcher, runtime_dir: str, children: list
     assert wait_until(
         lambda: (
             _holds_count(session) == holds + 1
-            and _holders(_describe_here(session), object_id) == [reader.pid]
+            and _holders(describe_here(session), object_id) == [reader.pid]
         )
-    ), _describe_here(session)
+    ), describe_here(session)
     assert reader.ask("check", "a", 3) is True
     assert machine_shmem() - baseline >= BIG - SLACK  # still there: the reader holds it
     assert reader.ask("exit") == "bye"
     assert reader.join() == 0
-    assert wait_until(lambda: _holders(_describe_here(session), object_id) is None)
-    assert _describe_here(session)["hold_misses"] == 0
+    assert wait_until(lambda: _holders(describe_here(session), object_id) is None)
+    assert describe_here(session)["hold_misses"] == 0
     # The pages are back (the session lives on: this process keeps its connection).
     assert wait_until(lambda: machine_shmem() - baseline <= SLACK, 3 * DEADLINE), (
         f"Shmem is {(machine_shmem() - baseline) / MIB:.1f} MiB above its baseline"
@@ -818,7 +806,7 @@ def test_fast_attach_through_pickle_of_an_array(children: list[Child]) -> None:
     holds = _holds_count(warm.session)
     assert reader.ask("attach", pickle.dumps(arr), 7) == ("attached", True)
     assert wait_until(lambda: _holds_count(warm.session) == holds + 1)
-    info = _describe_here(warm.session)
+    info = describe_here(warm.session)
     assert _holders(info, arr.segment.id) == sorted([os.getpid(), reader.pid])
     assert all(o["pins"] == 0 for o in info["objects"])
 
@@ -840,7 +828,7 @@ def test_forged_or_stale_hints_fall_back_to_the_round_trip(children: list[Child]
         reader.recv()
         assert reader.ask("attach", forge(seg.handle()), 4) == ("attached", True), what
         assert reader.ask("exit") == "bye"
-    info = _describe_here(seg.session)
+    info = describe_here(seg.session)
     assert info["holds"] == 0  # every attach took the round trip
     assert [o["pins"] for o in info["objects"] if o["id"] == seg.id] == [0]
 
@@ -859,4 +847,4 @@ def test_a_reused_descriptor_number_raises_stale_handle_error(children: list[Chi
     reader.recv()
     kind, message = reader.ask("attach", ha, 4)
     assert kind == "StaleHandleError", message
-    assert _holders(_describe_here(b.session), b.id) == [os.getpid()]
+    assert _holders(describe_here(b.session), b.id) == [os.getpid()]
