@@ -175,21 +175,28 @@ Client& Client::instance() {
 // execs, so the fork handlers must leave mu_ alone.
 thread_local bool t_own_fork = false;
 
-Client::Client() : pid_(::getpid()) {
+Client::Client() {
   raise_fd_limit();
   // Any other fork takes mu_ first, so the child never inherits it locked by a thread that
   // does not exist there.
+  // The child handler also marks the fork, so that check_fork_locked needs no getpid(): that
+  // was one more system call on every attach and release, each costly in a worker that was
+  // asleep until the handle came.
   ::pthread_atfork([] { if (!t_own_fork) Client::instance().mu_.lock(); },
                    [] { if (!t_own_fork) Client::instance().mu_.unlock(); },
-                   [] { if (!t_own_fork) Client::instance().mu_.unlock(); });
+                   [] {
+                     if (t_own_fork) return;
+                     Client& c = Client::instance();
+                     c.forked_ = true;  // under mu_, taken by the prepare handler
+                     c.mu_.unlock();
+                   });
 }
 
 void Client::check_fork_locked() noexcept {
-  pid_t now = ::getpid();
-  if (now == pid_) return;
+  if (!forked_) return;
   // A forked child: the connections are the parent's references, not ours. Closing our copy of
   // the descriptor leaves the parent's connection open.
-  pid_ = now;
+  forked_ = false;
   conns_.clear();
 }
 

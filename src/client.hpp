@@ -8,8 +8,10 @@
 // in flight per connection). Mapping destructors call release(), which takes mu_, so no Mapping
 // may be destroyed while mu_ is held (the cache holds weak_ptrs only).
 //
-// Fork: pthread_atfork keeps mu_ consistent; the child drops the parent's connections (they are
-// the parent's references) and reconnects on its next call, or at once in after_fork_child().
+// Fork: pthread_atfork keeps mu_ consistent and marks the child (forked_); the child drops the
+// parent's connections (they are the parent's references) and reconnects on its next call, or at
+// once in after_fork_child(). Only fork() through libc is seen (what os.fork and multiprocessing
+// call); a child of a raw clone() system call must not use the Client it inherited.
 #pragma once
 
 #include <sys/types.h>
@@ -111,7 +113,9 @@ class Client {
   void hold_locked(Conn* c, const Id128& object, uint64_t pin) noexcept;
 
   std::mutex mu_;
-  pid_t pid_;
+  // Set in a forked child by the atfork handler (fork() through libc: os.fork, multiprocessing);
+  // a child made by a raw clone() system call is not seen, and must not use its parent's Client.
+  bool forked_ = false;
   Id128 current_;
   std::unordered_map<Id128, Conn, Id128Hash> conns_;
   std::unordered_map<Id128, std::weak_ptr<Mapping>, Id128Hash> cache_;

@@ -56,41 +56,20 @@ def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
     return dims
 
 
-def _address(arr: np.ndarray) -> int:
-    return int(arr.__array_interface__["data"][0])
-
-
 class Array(np.ndarray):
     """An ndarray in shared memory; see the module docstring."""
 
-    _shoal_segment: _shoal.Segment | None = None
-    _shoal_base: int = 0  # address of the segment's element area in this process
-    _shoal_end: int = 0  # _shoal_base + the element area's size
+    # (segment, address of its element area in this process, that address + the area's size),
+    # or None for a result that owns new memory. One attribute, set in C (array_bind.cpp).
+    _shoal_ref: tuple[_shoal.Segment, int, int] | None = None
+
+    # __array_finalize__ and __getitem__ are C functions (python/bindings/array_bind.cpp),
+    # installed below: numpy calls __array_finalize__ for every slice and every unpickled
+    # array, and in Python the two took ten times as long as ndarray's own slicing.
 
     def _shoal_adopt(self, src: Any) -> bool:
-        """Share `src`'s segment if this array is a view of it. np.may_share_memory (a bounds
-        check, fast) says False for every empty array, so those are placed by address: an empty
-        slice of a shared array is still a view of it."""
-        seg = getattr(src, "_shoal_segment", None)
-        if seg is not None and (
-            np.may_share_memory(self, src)
-            or (self.size == 0 and src._shoal_base <= _address(self) <= src._shoal_end)
-        ):
-            self._shoal_segment = seg
-            self._shoal_base = src._shoal_base
-            self._shoal_end = src._shoal_end
-            return True
-        return False
-
-    def __array_finalize__(self, obj: Any) -> None:
-        # A view of a shared array shares its segment; anything else (a new result) does not.
-        # None: made from scratch (array_view sets the segment next); the class defaults hold.
-        if obj is None:
-            return
-        if not self._shoal_adopt(obj):
-            self._shoal_segment = None
-            self._shoal_base = 0
-            self._shoal_end = 0
+        """Share `src`'s segment if this array's elements lie in it (a view); True if so."""
+        return _shoal.array_adopt(self, src)
 
     def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
         arr = super().__array_wrap__(arr, context, return_scalar)
@@ -99,15 +78,9 @@ class Array(np.ndarray):
         if return_scalar:
             return arr[()]
         # Some views come through here too (ndarray.squeeze): they stay shared.
-        if type(arr) is Array and (arr._shoal_segment is not None or arr._shoal_adopt(self)):
+        if type(arr) is Array and (arr._shoal_ref is not None or arr._shoal_adopt(self)):
             return arr
         return arr.view(np.ndarray)
-
-    def __getitem__(self, index: Any) -> Any:
-        res = super().__getitem__(index)
-        if type(res) is Array and res._shoal_segment is None:
-            return res.view(np.ndarray)
-        return res
 
     def copy(self, order: Any = "C") -> np.ndarray:  # type: ignore[override]
         """A private copy, as a plain ndarray."""
@@ -116,19 +89,20 @@ class Array(np.ndarray):
     @property
     def segment(self) -> _shoal.Segment | None:
         """The shared segment holding the elements (None for a detached result)."""
-        return self._shoal_segment
+        return None if self._shoal_ref is None else self._shoal_ref[0]
 
     def handle(self) -> str:
         """The segment's handle (pinned), for passing to a non-Python or unrelated process."""
-        if self._shoal_segment is None:
+        if self._shoal_ref is None:
             raise ValueError("this array does not live in shared memory")
-        return self._shoal_segment.handle()
+        return self._shoal_ref[0].handle()
 
     def _shoal_args(self) -> tuple[Any, ...]:
-        assert self._shoal_segment is not None
-        offset = self.__array_interface__["data"][0] - self._shoal_base
+        assert self._shoal_ref is not None
+        seg, base, _ = self._shoal_ref
+        offset = self.__array_interface__["data"][0] - base
         return (
-            self._shoal_segment.handle(),
+            seg.handle(),
             offset,
             self.shape,
             self.strides,
@@ -136,13 +110,13 @@ class Array(np.ndarray):
         )
 
     def __reduce__(self) -> Any:
-        if self._shoal_segment is None:
+        if self._shoal_ref is None:
             return self.view(np.ndarray).__reduce__()
         return (_shoal.rebuild_array, self._shoal_args())
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         # ndarray's own __reduce_ex__ would pickle the bytes (out of band for protocol 5).
-        if self._shoal_segment is None:
+        if self._shoal_ref is None:
             return self.view(np.ndarray).__reduce_ex__(protocol)
         return self.__reduce__()
 
@@ -159,7 +133,7 @@ class Array(np.ndarray):
 
 def _plain(res: Any) -> Any:
     """A result that owns new memory is a plain ndarray, as ``a + 1`` is."""
-    if type(res) is Array and res._shoal_segment is None:
+    if type(res) is Array and res._shoal_ref is None:
         return res.view(np.ndarray)
     return res
 
@@ -237,12 +211,7 @@ def full(shape: _ShapeLike, fill_value: Any, dtype: Any = None, order: str = "C"
 
 def share_array(x: np.ndarray, writable: bool = False) -> Array:
     """Copy `x` once into shared memory. Read-only (sealed) unless `writable`."""
-    if (
-        isinstance(x, Array)
-        and x._shoal_segment is not None
-        and x._shoal_segment.read_only
-        and not writable
-    ):
+    if isinstance(x, Array) and x.segment is not None and x.segment.read_only and not writable:
         return x  # already a shared snapshot (sealed: nobody can change it)
     order = "F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
     dt = x.dtype
@@ -265,4 +234,5 @@ def share_array(x: np.ndarray, writable: bool = False) -> Array:
     return _view(seg)
 
 
+_shoal.array_install(Array, _dtype_from_descr)
 Array.__module__ = "shoal"

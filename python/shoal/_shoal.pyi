@@ -134,6 +134,16 @@ def decode_handle(text: str) -> dict:
 def validate_segment_header(data: bytes) -> None:
     """Check the bytes of a segment header (raises on anything invalid)."""
 
+def array_install(array_type: object, dtype_from_descr: object) -> None:
+    """
+    Install shoal.Array's C hooks (__array_finalize__, __getitem__); shoal._array calls it.
+    """
+
+def array_adopt(array: object, source: object) -> bool:
+    """
+    Make `array` share `source`'s segment if its elements lie in it; True if it does.
+    """
+
 def array_create(descr: str, itemsize: int, shape: Sequence[int], fortran: bool = False) -> Segment:
     """Create a zero-filled array segment; returns the Segment."""
 

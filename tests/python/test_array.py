@@ -394,6 +394,39 @@ def test_views_stay_shared_and_new_results_are_plain_ndarrays() -> None:
 
 
 @pytest.mark.asan
+def test_the_c_hooks_serve_subclasses_and_survive_tampering() -> None:
+    """__array_finalize__ and __getitem__ are C functions on the class: a subclass reaches them
+    through super(), and a tampered `_shoal_ref` makes plain results or a clear error, never a
+    crash or a view that claims a segment it does not lie in."""
+
+    class Tagged(shoal.Array):
+        def __array_finalize__(self, obj: Any) -> None:
+            super().__array_finalize__(obj)
+            self.tag = getattr(obj, "tag", "fresh")
+
+        def __getitem__(self, key: Any) -> Any:
+            return super().__getitem__(key)
+
+    a = shoal.share(_pattern((6, 10)))
+    t = a.view(Tagged)
+    row = t[2]
+    assert type(row) is Tagged and row.tag == "fresh" and row.segment is a.segment
+    assert np.array_equal(row, a[2])
+    assert shoal.Array.__array_finalize__(a[1], a) is None  # callable from the class too
+
+    b = shoal.share(_pattern((6, 10)), writable=True)
+    seg = b.segment
+    b._shoal_ref = "not a tuple"  # type: ignore[assignment]
+    assert type(b[1]) is np.ndarray and type(b[1:3]) is np.ndarray
+    b._shoal_ref = (seg, -1, 5)  # type: ignore[assignment]
+    with pytest.raises(OverflowError):
+        b[1]
+    # Elsewhere in memory: a view of another array never adopts this one's segment.
+    other = np.zeros((6, 10))
+    assert shoal.Array._shoal_adopt(other.view(shoal.Array), a) is False
+
+
+@pytest.mark.asan
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_pickles_are_small_handles_whatever_the_size(protocol: int) -> None:
     # 2 MiB: big enough that a pickle carrying the data could not pass, small enough not to
