@@ -537,8 +537,13 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
   cache_[m.object] = m.shared_from_this();
 }
 
-std::shared_ptr<Mapping> Client::attach(const Handle& h) {
-  std::unique_lock<std::mutex> g(mu_);
+std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
+  std::unique_lock<std::mutex> g(mu_, std::defer_lock);
+  if (may_wait) {
+    g.lock();
+  } else if (!g.try_lock()) {
+    return nullptr;  // another thread is attaching, or waits on the broker
+  }
   check_fork_locked();
   if (auto it = cache_.find(h.object); it != cache_.end()) {
     if (auto m = it->second.lock()) {
@@ -549,6 +554,14 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
                                             ", the object differs: the handle was altered");
       }
       if (h.pin != 0) {  // consume the pin, or it would keep the object alive until it expires
+        if (!may_wait) {
+          // Without a connection that takes the ring, consuming the pin is a round trip.
+          auto it2 = conns_.find(h.session);
+          if (it2 == conns_.end() || it2->second.gone || !it2->second.can_hold) {
+            g.unlock();  // m may be the last reference (L8: no Mapping dies under mu_)
+            return nullptr;
+          }
+        }
         auto c = conn_locked(h.session);
         if (c && c.value()->can_hold) {
           hold_locked(c.value(), h.object, h.pin);  // kAdopt without the reply it would ignore
@@ -575,6 +588,7 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h) {
       if (auto m = attach_by_hint_locked(h, &it->second)) return m;
     }
   }
+  if (!may_wait) return nullptr;
   Conn* c = conn_locked(h.session).take();
   WireMsg req = platform::make_msg(Op::kAttach);
   req.object_hi = h.object.hi;

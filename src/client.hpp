@@ -58,7 +58,9 @@ class Client {
   /// with pwrite, and sealed read-only at once when `seal`.
   std::shared_ptr<Mapping> create_filled(uint64_t data_size, ObjectKind kind,
                                          const platform::Piece* pieces, size_t n, bool seal);
-  std::shared_ptr<Mapping> attach(const Handle& h);
+  /// With `may_wait` false: null, nothing done, where the attach would wait for mu_ or for a
+  /// round trip to the broker (Segment::try_attach_now).
+  std::shared_ptr<Mapping> attach(const Handle& h, bool may_wait = true);
   /// A new pin for `m`; the hint for its handle in `hint` (hint_pid zero if the broker gave
   /// none).
   uint64_t pin(const Mapping& m, Handle* hint);

@@ -54,8 +54,10 @@ namespace {
 
 // The hint after the 133 bytes of a handle:
 //   offset 133: ";h1:"  137: pid (8 hex)  145: ':'  146: fd (8 hex)  154: ':'  155: crc (8 hex)
-// PRECONDITION: text.size() == kHandleHintedTextSize and text[133] == ';'.
-Status decode_hint(std::string_view text, Handle* h) {
+// PRECONDITION: text.size() == kHandleHintedTextSize and text[133] == ';'; `prefix_crc` is the
+// crc32 of text[0, kHandleTextSize - 9) (the handle's own checksum, already verified), which the
+// hint's checksum continues: CRC-32 chains, so the 124 bytes are not read twice.
+Status decode_hint(std::string_view text, uint32_t prefix_crc, Handle* h) {
   constexpr size_t kTag = kHandleTextSize;
   constexpr size_t kPid = kTag + kHandleHintTag.size();
   constexpr size_t kFd = kPid + 9;
@@ -78,7 +80,9 @@ Status decode_hint(std::string_view text, Handle* h) {
               "malformed shoal handle: expected ':' at offset " + std::to_string(colon)};
     }
   }
-  if (static_cast<uint32_t>(crc) != crc32(text.data(), kCrc - 1)) {
+  constexpr size_t kPrefix = kHandleTextSize - 9;
+  if (static_cast<uint32_t>(crc) !=
+      crc32(text.data() + kPrefix, kCrc - 1 - kPrefix, prefix_crc)) {
     return {Errc::kDecode, "corrupt shoal handle: hint checksum mismatch at offset " +
                                std::to_string(kCrc) + " (the handle was altered or cut)"};
   }
@@ -256,7 +260,7 @@ Result<Handle> Handle::decode(std::string_view text) noexcept {
                                  ": it was made by a newer shoal"};
     }
     if (hinted) {
-      Status st = decode_hint(text, &h);
+      Status st = decode_hint(text, got, &h);
       if (!st) return st;
     }
     return h;

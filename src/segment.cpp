@@ -35,6 +35,13 @@ Segment Segment::attach(const Handle& handle) {
   return Segment(detail::Client::instance().attach(handle));
 }
 
+std::optional<Segment> Segment::try_attach_now(const Handle& handle) {
+  if (auto m = detail::Client::instance().attach(handle, /*may_wait=*/false)) {
+    return Segment(std::move(m));
+  }
+  return std::nullopt;
+}
+
 std::byte* Segment::data() const noexcept {
   return m_ ? m_->base + layout::kSegmentHeaderSize : nullptr;
 }

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,6 +59,11 @@ class Segment {
   /// IncompatibleSegmentError / CorruptSegmentError (the segment fails validation).
   static Segment attach(std::string_view handle);
   static Segment attach(const Handle& handle);
+  /// attach() without waiting: nullopt where it would wait (a round trip to the broker: no
+  /// connection yet, no hint, or another thread of this process in the middle of one). Throws
+  /// as attach() does for a handle it can judge. For callers that must not block, such as the
+  /// Python binding, which holds the GIL through this and releases it only for attach().
+  static std::optional<Segment> try_attach_now(const Handle& handle);
 
   /// A segment of `size` bytes whose data area holds `data` at `offset` (bytes outside it are
   /// zero), written with pwrite rather than through a mapping; sealed read-only when `seal`.

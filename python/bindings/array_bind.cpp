@@ -139,6 +139,35 @@ void array_install(nb::handle type, nb::handle dtype_from_descr) {
 
 [[noreturn]] void decode_error(const std::string& what) { throw DecodeError(what); }
 
+// The dtypes of the last few descr texts seen, so that an attach neither makes a str of the
+// text nor calls the lru_cache: a process attaches arrays of few dtypes, and both cost µs in a
+// worker woken by the handle. Strong references; the GIL guards it.
+struct DtypeCacheEntry {
+  std::string descr;
+  PyObject* dtype = nullptr;
+};
+DtypeCacheEntry g_dtypes[8];
+size_t g_dtypes_next = 0;
+
+// A new reference to the dtype `descr` describes (shoal._array._dtype_from_descr's), or null
+// with the error set.
+PyObject* dtype_of(std::string_view descr, PyObject* descr_obj) {
+  for (const DtypeCacheEntry& e : g_dtypes) {
+    if (e.dtype != nullptr && e.descr == descr) return Py_NewRef(e.dtype);
+  }
+  nb::object text = descr_obj != nullptr
+                        ? nb::borrow(descr_obj)
+                        : nb::steal(PyUnicode_FromStringAndSize(
+                              descr.data(), static_cast<Py_ssize_t>(descr.size())));
+  if (!text.is_valid()) return nullptr;
+  PyObject* dt = PyObject_CallOneArg(g_dtype_from_descr, text.ptr());
+  if (dt == nullptr || !PyArray_DescrCheck(dt)) return dt;  // the caller refuses a non-dtype
+  DtypeCacheEntry& slot = g_dtypes[g_dtypes_next++ % std::size(g_dtypes)];
+  slot.descr.assign(descr);
+  Py_XSETREF(slot.dtype, Py_NewRef(dt));
+  return dt;
+}
+
 // A pickled view's shape or strides: a tuple (or list) of at most NPY_MAXDIMS ints.
 std::vector<npy_intp> int_sequence(PyObject* obj, const char* what) {
   PyObject* seq = PySequence_Fast(obj, "");
@@ -207,8 +236,19 @@ PyObject* make_view(PyObject* seg_obj, PyObject* offset, PyObject* shape, PyObje
   const bool whole = shape == Py_None;
 
   // The dtype: the header's, or the view's own (a field of a structured array, a .view(dt)).
-  nb::object descr_text = whole ? nb::cast(info.descr) : nb::borrow(descr);
-  nb::object dt = nb::steal(PyObject_CallOneArg(g_dtype_from_descr, descr_text.ptr()));
+  nb::object dt;
+  if (whole) {
+    dt = nb::steal(dtype_of(info.descr, nullptr));
+  } else {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_Check(descr) ? PyUnicode_AsUTF8AndSize(descr, &n) : nullptr;
+    if (p == nullptr) {  // not a str, or not encodable: the lru_cache call reports it
+      PyErr_Clear();
+      dt = nb::steal(PyObject_CallOneArg(g_dtype_from_descr, descr));
+    } else {
+      dt = nb::steal(dtype_of(std::string_view(p, static_cast<size_t>(n)), descr));
+    }
+  }
   if (!dt.is_valid()) throw nb::python_error();
   if (!PyArray_DescrCheck(dt.ptr())) decode_error("array dtype description is not a dtype");
   auto* d = reinterpret_cast<PyArray_Descr*>(dt.ptr());

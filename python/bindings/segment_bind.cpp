@@ -88,9 +88,13 @@ PySegment attach_segment(nb::handle handle) {
     PyErr_Clear();
     throw DecodeError("malformed shoal handle: it is not valid text (unencodable characters)");
   }
-  std::string text(p, static_cast<size_t>(n));
+  // The text stays alive (the caller holds `handle`) and is decoded in place. The GIL is kept
+  // when the attach needs no round trip (a mapping this process has, or a connected worker's
+  // fast attach: a few system calls): releasing and taking it back costs more than that.
+  const Handle h = Handle::decode(std::string_view(p, static_cast<size_t>(n))).take();
+  if (std::optional<Segment> now = Segment::try_attach_now(h)) return PySegment{std::move(*now)};
   nb::gil_scoped_release nogil;
-  return PySegment{Segment::attach(text)};
+  return PySegment{Segment::attach(h)};
 }
 
 void register_segment(nb::module_& m) {

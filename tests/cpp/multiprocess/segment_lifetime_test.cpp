@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,22 @@ SHOAL_CHILD_CASE(connect_then_attach_read_only) {
   Segment mine = Segment::create(64);
   Segment s = Segment::attach(arg);
   return s.read_only() && check(s, 7) ? 0 : 1;
+}
+
+// try_attach_now never waits: nothing before this process is connected (attaching would be a
+// round trip), the mapping once connected (the hint), the cached mapping after that, also for
+// the handle without its hint (the parent checks the holds).
+SHOAL_CHILD_CASE(try_attach_now_connects_nothing) {
+  const Handle h = Handle::decode(arg).take();
+  if (Segment::try_attach_now(h).has_value()) return 1;  // not connected: it would wait
+  Segment mine = Segment::create(64);                      // connects (a round trip)
+  std::optional<Segment> s = Segment::try_attach_now(h);
+  if (!s.has_value() || !check(*s, 7)) return 2;
+  std::optional<Segment> again = Segment::try_attach_now(h);  // the cached mapping
+  if (!again.has_value() || again->data() != s->data()) return 3;
+  const Handle bare = Handle::decode(arg.substr(0, kHandleTextSize)).take();
+  std::optional<Segment> cached = Segment::try_attach_now(bare);
+  return cached.has_value() && cached->data() == s->data() ? 0 : 4;
 }
 
 SHOAL_CHILD_CASE(attach_and_check) {
@@ -482,6 +499,21 @@ TEST(SegmentFastAttach, AProcessNotYetConnectedTakesTheRoundTrip) {
   ChildProcess fresh("attach_and_check", s.handle());
   EXPECT_EQ(fresh.wait(), 0);
   EXPECT_EQ(broker_counter(s.session(), "holds"), 0);
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+}
+
+TEST(SegmentFastAttach, TryAttachNowMapsWithoutARoundTripOrDeclines) {
+  test::ScopedRuntimeDir rd;
+  Segment s = Segment::create(1 << 16);
+  fill(s, 7);
+  ChildProcess child("try_attach_now_connects_nothing", s.handle());
+  EXPECT_EQ(child.wait(), 0);
+  // Three holds, none by a round trip: the hint's, then the cached mapping's twice (a handle
+  // with a pin tells the broker each time; holders are a set, so the child held it once). The
+  // pin is used, and the child's hold went with it.
+  EXPECT_TRUE(test::wait_until([&] { return broker_counter(s.session(), "holds") == 3; }));
+  EXPECT_EQ(broker_counter(s.session(), "ring_holds"), 3);
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
   EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
 }
 
