@@ -578,18 +578,25 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
     }
     cache_.erase(it);
   }
-  // The fast path needs a connection already made (making one is a round trip itself) to the
-  // broker the hint names, and a pin to keep that broker's descriptor number ours until it
-  // reads our kHold (docs/design/segment.md, "Fast attach").
-  if (h.has_hint() && h.pin != 0) {
-    if (auto it = conns_.find(h.session); it != conns_.end() && !it->second.gone &&
-                                          it->second.can_hold &&
-                                          it->second.broker_pid == static_cast<pid_t>(h.hint_pid)) {
+  // The fast path needs a connection to the broker the hint names, and a pin to keep that
+  // broker's descriptor number ours until it reads our kHold (docs/design/segment.md, "Fast
+  // attach"). A process not connected yet connects first (a round trip it needs either way),
+  // then takes the fast path: one round trip where connecting and kAttach were two.
+  const bool hinted = h.has_hint() && h.pin != 0;
+  auto takes_hint = [&](const Conn& c) {
+    return !c.gone && c.can_hold && c.broker_pid == static_cast<pid_t>(h.hint_pid);
+  };
+  if (hinted) {
+    if (auto it = conns_.find(h.session); it != conns_.end() && takes_hint(it->second)) {
       if (auto m = attach_by_hint_locked(h, &it->second)) return m;
     }
   }
   if (!may_wait) return nullptr;
+  const bool was_connected = conns_.count(h.session) != 0;
   Conn* c = conn_locked(h.session).take();
+  if (hinted && !was_connected && takes_hint(*c)) {
+    if (auto m = attach_by_hint_locked(h, c)) return m;
+  }
   WireMsg req = platform::make_msg(Op::kAttach);
   req.object_hi = h.object.hi;
   req.object_lo = h.object.lo;

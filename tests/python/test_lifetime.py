@@ -176,9 +176,9 @@ def _role_create_and_exit(conn: Connection, size: int, seed: int) -> None:
 
 
 def _role_connected_reader(conn: Connection, warm_handle: str) -> None:
-    """Attaches `warm_handle` first (a round trip: this process is now connected to that
-    session's broker, so handles with a hint take the fast path), then attaches what it is
-    sent: a handle string, or a pickle (bytes) of a shoal.Array."""
+    """Attaches `warm_handle` first (which connects this process to that session's broker, so
+    handles with a hint take the fast path), then attaches what it is sent: a handle string,
+    or a pickle (bytes) of a shoal.Array."""
     warm = _shoal.Segment.attach(warm_handle)
     conn.send({"pid": os.getpid()})
     segs = {"warm": warm}
@@ -824,7 +824,8 @@ def test_forged_or_stale_hints_fall_back_to_the_round_trip(children: list[Child]
         "no hint": lambda h: h[:133],
     }
     for what, forge in forgeries.items():
-        reader = _start(children, "subprocess", "connected_reader", warm.handle())
+        # The warm handle without its hint: connecting by a hinted one would count a hold.
+        reader = _start(children, "subprocess", "connected_reader", warm.handle()[:133])
         reader.recv()
         assert reader.ask("attach", forge(seg.handle()), 4) == ("attached", True), what
         assert reader.ask("exit") == "bye"

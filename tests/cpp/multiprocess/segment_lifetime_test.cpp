@@ -492,13 +492,22 @@ TEST(SegmentHoldRing, ABrokenRingDisconnectsItsClientAndNobodyElse) {
   EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
 }
 
-TEST(SegmentFastAttach, AProcessNotYetConnectedTakesTheRoundTrip) {
+TEST(SegmentFastAttach, AProcessNotYetConnectedConnectsThenUsesTheHint) {
   test::ScopedRuntimeDir rd;
   Segment s = Segment::create(1 << 16);
   fill(s, 7);
+  // Its first attach connects (kHello, the one round trip), then maps by the hint: the hold
+  // comes through the ring of the new connection, not as a kAttach.
   ChildProcess fresh("attach_and_check", s.handle());
   EXPECT_EQ(fresh.wait(), 0);
-  EXPECT_EQ(broker_counter(s.session(), "holds"), 0);
+  EXPECT_TRUE(test::wait_until([&] { return broker_counter(s.session(), "holds") == 1; }));
+  EXPECT_EQ(broker_counter(s.session(), "ring_holds"), 1);
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+  // Without a hint the first attach is a connection plus kAttach, as before.
+  ChildProcess bare("attach_and_check", s.handle().substr(0, kHandleTextSize));
+  EXPECT_EQ(bare.wait(), 0);
+  EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
   EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
 }
 
