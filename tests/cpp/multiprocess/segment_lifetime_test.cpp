@@ -492,6 +492,15 @@ TEST(SegmentHoldRing, ABrokenRingDisconnectsItsClientAndNobodyElse) {
   EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
 }
 
+// After a child that attached `s` and exited: the broker counted `n` holds, all from the ring
+// (no kHold, no kAttach), every pin was used, and only the parent holds `s` now.
+void expect_ring_holds_only(const Segment& s, long long n) {
+  EXPECT_TRUE(test::wait_until([&] { return broker_counter(s.session(), "holds") == n; }));
+  EXPECT_EQ(broker_counter(s.session(), "ring_holds"), n);
+  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
+  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+}
+
 TEST(SegmentFastAttach, AProcessNotYetConnectedConnectsThenUsesTheHint) {
   test::ScopedRuntimeDir rd;
   Segment s = Segment::create(1 << 16);
@@ -500,10 +509,7 @@ TEST(SegmentFastAttach, AProcessNotYetConnectedConnectsThenUsesTheHint) {
   // comes through the ring of the new connection, not as a kAttach.
   ChildProcess fresh("attach_and_check", s.handle());
   EXPECT_EQ(fresh.wait(), 0);
-  EXPECT_TRUE(test::wait_until([&] { return broker_counter(s.session(), "holds") == 1; }));
-  EXPECT_EQ(broker_counter(s.session(), "ring_holds"), 1);
-  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
-  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+  expect_ring_holds_only(s, 1);
   // Without a hint the first attach is a connection plus kAttach, as before.
   ChildProcess bare("attach_and_check", s.handle().substr(0, kHandleTextSize));
   EXPECT_EQ(bare.wait(), 0);
@@ -520,10 +526,7 @@ TEST(SegmentFastAttach, TryAttachNowMapsWithoutARoundTripOrDeclines) {
   // Three holds, none by a round trip: the hint's, then the cached mapping's twice (a handle
   // with a pin tells the broker each time; holders are a set, so the child held it once). The
   // pin is used, and the child's hold went with it.
-  EXPECT_TRUE(test::wait_until([&] { return broker_counter(s.session(), "holds") == 3; }));
-  EXPECT_EQ(broker_counter(s.session(), "ring_holds"), 3);
-  EXPECT_NE(describe(s.session()).find("\"pins\":0"), std::string::npos);
-  EXPECT_TRUE(test::wait_until([&] { return refs_of(s.session(), s.id()) == 1; }));
+  expect_ring_holds_only(s, 3);
 }
 
 TEST(SegmentFastAttach, AHandleWithoutItsHintStillAttachesAndUsesItsPin) {
