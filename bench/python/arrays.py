@@ -487,8 +487,7 @@ class _Bench:
         seg.seal()
         arr = _shoal.array_view(seg)
         made.append((SHOAL, arr))
-        rows = shape[0]
-        made.append((D_UNPICKLE, slice("h" * 163, 0, ((rows, COLS), (COLS * 8, 8), "'<f8'"))))
+        made.append((D_UNPICKLE, self.unpickle_floor_payload()))
         payloads = [(way, pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)) for way, p in made]
         got: dict[str, list[float]] = {way: [] for way, _ in made}
         try:
@@ -534,14 +533,16 @@ class _Bench:
             del dst
         seg.close()
 
-    def diag_unpickle(self) -> None:
-        """What pickle.loads costs a worker woken by the payload, with no attach: a slice of
-        the same values a shoal.Array pickles to (a 163-character str, an int, the shape and
-        strides tuples, the dtype text), rebuilt by a builtin (slice) as the Array is by
-        shoal's."""
+    def unpickle_floor_payload(self) -> slice:
+        """A slice of the same values a shoal.Array pickles to (a 163-character str, an int,
+        the shape and strides tuples, the dtype text), rebuilt by a builtin (slice) as the
+        Array is by shoal's: its pickle.loads attaches nothing."""
         rows = self.data.shape[0]
-        payload = slice("h" * 163, 0, ((rows, COLS), (COLS * 8, 8), "'<f8'"))
-        self.through_worker(D_UNPICKLE, payload)
+        return slice("h" * 163, 0, ((rows, COLS), (COLS * 8, 8), "'<f8'"))
+
+    def diag_unpickle(self) -> None:
+        """What pickle.loads costs a worker woken by the payload, with no attach."""
+        self.through_worker(D_UNPICKLE, self.unpickle_floor_payload())
 
     def diag_pwrite(self) -> None:
         """What writing the data into the memfd with pwrite (pages allocated and filled in
