@@ -45,9 +45,7 @@ uint32_t rd32(const std::byte* p) {
 
 // F4 for a child read from the container at `parent`.
 void check_child(uint64_t child, uint64_t parent) {
-  if (is_node_tag(tag_of(child)) && (child & kOffMask) >= (parent & kOffMask)) [[unlikely]] {
-    detail::throw_corrupt("child after its parent", parent);
-  }
+  if (!detail::child_before(child, parent)) [[unlikely]] detail::throw_corrupt("child after its parent", parent);
 }
 
 // A table node, its header checked (F3) and all of it inside the image.

@@ -59,6 +59,15 @@ namespace detail {
 [[noreturn]] void throw_wrong_type(std::string_view expected, Type found);  // InvalidArgumentError
 [[noreturn]] void throw_reserved_tag(uint64_t ref);                         // DecodeError
 [[noreturn]] void throw_corrupt(const char* what, uint64_t ref);            // DecodeError
+// F4 (docs/design/frozen.md): a container's children were written before it. A ref read out of
+// the container at `parent` may be followed only if this holds (inline values have no node and
+// always pass), so every chain of reads goes to strictly smaller offsets and ends: a forged
+// image that makes a list its own element raises DecodeError instead of looping. Every reader
+// of a container's refs -- Value's accessors, Image::validate, the Python views -- checks it.
+inline constexpr bool child_before(uint64_t child, uint64_t parent) noexcept {
+  const uint64_t t = child & 15;
+  return t < 4 || t == 15 || (child & ~uint64_t{15}) < (parent & ~uint64_t{15});
+}
 // The Type of each of the 16 tags (layout::Tag); 15 is reserved and never returned.
 inline constexpr Type kTagType[16] = {
     Type::kNone,  Type::kBool,  Type::kBool,   Type::kInt,  Type::kFloat,     Type::kBigInt,
@@ -352,11 +361,7 @@ inline Value Value::operator[](uint64_t i) const {
                                           std::to_string(count) + " items");
   uint64_t item;
   std::memcpy(&item, p + 16 + i * 8, 8);
-  // F4: a child lies before its parent, so no chain of refs can cycle.
-  const uint64_t t = item & 15;
-  if (t >= 4 && t < 15 && (item & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
-    detail::throw_corrupt("child after its parent", ref_);
-  }
+  if (!detail::child_before(item, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
   return Value(image_, item);
 }
 
@@ -389,10 +394,7 @@ int64_t Value::probe(uint64_t hash, Eq&& eq) const {
     std::memcpy(&h, e, 8);
     if (h == hash) {
       // F4, as in operator[]: a key lies before its table, so eq never follows a cycle.
-      const uint64_t kt = key & 15;
-      if (kt >= 4 && kt < 15 && (key & ~uint64_t{15}) >= (ref_ & ~uint64_t{15})) [[unlikely]] {
-        detail::throw_corrupt("child after its parent", ref_);
-      }
+      if (!detail::child_before(key, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
       if (eq(Value(image_, key))) return static_cast<int64_t>(i);
     }
     perturb >>= 5;

@@ -26,6 +26,13 @@ void set_error_from_current_exception() noexcept;
 void set_shoal_error(const shoal::Error& e) noexcept;
 /// The Python class for an Errc (ShoalError when unknown); borrowed, lives forever.
 PyObject* shoal_error_type(Errc c) noexcept;
+/// The bound on nesting of every recursive walk (python/bindings/nesting.cpp): Python's recursion
+/// limit and, whatever that limit is, the C stack. enter_nested returns 0, or -1 with
+/// RecursionError set ("... nesting too deep<where>: ..."); pair each 0 with leave_nested().
+/// check_stack is the C stack half alone, for walks whose Python frames Python already counts.
+int enter_nested(const char* where) noexcept;
+void leave_nested() noexcept;
+int check_stack(const char* where) noexcept;
 void register_segment(nanobind::module_& m);
 void register_array(nanobind::module_& m);
 void register_frozen(nanobind::module_& m);

@@ -153,6 +153,30 @@ const std::byte* entry_at(const ViewObject* v, uint64_t i) {
   return e;
 }
 
+// Refuses a ref read out of container `v` that does not lie before it (F4). True when `r` may be
+// followed; false with DecodeError set. Every path of this file that takes a ref out of a
+// container -- items, entries, iteration, slices, membership, thaw, key comparison -- checks it
+// before following the ref, so each step of any walk goes to a smaller offset: a forged image
+// that makes a list its own element (or points forward) ends in DecodeError, never in a loop or
+// an unbounded recursion.
+bool child_ok(const ViewObject* v, Ref r) {
+  if (frozen::detail::child_before(r, v->ref)) [[likely]] return true;
+  try {
+    frozen::detail::throw_corrupt("child after its parent", v->ref);
+  } catch (...) {
+    set_error_from_current_exception();
+  }
+  return false;
+}
+
+PyObject* decode(OwnerObject* owner, Ref r);
+
+// A child of `v`: F4 checked, then decoded (leaves as new objects, containers as views).
+PyObject* decode_child(ViewObject* v, Ref r) {
+  if (!child_ok(v, r)) return nullptr;
+  return decode(v->owner, r);
+}
+
 PyObject* new_view(OwnerObject* owner, Ref r) {
   const Tag t = tag_of(r);
   PyTypeObject* cls = t == Tag::kDict                          ? g.dict_cls
@@ -273,6 +297,30 @@ PyObject* decode_pickle(OwnerObject* owner, Ref r) {
   if (mv == nullptr) return nullptr;
   PyObject* res = PyObject_CallOneArg(g.pickle_loads, mv);
   Py_DECREF(mv);
+  if (res == nullptr && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) &&
+      !PyErr_ExceptionMatches(PyExc_MemoryError)) {
+    // Whatever pickle raised (UnpicklingError, EOFError, a missing class's ImportError, ...)
+    // means this leaf cannot be decoded: one error class for every undecodable image, with the
+    // original as its __cause__ so the reason stays visible.
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != nullptr) PyException_SetTraceback(value, tb);
+    PyErr_Format(g_decode_error(),
+                 "frozen pickled leaf in the node at offset %llu could not be unpickled (%s: %S); "
+                 "the image is corrupt, or the class it names is not importable here",
+                 static_cast<unsigned long long>(r & ~layout::kTagMask),
+                 reinterpret_cast<PyTypeObject*>(type)->tp_name, value);
+    PyObject *t2, *v2, *tb2;
+    PyErr_Fetch(&t2, &v2, &tb2);
+    PyErr_NormalizeException(&t2, &v2, &tb2);
+    PyException_SetCause(v2, value);  // steals `value`
+    Py_INCREF(value);                 // ... and the context keeps one too
+    PyException_SetContext(v2, value);
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Restore(t2, v2, tb2);
+  }
   return res;
 }
 
@@ -330,9 +378,17 @@ PyObject* decode(OwnerObject* owner, Ref r) {
 }
 
 // ---- plain copies (thaw, and keys compared by Python equality) ------------------------------
-PyObject* thaw(OwnerObject* owner, Ref r, int depth);
+// Recursive, one C frame a level: enter_nested bounds the depth by Python's limit and by the C
+// stack, and F4 (child_ok, on every child) makes a forged cycle fail on its first step back.
+PyObject* thaw(OwnerObject* owner, Ref r);
 
-PyObject* thaw_table(OwnerObject* owner, ViewObject* v, Tag t, int depth) {
+// A child of `v`, thawed.
+PyObject* thaw_child(ViewObject* v, Ref r) {
+  if (!child_ok(v, r)) return nullptr;
+  return thaw(v->owner, r);
+}
+
+PyObject* thaw_table(ViewObject* v, Tag t) {
   const bool is_dict = t == Tag::kDict;
   PyObject* res = is_dict ? PyDict_New() : (t == Tag::kSet ? PySet_New(nullptr) : PyFrozenSet_New(nullptr));
   if (res == nullptr) return nullptr;
@@ -345,14 +401,14 @@ PyObject* thaw_table(OwnerObject* owner, ViewObject* v, Tag t, int depth) {
       Py_DECREF(res);
       return nullptr;
     }
-    PyObject* k = thaw(owner, load_ref(e + 8), depth + 1);
+    PyObject* k = thaw_child(v, load_ref(e + 8));
     if (k == nullptr) {
       Py_DECREF(res);
       return nullptr;
     }
     int rc;
     if (is_dict) {
-      PyObject* val = thaw(owner, load_ref(e + 16), depth + 1);
+      PyObject* val = thaw_child(v, load_ref(e + 16));
       rc = val == nullptr ? -1 : PyDict_SetItem(res, k, val);
       Py_XDECREF(val);
     } else {
@@ -367,10 +423,10 @@ PyObject* thaw_table(OwnerObject* owner, ViewObject* v, Tag t, int depth) {
   return res;
 }
 
-PyObject* thaw(OwnerObject* owner, Ref r, int depth) {
+PyObject* thaw(OwnerObject* owner, Ref r) {
   const Tag t = tag_of(r);
   if (!is_container(t)) return decode(owner, r);
-  if (Py_EnterRecursiveCall(" while thawing a frozen object") != 0) return nullptr;
+  if (enter_nested(" while thawing a frozen object") != 0) return nullptr;
   PyObject* res = nullptr;
   PyObject* view = new_view(owner, r);
   if (view != nullptr) {
@@ -379,7 +435,7 @@ PyObject* thaw(OwnerObject* owner, Ref r, int depth) {
       const auto n = static_cast<Py_ssize_t>(v->count);
       res = t == Tag::kList ? PyList_New(n) : PyTuple_New(n);
       for (Py_ssize_t i = 0; res != nullptr && i < n; ++i) {
-        PyObject* item = thaw(owner, load_ref(v->items + i * 8), depth + 1);
+        PyObject* item = thaw_child(v, load_ref(v->items + i * 8));
         if (item == nullptr) {
           Py_CLEAR(res);
           break;
@@ -388,11 +444,11 @@ PyObject* thaw(OwnerObject* owner, Ref r, int depth) {
         else PyTuple_SET_ITEM(res, i, item);
       }
     } else {
-      res = thaw_table(owner, v, t, depth);
+      res = thaw_table(v, t);
     }
     Py_DECREF(view);
   }
-  Py_LeaveRecursiveCall();
+  leave_nested();
   return res;
 }
 
@@ -521,7 +577,7 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
   }
   // The stored key as a plain object (tuples and frozensets as real ones) and Python's ==.
   // (An exact int against an inline int never gets here: lookup() compares those itself.)
-  PyObject* stored = thaw(v->owner, kref, 0);
+  PyObject* stored = thaw(v->owner, kref);
   if (stored == nullptr) return -1;
   const int eq = PyObject_RichCompareBool(stored, key, Py_EQ);
   Py_DECREF(stored);
@@ -567,6 +623,7 @@ int64_t lookup(ViewObject* v, PyObject* key) {
       const Ref key = load_ref(e + 8);
       if (key == layout::kEmptyKey) return -1;
       if (load_ref(e) != h) continue;
+      if (!child_ok(v, key)) return -2;
       // An int key compares inline, without a call (the hot case of int-keyed tables).
       if (tag_of(key) == Tag::kInt && PyLong_CheckExact(probe_key)) {
         if (probe_int_ok && probe_int == inline_int(key)) return static_cast<int64_t>(pr.slot);
@@ -620,7 +677,7 @@ PyObject* view_iter(PyObject* self) { return new_iter(reinterpret_cast<ViewObjec
 
 PyObject* view_thaw(PyObject* self, PyObject*) {
   auto* v = reinterpret_cast<ViewObject*>(self);
-  return thaw(v->owner, v->ref, 0);
+  return thaw(v->owner, v->ref);
 }
 
 PyObject* view_owner(PyObject* self, void*) {
@@ -656,13 +713,13 @@ PyObject* view_entry(PyObject* self, PyObject* args) {
     PyErr_SetString(PyExc_IndexError, "frozen entry index out of range");
     return nullptr;
   }
-  if (v->entry_words == 0) return decode(v->owner, load_ref(v->items + i * 8));
+  if (v->entry_words == 0) return decode_child(v, load_ref(v->items + i * 8));
   if (what == 1 && v->entry_words != 3) {
     PyErr_SetString(PyExc_ValueError, "a set has no values");
     return nullptr;
   }
   try {
-    return decode(v->owner, load_ref(entry_at(v, static_cast<uint64_t>(i)) + (what == 1 ? 16 : 8)));
+    return decode_child(v, load_ref(entry_at(v, static_cast<uint64_t>(i)) + (what == 1 ? 16 : 8)));
   } catch (...) {
     set_error_from_current_exception();
     return nullptr;
@@ -686,7 +743,7 @@ PyGetSetDef view_getset[] = {
 PyObject* dict_subscript(PyObject* self, PyObject* key) {
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, key);
-  if (idx >= 0) return decode(v->owner, load_ref(v->slots + idx * 24 + 16));
+  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * 24 + 16));
   if (idx == -1) set_key_error(key);
   return nullptr;
 }
@@ -707,7 +764,7 @@ PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   }
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, args[0]);
-  if (idx >= 0) return decode(v->owner, load_ref(v->slots + idx * 24 + 16));
+  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * 24 + 16));
   if (idx == -2) return nullptr;
   PyObject* dflt = nargs == 2 ? args[1] : Py_None;
   Py_INCREF(dflt);
@@ -732,7 +789,7 @@ PyObject* seq_item(PyObject* self, Py_ssize_t i) {
                                           : "list index out of range");
     return nullptr;
   }
-  return decode(v->owner, load_ref(v->items + i * 8));
+  return decode_child(v, load_ref(v->items + i * 8));
 }
 
 PyObject* seq_subscript(PyObject* self, PyObject* key) {
@@ -753,7 +810,7 @@ PyObject* seq_subscript(PyObject* self, PyObject* key) {
     PyObject* res = is_tuple ? PyTuple_New(n) : PyList_New(n);
     if (res == nullptr) return nullptr;
     for (Py_ssize_t k = 0, i = start; k < n; ++k, i += step) {
-      PyObject* item = decode(v->owner, load_ref(v->items + i * 8));
+      PyObject* item = decode_child(v, load_ref(v->items + i * 8));
       if (item == nullptr) {
         Py_DECREF(res);
         return nullptr;
@@ -779,7 +836,7 @@ int seq_contains(PyObject* self, PyObject* x) {
       if (overflow == 0 && xv == inline_int(r)) return 1;
       continue;
     }
-    PyObject* item = decode(v->owner, r);
+    PyObject* item = decode_child(v, r);
     if (item == nullptr) return -1;
     const int eq = PyObject_RichCompareBool(item, x, Py_EQ);
     Py_DECREF(item);
@@ -845,7 +902,7 @@ PyObject* iter_next(PyObject* self) {
     // The common leaf inline, without decode()'s dispatch: iterating a list of ints is a
     // measured hot path (bench/python/frozen.py).
     if (tag_of(r) == Tag::kInt) return next_int(it, inline_int(r));
-    return decode(v->owner, r);
+    return decode_child(v, r);
   }
   const std::byte* e;
   try {
@@ -854,11 +911,11 @@ PyObject* iter_next(PyObject* self) {
     set_error_from_current_exception();
     return nullptr;
   }
-  if (it->what == 0) return decode(v->owner, load_ref(e + 8));
-  if (it->what == 1) return decode(v->owner, load_ref(e + 16));
-  PyObject* k = decode(v->owner, load_ref(e + 8));
+  if (it->what == 0) return decode_child(v, load_ref(e + 8));
+  if (it->what == 1) return decode_child(v, load_ref(e + 16));
+  PyObject* k = decode_child(v, load_ref(e + 8));
   if (k == nullptr) return nullptr;
-  PyObject* val = decode(v->owner, load_ref(e + 16));
+  PyObject* val = decode_child(v, load_ref(e + 16));
   if (val == nullptr) {
     Py_DECREF(k);
     return nullptr;
@@ -979,12 +1036,12 @@ class Encoder {
       r = b_.bytes({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(o)),
                     static_cast<size_t>(PyBytes_GET_SIZE(o))});
     } else if (PyTuple_Check(o) || PyFrozenSet_Check(o)) {
-      if (Py_EnterRecursiveCall(" while freezing a key") != 0) throw nb::python_error();
+      if (enter_nested(" while freezing a key") != 0) throw nb::python_error();
       std::vector<Ref> refs;
       std::vector<uint64_t> hashes;
       nb::object it = nb::steal(PyObject_GetIter(o));
       if (!it.is_valid()) {
-        Py_LeaveRecursiveCall();
+        leave_nested();
         throw nb::python_error();
       }
       try {
@@ -995,10 +1052,10 @@ class Encoder {
           hashes.push_back(eh);
         }
       } catch (...) {
-        Py_LeaveRecursiveCall();
+        leave_nested();
         throw;
       }
-      Py_LeaveRecursiveCall();
+      leave_nested();
       if (PyErr_Occurred()) throw nb::python_error();
       if (PyTuple_Check(o)) {
         r = b_.tuple(refs);
@@ -1116,17 +1173,17 @@ class Encoder {
       }
       return found->second;
     }
-    if (Py_EnterRecursiveCall(" while freezing") != 0) throw nb::python_error();
+    if (enter_nested(" while freezing") != 0) throw nb::python_error();
     keep(o);  // the memo keys on the address: keep the object alive while it is in the memo
     memo_[o] = kInProgress;
     Ref r;
     try {
       r = container_body(o);
     } catch (...) {
-      Py_LeaveRecursiveCall();
+      leave_nested();
       throw;
     }
-    Py_LeaveRecursiveCall();
+    leave_nested();
     memo_[o] = r;
     return r;
   }
@@ -1409,6 +1466,13 @@ void register_frozen(nb::module_& m) {
         return view_of(o, ref);
       },
       "owner"_a, "ref"_a, "The view of container `ref` in an image (pickled views).");
+  m.def(
+      "check_stack",
+      []() {
+        if (check_stack(" in a frozen view's repr, ==, < or hash") != 0) throw nb::python_error();
+      },
+      "RecursionError when the C stack is nearly used up, whatever sys.setrecursionlimit() says "
+      "(the views' Python methods that recurse call it on entry).");
   m.def(
       "frozen_root",
       [](nb::handle owner) {

@@ -38,6 +38,11 @@ import numpy as np
 
 from . import _shoal
 
+# Called first by every method below that recurses into nested views through Python (repr, ==,
+# <, hash): it raises RecursionError while the C stack still has room, so a deep tree cannot
+# overflow it even after sys.setrecursionlimit() was raised (docs/design/frozen.md, "Nesting").
+_check_stack = _shoal.check_stack
+
 
 class _KeysView(KeysView[Any]):
     __slots__ = ()
@@ -125,6 +130,7 @@ class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
+        _check_stack()
         if len(self) != len(other):
             return False
         for k, v in other.items():
@@ -147,6 +153,7 @@ class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
         return {**other, **self}
 
     def __repr__(self) -> str:
+        _check_stack()
         body = ", ".join(f"{k!r}: {v!r}" for k, v in self._iter(2))
         return f"FrozenDict({{{body}}})"
 
@@ -157,6 +164,7 @@ class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
 
 def _seq_compare(self: Any, other: object, plain: type, view: type, op: str) -> Any:
     if isinstance(other, (plain, view)):
+        _check_stack()
         a, b = plain(self), plain(other)
         return getattr(a, op)(b)
     return NotImplemented
@@ -171,6 +179,7 @@ class FrozenList(_shoal._FrozenListBase, _FrozenCommon, Sequence[Any]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (list, FrozenList)):
             return NotImplemented
+        _check_stack()
         return len(self) == len(other) and all(
             a is b or a == b for a, b in zip(self, other, strict=True)
         )
@@ -198,6 +207,7 @@ class FrozenList(_shoal._FrozenListBase, _FrozenCommon, Sequence[Any]):
         return [*other, *self]
 
     def __repr__(self) -> str:
+        _check_stack()
         return f"FrozenList([{', '.join(map(repr, self))}])"
 
     def copy(self) -> list[Any]:
@@ -213,11 +223,13 @@ class FrozenTuple(_shoal._FrozenTupleBase, _FrozenCommon, Sequence[Any]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (tuple, FrozenTuple)):
             return NotImplemented
+        _check_stack()
         return len(self) == len(other) and all(
             a is b or a == b for a, b in zip(self, other, strict=True)
         )
 
     def __hash__(self) -> int:
+        _check_stack()
         return hash(tuple(self))  # equal to the plain tuple it equals
 
     def __lt__(self, other: object) -> bool:
@@ -243,6 +255,7 @@ class FrozenTuple(_shoal._FrozenTupleBase, _FrozenCommon, Sequence[Any]):
         return (*other, *self)
 
     def __repr__(self) -> str:
+        _check_stack()
         inner = ", ".join(map(repr, self))
         return f"FrozenTuple(({inner},))" if len(self) == 1 else f"FrozenTuple(({inner}))"
 
@@ -258,9 +271,11 @@ class FrozenSet(_shoal._FrozenSetBase, _FrozenCommon, AbstractSet[Any]):
         return frozenset(it)
 
     def __hash__(self) -> int:
+        _check_stack()
         return hash(frozenset(self))  # equal to the plain frozenset it equals
 
     def __repr__(self) -> str:
+        _check_stack()
         return f"FrozenSet({{{', '.join(map(repr, self))}}})" if len(self) else "FrozenSet()"
 
 

@@ -214,6 +214,11 @@ def frozen_owner_load(path: str, allow_pickle: bool = False) -> object:
 def frozen_view(owner: object, ref: int) -> object:
     """The view of container `ref` in an image (pickled views)."""
 
+def check_stack() -> None:
+    """
+    RecursionError when the C stack is nearly used up, whatever sys.setrecursionlimit() says (the views' Python methods that recurse call it on entry).
+    """
+
 def frozen_root(owner: object) -> object:
     """The root of an image: a view, or the leaf value."""
 
