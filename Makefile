@@ -8,7 +8,7 @@ FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-asan test-tsan \
-        fuzz-smoke fuzz stubs stub-check demo bench lint lint-python clean
+        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python clean
 
 setup:
 	@scripts/setup.sh
@@ -58,11 +58,17 @@ fuzz-smoke: fuzz-build
 	    build/fuzz/work/$$f fuzz/corpus/$$f || exit 1; \
 	done
 
-fuzz: fuzz-build
+fuzz: fuzz-build fuzz-views
 	@for f in handle segment_header array_header frozen hold_ring; do \
 	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
 	    fuzz/corpus/$$f || exit 1; \
 	done
+
+# The Python frozen views under mutated images (fuzz/frozen_views_fuzz.py): a random seed,
+# printed, for FUZZ_VIEWS_SECONDS; `make test` runs 1500 cases of seed 1 through pytest.
+FUZZ_VIEWS_SECONDS ?= 600
+fuzz-views: install
+	$(PY) fuzz/frozen_views_fuzz.py --seconds $(FUZZ_VIEWS_SECONDS) --artifacts build/fuzz
 
 stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py
@@ -76,8 +82,8 @@ test: test-cpp test-python test-asan test-tsan fuzz-smoke lint-python
 
 # The Python half of `make lint` (seconds): ruff and mypy.
 lint-python: setup
-	$(VENV)/bin/ruff check python tests bench examples
-	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/ruff check python tests bench examples fuzz
+	$(VENV)/bin/ruff format --check python tests bench examples fuzz
 	$(VENV)/bin/mypy
 
 demo: install

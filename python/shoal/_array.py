@@ -40,7 +40,7 @@ def _dtype_from_descr(descr: str) -> np.dtype[Any]:
     # Cached: literal_eval costs ~50 us, and every attach of an array names its dtype.
     try:
         return np.dtype(_npformat.descr_to_dtype(ast.literal_eval(descr)))
-    except (ValueError, SyntaxError, TypeError) as e:
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as e:
         raise _shoal.DecodeError(
             f"array segment has an unreadable dtype description {descr!r}"
         ) from e

@@ -28,6 +28,7 @@ repr and pickling.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
@@ -299,6 +300,14 @@ def _ndarray_leaf(
     from ._array import _dtype_from_descr
 
     dtype = _dtype_from_descr(descr)
+    # The node's own itemsize matched its byte count (F5), but the descr text is a separate
+    # field: a corrupt one may name a dtype of another size, which numpy would refuse with a
+    # bare ValueError from reshape.
+    if dtype.itemsize * math.prod(shape) != nbytes:
+        raise _shoal.DecodeError(
+            f"frozen ndarray at byte {offset}: dtype {descr} times shape {shape} is not its "
+            f"{nbytes} bytes (the image is corrupt)"
+        )
     count = nbytes // dtype.itemsize if dtype.itemsize else 0
     flat = np.frombuffer(owner, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape, order="F" if fortran else "C")
