@@ -12,7 +12,6 @@ import json
 import math
 import mmap
 import multiprocessing as mp
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal import _harness
 from shoal._harness import (
     SCALE_ENV,
     Result,
@@ -211,21 +211,32 @@ def test_fmt_bytes_uses_binary_units_and_three_digits(n: int, text: str) -> None
 # --- _harness ---------------------------------------------------------------------
 
 
-def _sleeper(seconds: float) -> Callable[[], None]:
-    return lambda: time.sleep(seconds)
+def _reporting(seconds: list[float]) -> Callable[[], float]:
+    """A self-timed way that reports these durations in turn: what the harness computes from
+    samples is checked on known samples, never on a clock (a busy machine once made
+    time.sleep(0.001) take 12 ms)."""
+    it = iter(seconds)
+    return lambda: next(it)
 
 
-def test_run_side_by_side_orders_ways_by_cost() -> None:
+def test_run_side_by_side_computes_medians_and_ratios_from_its_samples() -> None:
     result = run_side_by_side(
-        [Way("slow", _sleeper(0.010)), Way("fast", _sleeper(0.001))],
+        [
+            Way("slow", _reporting([9.0, 0.010, 0.012, 0.011, 0.030, 0.013]), self_timed=True),
+            Way("fast", _reporting([9.0, 0.002, 0.001, 0.002, 0.002, 0.003]), self_timed=True),
+        ],
         repeat=5,
         warmup=1,
         baseline="fast",
     )
     assert result.names == ["slow", "fast"]
-    assert all(len(v) == 5 for v in result.samples.values())
-    assert result.median("slow") > result.median("fast")
-    assert result.ratio("slow") > 2
+    assert result.samples == {
+        "slow": [0.010, 0.012, 0.011, 0.030, 0.013],  # the warm-up's 9.0 is dropped
+        "fast": [0.002, 0.001, 0.002, 0.002, 0.003],
+    }
+    assert result.median("slow") == 0.012
+    assert result.median("fast") == 0.002
+    assert result.ratio("slow") == pytest.approx(6.0)
     assert result.ratio("fast") == 1
 
 
@@ -252,15 +263,24 @@ def test_run_side_by_side_interleaves_and_runs_setup_outside_timing() -> None:
     assert [r[0] for r in rounds] == ["a", "b", "c", "a", "b", "c"]  # rotation
     assert log == ["setup", "down"] * 6
 
-    # A slow setup is not charged to its way.
+
+def test_run_side_by_side_charges_a_way_its_function_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that moves only when a way's code moves it: the samples are then exactly what
+    # was charged, whatever else the machine does.
+    now = [0]
+    monkeypatch.setattr(_harness.time, "perf_counter_ns", lambda: now[0])
+
+    def advance(ns: int) -> Callable[[], None]:
+        return lambda: now.__setitem__(0, now[0] + ns)
+
     result = run_side_by_side(
         [
-            Way("slow setup", lambda: None, setup=_sleeper(0.020)),
-            Way("slow fn", _sleeper(0.010)),
+            Way("slow setup", advance(1_000), setup=advance(20_000_000), teardown=advance(5)),
+            Way("slow fn", advance(10_000_000)),
         ],
         repeat=3,
     )
-    assert result.median("slow setup") < result.median("slow fn")
+    assert result.samples == {"slow setup": [1e-6] * 3, "slow fn": [0.01] * 3}
 
 
 def test_teardown_runs_when_way_raises() -> None:
