@@ -33,7 +33,7 @@ import os
 import pickle
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import numpy as np
 
@@ -163,6 +163,13 @@ class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
         return dict(self._iter(2))
 
 
+def _repeat_count(n: object) -> SupportsIndex:
+    """`n` for `view * n`, refused as Python refuses `[1] * 2.0`."""
+    if not hasattr(type(n), "__index__"):
+        raise TypeError(f"can't multiply sequence by non-int of type '{type(n).__name__}'")
+    return n  # type: ignore[return-value]  # it has __index__
+
+
 def _seq_compare(self: Any, other: object, plain: type, view: type, op: str) -> Any:
     if isinstance(other, (plain, view)):
         _check_stack()
@@ -206,6 +213,14 @@ class FrozenList(_shoal._FrozenListBase, _FrozenCommon, Sequence[Any]):
         if not isinstance(other, list):
             return NotImplemented
         return [*other, *self]
+
+    def __mul__(self, n: SupportsIndex) -> list[Any]:
+        return list(self) * _repeat_count(n)
+
+    def __rmul__(self, n: SupportsIndex) -> list[Any]:
+        if not hasattr(type(n), "__index__"):
+            return NotImplemented  # "x" * view: str's repetition then names this type
+        return list(self) * n
 
     def __repr__(self) -> str:
         _check_stack()
@@ -254,6 +269,14 @@ class FrozenTuple(_shoal._FrozenTupleBase, _FrozenCommon, Sequence[Any]):
         if not isinstance(other, tuple):
             return NotImplemented
         return (*other, *self)
+
+    def __mul__(self, n: SupportsIndex) -> tuple[Any, ...]:
+        return tuple(self) * _repeat_count(n)
+
+    def __rmul__(self, n: SupportsIndex) -> tuple[Any, ...]:
+        if not hasattr(type(n), "__index__"):
+            return NotImplemented  # "x" * view: str's repetition then names this type
+        return tuple(self) * n
 
     def __repr__(self) -> str:
         _check_stack()

@@ -473,6 +473,34 @@ def test_list_and_tuple_indexing_slicing_and_methods() -> None:
         assert 2.5 in v and [1] in v and (2,) in v and "zz" not in v
 
 
+@pytest.mark.parametrize("plain", [[1, "a", [2]], (1, "a", (2,))], ids=["list", "tuple"])
+def test_list_and_tuple_views_concatenate_and_repeat_into_plain_objects(plain: Any) -> None:
+    v = shoal.freeze(plain)
+    other = type(plain)([None, 3])
+    for got, want in [
+        (v + other, plain + other),
+        (other + v, other + plain),
+        (v + v, plain + plain),
+        (v * 2, plain * 2),
+        (3 * v, 3 * plain),
+        (v * 0, plain * 0),
+        (v * -1, plain * -1),
+        (v * np.int64(2), plain * 2),
+    ]:
+        assert type(got) is type(plain)  # new data: a plain list or tuple, as a slice is
+        assert got == want
+    kind = type(plain).__name__
+    with pytest.raises(TypeError, match="can't multiply sequence by non-int of type 'float'"):
+        v * 2.0
+    with pytest.raises(
+        TypeError, match=f"can't multiply sequence by non-int of type '{type(v).__name__}'"
+    ):
+        "x" * v
+    wrong = (1,) if kind == "list" else [1]
+    with pytest.raises(TypeError, match="unsupported operand type"):
+        v + wrong
+
+
 def test_index_out_of_range_raises_index_error_as_python_does() -> None:
     for src, kind in (([1, 2, 3], "list"), ((1, 2, 3), "tuple")):
         v = shoal.freeze(src)
