@@ -240,7 +240,8 @@ Status Client::roundtrip_locked(const Id128& session, Conn* c, const WireMsg& re
   }
   if (reply->status != 0) {
     auto code = static_cast<Errc>(reply->status);
-    if (reply->status > static_cast<uint32_t>(Errc::kSystem)) code = Errc::kCorrupt;
+    // A code this build does not know (a newer broker's) is reported as a corrupt answer.
+    if (reply->status >= static_cast<uint32_t>(Errc::kCount)) code = Errc::kCorrupt;
     return {code, reply->text};
   }
   return {};

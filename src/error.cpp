@@ -22,6 +22,8 @@ std::string_view errc_name(Errc c) noexcept {
     case Errc::kDecode: return "decode";
     case Errc::kPermission: return "permission";
     case Errc::kSystem: return "system";
+    case Errc::kLockTimeout: return "lock_timeout";
+    case Errc::kCount: break;
   }
   return "unknown";
 }
@@ -39,15 +41,17 @@ void throw_error(Errc code, const std::string& message) {
     case Errc::kIncompatible: throw IncompatibleSegmentError(message);
     case Errc::kCorrupt: throw CorruptSegmentError(message);
     case Errc::kOutOfSpace: throw OutOfSpaceError(message);
-    case Errc::kTimeout: throw LockTimeoutError(message);
+    case Errc::kTimeout: throw ShoalTimeoutError(message);
     case Errc::kOwnerDied: throw OwnerDiedError(message);
     case Errc::kStaleHandle: throw StaleHandleError(message);
     case Errc::kSessionGone: throw SessionGoneError(message);
     case Errc::kDecode: throw DecodeError(message);
     case Errc::kPermission: throw AccessDeniedError(message);
     case Errc::kSystem: throw ShoalOSError(message);
+    case Errc::kLockTimeout: throw LockTimeoutError(message);
+    case Errc::kCount: break;
   }
-  detail::assert_fail("throw_error called with Errc::kOk", __FILE__, __LINE__);
+  detail::assert_fail("throw_error called with Errc::kOk or no error code", __FILE__, __LINE__);
 }
 
 std::string errno_message(std::string_view what, int err) {

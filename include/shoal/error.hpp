@@ -18,6 +18,7 @@
 namespace shoal {
 
 /// The closed list of failures a caller or the environment can cause. One line each: when.
+/// The values travel in the broker's replies: append new codes before kCount, never renumber.
 enum class Errc : uint8_t {
   kOk = 0,
   kInvalidArgument,  // a bad value (absurd size, bad name...) detected before touching shared memory
@@ -26,13 +27,16 @@ enum class Errc : uint8_t {
   kIncompatible,     // magic / format version / layout fingerprint of a segment or peer differ
   kCorrupt,          // an invariant failed on data read from shared memory
   kOutOfSpace,       // the request exceeds MemAvailable, the cgroup limit or SHOAL_MAX_BYTES
-  kTimeout,          // a deadline passed (broker start-up, lock wait)
+  kTimeout,          // a deadline passed that is not a lock's (broker start-up, an answer)
   kOwnerDied,        // a lock was acquired but its previous holder died holding it
   kStaleHandle,      // the object a handle names is gone, or its session is not running
   kSessionGone,      // the session broker died: existing mappings work, new attaches cannot
   kDecode,           // a malformed, truncated or forged handle, blob or file
   kPermission,       // the runtime directory or broker belongs to another user
   kSystem,           // an OS call failed in a way none of the above describes (errno in message)
+  kLockTimeout,      // a lock, semaphore, condition, event or barrier wait passed its deadline
+  kCount,            // the end marker, not an error: tables indexed by Errc are kCount long and
+                     // checked full, so a new code without its exception class fails loudly
 };
 
 /// A short, stable name for an Errc ("kOutOfSpace" -> "out_of_space").
@@ -103,7 +107,6 @@ SHOAL_DEFINE_ERROR(SegmentNotFoundError, kNotFound)
 SHOAL_DEFINE_ERROR(IncompatibleSegmentError, kIncompatible)
 SHOAL_DEFINE_ERROR(CorruptSegmentError, kCorrupt)
 SHOAL_DEFINE_ERROR(OutOfSpaceError, kOutOfSpace)
-SHOAL_DEFINE_ERROR(LockTimeoutError, kTimeout)
 SHOAL_DEFINE_ERROR(OwnerDiedError, kOwnerDied)
 SHOAL_DEFINE_ERROR(StaleHandleError, kStaleHandle)
 SHOAL_DEFINE_ERROR(SessionGoneError, kSessionGone)
@@ -111,6 +114,21 @@ SHOAL_DEFINE_ERROR(DecodeError, kDecode)
 SHOAL_DEFINE_ERROR(AccessDeniedError, kPermission)
 SHOAL_DEFINE_ERROR(ShoalOSError, kSystem)
 #undef SHOAL_DEFINE_ERROR
+
+/// Any deadline that passed (Python: ShoalTimeoutError, a TimeoutError).
+class ShoalTimeoutError : public Error {
+ public:
+  explicit ShoalTimeoutError(const std::string& what) : Error(Errc::kTimeout, what) {}
+
+ protected:
+  ShoalTimeoutError(Errc code, const std::string& what) : Error(code, what) {}
+};
+/// A wait for a synchronisation primitive that passed its deadline.
+class LockTimeoutError : public ShoalTimeoutError {
+ public:
+  explicit LockTimeoutError(const std::string& what)
+      : ShoalTimeoutError(Errc::kLockTimeout, what) {}
+};
 
 /// Throws the exception class for `code` (never returns). kOk is a bug: aborts.
 [[noreturn]] void throw_error(Errc code, const std::string& message);

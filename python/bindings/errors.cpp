@@ -17,7 +17,9 @@ namespace shoal::py {
 namespace {
 
 // Indexed by Errc; filled once at import, never freed (module lifetime = process lifetime).
-std::array<PyObject*, static_cast<size_t>(Errc::kSystem) + 1> g_types{};
+// register_errors checks that every code has its class; an unknown code maps to ShoalError.
+std::array<PyObject*, static_cast<size_t>(Errc::kCount)> g_types{};
+PyObject* g_base = nullptr;  // ShoalError
 
 PyObject* make_type(nb::module_& m, const char* name, std::initializer_list<PyObject*> bases,
                     const char* doc) {
@@ -40,6 +42,7 @@ PyObject* make_type(nb::module_& m, const char* name, std::initializer_list<PyOb
 void register_errors(nb::module_& m) {
   PyObject* base = make_type(m, "ShoalError", {PyExc_Exception},
                              "Base of every error shoal raises.");
+  g_base = base;
   auto set = [&](Errc c, PyObject* t) { g_types[static_cast<size_t>(c)] = t; };
   set(Errc::kInvalidArgument,
       make_type(m, "InvalidArgumentError", {base, PyExc_ValueError},
@@ -56,8 +59,12 @@ void register_errors(nb::module_& m) {
   set(Errc::kOutOfSpace,
       make_type(m, "OutOfSpaceError", {base, PyExc_MemoryError},
                 "The request exceeds MemAvailable, the cgroup limit or SHOAL_MAX_BYTES."));
-  set(Errc::kTimeout, make_type(m, "LockTimeoutError", {base, PyExc_TimeoutError},
-                                "A wait passed its deadline."));
+  PyObject* timeout = make_type(m, "ShoalTimeoutError", {base, PyExc_TimeoutError},
+                                "A deadline passed (the broker's start or answer, a wait).");
+  set(Errc::kTimeout, timeout);
+  set(Errc::kLockTimeout,
+      make_type(m, "LockTimeoutError", {timeout},
+                "A wait for a lock, semaphore, condition, event or barrier passed its deadline."));
   set(Errc::kOwnerDied, make_type(m, "OwnerDiedError", {base},
                                   "A lock was acquired, but its previous holder died holding it."));
   set(Errc::kStaleHandle,
@@ -74,6 +81,14 @@ void register_errors(nb::module_& m) {
   set(Errc::kSystem, make_type(m, "ShoalOSError", {base, PyExc_OSError},
                                "An operating-system call failed; the message has the errno."));
 
+  for (size_t i = 1; i < g_types.size(); ++i) {
+    if (g_types[i] == nullptr) {
+      throw nb::import_error(("shoal: errors.cpp has no Python class for error code " +
+                              std::string(errc_name(static_cast<Errc>(i))))
+                                 .c_str());
+    }
+  }
+
   nb::register_exception_translator(
       [](const std::exception_ptr& p, void*) {
         try {
@@ -87,13 +102,11 @@ void register_errors(nb::module_& m) {
 
 PyObject* shoal_error_type(Errc c) noexcept {
   auto i = static_cast<size_t>(c);
-  return i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
+  return i > 0 && i < g_types.size() ? g_types[i] : g_base;
 }
 
 void set_shoal_error(const shoal::Error& e) noexcept {
-  auto i = static_cast<size_t>(e.code());
-  PyObject* t = i < g_types.size() && g_types[i] != nullptr ? g_types[i] : g_types[1];
-  PyErr_SetString(t, e.what());
+  PyErr_SetString(shoal_error_type(e.code()), e.what());
 }
 
 void set_error_from_current_exception() noexcept {

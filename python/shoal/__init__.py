@@ -28,6 +28,7 @@ from ._shoal import (
     SessionGoneError,
     ShoalError,
     ShoalOSError,
+    ShoalTimeoutError,
     StaleHandleError,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "SessionGoneError",
     "ShoalError",
     "ShoalOSError",
+    "ShoalTimeoutError",
     "StaleHandleError",
     "__version__",
     "attach",

@@ -14,6 +14,7 @@ from shoal import (
     SessionGoneError as SessionGoneError,
     ShoalError as ShoalError,
     ShoalOSError as ShoalOSError,
+    ShoalTimeoutError as ShoalTimeoutError,
     StaleHandleError as StaleHandleError
 )
 
