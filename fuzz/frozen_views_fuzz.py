@@ -150,6 +150,13 @@ def read_every_way(path: str) -> tuple[int, int]:
             pass  # a flipped hash misses; hash() of a list view is a TypeError, as for list
         except MemoryError:
             pass  # a pickled leaf whose flipped length asks pickle for too much
+        except RecursionError as e:
+            # CPython 3.12+ bounds C recursion itself (1500 levels in 3.12.0): repr of a
+            # 300-level seed reaches it. On 3.11 (make test's run) the limit is raised, so an
+            # unbounded walk still shows as a crash, and shoal's own guard never fires this
+            # shallow: there, any RecursionError is a bug.
+            if sys.version_info < (3, 12) or "nesting too deep" in str(e):
+                raise
         except shoal.DecodeError:
             refused += 1
         except ValueError as e:
