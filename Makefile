@@ -7,7 +7,7 @@ CMAKE_PY = -DPython_EXECUTABLE=$(abspath $(PY)) -Dnanobind_DIR=$(NB_DIR)
 FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-asan test-tsan \
+.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-asan test-tsan \
         fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python clean
 
 setup:
@@ -38,6 +38,12 @@ test-cpp: dev
 
 test-python: install
 	scripts/run_pytest.sh $(PY)
+
+# The other CPythons shoal supports: each built and run through the parallel part of the suite
+# (scripts/test_other_pythons.sh finds them on PATH or under pyenv, and names any that is missing).
+OTHER_PYTHONS ?= 3.12 3.13
+test-pythons: setup
+	scripts/test_other_pythons.sh $(OTHER_PYTHONS)
 
 # The ASan build of the extension, loaded into the venv's CPython (msgspec's recipe).
 test-asan: asan
@@ -77,7 +83,7 @@ stubs: install
 	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
-test: test-cpp test-python test-asan test-tsan fuzz-smoke lint-python
+test: test-cpp test-python test-pythons test-asan test-tsan fuzz-smoke lint-python
 	@echo "make test: all checks passed"
 
 # The Python half of `make lint` (seconds): ruff and mypy.

@@ -25,6 +25,7 @@
 
 #include "bindings.hpp"
 #include "layout/frozen_layout.hpp"
+#include "pycompat.hpp"
 #include "shoal/frozen.hpp"
 
 namespace nb = nanobind;
@@ -254,8 +255,8 @@ PyObject* make_bigint(const std::byte* b, uint64_t n) {
     PyErr_SetString(g_decode_error(), "frozen integer has an invalid length");
     return nullptr;
   }
-  return _PyLong_FromByteArray(reinterpret_cast<const unsigned char*>(b), static_cast<size_t>(n),
-                               /*little_endian=*/1, /*is_signed=*/1);
+  return compat::long_from_le_bytes(reinterpret_cast<const unsigned char*>(b),
+                                    static_cast<size_t>(n));
 }
 
 PyObject* decode_ndarray(OwnerObject* owner, Ref r) {
@@ -861,31 +862,27 @@ void iter_dealloc(PyObject* self) {
 // the iterator alone (refcount 1): it is then rewritten in place and returned again, sparing
 // an allocation and a free per item -- the way CPython's zip() and enumerate() reuse their
 // result tuple. Nobody else can observe the change (no other reference exists, and ints have
-// no weak references). Only for one-digit ints outside the small-int cache, and only where the
-// int layout is known (CPython 3.11: ob_size is sign * digits, ob_digit[0] the 30-bit digit).
+// no weak references). Only for one-digit ints (|val| < 2**30) outside the small-int cache,
+// and only where the int layout is known (compat::kCanReuseInts: CPython 3.11).
 PyObject* next_int(IterObject* it, int64_t val) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
-  const uint64_t mag = val < 0 ? 0 - static_cast<uint64_t>(val) : static_cast<uint64_t>(val);
-  if ((val > 256 || val < -5) && mag < (uint64_t{1} << PyLong_SHIFT)) {
-    for (PyObject*& c : it->spare) {
-      if (c != nullptr && Py_REFCNT(c) == 1) {
-        auto* l = reinterpret_cast<PyLongObject*>(c);
-        Py_SET_SIZE(l, val < 0 ? -1 : 1);
-        l->ob_digit[0] = static_cast<digit>(mag);
-        Py_INCREF(c);
-        return c;
+  if constexpr (compat::kCanReuseInts) {
+    const uint64_t mag = val < 0 ? 0 - static_cast<uint64_t>(val) : static_cast<uint64_t>(val);
+    if ((val > 256 || val < -5) && mag < (uint64_t{1} << 30)) {
+      for (PyObject*& c : it->spare) {
+        if (c != nullptr && Py_REFCNT(c) == 1) {
+          compat::reuse_int(c, val);
+          Py_INCREF(c);
+          return c;
+        }
       }
+      PyObject* o = PyLong_FromLongLong(val);
+      if (o == nullptr) return nullptr;
+      // Keep it as a spare in place of one still in use elsewhere (alternating).
+      PyObject*& slot = it->spare[it->index & 1];
+      Py_XSETREF(slot, Py_NewRef(o));
+      return o;
     }
-    PyObject* o = PyLong_FromLongLong(val);
-    if (o == nullptr) return nullptr;
-    // Keep it as a spare in place of one still in use elsewhere (alternating).
-    PyObject*& slot = it->spare[it->index & 1];
-    Py_XSETREF(slot, Py_NewRef(o));
-    return o;
   }
-#else
-  (void)it;
-#endif
   return PyLong_FromLongLong(val);
 }
 
@@ -1089,18 +1086,8 @@ class Encoder {
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (v == -1 && PyErr_Occurred()) throw nb::python_error();
     if (overflow == 0) return b_.integer(v);
-    const size_t bits = _PyLong_NumBits(o);
-    if (bits == static_cast<size_t>(-1) && PyErr_Occurred()) throw nb::python_error();
-    std::vector<unsigned char> buf(bits / 8 + 1);
-#if PY_VERSION_HEX >= 0x030D0000
-    if (_PyLong_AsByteArray(reinterpret_cast<PyLongObject*>(o), buf.data(), buf.size(),
-                            /*little_endian=*/1, /*is_signed=*/1, /*with_exceptions=*/1) != 0) {
-#else
-    if (_PyLong_AsByteArray(reinterpret_cast<PyLongObject*>(o), buf.data(), buf.size(),
-                            /*little_endian=*/1, /*is_signed=*/1) != 0) {
-#endif
-      throw nb::python_error();
-    }
+    std::vector<unsigned char> buf;
+    if (!compat::long_to_le_bytes(o, &buf)) throw nb::python_error();
     return b_.big_integer(std::as_bytes(std::span(buf)));
   }
 
