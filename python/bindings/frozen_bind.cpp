@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "codec.hpp"
 #include "layout/frozen_layout.hpp"
-#include "pycompat.hpp"
 #include "shoal/frozen.hpp"
 
 namespace nb = nanobind;
@@ -38,26 +38,21 @@ using frozen::Builder;
 using frozen::Frozen;
 using frozen::Image;
 using layout::Tag;
-using Ref = uint64_t;
+using codec::inline_int;
+using codec::is_container;
+using codec::key_hash;
+using codec::load_ref;
+using codec::Ref;
+using codec::tag_of;
+using codec::utf8_of;
+using Encoder = codec::Encoder<Builder>;
 
-inline Tag tag_of(Ref r) { return static_cast<Tag>(r & layout::kTagMask); }
-inline int64_t inline_int(Ref r) { return static_cast<int64_t>(r) >> 4; }
-inline bool is_container(Tag t) {
-  return t == Tag::kList || t == Tag::kTuple || t == Tag::kDict || t == Tag::kSet ||
-         t == Tag::kFrozenSet;
-}
-
-// ---- the Python-side pieces, set once by _frozen_init --------------------------------------
+// ---- the Python view classes, set once by _frozen_init (the codec's hooks are set there too) --
 struct Registry {
   PyTypeObject* dict_cls = nullptr;
   PyTypeObject* list_cls = nullptr;
   PyTypeObject* tuple_cls = nullptr;
   PyTypeObject* set_cls = nullptr;
-  PyObject* ndarray_type = nullptr;   // numpy.ndarray
-  PyObject* ndarray_parts = nullptr;  // a -> (descr, itemsize, shape, fortran, buffer) | None
-  PyObject* ndarray_leaf = nullptr;   // (owner, offset, nbytes, descr, shape, fortran) -> ndarray
-  PyObject* pickle_dumps = nullptr;   // obj -> bytes (protocol 5)
-  PyObject* pickle_loads = nullptr;   // bytes-like -> obj
 };
 Registry g;
 
@@ -98,12 +93,6 @@ struct IterObject {
   int what;  // 0 items of a seq / keys of a table, 1 values, 2 (key, value) pairs
   PyObject* spare[2];  // ints this iterator made, reused once nobody else holds them
 };
-
-inline Ref load_ref(const std::byte* p) {
-  Ref r;
-  std::memcpy(&r, p, 8);
-  return r;
-}
 
 PyObject* decode(OwnerObject* owner, Ref r);
 
@@ -206,176 +195,11 @@ PyObject* new_view(OwnerObject* owner, Ref r) {
   return reinterpret_cast<PyObject*>(v);
 }
 
-const std::byte* blob(const Image& im, Ref r, uint64_t* nbytes, uint64_t* flags = nullptr) {
-  const std::byte* p = im.node(r, 16);
-  uint64_t n;
-  std::memcpy(&n, p, 8);
-  if (flags != nullptr) std::memcpy(flags, p + 8, 8);
-  im.node(r, 16, n);  // throws unless the bytes fit
-  *nbytes = n;
-  return p + 16;
-}
-
-PyObject* make_str(const std::byte* s, uint64_t n, uint64_t flags) {
-  if (n > static_cast<uint64_t>(PY_SSIZE_T_MAX)) {
-    PyErr_SetString(PyExc_OverflowError, "frozen str too long");
-    return nullptr;
-  }
-  if ((flags & layout::kStrAscii) != 0) {
-    // Trust the flag only after checking it would not build an invalid str: scanning is cheap
-    // next to the allocation, and a forged flag must not create a non-ASCII "ASCII" string.
-    PyObject* o = PyUnicode_New(static_cast<Py_ssize_t>(n), 127);
-    if (o == nullptr) return nullptr;
-    auto* dst = static_cast<unsigned char*>(PyUnicode_DATA(o));
-    unsigned char bad = 0;
-    for (uint64_t i = 0; i < n; ++i) {
-      const auto c = static_cast<unsigned char>(s[i]);
-      bad |= c;
-      dst[i] = c;
-    }
-    if ((bad & 0x80) == 0) return o;
-    Py_DECREF(o);
-  }
-  PyObject* o =
-      PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(s), static_cast<Py_ssize_t>(n),
-                           (flags & layout::kStrSurrogates) != 0 ? "surrogatepass" : nullptr);
-  if (o == nullptr && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-    // Text the builder wrote always decodes: failing UTF-8 means the image is corrupt.
-    PyErr_Clear();
-    PyErr_SetString(shoal_error_type(Errc::kDecode),
-                    "frozen str is not valid UTF-8 (the image is corrupt)");
-  }
-  return o;
-}
-
-PyObject* g_decode_error() { return shoal_error_type(Errc::kDecode); }
-
-PyObject* make_bigint(const std::byte* b, uint64_t n) {
-  if (n == 0 || n > (uint64_t{1} << 32)) {
-    PyErr_SetString(g_decode_error(), "frozen integer has an invalid length");
-    return nullptr;
-  }
-  return compat::long_from_le_bytes(reinterpret_cast<const unsigned char*>(b),
-                                    static_cast<size_t>(n));
-}
-
-PyObject* decode_ndarray(OwnerObject* owner, Ref r) {
-  frozen::NdView nd = frozen::Value(owner->image, r).as_ndarray();
-  PyObject* shape = PyTuple_New(static_cast<Py_ssize_t>(nd.shape.size()));
-  if (shape == nullptr) return nullptr;
-  for (size_t i = 0; i < nd.shape.size(); ++i) {
-    PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(i), PyLong_FromUnsignedLongLong(nd.shape[i]));
-  }
-  PyObject* descr =
-      PyUnicode_FromStringAndSize(nd.descr.data(), static_cast<Py_ssize_t>(nd.descr.size()));
-  if (descr == nullptr) {
-    Py_DECREF(shape);
-    if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-      PyErr_Clear();
-      PyErr_SetString(shoal_error_type(Errc::kDecode),
-                      "frozen ndarray dtype text is not valid UTF-8 (the image is corrupt)");
-    }
-    return nullptr;
-  }
-  PyObject* res = PyObject_CallFunction(
-      g.ndarray_leaf, "OKKNNO", reinterpret_cast<PyObject*>(owner),
-      static_cast<unsigned long long>(nd.data_offset), static_cast<unsigned long long>(nd.nbytes),
-      descr, shape, nd.fortran ? Py_True : Py_False);
-  return res;
-}
-
-PyObject* decode_pickle(OwnerObject* owner, Ref r) {
-  if (!owner->allow_pickle) {
-    PyErr_SetString(PyExc_ValueError,
-                    "this frozen object holds a pickled leaf, and unpickling is disabled: pass "
-                    "allow_pickle=True to shoal.load() if you trust the file");
-    return nullptr;
-  }
-  uint64_t n;
-  const std::byte* p = blob(*owner->image, r, &n);
-  PyObject* mv = PyMemoryView_FromMemory(const_cast<char*>(reinterpret_cast<const char*>(p)),
-                                         static_cast<Py_ssize_t>(n), PyBUF_READ);
-  if (mv == nullptr) return nullptr;
-  PyObject* res = PyObject_CallOneArg(g.pickle_loads, mv);
-  Py_DECREF(mv);
-  if (res == nullptr && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) &&
-      !PyErr_ExceptionMatches(PyExc_MemoryError)) {
-    // Whatever pickle raised (UnpicklingError, EOFError, a missing class's ImportError, ...)
-    // means this leaf cannot be decoded: one error class for every undecodable image, with the
-    // original as its __cause__ so the reason stays visible.
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != nullptr) PyException_SetTraceback(value, tb);
-    PyErr_Format(g_decode_error(),
-                 "frozen pickled leaf in the node at offset %llu could not be unpickled (%s: %S); "
-                 "the image is corrupt, or the class it names is not importable here",
-                 static_cast<unsigned long long>(r & ~layout::kTagMask),
-                 reinterpret_cast<PyTypeObject*>(type)->tp_name, value);
-    PyObject *t2, *v2, *tb2;
-    PyErr_Fetch(&t2, &v2, &tb2);
-    PyErr_NormalizeException(&t2, &v2, &tb2);
-    PyException_SetCause(v2, value);  // steals `value`
-    Py_INCREF(value);                 // ... and the context keeps one too
-    PyException_SetContext(v2, value);
-    Py_DECREF(type);
-    Py_XDECREF(tb);
-    PyErr_Restore(t2, v2, tb2);
-  }
-  return res;
-}
-
-// Any value: leaves become new Python objects, containers become views.
+// Any value: leaves become new Python objects (the codec), containers become views.
 PyObject* decode(OwnerObject* owner, Ref r) {
-  try {
-    switch (tag_of(r)) {
-      case Tag::kNone:
-        Py_RETURN_NONE;
-      case Tag::kFalse:
-        Py_RETURN_FALSE;
-      case Tag::kTrue:
-        Py_RETURN_TRUE;
-      case Tag::kInt:
-        return PyLong_FromLongLong(inline_int(r));
-      case Tag::kFloat: {
-        const std::byte* p = owner->image->node(r, 16);
-        double d;
-        std::memcpy(&d, p, 8);
-        return PyFloat_FromDouble(d);
-      }
-      case Tag::kBigInt: {
-        uint64_t n;
-        const std::byte* p = blob(*owner->image, r, &n);
-        return make_bigint(p, n);
-      }
-      case Tag::kStr: {
-        uint64_t n, flags;
-        const std::byte* p = blob(*owner->image, r, &n, &flags);
-        return make_str(p, n, flags);
-      }
-      case Tag::kBytes: {
-        uint64_t n;
-        const std::byte* p = blob(*owner->image, r, &n);
-        return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(p),
-                                         static_cast<Py_ssize_t>(n));
-      }
-      case Tag::kList:
-      case Tag::kTuple:
-      case Tag::kDict:
-      case Tag::kSet:
-      case Tag::kFrozenSet:
-        return new_view(owner, r);
-      case Tag::kNdarray:
-        return decode_ndarray(owner, r);
-      case Tag::kPickle:
-        return decode_pickle(owner, r);
-    }
-    PyErr_SetString(g_decode_error(), "frozen image holds a reserved tag (corrupt data)");
-    return nullptr;
-  } catch (...) {
-    set_error_from_current_exception();
-    return nullptr;
-  }
+  if (is_container(tag_of(r))) return new_view(owner, r);
+  return codec::decode_leaf(*owner->image, r, reinterpret_cast<PyObject*>(owner),
+                            owner->allow_pickle);
 }
 
 // ---- plain copies (thaw, and keys compared by Python equality) ------------------------------
@@ -453,107 +277,6 @@ PyObject* thaw(OwnerObject* owner, Ref r) {
   return res;
 }
 
-// ---- hashing a Python key the way the builder hashed the stored one --------------------------
-// Returns 0 and sets *h, 1 when the object is of a type no frozen key can equal (never found),
-// -1 with a Python error set.
-int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth);
-
-int utf8_of(PyObject* s, const char** data, Py_ssize_t* n, PyObject** tmp) {
-  *tmp = nullptr;
-  const char* d = PyUnicode_AsUTF8AndSize(s, n);
-  if (d != nullptr) {
-    *data = d;
-    return 0;
-  }
-  // Lone surrogates have no UTF-8 form; shoal stores them as Python's surrogatepass does.
-  PyErr_Clear();
-  *tmp = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
-  if (*tmp == nullptr) return -1;
-  *data = PyBytes_AS_STRING(*tmp);
-  *n = PyBytes_GET_SIZE(*tmp);
-  return 0;
-}
-
-int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
-  if (key == Py_None) {
-    *h = frozen::hash::kNoneHash;
-    return 0;
-  }
-  if (PyBool_Check(key)) {
-    *h = key == Py_True ? 1 : 0;
-    return 0;
-  }
-  if (PyLong_Check(key)) {
-    // int's own hash (deterministic for every int; subclasses may override __hash__, but as
-    // keys they are stored as plain ints, so the plain hash is the one that matches).
-    Py_hash_t ph = PyLong_Type.tp_hash(key);
-    if (ph == -1 && PyErr_Occurred()) return -1;
-    *h = static_cast<uint64_t>(ph);
-    return 0;
-  }
-  if (PyFloat_Check(key)) {
-    *h = static_cast<uint64_t>(frozen::hash::of_float(PyFloat_AS_DOUBLE(key)));
-    return 0;
-  }
-  if (PyUnicode_Check(key)) {
-    const char* d;
-    Py_ssize_t n;
-    PyObject* tmp;
-    if (utf8_of(key, &d, &n, &tmp) != 0) return -1;
-    *h = frozen::hash::of_bytes(seed, d, static_cast<size_t>(n));
-    Py_XDECREF(tmp);
-    return 0;
-  }
-  if (PyBytes_Check(key)) {
-    *h = frozen::hash::of_bytes(seed, PyBytes_AS_STRING(key),
-                                static_cast<size_t>(PyBytes_GET_SIZE(key)));
-    return 0;
-  }
-  if (PyTuple_Check(key) || PyFrozenSet_Check(key)) {
-    if (depth > 200) {
-      PyErr_SetString(PyExc_RecursionError, "frozen key nested too deeply");
-      return -1;
-    }
-    std::vector<uint64_t> hs;
-    hs.reserve(static_cast<size_t>(PyObject_Length(key)));
-    PyObject* it = PyObject_GetIter(key);
-    if (it == nullptr) return -1;
-    int rc = 0;
-    while (PyObject* item = PyIter_Next(it)) {
-      uint64_t eh;
-      rc = key_hash(item, seed, &eh, depth + 1);
-      Py_DECREF(item);
-      if (rc != 0) break;
-      hs.push_back(eh);
-    }
-    Py_DECREF(it);
-    if (rc != 0) return rc;
-    if (PyErr_Occurred()) return -1;
-    *h = static_cast<uint64_t>(PyTuple_Check(key) ? frozen::hash::of_tuple(hs)
-                                                  : frozen::hash::of_frozenset(hs));
-    return 0;
-  }
-  if (PyObject_TypeCheck(key, g_tuple_base)) {
-    // A FrozenTuple (a key read back from a frozen dict) hashes as the tuple it equals.
-    nb::object plain = nb::steal(PySequence_Tuple(key));
-    if (!plain.is_valid()) return -1;
-    return key_hash(plain.ptr(), seed, h, depth + 1);
-  }
-  if (PyObject_TypeCheck(key, g_set_base)) {
-    nb::object plain = nb::steal(PyFrozenSet_New(key));
-    if (!plain.is_valid()) return -1;
-    return key_hash(plain.ptr(), seed, h, depth + 1);
-  }
-  // Any other hashable object probes with its own hash (unhashable ones raise, as in a dict).
-  // Python requires equal objects to hash equal, and the numeric tower hashes by value
-  // (hash(Decimal(1)) == hash(numpy.int64(1)) == hash(1)), so numbers equal to a stored int or
-  // float key are found; objects of unrelated types simply miss.
-  const Py_hash_t ph = PyObject_Hash(key);
-  if (ph == -1) return -1;
-  *h = static_cast<uint64_t>(ph);
-  return 0;
-}
-
 // Python equality between a stored key and a Python object. 1 equal, 0 not, -1 error.
 int key_equal(ViewObject* v, Ref kref, PyObject* key) {
   const Tag t = tag_of(kref);
@@ -564,7 +287,7 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
     PyObject* tmp;
     if (utf8_of(key, &d, &n, &tmp) != 0) return -1;
     uint64_t sn;
-    const std::byte* s = blob(*v->image, kref, &sn);
+    const std::byte* s = codec::blob(*v->image, kref, &sn);
     const int eq = sn == static_cast<uint64_t>(n) && std::memcmp(s, d, sn) == 0;
     Py_XDECREF(tmp);
     return eq;
@@ -572,7 +295,7 @@ int key_equal(ViewObject* v, Ref kref, PyObject* key) {
   if (PyBytes_CheckExact(key)) {
     if (t != Tag::kBytes) return 0;
     uint64_t sn;
-    const std::byte* s = blob(*v->image, kref, &sn);
+    const std::byte* s = codec::blob(*v->image, kref, &sn);
     return sn == static_cast<uint64_t>(PyBytes_GET_SIZE(key)) &&
            std::memcmp(s, PyBytes_AS_STRING(key), sn) == 0;
   }
@@ -679,6 +402,15 @@ PyObject* view_iter(PyObject* self) { return new_iter(reinterpret_cast<ViewObjec
 PyObject* view_thaw(PyObject* self, PyObject*) {
   auto* v = reinterpret_cast<ViewObject*>(self);
   return thaw(v->owner, v->ref);
+}
+
+// The codec's hook for a view met inside a tree being encoded: its plain copy.
+PyObject* plain_copy(PyObject* o) {
+  if (PyObject_TypeCheck(o, g_dict_base) || PyObject_TypeCheck(o, g_list_base) ||
+      PyObject_TypeCheck(o, g_tuple_base) || PyObject_TypeCheck(o, g_set_base)) {
+    return view_thaw(o, nullptr);
+  }
+  return nullptr;
 }
 
 PyObject* view_owner(PyObject* self, void*) {
@@ -980,303 +712,6 @@ nb::object view_of(OwnerObject* o, Ref r) {
   return nb::steal(res);
 }
 
-// ---- the encoder ---------------------------------------------------------------------------
-class Encoder {
- public:
-  explicit Encoder(bool allow_pickle) : allow_pickle_(allow_pickle) {}
-  ~Encoder() {
-    for (PyObject* o : keep_) Py_DECREF(o);
-  }
-  Builder& builder() { return b_; }
-
-  Ref value(PyObject* o) {
-    if (o == Py_None) return b_.none();
-    if (o == Py_True) return b_.boolean(true);
-    if (o == Py_False) return b_.boolean(false);
-    if (PyLong_CheckExact(o)) return integer(o);
-    if (PyFloat_CheckExact(o)) return b_.floating(PyFloat_AS_DOUBLE(o));
-    if (PyUnicode_CheckExact(o)) return str(o);
-    if (PyBytes_CheckExact(o)) {
-      return b_.bytes({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(o)),
-                       static_cast<size_t>(PyBytes_GET_SIZE(o))});
-    }
-    if (PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyDict_Check(o) || PyAnySet_Check(o)) {
-      return container(o);
-    }
-    if (g.ndarray_type != nullptr && PyObject_IsInstance(o, g.ndarray_type) == 1) {
-      if (auto r = ndarray(o)) return *r;
-    }
-    if (is_view(o)) {
-      // A frozen view inside a new tree: copy its contents (a plain copy, then encoded).
-      nb::object plain = nb::steal(view_thaw(o, nullptr));
-      if (!plain.is_valid()) throw nb::python_error();
-      keep(plain.ptr());
-      return value(plain.ptr());
-    }
-    return pickled(o);
-  }
-
-  // A key (dict key or set element): the Ref and its table hash.
-  Ref key(PyObject* o, uint64_t* h) {
-    Ref r;
-    if (o == Py_None) {
-      r = b_.none();
-    } else if (PyBool_Check(o)) {
-      r = b_.boolean(o == Py_True);
-    } else if (PyLong_Check(o)) {
-      r = integer(o);
-    } else if (PyFloat_Check(o)) {
-      r = b_.floating(PyFloat_AS_DOUBLE(o));
-    } else if (PyUnicode_Check(o)) {
-      r = str(o);
-    } else if (PyBytes_Check(o)) {
-      r = b_.bytes({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(o)),
-                    static_cast<size_t>(PyBytes_GET_SIZE(o))});
-    } else if (PyTuple_Check(o) || PyFrozenSet_Check(o)) {
-      if (enter_nested(" while freezing a key") != 0) throw nb::python_error();
-      std::vector<Ref> refs;
-      std::vector<uint64_t> hashes;
-      nb::object it = nb::steal(PyObject_GetIter(o));
-      if (!it.is_valid()) {
-        leave_nested();
-        throw nb::python_error();
-      }
-      try {
-        while (PyObject* item = PyIter_Next(it.ptr())) {
-          nb::object hold = nb::steal(item);
-          uint64_t eh;
-          refs.push_back(key(item, &eh));
-          hashes.push_back(eh);
-        }
-      } catch (...) {
-        leave_nested();
-        throw;
-      }
-      leave_nested();
-      if (PyErr_Occurred()) throw nb::python_error();
-      if (PyTuple_Check(o)) {
-        r = b_.tuple(refs);
-      } else {
-        r = b_.set_hashed(refs, hashes, /*frozen=*/true);
-      }
-    } else {
-      PyErr_Format(PyExc_TypeError,
-                   "shoal.freeze: a frozen dict key or set element must be None, bool, int, "
-                   "float, str, bytes, or a tuple/frozenset of these, not %.200s",
-                   Py_TYPE(o)->tp_name);
-      throw nb::python_error();
-    }
-    *h = b_.hash_of(r);
-    return r;
-  }
-
- private:
-  static bool is_view(PyObject* o) {
-    return PyObject_TypeCheck(o, g_dict_base) || PyObject_TypeCheck(o, g_list_base) ||
-           PyObject_TypeCheck(o, g_tuple_base) || PyObject_TypeCheck(o, g_set_base);
-  }
-
-  void keep(PyObject* o) {
-    Py_INCREF(o);
-    keep_.push_back(o);
-  }
-
-  Ref integer(PyObject* o) {
-    int overflow;
-    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) throw nb::python_error();
-    if (overflow == 0) return b_.integer(v);
-    std::vector<unsigned char> buf;
-    if (!compat::long_to_le_bytes(o, &buf)) throw nb::python_error();
-    return b_.big_integer(std::as_bytes(std::span(buf)));
-  }
-
-  Ref str(PyObject* o) {
-    if (PyUnicode_IS_ASCII(o)) {
-      return b_.str({static_cast<const char*>(PyUnicode_DATA(o)),
-                     static_cast<size_t>(PyUnicode_GET_LENGTH(o))},
-                    layout::kStrAscii);
-    }
-    const char* d;
-    Py_ssize_t n;
-    PyObject* tmp;
-    if (utf8_of(o, &d, &n, &tmp) != 0) throw nb::python_error();
-    const uint64_t flags = tmp != nullptr ? layout::kStrSurrogates : 0;
-    Ref r = b_.str({d, static_cast<size_t>(n)}, flags);
-    Py_XDECREF(tmp);
-    return r;
-  }
-
-  Ref pickled(PyObject* o) {
-    if (!allow_pickle_) {
-      PyErr_Format(PyExc_TypeError,
-                   "shoal.freeze: %.200s is not a type shoal encodes natively (None, bool, int, "
-                   "float, str, bytes, list, tuple, dict, set, frozenset, numpy.ndarray), and "
-                   "allow_pickle=False refuses to pickle it",
-                   Py_TYPE(o)->tp_name);
-      throw nb::python_error();
-    }
-    nb::object data = nb::steal(PyObject_CallOneArg(g.pickle_dumps, o));
-    if (!data.is_valid()) throw nb::python_error();
-    if (!PyBytes_Check(data.ptr())) throw nb::type_error("pickle_dumps must return bytes");
-    return b_.pickle({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(data.ptr())),
-                      static_cast<size_t>(PyBytes_GET_SIZE(data.ptr()))});
-  }
-
-  std::optional<Ref> ndarray(PyObject* o) {
-    nb::object parts = nb::steal(PyObject_CallOneArg(g.ndarray_parts, o));
-    if (!parts.is_valid()) throw nb::python_error();
-    if (parts.is_none()) return std::nullopt;  // object dtype: pickled
-    nb::tuple t = nb::borrow<nb::tuple>(parts);
-    const std::string descr = nb::cast<std::string>(t[0]);
-    const auto itemsize = nb::cast<uint64_t>(t[1]);
-    std::vector<uint64_t> shape;
-    for (nb::handle d : nb::borrow<nb::tuple>(t[2])) shape.push_back(nb::cast<uint64_t>(d));
-    const bool fortran = nb::cast<bool>(t[3]);
-    Py_buffer buf;
-    if (PyObject_GetBuffer(nb::object(t[4]).ptr(), &buf, PyBUF_SIMPLE) != 0) {
-      throw nb::python_error();
-    }
-    Ref r;
-    try {
-      r = b_.ndarray(descr, itemsize, shape, fortran, buf.buf, static_cast<uint64_t>(buf.len));
-    } catch (...) {
-      PyBuffer_Release(&buf);
-      throw;
-    }
-    PyBuffer_Release(&buf);
-    return r;
-  }
-
-  Ref container(PyObject* o) {
-    auto found = memo_.find(o);
-    if (found != memo_.end()) {
-      if (found->second == kInProgress) {
-        PyErr_Format(PyExc_ValueError,
-                     "shoal.freeze: the %.200s contains itself (a cycle); a frozen object is a "
-                     "tree (shared subtrees are fine, cycles are not)",
-                     Py_TYPE(o)->tp_name);
-        throw nb::python_error();
-      }
-      return found->second;
-    }
-    if (enter_nested(" while freezing") != 0) throw nb::python_error();
-    keep(o);  // the memo keys on the address: keep the object alive while it is in the memo
-    memo_[o] = kInProgress;
-    Ref r;
-    try {
-      r = container_body(o);
-    } catch (...) {
-      leave_nested();
-      throw;
-    }
-    leave_nested();
-    memo_[o] = r;
-    return r;
-  }
-
-  Ref container_body(PyObject* o) {
-    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) {
-      const bool is_list = PyList_CheckExact(o);
-      if (auto r = inline_sequence(o, is_list)) return *r;
-      std::vector<Ref> items;
-      items.reserve(static_cast<size_t>(Py_SIZE(o)));
-      // Index-based with a bounds check each time: encoding a pickled leaf runs Python code
-      // that could resize the list.
-      for (Py_ssize_t i = 0; i < Py_SIZE(o); ++i) {
-        nb::object item = nb::borrow(is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i));
-        items.push_back(value(item.ptr()));
-      }
-      return is_list ? b_.list(items) : b_.tuple(items);
-    }
-    if (PyDict_Check(o)) {
-      // Snapshot the entries first (strong references): encoding may run Python code.
-      std::vector<std::pair<nb::object, nb::object>> entries;
-      entries.reserve(static_cast<size_t>(PyDict_Size(o)));
-      if (PyDict_CheckExact(o)) {
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(o, &pos, &k, &v)) entries.emplace_back(nb::borrow(k), nb::borrow(v));
-      } else {
-        nb::object items = nb::steal(PyObject_CallMethod(o, "items", nullptr));
-        if (!items.is_valid()) throw nb::python_error();
-        for (nb::handle kv : items) {
-          nb::tuple t = nb::borrow<nb::tuple>(kv);
-          entries.emplace_back(nb::borrow(t[0]), nb::borrow(t[1]));
-        }
-      }
-      std::vector<Ref> keys, values;
-      std::vector<uint64_t> hashes;
-      keys.reserve(entries.size());
-      values.reserve(entries.size());
-      hashes.reserve(entries.size());
-      for (auto& [k, v] : entries) {
-        uint64_t h;
-        keys.push_back(key(k.ptr(), &h));
-        hashes.push_back(h);
-        values.push_back(value(v.ptr()));
-      }
-      return b_.dict_hashed(keys, values, hashes);
-    }
-    // set / frozenset (and subclasses)
-    std::vector<nb::object> elems;
-    {
-      nb::object it = nb::steal(PyObject_GetIter(o));
-      if (!it.is_valid()) throw nb::python_error();
-      while (PyObject* item = PyIter_Next(it.ptr())) elems.push_back(nb::steal(item));
-      if (PyErr_Occurred()) throw nb::python_error();
-    }
-    std::vector<Ref> keys;
-    std::vector<uint64_t> hashes;
-    for (auto& e : elems) {
-      uint64_t h;
-      keys.push_back(key(e.ptr(), &h));
-      hashes.push_back(h);
-    }
-    return b_.set_hashed(keys, hashes, /*frozen=*/PyFrozenSet_Check(o));
-  }
-
-  // The inline Ref of None, a bool or an exact int within 60 bits; nullopt otherwise.
-  static std::optional<Ref> inline_ref(PyObject* x) {
-    if (x == Py_None) return Ref{static_cast<uint64_t>(Tag::kNone)};
-    if (x == Py_True) return Ref{static_cast<uint64_t>(Tag::kTrue)};
-    if (x == Py_False) return Ref{static_cast<uint64_t>(Tag::kFalse)};
-    if (!PyLong_CheckExact(x)) return std::nullopt;
-    int overflow;
-    const long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
-    if (overflow != 0 || v < layout::kInlineIntMin || v > layout::kInlineIntMax) {
-      return std::nullopt;
-    }
-    return (static_cast<uint64_t>(v) << 4) | static_cast<uint64_t>(Tag::kInt);
-  }
-
-  // A list/tuple of inline scalars only (the common "big list of ints"): written straight into
-  // the image, with no intermediate array of refs (that array, 8 bytes an item, doubled the
-  // bytes written and the pages faulted). Nothing here runs Python code, so the list cannot
-  // change between the check and the copy.
-  std::optional<Ref> inline_sequence(PyObject* o, bool is_list) {
-    const Py_ssize_t n = Py_SIZE(o);
-    PyObject** items = is_list ? reinterpret_cast<PyListObject*>(o)->ob_item
-                               : reinterpret_cast<PyTupleObject*>(o)->ob_item;
-    // One pass (each item object is a cache miss): write as we go, give up at the first item
-    // that is not inline (the builder drops the partial node).
-    return b_.try_inline_sequence(!is_list, static_cast<uint64_t>(n), [&](Ref* out) {
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        const std::optional<Ref> r = inline_ref(items[i]);
-        if (!r) return false;
-        out[i] = *r;
-      }
-      return true;
-    });
-  }
-
-  static constexpr Ref kInProgress = ~Ref{0};
-  Builder b_;
-  bool allow_pickle_;
-  std::unordered_map<PyObject*, Ref> memo_;
-  std::vector<PyObject*> keep_;
-};
-
 // ---- type specs ----------------------------------------------------------------------------
 PyType_Slot owner_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(owner_dealloc)},
@@ -1374,23 +809,28 @@ void register_frozen(nb::module_& m) {
         g.list_cls = check(list_cls, g_list_base);
         g.tuple_cls = check(tuple_cls, g_tuple_base);
         g.set_cls = check(set_cls, g_set_base);
-        g.ndarray_type = ndarray_type.inc_ref().ptr();
-        g.ndarray_parts = ndarray_parts.inc_ref().ptr();
-        g.ndarray_leaf = ndarray_leaf.inc_ref().ptr();
-        g.pickle_dumps = pickle_dumps.inc_ref().ptr();
-        g.pickle_loads = pickle_loads.inc_ref().ptr();
+        codec::Hooks& h = codec::g_hooks;
+        h.ndarray_type = ndarray_type.inc_ref().ptr();
+        h.ndarray_parts = ndarray_parts.inc_ref().ptr();
+        h.ndarray_leaf = ndarray_leaf.inc_ref().ptr();
+        h.pickle_dumps = pickle_dumps.inc_ref().ptr();
+        h.pickle_loads = pickle_loads.inc_ref().ptr();
+        h.tuple_view = g_tuple_base;
+        h.set_view = g_set_base;
+        h.plain_copy = plain_copy;
       },
       "Wires the Python view classes and helpers in (shoal._frozen calls it once).");
 
   m.def(
       "frozen_freeze",
       [](nb::handle obj, bool allow_pickle) {
-        Encoder enc(allow_pickle);
+        Builder b;
+        Encoder enc(b, allow_pickle);
         const Ref root = enc.value(obj.ptr());
         Frozen f;
         {
           nb::gil_scoped_release nogil;
-          f = enc.builder().finish(root);
+          f = b.finish(root);
         }
         nb::object owner = nb::steal(wrap_owner(std::move(f), true));
         return view_of(as_owner(owner), root);
@@ -1401,10 +841,11 @@ void register_frozen(nb::module_& m) {
   m.def(
       "frozen_save",
       [](nb::handle obj, const std::string& path, bool allow_pickle) {
-        Encoder enc(allow_pickle);
+        Builder b;
+        Encoder enc(b, allow_pickle);
         const Ref root = enc.value(obj.ptr());
         nb::gil_scoped_release nogil;
-        enc.builder().save(root, path);
+        b.save(root, path);
       },
       "obj"_a, "path"_a, "allow_pickle"_a = true, "Encode obj into a file (see shoal.save).");
 
