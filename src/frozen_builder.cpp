@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "layout/frozen_layout.hpp"
+#include "platform/platform.hpp"
 #include "shoal/frozen.hpp"
 
 namespace shoal::frozen {
@@ -461,7 +462,10 @@ void Builder::save(Ref root, const std::string& path) {
     done += static_cast<uint64_t>(w);
   }
   if (::fsync(fd) != 0) fail("fsync of");
-  if (::fchmod(fd, 0444) != 0) fail("chmod of");
+  // Read-only, so that a careless open(path, "w") fails instead of truncating the file under
+  // its readers; and never more readable than the umask allows, since the file is the user's
+  // data (under umask 077 it is 0400), not one of shoal's runtime files.
+  if (::fchmod(fd, 0444 & ~platform::current_umask()) != 0) fail("chmod of");
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

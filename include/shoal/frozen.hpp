@@ -280,7 +280,7 @@ class Builder {
   /// The builder is empty afterwards (reusable).
   Frozen finish(Ref root);
   /// Writes the image to `path` (to a temporary name in the same directory, fsynced, then
-  /// renamed into place; mode 0444). The builder is empty afterwards.
+  /// renamed into place; mode 0444 less the umask's bits). The builder is empty afterwards.
   void save(Ref root, const std::string& path);
   /// The image as bytes (tests, golden files, fuzz corpora). The builder is empty afterwards.
   std::vector<std::byte> finish_bytes(Ref root);

@@ -894,10 +894,13 @@ TEST(Frozen, SaveAndLoadRoundTrip) {
   test::ScopedRuntimeDir rd;
   const std::string path = rd.path() + "/example.shoal";
   Builder b;
+  // Read-only, and never more readable than the umask allows.
+  const mode_t old_mask = ::umask(077);
   b.save(build_example(b), path);
+  ::umask(old_mask);
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_mode & 0777, 0400u);
   Frozen f = Frozen::load(path);
   EXPECT_EQ(f.path(), path);
   EXPECT_FALSE(f.segment().valid());
