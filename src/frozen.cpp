@@ -826,8 +826,8 @@ Frozen Frozen::load(const std::string& path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw_error(Errc::kDecode, "'" + path + "' is not a regular file (a directory, FIFO or device): "
-                               "load maps a file written by save");
+    throw_error(Errc::kDecode, "'" + path + "' is not a regular file (a directory, FIFO or "
+                               "device): load maps a file written by save");
   }
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size < layout::kFrozenHeaderSize) {

@@ -433,8 +433,8 @@ uint64_t Builder::size() const noexcept { return impl_->len; }
 
 namespace {
 
-// A save in progress writes `TARGET` + kTempInfix + the six letters or digits mkostemp picks, and
-// holds an flock on that file from before its first byte until the file is renamed or removed.
+// A save in progress writes `TARGET` + kTempInfix + the six letters or digits mkostemp picks,
+// and holds an flock on that file from before its first byte until the file is renamed or removed.
 // So a file with such a name, owned by this user, empty or starting with the image magic, whose
 // lock can be taken, was left by a dead writer (remove_dead_save_temps). Changing the name or
 // the locking breaks the gc of every shoal that still writes the old way.
@@ -476,18 +476,21 @@ void Builder::save(Ref root, const std::string& path) {
   for (int attempt = 0;; ++attempt) {
     tmp = path + std::string(kTempInfix) + "XXXXXX";
     fd = ::mkostemp(tmp.data(), O_CLOEXEC);
-    if (fd < 0) throw_error(errno == EACCES ? Errc::kPermission : Errc::kSystem,
-                            errno_message("shoal.save: creating a temporary file next to '" + path + "'", errno));
+    if (fd < 0) {
+      const int err = errno;
+      throw_error(err == EACCES ? Errc::kPermission : Errc::kSystem,
+                  errno_message("shoal.save: creating a temporary file next to '" + path + "'", err));
+    }
     int rc;
     do {
       rc = ::flock(fd, LOCK_EX);  // gc holds it only while it looks: a wait is short
     } while (rc != 0 && errno == EINTR);
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || st.st_nlink > 0) break;  // still ours (an fstat error: write on)
+    if (::fstat(fd, &st) != 0 || st.st_nlink > 0) break;  // still linked (fstat failed: go on)
     ::close(fd);
     if (attempt == 100) {
-      throw_error(Errc::kSystem, "shoal.save: another process keeps removing the temporary files next to '" +
-                                     path + "' (a `shoal gc` in a loop?); stop it and save again");
+      throw_error(Errc::kSystem, "shoal.save: another process keeps removing the temporary files "
+                                 "next to '" + path + "' (a `shoal gc` in a loop?); stop it and save again");
     }
   }
   auto fail = [&](const char* what) {
@@ -551,7 +554,8 @@ std::vector<std::string> remove_dead_save_temps(const std::string& dir) {
     // not a save's. Another user's file is left to that user.
     platform::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
     struct stat st {};
-    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_uid != ::geteuid()) {
       continue;
     }
     // A live writer holds this lock for as long as the file has this name (Builder::save).
@@ -562,12 +566,15 @@ std::vector<std::string> remove_dead_save_temps(const std::string& dir) {
     const char* magic = "SHOALFRZ";  // layout::kFrozenMagic's bytes
     char head[8] = {};
     const size_t want = static_cast<size_t>(std::min<off_t>(st.st_size, 8));
-    if (::pread(fd.get(), head, want, 0) != static_cast<ssize_t>(want) || std::memcmp(head, magic, want) != 0) {
+    if (::pread(fd.get(), head, want, 0) != static_cast<ssize_t>(want) ||
+        std::memcmp(head, magic, want) != 0) {
       continue;
     }
     // unlink() goes by name: only while the name is still the file locked above.
     struct stat now {};
-    if (::lstat(p.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) continue;
+    if (::lstat(p.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      continue;
+    }
     if (::unlink(p.c_str()) == 0) removed.push_back(p);
   }
   return removed;

@@ -294,9 +294,9 @@ class Builder {
 
 /// Removes from `dir` (not its subdirectories) the temporary files of saves whose writer died
 /// mid-save (Builder::save): files named `NAME.shoal-tmp-XXXXXX`, regular, owned by this user,
-/// empty or starting with an image's magic, whose flock no live writer holds. Never a file being
-/// written, and nothing else. Returns the paths removed. SegmentNotFoundError, AccessDeniedError or
-/// ShoalOSError when `dir` cannot be listed.
+/// empty or starting with an image's magic, whose flock no live writer holds. Never a file
+/// being written, and nothing else. Returns the paths removed. SegmentNotFoundError,
+/// AccessDeniedError or ShoalOSError when `dir` cannot be listed.
 std::vector<std::string> remove_dead_save_temps(const std::string& dir);
 
 // ---- inline: the probe and node() are on the hot path of every Python lookup -------------
