@@ -806,7 +806,10 @@ Frozen Frozen::from_segment(Segment seg) {
 }
 
 Frozen Frozen::load(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, maybe forever;
+  // with it the open returns at once and the fstat below refuses anything but a regular file.
+  // (It changes nothing for a regular file's mmap, and the descriptor is closed right after.)
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) throw_error(Errc::kNotFound, "no such frozen file: '" + path + "'");
@@ -821,7 +824,8 @@ Frozen Frozen::load(const std::string& path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw_error(Errc::kDecode, "'" + path + "' is not a regular file");
+    throw_error(Errc::kDecode, "'" + path + "' is not a regular file (a directory, FIFO or "
+                               "device): load maps a file written by save");
   }
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size < layout::kFrozenHeaderSize) {

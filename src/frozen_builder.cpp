@@ -8,17 +8,22 @@
 //
 // Keys are hashed and compared through the reader (hash_of, keys_equal in frozen.cpp) over an
 // Image opened on the builder's own buffer, so writer and reader cannot disagree on equality.
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <utility>
 
 #include "layout/frozen_layout.hpp"
+#include "platform/platform.hpp"
 #include "shoal/frozen.hpp"
 
 namespace shoal::frozen {
@@ -426,6 +431,26 @@ uint64_t Builder::size() const noexcept { return impl_->len; }
 
 // ---- publishing --------------------------------------------------------------------------------
 
+namespace {
+
+// A save in progress writes `TARGET` + kTempInfix + the six letters or digits mkostemp picks,
+// and holds an flock on that file from before its first byte until the file is renamed or removed.
+// So a file with such a name, owned by this user, empty or starting with the image magic, whose
+// lock can be taken, was left by a dead writer (remove_dead_save_temps). Changing the name or
+// the locking breaks the gc of every shoal that still writes the old way.
+constexpr std::string_view kTempInfix = ".shoal-tmp-";
+constexpr size_t kTempRandom = 6;  // mkostemp's XXXXXX
+
+bool is_temp_name(std::string_view name) {
+  if (name.size() <= kTempInfix.size() + kTempRandom) return false;  // a target name comes first
+  const size_t at = name.size() - kTempRandom - kTempInfix.size();
+  if (name.substr(at, kTempInfix.size()) != kTempInfix) return false;
+  return std::all_of(name.end() - kTempRandom, name.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
+}
+
+}  // namespace
+
 Frozen Builder::finish(Ref root) {
   const uint64_t size = impl_->publish(root);
   using Part = std::pair<uint64_t, std::span<const std::byte>>;
@@ -439,18 +464,42 @@ void Builder::save(Ref root, const std::string& path) {
   const uint64_t size = impl_->publish(root);
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::string tmp = path + ".tmp-XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) throw_error(errno == EACCES ? Errc::kPermission : Errc::kSystem,
-                          errno_message("shoal.save: creating a temporary file next to '" + path + "'", errno));
+  // The temporary file is locked from before its first byte until it is renamed (the lock goes
+  // with the descriptor, closed only after the rename), so `shoal gc DIR` can tell a killed
+  // writer's file (the lock is free) from one being written. mkostemp and flock are two calls:
+  // a gc between them may take the free lock and unlink the new, empty file; the writer then
+  // finds its file unlinked (no links left) and makes another. Where flock is refused (ENOLCK,
+  // some network filesystems), the write goes on unlocked: gc's flock fails there too, so gc
+  // never removes such a file.
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0;; ++attempt) {
+    tmp = path + std::string(kTempInfix) + "XXXXXX";
+    fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      throw_error(err == EACCES ? Errc::kPermission : Errc::kSystem,
+                  errno_message("shoal.save: creating a temporary file next to '" + path + "'", err));
+    }
+    int rc;
+    do {
+      rc = ::flock(fd, LOCK_EX);  // gc holds it only while it looks: a wait is short
+    } while (rc != 0 && errno == EINTR);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_nlink > 0) break;  // still linked (fstat failed: go on)
+    ::close(fd);
+    if (attempt == 100) {
+      throw_error(Errc::kSystem, "shoal.save: another process keeps removing the temporary files "
+                                 "next to '" + path + "' (a `shoal gc` in a loop?); stop it and save again");
+    }
+  }
   auto fail = [&](const char* what) {
     const int err = errno;
+    ::unlink(tmp.c_str());  // before the close: the name goes while the lock still marks it live
     ::close(fd);
-    ::unlink(tmp.c_str());
     throw_error(err == ENOSPC || err == EDQUOT ? Errc::kOutOfSpace : Errc::kSystem,
                 errno_message(std::string("shoal.save: ") + what + " '" + tmp + "'", err));
   };
-  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   const std::byte* p = impl_->buf;
   for (uint64_t done = 0; done < size;) {
     const ssize_t w = ::write(fd, p + done, static_cast<size_t>(std::min<uint64_t>(size - done, 1u << 30)));
@@ -461,18 +510,19 @@ void Builder::save(Ref root, const std::string& path) {
     done += static_cast<uint64_t>(w);
   }
   if (::fsync(fd) != 0) fail("fsync of");
-  if (::fchmod(fd, 0444) != 0) fail("chmod of");
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_error(Errc::kSystem, errno_message("shoal.save: closing '" + tmp + "'", err));
-  }
+  // Read-only, so that a careless open(path, "w") fails instead of truncating the file under
+  // its readers; and never more readable than the umask allows, since the file is the user's
+  // data (under umask 077 it is 0400), not one of shoal's runtime files.
+  if (::fchmod(fd, 0444 & ~platform::current_umask()) != 0) fail("chmod of");
+  // Renamed while still locked: closing first would let a gc take a complete file.
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
+    ::close(fd);
     throw_error(err == EACCES ? Errc::kPermission : Errc::kSystem,
                 errno_message("shoal.save: renaming into '" + path + "'", err));
   }
+  (void)::close(fd);  // fsync above already reported any error writing the data
   // The rename is durable once the directory is (best effort: some filesystems refuse).
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
@@ -480,6 +530,54 @@ void Builder::save(Ref root, const std::string& path) {
     ::close(dfd);
   }
   impl_->reset();
+}
+
+std::vector<std::string> remove_dead_save_temps(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    const int err = errno;
+    throw_error(err == ENOENT    ? Errc::kNotFound
+                : err == EACCES ? Errc::kPermission
+                                 : Errc::kSystem,
+                errno_message("cannot list the directory '" + dir + "'", err));
+  }
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    if (is_temp_name(e->d_name)) names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  const std::string prefix = dir.empty() || dir.back() == '/' ? dir : dir + "/";
+  std::vector<std::string> removed;
+  for (const std::string& name : names) {
+    const std::string p = prefix + name;
+    // O_NOFOLLOW, O_NONBLOCK and S_ISREG: a symlink, FIFO or device with a matching name is
+    // not a save's. Another user's file is left to that user.
+    platform::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_uid != ::geteuid()) {
+      continue;
+    }
+    // A live writer holds this lock for as long as the file has this name (Builder::save).
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    // Written by save: empty (its writer died before the first write) or an image's bytes,
+    // which start with the magic. Sized under the lock: no writer can be adding to it now.
+    if (::fstat(fd.get(), &st) != 0) continue;
+    const char* magic = "SHOALFRZ";  // layout::kFrozenMagic's bytes
+    char head[8] = {};
+    const size_t want = static_cast<size_t>(std::min<off_t>(st.st_size, 8));
+    if (::pread(fd.get(), head, want, 0) != static_cast<ssize_t>(want) ||
+        std::memcmp(head, magic, want) != 0) {
+      continue;
+    }
+    // unlink() goes by name: only while the name is still the file locked above.
+    struct stat now {};
+    if (::lstat(p.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      continue;
+    }
+    if (::unlink(p.c_str()) == 0) removed.push_back(p);
+  }
+  return removed;
 }
 
 std::vector<std::byte> Builder::finish_bytes(Ref root) {

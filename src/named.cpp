@@ -113,7 +113,10 @@ Segment Segment::create_named(const std::string& name, uint64_t size, ObjectKind
 
 Segment Segment::open_named(const std::string& name, bool writable) {
   const std::string path = path_of(name, false);
-  UniqueFd fd(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO put here would make a read-only open wait for a writer; the fstat below
+  // refuses it (the descriptor is only mapped, never read, so the flag changes nothing else).
+  UniqueFd fd(::open(path.c_str(),
+                     (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd.valid()) {
     if (errno == ENOENT) {
       throw_error(Errc::kNotFound, "no named segment '" + name + "' (looked in " + path +
@@ -156,9 +159,10 @@ std::vector<NamedEntry> list_named() {
     NamedEntry ne;
     ne.name = n;
     ne.path = dir.value() + "/" + n;
-    UniqueFd fd(::open(ne.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    // O_NONBLOCK and S_ISREG: `shoal ls` must not wait on a FIFO, nor read from a device.
+    UniqueFd fd(::open(ne.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
     struct stat st {};
-    if (fd.valid() && ::fstat(fd.get(), &st) == 0 &&
+    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
         static_cast<uint64_t>(st.st_size) >= layout::kSegmentHeaderSize) {
       layout::SegmentHeader h;
       if (::pread(fd.get(), static_cast<void*>(&h), sizeof h, 0) == static_cast<ssize_t>(sizeof h)) {

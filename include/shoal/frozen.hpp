@@ -288,8 +288,10 @@ class Builder {
   /// Publishes the image with `root` as its root: a new kFrozen segment, sealed read-only.
   /// The builder is empty afterwards (reusable).
   Frozen finish(Ref root);
-  /// Writes the image to `path` (to a temporary name in the same directory, fsynced, then
-  /// renamed into place; mode 0444). The builder is empty afterwards.
+  /// Writes the image to `path` (to `path.shoal-tmp-XXXXXX`, locked with flock while it is
+  /// written, fsynced, then renamed into place; mode 0444 less the umask's bits). A writer killed
+  /// mid-save leaves that file: remove_dead_save_temps removes it. The builder is empty
+  /// afterwards.
   void save(Ref root, const std::string& path);
   /// The image as bytes (tests, golden files, fuzz corpora). The builder is empty afterwards.
   std::vector<std::byte> finish_bytes(Ref root);
@@ -298,6 +300,13 @@ class Builder {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// Removes from `dir` (not its subdirectories) the temporary files of saves whose writer died
+/// mid-save (Builder::save): files named `NAME.shoal-tmp-XXXXXX`, regular, owned by this user,
+/// empty or starting with an image's magic, whose flock no live writer holds. Never a file
+/// being written, and nothing else. Returns the paths removed. SegmentNotFoundError,
+/// AccessDeniedError or ShoalOSError when `dir` cannot be listed.
+std::vector<std::string> remove_dead_save_temps(const std::string& dir);
 
 // ---- inline: the probe and node() are on the hot path of every Python lookup -------------
 

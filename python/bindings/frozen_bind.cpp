@@ -16,6 +16,7 @@
 // into Python exceptions: no exception may cross the C API boundary.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <cmath>
 #include <cstring>
@@ -848,6 +849,16 @@ void register_frozen(nb::module_& m) {
         b.save(root, path);
       },
       "obj"_a, "path"_a, "allow_pickle"_a = true, "Encode obj into a file (see shoal.save).");
+
+  m.def(
+      "frozen_remove_dead_temps",
+      [](const std::string& dir) {
+        nb::gil_scoped_release nogil;
+        return shoal::frozen::remove_dead_save_temps(dir);
+      },
+      "dir"_a,
+      "Remove the temporary files that shoal.save calls killed mid-write left in dir (never one "
+      "being written); returns their paths.");
 
   m.def(
       "frozen_owner_attach",

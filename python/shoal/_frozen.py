@@ -368,7 +368,8 @@ def save(obj: Any, path: str | os.PathLike[str], *, allow_pickle: bool = True) -
     """Write `obj` (a tree as for freeze(), or an ndarray) to a file in the frozen layout.
 
     The file is written under a temporary name, fsynced and renamed into place, read-only
-    (0444), so a reader never sees it half written. shoal.load() maps it in O(1).
+    (0444, less what the umask removes: 0400 under umask 077), so a reader never sees it half
+    written. shoal.load() maps it in O(1).
     """
     _shoal.frozen_save(obj, os.fspath(path), allow_pickle)
 

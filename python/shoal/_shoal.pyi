@@ -203,6 +203,11 @@ def frozen_freeze(obj: object, allow_pickle: bool = True) -> object:
 def frozen_save(obj: object, path: str, allow_pickle: bool = True) -> None:
     """Encode obj into a file (see shoal.save)."""
 
+def frozen_remove_dead_temps(dir: str) -> list[str]:
+    """
+    Remove the temporary files that shoal.save calls killed mid-write left in dir (never one being written); returns their paths.
+    """
+
 def frozen_owner_attach(handle: str) -> object:
     """The FrozenImage a segment handle names."""
 

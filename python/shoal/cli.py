@@ -3,7 +3,8 @@
 Subcommands::
 
     shoal ls [--json]                 live and dead sessions, their objects, named objects
-    shoal gc                          remove the runtime files of dead sessions
+    shoal gc [DIR...]                 remove the runtime files of dead sessions, and the
+                                      temporary files of killed shoal.save calls in each DIR
     shoal rm NAME [NAME...]           remove named (persistent) objects
     shoal info [--json]               what this machine lets shoal do, and where things live
     shoal demo [--size-mb N]          the demo scenes (see shoal._demo)
@@ -252,15 +253,28 @@ def _session_files(runtime: str) -> dict[str, set[str]]:
 def _cmd_gc(args: argparse.Namespace) -> int:
     runtime, why = _dir_or_reason(_shoal.runtime_dir)
     if runtime is None:
-        print(f"nothing to clean: {why}")
-        return 0
-    removed = _shoal.gc()
-    live = sum(1 for suffixes in _session_files(runtime).values() if ".lock" in suffixes)
-    print(
-        f"removed the runtime files of {removed} dead session(s) in {runtime}; "
-        f"{live} live session(s) left untouched"
-    )
-    return 0
+        print(f"no runtime files to clean: {why}")
+    else:
+        removed = _shoal.gc()
+        live = sum(1 for suffixes in _session_files(runtime).values() if ".lock" in suffixes)
+        print(
+            f"removed the runtime files of {removed} dead session(s) in {runtime}; "
+            f"{live} live session(s) left untouched"
+        )
+    # shoal.save writes anywhere, so only the user knows where a killed save left its
+    # temporary file: gc looks in the directories it is given, and only there.
+    status = 0
+    for d in args.dirs:
+        try:
+            paths = _shoal.frozen_remove_dead_temps(d)
+        except _shoal.ShoalError as exc:
+            _err(f"gc: cannot look for temporary files in {d}: {exc}")
+            status = 1
+            continue
+        for p in paths:
+            print(f"removed {p}")
+        print(f"removed {len(paths)} temporary file(s) of dead shoal.save calls in {d}")
+    return status
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
@@ -505,7 +519,18 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ls.set_defaults(func=_cmd_ls)
 
-    gc = sub.add_parser("gc", help="remove the runtime files of dead sessions")
+    gc = sub.add_parser(
+        "gc",
+        help="remove the runtime files of dead sessions, and the temporary files of killed "
+        "shoal.save calls in each DIR",
+    )
+    gc.add_argument(
+        "dirs",
+        nargs="*",
+        metavar="DIR",
+        help="a directory to clear of NAME.shoal-tmp-XXXXXX files whose writer is dead "
+        "(a file still being written is never removed); not searched recursively",
+    )
     gc.set_defaults(func=_cmd_gc)
 
     rm = sub.add_parser("rm", help="remove named (persistent) objects")

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #ifndef MFD_NOEXEC_SEAL
@@ -309,6 +310,32 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
   }
   *fd = owned.release();
   return {};
+}
+
+mode_t current_umask() noexcept {
+  const int fd = ::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[4096];
+    size_t len = 0;
+    for (ssize_t r; len < sizeof buf - 1 && (r = ::read(fd, buf + len, sizeof buf - 1 - len)) != 0;) {
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      len += static_cast<size_t>(r);
+    }
+    ::close(fd);
+    buf[len] = '\0';
+    if (const char* line = std::strstr(buf, "\nUmask:")) {
+      char* end = nullptr;
+      const unsigned long mask = std::strtoul(line + 7, &end, 8);
+      if (end != line + 7 && mask <= 0777) return static_cast<mode_t>(mask);
+    }
+  }
+  // No /proc (or a kernel before 4.7): reading the umask means setting it for a moment.
+  const mode_t mask = ::umask(077);
+  ::umask(mask);
+  return mask;
 }
 
 }  // namespace shoal::platform

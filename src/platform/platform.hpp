@@ -99,6 +99,13 @@ Result<void*> map_fd(int fd, uint64_t size, bool writable, bool populate) noexce
 void unmap(void* addr, uint64_t size) noexcept;
 Status protect_read_only(void* addr, uint64_t size) noexcept;
 
+// ---- files --------------------------------------------------------------------------------
+
+/// The calling thread's umask, read without changing it: the "Umask:" line of
+/// /proc/thread-self/status (Linux 4.7+). Without it, umask(2) is set to 077 and restored; a
+/// thread creating a file in between gets a file too private, never too open.
+mode_t current_umask() noexcept;
+
 // ---- processes ---------------------------------------------------------------------------
 
 /// True if a process with this pid exists (signal 0; EPERM counts as alive).

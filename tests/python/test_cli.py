@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import _alive, wait_until
 
+import shoal
 from shoal import _shoal
 from shoal.cli import main
 
@@ -289,6 +290,86 @@ def test_gc_after_a_whole_session_was_killed(
 
     code, out, _ = run_cli(capsys, "gc")
     assert "removed the runtime files of 0 dead session(s)" in out
+
+
+# A writer that never stops saving a 64 MiB image: whenever the test looks, it is most likely
+# writing or fsyncing its temporary file.
+_SAVE_FOREVER = """
+import sys, shoal
+blob = b"\\x01" * (64 << 20)
+while True:
+    shoal.save({"blob": blob}, sys.argv[1])
+"""
+
+
+def save_temps(d: Path, target: str) -> list[str]:
+    """The temporary files of saves of `target` in `d` (whatever their suffix)."""
+    return sorted(n for n in os.listdir(d) if n.startswith(target + "."))
+
+
+def stop_mid_save(d: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A child stopped (SIGSTOP) while its temporary file exists: alive, and holding whatever
+    the writer holds. Stopping it first makes "the file exists" a fact, not a race; a look that
+    misses (between two saves) just resumes it and looks again."""
+    child = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, str(d / target)])
+    for _ in range(200):
+        assert wait_until(lambda: bool(save_temps(d, target))), "no save ever started"
+        os.kill(child.pid, signal.SIGSTOP)
+        _, status = os.waitpid(child.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), status
+        temps = save_temps(d, target)
+        if temps:
+            return child, temps[0]
+        os.kill(child.pid, signal.SIGCONT)
+    child.kill()
+    child.wait()
+    raise AssertionError("never caught the writer with its temporary file")
+
+
+def test_gc_dir_removes_the_temp_file_of_a_killed_save_never_a_live_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    # Look-alikes that are not provably a dead save's: gc must leave every one of them alone.
+    (d / "notes.shoal-tmp-abc123").write_text("not an image\n")
+    (d / "other.tmp-abc123").write_bytes(b"SHOALFRZ" + bytes(56))
+    os.symlink(d / "notes.shoal-tmp-abc123", d / "link.shoal-tmp-Abc123")
+    decoys = sorted(os.listdir(d))
+
+    child, temp = stop_mid_save(d, "big.shoal")
+    try:
+        # The writer is alive (stopped mid-write): its file is not an orphan.
+        code, out, err = run_cli(capsys, "gc", str(d))
+        assert code == 0, err
+        assert temp in os.listdir(d), out
+        assert f"removed 0 temporary file(s) of dead shoal.save calls in {d}" in out
+    finally:
+        # SIGKILL: no cleanup runs in the writer, as when a user kills a long save.
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert temp in os.listdir(d)
+
+    code, out, err = run_cli(capsys, "gc", str(d))
+    assert code == 0, err
+    assert f"removed 1 temporary file(s) of dead shoal.save calls in {d}" in out
+    left = sorted(os.listdir(d))
+    assert temp not in left
+    assert [n for n in left if n != "big.shoal"] == decoys  # the target, if a save finished
+    if "big.shoal" in left:
+        assert shoal.load(d / "big.shoal")["blob"][:4] == b"\x01" * 4
+
+    code, out, _ = run_cli(capsys, "gc", str(d))
+    assert "removed 0 temporary file(s)" in out
+
+
+def test_gc_dir_of_a_missing_directory_fails_with_a_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_cli(capsys, "gc", str(tmp_path / "nope"))
+    assert code == 1
+    assert "removed the runtime files of" in out  # the runtime directory was still cleaned
+    assert f"gc: cannot look for temporary files in {tmp_path / 'nope'}" in err
 
 
 # --------------------------------------------------------------------------------------

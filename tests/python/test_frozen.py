@@ -1115,6 +1115,51 @@ def test_load_of_foreign_files_raises_decode_error(tmp_path: pathlib.Path) -> No
             shoal.load(tmp_path / name)
 
 
+_OPEN_FIFO = r"""
+import sys, shoal
+from shoal import _shoal
+try:
+    if sys.argv[1] == "load":
+        shoal.load(sys.argv[2])
+    elif sys.argv[1] == "open_named":
+        _shoal.Segment.open_named("fifo")
+    else:
+        print("listed", [(e["name"], e["valid"]) for e in _shoal.list_named()])
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
+"""
+
+
+@pytest.mark.parametrize("how", ["load", "open_named", "list_named"])
+def test_a_fifo_is_refused_never_waited_on(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # open(2) of a FIFO for reading waits for a writer, which may never come: shoal.load, a named
+    # object's open and `shoal ls` (which opens every named object) must refuse it instead. In a
+    # child, so that a hang fails the test at a generous deadline instead of hanging the run.
+    named = tmp_path / "named"
+    named.mkdir(mode=0o700)
+    os.mkfifo(named / "fifo", 0o600)
+    monkeypatch.setenv("SHOAL_NAMED_DIR", str(named))
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _OPEN_FIFO, how, str(named / "fifo")],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{how} of a FIFO was still blocked in open() after 60 s")
+    assert r.returncode == 0, r.stderr[-2000:]
+    expect = {
+        "load": r"^DecodeError: .*fifo' is not a regular file",
+        "open_named": r"^AccessDeniedError: .*fifo is not a private regular file",
+        "list_named": r"^listed \[\('fifo', False\)\]",
+    }[how]
+    assert re.search(expect, r.stdout), r.stdout + r.stderr[-2000:]
+
+
 def _saved(tmp_path: pathlib.Path) -> bytearray:
     path = tmp_path / "good.shoal"
     shoal.save({"a": [1, 2, "three"], "b": b"bytes"}, path)

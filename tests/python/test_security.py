@@ -1,6 +1,7 @@
 """Who may reach a session: the runtime directory and socket are the owner's only (0700/0600),
 another uid cannot attach, and the broker itself refuses another uid (SO_PEERCRED) even when
-the file permissions would let it in.
+the file permissions would let it in. Files that shoal.save writes are the user's: read-only,
+and never more readable than the umask allows.
 
 CI runs as root, so the other user is uid/gid 65534, which a forked child drops to with
 os.setresgid/os.setresuid. The object always lives in a separate creator process: the forked
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pathlib
 import shutil
 import socket
 import stat
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import DEADLINE
 
@@ -204,6 +207,29 @@ def test_runtime_files_are_the_owners_only(
     assert stat.S_ISREG(os.lstat(lock).st_mode) and _mode(lock) == 0o600
     assert sorted(os.listdir(nested)) == sorted([os.path.basename(sock), os.path.basename(lock)])
     seg.close()
+
+
+@pytest.mark.parametrize(
+    ("mask", "mode"), [(0o077, 0o400), (0o027, 0o440), (0o022, 0o444), (0o000, 0o444)]
+)
+def test_saved_files_are_read_only_within_the_umask(
+    tmp_path: pathlib.Path, mask: int, mode: int
+) -> None:
+    # A saved file is the user's data, not shoal's: under umask 077 nobody else may read it.
+    # It is never writable (a careless open(path, "w") must not truncate it under a reader) and
+    # never wider than 0444, whatever the umask. The same path writes every root: a tree, an
+    # ndarray, a shoal.Array.
+    roots = {"tree": {"a": [1, 2]}, "ndarray": np.arange(6.0), "array": shoal.share(np.ones(3))}
+    old = os.umask(mask)
+    try:
+        for name, obj in roots.items():
+            shoal.save(obj, tmp_path / name)
+    finally:
+        os.umask(old)
+    for name in roots:
+        assert _mode(str(tmp_path / name)) == mode, (name, oct(_mode(str(tmp_path / name))))
+    assert sorted(os.listdir(tmp_path)) == sorted(roots)  # no temporary file left behind
+    assert shoal.load(tmp_path / "tree") == {"a": [1, 2]}
 
 
 def test_a_runtime_dir_open_to_others_is_closed_on_create(

@@ -8,7 +8,9 @@
 // every value of the stored file back. After a deliberate format change (a new version
 // directory, never an edit of v1), regenerate with
 //     SHOAL_REGEN_GOLDEN=1 ./unit_tests --gtest_filter='FrozenGolden.*'
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -894,10 +896,13 @@ TEST(Frozen, SaveAndLoadRoundTrip) {
   test::ScopedRuntimeDir rd;
   const std::string path = rd.path() + "/example.shoal";
   Builder b;
+  // Read-only, and never more readable than the umask allows.
+  const mode_t old_mask = ::umask(077);
   b.save(build_example(b), path);
+  ::umask(old_mask);
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_mode & 0777, 0400u);
   Frozen f = Frozen::load(path);
   EXPECT_EQ(f.path(), path);
   EXPECT_FALSE(f.segment().valid());
@@ -918,6 +923,33 @@ TEST(Frozen, SaveAndLoadRoundTrip) {
   int files = 0;
   for (const auto& e : rd.entries()) files += e.find("example.shoal") != std::string::npos;
   EXPECT_EQ(files, 1);
+}
+
+TEST(Frozen, RemoveDeadSaveTempsTakesOnlyUnlockedTempsOfSave) {
+  test::ScopedRuntimeDir rd;
+  const std::string dir = rd.path();
+  const std::string image(64, 'x');
+  const std::string magic = "SHOALFRZ" + image.substr(8);
+  write_file(dir + "/a.shoal.shoal-tmp-Aa0Aa0", "");     // its writer died before writing
+  write_file(dir + "/b.shoal.shoal-tmp-Bb1Bb1", magic);  // died mid-write, or alive (below)
+  write_file(dir + "/c.shoal-tmp-Cc2Cc2", "hello");      // the name, not the content
+  write_file(dir + "/d.shoal-tmp-Dd3Dd", "");            // five characters, not mkostemp's six
+  write_file(dir + "/.shoal-tmp-Ee4Ee4", "");            // no target name
+  write_file(dir + "/f.tmp-Ff5Ff5", magic);              // not shoal's pattern
+  ASSERT_EQ(::symlink((dir + "/c.shoal-tmp-Cc2Cc2").c_str(), (dir + "/g.shoal-tmp-Gg6Gg6").c_str()), 0);
+  // A live writer's lock: flock locks belong to the open file description, so one held here
+  // refuses gc's own open as another process's would.
+  const int held = ::open((dir + "/b.shoal.shoal-tmp-Bb1Bb1").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX), 0);
+  EXPECT_EQ(remove_dead_save_temps(dir), std::vector<std::string>{dir + "/a.shoal.shoal-tmp-Aa0Aa0"});
+  ::close(held);  // the writer is gone
+  EXPECT_EQ(remove_dead_save_temps(dir + "/"), std::vector<std::string>{dir + "/b.shoal.shoal-tmp-Bb1Bb1"});
+  EXPECT_EQ(remove_dead_save_temps(dir), std::vector<std::string>{});
+  int left = 0;
+  for (const auto& e : rd.entries()) left += e.find("tmp-") != std::string::npos;
+  EXPECT_EQ(left, 5);
+  EXPECT_THROW((void)remove_dead_save_temps(dir + "/nope"), SegmentNotFoundError);
 }
 
 TEST(Frozen, LoadRefusesTruncatedAndForeignFiles) {
