@@ -55,7 +55,7 @@ import numpy as np
 
 import shoal
 from shoal import _shoal
-from shoal._harness import (
+from shoal._tools.harness import (
     Result,
     Way,
     Worker,
@@ -65,7 +65,7 @@ from shoal._harness import (
     section,
     size_from_env,
 )
-from shoal._measure import ProcMem, diff, fmt_bytes, machine_shmem, proc_mem
+from shoal._tools.measure import ProcMem, diff, fmt_bytes, machine_shmem, proc_mem
 
 try:
     import SharedArray as _sa

@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import shoal
-from shoal._harness import (
+from shoal._tools.harness import (
     Result,
     Way,
     fmt_duration,
@@ -49,7 +49,7 @@ from shoal._harness import (
     section,
     size_from_env,
 )
-from shoal._measure import (
+from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,

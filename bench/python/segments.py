@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shoal import _shoal
-from shoal._harness import (
+from shoal._tools.harness import (
     Result,
     Way,
     Worker,
@@ -51,7 +51,7 @@ from shoal._harness import (
     section,
     size_from_env,
 )
-from shoal._measure import ProcMem, diff, fmt_bytes, machine_shmem, proc_mem
+from shoal._tools.measure import ProcMem, diff, fmt_bytes, machine_shmem, proc_mem
 
 SMALL = 4096
 LARGE_DEFAULT = 1 << 30

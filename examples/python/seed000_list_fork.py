@@ -41,7 +41,7 @@ import shoal
 # private_anonymous: memory from /proc/PID/smaps that only this process maps -- new private
 # pages and copy-on-write copies, not shared memory (smaps_rollup's Anonymous does not see
 # copies made under fork).
-from shoal._measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
+from shoal._tools.measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
 
 FLOOR = 4 << 20
 DEADLINE = 300.0  # seconds to wait for a worker (never expected)

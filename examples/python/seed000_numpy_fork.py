@@ -37,8 +37,8 @@ import numpy as np
 
 import shoal
 
-# shoal's own /proc readers (shoal._measure): Anonymous, USS and PSS from smaps_rollup.
-from shoal._measure import (
+# shoal's own /proc readers (shoal._tools.measure): Anonymous, USS and PSS from smaps_rollup.
+from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,

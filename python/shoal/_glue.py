@@ -14,9 +14,3 @@ def attach_segment(handle: str) -> _shoal.Segment:
 def open_named(name: str, writable: bool) -> _shoal.Segment:
     """Unpickle a named Segment: open it by name."""
     return _shoal.Segment.open_named(name, writable)
-
-
-# Unpickle a shoal.Array (or a view of one): attach its segment, rebuild the view, in one C++
-# call. Pickles made since name it as shoal._shoal.rebuild_array (a builtin is pickled by its
-# own module); older ones name it here, and both resolve to the same function.
-rebuild_array = _shoal.rebuild_array

@@ -7,7 +7,7 @@ Subcommands::
                                       temporary files of killed shoal.save calls in each DIR
     shoal rm NAME [NAME...]           remove named (persistent) objects
     shoal info [--json]               what this machine lets shoal do, and where things live
-    shoal demo [--size-mb N]          the demo scenes (see shoal._demo)
+    shoal demo [--size-mb N]          the demo scenes (see shoal._tools.demo)
     shoal bench [--out F] [--quick]   run bench/python/*.py and write BENCHMARKS.md
 
 Every subcommand returns 0 on success and 1 on a failure the user can act on, with
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, _shoal
-from ._measure import fmt_bytes
+from ._tools.measure import fmt_bytes
 
 __all__ = ["main"]
 
@@ -386,7 +386,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import _demo
+    from ._tools import demo as _demo
 
     if args.list:
         for scene in _demo.SCENES:
@@ -463,7 +463,7 @@ def _run_bench_script(script: Path, quick: bool) -> tuple[str | None, float]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._harness import section, write_benchmarks_md
+    from ._tools.harness import section, write_benchmarks_md
 
     directory = Path(args.dir) if args.dir else Path("bench") / "python"
     if not directory.is_dir():

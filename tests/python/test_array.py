@@ -40,8 +40,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shoal
-from shoal import _glue, _shoal
-from shoal._measure import machine_shmem, mem_available
+from shoal import _shoal
+from shoal._tools.measure import machine_shmem, mem_available
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -502,29 +502,28 @@ def test_handles_attach_and_forged_views_are_refused() -> None:
     handle = a.segment.handle()
     for offset, shape, strides in [(8, (20,), (8,)), (0, (21,), (8,)), (152, (21,), (-8,))]:
         with pytest.raises(shoal.DecodeError, match="does not fit the 160-byte array"):
-            _glue.rebuild_array(handle, offset, shape, strides, "'<f8'")
+            _shoal.rebuild_array(handle, offset, shape, strides, "'<f8'")
     with pytest.raises(shoal.DecodeError, match="offset -8 is outside the 160-byte array"):
-        _glue.rebuild_array(handle, -8, (1,), (8,), "'<f8'")
+        _shoal.rebuild_array(handle, -8, (1,), (8,), "'<f8'")
     with pytest.raises(shoal.DecodeError, match="unreadable dtype description"):
-        _glue.rebuild_array(handle, 0, (1,), (8,), "__import__('os')")
-    r = _glue.rebuild_array(handle, 152, (20,), (-8,), "'<f8'")  # the whole array, reversed
+        _shoal.rebuild_array(handle, 0, (1,), (8,), "__import__('os')")
+    r = _shoal.rebuild_array(handle, 152, (20,), (-8,), "'<f8'")  # the whole array, reversed
     assert np.array_equal(r, a.ravel()[::-1])
     # A forged dtype that holds Python objects would make numpy read addresses out of shared
     # memory; a shape numpy cannot allocate, or that is not ints, is refused as well.
     for descr in ("'|O'", "[('x', '<f8'), ('o', '|O')]"):
         with pytest.raises(shoal.DecodeError, match="holds Python objects"):
-            _glue.rebuild_array(handle, 0, (1,), (8,), descr)
+            _shoal.rebuild_array(handle, 0, (1,), (8,), descr)
     with pytest.raises(shoal.DecodeError, match="cannot be made"):
-        _glue.rebuild_array(handle, 0, (2**40, 2**40), (0, 0), "'<f8'")
+        _shoal.rebuild_array(handle, 0, (2**40, 2**40), (0, 0), "'<f8'")
     for shape, strides in [((1.5,), (8,)), ((1,), None), ((1,), (2**70,)), ((1,) * 33, (8,) * 33)]:
         with pytest.raises(shoal.DecodeError, match="array view"):
-            _glue.rebuild_array(handle, 0, shape, strides, "'<f8'")
+            _shoal.rebuild_array(handle, 0, shape, strides, "'<f8'")
     with pytest.raises(TypeError, match="1 to 5 arguments"):
-        _glue.rebuild_array()
+        _shoal.rebuild_array()
     with pytest.raises(TypeError, match="a shoal handle is a str"):
-        _glue.rebuild_array(b"shoal1:")
-    # Old pickles name shoal._glue.rebuild_array; new ones the builtin itself: one function.
-    assert _glue.rebuild_array is _shoal.rebuild_array
+        _shoal.rebuild_array(b"shoal1:")
+    # A pickled view names the builtin itself (its module is shoal._shoal).
     assert b"shoal._shoal" in pickle.dumps(a[1:])
 
 
@@ -545,7 +544,7 @@ def test_forged_views_are_refused_or_stay_inside_the_array(
     handle = target.segment.handle(pin=False)
     shape, strides = tuple(d for d, _ in dims), tuple(s for _, s in dims)
     try:
-        v = _glue.rebuild_array(handle, offset, shape, strides, descr)
+        v = _shoal.rebuild_array(handle, offset, shape, strides, descr)
     except shoal.DecodeError:
         return
     assert isinstance(v, shoal.Array) and v.shape == shape

@@ -1378,7 +1378,7 @@ def test_golden_files_are_probed_by_a_process_with_another_hash_seed() -> None:
 def test_load_is_lazy_constant_time_for_a_big_file(tmp_path: pathlib.Path) -> None:
     # O(1) load: the mapping is not read; only what is touched becomes resident. Checked by
     # memory, not time: loading a 64 MiB file adds (almost) nothing to this process's RSS.
-    from shoal._measure import proc_mem
+    from shoal._tools.measure import proc_mem
 
     path = tmp_path / "big.shoal"
     shoal.save({"blob": b"\x01" * (64 << 20), "small": 1}, path)

@@ -3,9 +3,9 @@
 - A child that iterates every element of a frozen list of 10**7 ints, or looks up every key of
   a frozen dict of 2**20 entries, grows its private memory by less than max(1% of the image
   (view.nbytes), 4 MiB), under fork and under spawn, the view being a Process argument.
-  "Private" is read two ways: Anonymous growth (shoal._measure, from smaps_rollup: new private
+  "Private" is read two ways: Anonymous growth (shoal._tools.measure, from smaps_rollup: new private
   pages, what an unpickled copy costs) and private anonymous growth
-  (shoal._scene_frozen.private_anonymous, from smaps: per mapping min(Anonymous,
+  (shoal._tools.scene_frozen.private_anonymous, from smaps: per mapping min(Anonymous,
   Private_Dirty), which also sees copy-on-write copies under fork; the rollup's Anonymous
   counts an inherited page before and after its copy, and its Private_Dirty and USS count
   the image's shared pages while no other process maps them).
@@ -31,7 +31,7 @@ import pytest
 from conftest import DEADLINE, wait_until
 
 import shoal
-from shoal._measure import (
+from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,

@@ -34,7 +34,7 @@ from conftest import DEADLINE, describe_here, session_info, wait_until
 
 import shoal
 from shoal import _shoal
-from shoal._measure import machine_shmem
+from shoal._tools.measure import machine_shmem
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -1,4 +1,4 @@
-"""Tests of shoal._measure (memory readers) and shoal._harness (side-by-side runner).
+"""Tests of shoal._tools.measure (memory readers) and shoal._tools.harness (side-by-side runner).
 
 The memory tests use real child processes and real mappings, no mocks. Bounds
 are generous: they check what the kernel must report, not exact page counts.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal import _harness
-from shoal._harness import (
+from shoal._tools import harness as _harness
+from shoal._tools.harness import (
     SCALE_ENV,
     Result,
     Way,
@@ -31,7 +31,7 @@ from shoal._harness import (
     size_from_env,
     write_benchmarks_md,
 )
-from shoal._measure import (
+from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import shoal
 from shoal import _shoal
-from shoal._measure import mem_available
+from shoal._tools.measure import mem_available
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._measure import ProcMem, fmt_bytes, mem_total
+from .measure import ProcMem, fmt_bytes, mem_total
 
 __all__ = [
     "SCALE_ENV",

@@ -35,9 +35,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._array import Array, share_array
-from ._harness import dismiss, fmt_duration
-from ._measure import ProcMem, fmt_bytes, machine_shmem, proc_mem, settled_shmem
+from .._array import Array, share_array
+from .harness import dismiss, fmt_duration
+from .measure import ProcMem, fmt_bytes, machine_shmem, proc_mem, settled_shmem
 
 __all__ = ["run_scene", "scene_arrays"]
 

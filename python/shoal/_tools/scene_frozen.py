@@ -27,9 +27,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
-from ._frozen import freeze
-from ._harness import dismiss, fmt_duration
-from ._measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
+from .._frozen import freeze
+from .harness import dismiss, fmt_duration
+from .measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
 
 __all__ = ["run_dict_scene", "run_list_scene"]
 
@@ -65,7 +65,7 @@ def _memory_now() -> tuple[ProcMem, int]:
 
 
 class _Before:
-    """Unpickles to the receiver's memory at that moment (see _scene_arrays); under fork it is
+    """Unpickles to the receiver's memory at that moment (see scene_arrays); under fork it is
     not pickled and stays a _Before."""
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -11,7 +11,7 @@ it and hands it to two readers (one started by multiprocessing's spawn, one a pl
 The readers still read correct data; once they exit nothing is left. The same story
 with ``multiprocessing.shared_memory`` leaves the segment in /dev/shm.
 
-The helpers here also run as ``python -m shoal._demo reader WAY REF`` (the plain
+The helpers here also run as ``python -m shoal._tools.demo reader WAY REF`` (the plain
 subprocess reader); that entry point is not an API.
 """
 
@@ -35,9 +35,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TextIO
 
-from . import _shoal
-from ._harness import fmt_duration
-from ._measure import fmt_bytes, machine_shmem, proc_mem
+from .. import _shoal
+from .harness import fmt_duration
+from .measure import fmt_bytes, machine_shmem, proc_mem
 
 __all__ = ["SCENES", "Scene", "run"]
 
@@ -218,11 +218,11 @@ def _subprocess_main(way: str, ref: str) -> None:
 
 
 class _SubprocessReader:
-    """A reader started as ``python -m shoal._demo reader WAY REF``."""
+    """A reader started as ``python -m shoal._tools.demo reader WAY REF``."""
 
     def __init__(self, way: str, ref: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal._demo", "reader", way, ref],
+            [sys.executable, "-m", "shoal._tools.demo", "reader", way, ref],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -367,7 +367,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
     say(
         f"2. readers attached: pid {hello[0]['pid']} (multiprocessing spawn, {how} as an "
         f"argument) in {fmt_duration(hello[0]['seconds'])}, pid {hello[1]['pid']} (plain "
-        f"`python -m shoal._demo reader`, {how} on its command line) in "
+        f"`python -m shoal._tools.demo reader`, {how} on its command line) in "
         f"{fmt_duration(hello[1]['seconds'])}"
     )
     if way != "shoal":
@@ -528,19 +528,19 @@ def _scene_killed_creator(size: int, out: TextIO) -> bool:
 
 
 def _scene_shared_matrix(size: int, out: TextIO) -> bool:
-    from ._scene_arrays import run_scene
+    from .scene_arrays import run_scene
 
     return run_scene(size, out)
 
 
 def _scene_frozen_list(size: int, out: TextIO) -> bool:
-    from ._scene_frozen import run_list_scene
+    from .scene_frozen import run_list_scene
 
     return run_list_scene(size, out)
 
 
 def _scene_frozen_dict(size: int, out: TextIO) -> bool:
-    from ._scene_frozen import run_dict_scene
+    from .scene_frozen import run_dict_scene
 
     return run_dict_scene(size, out)
 
