@@ -164,7 +164,7 @@ def test_rm_removes_named_objects(capsys: pytest.CaptureFixture[str], named_dir:
     assert code == 0, err
     assert out.splitlines() == ["removed cli-rm-a", "removed cli-rm-b"]
     assert _shoal.list_named() == []
-    with pytest.raises(_shoal.SegmentNotFoundError):
+    with pytest.raises(_shoal.SegmentNotFoundError, match="cli-rm-a"):
         _shoal.Segment.open_named("cli-rm-a")
 
 

@@ -801,7 +801,7 @@ def test_attach_gives_an_array_for_an_array_handle() -> None:
 
 
 def test_attach_rejects_a_malformed_handle() -> None:
-    with pytest.raises(shoal.DecodeError):
+    with pytest.raises(shoal.DecodeError, match="not a shoal handle: it must start with 'shoal1:'"):
         shoal.attach("not a handle")
 
 
@@ -1110,9 +1110,13 @@ def test_load_of_foreign_files_raises_decode_error(tmp_path: pathlib.Path) -> No
     (tmp_path / "text").write_text("hello, this is not a frozen image\n" * 10)
     (tmp_path / "random").write_bytes(np.random.default_rng(1).bytes(4096))
     (tmp_path / "zeros").write_bytes(bytes(4096))
-    for name in ("numpy.npy", "empty", "text", "random", "zeros"):
-        with pytest.raises(shoal.DecodeError):
+    for name in ("numpy.npy", "text", "random", "zeros"):
+        with pytest.raises(
+            shoal.DecodeError, match="not a shoal frozen image: bad magic at offset 0"
+        ):
             shoal.load(tmp_path / name)
+    with pytest.raises(shoal.DecodeError, match="is 0 bytes: too small for a frozen image"):
+        shoal.load(tmp_path / "empty")
 
 
 _OPEN_FIFO = r"""
