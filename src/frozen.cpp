@@ -25,10 +25,9 @@ using layout::Tag;
 
 namespace {
 
-constexpr uint64_t kOffMask = ~uint64_t{15};
-
-uint64_t tag_of(uint64_t ref) { return ref & 15; }
-bool is_node_tag(uint64_t tag) { return tag >= 4 && tag < 15; }
+using layout::is_node_tag;
+using layout::node_offset;
+using layout::tag_of;
 
 uint64_t rd64(const std::byte* p) {
   uint64_t v;
@@ -45,7 +44,7 @@ uint32_t rd32(const std::byte* p) {
 
 // F4 for a child read from the container at `parent`.
 void check_child(uint64_t child, uint64_t parent) {
-  if (!detail::child_before(child, parent)) [[unlikely]] detail::throw_corrupt("child after its parent", parent);
+  if (!layout::child_before(child, parent)) [[unlikely]] detail::throw_corrupt("child after its parent", parent);
 }
 
 // A table node, its header checked (F3) and all of it inside the image.
@@ -80,8 +79,7 @@ TableView table_view(const Image& img, uint64_t ref) {
   t.count = rd64(p);
   t.log2_slots = rd32(p + 8);
   t.entry_words = rd32(p + 12);
-  if ((t.entry_words != 2 && t.entry_words != 3) || t.log2_slots < layout::kMinLog2Slots ||
-      t.log2_slots > layout::kMaxLog2Slots || t.count > (uint64_t{1} << t.log2_slots) / 2) {
+  if (!layout::table_header_ok(t.count, t.log2_slots, t.entry_words)) {
     detail::throw_corrupt("table header", ref);
   }
   const uint64_t slots_bytes = t.nslots() * t.entry_words * 8;  // <= 3 * 2**43: no overflow
@@ -91,7 +89,7 @@ TableView table_view(const Image& img, uint64_t ref) {
   return t;
 }
 
-bool is_table_tag(uint64_t tag) { return tag >= 10 && tag <= 12; }
+bool is_table_tag(Tag t) { return t == Tag::kDict || t == Tag::kSet || t == Tag::kFrozenSet; }
 
 TableView checked_table(const Value& v) {
   if (!is_table_tag(tag_of(v.ref()))) detail::throw_wrong_type("dict, set or frozenset", v.type());
@@ -159,15 +157,15 @@ struct Num {
 Num num_of(const Value& v) {
   Num x;
   switch (tag_of(v.ref())) {
-    case 1: case 2: case 3:
+    case Tag::kFalse: case Tag::kTrue: case Tag::kInt:
       x.kind = Num::kInt;
       x.i = v.as_int();
       break;
-    case 4:
+    case Tag::kFloat:
       x.kind = Num::kFloat;
       x.f = v.as_float();
       break;
-    case 5: {
+    case Tag::kBigInt: {
       auto bytes = v.bigint_bytes();
       const auto* b = reinterpret_cast<const uint8_t*>(bytes.data());
       const size_t n = canonical_len(b, bytes.size());
@@ -207,9 +205,11 @@ bool nums_equal(const Num& a, const Num& b) {
   return a.n == b.n && std::memcmp(a.b, b.b, a.n) == 0;
 }
 
-bool is_number_tag(uint64_t t) { return t >= 1 && t <= 5; }
+// False, True, int, float, big int: the tags whose values compare as numbers.
+bool is_number_tag(Tag t) { return t >= Tag::kFalse && t <= Tag::kBigInt; }
 
-bool hashable_tag(uint64_t t) { return t <= 7 || t == 9 || t == 12; }
+// None, the numbers, str, bytes, and tuples and frozensets (of these): the key types.
+bool hashable_tag(Tag t) { return t <= Tag::kBytes || t == Tag::kTuple || t == Tag::kFrozenSet; }
 
 [[noreturn]] void unhashable(Type t) {
   throw_error(Errc::kInvalidArgument, "unhashable type: '" + std::string(type_name(t)) + "'");
@@ -224,21 +224,21 @@ void check_depth(uint32_t depth) {
 uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
   check_depth(depth);
   switch (tag_of(v.ref())) {
-    case 0: return hash::kNoneHash;
-    case 1: return 0;
-    case 2: return 1;
-    case 3: return static_cast<uint64_t>(hash::of_int(v.as_int()));
-    case 4: return static_cast<uint64_t>(hash::of_float(v.as_float()));
-    case 5: return static_cast<uint64_t>(hash::of_bigint(v.bigint_bytes()));
-    case 6: {
+    case Tag::kNone: return hash::kNoneHash;
+    case Tag::kFalse: return 0;
+    case Tag::kTrue: return 1;
+    case Tag::kInt: return static_cast<uint64_t>(hash::of_int(v.as_int()));
+    case Tag::kFloat: return static_cast<uint64_t>(hash::of_float(v.as_float()));
+    case Tag::kBigInt: return static_cast<uint64_t>(hash::of_bigint(v.bigint_bytes()));
+    case Tag::kStr: {
       auto s = v.as_str();
       return hash::of_bytes(seed, s.data(), s.size());
     }
-    case 7: {
+    case Tag::kBytes: {
       auto b = v.as_bytes();
       return hash::of_bytes(seed, b.data(), b.size());
     }
-    case 9: {
+    case Tag::kTuple: {
       const uint64_t n = v.size();
       uint64_t small[16];
       std::vector<uint64_t> big;
@@ -250,7 +250,7 @@ uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
       for (uint64_t i = 0; i < n; ++i) h[i] = hash_with_seed(v[i], seed, depth + 1);
       return static_cast<uint64_t>(hash::of_tuple({h, static_cast<size_t>(n)}));
     }
-    case 12: {
+    case Tag::kFrozenSet: {
       const TableView t = table_view(v.image(), v.ref());
       std::vector<uint64_t> h(t.count);
       const bool same_seed = seed == v.image().hash_seed();
@@ -266,25 +266,25 @@ uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
 
 bool equal_keys(const Value& a, const Value& b, uint32_t depth) {
   check_depth(depth);
-  const uint64_t ta = tag_of(a.ref());
-  const uint64_t tb = tag_of(b.ref());
+  const Tag ta = tag_of(a.ref());
+  const Tag tb = tag_of(b.ref());
   if (!hashable_tag(ta)) unhashable(a.type());
   if (!hashable_tag(tb)) unhashable(b.type());
   if (is_number_tag(ta) || is_number_tag(tb)) {
     if (!is_number_tag(ta) || !is_number_tag(tb)) return false;
-    if (ta == 3 && tb == 3) return a.ref() == b.ref();
+    if (ta == Tag::kInt && tb == Tag::kInt) return a.ref() == b.ref();
     return nums_equal(num_of(a), num_of(b));
   }
   if (ta != tb) return false;
   switch (ta) {
-    case 0: return true;
-    case 6: return a.as_str() == b.as_str();
-    case 7: {
+    case Tag::kNone: return true;
+    case Tag::kStr: return a.as_str() == b.as_str();
+    case Tag::kBytes: {
       auto x = a.as_bytes();
       auto y = b.as_bytes();
       return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size()) == 0);
     }
-    case 9: {
+    case Tag::kTuple: {
       const uint64_t n = a.size();
       if (n != b.size()) return false;
       for (uint64_t i = 0; i < n; ++i) {
@@ -310,11 +310,11 @@ bool equal_keys(const Value& a, const Value& b, uint32_t depth) {
 
 template <class Eq>
 std::optional<Value> find_impl(const Value& t, uint64_t hash, Eq&& eq) {
-  const uint64_t tag = tag_of(t.ref());
+  const Tag tag = tag_of(t.ref());
   if (!is_table_tag(tag)) detail::throw_wrong_type("dict, set or frozenset", t.type());
   const int64_t idx = t.probe(hash, eq);
   if (idx < 0) return std::nullopt;
-  return tag == 10 ? t.value_in_slot(static_cast<uint64_t>(idx))
+  return tag == Tag::kDict ? t.value_in_slot(static_cast<uint64_t>(idx))
                    : t.key_in_slot(static_cast<uint64_t>(idx));
 }
 
@@ -360,7 +360,7 @@ void throw_reserved_tag(uint64_t ref) {
 
 void throw_corrupt(const char* what, uint64_t ref) {
   decode_error(std::string("corrupt ") + what + " in the node at offset " +
-               std::to_string(ref & kOffMask));
+               std::to_string(node_offset(ref)));
 }
 
 }  // namespace detail
@@ -368,18 +368,18 @@ void throw_corrupt(const char* what, uint64_t ref) {
 // ---- Value -------------------------------------------------------------------------------------
 
 std::span<const std::byte> Value::bigint_bytes() const {
-  if (tag_of(ref_) != 5) detail::throw_wrong_type("a big int", type());
+  if (tag_of(ref_) != Tag::kBigInt) detail::throw_wrong_type("a big int", type());
   const uint64_t n = rd64(image_->node(ref_, 16));
   return {image_->node(ref_, 16, n) + 16, static_cast<size_t>(n)};
 }
 
 uint64_t Value::str_flags() const {
-  if (tag_of(ref_) != 6) detail::throw_wrong_type("str", type());
+  if (tag_of(ref_) != Tag::kStr) detail::throw_wrong_type("str", type());
   return rd64(image_->node(ref_, 16) + 8);
 }
 
 NdView Value::as_ndarray() const {
-  if (tag_of(ref_) != 13) detail::throw_wrong_type("ndarray", type());
+  if (tag_of(ref_) != Tag::kNdarray) detail::throw_wrong_type("ndarray", type());
   const std::byte* p = image_->node(ref_, sizeof(layout::NdNode));
   layout::NdNode nd;
   std::memcpy(&nd, p, sizeof nd);
@@ -414,8 +414,8 @@ NdView Value::as_ndarray() const {
 }
 
 uint64_t Value::size() const {
-  const uint64_t tag = tag_of(ref_);
-  if (tag == 8 || tag == 9) {
+  const Tag tag = tag_of(ref_);
+  if (tag == Tag::kList || tag == Tag::kTuple) {
     const uint64_t count = rd64(image_->node(ref_, 16));
     if (count > image_->size() / 8) detail::throw_corrupt("sequence count", ref_);
     image_->node(ref_, 16, count * 8);
@@ -443,7 +443,7 @@ Value Value::key_in_slot(uint64_t s) const {
 }
 
 Value Value::value_in_slot(uint64_t s) const {
-  if (tag_of(ref_) != 10) detail::throw_wrong_type("dict", type());
+  if (tag_of(ref_) != Tag::kDict) detail::throw_wrong_type("dict", type());
   const TableView t = table_view(*image_, ref_);
   if (t.entry_words != 3) detail::throw_corrupt("dict entry size", ref_);
   const uint64_t value = rd64(t.slot(s, ref_) + 16);
@@ -452,7 +452,7 @@ Value Value::value_in_slot(uint64_t s) const {
 }
 
 Value Value::value_at(uint64_t i) const {
-  if (tag_of(ref_) != 10) detail::throw_wrong_type("dict", type());
+  if (tag_of(ref_) != Tag::kDict) detail::throw_wrong_type("dict", type());
   const TableView t = table_view(*image_, ref_);
   if (t.entry_words != 3) detail::throw_corrupt("dict entry size", ref_);
   if (i >= t.count) throw std::out_of_range("entry " + std::to_string(i) + " out of range for a frozen dict of " +
@@ -475,14 +475,14 @@ std::optional<Value> Value::find(int64_t key) const {
   const bool inline_range = key >= layout::kInlineIntMin && key <= layout::kInlineIntMax;
   return find_impl(*this, h, [&](const Value& v) {
     switch (tag_of(v.ref())) {
-      case 1: return key == 0;
-      case 2: return key == 1;
-      case 3: return v.as_int() == key;
-      case 4: {
+      case Tag::kFalse: return key == 0;
+      case Tag::kTrue: return key == 1;
+      case Tag::kInt: return v.as_int() == key;
+      case Tag::kFloat: {
         const double d = v.as_float();
         return d >= -kTwo63 && d < kTwo63 && d == std::trunc(d) && static_cast<int64_t>(d) == key;
       }
-      case 5: {  // canonical bigints lie outside the inline range; compare anyway, by value
+      case Tag::kBigInt: {  // canonical bigints lie outside the inline range; compare anyway, by value
         if (inline_range) return false;
         Num x = num_of(v);
         return x.kind == Num::kInt && x.i == key;
@@ -499,8 +499,8 @@ std::optional<Value> Value::find(double key) const {
   }
   const uint64_t h = static_cast<uint64_t>(hash::of_float(key));
   return find_impl(*this, h, [&](const Value& v) {
-    const uint64_t t = tag_of(v.ref());
-    if (t == 4) return v.as_float() == key;
+    const Tag t = tag_of(v.ref());
+    if (t == Tag::kFloat) return v.as_float() == key;
     if (!is_number_tag(t)) return false;
     return float_equals(key, num_of(v));
   });
@@ -509,14 +509,14 @@ std::optional<Value> Value::find(double key) const {
 std::optional<Value> Value::find(std::string_view key) const {
   if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
   const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
-  return find_impl(*this, h, [&](const Value& v) { return tag_of(v.ref()) == 6 && v.as_str() == key; });
+  return find_impl(*this, h, [&](const Value& v) { return tag_of(v.ref()) == Tag::kStr && v.as_str() == key; });
 }
 
 std::optional<Value> Value::find_bytes(std::span<const std::byte> key) const {
   if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
   const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
   return find_impl(*this, h, [&](const Value& v) {
-    if (tag_of(v.ref()) != 7) return false;
+    if (tag_of(v.ref()) != Tag::kBytes) return false;
     auto b = v.as_bytes();
     return b.size() == key.size() && (b.empty() || std::memcmp(b.data(), key.data(), b.size()) == 0);
   });
@@ -553,9 +553,10 @@ Result<Image> Image::open(const std::byte* data, uint64_t size) noexcept {
                                  " bytes, but " + std::to_string(size) +
                                  " are there: the image is truncated or corrupt"};
     }
-    const uint64_t root_tag = h.root & 15;
-    if (root_tag == 15 || (is_node_tag(root_tag) && ((h.root & kOffMask) < layout::kFrozenHeaderSize ||
-                                                     (h.root & kOffMask) >= h.image_size))) {
+    const Tag root_tag = tag_of(h.root);
+    if (root_tag == Tag::kReserved ||
+        (is_node_tag(root_tag) && (node_offset(h.root) < layout::kFrozenHeaderSize ||
+                                   node_offset(h.root) >= h.image_size))) {
       return {Errc::kDecode, "frozen image header at offset 24: the root reference is invalid"};
     }
     Image img;
@@ -615,24 +616,25 @@ struct Validator {
   std::vector<uint64_t> seen;  // 4 bits (a tag, 0: not seen) per 16-byte unit of the image
 
   void fail(const std::string& what, uint64_t ref) {
-    decode_error(what + " (node at offset " + std::to_string(ref & kOffMask) + ")");
+    decode_error(what + " (node at offset " + std::to_string(node_offset(ref)) + ")");
   }
 
   void visit(uint64_t ref, uint32_t depth, uint64_t parent) {
-    const uint64_t tag = tag_of(ref);
-    if (tag == 15) detail::throw_reserved_tag(ref);
-    if (tag <= 2) {
+    const Tag t = tag_of(ref);
+    const auto tag = static_cast<uint64_t>(t);  // 4 bits, recorded per node in `seen`
+    if (t == Tag::kReserved) detail::throw_reserved_tag(ref);
+    if (t <= Tag::kTrue) {
       if ((ref >> 4) != 0) fail("None/False/True with a nonzero payload", ref);
       return;
     }
-    if (tag == 3) return;
-    if (parent != UINT64_MAX && (ref & kOffMask) >= (parent & kOffMask)) {
+    if (t == Tag::kInt) return;
+    if (parent != UINT64_MAX && !layout::child_before(ref, parent)) {
       fail("a container's child lies after it (F4)", parent);
     }
     if (++visits > max_nodes) {
       decode_error("more than " + std::to_string(max_nodes) + " node visits (validation limit)");
     }
-    const uint64_t unit = (ref & kOffMask) / 16;
+    const uint64_t unit = node_offset(ref) / layout::kNodeAlign;
     img.node(ref, 16);  // F2 before `seen` is indexed
     // The tag each node was first reached with: a node is validated once, and a forged ref
     // that reads the same node as another type is caught.
@@ -646,7 +648,7 @@ struct Validator {
     }
     const Value v(&img, ref);
     const std::byte* p = img.node(ref, 16);
-    switch (static_cast<Tag>(tag)) {
+    switch (t) {
       case Tag::kFloat:
         if (rd64(p + 8) != 0) fail("float node with a nonzero pad", ref);
         break;
@@ -681,7 +683,7 @@ struct Validator {
       case Tag::kPickle:
         (void)v.as_bytes();
         if (rd64(p + 8) != 0) fail("bytes node with nonzero flags", ref);
-        if (tag == 14) saw_pickle = true;
+        if (t == Tag::kPickle) saw_pickle = true;
         break;
       case Tag::kList:
       case Tag::kTuple: {
@@ -712,7 +714,7 @@ struct Validator {
   void table(const Value& v, uint32_t depth) {
     const uint64_t ref = v.ref();
     const TableView t = table_view(img, ref);
-    if (t.entry_words != (tag_of(ref) == 10 ? 3u : 2u)) fail("table entry size does not match its type", ref);
+    if (t.entry_words != (tag_of(ref) == Tag::kDict ? layout::kDictEntryWords : layout::kSetEntryWords)) fail("table entry size does not match its type", ref);
     if (t.count >= (uint64_t{1} << 32)) fail("table of 2**32 entries or more", ref);
     const uint64_t ew = t.entry_words;
     const uint64_t nslots = t.nslots();

@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shoal/detail/frozen_format.hpp"
 #include "shoal/error.hpp"
 #include "shoal/segment.hpp"
 
@@ -59,15 +60,6 @@ namespace detail {
 [[noreturn]] void throw_wrong_type(std::string_view expected, Type found);  // InvalidArgumentError
 [[noreturn]] void throw_reserved_tag(uint64_t ref);                         // DecodeError
 [[noreturn]] void throw_corrupt(const char* what, uint64_t ref);            // DecodeError
-// F4 (docs/design/frozen.md): a container's children were written before it. A ref read out of
-// the container at `parent` may be followed only if this holds (inline values have no node and
-// always pass), so every chain of reads goes to strictly smaller offsets and ends: a forged
-// image that makes a list its own element raises DecodeError instead of looping. Every reader
-// of a container's refs -- Value's accessors, Image::validate, the Python views -- checks it.
-inline constexpr bool child_before(uint64_t child, uint64_t parent) noexcept {
-  const uint64_t t = child & 15;
-  return t < 4 || t == 15 || (child & ~uint64_t{15}) < (parent & ~uint64_t{15});
-}
 // The Type of each of the 16 tags (layout::Tag); 15 is reserved and never returned.
 inline constexpr Type kTagType[16] = {
     Type::kNone,  Type::kBool,  Type::kBool,   Type::kInt,  Type::kFloat,     Type::kBigInt,
@@ -311,9 +303,10 @@ std::vector<std::string> remove_dead_save_temps(const std::string& dir);
 // ---- inline: the probe and node() are on the hot path of every Python lookup -------------
 
 inline const std::byte* Image::node(uint64_t ref, uint64_t fixed, uint64_t extra) const {
-  const uint64_t off = ref & ~uint64_t{15};
+  const uint64_t off = layout::node_offset(ref);
   // F2: aligned (by construction of off), past the header, and [off, off+fixed+extra) inside.
-  if (off < 64 || off > size_ || fixed > size_ - off || extra > size_ - off - fixed) [[unlikely]] {
+  if (off < layout::kFrozenHeaderSize || off > size_ || fixed > size_ - off ||
+      extra > size_ - off - fixed) [[unlikely]] {
     throw_error(Errc::kDecode, "frozen image: a reference points outside the image (offset " +
                                    std::to_string(off) + ", image of " + std::to_string(size_) +
                                    " bytes); the data is corrupt or truncated");
@@ -321,93 +314,98 @@ inline const std::byte* Image::node(uint64_t ref, uint64_t fixed, uint64_t extra
   return data_ + off;
 }
 
-// Refs: the low 4 bits are the tag; tags 4..14 point at nodes, 15 is reserved.
 inline Type Value::type() const {
-  const uint64_t tag = ref_ & 15;
-  if (tag == 15) [[unlikely]] detail::throw_reserved_tag(ref_);
-  return detail::kTagType[tag];
+  const layout::Tag tag = layout::tag_of(ref_);
+  if (tag == layout::Tag::kReserved) [[unlikely]] detail::throw_reserved_tag(ref_);
+  return detail::kTagType[static_cast<uint8_t>(tag)];
 }
 inline bool Value::is_none() const { return type() == Type::kNone; }
 inline bool Value::as_bool() const {
-  const uint64_t tag = ref_ & 15;
-  if (tag != 1 && tag != 2) [[unlikely]] detail::throw_wrong_type("bool", type());
-  return tag == 2;
+  const layout::Tag tag = layout::tag_of(ref_);
+  if (tag != layout::Tag::kFalse && tag != layout::Tag::kTrue) [[unlikely]] {
+    detail::throw_wrong_type("bool", type());
+  }
+  return tag == layout::Tag::kTrue;
 }
 inline int64_t Value::as_int() const {
-  const uint64_t tag = ref_ & 15;
-  if (tag == 3) [[likely]] return static_cast<int64_t>(ref_) >> 4;  // arithmetic shift
-  if (tag == 1 || tag == 2) return tag == 2 ? 1 : 0;
+  const layout::Tag tag = layout::tag_of(ref_);
+  if (tag == layout::Tag::kInt) [[likely]] return layout::inline_int(ref_);
+  if (tag == layout::Tag::kFalse || tag == layout::Tag::kTrue) return tag == layout::Tag::kTrue;
   detail::throw_wrong_type("int", type());
 }
 inline double Value::as_float() const {
-  if ((ref_ & 15) != 4) [[unlikely]] detail::throw_wrong_type("float", type());
+  if (layout::tag_of(ref_) != layout::Tag::kFloat) [[unlikely]] detail::throw_wrong_type("float", type());
   double v;
-  std::memcpy(&v, image_->node(ref_, 16), 8);
+  std::memcpy(&v, image_->node(ref_, layout::kNodeFixedSize), sizeof v);
   return v;
 }
 inline std::string_view Value::as_str() const {
-  if ((ref_ & 15) != 6) [[unlikely]] detail::throw_wrong_type("str", type());
+  if (layout::tag_of(ref_) != layout::Tag::kStr) [[unlikely]] detail::throw_wrong_type("str", type());
   uint64_t n;
-  std::memcpy(&n, image_->node(ref_, 16), 8);
-  return {reinterpret_cast<const char*>(image_->node(ref_, 16, n)) + 16, static_cast<size_t>(n)};
+  std::memcpy(&n, image_->node(ref_, layout::kNodeFixedSize), sizeof n);
+  return {reinterpret_cast<const char*>(image_->node(ref_, layout::kNodeFixedSize, n)) +
+              layout::kNodeFixedSize,
+          static_cast<size_t>(n)};
 }
 inline std::span<const std::byte> Value::as_bytes() const {
-  const uint64_t tag = ref_ & 15;
-  if (tag != 7 && tag != 14) [[unlikely]] detail::throw_wrong_type("bytes", type());
+  const layout::Tag tag = layout::tag_of(ref_);
+  if (tag != layout::Tag::kBytes && tag != layout::Tag::kPickle) [[unlikely]] {
+    detail::throw_wrong_type("bytes", type());
+  }
   uint64_t n;
-  std::memcpy(&n, image_->node(ref_, 16), 8);
-  return {image_->node(ref_, 16, n) + 16, static_cast<size_t>(n)};
+  std::memcpy(&n, image_->node(ref_, layout::kNodeFixedSize), sizeof n);
+  return {image_->node(ref_, layout::kNodeFixedSize, n) + layout::kNodeFixedSize,
+          static_cast<size_t>(n)};
 }
 inline Value Value::operator[](uint64_t i) const {
-  const uint64_t tag = ref_ & 15;
-  if (tag != 8 && tag != 9) [[unlikely]] detail::throw_wrong_type("list or tuple", type());
+  const layout::Tag tag = layout::tag_of(ref_);
+  if (tag != layout::Tag::kList && tag != layout::Tag::kTuple) [[unlikely]] {
+    detail::throw_wrong_type("list or tuple", type());
+  }
   uint64_t count;
-  std::memcpy(&count, image_->node(ref_, 16), 8);
-  if (count > image_->size() / 8) [[unlikely]] detail::throw_corrupt("sequence count", ref_);
-  const std::byte* p = image_->node(ref_, 16, count * 8);
+  std::memcpy(&count, image_->node(ref_, layout::kNodeFixedSize), sizeof count);
+  if (count > image_->size() / sizeof(uint64_t)) [[unlikely]] {
+    detail::throw_corrupt("sequence count", ref_);
+  }
+  const std::byte* p = image_->node(ref_, layout::kNodeFixedSize, count * sizeof(uint64_t));
   if (i >= count) throw std::out_of_range("index " + std::to_string(i) + " out of range for a frozen " +
                                           std::string(type_name(type())) + " of " +
                                           std::to_string(count) + " items");
   uint64_t item;
-  std::memcpy(&item, p + 16 + i * 8, 8);
-  if (!detail::child_before(item, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
+  std::memcpy(&item, p + layout::kNodeFixedSize + i * sizeof item, sizeof item);
+  if (!layout::child_before(item, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
   return Value(image_, item);
 }
 
 template <class Eq>
 int64_t Value::probe(uint64_t hash, Eq&& eq) const {
-  const std::byte* p = image_->node(ref_, 16);
+  const std::byte* p = image_->node(ref_, layout::kNodeFixedSize);
   uint64_t count;
   uint32_t log2_slots, entry_words;
   std::memcpy(&count, p, 8);
   std::memcpy(&log2_slots, p + 8, 4);
   std::memcpy(&entry_words, p + 12, 4);
   // F3, checked on every probe: cheap next to the cache misses that follow.
-  if ((entry_words != 2 && entry_words != 3) || log2_slots < 3 || log2_slots > 40 ||
-      count > (uint64_t{1} << log2_slots) / 2) {
+  if (!layout::table_header_ok(count, log2_slots, entry_words)) [[unlikely]] {
     throw_error(Errc::kDecode, "frozen table header is corrupt");
   }
-  const uint64_t nslots = uint64_t{1} << log2_slots;
-  const uint64_t stride = uint64_t{entry_words} * 8;
-  p = image_->node(ref_, 16, nslots * stride);  // throws unless every slot fits
-  const std::byte* slots = p + 16;
-  // CPython's probe sequence (layout::Probe), bounded so a full corrupt table ends.
-  const uint64_t mask = nslots - 1;
-  uint64_t i = hash & mask;
-  uint64_t perturb = hash;
-  for (uint64_t n = 0; n < nslots + 65; ++n) {
-    const std::byte* e = slots + i * stride;
+  const uint64_t stride = uint64_t{entry_words} * sizeof(uint64_t);
+  // Throws unless every slot fits.
+  p = image_->node(ref_, layout::kNodeFixedSize, (uint64_t{1} << log2_slots) * stride);
+  const std::byte* slots = p + layout::kNodeFixedSize;
+  // CPython's probe sequence, bounded (Probe::limit) so that a full corrupt table ends.
+  layout::Probe pr(hash, log2_slots);
+  for (uint64_t n = 0, limit = pr.limit(); n < limit; ++n, pr.next()) {
+    const std::byte* e = slots + pr.slot * stride;
     uint64_t h, key;
     std::memcpy(&key, e + 8, 8);
-    if (key == 15) return -1;  // layout::kEmptyKey
+    if (key == layout::kEmptyKey) return -1;
     std::memcpy(&h, e, 8);
     if (h == hash) {
       // F4, as in operator[]: a key lies before its table, so eq never follows a cycle.
-      if (!detail::child_before(key, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
-      if (eq(Value(image_, key))) return static_cast<int64_t>(i);
+      if (!layout::child_before(key, ref_)) [[unlikely]] detail::throw_corrupt("child after its parent", ref_);
+      if (eq(Value(image_, key))) return static_cast<int64_t>(pr.slot);
     }
-    perturb >>= 5;
-    i = (i * 5 + perturb + 1) & mask;
   }
   return -1;
 }

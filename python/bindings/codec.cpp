@@ -176,6 +176,8 @@ PyObject* decode_leaf(const Image& im, Ref r, PyObject* owner, bool allow_pickle
       case Tag::kFrozenSet:
         PyErr_SetString(PyExc_SystemError, "codec::decode_leaf called with a container");
         return nullptr;
+      case Tag::kReserved:
+        break;
     }
     PyErr_SetString(g_decode_error(), "frozen image holds a reserved tag (corrupt data)");
     return nullptr;

@@ -35,8 +35,8 @@ using frozen::Image;
 using layout::Tag;
 using Ref = uint64_t;
 
-inline Tag tag_of(Ref r) { return static_cast<Tag>(r & layout::kTagMask); }
-inline int64_t inline_int(Ref r) { return static_cast<int64_t>(r) >> 4; }
+using layout::inline_int;
+using layout::tag_of;
 inline bool is_container(Tag t) {
   return t == Tag::kList || t == Tag::kTuple || t == Tag::kDict || t == Tag::kSet ||
          t == Tag::kFrozenSet;

@@ -113,9 +113,8 @@ void fill_view(ViewObject* v, Tag t) {
   uint32_t log2_slots, entry_words;
   std::memcpy(&log2_slots, p + 8, 4);
   std::memcpy(&entry_words, p + 12, 4);
-  const uint32_t want_words = t == Tag::kDict ? 3 : 2;
-  if (entry_words != want_words || log2_slots < layout::kMinLog2Slots ||
-      log2_slots > layout::kMaxLog2Slots || count > (uint64_t{1} << log2_slots) / 2 ||
+  const uint32_t want_words = t == Tag::kDict ? layout::kDictEntryWords : layout::kSetEntryWords;
+  if (entry_words != want_words || !layout::table_header_ok(count, log2_slots, entry_words) ||
       count > im.size() / 16) {
     throw_error(Errc::kDecode, "frozen table header is corrupt");
   }
@@ -151,7 +150,7 @@ const std::byte* entry_at(const ViewObject* v, uint64_t i) {
 // that makes a list its own element (or points forward) ends in DecodeError, never in a loop or
 // an unbounded recursion.
 bool child_ok(const ViewObject* v, Ref r) {
-  if (frozen::detail::child_before(r, v->ref)) [[likely]] return true;
+  if (layout::child_before(r, v->ref)) [[likely]] return true;
   try {
     frozen::detail::throw_corrupt("child after its parent", v->ref);
   } catch (...) {

@@ -72,16 +72,16 @@
 #include <cstdint>
 #include <type_traits>
 
+// Tags, refs, the empty key, the table bounds and the probe sequence: the constants the public
+// inline readers of include/shoal/frozen.hpp need too.
+#include "shoal/detail/frozen_format.hpp"
+
 namespace shoal::layout {
 
 inline constexpr uint64_t kFrozenMagic = 0x5A52'464C'414F'4853ULL;  // "SHOALFRZ" little-endian
 inline constexpr uint32_t kFrozenVersion = 1;
-inline constexpr uint64_t kFrozenHeaderSize = 64;
-inline constexpr uint64_t kNodeAlign = 16;
 inline constexpr uint64_t kNdDataAlign = 64;
 inline constexpr uint32_t kMaxNdDims = 32;
-inline constexpr uint32_t kMinLog2Slots = 3;
-inline constexpr uint32_t kMaxLog2Slots = 40;
 
 /// Header flags.
 inline constexpr uint32_t kFrozenHasPickles = 1u << 0;  // at least one kPickle node
@@ -91,27 +91,6 @@ inline constexpr uint32_t kFrozenKnownFlags = kFrozenHasPickles;
 inline constexpr uint64_t kStrAscii = 1u << 0;
 inline constexpr uint64_t kStrSurrogates = 1u << 1;
 
-enum class Tag : uint8_t {
-  kNone = 0,
-  kFalse = 1,
-  kTrue = 2,
-  kInt = 3,
-  kFloat = 4,
-  kBigInt = 5,
-  kStr = 6,
-  kBytes = 7,
-  kList = 8,
-  kTuple = 9,
-  kDict = 10,
-  kSet = 11,
-  kFrozenSet = 12,
-  kNdarray = 13,
-  kPickle = 14,
-  // 15 is reserved: a reader raises DecodeError
-};
-inline constexpr uint64_t kTagMask = 15;
-inline constexpr int64_t kInlineIntMin = -(int64_t{1} << 59);
-inline constexpr int64_t kInlineIntMax = (int64_t{1} << 59) - 1;
 
 struct FrozenHeader {
   uint64_t magic;       // kFrozenMagic
@@ -155,24 +134,5 @@ struct NdNode {  // shape[ndim] then descr text follow
 static_assert(sizeof(FloatNode) == 16 && sizeof(BlobNode) == 16 && sizeof(SeqNode) == 16);
 static_assert(sizeof(TableNode) == 16 && sizeof(NdNode) == 48);
 
-/// An empty table slot's key word (tag 15 is reserved: no real key has it).
-inline constexpr uint64_t kEmptyKey = 15;
-
-/// CPython's dict probe sequence over 1 << log2_slots slots.
-struct Probe {
-  uint64_t slot;
-  uint64_t perturb;
-  uint64_t mask;
-  constexpr Probe(uint64_t hash, uint32_t log2_slots)
-      : slot(hash & ((uint64_t{1} << log2_slots) - 1)),
-        perturb(hash),
-        mask((uint64_t{1} << log2_slots) - 1) {}
-  constexpr void next() {
-    perturb >>= 5;
-    slot = (slot * 5 + perturb + 1) & mask;
-  }
-  /// The most probes a lookup makes before giving up on a (corrupt) table with no empty slot.
-  constexpr uint64_t limit() const { return mask + 65; }
-};
 
 }  // namespace shoal::layout
