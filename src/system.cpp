@@ -42,7 +42,8 @@ std::string gib(uint64_t b) {
 constexpr uint64_t kSafetyMargin = 64ULL << 20;
 constexpr uint64_t kSmallRequest = 1ULL << 20;
 
-Status check_dir(const std::string& dir, bool create) {
+// `env` names the variable that chooses `dir`, for the message that tells the user what to do.
+Status check_dir(const std::string& dir, bool create, const char* env) {
   if (create) {
     // mkdir -p, each new component 0700.
     for (size_t i = 1; i <= dir.size(); ++i) {
@@ -64,7 +65,7 @@ Status check_dir(const std::string& dir, bool create) {
     return {Errc::kPermission, "the directory " + dir + " belongs to uid " +
                                    std::to_string(st.st_uid) + ", not to this user (uid " +
                                    std::to_string(::geteuid()) +
-                                   "); set SHOAL_RUNTIME_DIR to a directory of your own"};
+                                   "); set " + env + " to a directory of your own"};
   }
   if ((st.st_mode & 077) != 0) {
     if (create && ::chmod(dir.c_str(), 0700) == 0) return {};
@@ -205,7 +206,7 @@ Result<std::string> runtime_dir(bool create) noexcept {
                                           "' is too long for a Unix socket (at most 69 bytes); "
                                           "set SHOAL_RUNTIME_DIR to a shorter path"};
     }
-    Status st = check_dir(dir, create);
+    Status st = check_dir(dir, create, "SHOAL_RUNTIME_DIR");
     if (!st) return st;
     return dir;
   } catch (const std::bad_alloc&) {
@@ -222,7 +223,7 @@ Result<std::string> named_dir(bool create) noexcept {
       dir = "/dev/shm/shoal-" + std::to_string(::geteuid());
     }
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    Status st = check_dir(dir, create);
+    Status st = check_dir(dir, create, "SHOAL_NAMED_DIR");
     if (!st) return st;
     return dir;
   } catch (const std::bad_alloc&) {

@@ -342,3 +342,44 @@ def test_errors_are_shoal_errors() -> None:
     # AccessDeniedError is what `except PermissionError` catches, as users would expect.
     assert issubclass(shoal.AccessDeniedError, shoal.ShoalError)
     assert issubclass(shoal.AccessDeniedError, PermissionError)
+
+
+@needs_root
+@pytest.mark.parametrize("env", ["SHOAL_NAMED_DIR", "SHOAL_RUNTIME_DIR"])
+def test_a_directory_of_another_user_is_refused_naming_the_variable_that_chose_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    d = tmp_path / "theirs"
+    d.mkdir(mode=0o700)
+    os.chown(d, OTHER, OTHER)
+    # In a child: a session this process already runs would not look at the directory again.
+    monkeypatch.setenv(env, str(d))
+    if env == "SHOAL_RUNTIME_DIR":
+        monkeypatch.delenv("SHOAL_SESSION", raising=False)
+    r = subprocess.run(
+        [sys.executable, "-c", _REFUSED_DIR, env],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == (
+        f"AccessDeniedError: the directory {d} belongs to uid {OTHER}, not to this user (uid 0); "
+        f"set {env} to a directory of your own"
+    )
+
+
+_REFUSED_DIR = r"""
+import sys
+import shoal
+from shoal import _shoal
+try:
+    if sys.argv[1] == "SHOAL_NAMED_DIR":
+        _shoal.Segment.create_named("not-mine", 4096)
+    else:
+        _shoal.Segment.create(4096)
+    print("created")
+except shoal.ShoalError as e:
+    print(f"{type(e).__name__}: {e}")
+"""
