@@ -28,11 +28,24 @@ Planned plan(std::string_view descr, uint64_t itemsize, std::span<const uint64_t
   if (descr.empty() || descr.size() > layout::kMaxDescr) {
     throw_error(Errc::kInvalidArgument, "dtype description must have 1 to 1 MiB of text");
   }
-  uint64_t count = 1;
+  // numpy's rule, so that every shape created here can be viewed: the nonzero dimensions times
+  // the item size must fit in a signed 64-bit size even when a zero dimension makes the array
+  // empty (numpy refuses np.zeros((2**40, 0, 2**40)) as "array is too big"). Checked before
+  // anything is made; it also keeps the element count below from overflowing.
+  uint64_t span = std::max<uint64_t>(itemsize, 1);
   for (uint64_t d : shape) {
-    if (d != 0 && count > UINT64_MAX / d) throw_error(Errc::kInvalidArgument, "array shape overflows 64 bits");
-    count *= d;
+    if (d != 0 && span > static_cast<uint64_t>(INT64_MAX) / d) {
+      std::string dims;
+      for (uint64_t e : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(e);
+      throw_error(Errc::kInvalidArgument,
+                  "array is too big: shape (" + dims + ") of " + std::to_string(itemsize) +
+                      "-byte items: its nonzero dimensions times the item size exceed 2**63 - 1 "
+                      "bytes (numpy refuses such a shape too)");
+    }
+    if (d != 0) span *= d;
   }
+  uint64_t count = 1;
+  for (uint64_t d : shape) count *= d;
   if (itemsize != 0 && count > (1ULL << 56) / itemsize) {
     throw_error(Errc::kInvalidArgument, "array of " + std::to_string(count) + " elements of " +
                                             std::to_string(itemsize) + " bytes is too large");

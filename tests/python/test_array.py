@@ -184,10 +184,15 @@ def test_capacity_is_checked_before_anything_is_reserved(monkeypatch: pytest.Mon
 
 
 def test_impossible_sizes_are_invalid_arguments() -> None:
-    with pytest.raises(shoal.InvalidArgumentError, match="array shape overflows 64 bits"):
-        shoal.zeros((2**40, 2**40, 2**40))
+    for shape in [(2**40, 2**40, 2**40), (2**40, 0, 2**40), (2**31, 2**31, 0)]:
+        # numpy refuses each of these with ValueError("array is too big; ..."): so does shoal,
+        # before it makes anything (a zero dimension used to slip through to a DecodeError).
+        with pytest.raises(ValueError, match="array is too big"):
+            np.zeros(shape)
+        with pytest.raises(shoal.InvalidArgumentError, match=r"array is too big: shape \("):
+            shoal.zeros(shape)
     with pytest.raises(shoal.InvalidArgumentError, match="is too large"):
-        shoal.zeros((2**40, 2**20), np.float64)
+        shoal.zeros((2**40, 2**14), np.float64)  # 2**57 bytes: a shape numpy takes
     with pytest.raises(shoal.InvalidArgumentError, match="at most 16 dimensions, got 17"):
         shoal.zeros((1,) * 17)
 

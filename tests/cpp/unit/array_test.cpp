@@ -156,8 +156,14 @@ TEST(Array, CreateRejectsImpossibleRequests) {
   EXPECT_EQ(error_of([&] { Array::create("", 8, one); }),
             "dtype description must have 1 to 1 MiB of text");
   const uint64_t wraps[] = {1ULL << 32, 1ULL << 32};
-  EXPECT_EQ(error_of([&] { Array::create<double>(wraps); }), "array shape overflows 64 bits");
-  const uint64_t huge[] = {1ULL << 60};
+  EXPECT_EQ(error_of([&] { Array::create<double>(wraps); }),
+            "array is too big: shape (4294967296, 4294967296) of 8-byte items: its nonzero "
+            "dimensions times the item size exceed 2**63 - 1 bytes (numpy refuses such a shape too)");
+  // numpy's rule: a zero dimension does not excuse the others (np.zeros refuses this too).
+  const uint64_t empty_but_huge[] = {1ULL << 40, 0, 1ULL << 40};
+  EXPECT_NE(error_of([&] { Array::create<double>(empty_but_huge); }).find("array is too big"),
+            std::string::npos);
+  const uint64_t huge[] = {1ULL << 54};  // 2**57 bytes: a valid shape, beyond shoal's 2**56
   EXPECT_NE(error_of([&] { Array::create<double>(huge); }).find("is too large"),
             std::string::npos);
   EXPECT_THROW(Array::create<double>(huge), InvalidArgumentError);
