@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "platform/platform.hpp"
+
 namespace shoal {
 namespace {
 
@@ -155,6 +157,9 @@ Status check_capacity(uint64_t bytes, uint64_t session_bytes) noexcept {
     // segment): a failed small fallocate still surfaces as kOutOfSpace at creation, and one
     // such request risks no more than any 1 MiB malloc does.
     if (bytes < kSmallRequest) return {};
+    // The mapping is made after the pages are reserved: a process whose address space cannot
+    // hold it (a lowered RLIMIT_AS) must be refused before it reserves them.
+    if (Status st = platform::check_address_space(bytes); !st) return st;
     MemoryInfo mi = memory_info();
     uint64_t avail = mi.mem_available > kSafetyMargin ? mi.mem_available - kSafetyMargin : 0;
     if (bytes > avail) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -310,6 +311,27 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
   }
   *fd = owned.release();
   return {};
+}
+
+Status check_address_space(uint64_t size) noexcept {
+  void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p != MAP_FAILED) {
+    ::munmap(p, static_cast<size_t>(size));
+    return {};
+  }
+  const int err = errno;
+  if (err != ENOMEM) return {};  // not a lack of room: the real mapping reports what it is
+  struct rlimit rl {};
+  std::string limit = "unknown";
+  if (::getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    limit = std::to_string(static_cast<unsigned long long>(rl.rlim_cur)) + " bytes";
+  }
+  return {Errc::kOutOfSpace,
+          "cannot map " + std::to_string(size) +
+              " bytes: this process's address space is full (RLIMIT_AS, ulimit -v: " + limit +
+              "; or vm.max_map_count); raise the limit or share a smaller object. Nothing was "
+              "reserved"};
 }
 
 mode_t current_umask() noexcept {

@@ -94,6 +94,12 @@ Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept;
 /// keep their protection, so the caller mprotects its own mapping read-only as well.
 Status seal_read_only(int fd) noexcept;
 
+/// Whether this process's address space has room to map `size` more bytes (RLIMIT_AS, the
+/// ulimit -v of the shell), found by reserving that much address space (PROT_NONE, nothing
+/// committed) and giving it back. Run before a segment reserves its pages, so that a mapping
+/// that cannot be made fails before any memory is taken. kOutOfSpace with the limit, or ok.
+Status check_address_space(uint64_t size) noexcept;
+
 /// mmap(MAP_SHARED) of the whole file; PROT_READ only when !writable.
 Result<void*> map_fd(int fd, uint64_t size, bool writable, bool populate) noexcept;
 void unmap(void* addr, uint64_t size) noexcept;

@@ -27,6 +27,7 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -181,6 +182,41 @@ def test_capacity_is_checked_before_anything_is_reserved(monkeypatch: pytest.Mon
     with pytest.raises(shoal.OutOfSpaceError, match="SHOAL_MAX_BYTES"):
         shoal.share(np.zeros(2 * MIB))
     assert shoal.zeros(MIB // 8).nbytes == MIB  # under the limit: fine
+
+
+_LOW_RLIMIT_AS = r"""
+import resource, sys
+import numpy as np
+import shoal
+shoal.zeros(10)  # the session and its broker start under today's limit
+vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize:")][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))
+try:
+    shoal.zeros(1 << 30, dtype=np.uint8)
+    print("created")
+except shoal.OutOfSpaceError as e:
+    print(e)
+"""
+
+
+def test_a_mapping_the_address_space_limit_forbids_is_refused_before_reserving() -> None:
+    # 1 GiB under an RLIMIT_AS with 256 MiB of room. The refusal comes from the check made
+    # before any page is reserved (it says so); the mapping's own failure came only after the
+    # whole GiB had been reserved, and said neither.
+    r = subprocess.run(
+        [sys.executable, "-c", _LOW_RLIMIT_AS],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.fullmatch(
+        r"cannot map 1073742\d+ bytes: this process's address space is full \(RLIMIT_AS, "
+        r"ulimit -v: \d+ bytes; or vm\.max_map_count\); raise the limit or share a smaller "
+        r"object\. Nothing was reserved\n",
+        r.stdout,
+    ), r.stdout
 
 
 def test_impossible_sizes_are_invalid_arguments() -> None:
