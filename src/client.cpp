@@ -539,6 +539,8 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
 }
 
 std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
+  // Declared before the lock, so destroyed after it is released (L8: no Mapping dies under mu_).
+  std::shared_ptr<Mapping> not_this_session;
   std::unique_lock<std::mutex> g(mu_, std::defer_lock);
   if (may_wait) {
     g.lock();
@@ -547,7 +549,13 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
   }
   check_fork_locked();
   if (auto it = cache_.find(h.object); it != cache_.end()) {
-    if (auto m = it->second.lock()) {
+    auto m = it->second.lock();
+    if (m && m->session != h.session) {
+      // Our object's id under another session's id: a forged handle. It must not reach our
+      // mapping; it takes the path of a process that maps nothing, which asks the session the
+      // handle names and fails there exactly as a fresh process would.
+      not_this_session = std::move(m);
+    } else if (m) {
       if (m->total != h.size + layout::kSegmentHeaderSize || m->kind != static_cast<ObjectKind>(h.kind)) {
         g.unlock();
         throw_error(Errc::kStaleHandle, "the handle says " + std::to_string(h.size) +
@@ -576,8 +584,9 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
         }
       }
       return m;
+    } else {
+      cache_.erase(it);
     }
-    cache_.erase(it);
   }
   // The fast path needs a connection to the broker the hint names, and a pin to keep that
   // broker's descriptor number ours until it reads our kHold (docs/design/segment.md, "Fast

@@ -638,6 +638,23 @@ def test_an_altered_handle_is_refused_where_the_object_is_mapped(
     assert _object(seg.session, seg.id)["refs"] == 1
 
 
+def test_a_handle_naming_a_mapped_object_under_another_session_is_refused_as_elsewhere(
+    seg: _shoal.Segment,
+) -> None:
+    # Our object's id with another session's id (checksum valid): this process's cache of
+    # mappings used to answer with our mapping; a fresh process asks that session and is
+    # refused. Both now give the fresh process's answer.
+    forged = _forge("1" * 32, seg.id, size=seg.size, kind=seg.kind)
+    expected = f"session {'1' * 32} is not running on this machine"
+    with pytest.raises(shoal.StaleHandleError, match=expected):
+        _shoal.Segment.attach(forged)
+    r = _run_script(_ATTACH_ALTERED, forged)
+    assert r.returncode == 0, r.stderr
+    kind, msg, _, _ = json.loads(r.stdout)
+    assert kind == "StaleHandleError" and expected in msg
+    assert _object(seg.session, seg.id)["refs"] == 1  # ours, untouched
+
+
 def test_an_unpinned_handle_of_a_released_object_is_stale() -> None:
     keep = _shoal.Segment.create(4096)
     s = _shoal.Segment.create(4096)
