@@ -391,8 +391,18 @@ void Broker::serve(int fd) {
     return;
   }
   if (!st && st.code() == Errc::kOutOfSpace) {
-    // The message arrived but its descriptor did not (we are out of descriptors): answer it.
-    reply_error(fd, req, Errc::kOutOfSpace, st.message());
+    // The message arrived but its descriptor did not: the broker is out of descriptors (it
+    // holds one per live object), not the client. Say so, with the limit that ran out: the
+    // text recv_msg wrote speaks of "this process", which the client would read as itself.
+    rlimit rl{};
+    const bool known = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY;
+    // (At most 150 characters or so: the reply's text field is short.)
+    reply_error(fd, req, Errc::kOutOfSpace,
+                "the session's broker (pid " + std::to_string(::getpid()) +
+                    ") is out of file descriptors (limit " +
+                    (known ? std::to_string(static_cast<unsigned long long>(rl.rlim_cur)) : "?") +
+                    ", one per live object): release objects, or raise ulimit -Hn where the "
+                    "session starts");
     return;
   }
   if (!st) {

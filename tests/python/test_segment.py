@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -811,3 +812,58 @@ def test_a_create_bigger_than_mem_available_reserves_nothing(runtime_dir: str) -
         _shoal.check_capacity(too_big)
     assert _shoal_memfds() == before
     assert _shoal.current_session() is None and os.listdir(runtime_dir) == []
+
+
+_FD_STARTER = r"""
+import resource, sys
+from shoal import _shoal
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+seg = _shoal.Segment.create(4096)  # the session's broker starts now and inherits the limit
+print(seg.session, flush=True)
+sys.stdin.read()
+"""
+
+_FD_CREATOR = r"""
+import shoal
+from shoal import _shoal
+keep = []
+try:
+    for _ in range(200):
+        keep.append(_shoal.Segment.create(4096))
+    print("created 200")
+except shoal.OutOfSpaceError as e:
+    print(e)
+"""
+
+
+def test_a_broker_out_of_descriptors_is_named_as_the_one_that_ran_out() -> None:
+    # The broker keeps one descriptor per live object. Started under a limit of 64 (by a
+    # process that lowered its own), it runs out while the creator, with the usual limit, has
+    # plenty: the error must say the broker ran out, not "this process".
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _FD_STARTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        session = starter.stdout.readline().strip()
+        r = subprocess.run(
+            [sys.executable, "-c", _FD_CREATOR],
+            env={**os.environ, "SHOAL_SESSION": session},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        assert starter.stdin is not None
+        starter.stdin.close()
+        starter.wait(timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.fullmatch(
+        r"the session's broker \(pid \d+\) is out of file descriptors \(limit 64, one per live "
+        r"object\): release objects, or raise ulimit -Hn where the session starts\n",
+        r.stdout,
+    ), r.stdout
