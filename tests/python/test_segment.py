@@ -840,14 +840,13 @@ def test_a_broker_out_of_descriptors_is_named_as_the_one_that_ran_out() -> None:
     # The broker keeps one descriptor per live object. Started under a limit of 64 (by a
     # process that lowered its own), it runs out while the creator, with the usual limit, has
     # plenty: the error must say the broker ran out, not "this process".
-    starter = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _FD_STARTER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert starter.stdout is not None
+    ) as starter:
+        assert starter.stdin is not None and starter.stdout is not None
         session = starter.stdout.readline().strip()
         r = subprocess.run(
             [sys.executable, "-c", _FD_CREATOR],
@@ -857,10 +856,7 @@ def test_a_broker_out_of_descriptors_is_named_as_the_one_that_ran_out() -> None:
             text=True,
             timeout=120,
         )
-    finally:
-        assert starter.stdin is not None
-        starter.stdin.close()
-        starter.wait(timeout=60)
+        starter.stdin.close()  # the starter exits; leaving the with block waits for it
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.fullmatch(
         r"the session's broker \(pid \d+\) is out of file descriptors \(limit 64, one per live "
