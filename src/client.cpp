@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -140,7 +141,8 @@ std::string broker_path() {
 }
 
 uint64_t pin_ttl_ms() noexcept {
-  return static_cast<uint64_t>(env_int("SHOAL_PIN_TTL", 120)) * 1000ULL;
+  const auto s = static_cast<uint64_t>(env_int("SHOAL_PIN_TTL", 120));
+  return std::min(s, kMaxPinTtlSeconds) * 1000ULL;
 }
 
 Id128 current_session() noexcept { return detail::Client::instance().current_session(); }
@@ -302,6 +304,7 @@ Result<Client::Conn> Client::connect_locked(const Id128& session) {
   }
   c.broker_pid = static_cast<pid_t>(rep.arg);
   c.can_hold = (rep.flags & layout::kHelloCanHold) != 0;
+  c.can_drop_pins = (rep.flags & layout::kHelloDropPins) != 0;
   if (c.can_hold && (rep.flags & layout::kHelloHoldRing) != 0) c.ring = std::move(ring);
   if (c.can_hold && c.broker_pid > 0) c.broker_pidfd = open_pidfd(c.broker_pid);
   return c;
@@ -868,7 +871,40 @@ Result<std::string> Client::describe(const Id128& session) noexcept {
   }
 }
 
+Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
+  try {
+    std::lock_guard<std::mutex> g(mu_);
+    check_fork_locked();
+    // As describe: our connection if we have one, else a temporary one.
+    Conn temp;
+    Conn* c = nullptr;
+    if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) {
+      c = &it->second;
+    } else {
+      auto made = connect_locked(session);
+      if (!made) return made.status();
+      temp = std::move(made.value());
+      c = &temp;
+    }
+    if (!c->can_drop_pins) {  // an older broker drops a peer that sends an unknown op
+      return {Errc::kSystem, "the broker of session " + session.hex() +
+                                 " predates dropping pins; its pins expire after their TTL"};
+    }
+    WireMsg req = platform::make_msg(Op::kDropPins);
+    WireMsg rep{};
+    Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, nullptr);
+    if (!st) return st;
+    return rep.arg;
+  } catch (const std::exception& e) {
+    return {Errc::kSystem, e.what()};
+  }
+}
+
 }  // namespace detail
+
+uint64_t drop_orphan_pins(const Id128& session) {
+  return detail::Client::instance().drop_orphan_pins(session).take();
+}
 
 std::vector<SessionEntry> list_sessions() {
   std::vector<SessionEntry> out;

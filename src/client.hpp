@@ -70,6 +70,8 @@ class Client {
   Id128 current_session() noexcept;
   /// The broker's JSON description of a session (kList), connecting if needed.
   Result<std::string> describe(const Id128& session) noexcept;
+  /// kDropPins: drops the pins of dead senders; how many were dropped.
+  Result<uint64_t> drop_orphan_pins(const Id128& session) noexcept;
   /// Tests only: forget every connection and the current session (each test has its own
   /// runtime directory, hence its own sessions).
   void reset_for_testing() noexcept;
@@ -80,6 +82,7 @@ class Client {
     bool gone = false;
     pid_t broker_pid = 0;   // from the kHello reply
     bool can_hold = false;  // the broker understands kHold (kHello reply flags)
+    bool can_drop_pins = false;  // ... and kDropPins
     // A pidfd of the broker (pidfd_open, once per connection) for pidfd_getfd: the fastest
     // way to the broker's memfd of a hint. Invalid where the kernel or ptrace rules refuse
     // either call; attach then opens /proc/<pid>/fd/<n> instead.

@@ -48,7 +48,19 @@ std::vector<SessionEntry> list_sessions();
 /// Never touches a live session.
 int gc_runtime_dir();
 
-/// Pin lifetime for handles made for sending: $SHOAL_PIN_TTL seconds, default 120.
+/// The longest a pin lives, whatever SHOAL_PIN_TTL asks: a pin outlives its sender by design (a
+/// worker returns an object and exits), so only a deadline frees the pin of a handle that is
+/// never received; a day bounds what a forgotten one can hold.
+inline constexpr uint64_t kMaxPinTtlSeconds = 24 * 3600;
+
+/// Pin lifetime for handles made for sending: $SHOAL_PIN_TTL seconds, default 120, at most
+/// kMaxPinTtlSeconds.
 uint64_t pin_ttl_ms() noexcept;
+
+/// Drops the pins of `session` whose sender process is dead, and returns how many. Use it only
+/// when no handle those processes sent is still in transit (`shoal gc --pins`): such a handle
+/// then attaches as stale. AccessDeniedError / SessionGoneError / StaleHandleError as for any
+/// connection; ShoalOSError when the session's broker predates this call.
+uint64_t drop_orphan_pins(const Id128& session);
 
 }  // namespace shoal

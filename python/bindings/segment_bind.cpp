@@ -237,6 +237,16 @@ void register_segment(nb::module_& m) {
     nb::gil_scoped_release nogil;
     return gc_runtime_dir();
   }, "Remove the runtime files of dead sessions; returns how many were removed.");
+  m.def(
+      "drop_orphan_pins",
+      [](const std::string& session) {
+        auto id = Id128::from_hex(session);
+        if (!id) throw nb::value_error("session must be 32 hex digits");
+        nb::gil_scoped_release nogil;
+        return drop_orphan_pins(id.value());
+      },
+      "session"_a,
+      "Drop the pins of a session whose sender died (shoal gc --pins); returns how many.");
   m.def("runtime_dir", [](bool create) { return runtime_dir(create).take(); }, "create"_a = false);
   m.def("named_dir", [](bool create) { return named_dir(create).take(); }, "create"_a = false);
   m.def("memory_info", &memory_info_dict);

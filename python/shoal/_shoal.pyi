@@ -111,6 +111,11 @@ def gc() -> int:
     Remove the runtime files of dead sessions; returns how many were removed.
     """
 
+def drop_orphan_pins(session: str) -> int:
+    """
+    Drop the pins of a session whose sender died (shoal gc --pins); returns how many.
+    """
+
 def runtime_dir(create: bool = False) -> str: ...
 
 def named_dir(create: bool = False) -> str: ...

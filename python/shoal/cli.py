@@ -3,8 +3,9 @@
 Subcommands::
 
     shoal ls [--json]                 live and dead sessions, their objects, named objects
-    shoal gc [DIR...]                 remove the runtime files of dead sessions, and the
-                                      temporary files of killed shoal.save calls in each DIR
+    shoal gc [--pins] [DIR...]        remove the runtime files of dead sessions, and the
+                                      temporary files of killed shoal.save calls in each DIR;
+                                      --pins: drop the pins of handles whose sender died
     shoal rm NAME [NAME...]           remove named (persistent) objects
     shoal info [--json]               what this machine lets shoal do, and where things live
     shoal demo [--size-mb N]          the demo scenes (see shoal._tools.demo)
@@ -261,9 +262,20 @@ def _cmd_gc(args: argparse.Namespace) -> int:
             f"removed the runtime files of {removed} dead session(s) in {runtime}; "
             f"{live} live session(s) left untouched"
         )
+    status = 0
+    if args.pins:
+        for s in _shoal.list_sessions():
+            if not s["alive"]:
+                continue
+            try:
+                n = _shoal.drop_orphan_pins(s["id"])
+            except _shoal.ShoalError as exc:
+                _err(f"gc: cannot drop the pins of session {s['id']}: {exc}")
+                status = 1
+                continue
+            print(f"dropped {n} pin(s) of dead senders in session {s['id']}")
     # shoal.save writes anywhere, so only the user knows where a killed save left its
     # temporary file: gc looks in the directories it is given, and only there.
-    status = 0
     for d in args.dirs:
         try:
             paths = _shoal.frozen_remove_dead_temps(d)
@@ -530,6 +542,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a directory to clear of NAME.shoal-tmp-XXXXXX files whose writer is dead "
         "(a file still being written is never removed); not searched recursively",
+    )
+    gc.add_argument(
+        "--pins",
+        action="store_true",
+        help="also drop, in every live session, the pins of handles whose sending process "
+        "has died (only when none of those handles is still in a queue or pipe: it would "
+        "then attach as stale). Pins otherwise expire after SHOAL_PIN_TTL, at most 24 hours",
     )
     gc.set_defaults(func=_cmd_gc)
 

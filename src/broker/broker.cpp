@@ -64,6 +64,12 @@ constexpr time_t kSendTimeoutSec = 5;
 // Objects at least this big are closed off the event loop (see maybe_free).
 constexpr uint64_t kAsyncCloseBytes = 64ULL << 20;
 
+// A handle in transit: it keeps its object alive until received or until its deadline.
+struct Pin {
+  uint64_t deadline = 0;  // monotonic ns
+  int64_t sender = 0;     // pid of the process that asked for it (kDropPins looks at it)
+};
+
 struct Object {
   UniqueFd fd;
   uint64_t size = 0;  // data bytes
@@ -71,7 +77,7 @@ struct Object {
   int64_t creator_pid = 0;
   int64_t created_unix = 0;
   std::set<int> holders;              // connection fds holding a reference
-  std::map<uint64_t, uint64_t> pins;  // pin id -> deadline (monotonic ns)
+  std::map<uint64_t, Pin> pins;       // pin id -> its deadline and sender
 };
 
 struct Conn {
@@ -313,13 +319,13 @@ void Broker::expire_pins(uint64_t now) {
   uint64_t next = UINT64_MAX;
   for (auto& [id, o] : objects_) {
     for (auto p = o.pins.begin(); p != o.pins.end();) {
-      if (p->second <= now) {
+      if (p->second.deadline <= now) {
         p = o.pins.erase(p);
         --pins_;
         ++pins_expired_;
         touched.push_back(id);
       } else {
-        next = std::min(next, p->second);
+        next = std::min(next, p->second.deadline);
         ++p;
       }
     }
@@ -362,9 +368,15 @@ std::string Broker::describe() const {
       j += (f2 ? "" : ",") + std::to_string(c != conns_.end() ? c->second.pid : 0);
       f2 = false;
     }
-    j += "],\"pins\":" + std::to_string(o.pins.size());
+    j += "],\"pins\":" + std::to_string(o.pins.size()) + ",\"pin_senders\":[";
+    bool f3 = true;
+    for (const auto& [p, pin] : o.pins) {
+      j += (f3 ? "" : ",") + std::to_string(pin.sender);
+      f3 = false;
+    }
+    j += "]";
     uint64_t soonest = UINT64_MAX;
-    for (const auto& [p, d] : o.pins) soonest = std::min(soonest, d);
+    for (const auto& [p, pin] : o.pins) soonest = std::min(soonest, pin.deadline);
     if (soonest != UINT64_MAX) {
       j += ",\"pin_expires_in_s\":" +
            std::to_string(soonest > now ? static_cast<double>(soonest - now) / 1e9 : 0.0);
@@ -425,7 +437,7 @@ void Broker::serve(int fd) {
       rep.object_hi = session_.hi;
       rep.object_lo = session_.lo;
       rep.arg = static_cast<uint64_t>(::getpid());
-      rep.flags = layout::kHelloCanHold;
+      rep.flags = layout::kHelloCanHold | layout::kHelloDropPins;
       if (passed.valid() && !conn.ring.get()) {
         conn.ring = map_ring(passed.get());
         if (conn.ring.get() != nullptr) rep.flags |= layout::kHelloHoldRing;
@@ -520,13 +532,41 @@ void Broker::serve(int fd) {
       }
       uint64_t pin = 0;
       while (pin == 0) pin = Id128::random().lo;
-      uint64_t ttl_ns = std::min<uint64_t>(req.arg, 365ULL * 86400 * 1000) * 1000000ULL;
+      // Capped here too, whatever the client asks (pin_ttl_ms caps SHOAL_PIN_TTL).
+      const uint64_t ttl_ns = std::min<uint64_t>(req.arg, kMaxPinTtlSeconds * 1000) * 1000000ULL;
       const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
-      it->second.pins[pin] = deadline;
+      it->second.pins[pin] = Pin{deadline, conn.pid};
       ++pins_;
       next_deadline_ = std::min(next_deadline_, deadline);
       rep.pin = pin;
       rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
+      (void)platform::send_msg(fd, rep);
+      return;
+    }
+    case Op::kDropPins: {
+      // A hold published before this message may use a pin: take the rings first (R3).
+      drain_rings();
+      if (conns_.count(fd) == 0) return;
+      uint64_t dropped = 0;
+      std::vector<Id128> touched;
+      for (auto& [oid, o] : objects_) {
+        for (auto p = o.pins.begin(); p != o.pins.end();) {
+          // kill(pid, 0) fails with ESRCH only once the sender is gone (a zombie still counts
+          // as alive, and a reused pid keeps the pin: both err on the side of keeping).
+          const bool dead = p->second.sender > 0 &&
+                            ::kill(static_cast<pid_t>(p->second.sender), 0) != 0 && errno == ESRCH;
+          if (dead) {
+            p = o.pins.erase(p);
+            --pins_;
+            ++dropped;
+            touched.push_back(oid);
+          } else {
+            ++p;
+          }
+        }
+      }
+      for (const Id128& oid : touched) maybe_free(oid);
+      rep.arg = dropped;
       (void)platform::send_msg(fd, rep);
       return;
     }

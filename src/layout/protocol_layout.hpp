@@ -24,6 +24,9 @@
 //   kRelease  object id                  -> no reply
 //   kPin      object id, ttl_ms          -> pin, broker fd in arg | kStaleHandle
 //   kList                                -> payload: JSON text describing the session
+//   kDropPins                            -> arg: how many pins were dropped. Drops the pins
+//                                           whose sender process is dead (`shoal gc --pins`:
+//                                           the user says no handle of theirs is in transit)
 //   kHold     object id, pin             -> no reply: kAdopt without the answer. The sender
 //                                           already maps the object (it took the broker's
 //                                           memfd from a handle's hint); an unknown object is
@@ -58,6 +61,7 @@ enum class Op : uint16_t {
   kPin = 6,
   kList = 7,
   kHold = 8,
+  kDropPins = 9,
 };
 
 // kHello reply flags: what this broker understands beyond version 1's first seven ops. (A
@@ -65,6 +69,8 @@ enum class Op : uint16_t {
 inline constexpr uint32_t kHelloCanHold = 1u << 0;
 // The broker mapped the hold ring that came with kHello and reads it (hold_ring_layout.hpp).
 inline constexpr uint32_t kHelloHoldRing = 1u << 1;
+// The broker understands kDropPins.
+inline constexpr uint32_t kHelloDropPins = 1u << 2;
 
 struct WireMsg {
   uint32_t magic;         // kWireMagic

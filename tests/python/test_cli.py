@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import _alive, wait_until
+from conftest import _alive, describe_here, wait_until
 
 import shoal
 from shoal import _shoal
@@ -210,6 +210,54 @@ def test_gc_with_nothing_dead_removes_nothing(
         f"{seg.session}.lock",
         f"{seg.session}.sock",
     }
+
+
+_PIN_AND_WAIT = r"""
+import sys
+from shoal import _shoal
+seg = _shoal.Segment.create(1 << 20)
+print(seg.handle(), seg.session, seg.id, flush=True)  # the handle pins it (SHOAL_PIN_TTL)
+sys.stdin.read()
+"""
+
+
+def test_gc_pins_drops_the_pins_of_a_killed_sender_only_and_ttls_are_capped_at_a_day(
+    capsys: pytest.CaptureFixture[str], runtime_dir: str
+) -> None:
+    keep = _shoal.Segment.create(4096)
+    keep.handle()  # a pin whose sender (this process) lives: gc --pins must keep it
+    env = {**os.environ, "SHOAL_PIN_TTL": str(10**9), "SHOAL_SESSION": keep.session}
+    with subprocess.Popen(
+        [sys.executable, "-c", _PIN_AND_WAIT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
+        assert child.stdout is not None
+        handle, session, oid = child.stdout.readline().split()
+        child.kill()
+    assert session == keep.session
+
+    def obj(object_id: str) -> dict[str, object] | None:
+        objects = describe_here(session)["objects"]
+        return next((o for o in objects if o["id"] == object_id), None)
+
+    # The killed sender's reference went with it; its pin keeps the object, for a day at most
+    # whatever SHOAL_PIN_TTL asked (10**9 s).
+    assert wait_until(lambda: (o := obj(oid)) is not None and o["refs"] == 0), obj(oid)
+    o = obj(oid)
+    assert o is not None and o["pins"] == 1 and o["pin_senders"] == [child.pid]
+    assert 86400 - 600 < float(o["pin_expires_in_s"]) <= 86400  # type: ignore[arg-type]
+    code, out, err = run_cli(capsys, "gc", "--pins")
+    assert code == 0, err
+    assert f"dropped 1 pin(s) of dead senders in session {session}" in out.splitlines()
+    assert wait_until(lambda: obj(oid) is None)
+    with pytest.raises(shoal.StaleHandleError, match=f"object {oid} no longer exists"):
+        _shoal.Segment.attach(handle)
+    mine = obj(keep.id)
+    assert mine is not None and mine["pins"] == 1 and mine["pin_senders"] == [os.getpid()]
+    keep.close()
 
 
 def test_gc_after_a_whole_session_was_killed(
