@@ -185,26 +185,33 @@ def test_capacity_is_checked_before_anything_is_reserved(monkeypatch: pytest.Mon
 
 
 _LOW_RLIMIT_AS = r"""
-import resource, sys
+import resource, signal, sys
 import numpy as np
 import shoal
-shoal.zeros(10)  # the session and its broker start under today's limit
+how = sys.argv[1]
+shoal.zeros(10)  # the session and its broker start under today's limits
+data = np.ones(1 << 30, np.uint8) if how == "share" else None
 vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize:")][0].split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))
+# The witness of the order: from here on, sizing a file past 1 MiB fails (EFBIG; the signal is
+# ignored), so an error about the segment's file would mean its pages came before the check.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 try:
-    shoal.zeros(1 << 30, dtype=np.uint8)
+    shoal.share(data) if how == "share" else shoal.zeros(1 << 30, dtype=np.uint8)
     print("created")
-except shoal.OutOfSpaceError as e:
-    print(e)
+except shoal.ShoalError as e:
+    print(type(e).__name__, e)
 """
 
 
-def test_a_mapping_the_address_space_limit_forbids_is_refused_before_reserving() -> None:
-    # 1 GiB under an RLIMIT_AS with 256 MiB of room. The refusal comes from the check made
-    # before any page is reserved (it says so); the mapping's own failure came only after the
-    # whole GiB had been reserved, and said neither.
+@pytest.mark.parametrize("how", ["zeros", "share"])
+def test_a_mapping_the_address_space_limit_forbids_is_refused_before_reserving(how: str) -> None:
+    # 1 GiB under an RLIMIT_AS with 256 MiB of room: refused by the check made before the
+    # segment's file is sized or any page reserved (the mapping's own failure came only after
+    # the whole GiB had been reserved; under the RLIMIT_FSIZE witness, sizing fails first).
     r = subprocess.run(
-        [sys.executable, "-c", _LOW_RLIMIT_AS],
+        [sys.executable, "-c", _LOW_RLIMIT_AS, how],
         check=False,
         capture_output=True,
         text=True,
@@ -212,9 +219,9 @@ def test_a_mapping_the_address_space_limit_forbids_is_refused_before_reserving()
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.fullmatch(
-        r"cannot map 1073742\d+ bytes: this process's address space is full \(RLIMIT_AS, "
-        r"ulimit -v: \d+ bytes; or vm\.max_map_count\); raise the limit or share a smaller "
-        r"object\. Nothing was reserved\n",
+        r"OutOfSpaceError cannot map 1073742\d+ bytes: this process's address space is full "
+        r"\(RLIMIT_AS, ulimit -v: \d+ bytes; or vm\.max_map_count\); raise the limit or share a "
+        r"smaller object\. Nothing was reserved\n",
         r.stdout,
     ), r.stdout
 
