@@ -347,11 +347,14 @@ def test_errors_are_shoal_errors() -> None:
 @needs_root
 @pytest.mark.parametrize("env", ["SHOAL_NAMED_DIR", "SHOAL_RUNTIME_DIR"])
 def test_a_directory_of_another_user_is_refused_naming_the_variable_that_chose_it(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, env: str
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, env: str
 ) -> None:
-    d = tmp_path / "theirs"
+    # Under /tmp directly: a runtime directory must be short enough for a socket path.
+    top = pathlib.Path(tempfile.mkdtemp(prefix="shoal-sec-"))
+    d = top / "theirs"
     d.mkdir(mode=0o700)
     os.chown(d, OTHER, OTHER)
+    request.addfinalizer(lambda: shutil.rmtree(top))
     # In a child: a session this process already runs would not look at the directory again.
     monkeypatch.setenv(env, str(d))
     if env == "SHOAL_RUNTIME_DIR":
