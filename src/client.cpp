@@ -844,22 +844,24 @@ void Client::reset_for_testing() noexcept {
   current_ = {};
 }
 
+Result<Client::Conn*> Client::conn_or_temp_locked(const Id128& session, Conn* temp) {
+  // Our connection if we have one; otherwise a temporary one, so that `shoal ls` or `shoal gc`
+  // in a long-lived process does not keep every broker it looked at alive.
+  if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) return &it->second;
+  auto made = connect_locked(session);
+  if (!made) return made.status();
+  *temp = std::move(made.value());
+  return temp;
+}
+
 Result<std::string> Client::describe(const Id128& session) noexcept {
   try {
     std::lock_guard<std::mutex> g(mu_);
     check_fork_locked();
-    // Reuse our connection if we have one; otherwise look through a temporary one, so that
-    // `shoal ls` in a long-lived process does not keep every broker it looked at alive.
     Conn temp;
-    Conn* c = nullptr;
-    if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) {
-      c = &it->second;
-    } else {
-      auto made = connect_locked(session);
-      if (!made) return made.status();
-      temp = std::move(made.value());
-      c = &temp;
-    }
+    auto got = conn_or_temp_locked(session, &temp);
+    if (!got) return got.status();
+    Conn* c = got.value();
     WireMsg req = platform::make_msg(Op::kList);
     WireMsg rep{};
     std::string payload;
@@ -875,17 +877,10 @@ Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
   try {
     std::lock_guard<std::mutex> g(mu_);
     check_fork_locked();
-    // As describe: our connection if we have one, else a temporary one.
     Conn temp;
-    Conn* c = nullptr;
-    if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) {
-      c = &it->second;
-    } else {
-      auto made = connect_locked(session);
-      if (!made) return made.status();
-      temp = std::move(made.value());
-      c = &temp;
-    }
+    auto got = conn_or_temp_locked(session, &temp);
+    if (!got) return got.status();
+    Conn* c = got.value();
     if (!c->can_drop_pins) {  // an older broker drops a peer that sends an unknown op
       return {Errc::kSystem, "the broker of session " + session.hex() +
                                  " predates dropping pins; its pins expire after their TTL"};

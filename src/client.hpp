@@ -98,6 +98,8 @@ class Client {
   void check_fork_locked() noexcept;
   Result<Conn*> conn_locked(const Id128& session);    // cached in conns_
   Result<Conn> connect_locked(const Id128& session);  // a new connection, not cached
+  // Our live connection to `session`, or a new one moved into *temp (closed with it).
+  Result<Conn*> conn_or_temp_locked(const Id128& session, Conn* temp);
   Result<Conn*> current_conn_locked();
   Result<Id128> start_session_locked();
   Id128 session_for_create();
