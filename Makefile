@@ -8,7 +8,7 @@ FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python clean
+        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python lint-layers clean
 
 setup:
 	@scripts/setup.sh
@@ -83,8 +83,12 @@ stubs: install
 	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
-test: test-cpp test-python test-pythons test-asan test-tsan fuzz-smoke lint-python
+test: lint-layers test-cpp test-python test-pythons test-asan test-tsan fuzz-smoke lint-python
 	@echo "make test: all checks passed"
+
+# C++ includes point down the layers (the order is written out in scripts/lint_layers.py).
+lint-layers:
+	python3 scripts/lint_layers.py
 
 # The Python half of `make lint` (seconds): ruff and mypy.
 lint-python: setup
@@ -100,7 +104,7 @@ bench: install
 
 # (clang-format is configured in .clang-format and run by pre-commit on changed files; the
 # tree has not been reformatted wholesale yet, so it is not a gate here.)
-lint: lint-python
+lint: lint-layers lint-python
 
 clean:
 	rm -rf build

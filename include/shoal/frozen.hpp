@@ -30,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shoal/codec.hpp"
 #include "shoal/detail/frozen_format.hpp"
 #include "shoal/error.hpp"
 #include "shoal/segment.hpp"
@@ -61,26 +62,11 @@ namespace detail {
 [[noreturn]] void throw_reserved_tag(uint64_t ref);                         // DecodeError
 [[noreturn]] void throw_corrupt(const char* what, uint64_t ref);            // DecodeError
 // The Type of each of the 16 tags (layout::Tag); 15 is reserved and never returned.
-inline constexpr Type kTagType[16] = {
+inline constexpr Type kTagType[layout::kTagMask + 1] = {
     Type::kNone,  Type::kBool,  Type::kBool,   Type::kInt,  Type::kFloat,     Type::kBigInt,
     Type::kStr,   Type::kBytes, Type::kList,   Type::kTuple, Type::kDict,     Type::kSet,
     Type::kFrozenSet, Type::kNdarray, Type::kPickle, Type::kNone};
 }  // namespace detail
-
-/// The hashes stored in tables. Equal keys hash equal, in every process.
-namespace hash {
-/// Python's hash() of an int / float / bool (sys.hash_info: modulus 2**61 - 1; -1 becomes -2).
-int64_t of_int(int64_t v) noexcept;
-int64_t of_bigint(std::span<const std::byte> twos_complement_le) noexcept;
-int64_t of_float(double v) noexcept;  // NaN hashes to 0 (Python salts it per object)
-/// shoal's seeded hash of bytes (str keys hash their UTF-8 bytes, bytes keys their bytes).
-uint64_t of_bytes(uint64_t seed, const void* data, size_t n) noexcept;
-/// CPython's tuplehash / frozenset hash rules, over shoal's element hashes.
-int64_t of_tuple(std::span<const uint64_t> item_hashes) noexcept;
-int64_t of_frozenset(std::span<const uint64_t> item_hashes) noexcept;
-/// The hash of None: CPython 3.12's constant hash(None), so that it is the same everywhere.
-inline constexpr uint64_t kNoneHash = 0xFCA8'6420ULL;
-}  // namespace hash
 
 inline constexpr uint64_t kDefaultHashSeed = 0x5348'4F41'4C31'2026ULL;
 
@@ -380,11 +366,7 @@ inline Value Value::operator[](uint64_t i) const {
 template <class Eq>
 int64_t Value::probe(uint64_t hash, Eq&& eq) const {
   const std::byte* p = image_->node(ref_, layout::kNodeFixedSize);
-  uint64_t count;
-  uint32_t log2_slots, entry_words;
-  std::memcpy(&count, p, 8);
-  std::memcpy(&log2_slots, p + 8, 4);
-  std::memcpy(&entry_words, p + 12, 4);
+  const auto [count, log2_slots, entry_words] = layout::read_table_header(p);
   // F3, checked on every probe: cheap next to the cache misses that follow.
   if (!layout::table_header_ok(count, log2_slots, entry_words)) [[unlikely]] {
     throw_error(Errc::kDecode, "frozen table header is corrupt");

@@ -206,7 +206,7 @@ int utf8_of(PyObject* s, const char** data, Py_ssize_t* n, PyObject** tmp) {
 
 int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
   if (key == Py_None) {
-    *h = frozen::hash::kNoneHash;
+    *h = ::shoal::codec::hash::kNoneHash;
     return 0;
   }
   if (PyBool_Check(key)) {
@@ -222,7 +222,7 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
     return 0;
   }
   if (PyFloat_Check(key)) {
-    *h = static_cast<uint64_t>(frozen::hash::of_float(PyFloat_AS_DOUBLE(key)));
+    *h = static_cast<uint64_t>(::shoal::codec::hash::of_float(PyFloat_AS_DOUBLE(key)));
     return 0;
   }
   if (PyUnicode_Check(key)) {
@@ -230,12 +230,12 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
     Py_ssize_t n;
     PyObject* tmp;
     if (utf8_of(key, &d, &n, &tmp) != 0) return -1;
-    *h = frozen::hash::of_bytes(seed, d, static_cast<size_t>(n));
+    *h = ::shoal::codec::hash::of_bytes(seed, d, static_cast<size_t>(n));
     Py_XDECREF(tmp);
     return 0;
   }
   if (PyBytes_Check(key)) {
-    *h = frozen::hash::of_bytes(seed, PyBytes_AS_STRING(key),
+    *h = ::shoal::codec::hash::of_bytes(seed, PyBytes_AS_STRING(key),
                                 static_cast<size_t>(PyBytes_GET_SIZE(key)));
     return 0;
   }
@@ -259,8 +259,8 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
     Py_DECREF(it);
     if (rc != 0) return rc;
     if (PyErr_Occurred()) return -1;
-    *h = static_cast<uint64_t>(PyTuple_Check(key) ? frozen::hash::of_tuple(hs)
-                                                  : frozen::hash::of_frozenset(hs));
+    *h = static_cast<uint64_t>(PyTuple_Check(key) ? ::shoal::codec::hash::of_tuple(hs)
+                                                  : ::shoal::codec::hash::of_frozenset(hs));
     return 0;
   }
   if (PyObject_TypeCheck(key, g_hooks.tuple_view)) {

@@ -110,9 +110,7 @@ void fill_view(ViewObject* v, Tag t) {
     v->items = p + 16;
     return;
   }
-  uint32_t log2_slots, entry_words;
-  std::memcpy(&log2_slots, p + 8, 4);
-  std::memcpy(&entry_words, p + 12, 4);
+  const auto [_, log2_slots, entry_words] = layout::read_table_header(p);
   const uint32_t want_words = t == Tag::kDict ? layout::kDictEntryWords : layout::kSetEntryWords;
   if (entry_words != want_words || !layout::table_header_ok(count, log2_slots, entry_words) ||
       count > im.size() / 16) {
@@ -317,14 +315,14 @@ int64_t lookup(ViewObject* v, PyObject* key) {
   uint64_t h;
   // Fast hash for the two key types the benchmarks (and most users) use.
   if (PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key)) {
-    h = frozen::hash::of_bytes(v->seed, PyUnicode_DATA(key),
+    h = ::shoal::codec::hash::of_bytes(v->seed, PyUnicode_DATA(key),
                                static_cast<size_t>(PyUnicode_GET_LENGTH(key)));
   } else if (PyLong_CheckExact(key)) {
     int overflow;
     probe_int = PyLong_AsLongLongAndOverflow(key, &overflow);
     if (overflow == 0 && probe_int != -1) {
       probe_int_ok = true;
-      h = static_cast<uint64_t>(frozen::hash::of_int(probe_int));
+      h = static_cast<uint64_t>(::shoal::codec::hash::of_int(probe_int));
     } else {
       PyErr_Clear();
       probe_int_ok = overflow == 0 && probe_int == -1;

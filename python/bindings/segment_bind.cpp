@@ -12,7 +12,7 @@
 #include <string>
 
 #include "bindings.hpp"
-#include "client.hpp"
+#include "session/client.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/session.hpp"
 #include "shoal/system.hpp"

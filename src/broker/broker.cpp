@@ -39,10 +39,10 @@
 #include <vector>
 #include <algorithm>
 
-#include "client.hpp"
 #include "layout/hold_ring_layout.hpp"
 #include "layout/protocol_layout.hpp"
 #include "platform/platform.hpp"
+#include "session/wire.hpp"
 #include "shoal/handle.hpp"
 #include "shoal/session.hpp"
 #include "shoal/system.hpp"
@@ -141,8 +141,8 @@ class Broker {
 };
 
 bool Broker::setup() {
-  sock_path_ = detail::socket_path(dir_, session_);
-  lock_path_ = detail::lock_path(dir_, session_);
+  sock_path_ = wire::socket_path(dir_, session_);
+  lock_path_ = wire::lock_path(dir_, session_);
   // Create the lock file under a temporary name, lock it, then rename it into place: gc never
   // sees the final name unlocked while this broker lives.
   std::string tmp = dir_ + "/.tmp-" + session_.hex() + ".lock";
@@ -180,12 +180,12 @@ void Broker::cleanup() {
 }
 
 void Broker::reply_error(int fd, const WireMsg& req, Errc code, const std::string& text) {
-  WireMsg rep = platform::make_msg(static_cast<Op>(req.op));
+  WireMsg rep = wire::make_msg(static_cast<Op>(req.op));
   rep.status = static_cast<uint32_t>(code);
   rep.object_hi = req.object_hi;
   rep.object_lo = req.object_lo;
-  platform::set_text(&rep, text);
-  (void)platform::send_msg(fd, rep);
+  wire::set_text(&rep, text);
+  (void)wire::send_msg(fd, rep);
 }
 
 void Broker::accept_all() {
@@ -216,10 +216,10 @@ void Broker::accept_all() {
     if (leaving_) {
       // The socket is already unlinked: tell a client that raced in that this session is
       // over, so it starts a new one instead of creating objects nobody else can reach.
-      WireMsg rep = platform::make_msg(Op::kHello);
+      WireMsg rep = wire::make_msg(Op::kHello);
       rep.status = static_cast<uint32_t>(Errc::kSessionGone);
-      platform::set_text(&rep, "session " + session_.hex() + " is shutting down");
-      (void)platform::send_msg(fd, rep);
+      wire::set_text(&rep, "session " + session_.hex() + " is shutting down");
+      (void)wire::send_msg(fd, rep);
       continue;
     }
     c.pid = cred.pid;
@@ -392,7 +392,7 @@ void Broker::serve(int fd) {
   Conn& conn = conns_.at(fd);
   WireMsg req{};
   int rfd = -1;
-  Status st = platform::recv_msg(fd, &req, &rfd, nullptr, 0, 0);
+  Status st = wire::recv_msg(fd, &req, &rfd, nullptr, 0, 0);
   UniqueFd passed(rfd);
   if (!conn.refused.empty()) {
     // Whatever it sent (unless it already hung up), another uid gets its refusal, then EOF.
@@ -429,7 +429,7 @@ void Broker::serve(int fd) {
     return;
   }
   const Id128 id{req.object_hi, req.object_lo};
-  WireMsg rep = platform::make_msg(static_cast<Op>(req.op));
+  WireMsg rep = wire::make_msg(static_cast<Op>(req.op));
   rep.object_hi = req.object_hi;
   rep.object_lo = req.object_lo;
   switch (static_cast<Op>(req.op)) {
@@ -442,7 +442,7 @@ void Broker::serve(int fd) {
         conn.ring = map_ring(passed.get());
         if (conn.ring.get() != nullptr) rep.flags |= layout::kHelloHoldRing;
       }
-      (void)platform::send_msg(fd, rep);
+      (void)wire::send_msg(fd, rep);
       return;
     }
     case Op::kRegister: {
@@ -482,7 +482,7 @@ void Broker::serve(int fd) {
       objects_.emplace(id, std::move(o));
       conn.held.insert(id);
       total_bytes_ += req.size + 64;
-      (void)platform::send_msg(fd, rep);
+      (void)wire::send_msg(fd, rep);
       return;
     }
     case Op::kAttach:
@@ -503,9 +503,9 @@ void Broker::serve(int fd) {
         rep.size = o.size;
         rep.kind = o.kind;
         rep.flags = (seals >= 0 && (seals & (F_SEAL_WRITE | 0x0010)) != 0) ? kHandleReadOnly : 0;
-        (void)platform::send_msg(fd, rep, nullptr, o.fd.get());
+        (void)wire::send_msg(fd, rep, nullptr, o.fd.get());
       } else {
-        (void)platform::send_msg(fd, rep);
+        (void)wire::send_msg(fd, rep);
       }
       return;
     }
@@ -540,7 +540,7 @@ void Broker::serve(int fd) {
       next_deadline_ = std::min(next_deadline_, deadline);
       rep.pin = pin;
       rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
-      (void)platform::send_msg(fd, rep);
+      (void)wire::send_msg(fd, rep);
       return;
     }
     case Op::kDropPins: {
@@ -567,7 +567,7 @@ void Broker::serve(int fd) {
       }
       for (const Id128& oid : touched) maybe_free(oid);
       rep.arg = dropped;
-      (void)platform::send_msg(fd, rep);
+      (void)wire::send_msg(fd, rep);
       return;
     }
     case Op::kList: {
@@ -580,7 +580,7 @@ void Broker::serve(int fd) {
         WireMsg page = rep;
         page.payload_size = static_cast<uint32_t>(n);
         page.arg = off + n < j.size() ? 1 : 0;
-        if (!platform::send_msg(fd, page, j.data() + off)) return;
+        if (!wire::send_msg(fd, page, j.data() + off)) return;
         off += n;
       } while (off < j.size());
       return;

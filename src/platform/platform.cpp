@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -183,36 +184,42 @@ bool process_alive(pid_t pid) noexcept {
   return ::kill(pid, 0) == 0 || errno == EPERM;
 }
 
+UniqueFd open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+#else
+  (void)pid;
+  return UniqueFd();
+#endif
+}
+
+int pidfd_getfd(int pidfd, int target_fd) noexcept {
+#ifdef SYS_pidfd_getfd
+  return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target_fd, 0));
+#else
+  (void)pidfd;
+  (void)target_fd;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 uint64_t monotonic_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-layout::WireMsg make_msg(layout::Op op) noexcept {
-  layout::WireMsg m;
-  std::memset(&m, 0, sizeof m);
-  m.magic = layout::kWireMagic;
-  m.version = layout::kWireVersion;
-  m.op = static_cast<uint16_t>(op);
-  return m;
-}
-
-void set_text(layout::WireMsg* msg, const std::string& text) noexcept {
-  size_t n = std::min(text.size(), sizeof msg->text - 1);
-  std::memcpy(msg->text, text.data(), n);
-  msg->text[n] = '\0';
-}
-
-Status send_msg(int sock, const layout::WireMsg& msg, const void* payload, int fd) noexcept {
+Status send_packet(int sock, const void* head, size_t head_len, const void* body,
+                   size_t body_len, int fd) noexcept {
   iovec iov[2];
-  iov[0].iov_base = const_cast<layout::WireMsg*>(&msg);
-  iov[0].iov_len = sizeof msg;
-  iov[1].iov_base = const_cast<void*>(payload);
-  iov[1].iov_len = payload != nullptr ? msg.payload_size : 0;
+  iov[0].iov_base = const_cast<void*>(head);
+  iov[0].iov_len = head_len;
+  iov[1].iov_base = const_cast<void*>(body);
+  iov[1].iov_len = body != nullptr ? body_len : 0;
   msghdr mh{};
   mh.msg_iov = iov;
-  mh.msg_iovlen = payload != nullptr ? 2 : 1;
+  mh.msg_iovlen = body != nullptr ? 2 : 1;
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
   if (fd >= 0) {
     std::memset(ctrl, 0, sizeof ctrl);
@@ -229,15 +236,16 @@ Status send_msg(int sock, const layout::WireMsg& msg, const void* payload, int f
     if (r >= 0) return {};
     if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
-      return {Errc::kSessionGone, "the session broker closed the connection"};
+      return {Errc::kSessionGone, "the peer closed the connection"};
     }
-    return {Errc::kSystem, errno_message("sendmsg to the session broker", errno)};
+    return {Errc::kSystem, errno_message("sendmsg", errno)};
   }
 }
 
-Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t payload_cap,
-                int timeout_ms) noexcept {
+Result<size_t> recv_packet(int sock, void* head, size_t head_len, void* body, size_t body_cap,
+                           int* fd, bool* fd_dropped, int timeout_ms) noexcept {
   *fd = -1;
+  *fd_dropped = false;
   if (timeout_ms >= 0) {
     pollfd p{sock, POLLIN, 0};
     uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(timeout_ms) * 1000000ULL;
@@ -246,18 +254,18 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
       int left = now >= deadline ? 0 : static_cast<int>((deadline - now) / 1000000ULL) + 1;
       int r = ::poll(&p, 1, left);
       if (r > 0) break;
-      if (r == 0) return {Errc::kTimeout, "the session broker did not answer in time"};
-      if (errno != EINTR) return {Errc::kSystem, errno_message("poll", errno)};
+      if (r == 0) return Status{Errc::kTimeout, "the peer did not answer in time"};
+      if (errno != EINTR) return Status{Errc::kSystem, errno_message("poll", errno)};
     }
   }
   iovec iov[2];
-  iov[0].iov_base = msg;
-  iov[0].iov_len = sizeof *msg;
-  iov[1].iov_base = payload;
-  iov[1].iov_len = payload != nullptr ? payload_cap : 0;
+  iov[0].iov_base = head;
+  iov[0].iov_len = head_len;
+  iov[1].iov_base = body;
+  iov[1].iov_len = body != nullptr ? body_cap : 0;
   msghdr mh{};
   mh.msg_iov = iov;
-  mh.msg_iovlen = payload != nullptr ? 2 : 1;
+  mh.msg_iovlen = body != nullptr ? 2 : 1;
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 4)];
   mh.msg_control = ctrl;
   mh.msg_controllen = sizeof ctrl;
@@ -265,14 +273,15 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
   do {
     r = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
   } while (r < 0 && errno == EINTR);
-  if (r == 0) return {Errc::kSessionGone, "the session broker closed the connection"};
+  if (r == 0) return Status{Errc::kSessionGone, "the peer closed the connection"};
   if (r < 0) {
     if (errno == ECONNRESET || errno == ENOTCONN) {
-      return {Errc::kSessionGone, "the session broker closed the connection"};
+      return Status{Errc::kSessionGone, "the peer closed the connection"};
     }
-    return {Errc::kSystem, errno_message("recvmsg from the session broker", errno)};
+    return Status{Errc::kSystem, errno_message("recvmsg", errno)};
   }
-  // Collect any descriptors first, so that a malformed message never leaks one.
+  // Collect any descriptors first, so that a malformed packet never leaks one: the first is
+  // kept, any others are closed.
   int got_fd = -1;
   for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -289,28 +298,10 @@ Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t p
     }
   }
   UniqueFd owned(got_fd);
-  if ((mh.msg_flags & MSG_TRUNC) != 0) return {Errc::kDecode, "a broker message was truncated"};
-  const bool fd_dropped = (mh.msg_flags & MSG_CTRUNC) != 0;
-  if (static_cast<size_t>(r) < sizeof *msg || msg->magic != layout::kWireMagic) {
-    return {Errc::kDecode, "a broker message is malformed (" + std::to_string(r) + " bytes)"};
-  }
-  if (msg->version != layout::kWireVersion) {
-    return {Errc::kIncompatible, "the peer speaks broker protocol version " +
-                                     std::to_string(msg->version) + ", this build speaks " +
-                                     std::to_string(layout::kWireVersion)};
-  }
-  if (msg->payload_size != static_cast<size_t>(r) - sizeof *msg) {
-    return {Errc::kDecode, "a broker message declares " + std::to_string(msg->payload_size) +
-                               " payload bytes but carries " +
-                               std::to_string(static_cast<size_t>(r) - sizeof *msg)};
-  }
-  msg->text[sizeof msg->text - 1] = '\0';
-  if (fd_dropped) {
-    return {Errc::kOutOfSpace, "a file descriptor sent to this process was dropped: it has no "
-                               "descriptors left (raise `ulimit -n`)"};
-  }
+  if ((mh.msg_flags & MSG_TRUNC) != 0) return Status{Errc::kDecode, "a packet was truncated"};
+  *fd_dropped = (mh.msg_flags & MSG_CTRUNC) != 0;
   *fd = owned.release();
-  return {};
+  return static_cast<size_t>(r);
 }
 
 Status check_address_space(uint64_t size) noexcept {

@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <string>
 
-#include "layout/protocol_layout.hpp"
 #include "shoal/error.hpp"
 
 namespace shoal::platform {
@@ -117,27 +116,31 @@ mode_t current_umask() noexcept;
 /// True if a process with this pid exists (signal 0; EPERM counts as alive).
 bool process_alive(pid_t pid) noexcept;
 
+/// A pidfd for `pid` (pidfd_open(2)), or an invalid fd (kernel before 5.3, or a sandbox that
+/// forbids it).
+UniqueFd open_pidfd(pid_t pid) noexcept;
+
+/// A copy of descriptor `target_fd` of the process behind `pidfd` (pidfd_getfd(2), Linux 5.6:
+/// one system call, no path walk through /proc, and no open() of whatever the number names).
+/// -1 with errno set on failure; EPERM where ptrace rules (Yama) forbid it.
+int pidfd_getfd(int pidfd, int target_fd) noexcept;
+
 /// Monotonic clock in nanoseconds.
 uint64_t monotonic_ns() noexcept;
 
-// ---- broker sockets ----------------------------------------------------------------------
+// ---- sockets ----------------------------------------------------------------------------
 
-/// Sends one WireMsg (+ payload, + an fd when fd >= 0) as one SEQPACKET message.
-Status send_msg(int sock, const layout::WireMsg& msg, const void* payload = nullptr,
-                int fd = -1) noexcept;
+/// Sends one SEQPACKET packet: `head`, then `body` (when not null), and `fd` as SCM_RIGHTS when
+/// fd >= 0. kSessionGone when the peer has closed the connection.
+Status send_packet(int sock, const void* head, size_t head_len, const void* body = nullptr,
+                   size_t body_len = 0, int fd = -1) noexcept;
 
-/// Receives one message. Returns kSessionGone on EOF/reset (the peer is gone), kTimeout after
-/// `timeout_ms` (< 0: wait forever), kDecode on a malformed message, kOutOfSpace when the message
-/// arrived intact but the kernel dropped its descriptor (this process is out of descriptors;
-/// *msg is valid then). A received fd is stored in *fd (else -1); payload bytes (up to
-/// payload_cap) in payload.
-Status recv_msg(int sock, layout::WireMsg* msg, int* fd, void* payload, size_t payload_cap,
-                int timeout_ms) noexcept;
-
-/// A zeroed message with magic, version and op set.
-layout::WireMsg make_msg(layout::Op op) noexcept;
-
-/// Writes `text` into msg.text, truncated and NUL-terminated.
-void set_text(layout::WireMsg* msg, const std::string& text) noexcept;
+/// Receives one packet into `head` and then `body` (up to body_cap; body may be null) and returns
+/// its length. kSessionGone on EOF or reset, kTimeout after `timeout_ms` (< 0: wait forever),
+/// kDecode when the packet was longer than head_len + body_cap. A received descriptor is stored
+/// in *fd (else -1; extra ones are closed); *fd_dropped is set when the kernel dropped one
+/// because this process is out of descriptors.
+Result<size_t> recv_packet(int sock, void* head, size_t head_len, void* body, size_t body_cap,
+                           int* fd, bool* fd_dropped, int timeout_ms) noexcept;
 
 }  // namespace shoal::platform

@@ -4,7 +4,9 @@
 // itself is versioned (kFrozenVersion) and specified in docs/design/frozen.md.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace shoal::layout {
 
@@ -56,6 +58,21 @@ inline constexpr bool table_header_ok(uint64_t count, uint32_t log2_slots,
   return (entry_words == kDictEntryWords || entry_words == kSetEntryWords) &&
          log2_slots >= kMinLog2Slots && log2_slots <= kMaxLog2Slots &&
          count <= (uint64_t{1} << log2_slots) / 2;
+}
+
+/// A table node's fixed words: the entry count, then log2 of the slot count and the words per
+/// entry. Read through read_table_header (a copy: the node may be unaligned in a fuzzer's
+/// buffer), then checked with table_header_ok before any slot is read.
+struct TableHeader {
+  uint64_t count;
+  uint32_t log2_slots;
+  uint32_t entry_words;
+};
+static_assert(sizeof(TableHeader) == kNodeFixedSize, "a table header is a node's fixed words");
+inline TableHeader read_table_header(const std::byte* node) noexcept {
+  TableHeader h;
+  std::memcpy(&h, node, sizeof h);
+  return h;
 }
 
 /// An empty table slot's key word (tag 15 is reserved: no real key has it).

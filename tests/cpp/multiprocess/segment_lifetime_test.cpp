@@ -15,9 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "client.hpp"
 #include "layout/hold_ring_layout.hpp"
 #include "platform/platform.hpp"
+#include "session/client.hpp"
+#include "session/wire.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/session.hpp"
 #include "test_support.hpp"
@@ -629,22 +630,22 @@ TEST(SegmentFastAttach, TheBrokerIgnoresAHoldOfAnObjectItNoLongerHas) {
   platform::UniqueFd sock(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::string path = detail::socket_path(rd.path(), s.session());
+  std::string path = wire::socket_path(rd.path(), s.session());
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   ASSERT_EQ(::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  layout::WireMsg hello = platform::make_msg(layout::Op::kHello), rep{};
+  layout::WireMsg hello = wire::make_msg(layout::Op::kHello), rep{};
   int no_fd = -1;
-  ASSERT_TRUE(platform::send_msg(sock.get(), hello));
-  ASSERT_TRUE(platform::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
+  ASSERT_TRUE(wire::send_msg(sock.get(), hello));
+  ASSERT_TRUE(wire::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
   EXPECT_NE(rep.flags & layout::kHelloCanHold, 0u);
-  layout::WireMsg hold = platform::make_msg(layout::Op::kHold);
+  layout::WireMsg hold = wire::make_msg(layout::Op::kHold);
   Id128 gone = Id128::random();
   hold.object_hi = gone.hi;
   hold.object_lo = gone.lo;
   hold.pin = 12345;
-  ASSERT_TRUE(platform::send_msg(sock.get(), hold));
-  ASSERT_TRUE(platform::send_msg(sock.get(), hello));  // no reply to kHold: this is the next
-  ASSERT_TRUE(platform::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
+  ASSERT_TRUE(wire::send_msg(sock.get(), hold));
+  ASSERT_TRUE(wire::send_msg(sock.get(), hello));  // no reply to kHold: this is the next
+  ASSERT_TRUE(wire::recv_msg(sock.get(), &rep, &no_fd, nullptr, 0, 5000));
   EXPECT_EQ(rep.op, static_cast<uint16_t>(layout::Op::kHello));
   EXPECT_EQ(broker_counter(s.session(), "holds"), 1);
   EXPECT_EQ(broker_counter(s.session(), "hold_misses"), 1);

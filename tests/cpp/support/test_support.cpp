@@ -1,6 +1,6 @@
 #include "test_support.hpp"
 
-#include "client.hpp"
+#include "session/client.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>

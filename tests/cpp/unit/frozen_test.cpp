@@ -33,6 +33,7 @@ namespace shoal::frozen {
 namespace {
 
 using Ref = Builder::Ref;
+namespace hash = codec::hash;
 namespace L = layout;
 
 template <class F>

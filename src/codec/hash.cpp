@@ -1,4 +1,4 @@
-// src/frozen_hash.cpp — the hashes stored in frozen tables (docs/design/frozen.md, "Hashes").
+// src/codec/hash.cpp — the key hashes of every shoal table (docs/design/frozen.md, "Hashes").
 //
 // The numeric hashes are a contract with CPython: hash::of_int(v) == hash(v) for every int,
 // of_float(x) == hash(x) for every finite or infinite float (sys.hash_info: modulus 2**61 - 1,
@@ -9,9 +9,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "shoal/frozen.hpp"
+#include "shoal/codec.hpp"
 
-namespace shoal::frozen::hash {
+namespace shoal::codec::hash {
 namespace {
 
 constexpr int kHashBits = 61;
@@ -187,4 +187,4 @@ int64_t of_frozenset(std::span<const uint64_t> item_hashes) noexcept {
   return static_cast<int64_t>(h);
 }
 
-}  // namespace shoal::frozen::hash
+}  // namespace shoal::codec::hash

@@ -34,11 +34,6 @@ uint64_t rd64(const std::byte* p) {
   std::memcpy(&v, p, 8);
   return v;
 }
-uint32_t rd32(const std::byte* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 [[noreturn]] void decode_error(const std::string& what) { throw_error(Errc::kDecode, "frozen image: " + what); }
 
@@ -76,9 +71,10 @@ struct TableView {
 TableView table_view(const Image& img, uint64_t ref) {
   const std::byte* p = img.node(ref, 16);
   TableView t;
-  t.count = rd64(p);
-  t.log2_slots = rd32(p + 8);
-  t.entry_words = rd32(p + 12);
+  const layout::TableHeader th = layout::read_table_header(p);
+  t.count = th.count;
+  t.log2_slots = th.log2_slots;
+  t.entry_words = th.entry_words;
   if (!layout::table_header_ok(t.count, t.log2_slots, t.entry_words)) {
     detail::throw_corrupt("table header", ref);
   }
@@ -96,113 +92,14 @@ TableView checked_table(const Value& v) {
   return table_view(v.image(), v.ref());
 }
 
-// Drops high bytes that only repeat the sign: the minimal two's complement length.
-size_t canonical_len(const uint8_t* b, size_t n) {
-  while (n > 1) {
-    const uint8_t top = b[n - 1];
-    const bool next_neg = (b[n - 2] & 0x80) != 0;
-    if ((top == 0x00 && !next_neg) || (top == 0xFF && next_neg)) {
-      --n;
-    } else {
-      break;
-    }
-  }
-  return n;
-}
-
-int64_t int_from_le(const uint8_t* b, size_t n) {  // PRECONDITION: 1 <= n <= 8
-  uint64_t u = (b[n - 1] & 0x80) ? ~uint64_t{0} : 0;
-  for (size_t i = n; i-- > 0;) u = (u << 8) | b[i];
-  return static_cast<int64_t>(u);
-}
-
-constexpr double kTwo63 = 9223372036854775808.0;
-
-// The integer value of a finite integral double as minimal two's complement bytes.
-size_t int_bytes_of_double(double d, uint8_t (&out)[144]) {
-  std::memset(out, 0, sizeof out);
-  const bool neg = d < 0;
-  int e = 0;
-  const double m = std::frexp(std::fabs(d), &e);  // |d| = m * 2**e, 0.5 <= m < 1
-  auto mant = static_cast<uint64_t>(std::ldexp(m, 53));
-  int shift = e - 53;
-  if (shift < 0) {
-    mant >>= -shift;  // exact: d is integral
-    shift = 0;
-  }
-  const size_t byte = static_cast<size_t>(shift) / 8;
-  const uint64_t v = mant << (shift % 8);  // < 2**61
-  for (size_t k = 0; k < 8; ++k) out[byte + k] = static_cast<uint8_t>(v >> (8 * k));
-  size_t n = byte + 9;  // a zero top byte: room for the sign
-  if (neg) {
-    unsigned carry = 1;
-    for (size_t k = 0; k < n; ++k) {
-      const unsigned x = static_cast<uint8_t>(~out[k]) + carry;
-      out[k] = static_cast<uint8_t>(x);
-      carry = x >> 8;
-    }
-  }
-  return canonical_len(out, n);
-}
-
-// A number as Python sees it, for ==.
-struct Num {
-  enum Kind { kNotNumber, kInt, kBig, kFloat } kind = kNotNumber;
-  int64_t i = 0;
-  double f = 0;
-  const uint8_t* b = nullptr;  // kBig: canonical bytes, more than 8 of them
-  size_t n = 0;
-};
-
-Num num_of(const Value& v) {
-  Num x;
+// A number value of an image as codec::Number (kNotNumber for any other value).
+codec::Number num_of(const Value& v) {
   switch (tag_of(v.ref())) {
-    case Tag::kFalse: case Tag::kTrue: case Tag::kInt:
-      x.kind = Num::kInt;
-      x.i = v.as_int();
-      break;
-    case Tag::kFloat:
-      x.kind = Num::kFloat;
-      x.f = v.as_float();
-      break;
-    case Tag::kBigInt: {
-      auto bytes = v.bigint_bytes();
-      const auto* b = reinterpret_cast<const uint8_t*>(bytes.data());
-      const size_t n = canonical_len(b, bytes.size());
-      if (n == 0) {
-        x.kind = Num::kInt;  // an empty (corrupt) bigint reads as 0
-      } else if (n <= 8) {
-        x.kind = Num::kInt;
-        x.i = int_from_le(b, n);
-      } else {
-        x.kind = Num::kBig;
-        x.b = b;
-        x.n = n;
-      }
-      break;
-    }
-    default:
-      break;
+    case Tag::kFalse: case Tag::kTrue: case Tag::kInt: return codec::Number::of_int(v.as_int());
+    case Tag::kFloat: return codec::Number::of_float(v.as_float());
+    case Tag::kBigInt: return codec::Number::of_bigint(v.bigint_bytes());
+    default: return {};
   }
-  return x;
-}
-
-bool float_equals(double d, const Num& x) {
-  if (x.kind == Num::kFloat) return d == x.f;
-  if (!std::isfinite(d) || d != std::trunc(d)) return false;
-  if (x.kind == Num::kInt) return d >= -kTwo63 && d < kTwo63 && static_cast<int64_t>(d) == x.i;
-  if (std::fabs(d) < kTwo63) return false;  // a canonical bigint of > 8 bytes is beyond int64
-  uint8_t buf[144];
-  const size_t n = int_bytes_of_double(d, buf);
-  return n == x.n && std::memcmp(buf, x.b, n) == 0;
-}
-
-bool nums_equal(const Num& a, const Num& b) {
-  if (a.kind == Num::kFloat) return float_equals(a.f, b);
-  if (b.kind == Num::kFloat) return float_equals(b.f, a);
-  if (a.kind != b.kind) return false;  // an int64 never equals a canonical bigint
-  if (a.kind == Num::kInt) return a.i == b.i;
-  return a.n == b.n && std::memcmp(a.b, b.b, a.n) == 0;
 }
 
 // False, True, int, float, big int: the tags whose values compare as numbers.
@@ -224,19 +121,19 @@ void check_depth(uint32_t depth) {
 uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
   check_depth(depth);
   switch (tag_of(v.ref())) {
-    case Tag::kNone: return hash::kNoneHash;
+    case Tag::kNone: return codec::hash::kNoneHash;
     case Tag::kFalse: return 0;
     case Tag::kTrue: return 1;
-    case Tag::kInt: return static_cast<uint64_t>(hash::of_int(v.as_int()));
-    case Tag::kFloat: return static_cast<uint64_t>(hash::of_float(v.as_float()));
-    case Tag::kBigInt: return static_cast<uint64_t>(hash::of_bigint(v.bigint_bytes()));
+    case Tag::kInt: return static_cast<uint64_t>(codec::hash::of_int(v.as_int()));
+    case Tag::kFloat: return static_cast<uint64_t>(codec::hash::of_float(v.as_float()));
+    case Tag::kBigInt: return static_cast<uint64_t>(codec::hash::of_bigint(v.bigint_bytes()));
     case Tag::kStr: {
       auto s = v.as_str();
-      return hash::of_bytes(seed, s.data(), s.size());
+      return codec::hash::of_bytes(seed, s.data(), s.size());
     }
     case Tag::kBytes: {
       auto b = v.as_bytes();
-      return hash::of_bytes(seed, b.data(), b.size());
+      return codec::hash::of_bytes(seed, b.data(), b.size());
     }
     case Tag::kTuple: {
       const uint64_t n = v.size();
@@ -248,7 +145,7 @@ uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
         h = big.data();
       }
       for (uint64_t i = 0; i < n; ++i) h[i] = hash_with_seed(v[i], seed, depth + 1);
-      return static_cast<uint64_t>(hash::of_tuple({h, static_cast<size_t>(n)}));
+      return static_cast<uint64_t>(codec::hash::of_tuple({h, static_cast<size_t>(n)}));
     }
     case Tag::kFrozenSet: {
       const TableView t = table_view(v.image(), v.ref());
@@ -257,7 +154,7 @@ uint64_t hash_with_seed(const Value& v, uint64_t seed, uint32_t depth) {
       for (uint64_t i = 0; i < t.count; ++i) {
         h[i] = same_seed ? v.hash_at(i) : hash_with_seed(v.key_at(i), seed, depth + 1);
       }
-      return static_cast<uint64_t>(hash::of_frozenset(h));
+      return static_cast<uint64_t>(codec::hash::of_frozenset(h));
     }
     default:
       unhashable(v.type());
@@ -273,7 +170,7 @@ bool equal_keys(const Value& a, const Value& b, uint32_t depth) {
   if (is_number_tag(ta) || is_number_tag(tb)) {
     if (!is_number_tag(ta) || !is_number_tag(tb)) return false;
     if (ta == Tag::kInt && tb == Tag::kInt) return a.ref() == b.ref();
-    return nums_equal(num_of(a), num_of(b));
+    return codec::numbers_equal(num_of(a), num_of(b));
   }
   if (ta != tb) return false;
   switch (ta) {
@@ -471,22 +368,18 @@ uint64_t Value::hash_at(uint64_t i) const {
 }
 
 std::optional<Value> Value::find(int64_t key) const {
-  const uint64_t h = static_cast<uint64_t>(hash::of_int(key));
+  const uint64_t h = static_cast<uint64_t>(codec::hash::of_int(key));
   const bool inline_range = key >= layout::kInlineIntMin && key <= layout::kInlineIntMax;
   return find_impl(*this, h, [&](const Value& v) {
     switch (tag_of(v.ref())) {
       case Tag::kFalse: return key == 0;
       case Tag::kTrue: return key == 1;
       case Tag::kInt: return v.as_int() == key;
-      case Tag::kFloat: {
-        const double d = v.as_float();
-        return d >= -kTwo63 && d < kTwo63 && d == std::trunc(d) && static_cast<int64_t>(d) == key;
-      }
-      case Tag::kBigInt: {  // canonical bigints lie outside the inline range; compare anyway, by value
+      case Tag::kFloat:
+        return codec::numbers_equal(codec::Number::of_int(key), codec::Number::of_float(v.as_float()));
+      case Tag::kBigInt:  // canonical bigints lie outside the inline range; compare anyway, by value
         if (inline_range) return false;
-        Num x = num_of(v);
-        return x.kind == Num::kInt && x.i == key;
-      }
+        return codec::numbers_equal(codec::Number::of_int(key), num_of(v));
       default: return false;
     }
   });
@@ -497,24 +390,24 @@ std::optional<Value> Value::find(double key) const {
     if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
     return std::nullopt;  // NaN equals nothing
   }
-  const uint64_t h = static_cast<uint64_t>(hash::of_float(key));
+  const uint64_t h = static_cast<uint64_t>(codec::hash::of_float(key));
   return find_impl(*this, h, [&](const Value& v) {
     const Tag t = tag_of(v.ref());
     if (t == Tag::kFloat) return v.as_float() == key;
     if (!is_number_tag(t)) return false;
-    return float_equals(key, num_of(v));
+    return codec::numbers_equal(codec::Number::of_float(key), num_of(v));
   });
 }
 
 std::optional<Value> Value::find(std::string_view key) const {
   if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
-  const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
+  const uint64_t h = codec::hash::of_bytes(image_->hash_seed(), key.data(), key.size());
   return find_impl(*this, h, [&](const Value& v) { return tag_of(v.ref()) == Tag::kStr && v.as_str() == key; });
 }
 
 std::optional<Value> Value::find_bytes(std::span<const std::byte> key) const {
   if (!is_table_tag(tag_of(ref_))) detail::throw_wrong_type("dict, set or frozenset", type());
-  const uint64_t h = hash::of_bytes(image_->hash_seed(), key.data(), key.size());
+  const uint64_t h = codec::hash::of_bytes(image_->hash_seed(), key.data(), key.size());
   return find_impl(*this, h, [&](const Value& v) {
     if (tag_of(v.ref()) != Tag::kBytes) return false;
     auto b = v.as_bytes();
@@ -654,14 +547,12 @@ struct Validator {
         break;
       case Tag::kBigInt: {
         auto b = v.bigint_bytes();
-        const auto* u = reinterpret_cast<const uint8_t*>(b.data());
         if (rd64(p + 8) != 0) fail("bigint node with nonzero flags", ref);
-        if (b.empty() || canonical_len(u, b.size()) != b.size()) fail("bigint not minimal", ref);
-        if (b.size() <= 8) {
-          const int64_t x = int_from_le(u, b.size());
-          if (x >= layout::kInlineIntMin && x <= layout::kInlineIntMax) {
-            fail("bigint that fits an inline int", ref);
-          }
+        if (b.empty() || codec::canonical_int_len(b) != b.size()) fail("bigint not minimal", ref);
+        if (const codec::Number x = codec::Number::of_bigint(b);
+            x.kind == codec::Number::kInt && x.i >= layout::kInlineIntMin &&
+            x.i <= layout::kInlineIntMax) {
+          fail("bigint that fits an inline int", ref);
         }
         break;
       }

@@ -1,4 +1,4 @@
-// src/client.hpp — the per-process side of the session protocol (not API).
+// src/session/client.hpp — the per-process side of the session protocol (not API).
 //
 // One Client per process (a leaked singleton: it must outlive every static Segment). It owns one
 // connection per session it talks to and a cache of live mappings by object id, so attaching an
@@ -28,7 +28,6 @@
 #include "layout/segment_layout.hpp"
 #include "platform/platform.hpp"
 #include "shoal/handle.hpp"
-#include "shoal/segment.hpp"
 
 namespace shoal::detail {
 
@@ -53,7 +52,8 @@ class Client {
  public:
   static Client& instance();
 
-  std::shared_ptr<Mapping> create(uint64_t data_size, const Segment::Options& opts);
+  /// A zero-filled segment of `data_size` usable bytes; `populate` pre-faults this mapping.
+  std::shared_ptr<Mapping> create(uint64_t data_size, ObjectKind kind, bool populate);
   /// A segment whose data area is written from `pieces` (offsets relative to the data area)
   /// with pwrite, and sealed read-only at once when `seal`.
   std::shared_ptr<Mapping> create_filled(uint64_t data_size, ObjectKind kind,
@@ -126,16 +126,6 @@ class Client {
   Id128 current_;
   std::unordered_map<Id128, Conn, Id128Hash> conns_;
   std::unordered_map<Id128, std::weak_ptr<Mapping>, Id128Hash> cache_;
-  bool atfork_registered_ = false;
 };
-
-/// Writes every field of a new segment's header and publishes it (state = ready, release
-/// order). Every kind of new segment, anonymous or named, starts this way.
-void init_segment_header(layout::SegmentHeader* h, const Id128& object, ObjectKind kind,
-                         uint64_t total) noexcept;
-
-/// "<runtime dir>/<session hex>.sock" and ".lock".
-std::string socket_path(const std::string& dir, const Id128& session);
-std::string lock_path(const std::string& dir, const Id128& session);
 
 }  // namespace shoal::detail

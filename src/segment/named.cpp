@@ -7,7 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "client.hpp"
+#include "session/client.hpp"
+#include "session/segment_header.hpp"
 #include "layout/segment_layout.hpp"
 #include "shoal/segment.hpp"
 #include "shoal/system.hpp"

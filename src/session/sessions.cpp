@@ -1,0 +1,161 @@
+// src/session/sessions.cpp — what one process can learn of every session of this user: the
+// broker's description of a session, dropping orphan pins, the list of sessions and the
+// clean-up of runtime files left by brokers that died (gc_runtime_dir).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <vector>
+
+#include "session/client.hpp"
+#include "session/wire.hpp"
+#include "shoal/session.hpp"
+#include "shoal/system.hpp"
+
+namespace shoal {
+
+using platform::UniqueFd;
+
+namespace detail {
+
+using layout::Op;
+using layout::WireMsg;
+
+Result<Client::Conn*> Client::conn_or_temp_locked(const Id128& session, Conn* temp) {
+  // Our connection if we have one; otherwise a temporary one, so that `shoal ls` or `shoal gc`
+  // in a long-lived process does not keep every broker it looked at alive.
+  if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) return &it->second;
+  auto made = connect_locked(session);
+  if (!made) return made.status();
+  *temp = std::move(made.value());
+  return temp;
+}
+
+Result<std::string> Client::describe(const Id128& session) noexcept {
+  try {
+    std::lock_guard<std::mutex> g(mu_);
+    check_fork_locked();
+    Conn temp;
+    auto got = conn_or_temp_locked(session, &temp);
+    if (!got) return got.status();
+    Conn* c = got.value();
+    WireMsg req = wire::make_msg(Op::kList);
+    WireMsg rep{};
+    std::string payload;
+    Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, &payload);
+    if (!st) return st;
+    return payload;
+  } catch (const std::exception& e) {
+    return {Errc::kSystem, e.what()};
+  }
+}
+
+Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
+  try {
+    std::lock_guard<std::mutex> g(mu_);
+    check_fork_locked();
+    Conn temp;
+    auto got = conn_or_temp_locked(session, &temp);
+    if (!got) return got.status();
+    Conn* c = got.value();
+    if (!c->can_drop_pins) {  // an older broker drops a peer that sends an unknown op
+      return {Errc::kSystem, "the broker of session " + session.hex() +
+                                 " predates dropping pins; its pins expire after their TTL"};
+    }
+    WireMsg req = wire::make_msg(Op::kDropPins);
+    WireMsg rep{};
+    Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, nullptr);
+    if (!st) return st;
+    return rep.arg;
+  } catch (const std::exception& e) {
+    return {Errc::kSystem, e.what()};
+  }
+}
+
+}  // namespace detail
+
+uint64_t drop_orphan_pins(const Id128& session) {
+  return detail::Client::instance().drop_orphan_pins(session).take();
+}
+
+std::vector<SessionEntry> list_sessions() {
+  std::vector<SessionEntry> out;
+  auto dir = runtime_dir(false);
+  if (!dir) return out;
+  DIR* d = ::opendir(dir.value().c_str());
+  if (d == nullptr) return out;
+  std::vector<Id128> ids;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() != 37 || name.substr(32) != ".lock") continue;
+    auto id = Id128::from_hex(name.substr(0, 32));
+    if (id) ids.push_back(id.value());
+  }
+  ::closedir(d);
+  for (const Id128& id : ids) {
+    SessionEntry s;
+    s.id = id;
+    UniqueFd lf(::open(wire::lock_path(dir.value(), id).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!lf.valid()) continue;
+    char buf[32] = {};
+    ssize_t n = ::pread(lf.get(), buf, sizeof buf - 1, 0);
+    if (n > 0) s.broker_pid = std::strtoll(buf, nullptr, 10);
+    if (::flock(lf.get(), LOCK_SH | LOCK_NB) == 0) {
+      ::flock(lf.get(), LOCK_UN);
+      s.alive = false;
+    } else {
+      s.alive = true;
+      auto j = detail::Client::instance().describe(id);
+      if (j) s.describe_json = j.value();
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+int gc_runtime_dir() {
+  auto dir = runtime_dir(false);
+  if (!dir) return 0;
+  DIR* d = ::opendir(dir.value().c_str());
+  if (d == nullptr) return 0;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  int removed = 0;
+  for (const std::string& name : names) {
+    if (name.size() == 42 && name.rfind(".tmp-", 0) == 0 && name.substr(37) == ".lock") {
+      // A broker that died between creating its lock file and renaming it into place.
+      std::string tmp = dir.value() + "/" + name;
+      UniqueFd lf(::open(tmp.c_str(), O_RDWR | O_CLOEXEC));
+      if (lf.valid() && ::flock(lf.get(), LOCK_EX | LOCK_NB) == 0) {
+        ::unlink(tmp.c_str());
+        ++removed;
+      }
+      continue;
+    }
+    if (name.size() != 37) continue;
+    auto id = Id128::from_hex(name.substr(0, 32));
+    if (!id) continue;
+    std::string suffix = name.substr(32);
+    std::string lock = wire::lock_path(dir.value(), id.value());
+    std::string sock = wire::socket_path(dir.value(), id.value());
+    if (suffix == ".lock") {
+      // The broker holds this lock for its whole life (and creates the file already locked, by
+      // rename), so getting it means the broker is dead.
+      UniqueFd lf(::open(lock.c_str(), O_RDWR | O_CLOEXEC));
+      if (!lf.valid() || ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) continue;
+      ::unlink(sock.c_str());
+      ::unlink(lock.c_str());
+      ++removed;
+    } else if (suffix == ".sock" && ::access(lock.c_str(), F_OK) != 0) {
+      // A socket without its lock: the broker died between the two unlinks. (When the .lock
+      // entry came first, its branch already removed this socket: unlink fails, no count.)
+      if (::unlink(sock.c_str()) == 0) ++removed;
+    }
+  }
+  return removed;
+}
+
+}  // namespace shoal
