@@ -92,8 +92,8 @@ lint-layers:
 
 # The Python half of `make lint` (seconds): ruff and mypy.
 lint-python: setup
-	$(VENV)/bin/ruff check python tests bench examples fuzz
-	$(VENV)/bin/ruff format --check python tests bench examples fuzz
+	$(VENV)/bin/ruff check python tests bench examples fuzz scripts
+	$(VENV)/bin/ruff format --check python tests bench examples fuzz scripts
 	$(VENV)/bin/mypy
 
 demo: install

@@ -21,15 +21,31 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["src/base/", "include/shoal/error.hpp"]),
     ("layout", ["src/layout/", "include/shoal/detail/"]),
     ("platform", ["src/platform/", "include/shoal/system.hpp"]),
-    ("session", ["src/session/", "include/shoal/handle.hpp", "include/shoal/kind.hpp",
-                 "include/shoal/session.hpp"]),
+    (
+        "session",
+        [
+            "src/session/",
+            "include/shoal/handle.hpp",
+            "include/shoal/kind.hpp",
+            "include/shoal/session.hpp",
+        ],
+    ),
     ("broker", ["src/broker/"]),
     ("segment", ["src/segment/", "include/shoal/segment.hpp"]),
     ("memory", ["src/memory/"]),
     ("sync", ["src/sync/"]),
     ("codec", ["src/codec/", "include/shoal/codec.hpp"]),
-    ("objects", ["src/array/", "src/frozen/", "src/containers/", "src/channels/",
-                 "include/shoal/array.hpp", "include/shoal/frozen.hpp"]),
+    (
+        "objects",
+        [
+            "src/array/",
+            "src/frozen/",
+            "src/containers/",
+            "src/channels/",
+            "include/shoal/array.hpp",
+            "include/shoal/frozen.hpp",
+        ],
+    ),
     ("umbrella", ["include/shoal/shoal.hpp"]),
     ("bindings", ["python/bindings/"]),
 ]
@@ -38,7 +54,7 @@ CHECKED = ["src", "include/shoal", "python/bindings"]
 INCLUDE_DIRS = ["src", "include"]  # where a quoted include is looked up, after the file's folder
 
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 
 def layer_of(rel: str) -> str | None:
@@ -63,10 +79,7 @@ def resolve(src: Path, target: str) -> str | None:
 def main() -> int:
     errors: list[str] = []
     files = sorted(
-        f
-        for d in CHECKED
-        for f in (ROOT / d).rglob("*")
-        if f.suffix in {".hpp", ".cpp", ".h"}
+        f for d in CHECKED for f in (ROOT / d).rglob("*") if f.suffix in {".hpp", ".cpp", ".h"}
     )
     for f in files:
         rel = f.relative_to(ROOT).as_posix()
@@ -79,13 +92,15 @@ def main() -> int:
             line = text.count("\n", 0, m.start()) + 1
             target = resolve(f, m.group(1))
             if target is None:
-                errors.append(f"{rel}:{line}: cannot find \"{m.group(1)}\"")
+                errors.append(f'{rel}:{line}: cannot find "{m.group(1)}"')
                 continue
             theirs = layer_of(target)
             if theirs is None:
-                errors.append(f"{rel}:{line}: \"{m.group(1)}\" is in no layer")
+                errors.append(f'{rel}:{line}: "{m.group(1)}" is in no layer')
             elif theirs in LEAVES and theirs != mine:
-                errors.append(f"{rel}:{line}: includes {target}, of {theirs}, which nothing includes")
+                errors.append(
+                    f"{rel}:{line}: includes {target}, of {theirs}, which nothing includes"
+                )
             elif RANK[theirs] > RANK[mine]:
                 errors.append(
                     f"{rel}:{line}: {mine} includes {target}, of {theirs}, a layer above it "
