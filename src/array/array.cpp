@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "layout/array_layout.hpp"
+#include "layout/segment_layout.hpp"
 
 namespace shoal {
 
@@ -46,7 +47,7 @@ Planned plan(std::string_view descr, uint64_t itemsize, std::span<const uint64_t
   }
   uint64_t count = 1;
   for (uint64_t d : shape) count *= d;
-  if (itemsize != 0 && count > (1ULL << 56) / itemsize) {
+  if (itemsize != 0 && count > layout::kMaxSegmentBytes / itemsize) {
     throw_error(Errc::kInvalidArgument, "array of " + std::to_string(count) + " elements of " +
                                             std::to_string(itemsize) + " bytes is too large");
   }

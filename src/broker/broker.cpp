@@ -41,6 +41,7 @@
 
 #include "layout/hold_ring_layout.hpp"
 #include "layout/protocol_layout.hpp"
+#include "layout/segment_layout.hpp"
 #include "platform/platform.hpp"
 #include "session/wire.hpp"
 #include "shoal/handle.hpp"
@@ -233,9 +234,9 @@ void Broker::maybe_free(const Id128& id) {
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
   if (it->second.holders.empty() && it->second.pins.empty()) {
-    total_bytes_ -= it->second.size + 64;
+    total_bytes_ -= it->second.size + layout::kSegmentHeaderSize;
     // Closing our descriptor frees the pages if no process maps them any more, which takes
-    // ~150 ms per GiB: for big objects do it on a thread of its own, so that the loop keeps
+    // time in proportion to their size: for big objects do it on a thread of its own, so that the loop keeps
     // answering other processes meanwhile.
     if (it->second.size >= kAsyncCloseBytes) {
       std::thread([fd = it->second.fd.release()] { ::close(fd); }).detach();
@@ -455,7 +456,7 @@ void Broker::serve(int fd) {
         return;
       }
       bool ro = false;
-      Status ok = platform::check_received_fd(passed.get(), req.size + 64, &ro);
+      Status ok = platform::check_received_fd(passed.get(), req.size + layout::kSegmentHeaderSize, &ro);
       if (!ok) {
         reply_error(fd, req, Errc::kInvalidArgument, ok.message());
         return;
@@ -464,7 +465,7 @@ void Broker::serve(int fd) {
       // only be enforced here, where every object of the session is known.
       if (const char* mb = std::getenv("SHOAL_MAX_BYTES"); mb != nullptr && *mb != '\0') {
         auto max = parse_bytes(mb);
-        if (max && total_bytes_ + req.size + 64 > *max) {
+        if (max && total_bytes_ + req.size + layout::kSegmentHeaderSize > *max) {
           reply_error(fd, req, Errc::kOutOfSpace,
                       "SHOAL_MAX_BYTES (" + std::to_string(*max) + " bytes) would be exceeded: "
                       "the session holds " + std::to_string(total_bytes_) +
@@ -481,7 +482,7 @@ void Broker::serve(int fd) {
       o.holders.insert(fd);
       objects_.emplace(id, std::move(o));
       conn.held.insert(id);
-      total_bytes_ += req.size + 64;
+      total_bytes_ += req.size + layout::kSegmentHeaderSize;
       (void)wire::send_msg(fd, rep);
       return;
     }

@@ -1,4 +1,4 @@
-// src/frozen_builder.cpp — writing frozen images (src/layout/frozen_layout.hpp).
+// src/frozen/builder.cpp — writing frozen images (src/layout/frozen_layout.hpp).
 //
 // The image grows in one private anonymous mapping, enlarged with mremap(MREMAP_MAYMOVE): the
 // kernel moves page tables, not bytes, so a multi-GiB image is never copied while it grows. Nodes
@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "layout/frozen_layout.hpp"
+#include "layout/segment_layout.hpp"
 #include "platform/platform.hpp"
 #include "shoal/frozen.hpp"
 
@@ -86,7 +87,7 @@ struct Builder::Impl {
 
   void reserve(uint64_t more) {
     if (more > cap - len) {
-      if (more > (uint64_t{1} << 56) - len) {
+      if (more > layout::kMaxSegmentBytes - len) {
         throw_error(Errc::kInvalidArgument, "frozen image would exceed 2**56 bytes");
       }
       uint64_t want = std::max(cap * 2, len + more);

@@ -1,4 +1,4 @@
-// src/frozen.cpp — reading frozen images: Value accessors, Python equality and hashing of keys,
+// src/frozen/frozen.cpp — reading frozen images: Value accessors, Python equality and hashing of keys,
 // Image::open / validate, and Frozen (a published image kept mapped).
 //
 // Every read goes through Image::node(), which checks that the whole node lies inside the

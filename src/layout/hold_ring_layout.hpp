@@ -3,11 +3,10 @@
 //
 // Why: a fast attach (docs/design/segment.md, "Fast attach") maps the broker's memfd without
 // asking the broker, but the broker must still learn that this connection holds the object, so
-// that the reference dies with the connection and the handle's pin is used. A kHold message did
-// that; in a process that was asleep until the handle arrived, its sendmsg was the costliest
-// step of the attach (about 40-60 µs on a VM, where every cold system call costs tens of µs).
-// The ring carries the same fact, and the broker reads it whenever it would have read kHold
-// next: before it serves any message from that connection, when the connection closes, before
+// that the reference dies with the connection and the handle's pin is used. A kHold message says
+// so, but in a process that was asleep until the handle arrived its sendmsg is the costliest
+// step of the attach (a cold system call). The ring carries the same fact, and the broker reads
+// it whenever it would have read kHold next: before it serves any message from that connection, when the connection closes, before
 // it expires pins, and before kList.
 //
 //   0          64                                                4096

@@ -42,6 +42,10 @@ inline constexpr uint32_t kSegmentFormatVersion = 1;
 inline constexpr uint32_t kSegmentInitialising = 0;  // what a fresh, zero-filled segment reads
 inline constexpr uint32_t kSegmentReady = 2;
 inline constexpr uint64_t kSegmentHeaderSize = 64;
+/// No segment's data area may exceed this (2**56 bytes, beyond any machine): a larger size in a
+/// request, a handle or a broker's answer is refused as absurd before any arithmetic on it, so
+/// `size + kSegmentHeaderSize` and an element count times its item size never overflow.
+inline constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 56;
 inline constexpr size_t kCacheLine = 64;
 
 // sizeof(void*) | cache line | endianness probe. A big-endian reader sees a different value.

@@ -153,7 +153,7 @@ Status check_capacity(uint64_t bytes, uint64_t session_bytes) noexcept {
                     "; raise SHOAL_MAX_BYTES or release objects first"};
       }
     }
-    // Small requests skip the kernel figures (reading them costs ~30 us, more than creating the
+    // Small requests skip the kernel figures (reading them costs more than creating a small
     // segment): a failed small fallocate still surfaces as kOutOfSpace at creation, and one
     // such request risks no more than any 1 MiB malloc does.
     if (bytes < kSmallRequest) return {};

@@ -1,4 +1,4 @@
-// src/named.cpp — named, persistent segments: plain files in named_dir() (see segment.hpp).
+// src/segment/named.cpp — named, persistent segments: plain files in named_dir() (see segment.hpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -65,7 +65,7 @@ std::shared_ptr<detail::Mapping> map_named(const std::string& name, int fd, uint
 
 Segment Segment::create_named(const std::string& name, uint64_t size, ObjectKind kind) {
   const std::string path = path_of(name, true);
-  if (size > (1ULL << 56)) throw_error(Errc::kInvalidArgument, "segment size is absurd");
+  if (size > layout::kMaxSegmentBytes) throw_error(Errc::kInvalidArgument, "segment size is absurd");
   const uint64_t total = size + layout::kSegmentHeaderSize;
   check_capacity(total).throw_if_error();
   MemoryInfo mi = memory_info();

@@ -135,7 +135,7 @@ Mapping::~Mapping() {
   platform::unmap(base, total);
   // Close the creator's descriptor before releasing, so the broker holds the last reference
   // and frees the pages in its own time; otherwise this close could be the one that frees a
-  // large segment (~150 ms/GiB) on the caller's thread.
+  // large segment, which takes time in proportion to its size, on the caller's thread.
   memfd.reset();
   Client::instance().release(session, object);
 }
@@ -154,9 +154,8 @@ Client::Client() {
   raise_fd_limit();
   // Any other fork takes mu_ first, so the child never inherits it locked by a thread that
   // does not exist there.
-  // The child handler also marks the fork, so that check_fork_locked needs no getpid(): that
-  // was one more system call on every attach and release, each costly in a worker that was
-  // asleep until the handle came.
+  // The child handler also marks the fork, so that check_fork_locked needs no getpid(): no
+  // system call on any attach or release, each costly in a worker asleep until the handle came.
   ::pthread_atfork([] { if (!t_own_fork) Client::instance().mu_.lock(); },
                    [] { if (!t_own_fork) Client::instance().mu_.unlock(); },
                    [] {

@@ -26,7 +26,7 @@ using platform::UniqueFd;
 namespace {
 
 void check_size(uint64_t data_size) {
-  if (data_size > (1ULL << 56)) {
+  if (data_size > layout::kMaxSegmentBytes) {
     throw_error(Errc::kInvalidArgument, "segment size " + std::to_string(data_size) + " is absurd");
   }
 }
@@ -216,7 +216,7 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
   };
   if (!fd.valid()) fail({Errc::kCorrupt, "the broker answered an attach without a descriptor"});
   const uint64_t total = rep.size + layout::kSegmentHeaderSize;
-  if (rep.size > (1ULL << 56)) fail({Errc::kCorrupt, "the broker reported an absurd size"});
+  if (rep.size > layout::kMaxSegmentBytes) fail({Errc::kCorrupt, "the broker reported an absurd size"});
   if (rep.size != h.size || rep.kind != h.kind) {
     fail({Errc::kStaleHandle, "the handle says " + std::to_string(h.size) + " bytes of kind " +
                                   std::to_string(h.kind) + ", the object has " +
@@ -246,7 +246,7 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
 
 std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c) noexcept {
   try {
-    if (h.size > (1ULL << 56)) return nullptr;
+    if (h.size > layout::kMaxSegmentBytes) return nullptr;
     const uint64_t total = h.size + layout::kSegmentHeaderSize;
     // Allocated first, so that nothing can fail once kHold is sent. Until then its session is
     // zero, so destroying it under mu_ sends nothing and takes no lock (L8 holds).
