@@ -35,6 +35,7 @@
 #include <string_view>
 
 #include "shoal/error.hpp"
+#include "shoal/kind.hpp"  // ObjectKind: what the kind field names
 
 namespace shoal {
 
@@ -59,12 +60,6 @@ struct Id128Hash {
   }
 };
 
-/// What a segment holds; later layers add kinds (array, frozen graph, ...).
-enum class ObjectKind : uint32_t {
-  kBytes = 0,  // raw bytes: the foundation's segment
-  kArray = 1,
-  kFrozen = 2,
-};
 
 /// Handle flags.
 inline constexpr uint32_t kHandleReadOnly = 1u << 0;  // the segment is sealed read-only
@@ -82,7 +77,7 @@ struct Handle {
   Id128 object;
   uint64_t pin = 0;
   uint64_t size = 0;  // usable bytes (the segment's data area)
-  uint32_t kind = 0;
+  uint32_t kind = 0;  // an ObjectKind; decode() refuses one this build does not list
   uint32_t flags = 0;
   // The hint (see above). hint_pid == 0: no hint, and hint_fd is 0. Both are at most INT32_MAX.
   uint32_t hint_pid = 0;  // the broker's pid

@@ -8,8 +8,11 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/tuple.h>
 
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "bindings.hpp"
 #include "session/client.hpp"
@@ -103,8 +106,10 @@ void register_segment(nb::module_& m) {
       .def_static(
           "create",
           [](uint64_t size, bool populate, uint32_t kind) {
-            if (kind > static_cast<uint32_t>(ObjectKind::kFrozen)) {
-              throw nb::value_error("unknown segment kind");
+            if (!kind_known(kind)) {
+              throw nb::value_error(("unknown segment kind " + std::to_string(kind) +
+                                     " (this build knows " + known_kind_names() + ")")
+                                        .c_str());
             }
             nb::gil_scoped_release nogil;
             return PySegment{Segment::create(size, {static_cast<ObjectKind>(kind), populate})};
@@ -268,6 +273,16 @@ void register_segment(nb::module_& m) {
         "bytes"_a);
   m.def("memfd_supported", &memfd_supported);
   m.def("pin_ttl", []() { return static_cast<double>(pin_ttl_ms()) / 1000.0; });
+  m.def("object_kinds", []() {
+    // The registry of include/shoal/kind.hpp, in id order; python/shoal/_kinds.py builds
+    // shoal.attach's dispatch, the pickling reconstructors and the CLI's names from it.
+    std::vector<std::tuple<uint32_t, std::string, std::string>> out;
+    for (const KindInfo& k : kObjectKinds) {
+      out.emplace_back(static_cast<uint32_t>(k.kind), std::string(k.name),
+                       std::string(k.description));
+    }
+    return out;
+  }, "Every object kind this build knows: (id, short name, description), in id order.");
   m.def("decode_handle", [](const std::string& text) {
     Handle h = Handle::decode(text).take();
     nb::dict d;

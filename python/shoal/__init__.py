@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
 from ._array import Array, empty, full, zeros
-from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, attach, freeze, load, save
+from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
+from ._kinds import attach
 from ._share import share
 from ._shoal import (
     AccessDeniedError,

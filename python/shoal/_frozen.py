@@ -386,24 +386,8 @@ def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
     return _shoal.frozen_root(owner)
 
 
-_KIND_ARRAY = 1  # shoal::ObjectKind (include/shoal/handle.hpp)
-_KIND_FROZEN = 2
-
-
-def attach(handle: str) -> Any:
-    """The object a handle names: a frozen view, a shoal.Array, or a raw Segment."""
-    seg = _shoal.Segment.attach(handle)
-    kind = seg.kind
-    if kind == _KIND_FROZEN:
-        return _shoal.frozen_root(_shoal.frozen_owner_from_segment(seg))
-    if kind == _KIND_ARRAY:
-        from ._array import Array
-
-        return Array.attach(handle)
-    return seg
-
-
 # ---- pickling glue (names are part of every pickle: keep them stable) -----------------------
+# _rebuild_segment is the "frozen" kind's reconstructor in shoal._kinds.
 def _rebuild_segment(handle: str, ref: int) -> Any:
     seg = _shoal.Segment.attach(handle)
     return _shoal.frozen_view(_shoal.frozen_owner_from_segment(seg), ref)

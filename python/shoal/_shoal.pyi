@@ -134,6 +134,11 @@ def memfd_supported() -> bool: ...
 
 def pin_ttl() -> float: ...
 
+def object_kinds() -> list[tuple[int, str, str]]:
+    """
+    Every object kind this build knows: (id, short name, description), in id order.
+    """
+
 def decode_handle(text: str) -> dict:
     """Parse a handle (DecodeError if malformed)."""
 

@@ -31,12 +31,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, _shoal
+from . import __version__, _kinds, _shoal
 from ._tools.measure import fmt_bytes
 
 __all__ = ["main"]
-
-_KIND_NAMES = {0: "bytes", 1: "array", 2: "frozen"}
 
 _BENCH_HEADER = """\
 # shoal benchmarks
@@ -65,10 +63,6 @@ def _dir_or_reason(fn: Callable[[bool], str]) -> tuple[str | None, str]:
         return fn(False), ""
     except _shoal.ShoalError as exc:
         return None, str(exc)
-
-
-def _kind_name(kind: int) -> str:
-    return _KIND_NAMES.get(kind, f"kind {kind}")
 
 
 def _age(unix: float) -> str:
@@ -173,7 +167,7 @@ def _print_session(s: dict[str, Any], out: TextIO) -> None:
         rows.append(
             [
                 o["id"][:12],
-                _kind_name(int(o.get("kind", 0))),
+                _kinds.kind_name(int(o.get("kind", 0))),
                 fmt_bytes(int(o.get("size", 0))),
                 "ro" if o.get("read_only") else "rw",
                 str(o.get("creator_pid", "?")),

@@ -48,6 +48,10 @@ struct CrcTable {
 };
 constexpr CrcTable kCrcTable;
 
+// Where the kind field starts: after the prefix, two ids, the pin and the size, each with its ':'.
+constexpr size_t kKindOffset = kHandlePrefix.size() + 33 + 33 + 17 + 17;
+static_assert(kKindOffset == 107);
+
 }  // namespace
 
 namespace {
@@ -258,6 +262,11 @@ Result<Handle> Handle::decode(std::string_view text) noexcept {
     if ((h.flags & ~kHandleKnownFlags) != 0) {
       return {Errc::kDecode, "shoal handle has unknown flags " + std::to_string(h.flags) +
                                  ": it was made by a newer shoal"};
+    }
+    if (!kind_known(h.kind)) {
+      return {Errc::kDecode, "shoal handle names object kind " + std::to_string(h.kind) +
+                                 " at offset " + std::to_string(kKindOffset) + ", unknown to this build (it knows " +
+                                 known_kind_names() + "): it was made by a newer shoal"};
     }
     if (hinted) {
       Status st = decode_hint(text, got, &h);

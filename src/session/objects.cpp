@@ -229,6 +229,17 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
   auto mapped = platform::map_fd(fd.get(), total, !read_only, false);
   if (!mapped) fail(mapped.status());
   st = validate_segment_header(mapped.value(), total, h.object);
+  if (st) {
+    // The broker reports the kind its creator registered; the header must say the same, or
+    // a view of one kind would read the bytes of another (the fast path checks this too).
+    const uint32_t header_kind = __atomic_load_n(
+        &static_cast<const layout::SegmentHeader*>(mapped.value())->kind, __ATOMIC_RELAXED);
+    if (header_kind != rep.kind) {
+      st = {Errc::kCorrupt, "segment header says kind " + std::to_string(header_kind) +
+                                " at offset 20, its handle and broker kind " +
+                                std::to_string(rep.kind)};
+    }
+  }
   if (!st) {
     platform::unmap(mapped.value(), total);
     fail(st);

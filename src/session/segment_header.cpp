@@ -72,9 +72,10 @@ Status validate_segment_header(const void* base, uint64_t mapped_size, Id128 exp
     return {Errc::kCorrupt, "segment header says " + std::to_string(h.size) +
                                 " bytes at offset 24, the mapping has " + std::to_string(mapped_size)};
   }
-  if (h.kind > static_cast<uint32_t>(ObjectKind::kFrozen)) {
+  if (!kind_known(h.kind)) {
     return {Errc::kIncompatible, "segment kind " + std::to_string(h.kind) +
-                                     " at offset 20 is unknown: made by a newer shoal"};
+                                     " at offset 20 is unknown to this build (it knows " +
+                                     known_kind_names() + "): made by a newer shoal"};
   }
   if (h.object_hi == 0 && h.object_lo == 0) {
     return {Errc::kCorrupt, "segment has a zero object id at offset 40"};

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <set>
 #include <string>
+#include <string_view>
 
 namespace shoal {
 namespace {
@@ -70,6 +72,67 @@ TEST(Handle, UnknownFlagsAreRejectedEvenWithAValidChecksum) {
   auto r = Handle::decode(h.encode());
   ASSERT_FALSE(r);
   EXPECT_NE(r.status().message().find("unknown flags"), std::string::npos);
+}
+
+TEST(Handle, UnknownKindsAreRejectedEvenWithAValidChecksum) {
+  for (uint32_t kind : {static_cast<uint32_t>(ObjectKind::kCount), 0x1234u, 0xffffffffu}) {
+    Handle h = sample();
+    h.kind = kind;
+    const std::string text = h.encode();  // encode() writes any kind: only decode() refuses
+    auto r = Handle::decode(text);
+    ASSERT_FALSE(r) << kind;
+    EXPECT_EQ(r.status().code(), Errc::kDecode);
+    const std::string want = "object kind " + std::to_string(kind) +
+                             " at offset 107, unknown to this build (it knows bytes, array";
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+    EXPECT_EQ(text.substr(107, 8), [&] {
+      char buf[9];
+      std::snprintf(buf, sizeof buf, "%08x", kind);
+      return std::string(buf);
+    }()) << "the message's offset is where the kind field starts";
+  }
+}
+
+TEST(Handle, EveryListedKindRoundTrips) {
+  for (const KindInfo& k : kObjectKinds) {
+    Handle h = sample();
+    h.kind = static_cast<uint32_t>(k.kind);
+    auto back = Handle::decode(h.encode());
+    ASSERT_TRUE(back) << k.name << ": " << back.status().message();
+    EXPECT_EQ(back.value(), h);
+    h.hint_pid = 42;  // and with a hint
+    h.hint_fd = 7;
+    back = Handle::decode(h.encode());
+    ASSERT_TRUE(back) << k.name << ": " << back.status().message();
+    EXPECT_EQ(back.value(), h);
+  }
+}
+
+TEST(ObjectKinds, TheTableIsDenseWithUniqueNonEmptyNamesAndTheReleasedIds) {
+  ASSERT_EQ(kObjectKinds.size(), static_cast<size_t>(ObjectKind::kCount));
+  std::set<std::string_view> names;
+  for (size_t i = 0; i < kObjectKinds.size(); ++i) {
+    const KindInfo& k = kObjectKinds[i];
+    EXPECT_EQ(static_cast<size_t>(k.kind), i);
+    EXPECT_FALSE(k.name.empty()) << i;
+    EXPECT_FALSE(k.description.empty()) << i;
+    EXPECT_TRUE(names.insert(k.name).second) << "duplicate kind name " << k.name;
+    for (char c : k.name) {
+      EXPECT_TRUE((c >= 'a' && c <= 'z') || c == '_') << "kind name " << k.name;
+    }
+    EXPECT_TRUE(kind_known(static_cast<uint32_t>(i)));
+    EXPECT_EQ(kind_name(static_cast<uint32_t>(i)), k.name);
+  }
+  // The ids in handles and segment headers already written.
+  EXPECT_EQ(kind_name(0), "bytes");
+  EXPECT_EQ(kind_name(1), "array");
+  EXPECT_EQ(kind_name(2), "frozen");
+  const auto count = static_cast<uint32_t>(ObjectKind::kCount);
+  EXPECT_FALSE(kind_known(count));
+  EXPECT_EQ(kind_name(count), "");
+  EXPECT_FALSE(kind_known(0xffffffffu));
+  EXPECT_EQ(kind_name(0xffffffffu), "");
+  EXPECT_EQ(known_kind_names().rfind("bytes, array, frozen", 0), 0u) << known_kind_names();
 }
 
 TEST(Handle, ZeroIdsAreRejected) {

@@ -48,6 +48,16 @@ TEST(SegmentHeader, AValidHeaderPasses) {
   EXPECT_TRUE(validate_segment_header(buf.data(), 4096, Id128{}).is_ok());
 }
 
+TEST(SegmentHeader, EveryListedKindPasses) {
+  for (const KindInfo& k : kObjectKinds) {
+    HeaderBytes hb = good_header(4096);
+    hb.h()->kind = static_cast<uint32_t>(k.kind);
+    auto buf = as_segment(hb, 4096);
+    Status st = validate_segment_header(buf.data(), 4096, Id128{7, 9});
+    EXPECT_TRUE(st.is_ok()) << k.name << ": " << st.message();
+  }
+}
+
 struct Corruption {
   const char* name;
   void (*apply)(SegmentHeader*);
@@ -70,6 +80,9 @@ TEST(SegmentHeader, EachBrokenInvariantIsReported) {
       {"zero id", [](SegmentHeader* h) { h->object_hi = h->object_lo = 0; }, Errc::kCorrupt,
        "zero object id"},
       {"other id", [](SegmentHeader* h) { h->object_lo = 10; }, Errc::kCorrupt, "another object"},
+      {"unknown kind",
+       [](SegmentHeader* h) { h->kind = static_cast<uint32_t>(ObjectKind::kCount); },
+       Errc::kIncompatible, "at offset 20 is unknown to this build (it knows bytes, array"},
   };
   for (const auto& c : cases) {
     HeaderBytes hb = good_header(4096);
