@@ -12,15 +12,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cfloat>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,7 +39,8 @@ bool asleep_on(pid_t pid, pid_t tid, const void* word) {
   long nr = -1;
   std::string addr;
   if (!(f >> nr >> addr)) return false;  // "running", or not readable
-  return nr == SYS_futex && std::strtoull(addr.c_str(), nullptr, 16) == reinterpret_cast<uintptr_t>(word);
+  return nr == SYS_futex &&
+         std::strtoull(addr.c_str(), nullptr, 16) == reinterpret_cast<uintptr_t>(word);
 }
 
 bool proc_syscall_readable() {
