@@ -229,7 +229,7 @@ def test_a_mapping_the_address_space_limit_forbids_is_refused_before_reserving(h
 def test_impossible_sizes_are_invalid_arguments() -> None:
     for shape in [(2**40, 2**40, 2**40), (2**40, 0, 2**40), (2**31, 2**31, 0)]:
         # numpy refuses each of these with ValueError("array is too big; ..."): so does shoal,
-        # before it makes anything (a zero dimension used to slip through to a DecodeError).
+        # before it makes anything, a zero dimension included.
         with pytest.raises(ValueError, match="array is too big"):
             np.zeros(shape)
         with pytest.raises(shoal.InvalidArgumentError, match=r"array is too big: shape \("):

@@ -642,9 +642,9 @@ def test_an_altered_handle_is_refused_where_the_object_is_mapped(
 def test_a_handle_naming_a_mapped_object_under_another_session_is_refused_as_elsewhere(
     seg: _shoal.Segment,
 ) -> None:
-    # Our object's id with another session's id (checksum valid): this process's cache of
-    # mappings used to answer with our mapping; a fresh process asks that session and is
-    # refused. Both now give the fresh process's answer.
+    # Our object's id with another session's id (checksum valid): a fresh process asks that
+    # session and is refused, and so must this one, although its cache of mappings holds an
+    # object with that id.
     forged = _forge("1" * 32, seg.id, size=seg.size, kind=seg.kind)
     expected = f"session {'1' * 32} is not running on this machine"
     with pytest.raises(shoal.StaleHandleError, match=expected):
