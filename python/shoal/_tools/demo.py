@@ -37,15 +37,13 @@ from typing import Any, TextIO
 
 from .. import _shoal
 from .harness import fmt_duration
-from .measure import fmt_bytes, fmt_signed, machine_shmem, proc_mem
+from .measure import MIB, SHMEM_SLACK, fmt_bytes, fmt_signed, machine_shmem, proc_mem
 
 __all__ = ["SCENES", "Scene", "run"]
 
-MIB = 1 << 20
 _DEADLINE = 30.0  # seconds to wait for something that must happen soon (never expected)
-# "Back to baseline" means at most this much above it (DESIGN.md). One-sided: Shmem is
-# machine-wide, and other processes freeing theirs meanwhile is no leak of ours.
-_SHMEM_SLACK = 4 * MIB
+# "Back to baseline" means at most SHMEM_SLACK above it. One-sided: Shmem is machine-wide,
+# and other processes freeing theirs meanwhile is no leak of ours.
 
 
 @dataclass(frozen=True)
@@ -430,7 +428,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
         runtime = os.environ["SHOAL_RUNTIME_DIR"]
         ok, waited = _wait_until(
             lambda: (
-                machine_shmem() - baseline <= _SHMEM_SLACK
+                machine_shmem() - baseline <= SHMEM_SLACK
                 and not os.listdir(runtime)
                 and not _alive(broker_pid)
             )
@@ -470,7 +468,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
             from multiprocessing import shared_memory
 
             shared_memory.SharedMemory(name=made["refs"][0]).unlink()
-            ok, waited = _wait_until(lambda: machine_shmem() - baseline <= _SHMEM_SLACK, timeout=5)
+            ok, waited = _wait_until(lambda: machine_shmem() - baseline <= SHMEM_SLACK, timeout=5)
             say(
                 f"6. cleaning up by hand: SharedMemory({made['refs'][0]!r}).unlink(); "
                 f"machine Shmem now {fmt_signed(machine_shmem() - baseline)} vs the start"

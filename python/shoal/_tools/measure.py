@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 
 __all__ = [
+    "MIB",
+    "SHMEM_SLACK",
     "ProcMem",
     "diff",
     "fmt_bytes",
@@ -60,6 +62,10 @@ __all__ = [
 ]
 
 _KIB = 1024
+MIB = 1 << 20
+SHMEM_SLACK = 4 * MIB
+"""How far above a baseline the machine's Shmem may read and still count as "back" or as
+"one copy" (DESIGN.md): other processes' pages come and go in it too."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +153,9 @@ def private_anonymous(pid: int | None = None) -> int:
                 anon = dirty = 0
                 continue
             if key == "Anonymous":
-                anon = int(rest.split()[0]) * 1024
+                anon = int(rest.split()[0]) * _KIB
             elif key == "Private_Dirty":
-                dirty = int(rest.split()[0]) * 1024
+                dirty = int(rest.split()[0]) * _KIB
     return total + min(anon, dirty)
 
 
@@ -219,7 +225,7 @@ def settled_shmem(patience: float = 5.0) -> int:
     while time.monotonic() < end:
         time.sleep(0.05)
         now = machine_shmem()
-        if now > last - (1 << 20):
+        if now > last - MIB:
             return now
         last = now
     return last

@@ -38,6 +38,8 @@ from .._array import Array, share_array
 from . import seeds
 from .harness import fmt_duration
 from .measure import (
+    MIB,
+    SHMEM_SLACK,
     fmt_bytes,
     fmt_signed,
     proc_mem,
@@ -48,10 +50,8 @@ from .measure import (
 
 __all__ = ["run_scene"]
 
-MIB = 1 << 20
 COLS = 1024  # float64 columns: one row is 8 KiB
 WORKERS = 3
-SLACK = 4 * MIB
 
 PICKLED = "pickled per worker"
 STDLIB = "shared_memory"
@@ -125,7 +125,7 @@ def _run_way(way: str, matrix: np.ndarray, expect: float) -> _Outcome:
         o.wall = time.perf_counter() - t0
         o.pss = [proc_mem(r["pid"]).pss for r in reports]
         # Only the shared ways are held to one copy: a pickled one's Shmem is only shown.
-        o.shmem, _ = shmem_growth(base, matrix.nbytes + SLACK if way != PICKLED else None)
+        o.shmem, _ = shmem_growth(base, matrix.nbytes + SHMEM_SLACK if way != PICKLED else None)
         o.anon = [r["anon_growth"] for r in reports]
         o.sums_ok = all(bool(np.isclose(r["total"], expect, rtol=1e-12, atol=0)) for r in reports)
     finally:
@@ -135,7 +135,7 @@ def _run_way(way: str, matrix: np.ndarray, expect: float) -> _Outcome:
             shm.unlink()
         del shared, payload
         gc.collect()
-        wait_shmem_back(base, SLACK)  # untimed: so that the next way starts level
+        wait_shmem_back(base, SHMEM_SLACK)  # untimed: so that the next way starts level
     return o
 
 
@@ -184,8 +184,8 @@ def run_scene(size: int, out: TextIO) -> bool:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
 
     s, p, m = results[SHOAL], results[PICKLED], results[STDLIB]
-    limit = max(nbytes // 100, 2 * MIB)
-    held = s.sums_ok and max(s.anon) <= limit and s.shmem <= nbytes + SLACK
+    limit = seeds.private_limit(nbytes, 2 * MIB)
+    held = s.sums_ok and max(s.anon) <= limit and s.shmem <= nbytes + SHMEM_SLACK
     print(
         f"\nConclusion: shoal kept {copies(s):.2f} copies for {WORKERS} workers "
         f"(pickling: {copies(p):.2f}, {p.wall / s.wall:.1f}x shoal's time; shared_memory: "

@@ -30,11 +30,10 @@ from typing import Any, TextIO
 from .._frozen import freeze
 from . import seeds
 from .harness import fmt_duration
-from .measure import ProcMem, fmt_bytes, fmt_signed
+from .measure import MIB, ProcMem, fmt_bytes, fmt_signed
 
 __all__ = ["run_dict_scene", "run_list_scene"]
 
-MIB = 1 << 20
 FLOOR = 4 * MIB
 CHILDREN = 2
 BYTES_PER_ITEM = 40  # a plain list of ints: a pointer and an int object per item
@@ -86,7 +85,7 @@ def run_list_scene(size: int, out: TextIO) -> bool:
     del plain
     gc.collect()
     frozen_reports = _children(frozen)
-    limit = max(frozen.nbytes // 100, FLOOR)
+    limit = seeds.private_limit(frozen.nbytes, FLOOR)
 
     def private(r: dict[str, Any]) -> int:
         g: ProcMem = r["growth"]
@@ -187,7 +186,7 @@ def run_dict_scene(size: int, out: TextIO) -> bool:
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
     wall, growth, ok = results[SHOAL]
-    limit = max(frozen.nbytes // 100, FLOOR)
+    limit = seeds.private_limit(frozen.nbytes, FLOOR)
     held = ok and all(g <= pool_cost + limit for g in growth)
     print(
         f"\nConclusion: with the cache frozen, the seed's 'naive' partial is the right way: "

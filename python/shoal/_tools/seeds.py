@@ -41,12 +41,19 @@ __all__ = [
     "iterate",
     "memory_now",
     "pool_map",
+    "private_limit",
     "start",
 ]
 
 DEADLINE = 300.0
 """Seconds to wait for a worker's report or its exit: a bound for a hung worker, never
 expected to be reached."""
+
+
+def private_limit(nbytes: int, floor: int) -> int:
+    """How much a worker's private memory may grow while it reads ``nbytes`` of shared data
+    and still count as having copied none of it: 1% of the data, at least ``floor``."""
+    return max(nbytes // 100, floor)
 
 
 # --------------------------------------------------------------------------------------
