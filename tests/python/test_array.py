@@ -467,7 +467,7 @@ def test_the_c_hooks_serve_subclasses_and_survive_tampering() -> None:
     b._shoal_ref = "not a tuple"  # type: ignore[assignment]
     assert type(b[1]) is np.ndarray and type(b[1:3]) is np.ndarray
     b._shoal_ref = (seg, -1, 5)  # type: ignore[assignment]
-    with pytest.raises(OverflowError):
+    with pytest.raises(OverflowError, match="negative int"):
         b[1]
     # Elsewhere in memory: a view of another array never adopts this one's segment.
     other = np.zeros((6, 10))
