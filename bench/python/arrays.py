@@ -337,8 +337,9 @@ class _Bench:
         gc.collect()
         # Until Shmem is back, or has not fallen for 0.5 s: Shmem is machine-wide, and
         # other processes on a shared machine may hold some of it for a long time. (The
-        # broker frees a segment's pages in its event loop, ~0.1-0.3 s per GiB, and an
-        # attach that arrives meanwhile waits behind it: the next way must not.)
+        # broker frees a segment's pages in its event loop, in time that grows with the
+        # segment's size, and an attach that arrives meanwhile waits behind it: the next way
+        # must not.)
         end = time.monotonic() + QUIESCE
         low, low_at = machine_shmem(), time.monotonic()
         while low > self.base_shmem + SHMEM_SLACK and time.monotonic() < end:

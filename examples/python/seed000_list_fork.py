@@ -30,72 +30,27 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
-import os
 import sys
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import shoal
 
-# private_anonymous: memory from /proc/PID/smaps that only this process maps -- new private
-# pages and copy-on-write copies, not shared memory (smaps_rollup's Anonymous does not see
-# copies made under fork).
-from shoal._tools.measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
+# The workers are the ones `shoal demo` runs (shoal._tools.seeds): seeds.iterate is the
+# seed's loop, `for x in data`, over the seed's global `seeds.data` (inherited under fork) or
+# over its argument. It reports its "private" growth: memory from /proc/PID/smaps that only
+# the worker maps -- new private pages and copy-on-write copies, not shared memory
+# (smaps_rollup's Anonymous does not see copies made under fork).
+from shoal._tools import seeds
+from shoal._tools.measure import fmt_bytes, fmt_signed
 
 FLOOR = 4 << 20
-DEADLINE = 300.0  # seconds to wait for a worker (never expected)
 BYTES_PER_ITEM = 40  # a plain list of ints: an 8-byte pointer and a 32-byte int object each
 PLAIN = "plain list (the seed)"
 FROZEN = "shoal.freeze(list)"
 
-# The seed's global, assigned by the parent just before it forks (the seed assigns it at
-# import time, the same thing under fork).
-data: Any = None
-
-
-def signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
-
-
-def _memory_now() -> tuple[ProcMem, int]:
-    return proc_mem(), private_anonymous()
-
-
-class Before:
-    """Unpickles to the worker's memory at that moment: placed before the list in a Process's
-    arguments, it measures the worker before a pickled list (or a handle) arrives. Under fork
-    nothing is pickled, and the worker reads its memory when it starts."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_memory_now, ())
-
-
-def worker(mark: Any, arg: Any, conn: Connection) -> None:
-    """The seed's loop, ``for x in data``, over the global (plain, fork) or the argument."""
-    before, private = mark if isinstance(mark, tuple) else _memory_now()
-    items = data if arg is None else arg
-    t0 = time.perf_counter()
-    total = 0
-    for x in items:
-        total += x
-    seconds = time.perf_counter() - t0
-    growth: ProcMem = diff(proc_mem(), before)
-    conn.send(
-        {
-            "pid": os.getpid(),
-            "total": total,
-            "seconds": seconds,
-            "growth": growth,
-            "private": private_anonymous() - private,
-        }
-    )
-    conn.recv()  # the parent reads every worker while all of them are alive
-    conn.close()
-
 
 def run(way: str, method: str, n: int, workers: int) -> dict[str, Any]:
-    global data
     ctx: Any = mp.get_context(method)
     plain = list(range(n))
     size = sys.getsizeof(plain) + n * 32 if n else 0
@@ -109,26 +64,15 @@ def run(way: str, method: str, n: int, workers: int) -> dict[str, Any]:
         arg: Any = frozen
     else:
         freeze_s = 0.0
-        data = plain if method == "fork" else None
+        # The seed's global under fork; under spawn and forkserver the list is an argument.
+        seeds.data = plain if method == "fork" else None
         arg = None if method == "fork" else plain
-    conns, procs = [], []
-    for _ in range(workers):
-        mine, theirs = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(Before(), arg, theirs))
-        p.start()
-        theirs.close()
-        conns.append(mine)
-        procs.append(p)
-    reports = []
-    for c in conns:
-        if not c.poll(DEADLINE):
-            raise RuntimeError("a worker did not report")
-        reports.append(c.recv())
-    for c in conns:
-        c.send("done")
-    for p in procs:
-        p.join(DEADLINE)
-    data = None
+    conns, procs = seeds.start(ctx, seeds.iterate, [(seeds.Before(), arg)] * workers)
+    try:
+        reports = seeds.gather(conns)
+    finally:
+        seeds.dismiss(conns, procs, seeds.DEADLINE)
+        seeds.data = None
     return {
         "way": way,
         "start_method": method,
@@ -182,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{way}: {what}; sums {'right' if sums_ok else 'WRONG'}")
         for w in ws:
             print(
-                f"  worker pid {w['pid']:>7}: private growth {signed(w['private_growth'])} "
-                f"(Anonymous {signed(w['anonymous_growth'])}, USS {signed(w['uss_growth'])}); "
+                f"  worker pid {w['pid']:>7}: private growth {fmt_signed(w['private_growth'])} "
+                f"(Anonymous {fmt_signed(w['anonymous_growth'])}, USS {fmt_signed(w['uss_growth'])}); "
                 f"iterated in {w['seconds']:.2f} s"
             )
         if way == FROZEN:

@@ -37,19 +37,22 @@ import numpy as np
 
 import shoal
 
-# shoal's own /proc readers (shoal._tools.measure): Anonymous, USS and PSS from smaps_rollup.
+# shoal's own /proc readers (shoal._tools.measure): Anonymous, USS and PSS from smaps_rollup;
+# and the worker plumbing `shoal demo` uses too (shoal._tools.seeds: start the workers,
+# gather their reports, let them go).
+from shoal._tools import seeds
 from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,
-    machine_shmem,
+    fmt_signed,
     proc_mem,
     settled_shmem,
     shmem_growth,
+    wait_shmem_back,
 )
 
 SLACK = 4 << 20
-DEADLINE = 300.0  # seconds to wait for a worker (never expected)
 SEED = "the seed's global np.ones"
 SHOAL = "shoal.share"
 
@@ -61,21 +64,10 @@ SHOAL = "shoal.share"
 data: np.ndarray | None = None
 
 
-def signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
-
-
 def _report(conn: Connection, before: ProcMem, total: float, seconds: float) -> None:
-    conn.send(
-        {
-            "pid": os.getpid(),
-            "total": total,
-            "seconds": seconds,
-            "growth": diff(proc_mem(), before),
-        }
-    )
-    conn.recv()  # wait: the parent measures every worker while all are alive
-    conn.close()
+    # seeds.finish waits until the parent has measured every worker while all are alive.
+    report = {"pid": os.getpid(), "total": total, "seconds": seconds}
+    seeds.finish(conn, report | {"growth": diff(proc_mem(), before)})
 
 
 def seed_worker(n: int, conn: Connection) -> None:
@@ -110,36 +102,22 @@ def run(way: str, method: str, n: int, workers: int) -> dict[str, Any]:
         del local
     else:
         data = np.ones((n, n))
-    conns, procs = [], []
     t0 = time.perf_counter()
-    for _ in range(workers):
-        mine, theirs = ctx.Pipe()
-        args = (shared, theirs) if way == SHOAL else (n, theirs)
-        p = ctx.Process(target=shoal_worker if way == SHOAL else seed_worker, args=args)
-        p.start()
-        theirs.close()
-        conns.append(mine)
-        procs.append(p)
-    reports = []
-    for c in conns:
-        if not c.poll(DEADLINE):
-            raise RuntimeError("a worker did not report")
-        reports.append(c.recv())
-    wall = time.perf_counter() - t0
-    mems = [proc_mem(r["pid"]) for r in reports]
-    # The limit applies to shoal (one copy); the seed's way is only shown.
-    growth, readings = shmem_growth(shmem0, nbytes + SLACK if way == SHOAL else 1 << 62)
-    for c in conns:
-        c.send("done")
-    for p in procs:
-        p.join(DEADLINE)
+    if way == SHOAL:
+        conns, procs = seeds.start(ctx, shoal_worker, [(shared,)] * workers)
+    else:
+        conns, procs = seeds.start(ctx, seed_worker, [(n,)] * workers)
+    try:
+        reports = seeds.gather(conns)
+        wall = time.perf_counter() - t0
+        mems = [proc_mem(r["pid"]) for r in reports]
+        # The limit applies to shoal (one copy); the seed's way is only shown.
+        growth, readings = shmem_growth(shmem0, nbytes + SLACK if way == SHOAL else None)
+    finally:
+        seeds.dismiss(conns, procs, seeds.DEADLINE)
     data = None
     del shared
-    # The memory is freed as the last holder lets go (here, or the session's broker a
-    # moment later): wait for it, so the next run starts from the same baseline.
-    end = time.monotonic() + 10
-    while machine_shmem() > shmem0 + SLACK and time.monotonic() < end:
-        time.sleep(0.01)
+    wait_shmem_back(shmem0, SLACK)  # so that the next run starts from the same baseline
     return {
         "way": way,
         "start_method": method,
@@ -190,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             copies = sum(max(g, 0) for g in growth) / nbytes
             print(
                 f"\n[{method}] {way}: {r['wall_seconds']:.2f} s to start the workers and sum; "
-                f"machine Shmem {signed(r['shmem_growth'])}"
+                f"machine Shmem {fmt_signed(r['shmem_growth'])}"
                 + (f" (least of {r['shmem_readings']} readings)" if r["shmem_readings"] > 1 else "")
                 + "; private copies made by the workers: "
                 f"{copies:.2f}; sums {'right' if sums_ok else 'WRONG'}"
             )
             for w in ws:
                 print(
-                    f"  worker pid {w['pid']:>7}: private growth {signed(w['anonymous_growth'])}"
+                    f"  worker pid {w['pid']:>7}: private growth {fmt_signed(w['anonymous_growth'])}"
                     f", USS {fmt_bytes(w['uss'])}, PSS {fmt_bytes(w['pss'])}"
                     f" (of which shared memory {fmt_bytes(w['pss_shmem'])})"
                 )

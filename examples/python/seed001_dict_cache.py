@@ -27,82 +27,33 @@ memory by more than the Pool's own cost plus max(1% of the frozen image, 4 MiB).
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import multiprocessing as mp
-import os
 import sys
 import time
 from typing import Any
 
 import shoal
 
-# private_anonymous: memory from /proc/PID/smaps that only this process maps -- new private
-# pages and copy-on-write copies, not shared memory (smaps_rollup's Anonymous does not see
-# copies made under fork).
-from shoal._tools.measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
+# The Pool's work is the one `shoal demo` runs (shoal._tools.seeds): seeds.func is the seed's
+# function, `cache[i].count("1")`, with the cache as an argument; seeds.pool_map maps it over
+# range(n) one way (a partial binding the cache, the initializer + global, or no cache) and
+# has every worker report its growth: "private" is memory from /proc/PID/smaps that only the
+# worker maps -- new private pages and copy-on-write copies, not shared memory
+# (smaps_rollup's Anonymous does not see copies made under fork).
+from shoal._tools import seeds
+from shoal._tools.measure import fmt_bytes, fmt_signed
 
 FLOOR = 4 << 20
 BYTES_PER_ENTRY = 96  # about what one int -> bin(int) entry takes, plain or frozen
-DEADLINE = 120.0  # seconds a worker may wait for the others at the end (never expected)
 PARTIAL = "partial(func, cache=dict)"
 GLOBAL = "initializer + global"
 SHOAL = "partial(func, cache=shoal.freeze(dict))"
 NO_CACHE = "no cache (i.bit_count()): the Pool's own cost"
 
-# Per worker: its memory when it started, the barrier of the final report, and the seed's
-# global cache (the initializer way).
-_before: tuple[ProcMem, int] | None = None
-_barrier: Any = None
-global_cache: Any = None
-
-
-def func(i: int, cache: Any) -> int:
-    """The seed's function, with the cache as an argument."""
-    return int(cache[i].count("1"))
-
-
-def func_no_cache(i: int) -> int:
-    """What the cache holds, computed: the same Pool work without any cache."""
-    return i.bit_count()
-
-
-def func_global(i: int) -> int:
-    """The seed's function for the initializer way: the cache is a global."""
-    return int(global_cache[i].count("1"))
-
-
-def _memory_now() -> tuple[ProcMem, int]:
-    return proc_mem(), private_anonymous()
-
-
-class Before:
-    """Unpickles to the worker's memory at that moment: first among a spawned worker's
-    initializer arguments, it reads the worker before the cache (initializer way) arrives."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_memory_now, ())
-
-
-def init(mark: Any, barrier: Any, cache: Any) -> None:
-    """Every way's initializer: note the worker's memory; the initializer way also stores the
-    cache in the global (the seed's make_global)."""
-    global _before, _barrier, global_cache
-    _before = mark if isinstance(mark, tuple) else _memory_now()
-    _barrier = barrier
-    global_cache = cache
-
-
-def report(_: int) -> tuple[int, ProcMem, int]:
-    """One per worker: the barrier holds each worker until all have taken one."""
-    _barrier.wait(DEADLINE)
-    assert _before is not None
-    return os.getpid(), diff(proc_mem(), _before[0]), private_anonymous() - _before[1]
-
 
 def run(way: str, cache: dict[int, str], method: str, workers: int) -> dict[str, Any]:
-    ctx = mp.get_context(method)
     n = len(cache)
     frozen = None
     freeze_s = 0.0
@@ -111,19 +62,14 @@ def run(way: str, cache: dict[int, str], method: str, workers: int) -> dict[str,
         frozen = shoal.freeze(cache)
         freeze_s = time.perf_counter() - t0
     gc.collect()
-    barrier = ctx.Barrier(workers)
-    initargs = (Before(), barrier, cache if way == GLOBAL else None)
-    t0 = time.perf_counter()
-    with ctx.Pool(workers, initializer=init, initargs=initargs) as pool:
-        if way == GLOBAL:
-            counts = pool.map(func_global, range(n))
-        elif way == NO_CACHE:
-            counts = pool.map(func_no_cache, range(n))
-        else:
-            bound = functools.partial(func, cache=frozen if way == SHOAL else cache)
-            counts = pool.map(bound, range(n))
-        wall = time.perf_counter() - t0
-        growth = pool.map(report, range(workers), chunksize=1)
+    how = {PARTIAL: seeds.PARTIAL, SHOAL: seeds.PARTIAL, GLOBAL: seeds.GLOBAL}
+    wall, growth, ok = seeds.pool_map(
+        mp.get_context(method),
+        workers,
+        n,
+        how.get(way, seeds.NO_CACHE),
+        frozen if way == SHOAL else cache,  # the seed's "naive" partial, with a FrozenDict
+    )
     return {
         "way": way,
         "start_method": method,
@@ -131,7 +77,7 @@ def run(way: str, cache: dict[int, str], method: str, workers: int) -> dict[str,
         "frozen_bytes": frozen.nbytes if frozen is not None else None,
         "freeze_seconds": freeze_s,
         "wall_seconds": wall,
-        "results_ok": counts == [i.bit_count() for i in range(n)],
+        "results_ok": ok,
         "workers": [
             {
                 "pid": pid,
@@ -143,10 +89,6 @@ def run(way: str, cache: dict[int, str], method: str, workers: int) -> dict[str,
             for pid, g, private in growth
         ],
     }
-
-
-def signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for w in r["workers"]:
             print(
-                f"  worker pid {w['pid']:>7}: private growth {signed(w['private_growth'])} "
-                f"(Anonymous {signed(w['anonymous_growth'])}, USS {signed(w['uss_growth'])})"
+                f"  worker pid {w['pid']:>7}: private growth {fmt_signed(w['private_growth'])} "
+                f"(Anonymous {fmt_signed(w['anonymous_growth'])}, USS {fmt_signed(w['uss_growth'])})"
             )
         ok = ok and r["results_ok"]
         worst = max(max(w["private_growth"], w["anonymous_growth"]) for w in r["workers"])

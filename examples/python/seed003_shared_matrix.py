@@ -29,17 +29,20 @@ import os
 import sys
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 import numpy as np
 
 import shoal
 
-# shoal's own /proc readers (shoal._tools.measure): Anonymous, USS and PSS from smaps_rollup.
+# shoal's own /proc readers (shoal._tools.measure): Anonymous, USS and PSS from smaps_rollup;
+# and the worker plumbing `shoal demo` uses too (shoal._tools.seeds: start the workers,
+# gather their reports, let them go).
+from shoal._tools import seeds
 from shoal._tools.measure import (
     ProcMem,
     diff,
     fmt_bytes,
+    fmt_signed,
     proc_mem,
     settled_shmem,
     shmem_growth,
@@ -47,7 +50,6 @@ from shoal._tools.measure import (
 
 COLS = 1024  # float64 columns: one row is 8 KiB
 SLACK = 4 << 20
-DEADLINE = 300.0  # seconds to wait for a worker (never expected)
 
 
 def worker(i: int, matrix: shoal.Array, lo: int, hi: int, conn: Connection) -> None:
@@ -57,20 +59,17 @@ def worker(i: int, matrix: shoal.Array, lo: int, hi: int, conn: Connection) -> N
     block = float(matrix[lo:hi].sum())
     whole = float(matrix.sum())
     seconds = time.perf_counter() - t0
-    conn.send(
-        {
-            "i": i,
-            "pid": os.getpid(),
-            "block": block,
-            "whole": whole,
-            "seconds": seconds,
-            "growth": diff(proc_mem(), before),
-            "kind": type(matrix).__name__,
-            "writeable": bool(matrix.flags.writeable),
-        }
-    )
-    conn.recv()  # the parent measures every worker while all of them map the matrix
-    conn.close()
+    report = {
+        "i": i,
+        "pid": os.getpid(),
+        "block": block,
+        "whole": whole,
+        "seconds": seconds,
+        "growth": diff(proc_mem(), before),
+        "kind": type(matrix).__name__,
+        "writeable": bool(matrix.flags.writeable),
+    }
+    seeds.finish(conn, report)  # returns once the parent has measured every worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,29 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     expect_block = [float(shared[bounds[i] : bounds[i + 1]].sum()) for i in range(n)]
     expect_whole = float(shared.sum())
 
-    conns, procs = [], []
     t0 = time.perf_counter()
-    for i in range(n):
-        mine, theirs = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(i, shared, int(bounds[i]), int(bounds[i + 1]), theirs))
-        p.start()
-        theirs.close()
-        conns.append(mine)
-        procs.append(p)
-    reports: list[dict[str, Any]] = []
-    for c in conns:
-        if not c.poll(DEADLINE):
-            raise RuntimeError("a worker did not report")
-        reports.append(c.recv())
-    wall = time.perf_counter() - t0
-    # Every worker still maps the matrix: measure them all now.
-    mems: list[ProcMem] = [proc_mem(r["pid"]) for r in reports]
-    parent = proc_mem()
-    growth, readings = shmem_growth(shmem0, nbytes + SLACK)
-    for c in conns:
-        c.send("done")
-    for p in procs:
-        p.join(DEADLINE)
+    blocks = [(i, shared, int(bounds[i]), int(bounds[i + 1])) for i in range(n)]
+    conns, procs = seeds.start(ctx, worker, blocks)
+    try:
+        reports = seeds.gather(conns)
+        wall = time.perf_counter() - t0
+        # Every worker still maps the matrix: measure them all now.
+        mems: list[ProcMem] = [proc_mem(r["pid"]) for r in reports]
+        parent = proc_mem()
+        growth, readings = shmem_growth(shmem0, nbytes + SLACK)
+    finally:
+        seeds.dismiss(conns, procs, seeds.DEADLINE)
 
     limit = max(nbytes // 100, 2 << 20)
     print(
@@ -149,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and block_ok and whole_ok and anon <= limit
         pss_shmem_total += m.pss_shmem
         rows_s = f"{bounds[i]}-{bounds[i + 1] - 1}"
-        grew = ("+" if anon >= 0 else "") + fmt_bytes(anon)
+        grew = fmt_signed(anon)
         print(
             f"  {i:>6} {r['pid']:>7}  {rows_s:>15}  {'ok' if block_ok else 'WRONG':>9}  "
             f"{'ok' if whole_ok else 'WRONG':>9}  {grew:>14}  "

@@ -96,8 +96,9 @@ int adopt(PyObject* self, PyObject* src) noexcept {
 }
 
 // Array.__array_finalize__(self, obj), in C: numpy calls it for every Array it makes (every
-// slice, every unpickled array); with the hooks in Python, `a[5]` cost 1.5 µs (an ndarray's:
-// 0.13 µs), in C 0.27 µs. None: made from scratch (make_view sets the segment next).
+// slice, every unpickled array), so it is on the path of `a[5]`; written in Python it would
+// cost several ndarray indexings (BENCHMARKS.md). None: made from scratch (make_view sets the
+// segment next).
 PyObject* array_finalize(PyObject* self, PyObject* obj) noexcept {
   if (obj != Py_None && adopt(self, obj) < 0) return nullptr;
   Py_RETURN_NONE;

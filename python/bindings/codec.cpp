@@ -9,13 +9,13 @@ namespace shoal::py::codec {
 Hooks g_hooks;
 
 const std::byte* blob(const Image& im, Ref r, uint64_t* nbytes, uint64_t* flags) {
-  const std::byte* p = im.node(r, 16);
+  const std::byte* p = im.node(r, kNodeHead);
   uint64_t n;
-  std::memcpy(&n, p, 8);
-  if (flags != nullptr) std::memcpy(flags, p + 8, 8);
-  im.node(r, 16, n);  // throws unless the bytes fit
+  std::memcpy(&n, p, kWord);
+  if (flags != nullptr) std::memcpy(flags, p + kWord, kWord);
+  im.node(r, kNodeHead, n);  // throws unless the bytes fit
   *nbytes = n;
-  return p + 16;
+  return p + kNodeHead;
 }
 
 PyObject* make_str(const std::byte* s, uint64_t n, uint64_t flags) {

@@ -41,9 +41,18 @@ inline bool is_container(Tag t) {
   return t == Tag::kList || t == Tag::kTuple || t == Tag::kDict || t == Tag::kSet ||
          t == Tag::kFrozenSet;
 }
+
+// The frozen node layout as the views read it (docs/design/frozen.md): a fixed part of
+// kNodeHead bytes, then 8-byte words; a table entry is the words {hash, key[, value]}.
+inline constexpr uint64_t kWord = sizeof(Ref);
+inline constexpr uint64_t kNodeHead = layout::kNodeFixedSize;
+inline constexpr uint64_t kEntryKey = 1 * kWord;    // offset of an entry's key
+inline constexpr uint64_t kEntryValue = 2 * kWord;  // offset of a dict entry's value
+inline constexpr uint64_t kDictEntryBytes = layout::kDictEntryWords * kWord;
+
 inline Ref load_ref(const std::byte* p) {
   Ref r;
-  std::memcpy(&r, p, 8);
+  std::memcpy(&r, p, kWord);
   return r;
 }
 

@@ -41,6 +41,11 @@ using frozen::Image;
 using layout::Tag;
 using codec::inline_int;
 using codec::is_container;
+using codec::kDictEntryBytes;
+using codec::kEntryKey;
+using codec::kEntryValue;
+using codec::kNodeHead;
+using codec::kWord;
 using codec::key_hash;
 using codec::load_ref;
 using codec::Ref;
@@ -100,14 +105,16 @@ PyObject* decode(OwnerObject* owner, Ref r);
 // Fills a view's cached pointers after checking its node (F2, F3). Throws DecodeError.
 void fill_view(ViewObject* v, Tag t) {
   const Image& im = *v->image;
-  const std::byte* p = im.node(v->ref, 16);
+  const std::byte* p = im.node(v->ref, kNodeHead);
   uint64_t count;
-  std::memcpy(&count, p, 8);
+  std::memcpy(&count, p, kWord);
   if (t == Tag::kList || t == Tag::kTuple) {
-    if (count > (im.size() / 8)) throw_error(Errc::kDecode, "frozen sequence length is corrupt");
-    p = im.node(v->ref, 16, count * 8);
+    if (count > im.size() / kWord) {
+      throw_error(Errc::kDecode, "frozen sequence length is corrupt");
+    }
+    p = im.node(v->ref, kNodeHead, count * kWord);
     v->count = count;
-    v->items = p + 16;
+    v->items = p + kNodeHead;
     return;
   }
   const auto [_, log2_slots, entry_words] = layout::read_table_header(p);
@@ -118,11 +125,11 @@ void fill_view(ViewObject* v, Tag t) {
   }
   const uint64_t nslots = uint64_t{1} << log2_slots;
   if (nslots > im.size() / 16) throw_error(Errc::kDecode, "frozen table is larger than its image");
-  const uint64_t slots_bytes = nslots * entry_words * 8;
-  p = im.node(v->ref, 16, slots_bytes + count * 4);
+  const uint64_t slots_bytes = nslots * entry_words * kWord;
+  p = im.node(v->ref, kNodeHead, slots_bytes + count * 4);
   v->count = count;
-  v->slots = p + 16;
-  v->order = p + 16 + slots_bytes;
+  v->slots = p + kNodeHead;
+  v->order = p + kNodeHead + slots_bytes;
   v->log2_slots = log2_slots;
   v->entry_words = entry_words;
 }
@@ -134,8 +141,8 @@ const std::byte* entry_at(const ViewObject* v, uint64_t i) {
   if (uint64_t{s} >> v->log2_slots != 0) {  // 64-bit: log2_slots may be 32 or more
     throw_error(Errc::kDecode, "frozen table order is corrupt");
   }
-  const std::byte* e = v->slots + uint64_t{s} * v->entry_words * 8;
-  if (load_ref(e + 8) == layout::kEmptyKey) {
+  const std::byte* e = v->slots + uint64_t{s} * v->entry_words * kWord;
+  if (load_ref(e + kEntryKey) == layout::kEmptyKey) {
     throw_error(Errc::kDecode, "frozen table order names an empty slot");
   }
   return e;
@@ -224,14 +231,14 @@ PyObject* thaw_table(ViewObject* v, Tag t) {
       Py_DECREF(res);
       return nullptr;
     }
-    PyObject* k = thaw_child(v, load_ref(e + 8));
+    PyObject* k = thaw_child(v, load_ref(e + kEntryKey));
     if (k == nullptr) {
       Py_DECREF(res);
       return nullptr;
     }
     int rc;
     if (is_dict) {
-      PyObject* val = thaw_child(v, load_ref(e + 16));
+      PyObject* val = thaw_child(v, load_ref(e + kEntryValue));
       rc = val == nullptr ? -1 : PyDict_SetItem(res, k, val);
       Py_XDECREF(val);
     } else {
@@ -258,7 +265,7 @@ PyObject* thaw(OwnerObject* owner, Ref r) {
       const auto n = static_cast<Py_ssize_t>(v->count);
       res = t == Tag::kList ? PyList_New(n) : PyTuple_New(n);
       for (Py_ssize_t i = 0; res != nullptr && i < n; ++i) {
-        PyObject* item = thaw_child(v, load_ref(v->items + i * 8));
+        PyObject* item = thaw_child(v, load_ref(v->items + i * kWord));
         if (item == nullptr) {
           Py_CLEAR(res);
           break;
@@ -336,13 +343,13 @@ int64_t lookup(ViewObject* v, PyObject* key) {
     if (rc == 1) return -1;
   }
   if (v->count == 0) return -1;
-  const uint64_t stride = uint64_t{v->entry_words} * 8;
+  const uint64_t stride = uint64_t{v->entry_words} * kWord;
   layout::Probe pr(h, v->log2_slots);
   const uint64_t limit = pr.limit();
   try {
     for (uint64_t n = 0; n < limit; ++n, pr.next()) {
       const std::byte* e = v->slots + pr.slot * stride;
-      const Ref key = load_ref(e + 8);
+      const Ref key = load_ref(e + kEntryKey);
       if (key == layout::kEmptyKey) return -1;
       if (load_ref(e) != h) continue;
       if (!child_ok(v, key)) return -2;
@@ -425,7 +432,7 @@ PyObject* view_iter_what(PyObject* self, PyObject* arg) {
   const long what = PyLong_AsLong(arg);
   if (what == -1 && PyErr_Occurred()) return nullptr;
   auto* v = reinterpret_cast<ViewObject*>(self);
-  if (what < 0 || what > 2 || (what > 0 && v->entry_words != 3)) {
+  if (what < 0 || what > 2 || (what > 0 && v->entry_words != layout::kDictEntryWords)) {
     PyErr_SetString(PyExc_ValueError, "_iter takes 0 (keys), 1 (values) or 2 (items) of a dict");
     return nullptr;
   }
@@ -444,13 +451,14 @@ PyObject* view_entry(PyObject* self, PyObject* args) {
     PyErr_SetString(PyExc_IndexError, "frozen entry index out of range");
     return nullptr;
   }
-  if (v->entry_words == 0) return decode_child(v, load_ref(v->items + i * 8));
-  if (what == 1 && v->entry_words != 3) {
+  if (v->entry_words == 0) return decode_child(v, load_ref(v->items + i * kWord));
+  if (what == 1 && v->entry_words != layout::kDictEntryWords) {
     PyErr_SetString(PyExc_ValueError, "a set has no values");
     return nullptr;
   }
   try {
-    return decode_child(v, load_ref(entry_at(v, static_cast<uint64_t>(i)) + (what == 1 ? 16 : 8)));
+    const uint64_t at = what == 1 ? kEntryValue : kEntryKey;
+    return decode_child(v, load_ref(entry_at(v, static_cast<uint64_t>(i)) + at));
   } catch (...) {
     set_error_from_current_exception();
     return nullptr;
@@ -474,7 +482,7 @@ PyGetSetDef view_getset[] = {
 PyObject* dict_subscript(PyObject* self, PyObject* key) {
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, key);
-  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * 24 + 16));
+  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * kDictEntryBytes + kEntryValue));
   if (idx == -1) set_key_error(key);
   return nullptr;
 }
@@ -495,7 +503,7 @@ PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   }
   auto* v = reinterpret_cast<ViewObject*>(self);
   const int64_t idx = lookup(v, args[0]);
-  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * 24 + 16));
+  if (idx >= 0) return decode_child(v, load_ref(v->slots + idx * kDictEntryBytes + kEntryValue));
   if (idx == -2) return nullptr;
   PyObject* dflt = nargs == 2 ? args[1] : Py_None;
   Py_INCREF(dflt);
@@ -520,7 +528,7 @@ PyObject* seq_item(PyObject* self, Py_ssize_t i) {
                                           : "list index out of range");
     return nullptr;
   }
-  return decode_child(v, load_ref(v->items + i * 8));
+  return decode_child(v, load_ref(v->items + i * kWord));
 }
 
 PyObject* seq_subscript(PyObject* self, PyObject* key) {
@@ -541,7 +549,7 @@ PyObject* seq_subscript(PyObject* self, PyObject* key) {
     PyObject* res = is_tuple ? PyTuple_New(n) : PyList_New(n);
     if (res == nullptr) return nullptr;
     for (Py_ssize_t k = 0, i = start; k < n; ++k, i += step) {
-      PyObject* item = decode_child(v, load_ref(v->items + i * 8));
+      PyObject* item = decode_child(v, load_ref(v->items + i * kWord));
       if (item == nullptr) {
         Py_DECREF(res);
         return nullptr;
@@ -559,7 +567,7 @@ PyObject* seq_subscript(PyObject* self, PyObject* key) {
 int seq_contains(PyObject* self, PyObject* x) {
   auto* v = reinterpret_cast<ViewObject*>(self);
   for (uint64_t i = 0; i < v->count; ++i) {
-    const Ref r = load_ref(v->items + i * 8);
+    const Ref r = load_ref(v->items + i * kWord);
     // Cheap exact checks before building an object.
     if (PyLong_CheckExact(x) && tag_of(r) == Tag::kInt) {
       int overflow;
@@ -625,7 +633,7 @@ PyObject* iter_next(PyObject* self) {
   }
   const uint64_t i = it->index++;
   if (v->entry_words == 0) {
-    const Ref r = load_ref(v->items + i * 8);
+    const Ref r = load_ref(v->items + i * kWord);
     // The common leaf inline, without decode()'s dispatch: iterating a list of ints is a
     // measured hot path (bench/python/frozen.py).
     if (tag_of(r) == Tag::kInt) return next_int(it, inline_int(r));
@@ -638,11 +646,11 @@ PyObject* iter_next(PyObject* self) {
     set_error_from_current_exception();
     return nullptr;
   }
-  if (it->what == 0) return decode_child(v, load_ref(e + 8));
-  if (it->what == 1) return decode_child(v, load_ref(e + 16));
-  PyObject* k = decode_child(v, load_ref(e + 8));
+  if (it->what == 0) return decode_child(v, load_ref(e + kEntryKey));
+  if (it->what == 1) return decode_child(v, load_ref(e + kEntryValue));
+  PyObject* k = decode_child(v, load_ref(e + kEntryKey));
   if (k == nullptr) return nullptr;
-  PyObject* val = decode_child(v, load_ref(e + 16));
+  PyObject* val = decode_child(v, load_ref(e + kEntryValue));
   if (val == nullptr) {
     Py_DECREF(k);
     return nullptr;

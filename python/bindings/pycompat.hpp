@@ -46,7 +46,7 @@ inline bool long_to_le_bytes(PyObject* o, std::vector<unsigned char>* out) {
 #endif
 }
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
+#if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30  // 3.11 (the lowest supported)
 inline constexpr bool kCanReuseInts = true;
 /// Rewrites `o`, a one-digit int nobody else references (refcount 1, ints have no weak
 /// references), to hold `val`, |val| < 2**30. Only where kCanReuseInts.

@@ -37,7 +37,8 @@ def _descr_of(dtype: np.dtype[Any]) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _dtype_from_descr(descr: str) -> np.dtype[Any]:
-    # Cached: literal_eval costs ~50 us, and every attach of an array names its dtype.
+    # Cached: every attach of an array names its dtype, and literal_eval, which parses it,
+    # costs far more than a cache lookup (bench/python/arrays.py times attach).
     try:
         return np.dtype(_npformat.descr_to_dtype(ast.literal_eval(descr)))
     except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as e:
@@ -181,7 +182,7 @@ def _view(seg: _shoal.Segment) -> Array:
     return cast(Array, _shoal.array_view(seg))
 
 
-def _create(shape: _ShapeLike, dtype: Any, order: str, writable: bool = True) -> Array:
+def _create(shape: _ShapeLike, dtype: Any, order: str) -> Array:
     dims = _normalize_shape(shape)
     dt = np.dtype(dtype)
     if order not in ("C", "F"):

@@ -5,7 +5,7 @@
   (view.nbytes), 4 MiB), under fork and under spawn, the view being a Process argument.
   "Private" is read two ways: Anonymous growth (shoal._tools.measure, from smaps_rollup: new private
   pages, what an unpickled copy costs) and private anonymous growth
-  (shoal._tools.scene_frozen.private_anonymous, from smaps: per mapping min(Anonymous,
+  (shoal._tools.measure.private_anonymous, from smaps: per mapping min(Anonymous,
   Private_Dirty), which also sees copy-on-write copies under fork; the rollup's Anonymous
   counts an inherited page before and after its copy, and its Private_Dirty and USS count
   the image's shared pages while no other process maps them).

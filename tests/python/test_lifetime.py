@@ -720,7 +720,8 @@ def test_gc_removes_dead_sessions_and_never_a_live_one(runtime_dir: str) -> None
 def test_gc_counts_each_dead_session_once(runtime_dir: str) -> None:
     # With 20 sessions, some lock file is listed before its socket whatever the file system's
     # directory order (ext4 hashes names; tmpfs lists the newest, here the lock, first): its
-    # socket, removed with the lock, was once counted a second time.
+    # socket, removed with the lock, must not be counted a second time when the listing
+    # reaches it.
     for i in range(1, 21):
         _make_dead_session(runtime_dir, f"{i:032x}")
     removed = _shoal.gc()

@@ -213,8 +213,8 @@ def test_fmt_bytes_uses_binary_units_and_three_digits(n: int, text: str) -> None
 
 def _reporting(seconds: list[float]) -> Callable[[], float]:
     """A self-timed way that reports these durations in turn: what the harness computes from
-    samples is checked on known samples, never on a clock (a busy machine once made
-    time.sleep(0.001) take 12 ms)."""
+    samples is checked on known samples, never on a clock (on a busy machine a sleep can
+    last any multiple of what it asked)."""
     it = iter(seconds)
     return lambda: next(it)
 

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, describe_here, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,16 +59,8 @@ def _holds(seg: _shoal.Segment, seed: int) -> bool:
         return zlib.crc32(mv) == zlib.crc32(_pattern(len(mv), seed))
 
 
-def _describe(session: str) -> dict:
-    """The broker's own description of a session (its kList JSON)."""
-    for s in _shoal.list_sessions():
-        if s["id"] == session and s["alive"] and s["describe_json"]:
-            return json.loads(s["describe_json"])
-    raise AssertionError(f"session {session} is not running")
-
-
 def _object(session: str, object_id: str) -> dict | None:
-    for o in _describe(session)["objects"]:
+    for o in describe_here(session)["objects"]:
         if o["id"] == object_id:
             return o
     return None
@@ -500,7 +492,7 @@ def test_a_handle_without_its_hint_attaches_and_uses_its_pin(seg: _shoal.Segment
     assert _shoal.decode_handle(h) == _shoal.decode_handle(h[:HANDLE_LEN])
     r = _run_script(_ATTACH_READ_WRITE, h[:HANDLE_LEN])
     assert r.returncode == 0, r.stderr
-    info = _describe(seg.session)
+    info = describe_here(seg.session)
     assert [o["pins"] for o in info["objects"] if o["id"] == seg.id] == [0]
     assert info["holds"] == 0  # the unrelated process was not connected: a round trip
 
@@ -598,7 +590,7 @@ def test_a_forged_handle_with_a_valid_checksum_is_stale(seg: _shoal.Segment) -> 
     ):
         _shoal.Segment.attach(_forge(seg.session, "2" * 32))
     # The failed attaches left no reference and no pin behind.
-    assert [o["id"] for o in _describe(seg.session)["objects"]] == [seg.id]
+    assert [o["id"] for o in describe_here(seg.session)["objects"]] == [seg.id]
 
 
 _ATTACH_ALTERED = r"""
@@ -642,9 +634,9 @@ def test_an_altered_handle_is_refused_where_the_object_is_mapped(
 def test_a_handle_naming_a_mapped_object_under_another_session_is_refused_as_elsewhere(
     seg: _shoal.Segment,
 ) -> None:
-    # Our object's id with another session's id (checksum valid): this process's cache of
-    # mappings used to answer with our mapping; a fresh process asks that session and is
-    # refused. Both now give the fresh process's answer.
+    # Our object's id with another session's id (checksum valid): a fresh process asks that
+    # session and is refused, and so must this one, although its cache of mappings holds an
+    # object with that id.
     forged = _forge("1" * 32, seg.id, size=seg.size, kind=seg.kind)
     expected = f"session {'1' * 32} is not running on this machine"
     with pytest.raises(shoal.StaleHandleError, match=expected):
@@ -692,7 +684,7 @@ def test_an_expired_pin_frees_the_object(monkeypatch: pytest.MonkeyPatch) -> Non
     s.close()
     assert _object(keep.session, oid)["pins"] == 1
     assert wait_until(lambda: _object(keep.session, oid) is None)
-    assert _describe(keep.session)["pins_expired"] == 1
+    assert describe_here(keep.session)["pins_expired"] == 1
     with pytest.raises(shoal.StaleHandleError, match=f"object {oid} no longer exists"):
         _shoal.Segment.attach(h)
     keep.close()
@@ -782,10 +774,10 @@ def test_max_bytes_counts_every_live_object_of_the_session(monkeypatch: pytest.M
         _shoal.Segment.create(600 * KIB)
     assert _shoal_memfds() == before  # the refused segment is unmapped and closed
     session = first.session
-    info = _describe(session)
+    info = describe_here(session)
     assert info["total_bytes"] == 512 * KIB + 64 and len(info["objects"]) == 1
     first.close()
-    assert wait_until(lambda: _describe(session)["total_bytes"] == 0)
+    assert wait_until(lambda: describe_here(session)["total_bytes"] == 0)
     second = _shoal.Segment.create(600 * KIB)  # room again once the first is released
     assert second.size == 600 * KIB
     second.close()

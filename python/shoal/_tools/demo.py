@@ -2,7 +2,7 @@
 
 Each scene is a ``Scene`` in ``SCENES``: a name, a title and a function that runs it,
 prints a short narrative with measured figures, and returns whether everything shoal
-promises held. Later issues add scenes by appending to ``SCENES``. Every scene has a
+promises held. A new scene is one more entry in ``SCENES``. Every scene has a
 size knob (``--size-mb``) and finishes in well under a minute at the default size.
 
 Scene ``killed-creator`` (the foundation's): a creator process makes a segment, fills
@@ -37,15 +37,13 @@ from typing import Any, TextIO
 
 from .. import _shoal
 from .harness import fmt_duration
-from .measure import fmt_bytes, machine_shmem, proc_mem
+from .measure import MIB, SHMEM_SLACK, fmt_bytes, fmt_signed, machine_shmem, proc_mem
 
 __all__ = ["SCENES", "Scene", "run"]
 
-MIB = 1 << 20
 _DEADLINE = 30.0  # seconds to wait for something that must happen soon (never expected)
-# "Back to baseline" means at most this much above it (DESIGN.md). One-sided: Shmem is
-# machine-wide, and other processes freeing theirs meanwhile is no leak of ours.
-_SHMEM_SLACK = 4 * MIB
+# "Back to baseline" means at most SHMEM_SLACK above it. One-sided: Shmem is machine-wide,
+# and other processes freeing theirs meanwhile is no leak of ours.
 
 
 @dataclass(frozen=True)
@@ -79,10 +77,6 @@ def _wait_until(pred: Callable[[], bool], timeout: float = _DEADLINE) -> tuple[b
         if time.monotonic() - start > timeout:
             return False, time.monotonic() - start
         time.sleep(0.005)
-
-
-def _signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
 
 
 def _fill(buf: memoryview) -> int:
@@ -354,7 +348,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
     say(
         f"1. creator pid {made['pid']} (spawn) made {what}, filled it "
         f"(crc32 {made['crc']:#010x}) in {fmt_duration(made['seconds'])}; "
-        f"machine Shmem {_signed(grown)}"
+        f"machine Shmem {fmt_signed(grown)}"
     )
 
     readers: list[_SpawnReader | _SubprocessReader] = [
@@ -419,7 +413,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
     sums = ", ".join(f"{c['crc']:#010x}" for c in crcs)
     took = ", ".join(fmt_duration(c["seconds"]) for c in crcs)
     pss = ", ".join(fmt_bytes(m.pss_shmem) for m in mems)
-    anon = ", ".join(_signed(g) for g in grew)
+    anon = ", ".join(fmt_signed(g) for g in grew)
     say(
         f"4. both readers read all {fmt_bytes(size)} (in {took}): crc32 {sums} -> "
         + ("correct" if o.crc_ok else "WRONG")
@@ -434,7 +428,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
         runtime = os.environ["SHOAL_RUNTIME_DIR"]
         ok, waited = _wait_until(
             lambda: (
-                machine_shmem() - baseline <= _SHMEM_SLACK
+                machine_shmem() - baseline <= SHMEM_SLACK
                 and not os.listdir(runtime)
                 and not _alive(broker_pid)
             )
@@ -444,7 +438,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
         broker = "still running" if _alive(broker_pid) else "gone"
         say(
             f"5. the readers exited; {fmt_duration(waited)} after they were reaped: machine Shmem "
-            f"{_signed(o.shmem_after)} vs the start, runtime dir "
+            f"{fmt_signed(o.shmem_after)} vs the start, runtime dir "
             f"{'empty' if not left else 'holds ' + ', '.join(left)}, broker pid {broker_pid} "
             f"{broker}. Nothing to clean up."
         )
@@ -463,7 +457,7 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
         say(
             f"5. the readers exited. {path} "
             + (f"still exists ({fmt_bytes(size_on_disk)})" if exists else "is gone")
-            + f", machine Shmem {_signed(o.shmem_after)} vs the start: "
+            + f", machine Shmem {fmt_signed(o.shmem_after)} vs the start: "
             + ("leaked. " if exists else "")
             + "Only an unlink() frees it: this demo's multiprocessing resource tracker "
             "would call it when the demo exits (warning about 'leaked shared_memory "
@@ -474,10 +468,10 @@ def _run_killed_creator(way: str, size: int, out: TextIO) -> _Outcome:
             from multiprocessing import shared_memory
 
             shared_memory.SharedMemory(name=made["refs"][0]).unlink()
-            ok, waited = _wait_until(lambda: machine_shmem() - baseline <= _SHMEM_SLACK, timeout=5)
+            ok, waited = _wait_until(lambda: machine_shmem() - baseline <= SHMEM_SLACK, timeout=5)
             say(
                 f"6. cleaning up by hand: SharedMemory({made['refs'][0]!r}).unlink(); "
-                f"machine Shmem now {_signed(machine_shmem() - baseline)} vs the start"
+                f"machine Shmem now {fmt_signed(machine_shmem() - baseline)} vs the start"
             )
             o.cleanup = "unlink() by hand"
         else:
@@ -514,7 +508,7 @@ def _scene_killed_creator(size: int, out: TextIO) -> bool:
             "correct" if stdlib.crc_ok else "WRONG",
         ),
         ("left after the readers exit", shoal.leftover, stdlib.leftover),
-        ("machine Shmem then", _signed(shoal.shmem_after), _signed(stdlib.shmem_after)),
+        ("machine Shmem then", fmt_signed(shoal.shmem_after), fmt_signed(stdlib.shmem_after)),
         ("cleanup needed", shoal.cleanup, stdlib.cleanup),
     ]
     print("\nside by side:", file=out)

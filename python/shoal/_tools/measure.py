@@ -45,16 +45,27 @@ import time
 from dataclasses import dataclass
 
 __all__ = [
+    "MIB",
+    "SHMEM_SLACK",
     "ProcMem",
     "diff",
     "fmt_bytes",
+    "fmt_signed",
     "machine_shmem",
     "mem_available",
     "mem_total",
+    "private_anonymous",
     "proc_mem",
+    "settled_shmem",
+    "shmem_growth",
+    "wait_shmem_back",
 ]
 
 _KIB = 1024
+MIB = 1 << 20
+SHMEM_SLACK = 4 * MIB
+"""How far above a baseline the machine's Shmem may read and still count as "back" or as
+"one copy" (DESIGN.md): other processes' pages come and go in it too."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +153,9 @@ def private_anonymous(pid: int | None = None) -> int:
                 anon = dirty = 0
                 continue
             if key == "Anonymous":
-                anon = int(rest.split()[0]) * 1024
+                anon = int(rest.split()[0]) * _KIB
             elif key == "Private_Dirty":
-                dirty = int(rest.split()[0]) * 1024
+                dirty = int(rest.split()[0]) * _KIB
     return total + min(anon, dirty)
 
 
@@ -201,6 +212,11 @@ def fmt_bytes(n: int) -> str:
     return f"{sign}{value:.{decimals}f} {_UNITS[unit]}"
 
 
+def fmt_signed(n: int) -> str:
+    """``fmt_bytes`` with a sign, for a growth: ``+0 B``, ``+2.00 MiB``, ``-512 KiB``."""
+    return ("+" if n >= 0 else "") + fmt_bytes(n)
+
+
 def settled_shmem(patience: float = 5.0) -> int:
     """The machine's Shmem, read once it has stopped falling (memory that an earlier
     program let go of may still be on its way back to the kernel): a baseline."""
@@ -209,23 +225,36 @@ def settled_shmem(patience: float = 5.0) -> int:
     while time.monotonic() < end:
         time.sleep(0.05)
         now = machine_shmem()
-        if now > last - (1 << 20):
+        if now > last - MIB:
             return now
         last = now
     return last
 
 
-def shmem_growth(base: int, limit: int, patience: float = 3.0) -> tuple[int, int]:
+def shmem_growth(base: int, limit: int | None, patience: float = 3.0) -> tuple[int, int]:
     """The machine's Shmem growth since ``base``, and how many readings it took.
 
     Shmem is machine-wide: other processes' segments come and go in it too. If the growth
     is over ``limit``, read it again for up to ``patience`` seconds and keep the smallest:
     a copy of ours stays for as long as its holders hold it, a neighbour's passing one
-    does not.
+    does not. With no limit (a figure only shown, not checked), one reading.
     """
     growth, readings = machine_shmem() - base, 1
     end = time.monotonic() + patience
-    while growth > limit and time.monotonic() < end:
+    while limit is not None and growth > limit and time.monotonic() < end:
         time.sleep(0.05)
         growth, readings = min(growth, machine_shmem() - base), readings + 1
     return growth, readings
+
+
+def wait_shmem_back(base: int, slack: int, patience: float = 10.0) -> bool:
+    """Wait up to ``patience`` seconds for the machine's Shmem to come back within ``slack``
+    of ``base`` (a segment's pages are freed as its last holder lets go, perhaps a broker a
+    moment later), so that the next measurement starts from the same baseline. Returns
+    whether it came back."""
+    end = time.monotonic() + patience
+    while machine_shmem() > base + slack:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True

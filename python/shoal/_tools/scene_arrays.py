@@ -15,9 +15,9 @@ from just before its argument was unpickled to after its sum) and its PSS while 
 worker maps the matrix; and the growth of the machine's Shmem. It prints them side by side
 and a one-line conclusion drawn from those figures.
 
-``scene_arrays(size_mb)`` prints the scene; ``run_scene(size_bytes, out)`` is the same
-with the demo's scene signature (returns whether shoal kept its promise: no private
-copy, one shared copy, right sums).
+``run_scene(size_bytes, out)`` runs it with the demo's scene signature (returns whether
+shoal kept its promise: no private copy, one shared copy, right sums). Its workers start,
+report and exit through ``seeds``, as the examples' do.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,16 +35,23 @@ from typing import Any, TextIO
 import numpy as np
 
 from .._array import Array, share_array
-from .harness import dismiss, fmt_duration
-from .measure import ProcMem, fmt_bytes, machine_shmem, proc_mem, settled_shmem
+from . import seeds
+from .harness import fmt_duration
+from .measure import (
+    MIB,
+    SHMEM_SLACK,
+    fmt_bytes,
+    fmt_signed,
+    proc_mem,
+    settled_shmem,
+    shmem_growth,
+    wait_shmem_back,
+)
 
-__all__ = ["run_scene", "scene_arrays"]
+__all__ = ["run_scene"]
 
-MIB = 1 << 20
 COLS = 1024  # float64 columns: one row is 8 KiB
 WORKERS = 3
-DEADLINE = 60.0  # seconds to wait for a worker (never expected)
-SLACK = 4 * MIB
 
 PICKLED = "pickled per worker"
 STDLIB = "shared_memory"
@@ -56,19 +62,8 @@ SHOAL = "shoal.share"
 # the workers (module level: spawn children import them by name)
 
 
-def _memory_now() -> ProcMem:
-    return proc_mem()
-
-
-class _Before:
-    """Unpickles to this process's memory at that moment: placed before the matrix in a
-    Process's arguments, it measures the worker before the matrix arrives."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_memory_now, ())
-
-
-def _worker(way: str, before: ProcMem, payload: Any, conn: Connection) -> None:
+def _worker(way: str, mark: Any, payload: Any, conn: Connection) -> None:
+    before, _ = seeds.before(mark)
     held: Any = None
     if way == STDLIB:
         name, shape, dtype = payload
@@ -79,16 +74,13 @@ def _worker(way: str, before: ProcMem, payload: Any, conn: Connection) -> None:
     t0 = time.perf_counter()
     total = float(matrix.sum())
     seconds = time.perf_counter() - t0
-    after = proc_mem()
-    conn.send(
-        {
-            "pid": os.getpid(),
-            "total": total,
-            "seconds": seconds,
-            "anon_growth": after.anonymous - before.anonymous,
-        }
-    )
-    conn.recv()  # the parent measures all workers while each still maps the matrix
+    report = {
+        "pid": os.getpid(),
+        "total": total,
+        "seconds": seconds,
+        "anon_growth": proc_mem().anonymous - before.anonymous,
+    }
+    seeds.finish(conn, report)  # returns once the parent has measured every worker
     del matrix
     if held is not None:
         held.close()
@@ -126,53 +118,29 @@ def _run_way(way: str, matrix: np.ndarray, expect: float) -> _Outcome:
     else:
         payload = matrix
     o.share = time.perf_counter() - t0 if way != PICKLED else 0.0
-    conns: list[Connection] = []
-    procs = []
     t0 = time.perf_counter()
+    conns, procs = seeds.start(ctx, _worker, [(way, seeds.Before(), payload)] * WORKERS)
     try:
-        for _ in range(WORKERS):
-            mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(way, _Before(), payload, theirs), daemon=True)
-            p.start()
-            theirs.close()
-            conns.append(mine)
-            procs.append(p)
-        reports = []
-        for c in conns:
-            if not c.poll(DEADLINE):
-                raise RuntimeError(f"a worker ({way}) did not report")
-            reports.append(c.recv())
+        reports = seeds.gather(conns)
         o.wall = time.perf_counter() - t0
         o.pss = [proc_mem(r["pid"]).pss for r in reports]
-        o.shmem = machine_shmem() - base
-        # Shmem is machine-wide: a neighbour's passing segment can show up in it. Ours
-        # stays while the workers hold it; read again for a moment and keep the least.
-        end = time.monotonic() + 3
-        while way != PICKLED and o.shmem > matrix.nbytes + SLACK and time.monotonic() < end:
-            time.sleep(0.05)
-            o.shmem = min(o.shmem, machine_shmem() - base)
+        # Only the shared ways are held to one copy: a pickled one's Shmem is only shown.
+        o.shmem, _ = shmem_growth(base, matrix.nbytes + SHMEM_SLACK if way != PICKLED else None)
         o.anon = [r["anon_growth"] for r in reports]
         o.sums_ok = all(bool(np.isclose(r["total"], expect, rtol=1e-12, atol=0)) for r in reports)
     finally:
-        dismiss(conns, procs, DEADLINE)
+        seeds.dismiss(conns, procs, seeds.DEADLINE)
         if shm is not None:
             shm.close()
             shm.unlink()
         del shared, payload
         gc.collect()
-        # Wait (untimed) for the memory to be freed, so the next way starts level.
-        end = time.monotonic() + 10
-        while machine_shmem() > base + SLACK and time.monotonic() < end:
-            time.sleep(0.01)
+        wait_shmem_back(base, SHMEM_SLACK)  # untimed: so that the next way starts level
     return o
 
 
 # --------------------------------------------------------------------------------------
 # the scene
-
-
-def _signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
 
 
 def run_scene(size: int, out: TextIO) -> bool:
@@ -191,7 +159,7 @@ def run_scene(size: int, out: TextIO) -> bool:
     out.flush()
     results = {way: _run_way(way, matrix, expect) for way in (PICKLED, STDLIB, SHOAL)}
 
-    def per_worker(values: list[int], fmt: Callable[[int], str] = _signed) -> str:
+    def per_worker(values: list[int], fmt: Callable[[int], str] = fmt_signed) -> str:
         lo, hi = min(values), max(values)
         return fmt(lo) if abs(hi - lo) < MIB else f"{fmt(lo)} .. {fmt(hi)}"
 
@@ -207,7 +175,7 @@ def run_scene(size: int, out: TextIO) -> bool:
         ("workers started + summed in", *(fmt_duration(o.wall) for o in results.values())),
         ("private growth, each worker", *(per_worker(o.anon) for o in results.values())),
         ("PSS, each worker", *(per_worker(o.pss, fmt_bytes) for o in results.values())),
-        ("machine Shmem growth", *(_signed(o.shmem) for o in results.values())),
+        ("machine Shmem growth", *(fmt_signed(o.shmem) for o in results.values())),
         ("copies of the matrix", *(f"{copies(o):.2f}" for o in results.values())),
         ("sums", *("right" if o.sums_ok else "WRONG" for o in results.values())),
     ]
@@ -216,8 +184,8 @@ def run_scene(size: int, out: TextIO) -> bool:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
 
     s, p, m = results[SHOAL], results[PICKLED], results[STDLIB]
-    limit = max(nbytes // 100, 2 * MIB)
-    held = s.sums_ok and max(s.anon) <= limit and s.shmem <= nbytes + SLACK
+    limit = seeds.private_limit(nbytes, 2 * MIB)
+    held = s.sums_ok and max(s.anon) <= limit and s.shmem <= nbytes + SHMEM_SLACK
     print(
         f"\nConclusion: shoal kept {copies(s):.2f} copies for {WORKERS} workers "
         f"(pickling: {copies(p):.2f}, {p.wall / s.wall:.1f}x shoal's time; shared_memory: "
@@ -225,13 +193,8 @@ def run_scene(size: int, out: TextIO) -> bool:
         f"by passing the array itself."
         if held
         else f"\nPROBLEM: shoal's workers grew by {per_worker(s.anon)} of private memory and "
-        f"Shmem by {_signed(s.shmem)} (limits: {fmt_bytes(limit)} per worker, one copy).",
+        f"Shmem by {fmt_signed(s.shmem)} (limits: {fmt_bytes(limit)} per worker, one copy).",
         file=out,
     )
     out.flush()
     return held
-
-
-def scene_arrays(size_mb: int) -> None:
-    """Print the scene for a matrix of ``size_mb`` MiB (the demo's default: 256)."""
-    run_scene(size_mb * MIB, sys.stdout)

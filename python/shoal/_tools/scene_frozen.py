@@ -15,28 +15,27 @@ one image). Shown: the wall time end to end and each worker's private growth.
 
 ``run_list_scene(size_bytes, out)`` and ``run_dict_scene(size_bytes, out)`` have the demo's
 scene signature and return whether shoal kept its promise (no private copy, right results).
+Their workers are those of ``seeds``, which examples/python/seed000_list_fork.py and
+seed001_dict_cache.py run too.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import multiprocessing as mp
 import sys
 import time
-from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
 from .._frozen import freeze
-from .harness import dismiss, fmt_duration
-from .measure import ProcMem, diff, fmt_bytes, private_anonymous, proc_mem
+from . import seeds
+from .harness import fmt_duration
+from .measure import MIB, ProcMem, fmt_bytes, fmt_signed
 
 __all__ = ["run_dict_scene", "run_list_scene"]
 
-MIB = 1 << 20
 FLOOR = 4 * MIB
 CHILDREN = 2
-DEADLINE = 120.0  # seconds to wait for a child (never expected)
 BYTES_PER_ITEM = 40  # a plain list of ints: a pointer and an int object per item
 BYTES_PER_ENTRY = 96  # about what an int -> bin(int) entry takes
 DICT_MAX = 1 << 20  # the dict scene's cap: its stdlib ways must finish in seconds
@@ -46,80 +45,24 @@ FROZEN = "shoal.freeze(list)"
 PARTIAL = "partial(dict)"
 GLOBAL = "initializer + global"
 SHOAL = "partial(FrozenDict)"
-NO_CACHE = "no cache"
-
-# Per process: the plain list a forked child inherits; a Pool worker's start memory, its
-# barrier and the initializer way's global cache.
-_inherited: Any = None
-_before: tuple[ProcMem, int] | None = None
-_barrier: Any = None
-_cache: Any = None
-
-
-def _signed(n: int) -> str:
-    return ("+" if n >= 0 else "") + fmt_bytes(n)
-
-
-def _memory_now() -> tuple[ProcMem, int]:
-    return proc_mem(), private_anonymous()
-
-
-class _Before:
-    """Unpickles to the receiver's memory at that moment (see scene_arrays); under fork it is
-    not pickled and stays a _Before."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_memory_now, ())
 
 
 # --------------------------------------------------------------------------------------
 # frozen-list
 
 
-def _iterate(mark: Any, items: Any, conn: Connection) -> None:
-    before, private = mark if isinstance(mark, tuple) else _memory_now()
-    data = _inherited if items is None else items
-    t0 = time.perf_counter()
-    total = 0
-    for x in data:
-        total += x
-    seconds = time.perf_counter() - t0
-    conn.send(
-        {
-            "growth": diff(proc_mem(), before),
-            "private": private_anonymous() - private,
-            "total": total,
-            "seconds": seconds,
-        }
-    )
-    conn.recv()
-    conn.close()
-
-
 def _children(arg: Any) -> list[dict[str, Any]]:
+    """Seed 000's loop in CHILDREN forked children, over ``arg`` (None: the inherited list)."""
     ctx = mp.get_context("fork")
-    conns, procs = [], []
+    conns, procs = seeds.start(ctx, seeds.iterate, [(seeds.Before(), arg)] * CHILDREN)
     try:
-        for _ in range(CHILDREN):
-            mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_iterate, args=(_Before(), arg, theirs), daemon=True)
-            p.start()
-            theirs.close()
-            conns.append(mine)
-            procs.append(p)
-        reports = []
-        for c in conns:
-            if not c.poll(DEADLINE):
-                raise RuntimeError("a child did not report")
-            reports.append(c.recv())
-        return reports
+        return seeds.gather(conns)
     finally:
-        dismiss(conns, procs, DEADLINE)
+        seeds.dismiss(conns, procs, seeds.DEADLINE)
 
 
 def run_list_scene(size: int, out: TextIO) -> bool:
     """Seed 000's list under fork: plain vs frozen; True if the frozen list was not copied."""
-    global _inherited
     n = max(1000, size // BYTES_PER_ITEM)
     expect = n * (n - 1) // 2
     plain = list(range(n))
@@ -131,18 +74,18 @@ def run_list_scene(size: int, out: TextIO) -> bool:
         file=out,
     )
     out.flush()
-    _inherited = plain
+    seeds.data = plain
     try:
         plain_reports = _children(None)
     finally:
-        _inherited = None
+        seeds.data = None
     t0 = time.perf_counter()
     frozen = freeze(plain)
     freeze_s = time.perf_counter() - t0
     del plain
     gc.collect()
     frozen_reports = _children(frozen)
-    limit = max(frozen.nbytes // 100, FLOOR)
+    limit = seeds.private_limit(frozen.nbytes, FLOOR)
 
     def private(r: dict[str, Any]) -> int:
         g: ProcMem = r["growth"]
@@ -153,8 +96,8 @@ def run_list_scene(size: int, out: TextIO) -> bool:
         rows.append(
             (
                 f"child {i + 1}: private growth",
-                _signed(private(plain_reports[i])),
-                _signed(private(frozen_reports[i])),
+                fmt_signed(private(plain_reports[i])),
+                fmt_signed(private(frozen_reports[i])),
             )
         )
     rows.append(
@@ -195,49 +138,12 @@ def run_list_scene(size: int, out: TextIO) -> bool:
 # frozen-dict
 
 
-def _count(i: int, cache: Any) -> int:
-    return int(cache[i].count("1"))
-
-
-def _count_no_cache(i: int) -> int:
-    return i.bit_count()
-
-
-def _count_global(i: int) -> int:
-    return int(_cache[i].count("1"))
-
-
-def _init(mark: Any, barrier: Any, cache: Any) -> None:
-    global _before, _barrier, _cache
-    _before = mark if isinstance(mark, tuple) else _memory_now()
-    _barrier = barrier
-    _cache = cache
-
-
-def _report(_: int) -> int:
-    """Private growth (the larger of private anonymous and Anonymous), once per worker."""
-    _barrier.wait(DEADLINE)
-    assert _before is not None
-    return max(private_anonymous() - _before[1], proc_mem().anonymous - _before[0].anonymous)
-
-
-def _dict_way(way: str, cache: dict[int, str], frozen: Any) -> tuple[float, list[int], bool]:
-    ctx = mp.get_context("spawn")
-    n = len(cache)
-    barrier = ctx.Barrier(CHILDREN)
-    initargs = (_Before(), barrier, cache if way == GLOBAL else None)
-    t0 = time.perf_counter()
-    with ctx.Pool(CHILDREN, initializer=_init, initargs=initargs) as pool:
-        if way == GLOBAL:
-            got = pool.map(_count_global, range(n))
-        elif way == NO_CACHE:
-            got = pool.map(_count_no_cache, range(n))
-        else:
-            arg = frozen if way == SHOAL else cache
-            got = pool.map(functools.partial(_count, cache=arg), range(n))
-        wall = time.perf_counter() - t0
-        growth = pool.map(_report, range(CHILDREN), chunksize=1)
-    return wall, growth, got == [i.bit_count() for i in range(n)]
+def _dict_way(how: str, cache: Any, n: int) -> tuple[float, list[int], bool]:
+    """Seed 001's Pool.map one way (``seeds.pool_map``'s ``how``): the wall time, each
+    worker's private growth (the larger of private anonymous and Anonymous) and whether the
+    results were right."""
+    wall, reports, ok = seeds.pool_map(mp.get_context("spawn"), CHILDREN, n, how, cache)
+    return wall, [max(private, g.anonymous) for _, g, private in reports], ok
 
 
 def run_dict_scene(size: int, out: TextIO) -> bool:
@@ -258,25 +164,29 @@ def run_dict_scene(size: int, out: TextIO) -> bool:
     out.flush()
     # What the Pool itself costs a worker (a chunk of tasks and results at a time), measured
     # with the same map and no cache: the frozen cache may add only the limit to it.
-    pool_cost = max(_dict_way(NO_CACHE, cache, frozen)[1])
-    results = {way: _dict_way(way, cache, frozen) for way in (PARTIAL, GLOBAL, SHOAL)}
+    pool_cost = max(_dict_way(seeds.NO_CACHE, None, n)[1])
+    results = {
+        PARTIAL: _dict_way(seeds.PARTIAL, cache, n),
+        GLOBAL: _dict_way(seeds.GLOBAL, cache, n),
+        SHOAL: _dict_way(seeds.PARTIAL, frozen, n),
+    }
 
     def per_worker(vals: list[int]) -> str:
         lo, hi = min(vals), max(vals)
-        return _signed(lo) if hi - lo < MIB else f"{_signed(lo)} .. {_signed(hi)}"
+        return fmt_signed(lo) if hi - lo < MIB else f"{fmt_signed(lo)} .. {fmt_signed(hi)}"
 
     rows = [
         ("", *results),
         ("end to end", *(fmt_duration(w) for w, _, _ in results.values())),
         ("private growth, each worker", *(per_worker(g) for _, g, _ in results.values())),
-        ("(the Pool's own, no cache)", *([_signed(pool_cost)] * len(results))),
+        ("(the Pool's own, no cache)", *([fmt_signed(pool_cost)] * len(results))),
         ("results", *("right" if ok else "WRONG" for _, _, ok in results.values())),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
     wall, growth, ok = results[SHOAL]
-    limit = max(frozen.nbytes // 100, FLOOR)
+    limit = seeds.private_limit(frozen.nbytes, FLOOR)
     held = ok and all(g <= pool_cost + limit for g in growth)
     print(
         f"\nConclusion: with the cache frozen, the seed's 'naive' partial is the right way: "

@@ -658,9 +658,9 @@ TEST(FrozenCorrupt, ForgedReferencesRaiseDecodeError) {
   check(uint64_t{0xFFFF'FFFF'FFFF'FFF0} | 6, "child after its parent");
 }
 
-// Regression (found by fuzz/frozen_fuzzer): validate() visited each node offset once, so a
-// forged ref reading an already-validated node as another type (a bigint's node as a dict) got
-// past it. It now records the tag each node was reached with.
+// validate() must check a node once per type it is reached as, not once per offset: a forged
+// ref reading an already-validated node as another type (a bigint's node as a dict, a case
+// fuzz/frozen_fuzzer found) must be refused.
 TEST(FrozenCorrupt, ValidateRefusesOneNodeReadAsTwoTypes) {
   Builder b;
   const Ref big = b.big_integer(pow2_bytes(70, false));

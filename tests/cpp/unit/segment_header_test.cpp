@@ -106,9 +106,9 @@ TEST(SegmentHeader, TooSmallOrNullIsCorrupt) {
 namespace shoal {
 namespace {
 
-// Regression (found by segment_header_fuzzer): the validator read `state` through a
-// SegmentHeader* on an address that need not be aligned (UBSan: misaligned member access).
-// Python passes bytes objects and the fuzzer heap buffers, so every alignment must work.
+// The validator must not read a field through a SegmentHeader* on an address that need not
+// be aligned (UBSan: misaligned member access; segment_header_fuzzer found one). Python
+// passes bytes objects and the fuzzer heap buffers, so every alignment must work.
 TEST(SegmentHeader, ValidatesAtAnyAlignment) {
   auto good = good_segment(128);
   for (size_t shift = 0; shift < 8; ++shift) {
