@@ -1,4 +1,4 @@
-# The only commands anyone needs to remember (STYLE.md §7). Each target sets up what it needs.
+# The only commands anyone needs to remember. Each target sets up what it needs.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -95,7 +95,7 @@ class Error : public std::runtime_error {
   Errc code_;
 };
 
-// One exception class per Errc, named exactly as its Python counterpart (STYLE.md §4).
+// One exception class per Errc, named exactly as its Python counterpart, so one name means one error on both sides.
 #define SHOAL_DEFINE_ERROR(Name, Code) \
   class Name : public Error {          \
    public:                             \

@@ -42,7 +42,7 @@ _BENCH_HEADER = """\
 Written by `shoal bench` from the scripts in `bench/python/`. Every table compares
 ways of doing one job side by side, in one run, interleaved, and reports medians
 and spreads; ratios are of medians. Memory is per process (from
-`/proc/PID/smaps_rollup`) plus the machine's Shmem. See DESIGN.md, "Measuring".
+`/proc/PID/smaps_rollup`) plus the machine's Shmem. `make bench` (or `shoal bench`) reproduces every figure on your machine.
 """
 
 

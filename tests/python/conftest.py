@@ -2,7 +2,7 @@
 
 Each test gets its own runtime directory (SHOAL_RUNTIME_DIR) and starts with no session, so
 tests run in parallel without seeing each other's brokers. `start_method` runs a cross-process
-test under fork, spawn and forkserver (DESIGN.md: one fixture runs them all).
+test under fork, spawn and forkserver (one fixture runs them all).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-# Deadline for things that must happen "soon" (DESIGN.md: generous, never asserted as a
+# Deadline for things that must happen "soon" (generous, never asserted as a
 # maximum); longer under sanitizers.
 DEADLINE = 120.0 if os.environ.get("LD_PRELOAD", "").find("asan") >= 0 else 30.0
 

@@ -47,7 +47,7 @@ from shoal._tools.measure import machine_shmem, mem_available
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-BIG = 64 * MIB  # big enough to see in Shmem (DESIGN.md: objects of 64 MiB or more)
+BIG = 64 * MIB  # big enough to see in Shmem (a smaller one drowns in other processes' pages)
 SLACK = 4 * MIB  # how far above its baseline Shmem may stay
 UNDER_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
 

@@ -1,4 +1,4 @@
-"""Every file under examples/python runs as a test, at a small size (STYLE.md §5)."""
+"""Every file under examples/python runs as a test, at a small size."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ tuples/frozensets of them). For each input x:
 - for dicts, every key of the original is found (except keys holding a NaN, which never match
   a new object) and its value matches; for sets every member is `in` the view.
 
-Derandomized, bounded, no deadline (STYLE.md section 5).
+Derandomized, bounded, no deadline.
 """
 
 from __future__ import annotations

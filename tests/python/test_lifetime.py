@@ -3,7 +3,7 @@
 Every scenario runs under fork, spawn and forkserver (the `ctx` fixture) and once more with
 unrelated processes started by subprocess, which get handles as strings on their command line.
 
-"Nothing is left" is DESIGN.md's definition: the machine's Shmem is back within 4 MiB of its
+"Nothing is left" means: the machine's Shmem is back within 4 MiB of its
 baseline (objects of 64 MiB), no shoal socket or file remains in the runtime directory, and
 no broker process remains. Tests that read Shmem are marked serial.
 
@@ -38,7 +38,7 @@ from shoal._tools.measure import machine_shmem
 
 KIB = 1024
 MIB = 1024 * KIB
-BIG = 64 * MIB  # big enough to see in Shmem (DESIGN.md: objects of 64 MiB or more)
+BIG = 64 * MIB  # big enough to see in Shmem (a smaller one drowns in other processes' pages)
 SMALL = 256 * KIB
 SLACK = 4 * MIB  # how far above its baseline Shmem may stay
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -385,8 +385,8 @@ def _leftovers(runtime_dir: str) -> list[str]:
 
 
 def _assert_nothing_left(runtime_dir: str, shmem_baseline: int | None) -> None:
-    """DESIGN.md's "nothing is left": no file, no broker, and Shmem back within 4 MiB of its
-    baseline (when one is given)."""
+    """The "nothing is left" of this module's docstring: no file, no broker, and Shmem back
+    within 4 MiB of its baseline (when one is given)."""
     assert wait_until(lambda: not _leftovers(runtime_dir)), _leftovers(runtime_dir)
     if shmem_baseline is not None:
         # Other processes on the machine (other test runs, benchmarks) may hold Shmem for a

@@ -65,7 +65,7 @@ _KIB = 1024
 MIB = 1 << 20
 SHMEM_SLACK = 4 * MIB
 """How far above a baseline the machine's Shmem may read and still count as "back" or as
-"one copy" (DESIGN.md): other processes' pages come and go in it too."""
+"one copy": other processes' pages come and go in it too."""
 
 
 @dataclass(frozen=True)

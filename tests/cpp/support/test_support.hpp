@@ -51,7 +51,7 @@ bool register_child_case(const char* name, ChildCase fn);
   static int name(const std::string& arg)
 
 /// Polls `pred` every millisecond until true or `timeout` passes (generous by design: tests
-/// never assert a maximum duration, DESIGN.md).
+/// never assert a maximum duration: a busy machine must not fail them).
 bool wait_until(const std::function<bool()>& pred,
                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
 

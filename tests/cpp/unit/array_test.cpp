@@ -1,5 +1,5 @@
 // shoal::Array: create, attach (same process and a fresh one), typed views, and
-// parse_array_header checked table-driven on hand-built bytes (STYLE.md §5).
+// parse_array_header checked table-driven on hand-built bytes.
 #include <gtest/gtest.h>
 
 #include <complex>

@@ -1,4 +1,4 @@
-// Table-driven checks of validate_segment_header on hand-built headers (STYLE.md §5).
+// Table-driven checks of validate_segment_header on hand-built headers.
 #include <gtest/gtest.h>
 
 #include <cstring>
