@@ -102,6 +102,24 @@ class Broker {
   bool setup();
   void accept_all();
   void serve(int fd);
+  // One message, read and checked by serve(); each on_* below answers one op (or none: kHold,
+  // kRelease). `passed` is the descriptor that came with the message, if any.
+  struct Request {
+    int fd;
+    Conn& conn;
+    const WireMsg& req;
+    WireMsg& rep;  // op, object id filled in
+    UniqueFd passed;
+    Id128 id;
+  };
+  void on_hello(Request& r);
+  void on_register(Request& r);
+  void on_attach(Request& r);  // kAttach, and kAdopt (no descriptor in the reply)
+  void on_hold(Request& r);
+  void on_release(Request& r);
+  void on_pin(Request& r);
+  void on_drop_pins(Request& r);
+  void on_list(Request& r);
   void drop_conn(int fd);
   // kHold's work: connection `fd` now holds object `id`; `pin` (if any) is used up.
   void hold(int fd, Conn& conn, const Id128& id, uint64_t pin);
@@ -356,8 +374,7 @@ std::string Broker::describe() const {
   j += "],\"objects\":[";
   first = true;
   for (const auto& [id, o] : objects_) {
-    int seals = ::fcntl(o.fd.get(), F_GET_SEALS);
-    bool ro = seals >= 0 && (seals & (F_SEAL_WRITE | 0x0010 /* F_SEAL_FUTURE_WRITE */)) != 0;
+    const bool ro = platform::sealed_read_only(o.fd.get());
     j += (first ? "" : ",") + std::string("{\"id\":\"") + id.hex() + "\",\"kind\":" +
          std::to_string(o.kind) + ",\"size\":" + std::to_string(o.size) +
          ",\"read_only\":" + (ro ? "true" : "false") + ",\"creator_pid\":" +
@@ -433,161 +450,169 @@ void Broker::serve(int fd) {
   WireMsg rep = wire::make_msg(static_cast<Op>(req.op));
   rep.object_hi = req.object_hi;
   rep.object_lo = req.object_lo;
+  Request r{fd, conn, req, rep, std::move(passed), id};
   switch (static_cast<Op>(req.op)) {
-    case Op::kHello: {
-      rep.object_hi = session_.hi;
-      rep.object_lo = session_.lo;
-      rep.arg = static_cast<uint64_t>(::getpid());
-      rep.flags = layout::kHelloCanHold | layout::kHelloDropPins;
-      if (passed.valid() && !conn.ring.get()) {
-        conn.ring = map_ring(passed.get());
-        if (conn.ring.get() != nullptr) rep.flags |= layout::kHelloHoldRing;
-      }
-      (void)wire::send_msg(fd, rep);
-      return;
-    }
-    case Op::kRegister: {
-      if (!passed.valid() || id.is_zero()) {
-        reply_error(fd, req, Errc::kInvalidArgument, "register needs a descriptor and an id");
-        return;
-      }
-      if (objects_.count(id) != 0) {
-        reply_error(fd, req, Errc::kExists, "object id already registered");
-        return;
-      }
-      bool ro = false;
-      Status ok = platform::check_received_fd(passed.get(), req.size + layout::kSegmentHeaderSize, &ro);
-      if (!ok) {
-        reply_error(fd, req, Errc::kInvalidArgument, ok.message());
-        return;
-      }
-      // The creator checked MemAvailable and the cgroup; the session-wide SHOAL_MAX_BYTES can
-      // only be enforced here, where every object of the session is known.
-      if (const char* mb = std::getenv("SHOAL_MAX_BYTES"); mb != nullptr && *mb != '\0') {
-        auto max = parse_bytes(mb);
-        if (max && total_bytes_ + req.size + layout::kSegmentHeaderSize > *max) {
-          reply_error(fd, req, Errc::kOutOfSpace,
-                      "SHOAL_MAX_BYTES (" + std::to_string(*max) + " bytes) would be exceeded: "
-                      "the session holds " + std::to_string(total_bytes_) +
-                      " bytes; raise it or release objects first");
-          return;
-        }
-      }
-      Object o;
-      o.fd = std::move(passed);
-      o.size = req.size;
-      o.kind = req.kind;
-      o.creator_pid = conn.pid;
-      o.created_unix = static_cast<int64_t>(::time(nullptr));
-      o.holders.insert(fd);
-      objects_.emplace(id, std::move(o));
-      conn.held.insert(id);
-      total_bytes_ += req.size + layout::kSegmentHeaderSize;
-      (void)wire::send_msg(fd, rep);
-      return;
-    }
+    case Op::kHello: return on_hello(r);
+    case Op::kRegister: return on_register(r);
     case Op::kAttach:
-    case Op::kAdopt: {
-      auto it = objects_.find(id);
-      if (it == objects_.end()) {
-        reply_error(fd, req, Errc::kStaleHandle,
-                    "object " + id.hex() + " no longer exists in session " + session_.hex() +
-                        ": every process released it and its handle's pin expired or was used");
-        return;
-      }
-      Object& o = it->second;
-      if (req.pin != 0) pins_ -= o.pins.erase(req.pin);  // a pin is used once
-      o.holders.insert(fd);
-      conn.held.insert(id);
-      if (static_cast<Op>(req.op) == Op::kAttach) {
-        int seals = ::fcntl(o.fd.get(), F_GET_SEALS);
-        rep.size = o.size;
-        rep.kind = o.kind;
-        rep.flags = (seals >= 0 && (seals & (F_SEAL_WRITE | 0x0010)) != 0) ? kHandleReadOnly : 0;
-        (void)wire::send_msg(fd, rep, nullptr, o.fd.get());
-      } else {
-        (void)wire::send_msg(fd, rep);
-      }
-      return;
-    }
-    case Op::kHold: {  // kAdopt without a reply: the client does not wait for one
-      hold(fd, conn, id, req.pin);
-      return;
-    }
-    case Op::kRelease: {  // no reply: the client does not wait for one
-      if (conn.held.erase(id) != 0) {
-        auto it = objects_.find(id);
-        if (it != objects_.end()) {
-          it->second.holders.erase(fd);
-          maybe_free(id);
-        }
-      }
-      return;
-    }
-    case Op::kPin: {
-      auto it = objects_.find(id);
-      if (it == objects_.end() || conn.held.count(id) == 0) {
-        reply_error(fd, req, Errc::kStaleHandle,
-                    "cannot pin object " + id.hex() + ": this process does not hold it");
-        return;
-      }
-      uint64_t pin = 0;
-      while (pin == 0) pin = Id128::random().lo;
-      // Capped here too, whatever the client asks (pin_ttl_ms caps SHOAL_PIN_TTL).
-      const uint64_t ttl_ns = std::min<uint64_t>(req.arg, kMaxPinTtlSeconds * 1000) * 1000000ULL;
-      const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
-      it->second.pins[pin] = Pin{deadline, conn.pid};
-      ++pins_;
-      next_deadline_ = std::min(next_deadline_, deadline);
-      rep.pin = pin;
-      rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
-      (void)wire::send_msg(fd, rep);
-      return;
-    }
-    case Op::kDropPins: {
-      // A hold published before this message may use a pin: take the rings first (R3).
-      drain_rings();
-      if (conns_.count(fd) == 0) return;
-      uint64_t dropped = 0;
-      std::vector<Id128> touched;
-      for (auto& [oid, o] : objects_) {
-        for (auto p = o.pins.begin(); p != o.pins.end();) {
-          // kill(pid, 0) fails with ESRCH only once the sender is gone (a zombie still counts
-          // as alive, and a reused pid keeps the pin: both err on the side of keeping).
-          const bool dead = p->second.sender > 0 &&
-                            ::kill(static_cast<pid_t>(p->second.sender), 0) != 0 && errno == ESRCH;
-          if (dead) {
-            p = o.pins.erase(p);
-            --pins_;
-            ++dropped;
-            touched.push_back(oid);
-          } else {
-            ++p;
-          }
-        }
-      }
-      for (const Id128& oid : touched) maybe_free(oid);
-      rep.arg = dropped;
-      (void)wire::send_msg(fd, rep);
-      return;
-    }
-    case Op::kList: {
-      drain_rings();  // may drop connections whose ring is broken, this one included
-      if (conns_.count(fd) == 0) return;
-      std::string j = describe();
-      size_t off = 0;
-      do {
-        size_t n = std::min(layout::kWireMaxPayload, j.size() - off);
-        WireMsg page = rep;
-        page.payload_size = static_cast<uint32_t>(n);
-        page.arg = off + n < j.size() ? 1 : 0;
-        if (!wire::send_msg(fd, page, j.data() + off)) return;
-        off += n;
-      } while (off < j.size());
+    case Op::kAdopt: return on_attach(r);
+    case Op::kHold: return on_hold(r);
+    case Op::kRelease: return on_release(r);
+    case Op::kPin: return on_pin(r);
+    case Op::kDropPins: return on_drop_pins(r);
+    case Op::kList: return on_list(r);
+  }
+  drop_conn(fd);  // an unknown op: a confused or hostile peer
+}
+
+void Broker::on_hello(Request& r) {
+  r.rep.object_hi = session_.hi;
+  r.rep.object_lo = session_.lo;
+  r.rep.arg = static_cast<uint64_t>(::getpid());
+  r.rep.flags = layout::kHelloCanHold | layout::kHelloDropPins;
+  if (r.passed.valid() && !r.conn.ring.get()) {
+    r.conn.ring = map_ring(r.passed.get());
+    if (r.conn.ring.get() != nullptr) r.rep.flags |= layout::kHelloHoldRing;
+  }
+  (void)wire::send_msg(r.fd, r.rep);
+}
+
+void Broker::on_register(Request& r) {
+  if (!r.passed.valid() || r.id.is_zero()) {
+    reply_error(r.fd, r.req, Errc::kInvalidArgument, "register needs a descriptor and an id");
+    return;
+  }
+  if (objects_.count(r.id) != 0) {
+    reply_error(r.fd, r.req, Errc::kExists, "object id already registered");
+    return;
+  }
+  bool ro = false;
+  Status ok = platform::check_received_fd(r.passed.get(), r.req.size + layout::kSegmentHeaderSize, &ro);
+  if (!ok) {
+    reply_error(r.fd, r.req, Errc::kInvalidArgument, ok.message());
+    return;
+  }
+  // The creator checked MemAvailable and the cgroup; the session-wide SHOAL_MAX_BYTES can
+  // only be enforced here, where every object of the session is known.
+  if (const char* mb = std::getenv("SHOAL_MAX_BYTES"); mb != nullptr && *mb != '\0') {
+    auto max = parse_bytes(mb);
+    if (max && total_bytes_ + r.req.size + layout::kSegmentHeaderSize > *max) {
+      reply_error(r.fd, r.req, Errc::kOutOfSpace,
+                  "SHOAL_MAX_BYTES (" + std::to_string(*max) + " bytes) would be exceeded: "
+                  "the session holds " + std::to_string(total_bytes_) +
+                  " bytes; raise it or release objects first");
       return;
     }
   }
-  drop_conn(fd);  // an unknown op: a confused or hostile peer
+  Object o;
+  o.fd = std::move(r.passed);
+  o.size = r.req.size;
+  o.kind = r.req.kind;
+  o.creator_pid = r.conn.pid;
+  o.created_unix = static_cast<int64_t>(::time(nullptr));
+  o.holders.insert(r.fd);
+  objects_.emplace(r.id, std::move(o));
+  r.conn.held.insert(r.id);
+  total_bytes_ += r.req.size + layout::kSegmentHeaderSize;
+  (void)wire::send_msg(r.fd, r.rep);
+}
+
+void Broker::on_attach(Request& r) {
+  auto it = objects_.find(r.id);
+  if (it == objects_.end()) {
+    reply_error(r.fd, r.req, Errc::kStaleHandle,
+                "object " + r.id.hex() + " no longer exists in session " + session_.hex() +
+                    ": every process released it and its handle's pin expired or was used");
+    return;
+  }
+  Object& o = it->second;
+  if (r.req.pin != 0) pins_ -= o.pins.erase(r.req.pin);  // a pin is used once
+  o.holders.insert(r.fd);
+  r.conn.held.insert(r.id);
+  if (static_cast<Op>(r.req.op) == Op::kAttach) {
+    r.rep.size = o.size;
+    r.rep.kind = o.kind;
+    r.rep.flags = platform::sealed_read_only(o.fd.get()) ? kHandleReadOnly : 0;
+    (void)wire::send_msg(r.fd, r.rep, nullptr, o.fd.get());
+  } else {
+    (void)wire::send_msg(r.fd, r.rep);
+  }
+}
+
+void Broker::on_hold(Request& r) {  // kAdopt without a reply: the client does not wait for one
+  hold(r.fd, r.conn, r.id, r.req.pin);
+}
+
+void Broker::on_release(Request& r) {  // no reply: the client does not wait for one
+  if (r.conn.held.erase(r.id) != 0) {
+    auto it = objects_.find(r.id);
+    if (it != objects_.end()) {
+      it->second.holders.erase(r.fd);
+      maybe_free(r.id);
+    }
+  }
+}
+
+void Broker::on_pin(Request& r) {
+  auto it = objects_.find(r.id);
+  if (it == objects_.end() || r.conn.held.count(r.id) == 0) {
+    reply_error(r.fd, r.req, Errc::kStaleHandle,
+                "cannot pin object " + r.id.hex() + ": this process does not hold it");
+    return;
+  }
+  uint64_t pin = 0;
+  while (pin == 0) pin = Id128::random().lo;
+  // Capped here too, whatever the client asks (pin_ttl_ms caps SHOAL_PIN_TTL).
+  const uint64_t ttl_ns = std::min<uint64_t>(r.req.arg, kMaxPinTtlSeconds * 1000) * 1000000ULL;
+  const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
+  it->second.pins[pin] = Pin{deadline, r.conn.pid};
+  ++pins_;
+  next_deadline_ = std::min(next_deadline_, deadline);
+  r.rep.pin = pin;
+  r.rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
+  (void)wire::send_msg(r.fd, r.rep);
+}
+
+void Broker::on_drop_pins(Request& r) {
+  // A hold published before this message may use a pin: take the rings first (R3).
+  drain_rings();
+  if (conns_.count(r.fd) == 0) return;
+  uint64_t dropped = 0;
+  std::vector<Id128> touched;
+  for (auto& [oid, o] : objects_) {
+    for (auto p = o.pins.begin(); p != o.pins.end();) {
+      // kill(pid, 0) fails with ESRCH only once the sender is gone (a zombie still counts
+      // as alive, and a reused pid keeps the pin: both err on the side of keeping).
+      const bool dead = p->second.sender > 0 &&
+                        ::kill(static_cast<pid_t>(p->second.sender), 0) != 0 && errno == ESRCH;
+      if (dead) {
+        p = o.pins.erase(p);
+        --pins_;
+        ++dropped;
+        touched.push_back(oid);
+      } else {
+        ++p;
+      }
+    }
+  }
+  for (const Id128& oid : touched) maybe_free(oid);
+  r.rep.arg = dropped;
+  (void)wire::send_msg(r.fd, r.rep);
+}
+
+void Broker::on_list(Request& r) {
+  drain_rings();  // may drop connections whose ring is broken, this one included
+  if (conns_.count(r.fd) == 0) return;
+  std::string j = describe();
+  size_t off = 0;
+  do {
+    size_t n = std::min(layout::kWireMaxPayload, j.size() - off);
+    WireMsg page = r.rep;
+    page.payload_size = static_cast<uint32_t>(n);
+    page.arg = off + n < j.size() ? 1 : 0;
+    if (!wire::send_msg(r.fd, page, j.data() + off)) return;
+    off += n;
+  } while (off < j.size());
 }
 
 int Broker::run() {

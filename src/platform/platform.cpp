@@ -141,6 +141,11 @@ Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept {
   return {};
 }
 
+bool sealed_read_only(int fd) noexcept {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  return seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+}
+
 Status seal_read_only(int fd) noexcept {
   if (::fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) != 0) {
     return {Errc::kSystem, errno_message("sealing a segment read-only", errno)};

@@ -89,6 +89,10 @@ Result<UniqueFd> create_memfd_filled(const char* debug_name, uint64_t size, cons
 /// against shrink and grow. Sets *read_only when it is sealed against writing.
 Status check_received_fd(int fd, uint64_t size, bool* read_only) noexcept;
 
+/// Whether the memfd is sealed against writing (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE); false
+/// when its seals cannot be read.
+bool sealed_read_only(int fd) noexcept;
+
 /// Seals the memfd against any new writable mapping (F_SEAL_FUTURE_WRITE); existing mappings
 /// keep their protection, so the caller mprotects its own mapping read-only as well.
 Status seal_read_only(int fd) noexcept;
