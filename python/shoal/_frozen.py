@@ -29,6 +29,7 @@ repr and pickling.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import pickle
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
@@ -170,6 +171,22 @@ def _repeat_count(n: object) -> SupportsIndex:
     return n  # type: ignore[return-value]  # it has __index__
 
 
+def _seq_index(
+    seq: Sequence[Any], value: Any, start: SupportsIndex, stop: SupportsIndex | None
+) -> int:
+    """list.index's search (negative bounds count from the end), with list's message."""
+    n = len(seq)
+    lo = operator.index(start)
+    hi = n if stop is None else operator.index(stop)
+    lo = max(lo + n, 0) if lo < 0 else lo
+    hi = hi + n if hi < 0 else min(hi, n)
+    for i in range(lo, hi):
+        v = seq[i]
+        if v is value or v == value:
+            return i
+    raise ValueError(f"{value!r} is not in {type(seq).__name__}")
+
+
 def _seq_compare(self: Any, other: object, plain: type, view: type, op: str) -> Any:
     if isinstance(other, (plain, view)):
         _check_stack()
@@ -221,6 +238,10 @@ class FrozenList(_shoal._FrozenListBase, _FrozenCommon, Sequence[Any]):
         if not hasattr(type(n), "__index__"):
             return NotImplemented  # "x" * view: str's repetition then names this type
         return list(self) * n
+
+    def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex | None = None) -> int:
+        """The first position of `value` in [start, stop); ValueError if it is not there."""
+        return _seq_index(self, value, start, stop)
 
     def __repr__(self) -> str:
         _check_stack()
@@ -277,6 +298,10 @@ class FrozenTuple(_shoal._FrozenTupleBase, _FrozenCommon, Sequence[Any]):
         if not hasattr(type(n), "__index__"):
             return NotImplemented  # "x" * view: str's repetition then names this type
         return tuple(self) * n
+
+    def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex | None = None) -> int:
+        """The first position of `value` in [start, stop); ValueError if it is not there."""
+        return _seq_index(self, value, start, stop)
 
     def __repr__(self) -> str:
         _check_stack()

@@ -464,10 +464,11 @@ def test_list_and_tuple_indexing_slicing_and_methods() -> None:
             assert got == src[sl]
         assert v.index(10) == 0 and v.index(10, 1) == 7 and v.index("a", 0, 2) == 1
         assert v.index([1]) == 4 and v.index((2,)) == 5
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"^'missing' is not in {type(v).__name__}$"):
             v.index("missing")
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"^10 is not in {type(v).__name__}$"):
             v.index(10, 1, 6)
+        assert v.index(10, -1) == 7 and v.index(10, -100, 100) == 0
         assert v.count(10) == 2 and v.count("zz") == 0 and v.count([1]) == 1
         assert list(reversed(v)) == list(reversed(src))
         assert 2.5 in v and [1] in v and (2,) in v and "zz" not in v
