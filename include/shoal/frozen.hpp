@@ -78,6 +78,7 @@ struct NdView {
   uint64_t itemsize = 0;
   std::vector<uint64_t> shape;
   bool fortran = false;
+  bool scalar = false;  // a numpy scalar (ndim 0), not a 0-d array
   const std::byte* data = nullptr;
   uint64_t nbytes = 0;
   uint64_t data_offset = 0;  // from the image start
@@ -208,6 +209,14 @@ class Frozen {
   std::string handle(bool pin = true) const;
   /// The file path, empty for a segment.
   const std::string& path() const;
+  /// Which file was mapped, from fstat at load (zeros for a segment): a pickle names the file
+  /// by these, so that a file replaced at the same path is refused, not read as the old one.
+  struct FileId {
+    uint64_t dev = 0;
+    uint64_t ino = 0;
+    uint64_t size = 0;
+  };
+  FileId file_id() const;
 
  private:
   struct State;
@@ -236,6 +245,8 @@ class Builder {
   Ref pickle(std::span<const std::byte> data);
   Ref ndarray(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
               bool fortran, const void* data, uint64_t nbytes);
+  /// A numpy scalar of dtype `descr`: its `itemsize` bytes, read back as the scalar itself.
+  Ref numpy_scalar(std::string_view descr, uint64_t itemsize, const void* data);
   Ref list(std::span<const Ref> items);
   Ref tuple(std::span<const Ref> items);
   /// A list (tuple when `tuple`) of `count` inline scalars -- None, bools, ints within 60 bits
@@ -275,6 +286,8 @@ class Builder {
   std::vector<std::byte> finish_bytes(Ref root);
 
  private:
+  Ref nd_node(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
+              uint32_t order, const void* data, uint64_t nbytes);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -81,10 +81,13 @@ PyObject* decode_ndarray(const Image& im, Ref r, PyObject* owner) {
     }
     return nullptr;
   }
+  const unsigned order = nd.scalar    ? layout::kNdOrderScalar
+                         : nd.fortran ? layout::kNdOrderF
+                                      : layout::kNdOrderC;
   PyObject* res = PyObject_CallFunction(
-      g_hooks.ndarray_leaf, "OKKNNO", owner,
+      g_hooks.ndarray_leaf, "OKKKNNI", owner, static_cast<unsigned long long>(r),
       static_cast<unsigned long long>(nd.data_offset), static_cast<unsigned long long>(nd.nbytes),
-      descr, shape, nd.fortran ? Py_True : Py_False);
+      descr, shape, order);
   return res;
 }
 

@@ -58,9 +58,12 @@ inline Ref load_ref(const std::byte* p) {
 
 /// The Python pieces the codec calls, set once at import (shoal._frozen calls _frozen_init).
 struct Hooks {
-  PyObject* ndarray_type = nullptr;   // numpy.ndarray
-  PyObject* ndarray_parts = nullptr;  // a -> (descr, itemsize, shape, fortran, buffer) | None
-  PyObject* ndarray_leaf = nullptr;   // (owner, offset, nbytes, descr, shape, fortran) -> ndarray
+  PyObject* ndarray_type = nullptr;   // (numpy.ndarray, numpy.generic): arrays and scalars
+  // a -> (descr, itemsize, shape, order, buffer) | None; order is 0 (C), 1 (F) or 2 (a numpy
+  // scalar, shape ()), as layout::kNdOrder*
+  PyObject* ndarray_parts = nullptr;
+  // (owner, ref, offset, nbytes, descr, shape, order) -> shoal.Array view, or the numpy scalar
+  PyObject* ndarray_leaf = nullptr;
   PyObject* pickle_dumps = nullptr;   // obj -> bytes (protocol 5)
   PyObject* pickle_loads = nullptr;   // bytes-like -> obj
   PyTypeObject* tuple_view = nullptr;  // keys of these types hash as the tuple / frozenset
@@ -244,14 +247,25 @@ class Encoder {
     const auto itemsize = nb::cast<uint64_t>(t[1]);
     std::vector<uint64_t> shape;
     for (nb::handle d : nb::borrow<nb::tuple>(t[2])) shape.push_back(nb::cast<uint64_t>(d));
-    const bool fortran = nb::cast<bool>(t[3]);
+    const auto order = nb::cast<uint32_t>(t[3]);
+    if (order > layout::kNdOrderScalar || (order == layout::kNdOrderScalar && !shape.empty())) {
+      throw nb::value_error("ndarray_parts: order must be 0, 1 or 2 (2 only for shape ())");
+    }
     Py_buffer buf;
     if (PyObject_GetBuffer(nb::object(t[4]).ptr(), &buf, PyBUF_SIMPLE) != 0) {
       throw nb::python_error();
     }
     Ref r;
     try {
-      r = b_.ndarray(descr, itemsize, shape, fortran, buf.buf, static_cast<uint64_t>(buf.len));
+      if (order == layout::kNdOrderScalar) {
+        if (static_cast<uint64_t>(buf.len) != itemsize) {
+          throw nb::value_error("ndarray_parts: a scalar's buffer must hold one item");
+        }
+        r = b_.numpy_scalar(descr, itemsize, buf.buf);
+      } else {
+        r = b_.ndarray(descr, itemsize, shape, order == layout::kNdOrderF, buf.buf,
+                       static_cast<uint64_t>(buf.len));
+      }
     } catch (...) {
       PyBuffer_Release(&buf);
       throw;

@@ -117,10 +117,16 @@ void register_frozen(nb::module_& m) {
       "frozen_view",
       [](nb::handle owner, uint64_t ref) {
         OwnerObject* o = as_owner(owner);
-        if (!is_container(tag_of(ref))) throw nb::value_error("not a container reference");
+        // A pickle names a container (its view) or an ndarray leaf (its shoal.Array): nothing
+        // else is ever pickled by reference, so a forged ref of another tag is refused here.
+        if (!is_container(tag_of(ref)) && tag_of(ref) != layout::Tag::kNdarray) {
+          throw nb::value_error("not a container or ndarray reference");
+        }
         return view_of(o, ref);
       },
-      "owner"_a, "ref"_a, "The view of container `ref` in an image (pickled views).");
+      "owner"_a, "ref"_a,
+      "The view of container `ref`, or the shoal.Array of ndarray leaf `ref`, in an image "
+      "(unpickling).");
   m.def(
       "check_stack",
       []() {
@@ -143,6 +149,12 @@ void register_frozen(nb::module_& m) {
         d["nbytes"] = o->image->size();
         d["allow_pickle"] = o->allow_pickle;
         d["path"] = o->frozen->path();
+        if (!o->frozen->path().empty()) {
+          const frozen::Frozen::FileId id = o->frozen->file_id();
+          d["dev"] = id.dev;
+          d["ino"] = id.ino;
+          d["size"] = id.size;
+        }
         if (o->frozen->path().empty()) {
           std::string h;
           {
@@ -154,7 +166,8 @@ void register_frozen(nb::module_& m) {
         return d;
       },
       "owner"_a, "pin"_a = false,
-      "nbytes, allow_pickle, path (files) and handle (segments; pin=True pins it for transit).");
+      "nbytes, allow_pickle, path, dev, ino and size (files: which file was loaded) and handle "
+      "(segments; pin=True pins it for transit).");
   m.def(
       "frozen_validate",
       [](nb::handle owner, uint32_t max_depth) {

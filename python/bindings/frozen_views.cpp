@@ -248,6 +248,13 @@ PyObject* thaw_table(ViewObject* v, Tag t) {
 
 PyObject* thaw(OwnerObject* owner, Ref r) {
   const Tag t = tag_of(r);
+  if (t == Tag::kNdarray) {
+    // decode gives a read-only shoal.Array over the image; a thawed tree owns its data, so an
+    // array leaf becomes a private, writable copy (Array.copy: a plain ndarray).
+    nb::object shared = nb::steal(decode(owner, r));
+    if (!shared.is_valid()) return nullptr;
+    return PyObject_CallMethod(shared.ptr(), "copy", nullptr);
+  }
   if (!is_container(t)) return decode(owner, r);
   if (enter_nested(" while thawing a frozen object") != 0) return nullptr;
   PyObject* res = nullptr;

@@ -60,9 +60,11 @@ def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
 class Array(np.ndarray):
     """An ndarray in shared memory; see the module docstring."""
 
-    # (segment, address of its element area in this process, that address + the area's size),
-    # or None for a result that owns new memory. One attribute, set in C (array_bind.cpp).
-    _shoal_ref: tuple[_shoal.Segment, int, int] | None = None
+    # (origin, address of its element area in this process, that address + the area's size),
+    # or None for a result that owns new memory. One attribute, set in C (array_bind.cpp) and,
+    # for an ndarray read out of a frozen object, in shoal._frozen. The origin is the array's
+    # Segment, or a frozen leaf (shoal._frozen._Leaf), which pickles views of itself.
+    _shoal_ref: tuple[Any, int, int] | None = None
 
     # __array_finalize__ and __getitem__ are C functions (python/bindings/array_bind.cpp),
     # installed below: numpy calls __array_finalize__ for every slice and every unpickled
@@ -89,14 +91,22 @@ class Array(np.ndarray):
 
     @property
     def segment(self) -> _shoal.Segment | None:
-        """The shared segment holding the elements (None for a detached result)."""
-        return None if self._shoal_ref is None else self._shoal_ref[0]
+        """The array segment holding the elements (None for a detached result, and for an
+        array read out of a frozen object, which lives in that object's image)."""
+        origin = None if self._shoal_ref is None else self._shoal_ref[0]
+        return origin if isinstance(origin, _shoal.Segment) else None
 
     def handle(self) -> str:
         """The segment's handle (pinned), for passing to a non-Python or unrelated process."""
         if self._shoal_ref is None:
             raise ValueError("this array does not live in shared memory")
-        return self._shoal_ref[0].handle()
+        origin = self._shoal_ref[0]
+        if not isinstance(origin, _shoal.Segment):  # a state of the array, as above: ValueError
+            raise ValueError(  # noqa: TRY004
+                "this array is part of a frozen object: pickle it (a small reference, not the "
+                "data), or pass the frozen object's handle()"
+            )
+        return origin.handle()
 
     def _shoal_args(self) -> tuple[Any, ...]:
         assert self._shoal_ref is not None
@@ -113,6 +123,9 @@ class Array(np.ndarray):
     def __reduce__(self) -> Any:
         if self._shoal_ref is None:
             return self.view(np.ndarray).__reduce__()
+        origin, base, _ = self._shoal_ref
+        if not isinstance(origin, _shoal.Segment):
+            return origin.reduce(self, base)
         return (_shoal.rebuild_array, self._shoal_args())
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:

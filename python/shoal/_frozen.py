@@ -5,16 +5,18 @@ ndarray leaves into one sealed shared segment, without an intermediate pickle, a
 read-only view: FrozenDict (a Mapping), FrozenList and FrozenTuple (Sequences), FrozenSet (a Set).
 Every process that receives the view (it pickles to a small handle) reads the same physical
 pages; nothing is copied or unpickled. Nested containers come back as views, leaves as new
-Python objects on every access, ndarray leaves as zero-copy read-only arrays.
+Python objects on every access, ndarray leaves as zero-copy read-only ``shoal.Array`` views of
+the image, which pickle (with every slice of them) as a small reference, never their bytes.
+``thaw()`` copies deeply: containers become builtins and arrays private writable ndarrays.
 
 Semantics are Python's: insertion order, ``freeze(d) == d``, ``1``, ``1.0`` and ``True`` are one
 key, as are ``0.0`` and ``-0.0``, and ``2**60`` and ``2.0**60``. Table hashes are the same in every
 process whatever PYTHONHASHSEED (Python's numeric hash for numbers, shoal's seeded hash for
 str/bytes), so a table built in one process is probed by any other.
 
-What is native and what is pickled: the exact builtin types above are encoded natively. Other
-leaf values -- including subclasses such as IntEnum members or numpy scalars, and object-dtype
-arrays -- are pickled (protocol 5) and unpickled on access; ``allow_pickle=False`` refuses them
+What is native and what is pickled: the exact builtin types above, ndarrays and numpy scalars
+(``np.float32(1.5)`` comes back as ``np.float32(1.5)``) are encoded natively. Other leaf values
+-- including subclasses such as IntEnum members, and object-dtype arrays -- are pickled (protocol 5) and unpickled on access; ``allow_pickle=False`` refuses them
 with TypeError instead. Keys must be None, bool, int, float, str, bytes or tuples/frozensets of
 these (subclasses are stored as the base type); any other key type is a TypeError. A NaN key
 is stored and iterated, but never found by lookup, as with a distinct NaN object in a dict.
@@ -22,7 +24,7 @@ dict subclasses freeze as dicts, set and frozenset both as FrozenSet (thaw() giv
 kind it came from).
 
 Hot paths (``d[k]``, ``k in d``, ``len``, iteration, ``l[i]``) are C type slots
-(python/bindings/frozen_bind.cpp); these classes add the collections.abc mixins, equality,
+(python/bindings/frozen_views.cpp); these classes add the collections.abc mixins, equality,
 repr and pickling.
 """
 
@@ -94,14 +96,10 @@ class _FrozenCommon(_ViewBase):
         return str(info["handle"])
 
     def __reduce__(self) -> Any:
-        info = _shoal.frozen_owner_info(self._owner, True)
-        if "handle" in info:
-            return (_rebuild_segment, (info["handle"], self._ref))
-        st = os.stat(info["path"])
-        return (
-            _rebuild_file,
-            (info["path"], st.st_dev, st.st_ino, st.st_size, info["allow_pickle"], self._ref),
-        )
+        where = _locator(self._owner)
+        if where[0] == "segment":
+            return (_rebuild_segment, (where[1], self._ref))
+        return (_rebuild_file, (*where[1:], self._ref))
 
     def __copy__(self) -> Any:
         return self  # immutable: a copy is the object itself, as for tuple
@@ -329,36 +327,71 @@ class FrozenSet(_shoal._FrozenSetBase, _FrozenCommon, AbstractSet[Any]):
 
 
 # ---- numpy leaves ---------------------------------------------------------------------------
-def _ndarray_parts(a: np.ndarray) -> tuple[str, int, tuple[int, ...], bool, Any] | None:
-    """(descr, itemsize, shape, fortran, contiguous buffer) of an array leaf; None: pickle it."""
+_ORDER_C, _ORDER_F, _ORDER_SCALAR = 0, 1, 2  # layout::kNdOrder* (src/layout/frozen_layout.hpp)
+
+
+def _ndarray_parts(a: np.ndarray | np.generic) -> tuple[str, int, tuple[int, ...], int, Any] | None:
+    """(descr, itemsize, shape, order, contiguous buffer) of an array or numpy scalar leaf;
+    None: pickle it (object dtype)."""
     from ._array import _descr_of
 
     if a.dtype.hasobject:
         return None
+    if isinstance(a, np.generic):
+        one = np.asarray(a).reshape(1)  # the scalar's one element, in its own memory
+        buf = one.view(np.uint8).data  # raw bytes: datetime and str dtypes have no buffer format
+        return _descr_of(one.dtype), int(one.dtype.itemsize), (), _ORDER_SCALAR, buf
     fortran = bool(a.flags.f_contiguous and not a.flags.c_contiguous and a.ndim > 1)
     data = np.asfortranarray(a) if fortran else np.ascontiguousarray(a)
     buf = data.reshape(-1, order="F" if fortran else "C").view(np.uint8).data
-    return _descr_of(a.dtype), int(a.dtype.itemsize), tuple(a.shape), fortran, buf
+    order = _ORDER_F if fortran else _ORDER_C
+    return _descr_of(a.dtype), int(a.dtype.itemsize), tuple(a.shape), order, buf
+
+
+class _Leaf:
+    """Where the elements of a shoal.Array read out of a frozen image live: the image (its
+    FrozenImage owner) and the leaf's ref in it. An Array keeps it as its origin, so that the
+    array and every view of it pickle as (where the image is, ref, view) instead of bytes."""
+
+    __slots__ = ("owner", "ref")
+
+    def __init__(self, owner: Any, ref: int) -> None:
+        self.owner = owner
+        self.ref = ref
+
+    def reduce(self, arr: np.ndarray, base: int) -> tuple[Any, ...]:
+        """Array.__reduce__ for `arr`, whose leaf starts at address `base` in this process."""
+        from ._array import _descr_of
+
+        offset = arr.__array_interface__["data"][0] - base
+        view = (offset, arr.shape, arr.strides, _descr_of(arr.dtype))
+        return (_rebuild_leaf, (_locator(self.owner), self.ref, view))
 
 
 def _ndarray_leaf(
-    owner: Any, offset: int, nbytes: int, descr: str, shape: tuple[int, ...], fortran: bool
-) -> np.ndarray:
-    """A read-only ndarray over an image's bytes (the owner's buffer keeps the mapping alive)."""
-    from ._array import _dtype_from_descr
+    owner: Any, ref: int, offset: int, nbytes: int, descr: str, shape: tuple[int, ...], order: int
+) -> Any:
+    """A read-only shoal.Array over an image's bytes (the owner's buffer keeps the mapping
+    alive), or the numpy scalar a scalar leaf holds."""
+    from ._array import Array, _dtype_from_descr
 
     dtype = _dtype_from_descr(descr)
     # The node's own itemsize matched its byte count (F5), but the descr text is a separate
     # field: a corrupt one may name a dtype of another size, which numpy would refuse with a
     # bare ValueError from reshape.
-    if dtype.itemsize * math.prod(shape) != nbytes:
+    if dtype.itemsize * math.prod(shape) != nbytes or dtype.hasobject:
         raise _shoal.DecodeError(
             f"frozen ndarray at byte {offset}: dtype {descr} times shape {shape} is not its "
-            f"{nbytes} bytes (the image is corrupt)"
+            f"{nbytes} bytes, or holds Python objects (the image is corrupt)"
         )
     count = nbytes // dtype.itemsize if dtype.itemsize else 0
     flat = np.frombuffer(owner, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape, order="F" if fortran else "C")
+    if order == _ORDER_SCALAR:
+        return flat[0]
+    arr = flat.reshape(shape, order="F" if order == _ORDER_F else "C").view(Array)
+    base = flat.__array_interface__["data"][0]
+    arr._shoal_ref = (_Leaf(owner, ref), base, base + nbytes)
+    return arr
 
 
 def _dumps(obj: Any) -> bytes:
@@ -370,7 +403,7 @@ _shoal._frozen_init(
     FrozenList,
     FrozenTuple,
     FrozenSet,
-    np.ndarray,
+    (np.ndarray, np.generic),
     _ndarray_parts,
     _ndarray_leaf,
     _dumps,
@@ -413,17 +446,60 @@ def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
 
 # ---- pickling glue (names are part of every pickle: keep them stable) -----------------------
 # _rebuild_segment is the "frozen" kind's reconstructor in shoal._kinds.
-def _rebuild_segment(handle: str, ref: int) -> Any:
-    seg = _shoal.Segment.attach(handle)
-    return _shoal.frozen_view(_shoal.frozen_owner_from_segment(seg), ref)
+def _locator(owner: Any) -> tuple[Any, ...]:
+    """Where an image is, for a pickle: ("segment", pinned handle) or ("file", path, st_dev,
+    st_ino, st_size, allow_pickle)."""
+    info = _shoal.frozen_owner_info(owner, True)
+    if "handle" in info:
+        return ("segment", info["handle"])
+    # The file as it was loaded: one replaced at the same path since is refused on unpickling.
+    return ("file", info["path"], info["dev"], info["ino"], info["size"], info["allow_pickle"])
 
 
-def _rebuild_file(path: str, dev: int, ino: int, size: int, allow_pickle: bool, ref: int) -> Any:
+def _owner_at(where: tuple[Any, ...]) -> Any:
+    """The FrozenImage a _locator() tuple names, in this process."""
+    if where[0] == "segment":
+        return _shoal.frozen_owner_from_segment(_shoal.Segment.attach(where[1]))
+    _, path, dev, ino, size, allow_pickle = where
     st = os.stat(path)
     if (st.st_dev, st.st_ino, st.st_size) != (dev, ino, size):
         raise _shoal.StaleHandleError(
             f"{path!r} is no longer the file this frozen view was loaded from "
             "(it was replaced or changed); load it again"
         )
-    owner = _shoal.frozen_owner_load(path, allow_pickle)
-    return _shoal.frozen_view(owner, ref)
+    return _shoal.frozen_owner_load(path, allow_pickle)
+
+
+def _rebuild_segment(handle: str, ref: int) -> Any:
+    return _shoal.frozen_view(_owner_at(("segment", handle)), ref)
+
+
+def _rebuild_file(path: str, dev: int, ino: int, size: int, allow_pickle: bool, ref: int) -> Any:
+    return _shoal.frozen_view(_owner_at(("file", path, dev, ino, size, allow_pickle)), ref)
+
+
+def _rebuild_leaf(where: tuple[Any, ...], ref: int, view: tuple[Any, ...]) -> Any:
+    """A pickled shoal.Array read out of a frozen image: the leaf `ref`, then the view of it
+    (offset of its first element from the leaf's start, shape, strides, dtype descr), checked
+    to lie inside the leaf."""
+    from ._array import Array, _dtype_from_descr
+
+    leaf = _shoal.frozen_view(_owner_at(where), ref)
+    if (
+        not isinstance(leaf, Array)
+        or leaf._shoal_ref is None
+        or not isinstance(leaf._shoal_ref[0], _Leaf)
+    ):
+        raise _shoal.DecodeError(f"frozen ref {ref} is not an ndarray leaf")
+    offset, shape, strides, descr = view
+    dtype = _dtype_from_descr(descr)
+    if dtype.hasobject:
+        raise _shoal.DecodeError(f"array view dtype {descr} holds Python objects")
+    try:
+        # numpy checks that every element the shape and strides reach lies inside the leaf.
+        arr = np.ndarray(shape, dtype, buffer=leaf, offset=offset, strides=strides)
+    except (TypeError, ValueError) as e:
+        raise _shoal.DecodeError(f"array view does not fit its frozen leaf: {e}") from e
+    out = arr.view(Array)
+    out._shoal_ref = leaf._shoal_ref
+    return out

@@ -228,7 +228,9 @@ def frozen_owner_load(path: str, allow_pickle: bool = False) -> object:
     """The FrozenImage of a file written by shoal.save."""
 
 def frozen_view(owner: object, ref: int) -> object:
-    """The view of container `ref` in an image (pickled views)."""
+    """
+    The view of container `ref`, or the shoal.Array of ndarray leaf `ref`, in an image (unpickling).
+    """
 
 def check_stack() -> None:
     """
@@ -240,7 +242,7 @@ def frozen_root(owner: object) -> object:
 
 def frozen_owner_info(owner: object, pin: bool = False) -> dict:
     """
-    nbytes, allow_pickle, path (files) and handle (segments; pin=True pins it for transit).
+    nbytes, allow_pickle, path, dev, ino and size (files: which file was loaded) and handle (segments; pin=True pins it for transit).
     """
 
 def frozen_validate(owner: object, max_depth: int = 1000) -> None:

@@ -327,6 +327,17 @@ Builder::Ref Builder::pickle(std::span<const std::byte> data) {
 
 Builder::Ref Builder::ndarray(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,
                               bool fortran, const void* data, uint64_t nbytes) {
+  return nd_node(descr, itemsize, shape, fortran ? layout::kNdOrderF : layout::kNdOrderC, data,
+                 nbytes);
+}
+
+Builder::Ref Builder::numpy_scalar(std::string_view descr, uint64_t itemsize, const void* data) {
+  return nd_node(descr, itemsize, {}, layout::kNdOrderScalar, data, itemsize);
+}
+
+Builder::Ref Builder::nd_node(std::string_view descr, uint64_t itemsize,
+                              std::span<const uint64_t> shape, uint32_t order, const void* data,
+                              uint64_t nbytes) {
   if (shape.size() > layout::kMaxNdDims) {
     throw_error(Errc::kInvalidArgument, "a frozen ndarray has at most " + std::to_string(layout::kMaxNdDims) +
                                             " dimensions, got " + std::to_string(shape.size()));
@@ -355,7 +366,7 @@ Builder::Ref Builder::ndarray(std::string_view descr, uint64_t itemsize, std::sp
   nd.data_offset = data_offset;
   nd.descr_size = descr.size();
   nd.ndim = static_cast<uint32_t>(shape.size());
-  nd.fortran = fortran ? 1 : 0;
+  nd.order = order;
   // NdNode is 48 bytes: its first 16 go through node(), the rest as a part.
   const auto* raw = reinterpret_cast<const std::byte*>(&nd);
   uint64_t w0, w1;

@@ -299,11 +299,13 @@ NdView Value::as_ndarray() const {
   if (overflow || (nd.itemsize != 0 && count > UINT64_MAX / nd.itemsize) ||
       count * nd.itemsize != nd.nbytes || nd.data_offset % layout::kNdDataAlign != 0 ||
       nd.data_offset < layout::kFrozenHeaderSize || nd.data_offset > image_->size() ||
-      nd.nbytes > image_->size() - nd.data_offset || nd.fortran > 1) {
+      nd.nbytes > image_->size() - nd.data_offset || nd.order > layout::kNdOrderScalar ||
+      (nd.order == layout::kNdOrderScalar && nd.ndim != 0)) {
     detail::throw_corrupt("ndarray shape, size or data offset", ref_);
   }
   v.itemsize = nd.itemsize;
-  v.fortran = nd.fortran != 0;
+  v.fortran = nd.order == layout::kNdOrderF;
+  v.scalar = nd.order == layout::kNdOrderScalar;
   v.data = image_->data() + nd.data_offset;
   v.nbytes = nd.nbytes;
   v.data_offset = nd.data_offset;
@@ -669,6 +671,7 @@ void Image::validate(uint32_t max_depth, uint64_t max_nodes) const {
 struct Frozen::State {
   Segment seg;
   std::string path;
+  FileId file;
   void* map = nullptr;
   size_t map_len = 0;
   Image image;
@@ -736,6 +739,7 @@ Frozen Frozen::load(const std::string& path) {
   state->map = map;
   state->map_len = static_cast<size_t>(size);
   state->path = path;
+  state->file = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), size};
   auto img = Image::open(static_cast<const std::byte*>(map), size);
   if (!img) throw_error(img.status().code(), "'" + path + "': " + img.status().message());
   state->image = img.value();
@@ -767,5 +771,7 @@ const std::string& Frozen::path() const {
   static const std::string kEmpty;
   return state_ ? state_->path : kEmpty;
 }
+
+Frozen::FileId Frozen::file_id() const { return state_ ? state_->file : FileId{}; }
 
 }  // namespace shoal::frozen

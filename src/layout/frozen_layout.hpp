@@ -63,7 +63,8 @@
 //   F4  a container's children were written before it (offsets of children < offset of the
 //       parent), so a well-formed image has no cycles; readers still bound their recursion
 //   F5  ndarray: data_offset % 64 == 0 and data_offset + nbytes <= image_size,
-//       nbytes == itemsize * prod(shape), ndim <= 32
+//       nbytes == itemsize * prod(shape), ndim <= 32, order is kNdOrderC, kNdOrderF or
+//       kNdOrderScalar, and kNdOrderScalar only with ndim == 0
 // Who writes: the builder, in private memory, before the image is published (a segment is
 // sealed, a file is renamed into place); nobody writes an image after that.
 #pragma once
@@ -82,6 +83,12 @@ inline constexpr uint64_t kFrozenMagic = 0x5A52'464C'414F'4853ULL;  // "SHOALFRZ
 inline constexpr uint32_t kFrozenVersion = 1;
 inline constexpr uint64_t kNdDataAlign = 64;
 inline constexpr uint32_t kMaxNdDims = 32;
+/// NdNode::order. kNdOrderScalar is a numpy scalar (np.float32(1.5), np.int64(3)): its one
+/// element is stored as a 0-d array and read back as the scalar. A reader older than the
+/// scalar order refuses it as corrupt; every image it could read before still reads the same.
+inline constexpr uint32_t kNdOrderC = 0;
+inline constexpr uint32_t kNdOrderF = 1;
+inline constexpr uint32_t kNdOrderScalar = 2;
 
 /// Header flags.
 inline constexpr uint32_t kFrozenHasPickles = 1u << 0;  // at least one kPickle node
@@ -128,7 +135,7 @@ struct NdNode {  // shape[ndim] then descr text follow
   uint64_t data_offset;  // from the image start; multiple of kNdDataAlign
   uint64_t descr_size;   // numpy descr text, as in array_layout.hpp
   uint32_t ndim;
-  uint32_t fortran;  // 1: F order, 0: C order
+  uint32_t order;  // kNdOrderC, kNdOrderF, kNdOrderScalar
   uint64_t zero;
 };
 static_assert(sizeof(FloatNode) == 16 && sizeof(BlobNode) == 16 && sizeof(SeqNode) == 16);

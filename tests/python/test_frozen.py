@@ -692,7 +692,7 @@ def test_ndarray_leaves_are_read_only_and_zero_copy() -> None:
     v = shoal.freeze({"a": a, "f": f, "strided": strided, "s": s, "e": np.empty((0, 3))})
     for key, src in (("a", a), ("f", f), ("strided", strided), ("s", s)):
         x = v[key]
-        assert isinstance(x, np.ndarray)
+        assert type(x) is shoal.Array and x.segment is None  # it lives in the frozen image
         assert x.dtype == src.dtype and x.shape == src.shape and np.array_equal(x, src)
         assert not x.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
@@ -703,7 +703,94 @@ def test_ndarray_leaves_are_read_only_and_zero_copy() -> None:
     assert v["e"].shape == (0, 3)
     a[0, 0] = -1  # later changes to the source do not show
     assert v["a"][0, 0] == 0
-    assert np.array_equal(v.thaw()["a"], np.arange(1000.0).reshape(10, 100))
+    thawed = v.thaw()["a"]
+    assert type(thawed) is np.ndarray and thawed.flags.writeable  # thaw owns its data
+    assert np.array_equal(thawed, np.arange(1000.0).reshape(10, 100))
+    assert not np.shares_memory(thawed, v["a"])
+
+
+def _leaf_sum(a: Any, conn: Connection) -> None:
+    conn.send((type(a).__name__, float(a.sum()), a.shape, bool(a.flags.writeable)))
+
+
+def test_an_ndarray_leaf_pickles_as_a_reference_with_its_views(ctx: Any) -> None:
+    big = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)  # 8 MB
+    v = shoal.freeze({"big": big, "small": np.arange(6, dtype=np.int16)})
+    x = v["big"]
+    for view in (x, x[10:20, ::-3], x.T, x[5], x[..., 7], x[3:3]):
+        data = pickle.dumps(view, protocol=5)
+        assert len(data) < 600, len(data)  # a reference, never the 8 MB
+        back = pickle.loads(data)
+        assert type(back) is shoal.Array and not back.flags.writeable
+        assert back.shape == view.shape and np.array_equal(back, view)
+        assert back.size == 0 or np.shares_memory(back, x)  # this process maps the image once
+    assert np.array_equal(pickle.loads(pickle.dumps(v["small"])), np.arange(6))
+    mine, theirs = ctx.Pipe()
+    p = ctx.Process(target=_leaf_sum, args=(x[100:], theirs))
+    p.start()
+    assert mine.poll(DEADLINE)
+    assert mine.recv() == ("Array", float(big[100:].sum()), (900, 1000), False)
+    p.join(DEADLINE)
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="part of a frozen object: pickle it"):
+        x.handle()
+
+
+def test_an_ndarray_leaf_of_a_loaded_file_pickles_as_the_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "arrays.shoal"
+    shoal.save({"m": np.arange(12.0).reshape(3, 4)}, path)
+    m = shoal.load(path)["m"]
+    back = pickle.loads(pickle.dumps(m[:, 1:]))
+    assert type(back) is shoal.Array and np.array_equal(back, np.arange(12.0).reshape(3, 4)[:, 1:])
+    root = shoal.load(path)
+    assert type(root["m"]) is shoal.Array
+    shoal.save({"m": np.zeros(3)}, path)  # replaced: the old pickle no longer names it
+    with pytest.raises(shoal.StaleHandleError, match="no longer the file"):
+        pickle.loads(pickle.dumps(m))
+
+
+def test_a_forged_leaf_pickle_raises_decode_error() -> None:
+    from shoal import _frozen
+
+    v = shoal.freeze({"a": np.arange(10, dtype=np.int64), "l": [1, 2]})
+    fn, (where, ref, view) = v["a"].__reduce__()
+    assert fn is _frozen._rebuild_leaf
+    assert np.array_equal(fn(where, ref, view), np.arange(10))
+    _, _, strides, descr = view
+    for bad_view, message in (
+        ((0, (11,), strides, descr), "does not fit its frozen leaf"),
+        ((80, (1,), strides, descr), "does not fit its frozen leaf"),
+        ((-8, (1,), strides, descr), "does not fit its frozen leaf"),
+        ((0, (10,), strides, "'|O'"), "holds Python objects"),
+    ):
+        with pytest.raises(shoal.DecodeError, match=message):
+            fn(where, ref, bad_view)
+    list_ref = v["l"]._ref
+    with pytest.raises(shoal.DecodeError, match="not an ndarray leaf"):
+        fn(where, list_ref, view)
+    with pytest.raises(ValueError, match="not a container or ndarray reference"):
+        fn(where, ref + 1, view)
+
+
+def test_numpy_scalars_are_native_leaves_and_keep_their_type(tmp_path: pathlib.Path) -> None:
+    scalars = {
+        "f8": np.float64(1.5),
+        "f4": np.float32(-0.25),
+        "i4": np.int32(3),
+        "u8": np.uint64(2**64 - 1),
+        "b": np.bool_(True),
+        "c": np.complex64(1 + 2j),
+        "dt": np.datetime64("2020-01-02"),
+        "s": np.str_("text"),
+    }
+    v = shoal.freeze(scalars, allow_pickle=False)  # no pickle involved
+    for key, val in scalars.items():
+        assert type(v[key]) is type(val) and v[key] == val, key
+    path = tmp_path / "scalars.shoal"
+    shoal.save(scalars, path, allow_pickle=False)
+    loaded = shoal.load(path)  # no allow_pickle needed
+    assert all(type(loaded[k]) is type(x) and loaded[k] == x for k, x in scalars.items())
+    assert shoal.freeze(np.int16(7)) == 7 and type(shoal.freeze(np.int16(7))) is np.int16
 
 
 # --- pickled leaves ------------------------------------------------------------------------------
@@ -713,8 +800,6 @@ def _pickled_leaves() -> dict[str, Any]:
     return {
         "decimal": decimal.Decimal("1.10"),
         "enum": Color.GREEN,
-        "np.float64": np.float64(1.5),
-        "np.int64": np.int64(-3),
         "date": datetime.date(2020, 1, 2),
         "point": Point(1, 2),
         "complex": 1 + 2j,
@@ -1086,7 +1171,7 @@ def test_save_load_an_ndarray(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "array.shoal"
     shoal.save(a, path)
     b = shoal.load(path)
-    assert isinstance(b, np.ndarray) and b.dtype == a.dtype and np.array_equal(a, b)
+    assert type(b) is shoal.Array and b.dtype == a.dtype and np.array_equal(a, b)
     assert not b.flags.writeable
 
 

@@ -344,6 +344,39 @@ TEST(FrozenBuilder, WrongTypesAndIndexesRaise) {
   EXPECT_THROW((void)r[0].size(), InvalidArgumentError);
 }
 
+TEST(FrozenBuilder, ANumpyScalarIsAZeroDimLeafMarkedScalar) {
+  Builder b;
+  const float one = 1.5f;
+  const Ref sc = b.numpy_scalar("'<f4'", 4, &one);
+  const Ref arr = b.ndarray("'<f4'", 4, {}, false, &one, 4);  // a 0-d array stays an array
+  const Ref both[] = {sc, arr};
+  const Ref root = b.list(both);
+  auto bytes = b.finish_bytes(root);
+  {
+    Opened o(bytes);
+    o.image.validate();
+    const NdView s = o.root()[0].as_ndarray();
+    EXPECT_TRUE(s.scalar);
+    EXPECT_TRUE(s.shape.empty());
+    EXPECT_EQ(s.nbytes, 4u);
+    EXPECT_EQ(std::memcmp(s.data, &one, 4), 0);
+    EXPECT_FALSE(o.root()[1].as_ndarray().scalar);
+  }
+  // The order word: kNdOrderScalar only with ndim 0; anything past it is corrupt.
+  const uint64_t at = layout::node_offset(sc) + offsetof(layout::NdNode, order);
+  auto patched = [&](uint32_t order, uint32_t ndim) {
+    std::vector<std::byte> c = bytes;
+    std::memcpy(c.data() + at, &order, 4);
+    std::memcpy(c.data() + layout::node_offset(sc) + offsetof(layout::NdNode, ndim), &ndim, 4);
+    return c;
+  };
+  for (auto [order, ndim] : {std::pair{3u, 0u}, std::pair{~0u, 0u}, std::pair{2u, 1u}}) {
+    Opened o(patched(order, ndim));
+    EXPECT_THROW(o.root()[0].as_ndarray(), DecodeError) << order << " " << ndim;
+    EXPECT_THROW(o.image.validate(), DecodeError) << order << " " << ndim;
+  }
+}
+
 TEST(FrozenBuilder, UnhashableKeysAreRefusedByName) {
   Builder b;
   const Ref l = b.list({});
