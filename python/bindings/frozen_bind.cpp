@@ -52,7 +52,7 @@ void register_frozen(nb::module_& m) {
         nb::object owner = nb::steal(wrap_owner(std::move(f), true));
         return view_of(as_owner(owner), root);
       },
-      "obj"_a, "allow_pickle"_a = true,
+      "obj"_a.none(), "allow_pickle"_a = true,
       "Encode obj into a new sealed frozen segment; return its view (or leaf value).");
 
   m.def(
@@ -64,7 +64,8 @@ void register_frozen(nb::module_& m) {
         nb::gil_scoped_release nogil;
         b.save(root, path);
       },
-      "obj"_a, "path"_a, "allow_pickle"_a = true, "Encode obj into a file (see shoal.save).");
+      "obj"_a.none(), "path"_a, "allow_pickle"_a = true,
+      "Encode obj into a file (see shoal.save).");
 
   m.def(
       "frozen_remove_dead_temps",
@@ -185,7 +186,7 @@ void register_frozen(nb::module_& m) {
         if (rc == 1) throw nb::type_error("not a frozen key type");
         return h;
       },
-      "key"_a, "seed"_a = frozen::kDefaultHashSeed,
+      "key"_a.none(), "seed"_a = frozen::kDefaultHashSeed,
       "The table hash of a key (the same in every process).");
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import operator
 from typing import Any, SupportsIndex, cast
 
 import numpy as np
@@ -48,10 +49,22 @@ def _dtype_from_descr(descr: str) -> np.dtype[Any]:
 
 
 def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
-    if isinstance(shape, (tuple, list)):
-        dims = tuple(int(d) for d in shape)
-    else:
-        dims = (int(shape),)
+    # operator.index, as numpy: 2.5, "3" and 2.0 are refused (TypeError), never truncated.
+    try:
+        if isinstance(shape, (tuple, list)):
+            dims = tuple(operator.index(d) for d in shape)
+        else:
+            dims = (operator.index(shape),)
+    except TypeError:
+        bad = (
+            shape
+            if not isinstance(shape, (tuple, list))
+            else next(d for d in shape if not hasattr(type(d), "__index__"))
+        )
+        raise TypeError(
+            f"'{type(bad).__name__}' object cannot be interpreted as an integer "
+            f"(shoal.Array shape {shape!r})"
+        ) from None
     if any(d < 0 for d in dims):
         raise ValueError(f"negative dimensions are not allowed: {dims}")
     return dims

@@ -394,8 +394,33 @@ def _ndarray_leaf(
     return arr
 
 
+_NATIVE = (
+    "dict, list, tuple, set, frozenset, str, bytes, int, float, bool, None, numpy arrays "
+    "and numpy scalars"
+)
+
+
 def _dumps(obj: Any) -> bytes:
-    return pickle.dumps(obj, protocol=5)
+    """The pickle fallback for a leaf of no native type; a leaf that will not pickle gets a
+    TypeError saying what happened and what to do."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:
+        name = type(obj).__name__
+        hint = ""
+        try:
+            memoryview(obj)
+            hint = " (for a buffer: bytes(x), or numpy.frombuffer(x, numpy.uint8))"
+        except TypeError:
+            pass
+        raise TypeError(
+            f"shoal cannot share a {name}: it is not one of the types shoal encodes natively "
+            f"({_NATIVE}), so it falls back to pickling, and pickling it failed ({e}). Pass a "
+            f"supported type{hint} or make it picklable; allow_pickle=False refuses every "
+            "non-native leaf up front"
+        ) from e
 
 
 _shoal._frozen_init(

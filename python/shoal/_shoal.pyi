@@ -205,12 +205,12 @@ class _FrozenListBase(_FrozenViewBase):
 class _FrozenTupleBase(_FrozenViewBase):
     def __getitem__(self, index: Any, /) -> Any: ...
 
-def frozen_freeze(obj: object, allow_pickle: bool = True) -> object:
+def frozen_freeze(obj: object | None, allow_pickle: bool = True) -> object:
     """
     Encode obj into a new sealed frozen segment; return its view (or leaf value).
     """
 
-def frozen_save(obj: object, path: str, allow_pickle: bool = True) -> None:
+def frozen_save(obj: object | None, path: str, allow_pickle: bool = True) -> None:
     """Encode obj into a file (see shoal.save)."""
 
 def frozen_remove_dead_temps(dir: str) -> list[str]:
@@ -248,5 +248,5 @@ def frozen_owner_info(owner: object, pin: bool = False) -> dict:
 def frozen_validate(owner: object, max_depth: int = 1000) -> None:
     """Check every node of the image (DecodeError if corrupt)."""
 
-def frozen_hash(key: object, seed: int = 6001133645340942374) -> int:
+def frozen_hash(key: object | None, seed: int = 6001133645340942374) -> int:
     """The table hash of a key (the same in every process)."""

@@ -290,7 +290,10 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             _shoal.remove_named(name)
         except _shoal.SegmentNotFoundError:
             where, why = _dir_or_reason(_shoal.named_dir)
-            _err(f"rm: no named object {name!r} in {where or why} (see `shoal ls`)")
+            _err(
+                f"rm: no named object {name!r} {f'in {where}' if where else f'({why})'}; "
+                "`shoal ls` lists them"
+            )
             status = 1
         except _shoal.ShoalError as exc:
             _err(f"rm: cannot remove {name!r}: {exc}")

@@ -876,3 +876,17 @@ def test_a_5_gib_array_is_shared_with_a_spawned_child() -> None:
     _join(p)
     del a
     assert wait_until(lambda: _shmem_at_most(base + SLACK)), (machine_shmem() - base) // MIB
+
+
+@pytest.mark.parametrize("shape", [2.5, (2.9, 3), "3", [2, 1.0]])
+def test_a_shape_must_be_integers_as_numpy_says(shape: Any) -> None:
+    with pytest.raises(TypeError, match="object cannot be interpreted as an integer"):
+        shoal.zeros(shape)
+    with pytest.raises(TypeError):
+        np.zeros(shape)  # numpy refuses the same shapes
+
+
+def test_a_shape_takes_what_numpy_takes() -> None:
+    assert shoal.zeros(np.int64(3)).shape == (3,)
+    assert shoal.empty([2, np.uint8(2)]).shape == (2, 2)
+    assert shoal.full((True, 2), 1).shape == (1, 2)

@@ -1501,3 +1501,24 @@ def test_iterating_ints_never_changes_an_int_someone_holds() -> None:
     assert [seen[i] for i in range(len(data))] == data
     assert sum(fl) == sum(data)
     assert [x for x in fl if x > 299] == [x for x in data if x > 299]
+
+
+# --- inputs and messages a new user meets ---------------------------------------------------------
+
+
+def test_none_is_a_leaf_for_freeze_share_and_save(tmp_path: pathlib.Path) -> None:
+    assert shoal.freeze(None) is None  # as freeze(5) is 5
+    assert shoal.share(None) is None
+    path = tmp_path / "none.shoal"
+    shoal.save(None, path)
+    assert shoal.load(path) is None
+    assert shoal.freeze({None: None})[None] is None
+
+
+def test_a_leaf_that_will_not_pickle_says_what_happened_and_what_to_do() -> None:
+    with pytest.raises(TypeError, match=r"cannot share a function: .* falls back to pickling"):
+        shoal.freeze([lambda: 1])
+    with pytest.raises(TypeError, match=r"memoryview: .*bytes\(x\), or numpy.frombuffer"):
+        shoal.share(memoryview(b"ab"))
+    with pytest.raises(TypeError, match="allow_pickle=False refuses every non-native leaf"):
+        shoal.freeze({"lock": threading.Lock()})
