@@ -13,9 +13,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup:
 	@scripts/setup.sh
 
-# A real (non-editable) install: spawned children import it without rebuilding anything.
+# A real (non-editable) install: spawned children import it without rebuilding anything. The
+# build tree is kept in build/<wheel tag> (scripts/pip_install.sh), so rebuilds are quick.
 install: setup
-	$(PY) -m pip install -q --no-build-isolation .
+	@scripts/pip_install.sh $(PY)
 
 dev: setup
 	cmake --preset dev $(CMAKE_PY) >/dev/null
