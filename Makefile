@@ -7,7 +7,7 @@ CMAKE_PY = -DPython_EXECUTABLE=$(abspath $(PY)) -Dnanobind_DIR=$(NB_DIR)
 FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-asan test-tsan \
+.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
         fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python lint-layers clean
 
 setup:
@@ -45,6 +45,11 @@ test-python: install
 OTHER_PYTHONS ?= 3.12 3.13
 test-pythons: setup
 	scripts/test_other_pythons.sh $(OTHER_PYTHONS)
+
+# A plain `pip install <checkout>` into a fresh venv with the oldest numpy allowed: it leaves the
+# checkout untouched and works from elsewhere (scripts/test_install.sh; needs PyPI).
+test-install:
+	scripts/test_install.sh
 
 # The ASan build of the extension, loaded into the venv's CPython (msgspec's recipe).
 test-asan: asan
@@ -84,7 +89,7 @@ stubs: install
 	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
-test: lint-layers test-cpp test-python test-pythons test-asan test-tsan fuzz-smoke lint-python
+test: lint-layers test-cpp test-python test-pythons test-install test-asan test-tsan fuzz-smoke lint-python
 	@echo "make test: all checks passed"
 
 # C++ includes point down the layers (the order is written out in scripts/lint_layers.py).
