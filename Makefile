@@ -7,29 +7,35 @@ CMAKE_PY = -DPython_EXECUTABLE=$(abspath $(PY)) -Dnanobind_DIR=$(NB_DIR)
 FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-asan test-tsan \
+.PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
         fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python lint-layers clean
 
+# setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
+# clang-16, which only the test builds use.
 setup:
 	@scripts/setup.sh
 
-# A real (non-editable) install: spawned children import it without rebuilding anything.
-install: setup
-	$(PY) -m pip install -q --no-build-isolation .
+setup-test:
+	@scripts/setup.sh --test
 
-dev: setup
+# A real (non-editable) install: spawned children import it without rebuilding anything. The
+# build tree is kept in build/<wheel tag> (scripts/pip_install.sh), so rebuilds are quick.
+install: setup
+	@scripts/pip_install.sh $(PY)
+
+dev: setup-test
 	cmake --preset dev $(CMAKE_PY) >/dev/null
 	cmake --build --preset dev
 
-asan: setup
+asan: setup-test
 	cmake --preset asan $(CMAKE_PY) >/dev/null
 	cmake --build --preset asan
 
-tsan: setup
+tsan: setup-test
 	cmake --preset tsan >/dev/null
 	cmake --build --preset tsan --target threaded_tests shoal-broker
 
-fuzz-build: setup
+fuzz-build: setup-test
 	cmake --preset fuzz >/dev/null
 	cmake --build --preset fuzz
 
@@ -44,6 +50,11 @@ test-python: install
 OTHER_PYTHONS ?= 3.12 3.13
 test-pythons: setup
 	scripts/test_other_pythons.sh $(OTHER_PYTHONS)
+
+# A plain `pip install <checkout>` into a fresh venv with the oldest numpy allowed: it leaves the
+# checkout untouched and works from elsewhere (scripts/test_install.sh; needs PyPI).
+test-install: setup-test
+	scripts/test_install.sh
 
 # The ASan build of the extension, loaded into the venv's CPython (msgspec's recipe).
 test-asan: asan
@@ -83,7 +94,7 @@ stubs: install
 	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
-test: lint-layers test-cpp test-python test-pythons test-asan test-tsan fuzz-smoke lint-python
+test: lint-layers test-cpp test-python test-pythons test-install test-asan test-tsan fuzz-smoke lint-python
 	@echo "make test: all checks passed"
 
 # C++ includes point down the layers (the order is written out in scripts/lint_layers.py).

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# scripts/setup.sh — make a fresh machine ready: Debian packages, then .venv with pinned pip
-# packages. Idempotent and quick when everything is already there. Used by `make test`/`make demo`.
+# scripts/setup.sh [--test] — make a fresh Debian machine ready: Debian packages, then .venv with
+# the pinned pip packages. Idempotent, and quick when everything is already there (dpkg -s).
+#
+#   scripts/setup.sh          what building and running shoal needs (make install, make demo):
+#                             a C++20 compiler, CMake >= 3.24, make, Python headers and venv
+#   scripts/setup.sh --test   also what only the test targets need (make dev/asan/tsan/fuzz,
+#                             make test): GoogleTest, clang-16 and its libFuzzer runtime, git
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libgtest-dev clang-16 libclang-rt-16-dev)
+APT_PACKAGES=(g++ cmake make python3-dev python3-venv)
+if [ "${1:-}" = "--test" ]; then
+  APT_PACKAGES+=(libgtest-dev clang-16 libclang-rt-16-dev git)
+elif [ $# -gt 0 ]; then
+  echo "usage: scripts/setup.sh [--test]" >&2
+  exit 2
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -21,8 +21,10 @@
 
 namespace shoal {
 
-/// The broker executable to start for new sessions. Defaults to $SHOAL_BROKER, else the path
-/// this library was built with.
+/// The broker executable to start for new sessions: the path given to set_broker_path(), else
+/// $SHOAL_BROKER, else the build tree's `shoal-broker` this library was built with if it still
+/// exists, else the one `cmake --install` puts in the install prefix (<prefix>/bin/shoal-broker,
+/// the prefix configured at build time). The Python package sets its own (shoal/_bin).
 void set_broker_path(const std::string& path);
 std::string broker_path();
 

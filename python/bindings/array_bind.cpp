@@ -117,7 +117,24 @@ PyObject* array_getitem(PyObject* self, PyObject* key) noexcept {
   const bool shared = ref != Py_None;
   Py_DECREF(ref);
   if (shared) return res;
-  PyObject* plain = PyArray_View(reinterpret_cast<PyArrayObject*>(res), nullptr, &PyArray_Type);
+  // numpy 1.x makes a boolean-mask result of a subclass as a view of a fresh ndarray that takes
+  // the source's flags (read-only for a snapshot); that fresh ndarray, writeable, is what
+  // indexing an ndarray gives, so it is the result.
+  auto* r = reinterpret_cast<PyArrayObject*>(res);
+  PyObject* base = PyArray_BASE(r);
+  if (base != nullptr && PyArray_CheckExact(base)) {
+    auto* b = reinterpret_cast<PyArrayObject*>(base);
+    const int nd = PyArray_NDIM(r);
+    if (PyArray_CHKFLAGS(b, NPY_ARRAY_OWNDATA) && PyArray_DATA(b) == PyArray_DATA(r) &&
+        PyArray_NDIM(b) == nd && PyArray_EquivTypes(PyArray_DESCR(b), PyArray_DESCR(r)) &&
+        std::equal(PyArray_DIMS(b), PyArray_DIMS(b) + nd, PyArray_DIMS(r)) &&
+        std::equal(PyArray_STRIDES(b), PyArray_STRIDES(b) + nd, PyArray_STRIDES(r))) {
+      Py_INCREF(base);
+      Py_DECREF(res);
+      return base;
+    }
+  }
+  PyObject* plain = PyArray_View(r, nullptr, &PyArray_Type);
   Py_DECREF(res);
   return plain;
 }

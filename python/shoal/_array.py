@@ -26,6 +26,9 @@ from . import _shoal
 
 _ShapeLike = SupportsIndex | tuple[SupportsIndex, ...] | list[SupportsIndex]
 
+# pyproject allows numpy >= 1.24; the two majors call Array.__array_wrap__ differently.
+_NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
 
 def _descr_of(dtype: np.dtype[Any]) -> str:
     if dtype.hasobject:
@@ -88,7 +91,14 @@ class Array(np.ndarray):
         return _shoal.array_adopt(self, src)
 
     def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
-        arr = super().__array_wrap__(arr, context, return_scalar)
+        # numpy.memmap's rules, which make results what they are for an ndarray: numpy 2 says
+        # when a 0-d result is a scalar (return_scalar); numpy 1.x neither passes it nor takes
+        # it, and there every 0-d result is one (`a.sum()` is a float64, not a 0-d array).
+        if _NUMPY2:
+            arr = super().__array_wrap__(arr, context, return_scalar)
+        else:
+            arr = super().__array_wrap__(arr, context)
+            return_scalar = arr.ndim == 0
         if self is arr or type(self) is not Array:
             return arr
         if return_scalar:

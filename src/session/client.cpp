@@ -29,8 +29,13 @@
 #include "shoal/session.hpp"
 #include "shoal/system.hpp"
 
+// The broker of the build tree this library was built in, and where `cmake --install` puts it
+// (CMakeLists.txt); broker_path() tries them in this order.
 #ifndef SHOAL_BROKER_DEFAULT_PATH
 #define SHOAL_BROKER_DEFAULT_PATH ""
+#endif
+#ifndef SHOAL_BROKER_INSTALLED_PATH
+#define SHOAL_BROKER_INSTALLED_PATH ""
 #endif
 
 namespace shoal {
@@ -116,7 +121,15 @@ std::string broker_path() {
     if (!g_broker_path.empty()) return g_broker_path;
   }
   if (const char* e = std::getenv("SHOAL_BROKER"); e != nullptr && *e != '\0') return e;
-  return SHOAL_BROKER_DEFAULT_PATH;
+  // The build tree's broker while it exists (the tests, a program linked against the build),
+  // else the installed one; when neither is there, the build tree's path names what is missing.
+  const std::string built = SHOAL_BROKER_DEFAULT_PATH;
+  const std::string installed = SHOAL_BROKER_INSTALLED_PATH;
+  if (built.empty() || (::access(built.c_str(), X_OK) != 0 && !installed.empty() &&
+                        ::access(installed.c_str(), X_OK) == 0)) {
+    return installed;
+  }
+  return built;
 }
 
 uint64_t pin_ttl_ms() noexcept {
