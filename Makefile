@@ -18,6 +18,9 @@ setup:
 setup-test:
 	@scripts/setup.sh --test
 
+setup-bench:
+	@scripts/setup.sh --bench
+
 # A real (non-editable) install: spawned children import it without rebuilding anything. The
 # build tree is kept in build/<wheel tag> (scripts/pip_install.sh), so rebuilds are quick.
 install: setup
@@ -110,7 +113,7 @@ lint-python: setup
 demo: install
 	$(VENV)/bin/shoal demo
 
-bench: install
+bench: setup-bench install
 	$(VENV)/bin/shoal bench
 
 # (clang-format is configured in .clang-format and run by pre-commit on changed files; the

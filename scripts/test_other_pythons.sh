@@ -2,7 +2,7 @@
 # scripts/test_other_pythons.sh — build shoal with each other CPython and run the parallel part
 # of the Python suite there (`make test-pythons`, part of `make test`; the main interpreter runs
 # everything, stubs and the serial Shmem tests included). Each version gets .venv-X.Y with the
-# pinned build and test packages of requirements-dev.txt.
+# pinned build and test packages of requirements-build.txt and requirements-dev.txt.
 #
 #   scripts/test_other_pythons.sh 3.12 3.13
 #
@@ -29,8 +29,8 @@ find_python() {
   return 1
 }
 
-# The packages a build and the tests need, at requirements-dev.txt's pins.
-pins=$(grep -E '^(scikit-build-core|nanobind|numpy|pytest|pytest-xdist|hypothesis)==' requirements-dev.txt)
+# The packages a build and the tests need, at their pins.
+pins=$(grep -hE '^(scikit-build-core|nanobind|numpy|pytest|pytest-xdist|hypothesis)==' requirements-build.txt requirements-dev.txt)
 
 for v in "$@"; do
   if ! py=$(find_python "$v"); then

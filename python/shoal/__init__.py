@@ -30,7 +30,7 @@ from ._shoal import (
     StaleHandleError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AccessDeniedError",

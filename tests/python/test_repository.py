@@ -27,3 +27,21 @@ def test_no_tracked_file_points_outside_the_repository() -> None:
             if OUTSIDE.search(line):
                 found.append(f"{name.decode()}:{no}: {line.strip()}")
     assert not found, "tracked files point outside the repository:\n" + "\n".join(found)
+
+
+def test_the_version_is_the_same_everywhere_it_is_written() -> None:
+    import shoal
+
+    def found(path: str, pattern: str) -> str:
+        m = re.search(pattern, (ROOT / path).read_text(), re.MULTILINE)
+        assert m, f"no version in {path}"
+        return m.group(1)
+
+    versions = {
+        "pyproject.toml": found("pyproject.toml", r'^version = "([^"]+)"'),
+        "CMakeLists.txt": found("CMakeLists.txt", r"^project\(shoal VERSION (\S+)"),
+        "README.md": found("README.md", r"^## What works today \(([^)]+)\)"),
+        "docs/changelog.md": found("docs/changelog.md", r"^## (\S+) "),
+        "shoal.__version__": shoal.__version__,
+    }
+    assert len(set(versions.values())) == 1, versions
