@@ -45,3 +45,6 @@ def test_the_version_is_the_same_everywhere_it_is_written() -> None:
         "shoal.__version__": shoal.__version__,
     }
     assert len(set(versions.values())) == 1, versions
+    # The C++ example asks for this minor version (the package config accepts the same minor).
+    wanted = found("examples/cpp/find_package/CMakeLists.txt", r"^find_package\(shoal (\S+) ")
+    assert versions["pyproject.toml"].startswith(wanted + "."), (wanted, versions)
