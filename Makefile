@@ -8,7 +8,7 @@ FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -97,7 +97,7 @@ stubs: install
 	$(PY) -m nanobind.stubgen -m shoal._shoal -p python/stubgen-patterns.txt -o python/shoal/_shoal.pyi
 
 # Everything CI checks (.ci/run is exactly this).
-test: lint-layers test-cpp test-python test-pythons test-install test-asan test-tsan fuzz-smoke lint-python
+test: lint-layers docs test-cpp test-python test-pythons test-install test-asan test-tsan fuzz-smoke lint-python
 	@echo "make test: all checks passed"
 
 # C++ includes point down the layers (the order is written out in scripts/lint_layers.py).
@@ -109,6 +109,18 @@ lint-python: setup
 	$(VENV)/bin/ruff check python tests bench examples fuzz scripts
 	$(VENV)/bin/ruff format --check python tests bench examples fuzz scripts
 	$(VENV)/bin/mypy
+
+# The documentation site (mkdocs.yml) in build/docs, with --strict: a warning (a broken link,
+# a page missing from the nav, an API name the reference cannot resolve) fails it. Its pinned
+# packages are requirements-docs.txt, installed into .venv once (a stamp, as scripts/setup.sh
+# keeps). The API reference reads python/shoal/ statically: nothing is built for it.
+DOCS_STAMP := $(VENV)/.requirements-docs.txt.stamp
+docs: setup
+	@if ! cmp -s requirements-docs.txt $(DOCS_STAMP); then \
+	  echo "docs: installing pip packages (requirements-docs.txt)"; \
+	  $(PY) -m pip install -q -r requirements-docs.txt && cp requirements-docs.txt $(DOCS_STAMP); \
+	fi
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/docs
 
 demo: install
 	$(VENV)/bin/shoal demo
