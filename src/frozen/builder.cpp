@@ -38,19 +38,6 @@ constexpr uint64_t kMaxDescr = uint64_t{1} << 20;
 
 constexpr uint64_t tag_ref(Tag t, uint64_t offset) { return offset | static_cast<uint64_t>(t); }
 
-size_t canonical_len(const uint8_t* b, size_t n) {
-  while (n > 1) {
-    const uint8_t top = b[n - 1];
-    const bool next_neg = (b[n - 2] & 0x80) != 0;
-    if ((top == 0x00 && !next_neg) || (top == 0xFF && next_neg)) {
-      --n;
-    } else {
-      break;
-    }
-  }
-  return n;
-}
-
 bool all_ascii(std::string_view s) {
   uint64_t acc = 0;
   size_t i = 0;
@@ -277,16 +264,14 @@ Builder::Ref Builder::integer(int64_t v) {
   }
   uint8_t b[8];
   for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i));
-  return big_integer(std::as_bytes(std::span(b, canonical_len(b, 8))));
+  const auto bytes = std::as_bytes(std::span(b));
+  return big_integer(bytes.first(codec::canonical_int_len(bytes)));
 }
 
 Builder::Ref Builder::big_integer(std::span<const std::byte> twos_complement_le) {
-  const auto* b = reinterpret_cast<const uint8_t*>(twos_complement_le.data());
-  const size_t n = twos_complement_le.empty() ? 0 : canonical_len(b, twos_complement_le.size());
+  const size_t n = codec::canonical_int_len(twos_complement_le);
   if (n <= 8) {
-    uint64_t u = n && (b[n - 1] & 0x80) ? ~uint64_t{0} : 0;
-    for (size_t i = n; i-- > 0;) u = (u << 8) | b[i];
-    const auto v = static_cast<int64_t>(u);
+    const int64_t v = codec::Number::of_bigint(twos_complement_le).i;  // kInt: n <= 8 bytes
     if (v >= layout::kInlineIntMin && v <= layout::kInlineIntMax) return integer(v);
   }
   return tag_ref(Tag::kBigInt, impl_->node(n, 0, {twos_complement_le.first(n)}));

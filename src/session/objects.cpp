@@ -31,6 +31,19 @@ void check_size(uint64_t data_size) {
   }
 }
 
+// A new creator's mapping of `total` bytes at `base` (the Mapping unmaps them when it dies).
+std::shared_ptr<Mapping> new_mapping(const Id128& session, const Id128& object, void* base,
+                                     uint64_t total, ObjectKind kind, bool read_only) {
+  auto m = std::make_shared<Mapping>();
+  m->session = session;
+  m->object = object;
+  m->base = static_cast<std::byte*>(base);
+  m->total = total;
+  m->kind = kind;
+  m->read_only = read_only;
+  return m;
+}
+
 }  // namespace
 
 Id128 Client::session_for_create() {
@@ -48,13 +61,7 @@ std::shared_ptr<Mapping> Client::create(uint64_t data_size, ObjectKind kind, boo
   Id128 object = Id128::random();
   UniqueFd fd = platform::create_memfd("shoal", total).take();
   void* base = platform::map_fd(fd.get(), total, true, populate).take();
-  auto m = std::make_shared<Mapping>();
-  m->session = session;
-  m->object = object;
-  m->base = static_cast<std::byte*>(base);
-  m->total = total;
-  m->kind = kind;
-  m->read_only = false;
+  auto m = new_mapping(session, object, base, total, kind, false);
   init_segment_header(reinterpret_cast<layout::SegmentHeader*>(base), object, kind, total);
   register_new(*m, fd.get(), data_size);
   m->memfd = std::move(fd);
@@ -79,13 +86,7 @@ std::shared_ptr<Mapping> Client::create_filled(uint64_t data_size, ObjectKind ki
   }
   UniqueFd fd = platform::create_memfd_filled("shoal", total, all.data(), all.size(), seal).take();
   void* base = platform::map_fd(fd.get(), total, !seal, false).take();
-  auto m = std::make_shared<Mapping>();
-  m->session = session;
-  m->object = object;
-  m->base = static_cast<std::byte*>(base);
-  m->total = total;
-  m->kind = kind;
-  m->read_only = seal;
+  auto m = new_mapping(session, object, base, total, kind, seal);
   register_new(*m, fd.get(), data_size);
   if (!seal) m->memfd = std::move(fd);
   return m;
