@@ -74,7 +74,14 @@ def _normalize_shape(shape: _ShapeLike) -> tuple[int, ...]:
 
 
 class Array(np.ndarray):
-    """An ndarray in shared memory; see the module docstring."""
+    """A numpy.ndarray whose elements live in shared memory.
+
+    Views and slices stay shoal.Array and keep the memory alive; results that own new memory
+    (``a + 1``, ``a.copy()``, ``a[mask]``) are plain ndarrays. Pickling sends a small handle,
+    never the data, so an Array is a cheap Process or Pool argument under every start method.
+    Made by ``shoal.share`` (a read-only snapshot, or ``writable=True``), ``zeros``, ``empty``
+    and ``full`` (writable), and read out of frozen objects (read-only).
+    """
 
     # (origin, address of its element area in this process, that address + the area's size),
     # or None for a result that owns new memory. One attribute, set in C (array_bind.cpp) and,

@@ -115,12 +115,15 @@ class FrozenDict(_shoal._FrozenDictBase, _FrozenCommon, Mapping[Any, Any]):
     __hash__ = None  # type: ignore[assignment]  # as dict
 
     def keys(self) -> KeysView[Any]:
+        """A view of the keys, in insertion order (set operations as dict's)."""
         return _KeysView(self)
 
     def values(self) -> ValuesView[Any]:
+        """A view of the values, in insertion order (nested containers as views)."""
         return _ValuesView(self)
 
     def items(self) -> ItemsView[Any, Any]:
+        """A view of the (key, value) pairs, in insertion order."""
         return _ItemsView(self)
 
     def __reversed__(self) -> Iterator[Any]:
