@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -465,10 +466,64 @@ PyObject* view_entry(PyObject* self, PyObject* args) {
   }
 }
 
+// ---- a loaded file's name in its errors ----------------------------------------------------
+// A DecodeError raised while reading an image loaded from a file says which file: the image's
+// own messages know only node offsets. Every slot and method below goes through Named<>, which
+// costs one branch on the success path and rewrites the message only on the error path.
+void name_the_file(PyObject* self) noexcept {
+  if (!PyErr_ExceptionMatches(shoal_error_type(Errc::kDecode))) return;
+  const ViewObject* v = Py_TYPE(self) == g_iter_type
+                            ? reinterpret_cast<IterObject*>(self)->view
+                            : reinterpret_cast<ViewObject*>(self);
+  const std::string& path = v->owner->frozen->path();
+  if (path.empty()) return;
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  // The same exception object, its message prefixed: its class, cause and traceback stay.
+  if (value != nullptr) {
+    PyObject* text = PyObject_Str(value);
+    PyObject* prefix = PyUnicode_FromFormat("'%s': ", path.c_str());
+    // Named once: an error that already passed through a view of this file keeps its text.
+    const bool named_already =
+        text != nullptr && prefix != nullptr && PyUnicode_Tailmatch(text, prefix, 0, 0, -1) == 1;
+    PyObject* named = text != nullptr && prefix != nullptr && !named_already
+                          ? PyUnicode_Concat(prefix, text)
+                          : nullptr;
+    Py_XDECREF(prefix);
+    PyObject* args = named != nullptr ? PyTuple_Pack(1, named) : nullptr;
+    if (args == nullptr || PyObject_SetAttrString(value, "args", args) < 0) PyErr_Clear();
+    Py_XDECREF(args);
+    Py_XDECREF(named);
+    Py_XDECREF(text);
+  }
+  PyErr_Restore(type, value, tb);
+}
+
+template <class R>
+bool failed(R r) noexcept {
+  if constexpr (std::is_pointer_v<R>) {
+    return r == nullptr && PyErr_Occurred() != nullptr;
+  } else {
+    return r == -1 && PyErr_Occurred() != nullptr;
+  }
+}
+
+template <auto Fn>
+struct Named;
+template <class R, class... A, R (*Fn)(PyObject*, A...)>
+struct Named<Fn> {
+  static R call(PyObject* self, A... a) {
+    R r = Fn(self, a...);
+    if (failed(r)) [[unlikely]] name_the_file(self);
+    return r;
+  }
+};
+
 PyMethodDef view_methods[] = {
-    {"thaw", view_thaw, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
-    {"_iter", view_iter_what, METH_O, "Iterator over keys (0), values (1) or items (2)."},
-    {"_entry", view_entry, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
+    {"thaw", Named<view_thaw>::call, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
+    {"_iter", Named<view_iter_what>::call, METH_O, "Iterator over keys (0), values (1) or items (2)."},
+    {"_entry", Named<view_entry>::call, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -511,11 +566,11 @@ PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 PyMethodDef dict_methods[] = {
-    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dict_get)), METH_FASTCALL,
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Named<dict_get>::call)), METH_FASTCALL,
      "D.get(k[, d]) -> D[k] if k in D, else d (default None)."},
-    {"thaw", view_thaw, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
-    {"_iter", view_iter_what, METH_O, "Iterator over keys (0), values (1) or items (2)."},
-    {"_entry", view_entry, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
+    {"thaw", Named<view_thaw>::call, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
+    {"_iter", Named<view_iter_what>::call, METH_O, "Iterator over keys (0), values (1) or items (2)."},
+    {"_entry", Named<view_entry>::call, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -710,10 +765,10 @@ PyType_Spec owner_spec = {"shoal._shoal.FrozenImage", sizeof(OwnerObject), 0,
 PyType_Slot dict_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_mp_length, reinterpret_cast<void*>(view_len)},
-    {Py_mp_subscript, reinterpret_cast<void*>(dict_subscript)},
-    {Py_sq_contains, reinterpret_cast<void*>(table_contains)},
+    {Py_mp_subscript, reinterpret_cast<void*>(Named<dict_subscript>::call)},
+    {Py_sq_contains, reinterpret_cast<void*>(Named<table_contains>::call)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
-    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
+    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
     {Py_tp_methods, dict_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -721,8 +776,8 @@ PyType_Slot dict_slots[] = {
 PyType_Slot set_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
-    {Py_sq_contains, reinterpret_cast<void*>(table_contains)},
-    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
+    {Py_sq_contains, reinterpret_cast<void*>(Named<table_contains>::call)},
+    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
     {Py_tp_methods, view_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -731,10 +786,10 @@ PyType_Slot seq_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
     {Py_mp_length, reinterpret_cast<void*>(view_len)},
-    {Py_sq_item, reinterpret_cast<void*>(seq_item)},
-    {Py_mp_subscript, reinterpret_cast<void*>(seq_subscript)},
-    {Py_sq_contains, reinterpret_cast<void*>(seq_contains)},
-    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
+    {Py_sq_item, reinterpret_cast<void*>(Named<seq_item>::call)},
+    {Py_mp_subscript, reinterpret_cast<void*>(Named<seq_subscript>::call)},
+    {Py_sq_contains, reinterpret_cast<void*>(Named<seq_contains>::call)},
+    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
     {Py_tp_methods, view_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -754,7 +809,7 @@ PyType_Spec tuple_spec = {"shoal._shoal._FrozenTupleBase", sizeof(ViewObject), 0
 PyType_Slot iter_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(iter_dealloc)},
     {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
-    {Py_tp_iternext, reinterpret_cast<void*>(iter_next)},
+    {Py_tp_iternext, reinterpret_cast<void*>(Named<iter_next>::call)},
     {Py_tp_methods, iter_methods},
     {0, nullptr},
 };

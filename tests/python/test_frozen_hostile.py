@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import fractions
 import json
+import os
 import pathlib
+import re
 import struct
 import subprocess
 import sys
@@ -350,3 +352,22 @@ def test_the_views_fuzzer_short_run_finds_nothing(tmp_path: pathlib.Path) -> Non
     )
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "1500 cases, none failed" in r.stdout, r.stdout
+
+
+def test_a_corrupt_node_in_a_loaded_file_names_the_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "corrupt.shoal"
+    shoal.save({"a": [1, 2, 3], "b": {"x": 1}}, path)
+    good = shoal.load(path)
+    list_at = good["a"]._ref & ~15  # the list node: its first word is its count
+    table_at = good["b"]._ref & ~15
+    del good
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as f:
+        f.seek(list_at)
+        f.write(struct.pack("<Q", 2**40))  # a count far past the image
+        f.seek(table_at + 8)
+        f.write(struct.pack("<I", 63))  # log2_slots past the bound
+    v = shoal.load(path)
+    for read in (lambda: v["a"], lambda: list(v.values()), lambda: v.get("b"), lambda: v.thaw()):
+        with pytest.raises(shoal.DecodeError, match=f"^'{re.escape(str(path))}': frozen .*corrupt"):
+            read()
