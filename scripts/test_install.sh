@@ -79,7 +79,9 @@ if __name__ == "__main__":
 PY
 (cd "$tmp" && "$venv/bin/python" smoke.py)
 
-echo "test-install: shoal.Array against ndarray under numpy $numpy_pin"
+echo "test-install: shoal.Array against ndarray, and numpy leaves of frozen objects, under numpy $numpy_pin"
 (cd "$tmp" && PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 \
   -m "not serial" "$root/tests/python/test_numpy_versions.py" "$root/tests/python/test_array.py")
+(cd "$tmp" && PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 \
+  -m "not serial" "$root/tests/python/test_frozen.py" -k "ndarray or numpy or leaf")
 echo "test-install: ok"
