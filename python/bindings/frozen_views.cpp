@@ -21,7 +21,6 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -96,6 +95,42 @@ struct IterObject {
 
 PyObject* decode(OwnerObject* owner, Ref r);
 
+// ---- a loaded file's name in its errors ----------------------------------------------------
+// A DecodeError raised while reading an image loaded from a file says which file: the image's
+// own messages know only node offsets. Named where errors arise -- decode() for every value
+// read, and each catch of a C++ exception -- so the hot paths pay nothing on success.
+[[gnu::cold, gnu::noinline]] void name_the_file(const OwnerObject* owner) noexcept {
+  const std::string& path = owner->frozen->path();
+  if (path.empty() || !PyErr_ExceptionMatches(shoal_error_type(Errc::kDecode))) return;
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  // The same exception object, its message prefixed: its class, cause and traceback stay.
+  if (value != nullptr) {
+    PyObject* text = PyObject_Str(value);
+    PyObject* prefix = PyUnicode_FromFormat("'%s': ", path.c_str());
+    // Named once: an error that already passed through a read of this file keeps its text.
+    const bool named_already =
+        text != nullptr && prefix != nullptr && PyUnicode_Tailmatch(text, prefix, 0, 0, -1) == 1;
+    PyObject* named = text != nullptr && prefix != nullptr && !named_already
+                          ? PyUnicode_Concat(prefix, text)
+                          : nullptr;
+    Py_XDECREF(prefix);
+    PyObject* args = named != nullptr ? PyTuple_Pack(1, named) : nullptr;
+    if (args == nullptr || PyObject_SetAttrString(value, "args", args) < 0) PyErr_Clear();
+    Py_XDECREF(args);
+    Py_XDECREF(named);
+    Py_XDECREF(text);
+  }
+  PyErr_Restore(type, value, tb);
+}
+
+// set_error_from_current_exception(), inside a catch, for a read of `owner`'s image.
+[[gnu::cold, gnu::noinline]] void set_read_error(const OwnerObject* owner) noexcept {
+  set_error_from_current_exception();
+  name_the_file(owner);
+}
+
 // Fills a view's cached pointers after checking its node (F2, F3). Throws DecodeError.
 void fill_view(ViewObject* v, Tag t) {
   const Image& im = *v->image;
@@ -153,12 +188,10 @@ bool child_ok(const ViewObject* v, Ref r) {
   try {
     frozen::detail::throw_corrupt("child after its parent", v->ref);
   } catch (...) {
-    set_error_from_current_exception();
+    set_read_error(v->owner);
   }
   return false;
 }
-
-PyObject* decode(OwnerObject* owner, Ref r);
 
 // A child of `v`: F4 checked, then decoded (leaves as new objects, containers as views).
 PyObject* decode_child(ViewObject* v, Ref r) {
@@ -188,7 +221,7 @@ PyObject* new_view(OwnerObject* owner, Ref r) {
     fill_view(v, t);
   } catch (...) {
     Py_DECREF(v);
-    set_error_from_current_exception();
+    set_read_error(owner);
     return nullptr;
   }
   return reinterpret_cast<PyObject*>(v);
@@ -197,8 +230,10 @@ PyObject* new_view(OwnerObject* owner, Ref r) {
 // Any value: leaves become new Python objects (the codec), containers become views.
 PyObject* decode(OwnerObject* owner, Ref r) {
   if (is_container(tag_of(r))) return new_view(owner, r);
-  return codec::decode_leaf(*owner->image, r, reinterpret_cast<PyObject*>(owner),
-                            owner->allow_pickle);
+  PyObject* res = codec::decode_leaf(*owner->image, r, reinterpret_cast<PyObject*>(owner),
+                                     owner->allow_pickle);
+  if (res == nullptr) [[unlikely]] name_the_file(owner);
+  return res;
 }
 
 // ---- plain copies (thaw, and keys compared by Python equality) ------------------------------
@@ -221,7 +256,7 @@ PyObject* thaw_table(ViewObject* v, Tag t) {
     try {
       e = entry_at(v, i);
     } catch (...) {
-      set_error_from_current_exception();
+      set_read_error(v->owner);
       Py_DECREF(res);
       return nullptr;
     }
@@ -364,7 +399,7 @@ int64_t lookup(ViewObject* v, PyObject* key) {
       if (eq > 0) return static_cast<int64_t>(pr.slot);
     }
   } catch (...) {
-    set_error_from_current_exception();
+    set_read_error(v->owner);
     return -2;
   }
   return -1;
@@ -461,69 +496,15 @@ PyObject* view_entry(PyObject* self, PyObject* args) {
     const uint64_t at = what == 1 ? kEntryValue : kEntryKey;
     return decode_child(v, load_ref(entry_at(v, static_cast<uint64_t>(i)) + at));
   } catch (...) {
-    set_error_from_current_exception();
+    set_read_error(v->owner);
     return nullptr;
   }
 }
 
-// ---- a loaded file's name in its errors ----------------------------------------------------
-// A DecodeError raised while reading an image loaded from a file says which file: the image's
-// own messages know only node offsets. Every slot and method below goes through Named<>, which
-// costs one branch on the success path and rewrites the message only on the error path.
-void name_the_file(PyObject* self) noexcept {
-  if (!PyErr_ExceptionMatches(shoal_error_type(Errc::kDecode))) return;
-  const ViewObject* v = Py_TYPE(self) == g_iter_type
-                            ? reinterpret_cast<IterObject*>(self)->view
-                            : reinterpret_cast<ViewObject*>(self);
-  const std::string& path = v->owner->frozen->path();
-  if (path.empty()) return;
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  PyErr_NormalizeException(&type, &value, &tb);
-  // The same exception object, its message prefixed: its class, cause and traceback stay.
-  if (value != nullptr) {
-    PyObject* text = PyObject_Str(value);
-    PyObject* prefix = PyUnicode_FromFormat("'%s': ", path.c_str());
-    // Named once: an error that already passed through a view of this file keeps its text.
-    const bool named_already =
-        text != nullptr && prefix != nullptr && PyUnicode_Tailmatch(text, prefix, 0, 0, -1) == 1;
-    PyObject* named = text != nullptr && prefix != nullptr && !named_already
-                          ? PyUnicode_Concat(prefix, text)
-                          : nullptr;
-    Py_XDECREF(prefix);
-    PyObject* args = named != nullptr ? PyTuple_Pack(1, named) : nullptr;
-    if (args == nullptr || PyObject_SetAttrString(value, "args", args) < 0) PyErr_Clear();
-    Py_XDECREF(args);
-    Py_XDECREF(named);
-    Py_XDECREF(text);
-  }
-  PyErr_Restore(type, value, tb);
-}
-
-template <class R>
-bool failed(R r) noexcept {
-  if constexpr (std::is_pointer_v<R>) {
-    return r == nullptr && PyErr_Occurred() != nullptr;
-  } else {
-    return r == -1 && PyErr_Occurred() != nullptr;
-  }
-}
-
-template <auto Fn>
-struct Named;
-template <class R, class... A, R (*Fn)(PyObject*, A...)>
-struct Named<Fn> {
-  static R call(PyObject* self, A... a) {
-    R r = Fn(self, a...);
-    if (failed(r)) [[unlikely]] name_the_file(self);
-    return r;
-  }
-};
-
 PyMethodDef view_methods[] = {
-    {"thaw", Named<view_thaw>::call, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
-    {"_iter", Named<view_iter_what>::call, METH_O, "Iterator over keys (0), values (1) or items (2)."},
-    {"_entry", Named<view_entry>::call, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
+    {"thaw", view_thaw, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
+    {"_iter", view_iter_what, METH_O, "Iterator over keys (0), values (1) or items (2)."},
+    {"_entry", view_entry, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -566,11 +547,11 @@ PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 PyMethodDef dict_methods[] = {
-    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Named<dict_get>::call)), METH_FASTCALL,
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dict_get)), METH_FASTCALL,
      "D.get(k[, d]) -> D[k] if k in D, else d (default None)."},
-    {"thaw", Named<view_thaw>::call, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
-    {"_iter", Named<view_iter_what>::call, METH_O, "Iterator over keys (0), values (1) or items (2)."},
-    {"_entry", Named<view_entry>::call, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
+    {"thaw", view_thaw, METH_NOARGS, "A plain Python copy (dict, list, tuple, set, frozenset), deep."},
+    {"_iter", view_iter_what, METH_O, "Iterator over keys (0), values (1) or items (2)."},
+    {"_entry", view_entry, METH_VARARGS, "Entry i in insertion order: key, or value (what=1)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -657,7 +638,9 @@ void iter_dealloc(PyObject* self) {
 // result tuple. Nobody else can observe the change (no other reference exists, and ints have
 // no weak references). Only for one-digit ints (|val| < 2**30) outside the small-int cache,
 // and only where the int layout is known (compat::kCanReuseInts: CPython 3.11).
-PyObject* next_int(IterObject* it, int64_t val) {
+// Always inlined into iter_next: iterating a list of ints is a measured hot path, and GCC's
+// own choice varies with the size of the code around it.
+[[gnu::always_inline]] inline PyObject* next_int(IterObject* it, int64_t val) {
   if constexpr (compat::kCanReuseInts) {
     const uint64_t mag = val < 0 ? 0 - static_cast<uint64_t>(val) : static_cast<uint64_t>(val);
     if ((val > 256 || val < -5) && mag < (uint64_t{1} << 30)) {
@@ -698,7 +681,7 @@ PyObject* iter_next(PyObject* self) {
   try {
     e = entry_at(v, i);
   } catch (...) {
-    set_error_from_current_exception();
+    set_read_error(v->owner);
     return nullptr;
   }
   if (it->what == 0) return decode_child(v, load_ref(e + kEntryKey));
@@ -765,10 +748,10 @@ PyType_Spec owner_spec = {"shoal._shoal.FrozenImage", sizeof(OwnerObject), 0,
 PyType_Slot dict_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_mp_length, reinterpret_cast<void*>(view_len)},
-    {Py_mp_subscript, reinterpret_cast<void*>(Named<dict_subscript>::call)},
-    {Py_sq_contains, reinterpret_cast<void*>(Named<table_contains>::call)},
+    {Py_mp_subscript, reinterpret_cast<void*>(dict_subscript)},
+    {Py_sq_contains, reinterpret_cast<void*>(table_contains)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
-    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
+    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
     {Py_tp_methods, dict_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -776,8 +759,8 @@ PyType_Slot dict_slots[] = {
 PyType_Slot set_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
-    {Py_sq_contains, reinterpret_cast<void*>(Named<table_contains>::call)},
-    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
+    {Py_sq_contains, reinterpret_cast<void*>(table_contains)},
+    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
     {Py_tp_methods, view_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -786,10 +769,10 @@ PyType_Slot seq_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(view_dealloc)},
     {Py_sq_length, reinterpret_cast<void*>(view_len)},
     {Py_mp_length, reinterpret_cast<void*>(view_len)},
-    {Py_sq_item, reinterpret_cast<void*>(Named<seq_item>::call)},
-    {Py_mp_subscript, reinterpret_cast<void*>(Named<seq_subscript>::call)},
-    {Py_sq_contains, reinterpret_cast<void*>(Named<seq_contains>::call)},
-    {Py_tp_iter, reinterpret_cast<void*>(Named<view_iter>::call)},
+    {Py_sq_item, reinterpret_cast<void*>(seq_item)},
+    {Py_mp_subscript, reinterpret_cast<void*>(seq_subscript)},
+    {Py_sq_contains, reinterpret_cast<void*>(seq_contains)},
+    {Py_tp_iter, reinterpret_cast<void*>(view_iter)},
     {Py_tp_methods, view_methods},
     {Py_tp_getset, view_getset},
     {0, nullptr},
@@ -809,7 +792,7 @@ PyType_Spec tuple_spec = {"shoal._shoal._FrozenTupleBase", sizeof(ViewObject), 0
 PyType_Slot iter_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(iter_dealloc)},
     {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
-    {Py_tp_iternext, reinterpret_cast<void*>(Named<iter_next>::call)},
+    {Py_tp_iternext, reinterpret_cast<void*>(iter_next)},
     {Py_tp_methods, iter_methods},
     {0, nullptr},
 };
