@@ -12,6 +12,8 @@ import multiprocessing as mp
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +39,26 @@ def describe_here(session: str) -> dict[str, Any]:
     from shoal import _shoal
 
     return session_info(_shoal.list_sessions(), session)
+
+
+def run_python(
+    code: str,
+    *args: str,
+    timeout: float = DEADLINE,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter, an unrelated process (not a multiprocessing child):
+    a crash there (a signal) shows up as a negative exit status instead of killing the runner."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) -> bool:

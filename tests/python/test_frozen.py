@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, run_python, wait_until
 
 import shoal
 
@@ -130,21 +130,6 @@ def _recv(conn: Connection) -> Any:
 def _join(p: Any) -> None:
     p.join(DEADLINE)
     assert p.exitcode == 0, f"child exited with {p.exitcode}"
-
-
-def _run_py(
-    code: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh interpreter: a crash there (a signal) shows up as a negative exit
-    status instead of killing the test runner."""
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def _alive(pid: int) -> bool:
@@ -646,7 +631,7 @@ except ValueError as e:
 
 @pytest.mark.parametrize("kind", ["list", "dict", "deep", "tuple"])
 def test_a_cycle_raises_value_error(kind: str) -> None:
-    r = _run_py(_CYCLES, kind)
+    r = run_python(_CYCLES, kind, timeout=300)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     assert r.stdout.startswith("ValueError:"), r.stdout + r.stderr[-2000:]
     assert re.search(r"(?i)cycl|circular|recurs|contains itself|itself", r.stdout), r.stdout
@@ -673,7 +658,7 @@ print("frozen")
 @pytest.mark.parametrize("depth", [10_000, 200_000])
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_deep_nesting_freezes_or_is_refused_never_crashes(depth: int, kind: str) -> None:
-    r = _run_py(_DEEP, str(depth), kind)
+    r = run_python(_DEEP, str(depth), kind, timeout=300)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     out = r.stdout.strip()
     assert out == "frozen" or out.startswith("refused"), out + r.stderr[-2000:]
@@ -1104,7 +1089,7 @@ def test_children_with_other_hash_seeds_find_every_key(seed: str) -> None:
     n = 2000
     v = shoal.freeze(_keys_module()["expected"](n))
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    r = _run_py(_PROBE, v.handle(), str(n), env=env)
+    r = run_python(_PROBE, v.handle(), str(n), env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["seed"] == seed
@@ -1367,7 +1352,7 @@ def _corruptible(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def _corruption_run(*args: str) -> dict[str, Any]:
-    r = _run_py(_CORRUPT, *args)
+    r = run_python(_CORRUPT, *args, timeout=300)
     last = r.stderr.strip().splitlines()[-1:] if r.stderr.strip() else []
     assert r.returncode == 0, f"exit status {r.returncode} (a crash?) at {last}: {r.stderr[-2000:]}"
     out: dict[str, Any] = json.loads(r.stdout)
@@ -1461,7 +1446,7 @@ def test_golden_files_are_probed_by_a_process_with_another_hash_seed() -> None:
         "            assert k != k or k in v, (p, k)\n"
         "print('ok')\n"
     )
-    r = _run_py(code, *map(str, files), env={**os.environ, "PYTHONHASHSEED": "7"})
+    r = run_python(code, *map(str, files), env={**os.environ, "PYTHONHASHSEED": "7"}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 

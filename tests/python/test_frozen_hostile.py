@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import shoal
 
@@ -40,16 +41,6 @@ KIND_SET = 12  # frozenset
 EMPTY_KEY = 15
 MAGIC = 0x5A52464C414F4853
 DEFAULT_SEED = 0x53484F414C312026
-
-
-def _run_py(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def _image(obj: Any, tmp_path: pathlib.Path) -> tuple[bytearray, int]:
@@ -181,7 +172,7 @@ def test_a_container_naming_itself_or_a_later_node_raises_decode_error_on_every_
     tmp_path: pathlib.Path,
 ) -> None:
     forged = _forged(tmp_path)
-    r = _run_py(_FORGED, json.dumps(forged))
+    r = run_python(_FORGED, json.dumps(forged), timeout=600)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-3000:]}"
     result = json.loads(r.stdout)
     # Paths that must reach the forged ref in each file; the others may read through (a
@@ -274,7 +265,9 @@ print(json.dumps(out))
 def test_deep_trees_work_or_raise_recursion_error_at_any_recursion_limit(
     tmp_path: pathlib.Path, stack: int
 ) -> None:
-    r = _run_py(_DEEP, str(tmp_path / "deep.shoal"), str(stack), str(MAGIC), str(DEFAULT_SEED))
+    r = run_python(
+        _DEEP, str(tmp_path / "deep.shoal"), str(stack), str(MAGIC), str(DEFAULT_SEED), timeout=600
+    )
     assert r.returncode == 0, f"exit {r.returncode} (a crash?): {r.stderr[-3000:]}"
     out = json.loads(r.stdout)
     assert len(out) == 13, out

@@ -11,8 +11,6 @@ from __future__ import annotations
 import pickle
 import re
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DEADLINE
+from conftest import run_python
 
 import shoal
 from shoal import _kinds, _shoal
@@ -64,16 +62,6 @@ EXPECTED_ATTACH = {
     "array": ("shoal.Array", repr(np.arange(12).reshape(3, 4).tolist())),
     "frozen": ("shoal._frozen.FrozenDict", repr({"a": [1, 2.5, "x"], "b": (None, b"y")})),
 }
-
-
-def _run(script: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        input=stdin,
-        capture_output=True,
-        timeout=DEADLINE,
-        check=False,
-    )
 
 
 def _with_kind(handle: str, kind: int) -> str:
@@ -120,16 +108,16 @@ def test_shoal_attach_gives_each_kind_its_object_in_a_fresh_process(name: str) -
     obj = MAKERS[name]()
     handle = obj.handle()
     assert _shoal.decode_handle(handle)["kind"] == _kinds.KINDS_BY_NAME[name].id
-    r = _run(_ATTACH_IN_A_FRESH_PROCESS, handle)
-    assert r.returncode == 0, r.stderr.decode()
-    type_name, plain = r.stdout.decode().strip().split(" ", 1)
+    r = run_python(_ATTACH_IN_A_FRESH_PROCESS, handle)
+    assert r.returncode == 0, r.stderr
+    type_name, plain = r.stdout.strip().split(" ", 1)
     assert (type_name, plain) == EXPECTED_ATTACH[name]
 
 
 _UNPICKLE_IN_A_FRESH_PROCESS = r"""
 import pickle, sys
 import shoal
-obj = pickle.loads(sys.stdin.buffer.read())
+obj = pickle.loads(bytes.fromhex(sys.stdin.read()))
 print(type(obj).__module__ + "." + type(obj).__qualname__, flush=True)
 """
 
@@ -144,9 +132,9 @@ def _entry(name: str) -> Any:
 def test_each_kind_pickles_through_its_registered_reconstructor(name: str) -> None:
     obj = MAKERS[name]()
     assert obj.__reduce__()[0] is _entry(name).reconstructor
-    r = _run(_UNPICKLE_IN_A_FRESH_PROCESS, stdin=pickle.dumps(obj, protocol=5))
-    assert r.returncode == 0, r.stderr.decode()
-    assert r.stdout.decode().strip() == EXPECTED_ATTACH[name][0]
+    r = run_python(_UNPICKLE_IN_A_FRESH_PROCESS, stdin=pickle.dumps(obj, protocol=5).hex())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == EXPECTED_ATTACH[name][0]
 
 
 def test_the_reconstructor_names_in_pickles_stay_importable() -> None:
@@ -187,9 +175,9 @@ def test_a_handle_of_an_unknown_kind_is_refused_before_anything_is_mapped() -> N
         shoal.attach(forged)
     with pytest.raises(shoal.DecodeError, match=f"object kind {0xDEADBEEF} at offset 107"):
         shoal.attach(_with_kind(seg.handle(pin=False), 0xDEADBEEF))
-    r = _run(_ATTACH_REFUSED, forged)
-    assert r.returncode == 0, r.stderr.decode()
-    assert re.fullmatch("DecodeError: " + want, r.stdout.decode().strip()), r.stdout
+    r = run_python(_ATTACH_REFUSED, forged)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch("DecodeError: " + want, r.stdout.strip()), r.stdout
 
 
 def test_a_kind_cxx_knows_but_python_has_no_entry_for_is_a_clear_error(

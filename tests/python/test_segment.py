@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
-from conftest import DEADLINE, describe_here, wait_until
+from conftest import DEADLINE, describe_here, run_python, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,17 +85,6 @@ def _shoal_memfds() -> tuple[int, int]:
         except OSError:
             pass  # the descriptor listdir itself used
     return maps, fds
-
-
-def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `script` in an unrelated Python process (not a multiprocessing child)."""
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -194,7 +183,7 @@ def test_an_unrelated_process_attaches_by_handle_string(seg: _shoal.Segment) -> 
     assert isinstance(h, str) and len(h) == HINTED_LEN and h.startswith("shoal1:")
     assert h[HANDLE_LEN : HANDLE_LEN + 4] == ";h1:"
     assert len(seg.handle(pin=False)) == HANDLE_LEN
-    r = _run_script(_ATTACH_READ_WRITE, h)
+    r = run_python(_ATTACH_READ_WRITE, h)
     assert r.returncode == 0, r.stderr
     crc = zlib.crc32(_pattern(seg.size, 1))
     assert r.stdout.split() == [seg.id, str(seg.size), "False", str(crc)]
@@ -304,7 +293,7 @@ print("wrote", flush=True)
 
 def test_a_sealed_segment_is_mapped_read_only_in_a_fresh_process(seg: _shoal.Segment) -> None:
     seg.seal()
-    r = _run_script(_ATTACH_SEALED_THEN_WRITE_RAW, seg.handle())
+    r = run_python(_ATTACH_SEALED_THEN_WRITE_RAW, seg.handle())
     crc = zlib.crc32(_pattern(seg.size, 1))
     assert r.stdout.split() == ["True", "False", str(crc)], r.stderr
     assert r.returncode == -signal.SIGSEGV, r.stderr
@@ -490,7 +479,7 @@ def test_malformed_hints_raise_decode_error(seg: _shoal.Segment, make, match) ->
 def test_a_handle_without_its_hint_attaches_and_uses_its_pin(seg: _shoal.Segment) -> None:
     h = seg.handle()
     assert _shoal.decode_handle(h) == _shoal.decode_handle(h[:HANDLE_LEN])
-    r = _run_script(_ATTACH_READ_WRITE, h[:HANDLE_LEN])
+    r = run_python(_ATTACH_READ_WRITE, h[:HANDLE_LEN])
     assert r.returncode == 0, r.stderr
     info = describe_here(seg.session)
     assert [o["pins"] for o in info["objects"] if o["id"] == seg.id] == [0]
@@ -610,7 +599,7 @@ print(json.dumps(out + [holders, os.getpid()]))
 @pytest.mark.parametrize("field", ["size", "kind"])
 def test_an_altered_handle_is_refused_by_a_fresh_process(seg: _shoal.Segment, field: str) -> None:
     altered = _forge(seg.session, seg.id, **{field: seg.size * 2 if field == "size" else 1})
-    r = _run_script(_ATTACH_ALTERED, altered)
+    r = run_python(_ATTACH_ALTERED, altered)
     assert r.returncode == 0, r.stderr
     kind, msg, holders, pid = json.loads(r.stdout)
     assert kind == "StaleHandleError"
@@ -641,7 +630,7 @@ def test_a_handle_naming_a_mapped_object_under_another_session_is_refused_as_els
     expected = f"session {'1' * 32} is not running on this machine"
     with pytest.raises(shoal.StaleHandleError, match=expected):
         _shoal.Segment.attach(forged)
-    r = _run_script(_ATTACH_ALTERED, forged)
+    r = run_python(_ATTACH_ALTERED, forged)
     assert r.returncode == 0, r.stderr
     kind, msg, _, _ = json.loads(r.stdout)
     assert kind == "StaleHandleError" and expected in msg
@@ -669,9 +658,9 @@ def test_a_pin_is_used_once(seg: _shoal.Segment, monkeypatch: pytest.MonkeyPatch
     s = _shoal.Segment.create(4096)
     h = s.handle()
     s.close()  # only the pin keeps it alive now
-    first = _run_script(_ATTACH_READ_WRITE, h)
+    first = run_python(_ATTACH_READ_WRITE, h)
     assert first.returncode == 0, first.stderr
-    second = _run_script(_ATTACH_READ_WRITE, h)
+    second = run_python(_ATTACH_READ_WRITE, h)
     assert second.returncode != 0
     assert "StaleHandleError: object" in second.stderr and "no longer exists" in second.stderr
 
@@ -698,7 +687,7 @@ print(s.handle(pin=False), flush=True)
 
 
 def test_a_handle_of_a_finished_session_is_stale(runtime_dir: str) -> None:
-    r = _run_script(_CREATE_PRINT_EXIT)
+    r = run_python(_CREATE_PRINT_EXIT)
     assert r.returncode == 0, r.stderr
     h = r.stdout.strip()
     session = _shoal.decode_handle(h)["session"]
@@ -729,13 +718,13 @@ def test_a_handle_from_another_runtime_dir_is_stale(
     elsewhere = os.path.join(runtime_dir, "elsewhere")
     os.mkdir(elsewhere, 0o700)
     monkeypatch.setenv("SHOAL_RUNTIME_DIR", elsewhere)
-    r = _run_script(_ATTACH_REPORT, h)
+    r = run_python(_ATTACH_REPORT, h)
     assert r.stdout.startswith(
         f"StaleHandleError session {seg.session} is not running on this machine: "
     ), r.stderr
     assert "(or the handle comes from another machine, user or SHOAL_RUNTIME_DIR)" in r.stdout
     monkeypatch.setenv("SHOAL_RUNTIME_DIR", os.path.join(runtime_dir, "missing"))
-    r = _run_script(_ATTACH_REPORT, h)
+    r = run_python(_ATTACH_REPORT, h)
     assert r.stdout.startswith(
         f"StaleHandleError session {seg.session} is not running on this machine (no runtime "
         "directory)"
