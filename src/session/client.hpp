@@ -98,8 +98,12 @@ class Client {
   void check_fork_locked() noexcept;
   Result<Conn*> conn_locked(const Id128& session);    // cached in conns_
   Result<Conn> connect_locked(const Id128& session);  // a new connection, not cached
-  // Our live connection to `session`, or a new one moved into *temp (closed with it).
-  Result<Conn*> conn_or_temp_locked(const Id128& session, Conn* temp);
+  // A session-wide query (describe, drop_orphan_pins): f(Conn*) -> Result<T> runs under mu_
+  // on our live connection to `session`, or on a temporary one closed afterwards, so that
+  // `shoal ls` or `shoal gc` in a long-lived process does not keep every broker it looked at
+  // alive. A C++ exception becomes kSystem. Defined in sessions.cpp, its only user.
+  template <class T, class F>
+  Result<T> query(const Id128& session, F&& f) noexcept;
   Result<Conn*> current_conn_locked();
   Result<Id128> start_session_locked();
   Id128 session_for_create();

@@ -23,43 +23,35 @@ namespace detail {
 using layout::Op;
 using layout::WireMsg;
 
-Result<Client::Conn*> Client::conn_or_temp_locked(const Id128& session, Conn* temp) {
-  // Our connection if we have one; otherwise a temporary one, so that `shoal ls` or `shoal gc`
-  // in a long-lived process does not keep every broker it looked at alive.
-  if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) return &it->second;
-  auto made = connect_locked(session);
-  if (!made) return made.status();
-  *temp = std::move(made.value());
-  return temp;
-}
-
-Result<std::string> Client::describe(const Id128& session) noexcept {
+template <class T, class F>
+Result<T> Client::query(const Id128& session, F&& f) noexcept {
   try {
     std::lock_guard<std::mutex> g(mu_);
     check_fork_locked();
-    Conn temp;
-    auto got = conn_or_temp_locked(session, &temp);
-    if (!got) return got.status();
-    Conn* c = got.value();
+    if (auto it = conns_.find(session); it != conns_.end() && !it->second.gone) {
+      return f(&it->second);
+    }
+    auto temp = connect_locked(session);
+    if (!temp) return temp.status();
+    return f(&temp.value());
+  } catch (const std::exception& e) {
+    return {Errc::kSystem, e.what()};
+  }
+}
+
+Result<std::string> Client::describe(const Id128& session) noexcept {
+  return query<std::string>(session, [&](Conn* c) -> Result<std::string> {
     WireMsg req = wire::make_msg(Op::kList);
     WireMsg rep{};
     std::string payload;
     Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, &payload);
     if (!st) return st;
     return payload;
-  } catch (const std::exception& e) {
-    return {Errc::kSystem, e.what()};
-  }
+  });
 }
 
 Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
-  try {
-    std::lock_guard<std::mutex> g(mu_);
-    check_fork_locked();
-    Conn temp;
-    auto got = conn_or_temp_locked(session, &temp);
-    if (!got) return got.status();
-    Conn* c = got.value();
+  return query<uint64_t>(session, [&](Conn* c) -> Result<uint64_t> {
     if (!c->can_drop_pins) {  // an older broker drops a peer that sends an unknown op
       return {Errc::kSystem, "the broker of session " + session.hex() +
                                  " predates dropping pins; its pins expire after their TTL"};
@@ -69,9 +61,7 @@ Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
     Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, nullptr);
     if (!st) return st;
     return rep.arg;
-  } catch (const std::exception& e) {
-    return {Errc::kSystem, e.what()};
-  }
+  });
 }
 
 }  // namespace detail
