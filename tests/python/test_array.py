@@ -674,7 +674,9 @@ def test_pool_arguments_and_results(ctx: mp.context.BaseContext) -> None:
     pool = ctx.Pool(2, maxtasksperchild=1)
     try:
         sums = pool.map(_task_sum, [a[i] for i in range(4)], chunksize=2)
-        made = pool.starmap(_task_make, [(1000, False), (2000, True)])
+        # chunksize given: without it, map divides by len(pool._pool), which CPython 3.13.0
+        # can read as 0 while it replaces the workers maxtasksperchild=1 retired (a stdlib race).
+        made = pool.starmap(_task_make, [(1000, False), (2000, True)], chunksize=1)
         pool.close()
         pool.join()
     finally:
