@@ -32,8 +32,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("broker", ["src/broker/"]),
     ("segment", ["src/segment/", "include/shoal/segment.hpp"]),
-    ("memory", ["src/memory/"]),
     ("sync", ["src/sync/"]),
+    ("memory", ["src/memory/", "include/shoal/heap.hpp"]),
     ("codec", ["src/codec/", "include/shoal/codec.hpp"]),
     (
         "objects",

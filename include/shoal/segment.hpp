@@ -97,6 +97,17 @@ class Segment {
   /// seal, and only before it sends the first handle if every reader must see it read-only.
   void seal();
 
+  /// Makes this object hold `target`, another object of the same session: the broker keeps
+  /// `target` alive while this object lives, whoever else lets it go, and frees it with this
+  /// object (a whole group goes when the last outside reference to it goes, SIGKILL included).
+  /// Counted: n calls need n drop_reference calls. One round trip. This process must hold this
+  /// object; `target` must be alive (StaleHandleError otherwise). Cycles are allowed
+  /// (docs/design/segment.md, "References between objects").
+  void add_reference(const Segment& target) const;
+  /// Undoes one add_reference(target); no round trip (the broker frees `target` if nothing else
+  /// holds it). Dropping a reference that was never added does nothing.
+  void drop_reference(const Id128& target) const;
+
   /// A handle for sending. With pin=true (the default) the object stays alive until a process
   /// attaches with it or the pin expires, even if every holder exits meanwhile.
   std::string handle(bool pin = true) const;
