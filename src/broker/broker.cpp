@@ -8,7 +8,14 @@
 // kernel keeps the pages while they are mapped); only new attaches fail. Design note:
 // docs/design/segment.md.
 //
-// Single-threaded poll loop; every request is O(1) except kList. The broker never maps a
+// References between objects (kRef/kUnref): an object also lives while another live object
+// refers to it. Freeing is reference counting along those edges (maybe_free cascades, with a
+// work list, never recursion), plus a mark and sweep from the held and pinned objects for
+// cycles, run only in sessions that have edges (collect_unreachable).
+//
+// Single-threaded poll loop; every request is O(1) except kList, kDropPins, kCollect, a
+// connection's close in a session with references (the sweep) and a free that cascades. The
+// broker never maps a
 // segment, so a corrupt segment cannot hurt it, and it never trusts a message: a malformed one
 // disconnects its sender.
 //
@@ -79,6 +86,12 @@ struct Object {
   int64_t created_unix = 0;
   std::set<int> holders;              // connection fds holding a reference
   std::map<uint64_t, Pin> pins;       // pin id -> its deadline and sender
+  // Edges to other objects (kRef): target -> how many kRefs not yet undone (>= 1). A target in
+  // here is always in objects_ (R1: it cannot be freed while this object, which refers to it,
+  // is in the table).
+  std::unordered_map<Id128, uint64_t, Id128Hash> refs_out;
+  // How many objects of the table have this one in their refs_out (distinct sources).
+  uint64_t referrers = 0;
 };
 
 struct Conn {
@@ -120,6 +133,9 @@ class Broker {
   void on_pin(Request& r);
   void on_drop_pins(Request& r);
   void on_list(Request& r);
+  void on_ref(Request& r);
+  void on_unref(Request& r);
+  void on_collect(Request& r);
   void drop_conn(int fd);
   // kHold's work: connection `fd` now holds object `id`; `pin` (if any) is used up.
   void hold(int fd, Conn& conn, const Id128& id, uint64_t pin);
@@ -130,7 +146,15 @@ class Broker {
   void drain_rings();
   // Maps a hold ring passed with kHello, if it is one (R1, sealed, one page); null otherwise.
   platform::UniqueMapping map_ring(int fd);
+  // Frees `id` if nothing keeps it (no holder, pin or referrer), then whatever that leaves
+  // unreferenced, and so on (a work list: a chain of 10^5 objects costs no stack).
   void maybe_free(const Id128& id);
+  // Removes the object from the table: its bytes leave total_bytes_, its descriptor is closed
+  // (off the loop when big). Its edges must be gone already.
+  void erase_object(std::unordered_map<Id128, Object, Id128Hash>::iterator it);
+  // Mark and sweep for reference cycles: frees every object that no held or pinned object
+  // reaches along edges; returns how many. O(objects + edges); a no-op without edges.
+  uint64_t collect_unreachable();
   void expire_pins(uint64_t now);
   void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
   std::string describe() const;
@@ -154,6 +178,8 @@ class Broker {
   uint64_t ring_holds_ = 0;   // ... of which came through a hold ring
   uint64_t hold_misses_ = 0;  // ... of which named an object already freed (see kHold)
   uint64_t ring_errors_ = 0;  // clients disconnected for a ring that broke R3
+  uint64_t edges_ = 0;        // distinct (source, target) pairs: Σ |refs_out| over objects
+  uint64_t collected_ = 0;    // objects freed by collect_unreachable (cycles)
   size_t pins_ = 0;                     // live pins over all objects
   uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
@@ -248,19 +274,77 @@ void Broker::accept_all() {
   }
 }
 
-void Broker::maybe_free(const Id128& id) {
-  auto it = objects_.find(id);
-  if (it == objects_.end()) return;
-  if (it->second.holders.empty() && it->second.pins.empty()) {
-    total_bytes_ -= it->second.size + layout::kSegmentHeaderSize;
-    // Closing our descriptor frees the pages if no process maps them any more, which takes
-    // time in proportion to their size: for big objects do it on a thread of its own, so that the loop keeps
-    // answering other processes meanwhile.
-    if (it->second.size >= kAsyncCloseBytes) {
-      std::thread([fd = it->second.fd.release()] { ::close(fd); }).detach();
-    }
-    objects_.erase(it);
+void Broker::erase_object(std::unordered_map<Id128, Object, Id128Hash>::iterator it) {
+  total_bytes_ -= it->second.size + layout::kSegmentHeaderSize;
+  // Closing our descriptor frees the pages if no process maps them any more, which takes
+  // time in proportion to their size: for big objects do it on a thread of its own, so that
+  // the loop keeps answering other processes meanwhile.
+  if (it->second.size >= kAsyncCloseBytes) {
+    std::thread([fd = it->second.fd.release()] { ::close(fd); }).detach();
   }
+  objects_.erase(it);
+}
+
+void Broker::maybe_free(const Id128& id) {
+  std::vector<Id128> work{id};
+  while (!work.empty()) {
+    const Id128 next = work.back();
+    work.pop_back();
+    auto it = objects_.find(next);
+    if (it == objects_.end()) continue;
+    Object& o = it->second;
+    if (!o.holders.empty() || !o.pins.empty() || o.referrers != 0) continue;
+    // Nothing keeps it: its edges go with it, and each target loses one referrer (R1 holds:
+    // every target is still in the table, since this object referred to it until now).
+    for (const auto& [target, count] : o.refs_out) {
+      auto t = objects_.find(target);
+      if (t != objects_.end()) {
+        --t->second.referrers;
+        work.push_back(target);
+      }
+    }
+    edges_ -= o.refs_out.size();
+    erase_object(it);
+  }
+}
+
+uint64_t Broker::collect_unreachable() {
+  if (edges_ == 0) return 0;  // without edges reference counting frees everything (L1)
+  // Holds published before now count as roots: take the rings first (as kList does).
+  drain_rings();
+  std::unordered_set<Id128, Id128Hash> marked;
+  std::vector<Id128> work;
+  for (const auto& [id, o] : objects_) {
+    if (!o.holders.empty() || !o.pins.empty()) {
+      marked.insert(id);
+      work.push_back(id);
+    }
+  }
+  while (!work.empty()) {
+    const Id128 next = work.back();
+    work.pop_back();
+    for (const auto& [target, count] : objects_.at(next).refs_out) {
+      if (marked.insert(target).second) work.push_back(target);
+    }
+  }
+  std::vector<Id128> garbage;
+  for (const auto& [id, o] : objects_) {
+    if (marked.count(id) == 0) garbage.push_back(id);
+  }
+  // Edges first, all of them, then the objects: an unmarked object's targets are unmarked
+  // too or reachable (then they only lose a referrer and stay).
+  for (const Id128& id : garbage) {
+    Object& o = objects_.at(id);
+    for (const auto& [target, count] : o.refs_out) {
+      auto t = objects_.find(target);
+      if (t != objects_.end()) --t->second.referrers;
+    }
+    edges_ -= o.refs_out.size();
+    o.refs_out.clear();
+  }
+  for (const Id128& id : garbage) erase_object(objects_.find(id));
+  collected_ += garbage.size();
+  return garbage.size();
 }
 
 void Broker::drop_conn(int fd) {
@@ -277,6 +361,9 @@ void Broker::drop_conn(int fd) {
     o->second.holders.erase(fd);
     maybe_free(id);
   }
+  // A process that exits (SIGKILL included) may have been the last holder of part of a cycle,
+  // which counting cannot free. Sessions without references pay nothing here.
+  if (!held.empty()) (void)collect_unreachable();
 }
 
 void Broker::hold(int fd, Conn& conn, const Id128& id, uint64_t pin) {
@@ -351,6 +438,8 @@ void Broker::expire_pins(uint64_t now) {
   }
   next_deadline_ = next;
   for (const Id128& id : touched) maybe_free(id);
+  // An expired pin may have been the last root of a cycle (this scan was O(objects) anyway).
+  if (!touched.empty()) (void)collect_unreachable();
 }
 
 std::string Broker::describe() const {
@@ -364,7 +453,8 @@ std::string Broker::describe() const {
                   ",\"ring_holds\":" + std::to_string(ring_holds_) + ",\"hold_misses\":" +
                   std::to_string(hold_misses_) + ",\"ring_errors\":" +
                   std::to_string(ring_errors_) + ",\"total_bytes\":" +
-                  std::to_string(total_bytes_) + ",\"connections\":[";
+                  std::to_string(total_bytes_) + ",\"edges\":" + std::to_string(edges_) +
+                  ",\"collected\":" + std::to_string(collected_) + ",\"connections\":[";
   bool first = true;
   for (const auto& [fd, c] : conns_) {
     j += (first ? "" : ",") + std::string("{\"pid\":") + std::to_string(c.pid) +
@@ -392,7 +482,14 @@ std::string Broker::describe() const {
       j += (f3 ? "" : ",") + std::to_string(pin.sender);
       f3 = false;
     }
-    j += "]";
+    j += "],\"refs_out\":[";
+    bool f4 = true;
+    for (const auto& [target, count] : o.refs_out) {
+      j += (f4 ? "" : ",") + std::string("{\"id\":\"") + target.hex() + "\",\"count\":" +
+           std::to_string(count) + "}";
+      f4 = false;
+    }
+    j += "],\"referrers\":" + std::to_string(o.referrers);
     uint64_t soonest = UINT64_MAX;
     for (const auto& [p, pin] : o.pins) soonest = std::min(soonest, pin.deadline);
     if (soonest != UINT64_MAX) {
@@ -461,6 +558,9 @@ void Broker::serve(int fd) {
     case Op::kPin: return on_pin(r);
     case Op::kDropPins: return on_drop_pins(r);
     case Op::kList: return on_list(r);
+    case Op::kRef: return on_ref(r);
+    case Op::kUnref: return on_unref(r);
+    case Op::kCollect: return on_collect(r);
   }
   drop_conn(fd);  // an unknown op: a confused or hostile peer
 }
@@ -469,7 +569,7 @@ void Broker::on_hello(Request& r) {
   r.rep.object_hi = session_.hi;
   r.rep.object_lo = session_.lo;
   r.rep.arg = static_cast<uint64_t>(::getpid());
-  r.rep.flags = layout::kHelloCanHold | layout::kHelloDropPins;
+  r.rep.flags = layout::kHelloCanHold | layout::kHelloDropPins | layout::kHelloRefs;
   if (r.passed.valid() && !r.conn.ring.get()) {
     r.conn.ring = map_ring(r.passed.get());
     if (r.conn.ring.get() != nullptr) r.rep.flags |= layout::kHelloHoldRing;
@@ -596,6 +696,7 @@ void Broker::on_drop_pins(Request& r) {
     }
   }
   for (const Id128& oid : touched) maybe_free(oid);
+  if (!touched.empty()) (void)collect_unreachable();
   r.rep.arg = dropped;
   (void)wire::send_msg(r.fd, r.rep);
 }
@@ -613,6 +714,53 @@ void Broker::on_list(Request& r) {
     if (!wire::send_msg(r.fd, page, j.data() + off)) return;
     off += n;
   } while (off < j.size());
+}
+
+void Broker::on_ref(Request& r) {
+  const Id128 target{layout::ref_target_hi(r.req), layout::ref_target_lo(r.req)};
+  auto src = objects_.find(r.id);
+  if (src == objects_.end() || r.conn.held.count(r.id) == 0) {
+    // Only a holder may make its object keep others alive: a process must not pin memory
+    // through an object it let go of (or never had).
+    reply_error(r.fd, r.req, Errc::kStaleHandle,
+                "cannot add a reference from object " + r.id.hex() +
+                    ": this process does not hold it (released, or lost in a fork)");
+    return;
+  }
+  auto dst = objects_.find(target);
+  if (dst == objects_.end()) {
+    reply_error(r.fd, r.req, Errc::kStaleHandle,
+                "cannot refer to object " + target.hex() + ": it no longer exists in session " +
+                    session_.hex() + " (every holder released it)");
+    return;
+  }
+  uint64_t& count = src->second.refs_out[target];
+  if (count++ == 0) {  // a new edge (a self-edge too: a cycle of one, left to the sweep)
+    ++dst->second.referrers;
+    ++edges_;
+  }
+  (void)wire::send_msg(r.fd, r.rep);
+}
+
+void Broker::on_unref(Request& r) {  // no reply: the client does not wait for one
+  const Id128 target{layout::ref_target_hi(r.req), layout::ref_target_lo(r.req)};
+  if (r.conn.held.count(r.id) == 0) return;  // as kRelease: only a holder speaks for it
+  auto src = objects_.find(r.id);
+  if (src == objects_.end()) return;
+  auto e = src->second.refs_out.find(target);
+  if (e == src->second.refs_out.end()) return;  // never added, or already dropped
+  if (--e->second != 0) return;
+  src->second.refs_out.erase(e);
+  --edges_;
+  if (auto t = objects_.find(target); t != objects_.end()) --t->second.referrers;
+  maybe_free(target);
+}
+
+void Broker::on_collect(Request& r) {
+  const uint64_t freed = collect_unreachable();  // may drop connections with a broken ring
+  if (conns_.count(r.fd) == 0) return;
+  r.rep.arg = freed;
+  (void)wire::send_msg(r.fd, r.rep);
 }
 
 int Broker::run() {

@@ -13,7 +13,8 @@
 //
 // Ops (request -> reply):
 //   kHello    [fd: the hold ring]        -> broker pid in arg, session id in object_*,
-//                                           kHelloCanHold and kHelloHoldRing in flags;
+//                                           kHelloCanHold, kHelloHoldRing, kHelloDropPins and
+//                                           kHelloRefs in flags;
 //                                           version check (the peer's pid and uid come from
 //                                           SO_PEERCRED). The ring: hold_ring_layout.hpp
 //   kRegister fd, object id, size, kind  -> ok | kOutOfSpace (SHOAL_MAX_BYTES, or the broker is
@@ -33,6 +34,15 @@
 //                                           ignored (counted in kList). Sent only when the
 //                                           hold ring is full or absent; the broker drains
 //                                           the ring before serving any message
+//   kRef      object id (the source),    -> ok | kStaleHandle (this connection does not hold
+//             target id (ref_target)          the source, or the target is gone). Adds one
+//                                           counted edge source -> target: the target lives
+//                                           while the source does
+//   kUnref    object id, target id       -> no reply: removes one count of that edge (none
+//                                           left: nothing happens); the target may be freed
+//   kCollect                             -> arg: objects freed. Mark and sweep: frees every
+//                                           object no holder or pin reaches along edges
+//                                           (reference cycles; `shoal gc --cycles`)
 //
 // "broker fd" is the descriptor number under which the broker holds the object's memfd, for
 // the hint in handles (shoal/handle.hpp). It is never 0-2 (the broker's standard streams are
@@ -62,6 +72,9 @@ enum class Op : uint16_t {
   kList = 7,
   kHold = 8,
   kDropPins = 9,
+  kRef = 10,
+  kUnref = 11,
+  kCollect = 12,
 };
 
 // kHello reply flags: what this broker understands beyond version 1's first seven ops. (A
@@ -71,6 +84,8 @@ inline constexpr uint32_t kHelloCanHold = 1u << 0;
 inline constexpr uint32_t kHelloHoldRing = 1u << 1;
 // The broker understands kDropPins.
 inline constexpr uint32_t kHelloDropPins = 1u << 2;
+// The broker understands kRef, kUnref and kCollect (references between objects).
+inline constexpr uint32_t kHelloRefs = 1u << 3;
 
 struct WireMsg {
   uint32_t magic;         // kWireMagic
@@ -81,14 +96,25 @@ struct WireMsg {
   uint64_t object_hi;     // object id (or the session id in a kHello reply)
   uint64_t object_lo;
   uint64_t size;          // data bytes (register, attach reply)
-  uint64_t pin;           // pin id (attach, adopt, hold requests; pin reply)
+  uint64_t pin;           // pin id (attach, adopt, hold requests; pin reply);
+                          // kRef/kUnref: the target id's high half
   uint64_t arg;           // kHello: pid; kPin: ttl in ms; kList reply: more pages follow (0/1);
-                          // kPin reply: the broker's fd for the object (the handle's hint)
+                          // kPin reply: the broker's fd for the object (the handle's hint);
+                          // kRef/kUnref: the target id's low half; kCollect reply: objects freed
   uint32_t flags;         // handle flags (attach reply); kHelloCanHold (hello reply)
   uint32_t payload_size;  // bytes that follow this struct in the packet (<= kWireMaxPayload)
   char text[192];         // error replies: a NUL-terminated message for the user
 };
 static_assert(std::is_trivially_copyable_v<WireMsg>);
 static_assert(sizeof(WireMsg) == 256, "wire layout is ABI: bump kWireVersion");
+
+// kRef and kUnref carry the target's id in the two u64s no other field of theirs uses: its
+// high half in `pin`, its low half in `arg` (the source is object_*, as in every request).
+inline void set_ref_target(WireMsg* m, uint64_t hi, uint64_t lo) noexcept {
+  m->pin = hi;
+  m->arg = lo;
+}
+inline uint64_t ref_target_hi(const WireMsg& m) noexcept { return m.pin; }
+inline uint64_t ref_target_lo(const WireMsg& m) noexcept { return m.arg; }
 
 }  // namespace shoal::layout
