@@ -101,11 +101,16 @@ class Segment {
   /// `target` alive while this object lives, whoever else lets it go, and frees it with this
   /// object (a whole group goes when the last outside reference to it goes, SIGKILL included).
   /// Counted: n calls need n drop_reference calls. One round trip. This process must hold this
-  /// object; `target` must be alive (StaleHandleError otherwise). Cycles are allowed
-  /// (docs/design/segment.md, "References between objects").
+  /// object and `target` must be alive (StaleHandleError otherwise); both must be anonymous
+  /// objects of one session (InvalidArgumentError); a broker older than references raises
+  /// IncompatibleSegmentError. Cycles, a self-reference included, are allowed: the broker
+  /// frees a cycle nobody holds when the next process of the session exits (so at the latest
+  /// when the last process that held part of it does), or at `shoal gc --cycles` (docs/design/segment.md, "References between objects").
   void add_reference(const Segment& target) const;
-  /// Undoes one add_reference(target); no round trip (the broker frees `target` if nothing else
-  /// holds it). Dropping a reference that was never added does nothing.
+  /// Undoes one add_reference(target), whichever process made it (this process must hold this
+  /// object); no round trip, and the broker frees `target` if nothing else keeps it. Takes the
+  /// id so that a closed `target` can still be let go. Dropping a reference that was never
+  /// added does nothing.
   void drop_reference(const Id128& target) const;
 
   /// A handle for sending. With pin=true (the default) the object stays alive until a process

@@ -65,4 +65,11 @@ uint64_t pin_ttl_ms() noexcept;
 /// connection; ShoalOSError when the session's broker predates this call.
 uint64_t drop_orphan_pins(const Id128& session);
 
+/// Frees the objects of `session` that only reference cycles keep alive (no process holds or
+/// pins any object that refers to them), and returns how many (`shoal gc --cycles`). The broker
+/// also does this whenever a process of the session exits, so this is only needed to free a
+/// cycle sooner. Always safe: what it frees, no process can reach any more except by an
+/// unpinned handle. 0 from a broker that predates references (it has none).
+uint64_t collect_cycles(const Id128& session);
+
 }  // namespace shoal

@@ -153,6 +153,41 @@ void register_segment(nb::module_& m) {
         Segment seg = open_segment(s);
         seg.seal();
       }, "Make the segment read-only for this and every future process.")
+      .def(
+          "add_reference",
+          [](const PySegment& s, const PySegment& target) {
+            const Segment& seg = open_segment(s);
+            const Segment& t = open_segment(target);
+            nb::gil_scoped_release nogil;
+            seg.add_reference(t);
+          },
+          "target"_a,
+          "Keep `target` (a segment of the same session) alive while this object lives: the "
+          "broker frees the whole group when the last outside reference goes, SIGKILL "
+          "included. Counted: n calls need n drop_reference calls. Cycles are allowed.")
+      .def(
+          "drop_reference",
+          [](const PySegment& s, const PySegment& target) {
+            const Segment& seg = open_segment(s);
+            const Id128 id = open_segment(target).id();
+            nb::gil_scoped_release nogil;
+            seg.drop_reference(id);
+          },
+          "target"_a,
+          "Undo one add_reference(target) (no round trip; a reference never added: nothing "
+          "happens).")
+      .def(
+          "drop_reference",
+          [](const PySegment& s, const std::string& target_id) {
+            const Segment& seg = open_segment(s);
+            auto id = Id128::from_hex(target_id);
+            if (!id) throw nb::value_error("a segment id is 32 hex digits (Segment.id)");
+            nb::gil_scoped_release nogil;
+            seg.drop_reference(id.value());
+          },
+          "target_id"_a,
+          "Undo one add_reference of the segment whose id (Segment.id) is given, for a target "
+          "this process no longer maps.")
       .def("close", [](PySegment& s) {
         if (s.exports > 0) {
           throw nb::buffer_error(("cannot close a segment with " + std::to_string(s.exports) +
@@ -252,6 +287,17 @@ void register_segment(nb::module_& m) {
       },
       "session"_a,
       "Drop the pins of a session whose sender died (shoal gc --pins); returns how many.");
+  m.def(
+      "collect_cycles",
+      [](const std::string& session) {
+        auto id = Id128::from_hex(session);
+        if (!id) throw nb::value_error("session must be 32 hex digits");
+        nb::gil_scoped_release nogil;
+        return collect_cycles(id.value());
+      },
+      "session"_a,
+      "Free a session's objects that only unreachable reference cycles keep alive (shoal gc "
+      "--cycles); returns how many.");
   m.def("runtime_dir", [](bool create) { return runtime_dir(create).take(); }, "create"_a = false);
   m.def("named_dir", [](bool create) { return named_dir(create).take(); }, "create"_a = false);
   m.def("memory_info", &memory_info_dict);

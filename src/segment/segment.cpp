@@ -71,6 +71,16 @@ void Segment::seal() {
   detail::Client::instance().seal(*m_);
 }
 
+void Segment::add_reference(const Segment& target) const {
+  if (!m_ || !target.m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  detail::Client::instance().add_reference(*m_, *target.m_);
+}
+
+void Segment::drop_reference(const Id128& target) const {
+  if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
+  detail::Client::instance().drop_reference(*m_, target);
+}
+
 Handle Segment::raw_handle(bool pin) const {
   if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
   if (!m_->name.empty()) {

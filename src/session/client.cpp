@@ -290,6 +290,7 @@ Result<Client::Conn> Client::connect_locked(const Id128& session) {
   c.broker_pid = static_cast<pid_t>(rep.arg);
   c.can_hold = (rep.flags & layout::kHelloCanHold) != 0;
   c.can_drop_pins = (rep.flags & layout::kHelloDropPins) != 0;
+  c.can_ref = (rep.flags & layout::kHelloRefs) != 0;
   if (c.can_hold && (rep.flags & layout::kHelloHoldRing) != 0) c.ring = std::move(ring);
   if (c.can_hold && c.broker_pid > 0) c.broker_pidfd = platform::open_pidfd(c.broker_pid);
   return c;

@@ -65,6 +65,10 @@ class Client {
   /// none).
   uint64_t pin(const Mapping& m, Handle* hint);
   void seal(Mapping& m);
+  /// kRef: `source` (held by this process) refers to `target` from now on (counted).
+  void add_reference(const Mapping& source, const Mapping& target);
+  /// kUnref (fire and forget): undoes one add_reference(source, target).
+  void drop_reference(const Mapping& source, const Id128& target) noexcept;
   void release(const Id128& session, const Id128& object) noexcept;
   void after_fork_child() noexcept;
   Id128 current_session() noexcept;
@@ -72,6 +76,8 @@ class Client {
   Result<std::string> describe(const Id128& session) noexcept;
   /// kDropPins: drops the pins of dead senders; how many were dropped.
   Result<uint64_t> drop_orphan_pins(const Id128& session) noexcept;
+  /// kCollect: frees the session's unreachable reference cycles; how many objects went.
+  Result<uint64_t> collect_cycles(const Id128& session) noexcept;
   /// Tests only: forget every connection and the current session (each test has its own
   /// runtime directory, hence its own sessions).
   void reset_for_testing() noexcept;
@@ -83,6 +89,7 @@ class Client {
     pid_t broker_pid = 0;   // from the kHello reply
     bool can_hold = false;  // the broker understands kHold (kHello reply flags)
     bool can_drop_pins = false;  // ... and kDropPins
+    bool can_ref = false;        // ... and kRef, kUnref, kCollect
     // A pidfd of the broker (pidfd_open, once per connection) for pidfd_getfd: the fastest
     // way to the broker's memfd of a hint. Invalid where the kernel or ptrace rules refuse
     // either call; attach then opens /proc/<pid>/fd/<n> instead.

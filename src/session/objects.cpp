@@ -385,6 +385,53 @@ void Client::seal(Mapping& m) {
   m.memfd.reset();
 }
 
+void Client::add_reference(const Mapping& source, const Mapping& target) {
+  if (!source.name.empty() || !target.name.empty()) {
+    throw_error(Errc::kInvalidArgument,
+                "named segments have no broker, so they can neither hold nor be held by a "
+                "reference; use anonymous segments");
+  }
+  if (source.session.is_zero() || target.session.is_zero()) {
+    throw_error(Errc::kSessionGone, "a segment of a session that is gone cannot take part in "
+                                    "a reference; share it again from a live session");
+  }
+  if (source.session != target.session) {
+    throw_error(Errc::kInvalidArgument,
+                "object " + target.object.hex() + " lives in session " + target.session.hex() +
+                    ", object " + source.object.hex() + " in session " + source.session.hex() +
+                    ": a reference joins two objects of one session (create both in one)");
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  Conn* c = conn_locked(source.session).take();
+  if (!c->can_ref) {  // an older broker drops a peer that sends an unknown op
+    throw_error(Errc::kIncompatible,
+                "the broker of session " + source.session.hex() +
+                    " predates references between objects: start a new session with this "
+                    "shoal (the broker comes with it) to use add_reference");
+  }
+  WireMsg req = wire::make_msg(Op::kRef);
+  req.object_hi = source.object.hi;
+  req.object_lo = source.object.lo;
+  layout::set_ref_target(&req, target.object.hi, target.object.lo);
+  WireMsg rep{};
+  roundtrip_locked(source.session, c, req, -1, &rep, nullptr, nullptr).throw_if_error();
+}
+
+void Client::drop_reference(const Mapping& source, const Id128& target) noexcept {
+  if (source.session.is_zero() || !source.name.empty()) return;  // it never had one
+  std::lock_guard<std::mutex> g(mu_);
+  check_fork_locked();
+  auto it = conns_.find(source.session);
+  // No connection (or a forked child's, dropped): this process made no reference through it
+  // that the broker still counts; the one who did drops it, or its source's end does.
+  if (it == conns_.end() || it->second.gone || !it->second.can_ref) return;
+  WireMsg req = wire::make_msg(Op::kUnref);
+  req.object_hi = source.object.hi;
+  req.object_lo = source.object.lo;
+  layout::set_ref_target(&req, target.hi, target.lo);
+  send_locked(&it->second, req);
+}
+
 void Client::release(const Id128& session, const Id128& object) noexcept {
   if (session.is_zero()) return;
   std::lock_guard<std::mutex> g(mu_);

@@ -64,10 +64,25 @@ Result<uint64_t> Client::drop_orphan_pins(const Id128& session) noexcept {
   });
 }
 
+Result<uint64_t> Client::collect_cycles(const Id128& session) noexcept {
+  return query<uint64_t>(session, [&](Conn* c) -> Result<uint64_t> {
+    if (!c->can_ref) return uint64_t{0};  // no references there, so no cycles either
+    WireMsg req = wire::make_msg(Op::kCollect);
+    WireMsg rep{};
+    Status st = roundtrip_locked(session, c, req, -1, &rep, nullptr, nullptr);
+    if (!st) return st;
+    return rep.arg;
+  });
+}
+
 }  // namespace detail
 
 uint64_t drop_orphan_pins(const Id128& session) {
   return detail::Client::instance().drop_orphan_pins(session).take();
+}
+
+uint64_t collect_cycles(const Id128& session) {
+  return detail::Client::instance().collect_cycles(session).take();
 }
 
 std::vector<SessionEntry> list_sessions() {
