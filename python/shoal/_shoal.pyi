@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from typing import overload
 
 from shoal import (
     AccessDeniedError as AccessDeniedError,
@@ -49,6 +50,23 @@ class Segment:
 
     def seal(self) -> None:
         """Make the segment read-only for this and every future process."""
+
+    def add_reference(self, target: Segment) -> None:
+        """
+        Keep `target` (a segment of the same session) alive while this object lives: the broker frees the whole group when the last outside reference goes, SIGKILL included. Counted: n calls need n drop_reference calls. Cycles are allowed.
+        """
+
+    @overload
+    def drop_reference(self, target: Segment) -> None:
+        """
+        Undo one add_reference(target) (no round trip; a reference never added: nothing happens).
+        """
+
+    @overload
+    def drop_reference(self, target_id: str) -> None:
+        """
+        Undo one add_reference of the segment whose id (Segment.id) is given, for a target this process no longer maps.
+        """
 
     def close(self) -> None:
         """Drop this process's reference now (idempotent)."""
@@ -114,6 +132,11 @@ def gc() -> int:
 def drop_orphan_pins(session: str) -> int:
     """
     Drop the pins of a session whose sender died (shoal gc --pins); returns how many.
+    """
+
+def collect_cycles(session: str) -> int:
+    """
+    Free a session's objects that only unreachable reference cycles keep alive (shoal gc --cycles); returns how many.
     """
 
 def runtime_dir(create: bool = False) -> str: ...

@@ -3,9 +3,11 @@
 Subcommands::
 
     shoal ls [--json]                 live and dead sessions, their objects, named objects
-    shoal gc [--pins] [DIR...]        remove the runtime files of dead sessions, and the
+    shoal gc [--pins] [--cycles] [DIR...]
+                                      remove the runtime files of dead sessions, and the
                                       temporary files of killed shoal.save calls in each DIR;
-                                      --pins: drop the pins of handles whose sender died
+                                      --pins: drop the pins of handles whose sender died;
+                                      --cycles: free reference cycles that nothing holds
     shoal rm NAME [NAME...]           remove named (persistent) objects
     shoal info [--json]               what this machine lets shoal do, and where things live
     shoal demo [--size-mb N]          the demo scenes (see shoal._tools.demo)
@@ -158,12 +160,34 @@ def _print_session(s: dict[str, Any], out: TextIO) -> None:
         print("  processes: none connected", file=out)
     if not objects:
         return
-    rows = [["OBJECT", "KIND", "SIZE", "MODE", "CREATOR", "REFS", "HOLDERS", "PINS"]]
+    # REFERS TO: the objects this one keeps alive (add_reference), "xN" when counted N times;
+    # REFERRED BY: how many objects keep this one alive.
+    rows = [
+        [
+            "OBJECT",
+            "KIND",
+            "SIZE",
+            "MODE",
+            "CREATOR",
+            "REFS",
+            "HOLDERS",
+            "PINS",
+            "REFERS TO",
+            "REFERRED BY",
+        ]
+    ]
     for o in sorted(objects, key=lambda o: (o.get("created_unix", 0), o["id"])):
         pins = str(o.get("pins", 0))
         if "pin_expires_in_s" in o:
             pins += f" (next expires in {float(o['pin_expires_in_s']):.0f} s)"
         holders = ",".join(str(p) for p in o.get("holders", [])) or "-"
+        refers_to = (
+            ",".join(
+                r["id"][:12] + (f" x{r['count']}" if int(r.get("count", 1)) > 1 else "")
+                for r in sorted(o.get("refs_out", []), key=lambda r: r["id"])
+            )
+            or "-"
+        )
         rows.append(
             [
                 o["id"][:12],
@@ -174,9 +198,18 @@ def _print_session(s: dict[str, Any], out: TextIO) -> None:
                 str(o.get("refs", 0)),
                 holders,
                 pins,
+                refers_to,
+                str(o.get("referrers", 0)),
             ]
         )
     _table(rows, out)
+    edges, collected = d.get("edges", 0), d.get("collected", 0)
+    if edges or collected:
+        print(
+            f"  references: {edges} edge(s) between objects; {collected} object(s) in "
+            "unreachable cycles freed so far",
+            file=out,
+        )
 
 
 def _print_ls(data: dict[str, Any], out: TextIO) -> None:
@@ -268,6 +301,17 @@ def _cmd_gc(args: argparse.Namespace) -> int:
                 status = 1
                 continue
             print(f"dropped {n} pin(s) of dead senders in session {s['id']}")
+    if args.cycles:
+        for s in _shoal.list_sessions():
+            if not s["alive"]:
+                continue
+            try:
+                n = _shoal.collect_cycles(s["id"])
+            except _shoal.ShoalError as exc:
+                _err(f"gc: cannot collect the reference cycles of session {s['id']}: {exc}")
+                status = 1
+                continue
+            print(f"freed {n} object(s) in unreachable reference cycles in session {s['id']}")
     # shoal.save writes anywhere, so only the user knows where a killed save left its
     # temporary file: gc looks in the directories it is given, and only there.
     for d in args.dirs:
@@ -546,6 +590,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also drop, in every live session, the pins of handles whose sending process "
         "has died (only when none of those handles is still in a queue or pipe: it would "
         "then attach as stale). Pins otherwise expire after SHOAL_PIN_TTL, at most 24 hours",
+    )
+    gc.add_argument(
+        "--cycles",
+        action="store_true",
+        help="also free, in every live session, objects that only reference cycles keep alive "
+        "(no process holds or pins any object that refers to them). Always safe; the broker "
+        "does it anyway whenever a process of the session exits",
     )
     gc.set_defaults(func=_cmd_gc)
 
