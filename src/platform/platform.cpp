@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -187,6 +188,51 @@ Status protect_read_only(void* addr, uint64_t size) noexcept {
 bool process_alive(pid_t pid) noexcept {
   if (pid <= 0) return false;
   return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+namespace {
+bool no_such_process(pid_t pid) noexcept { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+}  // namespace
+
+bool process_exited(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0) return errno == ESRCH;  // EPERM: another user's, running or not
+  // We may signal it: running, or a zombie its parent has not reaped. Only /proc tells which.
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return no_such_process(pid);  // reaped meanwhile, or /proc hides it: ask again
+  char buf[512];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof buf - 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return no_such_process(pid);  // ESRCH from read: it was reaped meanwhile
+  buf[n] = '\0';
+  // "pid (comm) S ppid ...": comm may hold spaces and ')', so the state follows the last ')'.
+  // Fields after it, from 1: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt,
+  // cminflt, majflt, cmajflt, utime, stime, cutime, cstime, priority, nice, num_threads (18th).
+  char* cur = std::strrchr(buf, ')');
+  if (cur == nullptr) return false;
+  ++cur;
+  long field[18] = {};
+  char state = 0;
+  for (int i = 0; i < 18; ++i) {
+    while (*cur == ' ') ++cur;
+    if (*cur == '\0') return false;
+    if (i == 0) {
+      state = *cur++;
+      continue;
+    }
+    char* end = nullptr;
+    field[i] = std::strtol(cur, &end, 10);
+    if (end == cur) return false;
+    cur = end;
+  }
+  if (state != 'Z' && state != 'X') return false;
+  // A thread-group leader that exited while its other threads run is Z too: alive.
+  return field[17] <= 1;
 }
 
 UniqueFd open_pidfd(pid_t pid) noexcept {

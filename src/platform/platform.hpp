@@ -120,6 +120,13 @@ mode_t current_umask() noexcept;
 /// True if a process with this pid exists (signal 0; EPERM counts as alive).
 bool process_alive(pid_t pid) noexcept;
 
+/// True only when the process `pid` has certainly ended: no such pid (ESRCH), or a zombie not
+/// yet reaped whose threads have all exited (/proc/<pid>/stat: state Z or X, num_threads 1; a
+/// process whose main thread alone has exited is also Z, but counts its live threads). A
+/// process of another user (EPERM) or one /proc cannot describe counts as running. For lock
+/// holders: a SIGKILLed holder stays a zombie until its parent reaps it, and is dead.
+bool process_exited(pid_t pid) noexcept;
+
 /// A pidfd for `pid` (pidfd_open(2)), or an invalid fd (kernel before 5.3, or a sandbox that
 /// forbids it).
 UniqueFd open_pidfd(pid_t pid) noexcept;

@@ -8,8 +8,21 @@
 // registered with the kernel (no robust list), so nothing depends on glibc's pthread layout.
 // Design note: docs/design/robust_mutex.md.
 //
-// Not recursive: a thread that locks twice deadlocks until its deadline. A thread that dies
-// holding the lock while its process lives is not detected (its process is alive).
+// The word holds the holder's pid (not a thread id): every thread of the holding process counts
+// as "this process". Not recursive: lock() by the holding process waits until its deadline
+// (another thread of it may unlock), and try_lock() by it is kLockTimeout at once. A thread
+// that dies holding the lock while its process lives is not detected (its process is alive).
+//
+// Protocol in short (bits in robust_mutex_layout.hpp): lock is one CAS 0 -> pid; a contended
+// locker sets the waiters bit and futex-waits in slices of 10 ms doubling to 200 ms; after a
+// slice that timed out, and before giving up at the deadline, it checks the holder's pid
+// (platform::process_exited: gone, or a reaped-or-not zombie) and, if dead, takes over with one
+// CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock exchanges 0 and
+// calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
+// before any waiter checks makes the lock wait for that process: see the design note.
+//
+// This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
+// looks like the holder of its parent's locks.
 #pragma once
 
 #include <cstdint>
@@ -37,10 +50,14 @@ class RobustMutex {
   Result<Locked> lock(platform::Deadline deadline = platform::Deadline::never()) noexcept;
   /// lock() with a deadline that has passed: kLockTimeout at once when held by a live process.
   Result<Locked> try_lock() noexcept;
-  /// Releases the lock and wakes a waiter. Only the holder may call it.
+  /// Releases the lock and wakes a waiter if one may sleep. Only the holding process may call
+  /// it: when the word names another process (a caller bug, or corrupt memory), debug builds
+  /// abort and release builds leave the word alone (never release someone else's lock).
   void unlock() noexcept;
   /// True if the word names this process as its holder (for assertions).
   bool held_by_this_process() const noexcept;
+  /// The pid the word names as holder, 0 when free (messages, tests; may be stale at once).
+  uint32_t holder_pid() const noexcept;
 
  private:
   layout::RobustMutexWord* w_;

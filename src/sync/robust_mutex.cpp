@@ -1,0 +1,188 @@
+// src/sync/robust_mutex.cpp — the lock protocol of robust_mutex.hpp on one futex word.
+// Design note: docs/design/robust_mutex.md.
+#include "sync/robust_mutex.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "platform/platform.hpp"
+
+namespace shoal::sync {
+namespace {
+
+using layout::kRobustPidMask;
+using layout::kRobustReservedBits;
+using layout::kRobustWaiters;
+
+// The first futex slice after which a waiter checks whether the holder lives, and the longest
+// one it doubles to: the worst extra latency after a holder's death (or a waker that died
+// between its unlock and its wake) is about one long slice.
+constexpr uint64_t kFirstSliceNs = 10'000'000;   // 10 ms
+constexpr uint64_t kMaxSliceNs = 200'000'000;    // 200 ms
+
+// This process's pid, 0 until first asked. getpid() is a system call in glibc >= 2.25, and the
+// fast path must stay one CAS. A forked child resets it (below), so that it never takes its
+// parent's locks for its own; only threads exist otherwise, and they share the pid.
+std::atomic<uint32_t> g_self_pid{0};
+
+void reset_pid_in_child() noexcept { g_self_pid.store(0, std::memory_order_relaxed); }
+
+// Registered while the library's static objects are constructed, before main() and so before
+// any fork that could matter; a fork that ran earlier (another static constructor) leaves 0 in
+// the child anyway. Async-signal-safe: one atomic store.
+[[maybe_unused]] const bool g_atfork_registered =
+    ::pthread_atfork(nullptr, nullptr, reset_pid_in_child) == 0;
+
+uint32_t self_pid() noexcept {
+  uint32_t p = g_self_pid.load(std::memory_order_relaxed);
+  if (p != 0) return p;
+  pid_t now = ::getpid();
+  // A process-local fact, not shared data: Linux never gives a pid of PID_MAX_LIMIT or more.
+  SHOAL_ASSERT(now > 0 && static_cast<uint32_t>(now) <= kRobustPidMask);
+  p = static_cast<uint32_t>(now);
+  g_self_pid.store(p, std::memory_order_relaxed);
+  return p;
+}
+
+std::string hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+std::string where(const void* word) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", word);
+  return buf;
+}
+
+bool valid_state(uint32_t v) noexcept {
+  return (v & kRobustReservedBits) == 0 && (v == 0 || (v & kRobustPidMask) != 0);
+}
+
+Status corrupt(const void* word, uint32_t v) {
+  return {Errc::kCorrupt,
+          "robust mutex at " + where(word) + " holds " + hex32(v) +
+              ", which no lock state uses (a holder pid in bits 0-21 and the waiters bit 31 "
+              "only; the waiters bit never without a holder): the memory that holds the lock "
+              "was overwritten"};
+}
+
+Status timed_out(uint32_t holder, uint32_t me) {
+  if (holder == me) {
+    return {Errc::kLockTimeout,
+            "the lock is held by this process (pid " + std::to_string(me) +
+                ") and was not released before the deadline (the lock is not recursive)"};
+  }
+  return {Errc::kLockTimeout, "the lock is held by process " + std::to_string(holder) +
+                                  ", which is alive, and was not released before the deadline"};
+}
+
+}  // namespace
+
+Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
+  std::atomic<uint32_t>& state = w_->state;
+  const uint32_t me = self_pid();
+  uint32_t v = 0;
+  if (state.compare_exchange_strong(v, me, std::memory_order_acquire,
+                                    std::memory_order_relaxed)) {
+    return Locked::kOk;
+  }
+  // The waiters bit this caller sets when it takes the lock: once it has slept, other waiters
+  // may sleep too whose bit the unlock that woke it cleared, so it must set it again.
+  uint32_t mine = me;
+  uint64_t slice = kFirstSliceNs;
+  bool check_holder = false;  // set after a slice that timed out
+  for (;;) {
+    if (v == 0) {
+      if (state.compare_exchange_weak(v, mine, std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+        return Locked::kOk;
+      }
+      continue;  // v holds the value that beat us
+    }
+    if (!valid_state(v)) return corrupt(&state, v);
+    const uint32_t holder = v & kRobustPidMask;
+    const bool expired = deadline.passed();
+    if ((check_holder || expired) && holder != me &&
+        platform::process_exited(static_cast<pid_t>(holder))) {
+      // One CAS from the value we judged: of all waiters that judged it, exactly one wins; the
+      // rest see the new holder and wait on. Always with the waiters bit: the dead holder will
+      // never wake those asleep.
+      if (state.compare_exchange_strong(v, me | kRobustWaiters, std::memory_order_acquire,
+                                        std::memory_order_relaxed)) {
+        return Locked::kOwnerDied;
+      }
+      continue;
+    }
+    if (expired) return timed_out(holder, me);
+    check_holder = false;
+    if ((v & kRobustWaiters) == 0) {
+      if (!state.compare_exchange_weak(v, v | kRobustWaiters, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        continue;
+      }
+      v |= kRobustWaiters;
+    }
+    platform::Deadline slice_end = platform::Deadline::after_ns(slice);
+    if (deadline.ns < slice_end.ns) slice_end = deadline;
+    mine = me | kRobustWaiters;
+    Result<platform::FutexWait> r = platform::futex_wait(&state, v, slice_end);
+    if (!r.has_value()) return r.status();
+    if (r.value() == platform::FutexWait::kTimedOut) {
+      check_holder = true;
+      slice = std::min(slice * 2, kMaxSliceNs);
+    }
+    // kWoken, kValueChanged, kInterrupted (retried with the same deadline): read again.
+    v = state.load(std::memory_order_relaxed);
+  }
+}
+
+Result<Locked> RobustMutex::try_lock() noexcept {
+  // A deadline that has passed: the loop above takes a free word, checks a live-looking holder
+  // once, and otherwise returns kLockTimeout without sleeping.
+  return lock(platform::Deadline{0});
+}
+
+void RobustMutex::unlock() noexcept {
+  std::atomic<uint32_t>& state = w_->state;
+  const uint32_t me = self_pid();
+  const uint32_t v = state.load(std::memory_order_relaxed);
+  if ((v & kRobustPidMask) != me || !valid_state(v)) {
+#ifndef NDEBUG
+    // Almost always a caller that unlocks what it does not hold (a double unlock, or a child
+    // unlocking its parent's lock after fork): a bug here, so debug builds stop at it.
+    ::shoal::detail::assert_fail("RobustMutex::unlock by a process that does not hold the lock",
+                                 __FILE__, __LINE__);
+#endif
+    return;  // release builds: never release another process's lock
+  }
+  // Only this process can clear its own pid (a waiter takes over only from a dead holder), so
+  // the exchange releases our hold; it also returns any waiters bit set since the load.
+  const uint32_t old = state.exchange(0, std::memory_order_release);
+  if ((old & kRobustWaiters) != 0) {
+    // A failed wake (the word unmapped under us is a caller bug; nothing else fails) leaves
+    // waiters asleep on a free word until their slice ends: late, never wrong.
+    (void)platform::futex_wake(&state, 1);
+  }
+}
+
+bool RobustMutex::held_by_this_process() const noexcept {
+  return (w_->state.load(std::memory_order_relaxed) & kRobustPidMask) == self_pid();
+}
+
+uint32_t RobustMutex::holder_pid() const noexcept {
+  return w_->state.load(std::memory_order_relaxed) & kRobustPidMask;
+}
+
+RobustLock::RobustLock(RobustMutex m, platform::Deadline deadline) : m_(m) {
+  Result<Locked> r = m_.lock(deadline);
+  if (!r.has_value()) r.status().throw_if_error();
+  died_ = r.value() == Locked::kOwnerDied;
+}
+
+}  // namespace shoal::sync

@@ -1,0 +1,269 @@
+// RobustMutex in one process: states of the word, the non-recursive rule, deadlines, corrupt
+// words, and platform::process_exited on which the takeover rests. No duration is asserted.
+// Several processes and dead holders: tests/cpp/multiprocess/robust_mutex_test.cpp.
+#include "sync/robust_mutex.hpp"
+
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "platform/platform.hpp"
+#include "test_support.hpp"
+
+namespace shoal::sync {
+namespace {
+
+using layout::kRobustWaiters;
+using layout::RobustMutexWord;
+using platform::Deadline;
+
+uint32_t state_of(const RobustMutexWord& w) { return w.state.load(); }
+uint32_t my_pid() { return static_cast<uint32_t>(::getpid()); }
+
+TEST(RobustMutexLayout, EightBytesAndZeroIsFree) {
+  static_assert(sizeof(RobustMutexWord) == 8);
+  static_assert(layout::kRobustPidMask == 0x3fffffu);  // PID_MAX_LIMIT = 2^22
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  EXPECT_FALSE(m.held_by_this_process());
+  EXPECT_EQ(m.holder_pid(), 0u);
+  auto r = m.try_lock();
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOk);
+  m.unlock();
+}
+
+TEST(RobustMutex, LockUnlockNamesThisProcess) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  auto r = m.lock();
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOk);
+  EXPECT_TRUE(m.held_by_this_process());
+  EXPECT_EQ(m.holder_pid(), my_pid());
+  EXPECT_EQ(state_of(w), my_pid());  // uncontended: no waiters bit
+  EXPECT_EQ(w.reserved, 0u);
+  m.unlock();
+  EXPECT_EQ(state_of(w), 0u);
+  EXPECT_FALSE(m.held_by_this_process());
+  // And again: the word is reusable.
+  ASSERT_TRUE(m.lock(Deadline::after(30.0).value()).has_value());
+  m.unlock();
+}
+
+TEST(RobustMutex, NotRecursiveTryLockByTheHolderTimesOut) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  auto r = m.try_lock();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_NE(r.status().message().find("this process (pid " + std::to_string(my_pid())),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(m.held_by_this_process());  // a failed try changes nothing that matters
+  m.unlock();
+  EXPECT_EQ(state_of(w), 0u);
+}
+
+TEST(RobustMutex, DeadlinePassesWhileHeld) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  Deadline d = Deadline::after(0.05).value();  // long enough to sleep in at least one slice
+  auto r = m.lock(d);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_TRUE(d.passed());
+  // The waiter set the waiters bit before sleeping; unlock clears the whole word (and wakes
+  // nobody, harmlessly).
+  EXPECT_EQ(state_of(w), my_pid() | kRobustWaiters);
+  m.unlock();
+  EXPECT_EQ(state_of(w), 0u);
+}
+
+TEST(RobustMutex, HeldByALiveProcessTimesOutNamingIt) {
+  RobustMutexWord w{};
+  const uint32_t parent = static_cast<uint32_t>(::getppid());  // alive: it runs this test
+  ASSERT_GT(parent, 1u);
+  w.state.store(parent);
+  RobustMutex m(&w);
+  EXPECT_FALSE(m.held_by_this_process());
+  auto r = m.try_lock();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_NE(r.status().message().find("process " + std::to_string(parent)), std::string::npos)
+      << r.status().message();
+  r = m.lock(Deadline::after(0.03).value());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_EQ(state_of(w), parent | kRobustWaiters);
+}
+
+TEST(RobustMutex, LockOfADeadHoldersWordReportsOwnerDied) {
+  // A child that exits at once and is reaped: its pid names nobody (until reused, which a
+  // test cannot control, so the word is checked right away).
+  pid_t c = ::fork();
+  ASSERT_GE(c, 0);
+  if (c == 0) ::_exit(0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(c, &st, 0), c);
+  RobustMutexWord w{};
+  w.state.store(static_cast<uint32_t>(c));
+  RobustMutex m(&w);
+  auto r = m.try_lock();  // try_lock checks the holder once
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOwnerDied);
+  EXPECT_TRUE(m.held_by_this_process());
+  EXPECT_EQ(state_of(w), my_pid() | kRobustWaiters);
+  m.unlock();
+  EXPECT_EQ(state_of(w), 0u);
+}
+
+TEST(RobustMutex, CorruptWordsAreCorruptNotACrash) {
+  const uint32_t bad[] = {kRobustWaiters,                 // waiters bit without a holder
+                          1u << 22,                       // a reserved bit
+                          1u << 30,                       //
+                          0x7fc00000u,                    // every reserved bit
+                          0xffffffffu,                    //
+                          my_pid() | (1u << 25)};         // a valid holder plus a reserved bit
+  for (uint32_t v : bad) {
+    RobustMutexWord w{};
+    w.state.store(v);
+    RobustMutex m(&w);
+    auto r = m.try_lock();
+    ASSERT_FALSE(r.has_value()) << std::hex << v;
+    EXPECT_EQ(r.status().code(), Errc::kCorrupt) << std::hex << v;
+    r = m.lock(Deadline::after(30.0).value());
+    ASSERT_FALSE(r.has_value()) << std::hex << v;
+    EXPECT_EQ(r.status().code(), Errc::kCorrupt) << std::hex << v;
+    EXPECT_EQ(state_of(w), v);  // left as found
+  }
+}
+
+TEST(RobustMutex, RobustLockUnlocksAndThrows) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  {
+    RobustLock l(m);
+    EXPECT_FALSE(l.owner_died());
+    EXPECT_TRUE(m.held_by_this_process());
+  }
+  EXPECT_EQ(state_of(w), 0u);
+  ASSERT_TRUE(m.lock().has_value());
+  EXPECT_THROW(RobustLock(m, Deadline::after(0.0).value()), LockTimeoutError);
+  EXPECT_TRUE(m.held_by_this_process());  // the failed RobustLock did not unlock
+  m.unlock();
+  w.state.store(1u << 23);
+  EXPECT_THROW(RobustLock(m, Deadline::after(0.0).value()), CorruptSegmentError);
+}
+
+TEST(RobustMutex, ForkedChildDoesNotHoldItsParentsLock) {
+  RobustMutexWord w{};  // copied by fork: the child sees the parent's pid in it
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  test::ChildProcess child([&] {
+    if (m.held_by_this_process()) return 1;
+    if (m.holder_pid() != static_cast<uint32_t>(::getppid())) return 2;
+    auto r = m.try_lock();  // the parent is alive: not ours, not dead
+    if (r.has_value() || r.status().code() != Errc::kLockTimeout) return 3;
+    return 0;
+  });
+  EXPECT_EQ(child.wait(), 0);
+  m.unlock();
+}
+
+TEST(RobustMutexDeathTest, UnlockByANonHolder) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+#ifdef NDEBUG
+  m.unlock();  // free: nothing to release, nothing changes
+  EXPECT_EQ(state_of(w), 0u);
+  w.state.store(static_cast<uint32_t>(::getppid()));
+  m.unlock();  // another process's lock is never released
+  EXPECT_EQ(state_of(w), static_cast<uint32_t>(::getppid()));
+#else
+  EXPECT_DEATH(m.unlock(), "does not hold the lock");
+  w.state.store(static_cast<uint32_t>(::getppid()));
+  EXPECT_DEATH(m.unlock(), "does not hold the lock");
+#endif
+}
+
+// ---- platform::process_exited ---------------------------------------------------------------
+
+TEST(ProcessExited, LiveZombieAndReaped) {
+  EXPECT_FALSE(platform::process_exited(::getpid()));
+  EXPECT_FALSE(platform::process_exited(::getppid()));
+  EXPECT_FALSE(platform::process_exited(0));
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t c = ::fork();
+  ASSERT_GE(c, 0);
+  if (c == 0) {
+    ::close(go[1]);
+    char b;
+    (void)!::read(go[0], &b, 1);
+    ::_exit(0);
+  }
+  ::close(go[0]);
+  EXPECT_FALSE(platform::process_exited(c));  // blocked in read: alive
+  ::close(go[1]);                             // it exits; not reaped: a zombie
+  EXPECT_TRUE(test::wait_until([&] { return platform::process_exited(c); }));
+  int st = 0;
+  ASSERT_EQ(::waitpid(c, &st, 0), c);
+  EXPECT_TRUE(platform::process_exited(c));  // reaped (unless the pid was reused meanwhile)
+}
+
+TEST(ProcessExited, AZombieMainThreadWithLiveThreadsIsAlive) {
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t c = ::fork();
+  ASSERT_GE(c, 0);
+  if (c == 0) {
+    // The main thread exits; a second thread lives until the pipe closes. The process shows Z
+    // in /proc/<pid>/stat meanwhile, yet it runs.
+    ::close(go[1]);
+    static int fd = go[0];
+    pthread_t t;
+    ::pthread_create(
+        &t, nullptr,
+        [](void*) -> void* {
+          char b;
+          (void)!::read(fd, &b, 1);
+          ::_exit(0);
+        },
+        nullptr);
+    // exit(2) of this thread alone; pthread_exit would unwind through GoogleTest's frames.
+    ::syscall(SYS_exit, 0);
+  }
+  ::close(go[0]);
+  // Wait for the leader to become a zombie, then it must still count as running.
+  EXPECT_TRUE(test::wait_until([&] {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(c));
+    FILE* f = std::fopen(path, "r");
+    if (f == nullptr) return false;
+    char buf[512] = {};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string s(buf, n);
+    auto p = s.rfind(')');
+    return p != std::string::npos && p + 2 < s.size() && s[p + 2] == 'Z';
+  }));
+  EXPECT_FALSE(platform::process_exited(c));
+  ::close(go[1]);
+  EXPECT_TRUE(test::wait_until([&] { return platform::process_exited(c); }));
+  int st = 0;
+  ASSERT_EQ(::waitpid(c, &st, 0), c);
+}
+
+}  // namespace
+}  // namespace shoal::sync
