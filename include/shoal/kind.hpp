@@ -25,7 +25,9 @@ namespace shoal {
 #define SHOAL_OBJECT_KINDS(X)                                                         \
   X(kBytes, 0, "bytes", "raw bytes: a plain segment (shoal::Segment, shoal.Segment)") \
   X(kArray, 1, "array", "an n-dimensional array (shoal::Array, shoal.Array)")         \
-  X(kFrozen, 2, "frozen", "a read-only object graph (shoal::Frozen, shoal.freeze)")
+  X(kFrozen, 2, "frozen", "a read-only object graph (shoal::Frozen, shoal.freeze)")         \
+  X(kHeap, 3, "heap", "a growable object: the root of a heap (shoal::Heap)")                \
+  X(kExtent, 4, "extent", "part of a heap, added as it grew (referenced by its root)")
 
 /// What a segment holds (see SHOAL_OBJECT_KINDS).
 enum class ObjectKind : uint32_t {
@@ -63,6 +65,8 @@ static_assert(detail::kinds_are_dense(), "SHOAL_OBJECT_KINDS ids must be 0, 1, 2
 static_assert(static_cast<uint32_t>(ObjectKind::kBytes) == 0);
 static_assert(static_cast<uint32_t>(ObjectKind::kArray) == 1);
 static_assert(static_cast<uint32_t>(ObjectKind::kFrozen) == 2);
+static_assert(static_cast<uint32_t>(ObjectKind::kHeap) == 3);
+static_assert(static_cast<uint32_t>(ObjectKind::kExtent) == 4);
 
 /// True if this build knows kind `id` (a handle or header with another id is refused).
 constexpr bool kind_known(uint32_t id) noexcept {

@@ -36,4 +36,5 @@ int check_stack(const char* where) noexcept;
 void register_segment(nanobind::module_& m);
 void register_array(nanobind::module_& m);
 void register_frozen(nanobind::module_& m);
+void register_heap(nanobind::module_& m);
 }  // namespace shoal::py

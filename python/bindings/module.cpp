@@ -11,4 +11,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_segment(m);
   shoal::py::register_array(m);
   shoal::py::register_frozen(m);
+  shoal::py::register_heap(m);
 }

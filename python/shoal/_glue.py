@@ -11,6 +11,11 @@ def attach_segment(handle: str) -> _shoal.Segment:
     return _shoal.Segment.attach(handle)
 
 
+def attach_heap(handle: str) -> _shoal.Heap:
+    """Unpickle a heap: map the root its handle names (extents are mapped when read)."""
+    return _shoal.Heap.attach(handle)
+
+
 def open_named(name: str, writable: bool) -> _shoal.Segment:
     """Unpickle a named Segment: open it by name."""
     return _shoal.Segment.open_named(name, writable)

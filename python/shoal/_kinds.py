@@ -44,6 +44,9 @@ _ENTRIES: dict[str, _Entry] = {
     # The whole array over the segment (no second attach: the view holds this Segment).
     "array": _Entry(attach=_array._view, reconstructor=_shoal.rebuild_array),
     "frozen": _Entry(attach=_attach_frozen, reconstructor=_frozen._rebuild_segment),
+    # A heap (shoal::Heap through _shoal.Heap); an extent, part of a heap, is a raw segment.
+    "heap": _Entry(attach=_shoal.Heap.from_segment, reconstructor=_glue.attach_heap),
+    "extent": _Entry(attach=lambda seg: seg, reconstructor=_glue.attach_segment),
 }
 
 

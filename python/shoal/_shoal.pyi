@@ -273,3 +273,75 @@ def frozen_validate(owner: object, max_depth: int = 1000) -> None:
 
 def frozen_hash(key: object | None, seed: int = 6001133645340942374) -> int:
     """The table hash of a key (the same in every process)."""
+
+class Heap:
+    """
+    A growable shared object with an allocator of variable-sized blocks (C++ shoal::Heap). Blocks are named by int Refs, the same in every process.
+    """
+
+    @staticmethod
+    def create(initial_bytes: int = 262144) -> Heap:
+        """A new, empty heap in this process's session."""
+
+    @staticmethod
+    def attach(handle: str) -> Heap:
+        """The heap a handle names."""
+
+    @staticmethod
+    def from_segment(segment: Segment) -> Heap:
+        """
+        The heap whose root is this segment (what shoal.attach does for kind "heap").
+        """
+
+    def __reduce__(self) -> tuple: ...
+
+    def handle(self, pin: bool = True) -> str:
+        """A handle for sending (the root's)."""
+
+    @property
+    def id(self) -> str:
+        """The root object's id (32 hex digits)."""
+
+    @property
+    def extent_count(self) -> int:
+        """Extents published so far."""
+
+    def allocate(self, n: int) -> int:
+        """A block of at least n usable bytes; its Ref."""
+
+    def allocate_pending(self, n: int) -> int:
+        """
+        allocate(), but freed by the next check if this process dies before commit().
+        """
+
+    def commit(self, ref: int) -> None:
+        """Ends a pending block's probation."""
+
+    def free(self, ref: int) -> None:
+        """Frees a block (a double free raises InvalidArgumentError)."""
+
+    def usable_size(self, ref: int) -> int:
+        """The usable bytes of a block."""
+
+    def write(self, ref: int, data: bytes, offset: int = 0) -> None:
+        """Copies bytes into a block at offset."""
+
+    def read(self, ref: int, n: int, offset: int = 0) -> bytes:
+        """n bytes of a block from offset."""
+
+    @property
+    def root(self) -> int:
+        """A word for the user's root Ref (0 at first)."""
+
+    @root.setter
+    def root(self, arg: int, /) -> None: ...
+
+    def stats(self) -> dict:
+        """
+        Counters: extents, live blocks and bytes, reserved bytes, recoveries, reclaimed.
+        """
+
+    def check(self) -> dict:
+        """
+        Walks every block and checks the heap's invariants; frees pending blocks of dead processes first. CorruptSegmentError names the first failure.
+        """

@@ -25,7 +25,7 @@ from shoal import _kinds, _shoal
 from shoal.cli import main
 
 # The ids already in handles and segment headers: they never change.
-RELEASED = {0: "bytes", 1: "array", 2: "frozen"}
+RELEASED = {0: "bytes", 1: "array", 2: "frozen", 3: "heap", 4: "extent"}
 
 
 def _object_id(obj: Any) -> str:
@@ -40,6 +40,9 @@ MAKERS: dict[str, Callable[[], Any]] = {
     "bytes": lambda: _shoal.Segment.create(4096),
     "array": lambda: shoal.share(np.arange(12, dtype=np.int32).reshape(3, 4)),
     "frozen": lambda: shoal.freeze({"a": [1, 2.5, "x"], "b": (None, b"y")}),
+    "heap": lambda: _shoal.Heap.create(),
+    # An extent is made by a growing heap; a bare one is a segment of that kind.
+    "extent": lambda: _shoal.Segment.create(4096, kind=4),
 }
 
 _ATTACH_IN_A_FRESH_PROCESS = r"""
@@ -50,6 +53,8 @@ from shoal import _shoal
 obj = shoal.attach(sys.argv[1])
 if isinstance(obj, _shoal.Segment):
     plain = obj.kind
+elif isinstance(obj, _shoal.Heap):
+    plain = obj.check()["used_blocks"]
 elif isinstance(obj, np.ndarray):
     plain = obj.tolist()
 else:
@@ -61,6 +66,8 @@ EXPECTED_ATTACH = {
     "bytes": ("shoal._shoal.Segment", "0"),
     "array": ("shoal.Array", repr(np.arange(12).reshape(3, 4).tolist())),
     "frozen": ("shoal._frozen.FrozenDict", repr({"a": [1, 2.5, "x"], "b": (None, b"y")})),
+    "heap": ("shoal._shoal.Heap", "0"),
+    "extent": ("shoal._shoal.Segment", "4"),
 }
 
 
