@@ -16,9 +16,9 @@
 // Protocol in short (bits in robust_mutex_layout.hpp): lock is one CAS 0 -> pid; a contended
 // locker sets the waiters bit and futex-waits in slices of 10 ms doubling to 200 ms; after a
 // slice that timed out, and before giving up at the deadline, it checks the holder's pid
-// (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes over with one
-// CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock exchanges 0 and
-// calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
+// (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes
+// over with one CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock
+// exchanges 0 and calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
 // before any waiter checks makes the lock wait for that process: see the design note.
 //
 // This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
