@@ -16,9 +16,9 @@
 // Protocol in short (bits in robust_mutex_layout.hpp): lock is one CAS 0 -> pid; a contended
 // locker sets the waiters bit and futex-waits in slices of 10 ms doubling to 200 ms; after a
 // slice that timed out, and before giving up at the deadline, it checks the holder's pid
-// (platform::process_exited: gone, or a reaped-or-not zombie) and, if dead, takes over with one
-// CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock exchanges 0 and
-// calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
+// (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes
+// over with one CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock
+// exchanges 0 and calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
 // before any waiter checks makes the lock wait for that process: see the design note.
 //
 // This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
@@ -44,9 +44,11 @@ class RobustMutex {
  public:
   explicit RobustMutex(layout::RobustMutexWord* w) noexcept : w_(w) {}
 
-  /// Blocks until this process holds the lock, or the deadline passes (kLockTimeout). Signals
-  /// that interrupt the wait are retried with the same deadline. A word that holds no valid
-  /// state is kCorrupt, never a crash.
+  /// Blocks until this process holds the lock (kOk; kOwnerDied when it took the lock over from
+  /// a holder that died), or the deadline passes (kLockTimeout, naming the holder's pid).
+  /// Signals that interrupt the wait are retried with the same deadline. A word that holds no
+  /// valid state is kCorrupt and left as found, never a crash. The word must stay mapped and
+  /// 4-byte aligned (segments guarantee it); a futex error is returned as the wrapper gives it.
   Result<Locked> lock(platform::Deadline deadline = platform::Deadline::never()) noexcept;
   /// lock() with a deadline that has passed: kLockTimeout at once when held by a live process.
   Result<Locked> try_lock() noexcept;

@@ -16,6 +16,7 @@
 #include <new>
 #include <vector>
 
+#include "shoal/segment.hpp"
 #include "test_support.hpp"
 
 namespace shoal::sync {
@@ -200,6 +201,39 @@ TEST(RobustMutexProcesses, ExactlyOneWaiterSeesTheHoldersDeath) {
   EXPECT_EQ(s->counter, uint64_t{kWaiters});
   EXPECT_EQ(s->overlaps.load(), 0);
   EXPECT_EQ(s->word.state.load(), 0u);
+  EXPECT_EQ(holder.wait(), 128 + SIGKILL);
+}
+
+// A fresh process (re-executed, as spawn) that maps the segment at an address of its own,
+// takes the mutex at the start of its data and sleeps holding it until killed.
+SHOAL_CHILD_CASE(attach_lock_and_hold) {
+  Segment s = Segment::attach(arg);
+  RobustMutex m(reinterpret_cast<RobustMutexWord*>(s.data()));
+  auto r = m.lock(generous());
+  if (!r.has_value()) return 2;
+  for (;;) ::pause();
+}
+
+TEST(RobustMutexProcesses, InASegmentMappedByAnUnrelatedProcess) {
+  test::ScopedRuntimeDir rd;
+  Segment seg = Segment::create(4096);  // zero-filled: a free mutex at data()
+  auto* word = reinterpret_cast<RobustMutexWord*>(seg.data());
+  RobustMutex m(word);
+  ChildProcess holder("attach_lock_and_hold", seg.handle());
+  ASSERT_TRUE(test::wait_until(
+      [&] { return m.holder_pid() == static_cast<uint32_t>(holder.pid()); }));
+  ChildProcess killer([&] {  // kills the holder once the parent waits in its futex
+    if (!test::wait_until([&] { return (word->state.load() & layout::kRobustWaiters) != 0; })) {
+      return 2;
+    }
+    return ::kill(holder.pid(), SIGKILL) == 0 ? 0 : 3;
+  });
+  auto r = m.lock(generous());
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOwnerDied);
+  m.unlock();
+  EXPECT_EQ(word->state.load(), 0u);
+  EXPECT_EQ(killer.wait(), 0);
   EXPECT_EQ(holder.wait(), 128 + SIGKILL);
 }
 

@@ -5,10 +5,12 @@
 
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -177,6 +179,75 @@ TEST(RobustMutex, ForkedChildDoesNotHoldItsParentsLock) {
     return 0;
   });
   EXPECT_EQ(child.wait(), 0);
+  m.unlock();
+}
+
+// Signals that interrupt the futex wait are retried with the same deadline: they neither end
+// the wait early nor stretch it.
+class SignalStorm {
+ public:
+  explicit SignalStorm(pthread_t target) : target_(target) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sa.sa_flags = 0;  // no SA_RESTART, as CPython installs its handlers
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGUSR1, &sa, &old_);
+    t_ = std::thread([this] {
+      while (!stop_) {
+        ::pthread_kill(target_, SIGUSR1);
+        sent_.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+  }
+  ~SignalStorm() {
+    stop_ = true;
+    t_.join();
+    ::sigaction(SIGUSR1, &old_, nullptr);
+  }
+  int sent() const { return sent_.load(); }
+
+ private:
+  pthread_t target_;
+  struct sigaction old_ {};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sent_{0};
+  std::thread t_;
+};
+
+TEST(RobustMutex, SignalsDuringTheWaitAreRetriedUntilTheUnlock) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  std::atomic<bool> done{false};
+  Result<Locked> got = Status(Errc::kSystem, "not run");
+  std::thread waiter([&] {
+    got = m.lock(Deadline::after(60.0).value());
+    done = true;
+  });
+  {
+    SignalStorm storm(waiter.native_handle());
+    // Let a good number of signals hit the waiter while it waits (it cannot take the lock).
+    ASSERT_TRUE(test::wait_until([&] { return storm.sent() >= 20; }));
+    EXPECT_FALSE(done.load());
+  }
+  m.unlock();
+  waiter.join();
+  ASSERT_TRUE(got.has_value()) << got.status().message();
+  EXPECT_EQ(got.value(), Locked::kOk);
+  m.unlock();  // the waiter's thread locked it; this process holds it
+}
+
+TEST(RobustMutex, SignalsDuringTheWaitDoNotEndItBeforeTheDeadline) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  SignalStorm storm(::pthread_self());
+  Deadline d = Deadline::after(0.1).value();
+  auto r = m.lock(d);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_TRUE(d.passed());
   m.unlock();
 }
 
