@@ -222,7 +222,7 @@ const Segment& Heap::root_segment() const noexcept { return s_->root; }
 HeapRef Heap::allocate(uint64_t n) { return allocate_impl(*s_, n, 0); }
 
 HeapRef Heap::allocate_pending(uint64_t n) {
-  return allocate_impl(*s_, n, static_cast<uint32_t>(::getpid()));
+  return allocate_impl(*s_, n, sync::self_pid());
 }
 
 void Heap::commit(HeapRef ref) {

@@ -120,25 +120,41 @@ Status HeapCore::extent_bounds(uint32_t i, std::byte** base, uint64_t* bytes, ui
   return {};
 }
 
+bool HeapCore::try_block(uint32_t extent, uint64_t off, Block* out) const noexcept {
+  // The hot path of every step that follows a link or a neighbour: no message is built here
+  // (block_at builds one, on failure only).
+  if (extent >= h_->extent_count.load(std::memory_order_acquire)) return false;
+  uint64_t mapped = 0;
+  std::byte* base = src_->extent(extent, &mapped);
+  if (base == nullptr) return false;
+  const ExtentEntry& e = layout::heap_extents(h_)[extent];
+  const uint64_t used = e.used.load(std::memory_order_acquire);
+  if (used > mapped || off < e.arena_begin || off % kBlockAlign != 0 || off >= used ||
+      used - off < kMinBlockBytes) {
+    return false;
+  }
+  auto* hdr = reinterpret_cast<BlockHeader*>(base + off);
+  const uint64_t sf = hdr->size_flags.load(std::memory_order_acquire);
+  const uint64_t size = sf & ~kBlockFlagMask;
+  const uint64_t flags = sf & kBlockFlagMask;
+  if (size < kMinBlockBytes || size > used - off || (flags & ~kBlockKnownFlags) != 0) return false;
+  *out = Block{extent, off, hdr, size, flags};
+  return true;
+}
+
 Result<HeapCore::Block> HeapCore::block_at(uint32_t extent, uint64_t off) const noexcept {
+  Block b;
+  if (try_block(extent, off, &b)) return b;
   std::byte* base = nullptr;
   uint64_t bytes = 0, begin = 0, used = 0;
   if (Status st = extent_bounds(extent, &base, &bytes, &begin, &used); !st) return st;
-  if (off < begin || off % kBlockAlign != 0 || off + kMinBlockBytes > used) {
+  if (off < begin || off % kBlockAlign != 0 || off >= used || used - off < kMinBlockBytes) {
     return Status{Errc::kCorrupt, "heap: no block can start here" + at(extent, off)};
   }
-  Block b;
-  b.extent = extent;
-  b.off = off;
-  b.hdr = reinterpret_cast<BlockHeader*>(base + off);
-  const uint64_t sf = b.hdr->size_flags.load(std::memory_order_acquire);
-  b.size = sf & ~kBlockFlagMask;
-  b.flags = sf & kBlockFlagMask;
-  if (b.size < kMinBlockBytes || b.size > used - off || (b.flags & ~kBlockKnownFlags) != 0) {
-    return Status{Errc::kCorrupt, "heap: block header holds size " + std::to_string(b.size) +
-                                      " and flags " + std::to_string(b.flags) + at(extent, off)};
-  }
-  return b;
+  const uint64_t sf = reinterpret_cast<BlockHeader*>(base + off)->size_flags.load();
+  return Status{Errc::kCorrupt, "heap: block header holds size " +
+                                    std::to_string(sf & ~kBlockFlagMask) + " and flags " +
+                                    std::to_string(sf & kBlockFlagMask) + at(extent, off)};
 }
 
 Result<HeapCore::Block> HeapCore::block_of_ref(uint64_t ref) const noexcept {
@@ -220,8 +236,10 @@ Status HeapCore::push_locked(const Block& b) noexcept {
 }
 
 void HeapCore::set_prev_size_of_next_locked(const Block& b) noexcept {
-  auto n = block_at(b.extent, b.off + b.size);
-  if (n) n.value().hdr->prev_size16 = static_cast<uint32_t>(b.size / kBlockAlign);
+  Block n;
+  if (try_block(b.extent, b.off + b.size, &n)) {
+    n.hdr->prev_size16 = static_cast<uint32_t>(b.size / kBlockAlign);
+  }
 }
 
 Result<uint64_t> HeapCore::take_from_bins_locked(uint64_t size, Block* out) noexcept {
@@ -336,19 +354,20 @@ Status HeapCore::free_locked(uint64_t ref) noexcept {
   b.hdr->size_flags.store(b.size, std::memory_order_release);
   b.flags = 0;
   // The next block: absorbed if free (one store of b's size drops it from the tiling).
-  if (auto n = block_at(b.extent, b.off + b.size); n && (n.value().flags & kBlockUsed) == 0) {
-    if (Status st = unlink_locked(n.value()); !st) return st;
-    b.size += n.value().size;
+  if (Block n; try_block(b.extent, b.off + b.size, &n) && (n.flags & kBlockUsed) == 0) {
+    if (Status st = unlink_locked(n); !st) return st;
+    b.size += n.size;
     b.hdr->size_flags.store(b.size, std::memory_order_release);
   }
   // The block before: it absorbs b if free (one store of its size).
   if (b.hdr->prev_size16 != 0) {
     const uint64_t psize = uint64_t{b.hdr->prev_size16} * kBlockAlign;
     if (psize <= b.off) {
-      auto p = block_at(b.extent, b.off - psize);
-      if (p && p.value().size == psize && (p.value().flags & kBlockUsed) == 0) {
-        if (Status st = unlink_locked(p.value()); !st) return st;
-        Block m = p.value();
+      Block p;
+      if (try_block(b.extent, b.off - psize, &p) && p.size == psize &&
+          (p.flags & kBlockUsed) == 0) {
+        if (Status st = unlink_locked(p); !st) return st;
+        Block m = p;
         m.size += b.size;
         m.hdr->size_flags.store(m.size, std::memory_order_release);
         b = m;
@@ -403,7 +422,7 @@ Status HeapCore::recover_locked(bool reclaim_dead, uint64_t* reclaimed) noexcept
       Block b = got.value();
       b.hdr->prev_size16 = static_cast<uint32_t>(prev_size / kBlockAlign);
       if ((b.flags & kBlockPending) != 0 && reclaim_dead && b.hdr->owner != 0 &&
-          !platform::process_alive(static_cast<pid_t>(b.hdr->owner))) {
+          platform::process_exited(static_cast<pid_t>(b.hdr->owner))) {
         b.hdr->owner = 0;
         b.hdr->size_flags.store(b.size, std::memory_order_release);  // H5: garbage, now free
         b.flags = 0;

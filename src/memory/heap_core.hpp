@@ -76,6 +76,7 @@ class HeapCore {
     uint64_t flags = 0;
   };
   Status header_check() const noexcept;
+  bool try_block(uint32_t extent, uint64_t off, Block* out) const noexcept;
   Result<Block> block_at(uint32_t extent, uint64_t off) const noexcept;
   Result<Block> block_of_ref(uint64_t ref) const noexcept;
   layout::FreeLinks* links(const Block& b) const noexcept;

@@ -37,16 +37,6 @@ void reset_pid_in_child() noexcept { g_self_pid.store(0, std::memory_order_relax
 [[maybe_unused]] const bool g_atfork_registered =
     ::pthread_atfork(nullptr, nullptr, reset_pid_in_child) == 0;
 
-uint32_t self_pid() noexcept {
-  uint32_t p = g_self_pid.load(std::memory_order_relaxed);
-  if (p != 0) return p;
-  pid_t now = ::getpid();
-  // A process-local fact, not shared data: Linux never gives a pid of PID_MAX_LIMIT or more.
-  SHOAL_ASSERT(now > 0 && static_cast<uint32_t>(now) <= kRobustPidMask);
-  p = static_cast<uint32_t>(now);
-  g_self_pid.store(p, std::memory_order_relaxed);
-  return p;
-}
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -83,6 +73,17 @@ Status timed_out(uint32_t holder, uint32_t me) {
 }
 
 }  // namespace
+
+uint32_t self_pid() noexcept {
+  uint32_t p = g_self_pid.load(std::memory_order_relaxed);
+  if (p != 0) return p;
+  pid_t now = ::getpid();
+  // A process-local fact, not shared data: Linux never gives a pid of PID_MAX_LIMIT or more.
+  SHOAL_ASSERT(now > 0 && static_cast<uint32_t>(now) <= kRobustPidMask);
+  p = static_cast<uint32_t>(now);
+  g_self_pid.store(p, std::memory_order_relaxed);
+  return p;
+}
 
 Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
   std::atomic<uint32_t>& state = w_->state;

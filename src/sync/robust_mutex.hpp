@@ -33,6 +33,10 @@
 
 namespace shoal::sync {
 
+/// This process's pid, cached (getpid() is a system call) and reset in a forked child: what a
+/// lock word and a heap's pending block record as their owner.
+uint32_t self_pid() noexcept;
+
 /// How a lock was acquired.
 enum class Locked : uint8_t {
   kOk,         // the lock was free, or released by a live holder
