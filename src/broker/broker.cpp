@@ -131,6 +131,7 @@ class Broker {
   // Maps a hold ring passed with kHello, if it is one (R1, sealed, one page); null otherwise.
   platform::UniqueMapping map_ring(int fd);
   void maybe_free(const Id128& id);
+  void drop_broken();  // drops the connections in broken_
   void expire_pins(uint64_t now);
   void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
   std::string describe() const;
@@ -154,6 +155,12 @@ class Broker {
   uint64_t ring_holds_ = 0;   // ... of which came through a hold ring
   uint64_t hold_misses_ = 0;  // ... of which named an object already freed (see kHold)
   uint64_t ring_errors_ = 0;  // clients disconnected for a ring that broke R3
+  uint64_t attaches_ = 0;     // kAttach round trips served (whatever their answer)
+  uint64_t pins_made_ = 0;    // kPin answered with a new pin
+  // Connections whose ring broke while maybe_free drained every ring; dropped by the loop
+  // (maybe_free's callers hold references into conns_).
+  std::vector<int> broken_;
+  bool draining_ = false;  // maybe_free is draining every ring (no re-entry)
   size_t pins_ = 0;                     // live pins over all objects
   uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
@@ -251,6 +258,20 @@ void Broker::accept_all() {
 void Broker::maybe_free(const Id128& id) {
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
+  if (it->second.holders.empty() && it->second.pins.empty() && !draining_) {
+    // Before freeing, take every hold published so far: a receiver of a held handle (which
+    // carries no pin) may have mapped the object while its sender still held it, and told the
+    // sender so, before the sender's release reached us; its hold sits in its ring, which we
+    // read only when it next sends a message. Reading it now counts it (docs/design/segment.md,
+    // "Held handles"). O(connections), and only when an object is about to go.
+    draining_ = true;
+    for (auto& [fd, c] : conns_) {
+      if (!drain_ring(fd, c)) broken_.push_back(fd);
+    }
+    draining_ = false;
+    it = objects_.find(id);  // hold() never erases, but look again rather than assume
+    if (it == objects_.end()) return;
+  }
   if (it->second.holders.empty() && it->second.pins.empty()) {
     total_bytes_ -= it->second.size + layout::kSegmentHeaderSize;
     // Closing our descriptor frees the pages if no process maps them any more, which takes
@@ -353,6 +374,14 @@ void Broker::expire_pins(uint64_t now) {
   for (const Id128& id : touched) maybe_free(id);
 }
 
+void Broker::drop_broken() {
+  while (!broken_.empty()) {
+    const int fd = broken_.back();
+    broken_.pop_back();
+    drop_conn(fd);
+  }
+}
+
 std::string Broker::describe() const {
   // JSON by hand: every value is a number, a bool or a hex string, so nothing needs escaping.
   uint64_t now = platform::monotonic_ns();
@@ -363,7 +392,8 @@ std::string Broker::describe() const {
                   std::to_string(pins_expired_) + ",\"holds\":" + std::to_string(holds_) +
                   ",\"ring_holds\":" + std::to_string(ring_holds_) + ",\"hold_misses\":" +
                   std::to_string(hold_misses_) + ",\"ring_errors\":" +
-                  std::to_string(ring_errors_) + ",\"total_bytes\":" +
+                  std::to_string(ring_errors_) + ",\"attaches\":" + std::to_string(attaches_) +
+                  ",\"pins_made\":" + std::to_string(pins_made_) + ",\"total_bytes\":" +
                   std::to_string(total_bytes_) + ",\"connections\":[";
   bool first = true;
   for (const auto& [fd, c] : conns_) {
@@ -511,6 +541,7 @@ void Broker::on_register(Request& r) {
   o.creator_pid = r.conn.pid;
   o.created_unix = static_cast<int64_t>(::time(nullptr));
   o.holders.insert(r.fd);
+  r.rep.arg = static_cast<uint64_t>(o.fd.get());  // the hint of the object's handles
   objects_.emplace(r.id, std::move(o));
   r.conn.held.insert(r.id);
   total_bytes_ += r.req.size + layout::kSegmentHeaderSize;
@@ -518,6 +549,7 @@ void Broker::on_register(Request& r) {
 }
 
 void Broker::on_attach(Request& r) {
+  if (static_cast<Op>(r.req.op) == Op::kAttach) ++attaches_;
   auto it = objects_.find(r.id);
   if (it == objects_.end()) {
     reply_error(r.fd, r.req, Errc::kStaleHandle,
@@ -533,6 +565,7 @@ void Broker::on_attach(Request& r) {
     r.rep.size = o.size;
     r.rep.kind = o.kind;
     r.rep.flags = platform::sealed_read_only(o.fd.get()) ? kHandleReadOnly : 0;
+    r.rep.arg = static_cast<uint64_t>(o.fd.get());  // the hint, for the attacher's own handles
     (void)wire::send_msg(r.fd, r.rep, nullptr, o.fd.get());
   } else {
     (void)wire::send_msg(r.fd, r.rep);
@@ -567,6 +600,7 @@ void Broker::on_pin(Request& r) {
   const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
   it->second.pins[pin] = Pin{deadline, r.conn.pid};
   ++pins_;
+  ++pins_made_;
   next_deadline_ = std::min(next_deadline_, deadline);
   r.rep.pin = pin;
   r.rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
@@ -639,6 +673,7 @@ int Broker::run() {
   while (g_stop == 0) {
     uint64_t now = platform::monotonic_ns();
     expire_pins(now);
+    drop_broken();
     if (conns_.empty() && pins_ == 0 &&
         (had_conn_ || now - started_ns_ > kFirstConnectGraceNs)) {
       // Leave: unlink the socket, then serve anyone who connected in the meantime.
@@ -671,6 +706,7 @@ int Broker::run() {
       } else {  // POLLHUP / POLLERR without data: the peer is gone
         drop_conn(fds[i].fd);
       }
+      drop_broken();
     }
   }
   cleanup();
