@@ -27,6 +27,12 @@
 // trip, never a wrong mapping (the segment header's object id is checked). Its CRC covers the
 // whole text before its last ':', and the first 133 bytes stay a valid handle on their own, so
 // cutting the hint off gives a handle without one. Handles without a hint decode as before.
+//
+// A *held* handle (flag kHandleHeld, pin 0) is valid while its sender holds the object: it keeps
+// nothing alive itself, so it costs no round trip and no pin, and the same text may be sent any
+// number of times (Segment::handle(HandleMode::kHeld), docs/design/segment.md, "Held handles").
+// It carries the hint too: the broker's descriptor number is the object's for as long as the
+// object lives, and the sender's hold keeps it living.
 #pragma once
 
 #include <array>
@@ -63,7 +69,9 @@ struct Id128Hash {
 
 /// Handle flags.
 inline constexpr uint32_t kHandleReadOnly = 1u << 0;  // the segment is sealed read-only
-inline constexpr uint32_t kHandleKnownFlags = kHandleReadOnly;
+// Valid while the sender holds the object; no pin (the pin field must be 0).
+inline constexpr uint32_t kHandleHeld = 1u << 1;
+inline constexpr uint32_t kHandleKnownFlags = kHandleReadOnly | kHandleHeld;
 
 inline constexpr size_t kHandleTextSize = 133;  // without a hint
 inline constexpr std::string_view kHandlePrefix = "shoal1:";
@@ -84,6 +92,7 @@ struct Handle {
   uint32_t hint_fd = 0;   // the broker's descriptor number for the object's memfd
 
   bool has_hint() const noexcept { return hint_pid != 0; }
+  bool held() const noexcept { return (flags & kHandleHeld) != 0; }
   /// The text form above (163 bytes with a hint, 133 without).
   std::string encode() const;
   /// Strict parser; DecodeError on anything but a well-formed handle, with the offset.

@@ -11,6 +11,10 @@
 //     it has; the last copy (or close()) releases it. A process that dies releases everything.
 //   - handle() pins the object for SHOAL_PIN_TTL seconds (default 120) or until one process
 //     attaches with that handle, so the creator may exit right after sending it.
+//   - handle(HandleMode::kHeld) pins nothing and asks the broker nothing: the same text, sent
+//     any number of times, is valid while this process holds the object (keeps a Segment copy
+//     or a Segment::Hold). For an object sent many times (docs/design/segment.md, "Held
+//     handles").
 //   - A mapping stays valid for as long as this process keeps it, whatever happens elsewhere:
 //     the creator's death, the broker's death or the object's release by everyone else.
 //
@@ -39,6 +43,23 @@ namespace shoal {
 namespace detail {
 struct Mapping;
 }
+
+/// What a handle made for sending promises its receiver (Segment::handle).
+enum class HandleMode {
+  /// One-shot: a new pin (one broker round trip) keeps the object alive until one process
+  /// attaches with it or SHOAL_PIN_TTL passes, even if the sender exits first. handle(true).
+  kPinned,
+  /// Valid while the sending process holds the object: no pin, no round trip, the same text
+  /// every time (cached), with the hint, so a connected receiver attaches without a round trip.
+  /// A receiver that attaches after every holder let go gets StaleHandleError.
+  kHeld,
+  /// No pin and no hint: a plain reference, valid while any process holds the object.
+  /// handle(false).
+  kBare,
+  /// kHeld while a Segment::Hold of this object lives in this process, else kPinned: what
+  /// pickling writes (shoal.hold in Python).
+  kSend,
+};
 
 class Segment {
  public:
@@ -117,6 +138,33 @@ class Segment {
   /// attaches with it or the pin expires, even if every holder exits meanwhile.
   std::string handle(bool pin = true) const;
   Handle raw_handle(bool pin = true) const;
+  /// A handle of the given mode (see HandleMode). kHeld and kSend-while-held make no round trip.
+  std::string handle(HandleMode mode) const;
+  Handle raw_handle(HandleMode mode) const;
+
+  /// A token that keeps the object alive in this process (as a Segment copy does) and, while it
+  /// lives, makes handle(HandleMode::kSend) (what pickling uses) write held handles. Tokens
+  /// count: the object is "held for sending" while any of them lives. Movable, not copyable.
+  class Hold {
+   public:
+    Hold() noexcept = default;
+    Hold(Hold&& o) noexcept : m_(std::move(o.m_)) {}
+    Hold& operator=(Hold&& o) noexcept;
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+    ~Hold() { release(); }
+    bool active() const noexcept { return m_ != nullptr; }
+    /// Ends the hold now (idempotent); the destructor does the same.
+    void release() noexcept;
+
+   private:
+    friend class Segment;
+    std::shared_ptr<detail::Mapping> m_;
+  };
+  /// Starts a hold (no system call). InvalidArgumentError for a closed or named segment.
+  Hold hold() const;
+  /// True while a Hold of this object lives in this process.
+  bool held() const noexcept;
 
   // ---- named, persistent segments --------------------------------------------------------
   // Files in named_dir() (mode 0600, this user only) with the same 64-byte header. They live

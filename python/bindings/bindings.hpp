@@ -16,6 +16,13 @@ struct PySegment {
 /// Segment.attach(handle): any object is taken (a non-str raises TypeError, an unencodable str
 /// DecodeError); the attach itself runs without the GIL.
 PySegment attach_segment(nanobind::handle handle);
+/// shoal._shoal.Hold, what shoal.hold(obj) returns: a Segment::Hold (python/shoal/_hold.py).
+struct PyHold {
+  Segment::Hold hold;
+};
+/// The handle pickling writes (HandleMode::kSend): held while a Hold lives, else pinned (the
+/// round trip then runs without the GIL).
+std::string send_handle(const Segment& seg);
 
 void register_errors(nanobind::module_& m);
 /// For raw CPython slot functions (which nanobind does not wrap): inside a catch block, set the

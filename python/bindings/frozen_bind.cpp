@@ -144,7 +144,7 @@ void register_frozen(nb::module_& m) {
       "owner"_a, "The root of an image: a view, or the leaf value.");
   m.def(
       "frozen_owner_info",
-      [](nb::handle owner, bool pin) {
+      [](nb::handle owner, bool pin, bool send) {
         OwnerObject* o = as_owner(owner);
         nb::dict d;
         d["nbytes"] = o->image->size();
@@ -158,7 +158,9 @@ void register_frozen(nb::module_& m) {
         }
         if (o->frozen->path().empty()) {
           std::string h;
-          {
+          if (send) {
+            h = send_handle(o->frozen->segment());  // held while a Hold lives, else pinned
+          } else {
             nb::gil_scoped_release nogil;
             h = o->frozen->handle(pin);
           }
@@ -166,9 +168,23 @@ void register_frozen(nb::module_& m) {
         }
         return d;
       },
-      "owner"_a, "pin"_a = false,
+      "owner"_a, "pin"_a = false, "send"_a = false,
       "nbytes, allow_pickle, path, dev, ino and size (files: which file was loaded) and handle "
-      "(segments; pin=True pins it for transit).");
+      "(segments; pin=True pins it for transit; send=True: what pickling writes, held while "
+      "shoal.hold holds the image, else pinned).");
+
+  m.def(
+      "frozen_owner_hold",
+      [](nb::handle owner) {
+        OwnerObject* o = as_owner(owner);
+        if (!o->frozen->path().empty()) {
+          throw nb::value_error(("a frozen object loaded from a file pickles as its path, "
+                                 "not a handle: there is nothing to hold ('" +
+                                 o->frozen->path() + "')").c_str());
+        }
+        return PyHold{o->frozen->segment().hold()};
+      },
+      "owner"_a, "A Hold of the segment holding an image (shoal.hold).");
   m.def(
       "frozen_validate",
       [](nb::handle owner, uint32_t max_depth) {

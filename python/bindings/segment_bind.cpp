@@ -78,6 +78,13 @@ nb::dict memory_info_dict() {
 
 }  // namespace
 
+std::string send_handle(const Segment& seg) {
+  // Held: a cached string, no round trip, so the GIL is kept. Pinned: a round trip without it.
+  if (seg.held()) return seg.handle(HandleMode::kSend);
+  nb::gil_scoped_release nogil;
+  return seg.handle(HandleMode::kSend);
+}
+
 PySegment attach_segment(nb::handle handle) {
   // Take any object: a str that cannot be UTF-8 encoded (a lone surrogate) is a malformed
   // handle, not a wrong argument type.
@@ -144,6 +151,16 @@ void register_segment(nb::module_& m) {
           "A handle: 133 characters, or 163 when pinned (the hint for a fast attach). pin=True "
           "keeps the object alive until one process attaches with it or SHOAL_PIN_TTL seconds "
           "pass.")
+      .def(
+          "hold",
+          [](const PySegment& s) { return PyHold{open_segment(s).hold()}; },
+          "A Hold: while it is active, pickling this segment (or any object over it) writes a "
+          "held handle: no pin, no round trip, valid while this process holds the object.")
+      .def_prop_ro("held", [](const PySegment& s) { return s.seg.valid() && s.seg.held(); },
+                   "True while a Hold of this object is active in this process.")
+      .def(
+          "send_handle", [](const PySegment& s) { return send_handle(open_segment(s)); },
+          "The handle pickling writes: held while a Hold is active, else pinned.")
       .def("seal", [](PySegment& s) {
         if (s.exports > 0) {
           throw nb::buffer_error(
@@ -229,11 +246,7 @@ void register_segment(nb::module_& m) {
           return nb::make_tuple(glue.attr("open_named"),
                                 nb::make_tuple(seg.name(), !seg.read_only()));
         }
-        std::string h;
-        {
-          nb::gil_scoped_release nogil;
-          h = seg.handle(true);
-        }
+        const std::string h = send_handle(seg);
         // A Python function: nanobind's function objects cannot be pickled by reference.
         return nb::make_tuple(glue.attr("attach_segment"), nb::make_tuple(h));
       })
@@ -241,6 +254,25 @@ void register_segment(nb::module_& m) {
         if (!s.seg.valid()) return std::string("<shoal Segment closed>");
         return "<shoal Segment " + s.seg.id().hex().substr(0, 12) + " size=" +
                std::to_string(s.seg.size()) + (s.seg.read_only() ? " read-only" : "") + ">";
+      });
+
+  nb::class_<PyHold>(m, "Hold",
+                     "A hold on a shared object (shoal.hold): while it is active, pickling the "
+                     "object writes a held handle (no pin, no broker round trip), valid while "
+                     "this process holds the object. A context manager; release() ends it.")
+      .def("release", [](PyHold& h) {
+        nb::gil_scoped_release nogil;  // may be the last reference: a release to the broker
+        h.hold.release();
+      }, "End the hold now (idempotent). Pickling the object pins again.")
+      .def_prop_ro("active", [](const PyHold& h) { return h.hold.active(); },
+                   "True until release() or the end of the with block.")
+      .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
+      .def("__exit__", [](PyHold& h, nb::args) {
+        nb::gil_scoped_release nogil;
+        h.hold.release();
+      })
+      .def("__repr__", [](const PyHold& h) {
+        return std::string(h.hold.active() ? "<shoal Hold active>" : "<shoal Hold released>");
       });
 
   m.def("_reset_for_testing", []() { detail::Client::instance().reset_for_testing(); },
@@ -338,6 +370,7 @@ void register_segment(nb::module_& m) {
     d["size"] = h.size;
     d["kind"] = h.kind;
     d["read_only"] = (h.flags & kHandleReadOnly) != 0;
+    d["held"] = h.held();
     return d;
   }, "text"_a, "Parse a handle (DecodeError if malformed).");
   m.def("validate_segment_header", [](nb::bytes data) {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
 from ._array import Array, empty, full, zeros
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
+from ._hold import hold
 from ._kinds import attach
 from ._share import share
 from ._shoal import (
@@ -58,6 +59,7 @@ __all__ = [
     "empty",
     "freeze",
     "full",
+    "hold",
     "load",
     "save",
     "share",

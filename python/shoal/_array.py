@@ -143,7 +143,7 @@ class Array(np.ndarray):
         seg, base, _ = self._shoal_ref
         offset = self.__array_interface__["data"][0] - base
         return (
-            seg.handle(),
+            seg.send_handle(),  # held inside shoal.hold (no round trip), else pinned
             offset,
             self.shape,
             self.strides,

@@ -475,9 +475,9 @@ def load(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
 # ---- pickling glue (names are part of every pickle: keep them stable) -----------------------
 # _rebuild_segment is the "frozen" kind's reconstructor in shoal._kinds.
 def _locator(owner: Any) -> tuple[Any, ...]:
-    """Where an image is, for a pickle: ("segment", pinned handle) or ("file", path, st_dev,
+    """Where an image is, for a pickle: ("segment", pinned or held handle) or ("file", path, st_dev,
     st_ino, st_size, allow_pickle)."""
-    info = _shoal.frozen_owner_info(owner, True)
+    info = _shoal.frozen_owner_info(owner, send=True)  # held inside shoal.hold, else pinned
     if "handle" in info:
         return ("segment", info["handle"])
     # The file as it was loaded: one replaced at the same path since is refused on unpickling.

@@ -48,6 +48,18 @@ class Segment:
         A handle: 133 characters, or 163 when pinned (the hint for a fast attach). pin=True keeps the object alive until one process attaches with it or SHOAL_PIN_TTL seconds pass.
         """
 
+    def hold(self) -> Hold:
+        """
+        A Hold: while it is active, pickling this segment (or any object over it) writes a held handle: no pin, no round trip, valid while this process holds the object.
+        """
+
+    @property
+    def held(self) -> bool:
+        """True while a Hold of this object is active in this process."""
+
+    def send_handle(self) -> str:
+        """The handle pickling writes: held while a Hold is active, else pinned."""
+
     def seal(self) -> None:
         """Make the segment read-only for this and every future process."""
 
@@ -110,6 +122,24 @@ class Segment:
     def __exit__(self, *args) -> None: ...
 
     def __reduce__(self) -> tuple: ...
+
+    def __repr__(self) -> str: ...
+
+class Hold:
+    """
+    A hold on a shared object (shoal.hold): while it is active, pickling the object writes a held handle (no pin, no broker round trip), valid while this process holds the object. A context manager; release() ends it.
+    """
+
+    def release(self) -> None:
+        """End the hold now (idempotent). Pickling the object pins again."""
+
+    @property
+    def active(self) -> bool:
+        """True until release() or the end of the with block."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *args) -> None: ...
 
     def __repr__(self) -> str: ...
 
@@ -263,10 +293,13 @@ def check_stack() -> None:
 def frozen_root(owner: object) -> object:
     """The root of an image: a view, or the leaf value."""
 
-def frozen_owner_info(owner: object, pin: bool = False) -> dict:
+def frozen_owner_info(owner: object, pin: bool = False, send: bool = False) -> dict:
     """
-    nbytes, allow_pickle, path, dev, ino and size (files: which file was loaded) and handle (segments; pin=True pins it for transit).
+    nbytes, allow_pickle, path, dev, ino and size (files: which file was loaded) and handle (segments; pin=True pins it for transit; send=True: what pickling writes, held while shoal.hold holds the image, else pinned).
     """
+
+def frozen_owner_hold(owner: object) -> Hold:
+    """A Hold of the segment holding an image (shoal.hold)."""
 
 def frozen_validate(owner: object, max_depth: int = 1000) -> None:
     """Check every node of the image (DecodeError if corrupt)."""

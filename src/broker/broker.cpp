@@ -155,6 +155,7 @@ class Broker {
   // Mark and sweep for reference cycles: frees every object that no held or pinned object
   // reaches along edges; returns how many. O(objects + edges); a no-op without edges.
   uint64_t collect_unreachable();
+  void drop_broken();  // drops the connections in broken_
   void expire_pins(uint64_t now);
   void reply_error(int fd, const WireMsg& req, Errc code, const std::string& text);
   std::string describe() const;
@@ -180,6 +181,12 @@ class Broker {
   uint64_t ring_errors_ = 0;  // clients disconnected for a ring that broke R3
   uint64_t edges_ = 0;        // distinct (source, target) pairs: Σ |refs_out| over objects
   uint64_t collected_ = 0;    // objects freed by collect_unreachable (cycles)
+  uint64_t attaches_ = 0;     // kAttach round trips served (whatever their answer)
+  uint64_t pins_made_ = 0;    // kPin answered with a new pin
+  // Connections whose ring broke while maybe_free drained every ring; dropped by the loop
+  // (maybe_free's callers hold references into conns_).
+  std::vector<int> broken_;
+  bool draining_ = false;  // maybe_free is draining every ring (no re-entry)
   size_t pins_ = 0;                     // live pins over all objects
   uint64_t next_deadline_ = UINT64_MAX;  // no pin expires before this (may be early, never late)
   uid_t uid_ = ::geteuid();
@@ -287,13 +294,32 @@ void Broker::erase_object(std::unordered_map<Id128, Object, Id128Hash>::iterator
 
 void Broker::maybe_free(const Id128& id) {
   std::vector<Id128> work{id};
+  bool drained = false;
   while (!work.empty()) {
     const Id128 next = work.back();
     work.pop_back();
     auto it = objects_.find(next);
     if (it == objects_.end()) continue;
+    if (!it->second.holders.empty() || !it->second.pins.empty() || it->second.referrers != 0) {
+      continue;
+    }
+    if (!drained && !draining_) {
+      // Before freeing, take every hold published so far: a receiver of a held handle (which
+      // carries no pin) may have mapped the object while its sender still held it, and told
+      // the sender so, before the sender's release reached us; its hold sits in its ring,
+      // which we read only when it next sends a message. Reading it now counts it
+      // (docs/design/segment.md, "Held handles"). O(connections), once per maybe_free, and
+      // only when an object is about to go.
+      drained = true;
+      draining_ = true;
+      for (auto& [fd, c] : conns_) {
+        if (!drain_ring(fd, c)) broken_.push_back(fd);
+      }
+      draining_ = false;
+      work.push_back(next);  // look again: a hold may have come in
+      continue;
+    }
     Object& o = it->second;
-    if (!o.holders.empty() || !o.pins.empty() || o.referrers != 0) continue;
     // Nothing keeps it: its edges go with it, and each target loses one referrer (R1 holds:
     // every target is still in the table, since this object referred to it until now).
     for (const auto& [target, count] : o.refs_out) {
@@ -442,6 +468,14 @@ void Broker::expire_pins(uint64_t now) {
   if (!touched.empty()) (void)collect_unreachable();
 }
 
+void Broker::drop_broken() {
+  while (!broken_.empty()) {
+    const int fd = broken_.back();
+    broken_.pop_back();
+    drop_conn(fd);
+  }
+}
+
 std::string Broker::describe() const {
   // JSON by hand: every value is a number, a bool or a hex string, so nothing needs escaping.
   uint64_t now = platform::monotonic_ns();
@@ -452,7 +486,8 @@ std::string Broker::describe() const {
                   std::to_string(pins_expired_) + ",\"holds\":" + std::to_string(holds_) +
                   ",\"ring_holds\":" + std::to_string(ring_holds_) + ",\"hold_misses\":" +
                   std::to_string(hold_misses_) + ",\"ring_errors\":" +
-                  std::to_string(ring_errors_) + ",\"total_bytes\":" +
+                  std::to_string(ring_errors_) + ",\"attaches\":" + std::to_string(attaches_) +
+                  ",\"pins_made\":" + std::to_string(pins_made_) + ",\"total_bytes\":" +
                   std::to_string(total_bytes_) + ",\"edges\":" + std::to_string(edges_) +
                   ",\"collected\":" + std::to_string(collected_) + ",\"connections\":[";
   bool first = true;
@@ -611,6 +646,7 @@ void Broker::on_register(Request& r) {
   o.creator_pid = r.conn.pid;
   o.created_unix = static_cast<int64_t>(::time(nullptr));
   o.holders.insert(r.fd);
+  r.rep.arg = static_cast<uint64_t>(o.fd.get());  // the hint of the object's handles
   objects_.emplace(r.id, std::move(o));
   r.conn.held.insert(r.id);
   total_bytes_ += r.req.size + layout::kSegmentHeaderSize;
@@ -618,6 +654,7 @@ void Broker::on_register(Request& r) {
 }
 
 void Broker::on_attach(Request& r) {
+  if (static_cast<Op>(r.req.op) == Op::kAttach) ++attaches_;
   auto it = objects_.find(r.id);
   if (it == objects_.end()) {
     reply_error(r.fd, r.req, Errc::kStaleHandle,
@@ -633,6 +670,7 @@ void Broker::on_attach(Request& r) {
     r.rep.size = o.size;
     r.rep.kind = o.kind;
     r.rep.flags = platform::sealed_read_only(o.fd.get()) ? kHandleReadOnly : 0;
+    r.rep.arg = static_cast<uint64_t>(o.fd.get());  // the hint, for the attacher's own handles
     (void)wire::send_msg(r.fd, r.rep, nullptr, o.fd.get());
   } else {
     (void)wire::send_msg(r.fd, r.rep);
@@ -667,6 +705,7 @@ void Broker::on_pin(Request& r) {
   const uint64_t deadline = platform::monotonic_ns() + ttl_ns;
   it->second.pins[pin] = Pin{deadline, r.conn.pid};
   ++pins_;
+  ++pins_made_;
   next_deadline_ = std::min(next_deadline_, deadline);
   r.rep.pin = pin;
   r.rep.arg = static_cast<uint64_t>(it->second.fd.get());  // the handle's hint
@@ -787,6 +826,7 @@ int Broker::run() {
   while (g_stop == 0) {
     uint64_t now = platform::monotonic_ns();
     expire_pins(now);
+    drop_broken();
     if (conns_.empty() && pins_ == 0 &&
         (had_conn_ || now - started_ns_ > kFirstConnectGraceNs)) {
       // Leave: unlink the socket, then serve anyone who connected in the meantime.
@@ -819,6 +859,7 @@ int Broker::run() {
       } else {  // POLLHUP / POLLERR without data: the peer is gone
         drop_conn(fds[i].fd);
       }
+      drop_broken();
     }
   }
   cleanup();

@@ -47,6 +47,9 @@
 // "broker fd" is the descriptor number under which the broker holds the object's memfd, for
 // the hint in handles (shoal/handle.hpp). It is never 0-2 (the broker's standard streams are
 // always open), so 0 means "not told" (a broker older than kHold).
+// The kRegister and kAttach replies carry it in arg too (0 from a broker older than held
+// handles), so that a process can write held handles (kHandleHeld: no pin) of the objects it
+// maps without asking again (docs/design/segment.md, "Held handles").
 //
 // Invariants: magic and version are checked on every message; a peer that sends anything
 // malformed is disconnected (its references are then dropped like any exiting process's).

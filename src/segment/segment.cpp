@@ -82,24 +82,89 @@ void Segment::drop_reference(const Id128& target) const {
 }
 
 Handle Segment::raw_handle(bool pin) const {
-  if (!m_) throw_error(Errc::kInvalidArgument, "segment is closed");
-  if (!m_->name.empty()) {
-    throw_error(Errc::kInvalidArgument, "named segment '" + m_->name +
+  return raw_handle(pin ? HandleMode::kPinned : HandleMode::kBare);
+}
+
+std::string Segment::handle(bool pin) const { return raw_handle(pin).encode(); }
+
+namespace {
+[[noreturn]] void no_session_handle(const detail::Mapping* m) {
+  if (m == nullptr) throw_error(Errc::kInvalidArgument, "segment is closed");
+  if (!m->name.empty()) {
+    throw_error(Errc::kInvalidArgument, "named segment '" + m->name +
                                             "' has no session handle: open it by name");
   }
-  if (m_->session.is_zero()) {
-    throw_error(Errc::kSessionGone, "this segment's session is gone; it cannot be shared again");
-  }
+  throw_error(Errc::kSessionGone, "this segment's session is gone; it cannot be shared again");
+}
+bool has_session_handle(const detail::Mapping* m) noexcept {
+  return m != nullptr && m->name.empty() && !m->session.is_zero();
+}
+}  // namespace
+
+Handle Segment::raw_handle(HandleMode mode) const {
+  if (!has_session_handle(m_.get())) no_session_handle(m_.get());
+  if (mode == HandleMode::kSend) mode = held() ? HandleMode::kHeld : HandleMode::kPinned;
   Handle h;
   h.session = m_->session;
   h.object = m_->object;
   h.size = size();
   h.kind = static_cast<uint32_t>(m_->kind);
   h.flags = m_->read_only ? kHandleReadOnly : 0;
-  h.pin = pin ? detail::Client::instance().pin(*m_, &h) : 0;  // with the hint, if any
+  switch (mode) {
+    case HandleMode::kPinned:
+      h.pin = detail::Client::instance().pin(*m_, &h);  // with the hint, if any
+      break;
+    case HandleMode::kHeld:
+      // No pin, no round trip: the hint stays right while the object lives, and the sender's
+      // hold keeps it living (docs/design/segment.md, "Held handles").
+      h.flags |= kHandleHeld;
+      h.hint_pid = m_->hint_pid;
+      h.hint_fd = m_->hint_pid != 0 ? m_->hint_fd : 0;
+      break;
+    case HandleMode::kBare:
+    case HandleMode::kSend:
+      break;
+  }
   return h;
 }
 
-std::string Segment::handle(bool pin) const { return raw_handle(pin).encode(); }
+std::string Segment::handle(HandleMode mode) const {
+  if (mode == HandleMode::kSend) mode = held() ? HandleMode::kHeld : HandleMode::kPinned;
+  if (mode != HandleMode::kHeld || !has_session_handle(m_.get())) return raw_handle(mode).encode();
+  // Made once per mapping: the text of a held handle never changes, except its read-only flag
+  // when the creator seals the segment after the first one was made.
+  std::lock_guard<std::mutex> g(m_->held_mu);
+  if (m_->held_text.empty() || m_->held_text_ro != m_->read_only) {
+    m_->held_text_ro = m_->read_only;
+    m_->held_text = raw_handle(mode).encode();
+  }
+  return m_->held_text;
+}
+
+Segment::Hold& Segment::Hold::operator=(Hold&& o) noexcept {
+  if (this != &o) {
+    release();
+    m_ = std::move(o.m_);
+  }
+  return *this;
+}
+
+void Segment::Hold::release() noexcept {
+  if (!m_) return;
+  m_->send_holds.fetch_sub(1, std::memory_order_acq_rel);
+  m_.reset();  // may be the last reference: releases the object as a Segment would
+}
+
+Segment::Hold Segment::hold() const {
+  if (!has_session_handle(m_.get())) no_session_handle(m_.get());
+  Hold h;
+  m_->send_holds.fetch_add(1, std::memory_order_acq_rel);
+  h.m_ = m_;
+  return h;
+}
+
+bool Segment::held() const noexcept {
+  return m_ && m_->send_holds.load(std::memory_order_acquire) != 0;
+}
 
 }  // namespace shoal

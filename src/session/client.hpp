@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -45,6 +46,18 @@ struct Mapping : std::enable_shared_from_this<Mapping> {
   std::array<std::byte, kHeadCopy> head{};
   uint32_t head_len = 0;
   std::string name;           // named segments only; they have no session and no broker
+  // The hint of this object's handles: its broker's pid and the broker's descriptor number for
+  // it, from the kRegister or kAttach reply or the handle a fast attach used (0: not told, by a
+  // broker older than held handles). Set before the mapping is published, never changed: the
+  // broker keeps one descriptor per object for the object's whole life.
+  uint32_t hint_pid = 0;
+  uint32_t hint_fd = 0;
+  // Live Segment::Hold tokens: while non-zero, HandleMode::kSend writes held handles.
+  std::atomic<uint32_t> send_holds{0};
+  // The held handle's text, made once (remade if a seal changed the read-only flag).
+  std::mutex held_mu;
+  std::string held_text;      // guarded by held_mu
+  bool held_text_ro = false;  // the read-only flag held_text was made with
   ~Mapping();
 };
 
@@ -124,6 +137,9 @@ class Client {
   // from the handle's hint, then holds it (hold_locked). Null on any mismatch or failure
   // (nothing sent, nothing kept): the caller then takes the round trip.
   std::shared_ptr<Mapping> attach_by_hint_locked(const Handle& h, Conn* c) noexcept;
+  // Records on `m` the hint a kRegister or kAttach reply gave (the broker's descriptor number
+  // in `arg`) with `c`'s broker pid; leaves it unset for a broker that gave none.
+  void set_hint_locked(Mapping& m, const Conn* c, uint64_t broker_fd) noexcept;
   // Fire and forget; a failed send marks the connection gone.
   void send_locked(Conn* c, const layout::WireMsg& msg) noexcept;
   // Tells the broker that this connection now holds `object` (using `pin`): an entry in the

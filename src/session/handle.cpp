@@ -263,6 +263,10 @@ Result<Handle> Handle::decode(std::string_view text) noexcept {
       return {Errc::kDecode, "shoal handle has unknown flags " + std::to_string(h.flags) +
                                  ": it was made by a newer shoal"};
     }
+    if (h.held() && h.pin != 0) {  // one spelling per handle: a held handle has no pin
+      return {Errc::kDecode, "malformed shoal handle: a held handle (flag bit 1) with a pin at "
+                             "offset 73"};
+    }
     if (!kind_known(h.kind)) {
       return {Errc::kDecode, "shoal handle names object kind " + std::to_string(h.kind) +
                                  " at offset " + std::to_string(kKindOffset) + ", unknown to this build (it knows " +

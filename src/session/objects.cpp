@@ -101,6 +101,7 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
   WireMsg rep{};
   std::unique_lock<std::mutex> g(mu_);
   Id128 session = m.session;
+  Conn* registered_on = nullptr;
   // Our session's broker may have died since we last talked to it; we learn that only now.
   // New objects then go to a new session (once: a second failure is reported).
   for (int attempt = 0;; ++attempt) {
@@ -108,6 +109,7 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
     auto conn = conn_locked(session);
     if (conn) {
       st = roundtrip_locked(session, conn.value(), req, fd, &rep, nullptr, nullptr);
+      registered_on = conn.value();
     } else {
       st = conn.status();
     }
@@ -126,6 +128,7 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
     m.session = {};  // never registered: nothing to release
     st.throw_if_error();
   }
+  set_hint_locked(m, registered_on, rep.arg);
   cache_[m.object] = m.shared_from_this();
 }
 
@@ -179,11 +182,13 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
       cache_.erase(it);
     }
   }
-  // The fast path needs a connection to the broker the hint names, and a pin to keep that
-  // broker's descriptor number ours until it reads our kHold (docs/design/segment.md, "Fast
-  // attach"). A process not connected yet connects first (a round trip it needs either way),
-  // then takes the fast path: one round trip where connecting and kAttach were two.
-  const bool hinted = h.has_hint() && h.pin != 0;
+  // The fast path needs a connection to the broker the hint names, and something that keeps
+  // that broker's descriptor number the object's until it reads our kHold: a pin, or, for a
+  // held handle, the sender's hold (docs/design/segment.md, "Fast attach", "Held handles"). A
+  // process not connected yet connects first (a round trip it needs either way), then takes
+  // the fast path: one round trip where connecting and kAttach were two. A bare handle
+  // (handle(false)) has no hint.
+  const bool hinted = h.has_hint() && (h.pin != 0 || h.held());
   auto takes_hint = [&](const Conn& c) {
     return !c.gone && c.can_hold && c.broker_pid == static_cast<pid_t>(h.hint_pid);
   };
@@ -204,7 +209,14 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
   req.pin = h.pin;
   WireMsg rep{};
   int rfd = -1;
-  roundtrip_locked(h.session, c, req, -1, &rep, &rfd, nullptr).throw_if_error();
+  Status asked = roundtrip_locked(h.session, c, req, -1, &rep, &rfd, nullptr);
+  if (!asked && asked.code() == Errc::kStaleHandle && h.held()) {
+    g.unlock();
+    throw_error(Errc::kStaleHandle,
+                asked.message() + " (a held handle is valid only while its sender holds the "
+                                  "object: the sender let go of it before this attach)");
+  }
+  asked.throw_if_error();
   UniqueFd fd(rfd);
   // From here on the broker counts a reference for us: every failure path must release it.
   auto fail = [&](Status st) {
@@ -252,6 +264,7 @@ std::shared_ptr<Mapping> Client::attach(const Handle& h, bool may_wait) {
   m->total = total;
   m->kind = static_cast<ObjectKind>(rep.kind);
   m->read_only = read_only;
+  set_hint_locked(*m, c, rep.arg);
   cache_[h.object] = m;
   return m;
 }
@@ -321,6 +334,8 @@ std::shared_ptr<Mapping> Client::attach_by_hint_locked(const Handle& h, Conn* c)
     m->total = total;
     m->kind = static_cast<ObjectKind>(h.kind);
     m->read_only = read_only;
+    m->hint_pid = h.hint_pid;  // right: the descriptor it names was this object's
+    m->hint_fd = h.hint_fd;
     slot = m;
     return m;
   } catch (...) {  // out of memory before kHold: the round trip will report it
@@ -346,6 +361,15 @@ void Client::hold_locked(Conn* c, const Id128& object, uint64_t pin) noexcept {
   req.object_lo = object.lo;
   req.pin = pin;
   send_locked(c, req);
+}
+
+void Client::set_hint_locked(Mapping& m, const Conn* c, uint64_t broker_fd) noexcept {
+  // 0-2 never name an object's memfd (the broker's standard streams stay open); 0 is a broker
+  // that does not say (older than held handles): its handles then carry no hint.
+  if (c != nullptr && c->broker_pid > 0 && broker_fd > 2 && broker_fd <= 0x7FFFFFFF) {
+    m.hint_pid = static_cast<uint32_t>(c->broker_pid);
+    m.hint_fd = static_cast<uint32_t>(broker_fd);
+  }
 }
 
 void Client::send_locked(Conn* c, const WireMsg& msg) noexcept {

@@ -412,8 +412,8 @@ BAD_HANDLES = [
     ),
     (
         "unknown-flags",
-        lambda h: _forge(h[7:39], h[40:72], flags=2),
-        r"unknown flags 2: it was made by a newer shoal",
+        lambda h: _forge(h[7:39], h[40:72], flags=4),
+        r"unknown flags 4: it was made by a newer shoal",
     ),
     ("zero-session", lambda h: _forge("0" * 32, h[40:72]), r"zero session or object id"),
     ("zero-object", lambda h: _forge(h[7:39], "0" * 32), r"zero session or object id"),
