@@ -37,7 +37,9 @@ def run(quick: bool) -> str:
     )
     if proc.returncode != 0:
         raise SystemExit(f"heap_bench failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    body = proc.stdout.split("\n", 1)[1].lstrip("\n")  # the program's own title line goes; section() adds one
+    body = proc.stdout.split("\n", 1)[1].lstrip(
+        "\n"
+    )  # the program's own title line goes; section() adds one
     note = (
         "One process, one thread (the allocator, not contention). Ratios are against glibc on "
         "the same sequence of sizes; the fragmentation target is met when the memory the heap "
