@@ -73,8 +73,10 @@ class Heap {
  public:
   /// The overhead of a block: a 16-byte header, sizes rounded up to 16, at least 32 bytes.
   static constexpr uint64_t kBlockOverhead = 16;
-  /// The largest block (payload) one allocation may ask for.
-  static constexpr uint64_t kMaxAllocation = (uint64_t{1} << 36) - 32;
+  /// The largest block (payload) one allocation may ask for: 64 GiB less 64 KiB, so that its
+  /// block, rounded up to a whole extent (64 KiB units), is still one block (prev sizes are
+  /// 32-bit counts of 16 bytes).
+  static constexpr uint64_t kMaxAllocation = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;
 
   struct Options {
     /// The root segment's data size (header and extent table included: at least 16 KiB);

@@ -43,6 +43,15 @@ nb::dict report_dict(const HeapReport& r) {
   return d;
 }
 
+// `n` bytes at `offset` into the block at `ref`, bounds-checked inside the ref's extent (an
+// offset never carries into the extent bits of the Ref).
+std::byte* span(const Heap& h, HeapRef ref, uint64_t offset, uint64_t n) {
+  if (offset > (uint64_t{1} << 48) || n > (uint64_t{1} << 48)) {
+    throw nb::value_error("offset and length must each be below 2**48");
+  }
+  return h.at(ref, offset + n) + offset;
+}
+
 }  // namespace
 
 void register_heap(nb::module_& m) {
@@ -89,13 +98,13 @@ void register_heap(nb::module_& m) {
       .def(
           "write",
           [](const Heap& h, HeapRef ref, nb::bytes data, uint64_t offset) {
-            std::memcpy(h.at(ref + offset, data.size()), data.c_str(), data.size());
+            std::memcpy(span(h, ref, offset, data.size()), data.c_str(), data.size());
           },
           "ref"_a, "data"_a, "offset"_a = 0, "Copies bytes into a block at offset.")
       .def(
           "read",
           [](const Heap& h, HeapRef ref, uint64_t n, uint64_t offset) {
-            return nb::bytes(reinterpret_cast<const char*>(h.at(ref + offset, n)), n);
+            return nb::bytes(reinterpret_cast<const char*>(span(h, ref, offset, n)), n);
           },
           "ref"_a, "n"_a, "offset"_a = 0, "n bytes of a block from offset.")
       .def_prop_rw(

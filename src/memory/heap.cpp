@@ -21,6 +21,9 @@ namespace {
 constexpr uint64_t kMinRootBytes = 16 * 1024;
 constexpr uint64_t kMaxExtentStep = 256ull << 20;  // growth adds at most this much at a time
 constexpr uint64_t kExtentRounding = 64 * 1024;
+// Heap::kMaxAllocation's block, rounded to whole extent units, is one block (H3).
+static_assert(((Heap::kMaxAllocation + layout::kBlockHeaderBytes + kExtentRounding - 1) /
+               kExtentRounding * kExtentRounding) <= layout::kMaxBlockBytes);
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 // docs/design/heap.md. Each step below that changes the tiling says why it is one store.
 #include "memory/heap_core.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -414,6 +415,17 @@ Status HeapCore::recover_locked(bool reclaim_dead, uint64_t* reclaimed) noexcept
     uint64_t bytes = 0, begin = 0, used = 0;
     if (Status st = extent_bounds(i, &base, &bytes, &begin, &used); !st) return st;
     reserved += bytes;
+    if (used == begin && bytes - begin >= kMinBlockBytes) {
+      // Published by a process that died before it tiled it (grow's last two steps): tile it
+      // now, as init_extent_locked would have: the header, then `used`.
+      const uint64_t whole = std::min((bytes - begin) & ~(kBlockAlign - 1), layout::kMaxBlockBytes);
+      auto* hdr = reinterpret_cast<BlockHeader*>(base + begin);
+      hdr->prev_size16 = 0;
+      hdr->owner = 0;
+      hdr->size_flags.store(whole, std::memory_order_relaxed);
+      layout::heap_extents(h_)[i].used.store(begin + whole, std::memory_order_release);
+      used = begin + whole;
+    }
     Block run{};  // the free run being built (size 0: none)
     uint64_t prev_size = 0;
     for (uint64_t off = begin; off < used;) {

@@ -87,6 +87,12 @@ def test_bad_refs_and_double_frees_raise_instead_of_corrupting() -> None:
         h.read((9 << 48) | 4096, 8)
     with pytest.raises(shoal.ShoalError):
         h.free(0)
+    live = h.allocate(64)
+    with pytest.raises(ValueError, match="below 2\\*\\*48"):
+        h.read(live, 8, offset=1 << 50)  # never carried into the Ref's extent bits
+    with pytest.raises(shoal.CorruptSegmentError):
+        h.write(live, b"x" * 8, offset=1 << 40)  # past the extent: refused, nothing written
+    h.free(live)
     with pytest.raises(shoal.InvalidArgumentError, match="largest block"):
         h.allocate(1 << 40)
     assert h.check()["used_blocks"] == 0
