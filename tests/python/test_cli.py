@@ -357,6 +357,13 @@ def save_temps(d: Path, target: str) -> list[str]:
     return sorted(n for n in os.listdir(d) if n.startswith(target + "."))
 
 
+def _size_or_0(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def stop_mid_save(d: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
     """A child stopped (SIGSTOP) while its temporary file exists: alive, and holding whatever
     the writer holds. Stopping it first makes "the file exists" a fact, not a race; a look that
@@ -367,7 +374,10 @@ def stop_mid_save(d: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
         os.kill(child.pid, signal.SIGSTOP)
         _, status = os.waitpid(child.pid, os.WUNTRACED)
         assert os.WIFSTOPPED(status), status
-        temps = save_temps(d, target)
+        # Only a file with bytes in it is certainly locked: the writer takes the lock between
+        # mkostemp and its first write, and an empty file caught in that window is, by design,
+        # one gc may remove (the writer then makes another; builder.cpp, Builder::save).
+        temps = [t for t in save_temps(d, target) if _size_or_0(d / t) > 0]
         if temps:
             return child, temps[0]
         os.kill(child.pid, signal.SIGCONT)
