@@ -13,8 +13,8 @@
 // Valid states: 0 (free), pid (held, nobody waits), pid | kRobustWaiters (held, may have
 // waiters), with pid != 0. kRobustWaiters alone, or any reserved bit, is corrupt.
 // `tag`: who the holder is, beyond its pid, so that a pid reused by an unrelated process is not
-// taken for the holder that died (version 2 of this word; version 1 wrote 0 here and reads
-// the same way, since 0 means "judge by pid alone"):
+// taken for the holder that died (older builds wrote 0 here, which still reads right: 0
+// means "judge by pid alone"):
 //   bits  0..21  the pid of the process that wrote it (kRobustPidMask)
 //   bits 22..31  the low 10 bits of that process's start time (field 22 of /proc/<pid>/stat,
 //                clock ticks after boot; kRobustTagStartShift)

@@ -164,7 +164,7 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
     uint32_t tag = 0;
     if ((check_holder || expired) && holder != me) {
       v = state.load(std::memory_order_acquire);
-      if ((v & kRobustPidMask) != holder) continue;
+      if ((v & kRobustPidMask) != holder || !valid_state(v)) continue;  // decided again above
       tag = w_->tag.load(std::memory_order_relaxed);
     }
     if ((check_holder || expired) && holder != me && holder_gone(holder, tag)) {

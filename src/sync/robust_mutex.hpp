@@ -18,8 +18,10 @@
 // slice that timed out, and before giving up at the deadline, it checks the holder's pid
 // (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes
 // over with one CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock
-// exchanges 0 and calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
-// before any waiter checks makes the lock wait for that process: see the design note.
+// exchanges 0 and calls futex_wake only when the waiters bit was set. Beside the pid, the holder
+// writes a tag (its pid and the low bits of its start time) right after its CAS and clears it
+// before unlocking, so a pid reused by an unrelated process reads as dead; the rules that make
+// a death between the CAS and the tag store safe are in the design note ("Owner identity").
 //
 // This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
 // looks like the holder of its parent's locks.
