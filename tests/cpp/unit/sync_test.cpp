@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -236,16 +239,32 @@ TEST(Event, SetClearWait) {
   EXPECT_EQ(e.wait(Deadline{0}), SyncStatus::kTimeout);
 }
 
+// Whether thread `tid` of this process is asleep (state S in /proc/self/task/<tid>/stat).
+bool thread_sleeping(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* close = std::strrchr(buf, ')');
+  return close != nullptr && close[1] == ' ' && close[2] == 'S';
+}
+
 TEST(Event, ASetFollowedByAClearStillWakesTheWaiter) {
   test::ScopedRuntimeDir rd;
   Event e = Event::create();
-  Event ready = Event::create();
+  std::atomic<pid_t> tid{0};
   SyncStatus got = SyncStatus::kTimeout;
   std::thread w([&] {
-    ready.set();
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
     got = e.wait(Deadline::after(60.0));
   });
-  ASSERT_EQ(ready.wait(Deadline::after(60.0)), SyncStatus::kOk);
+  // Set and clear only once the waiter sleeps inside wait() (its one blocking call), so that
+  // it read the word before the set: a set before the wait began would prove nothing.
+  ASSERT_TRUE(test::wait_until([&] { return tid.load() != 0 && thread_sleeping(tid.load()); }));
   e.set();
   e.clear();
   w.join();
