@@ -70,6 +70,42 @@ TEST(SyncHeader, AttachChecksKindTypeMagicAndVersion) {
   EXPECT_THROW(Mutex::from_segment(tiny), CorruptSegmentError);
 }
 
+// Every single-byte change of a valid header of every type is refused or accepted, never a
+// crash (the header is checked on a local copy; the fuzzers' rule for headers).
+TEST(SyncHeader, ByteFlipsNeverCrash) {
+  test::ScopedRuntimeDir rd;
+  const Segment segs[] = {Mutex::create().segment(), Semaphore::create(3, true).segment(),
+                          Barrier::create(2).segment(), SharedValue<double>::create(1).segment()};
+  for (const Segment& seg : segs) {
+    layout::SyncHeader saved;
+    std::memcpy(&saved, seg.data(), sizeof saved);
+    for (size_t i = 0; i < sizeof saved; ++i) {
+      for (int bit = 0; bit < 8; ++bit) {
+        seg.data()[i] ^= std::byte(1 << bit);
+        try { (void)Mutex::from_segment(seg); } catch (const Error&) {}
+        try { (void)Semaphore::from_segment(seg); } catch (const Error&) {}
+        try { (void)Barrier::from_segment(seg); } catch (const Error&) {}
+        try { (void)SharedValue<double>::from_segment(seg); } catch (const Error&) {}
+        try { (void)SharedValue<int8_t>::from_segment(seg); } catch (const Error&) {}
+        seg.data()[i] ^= std::byte(1 << bit);
+      }
+    }
+    EXPECT_EQ(std::memcmp(&saved, seg.data(), sizeof saved), 0);
+  }
+}
+
+TEST(Mutex, ACorruptLockWordIsCorruptSegmentError) {
+  test::ScopedRuntimeDir rd;
+  Mutex m = Mutex::create();
+  auto* st = reinterpret_cast<layout::MutexState*>(m.segment().data() + layout::kSyncBodyOffset);
+  st->word.state.store(layout::kRobustWaiters);  // the waiters bit without a holder
+  EXPECT_THROW(m.lock(soon()), CorruptSegmentError);
+  EXPECT_THROW(m.try_lock(), CorruptSegmentError);
+  st->word.state.store(0);
+  EXPECT_EQ(m.try_lock(), SyncStatus::kOk);
+  m.unlock();
+}
+
 TEST(Mutex, LockUnlockTryLockAndAttach) {
   test::ScopedRuntimeDir rd;
   Mutex m = Mutex::create();
