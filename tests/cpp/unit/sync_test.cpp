@@ -184,6 +184,17 @@ TEST(Mutex, InterruptibleWaitsReturnInterrupted) {
   EXPECT_EQ(s.acquire(far, true), SyncStatus::kInterrupted);
   EXPECT_EQ(b.acquire(far, true), SyncStatus::kInterrupted);
   m.unlock();
+  // A condition wait re-takes the lock before it returns kInterrupted.
+  Condition c = Condition::create();
+  ASSERT_EQ(c.lock(), SyncStatus::kOk);
+  EXPECT_EQ(c.wait(far, true), SyncStatus::kInterrupted);
+  EXPECT_TRUE(c.mutex().held_by_this_process());
+  c.unlock();
+  // An interrupted party withdraws: the barrier stays whole.
+  Barrier bar = Barrier::create(2);
+  EXPECT_EQ(bar.wait(far, true), SyncStatus::kInterrupted);
+  EXPECT_EQ(bar.n_waiting(), 0u);
+  EXPECT_FALSE(bar.broken());
 }
 
 TEST(RecursiveMutex, DepthCountsAndOtherThreadsWait) {
