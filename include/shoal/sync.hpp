@@ -25,6 +25,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -222,7 +223,10 @@ class Condition : public SyncObject {
 class Barrier : public SyncObject {
  public:
   static constexpr uint32_t kMaxParties = 128;
-  static Barrier create(uint32_t parties);
+  /// `timeout`: the default a caller's wait uses when it gives none (threading.Barrier's
+  /// timeout; +inf for none), recorded for every process that attaches; NaN or negative is
+  /// InvalidArgumentError.
+  static Barrier create(uint32_t parties, double timeout = HUGE_VAL);
   static Barrier attach(std::string_view handle);
   static Barrier from_segment(Segment seg);
   Barrier() = default;
@@ -237,11 +241,14 @@ class Barrier : public SyncObject {
   void reset();
   bool broken() const noexcept;
   uint32_t parties() const noexcept { return parties_; }
+  /// The default timeout given to create() (seconds; +inf for none).
+  double timeout() const noexcept { return timeout_; }
   uint32_t n_waiting() const noexcept;
 
  private:
   layout::BarrierState* st_ = nullptr;
   uint32_t parties_ = 0;
+  double timeout_ = HUGE_VAL;
 };
 
 namespace detail {

@@ -17,7 +17,8 @@
 //   H1  magic == kSyncMagic, version == kSyncVersion (else kIncompatible), reserved fields 0
 //   H2  type is one of SyncType; the segment holds at least kSyncSegmentBytes
 //   H3  semaphore: initial <= kSemaphoreMax, flags only kSemBounded | kSemTracked, bounded
-//       implies tracked; barrier: 1 <= parties <= kBarrierSlots; value: itemsize in
+//       implies tracked; barrier: 1 <= parties <= kBarrierSlots, timeout >= 0 (or +inf),
+//       not NaN; value: itemsize in
 //       {1, 2, 4, 8}, value_kind in {'i', 'u', 'f'}, floats of 4 or 8 bytes
 //   S1  every lock word is a valid RobustMutexWord (robust_mutex_layout.hpp)
 //   S2  tracked semaphore, at rest (table lock free): count + sum(slot units) == capacity,
@@ -61,7 +62,8 @@ struct SyncHeader {
   uint64_t magic;     // kSyncMagic
   uint32_t version;   // kSyncVersion
   uint32_t type;      // SyncType
-  uint32_t param[4];  // per type: semaphore {initial, flags}; barrier {parties};
+  uint32_t param[4];  // per type: semaphore {initial, flags}; barrier {parties, pad, default
+                      // timeout as a double in param[2..3] (+inf: none)};
                       // value {itemsize, value_kind ('i', 'u', 'f'), typecode (a char)}
   uint32_t reserved[8];  // 0
 };

@@ -107,6 +107,11 @@ SyncHeader check_sync(const Segment& seg, SyncType want) {
         throw_error(Errc::kCorrupt, "barrier header: parties " + std::to_string(h.param[0]) +
                                         " outside 1.." + std::to_string(layout::kBarrierSlots));
       }
+      {
+        double t;
+        std::memcpy(&t, &h.param[2], sizeof t);
+        if (std::isnan(t) || t < 0) throw_error(Errc::kCorrupt, "barrier header: bad timeout");
+      }
       break;
     case SyncType::kValue: {
       const uint32_t size = h.param[0];
@@ -649,12 +654,19 @@ bool bar_party_died(BarrierState* st) noexcept {
 
 }  // namespace
 
-Barrier Barrier::create(uint32_t parties) {
+Barrier Barrier::create(uint32_t parties, double timeout) {
   if (parties < 1 || parties > kMaxParties) {
     throw_error(Errc::kInvalidArgument, "a barrier has 1 to " + std::to_string(kMaxParties) +
                                             " parties, got " + std::to_string(parties));
   }
-  return from_segment(create_sync(SyncType::kBarrier, parties));
+  if (std::isnan(timeout) || timeout < 0) {
+    throw_error(Errc::kInvalidArgument, "a barrier's timeout is a number of seconds >= 0");
+  }
+  uint32_t t[2];
+  std::memcpy(t, &timeout, sizeof timeout);
+  Segment seg = create_sync(SyncType::kBarrier, parties, 0, t[0]);
+  std::memcpy(seg.data() + offsetof(SyncHeader, param) + 3 * sizeof(uint32_t), &t[1], sizeof t[1]);
+  return from_segment(std::move(seg));
 }
 Barrier Barrier::attach(std::string_view handle) { return from_segment(Segment::attach(handle)); }
 Barrier Barrier::from_segment(Segment seg) {
@@ -662,6 +674,7 @@ Barrier Barrier::from_segment(Segment seg) {
   Barrier b;
   b.st_ = body<BarrierState>(seg);
   b.parties_ = h.param[0];
+  std::memcpy(&b.timeout_, &h.param[2], sizeof b.timeout_);
   b.seg_ = std::move(seg);
   return b;
 }

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -359,6 +360,10 @@ TEST(Barrier, OnePartyPassesAtOnceAndAbortBreaks) {
   uint32_t idx = 9;
   EXPECT_EQ(one.wait(Deadline::never(), false, &idx), SyncStatus::kOk);
   EXPECT_EQ(idx, 0u);
+  EXPECT_THROW(Barrier::create(2, -1.0), InvalidArgumentError);
+  EXPECT_THROW(Barrier::create(2, std::nan("")), InvalidArgumentError);
+  EXPECT_EQ(Barrier::attach(Barrier::create(3, 2.5).handle()).timeout(), 2.5);
+  EXPECT_TRUE(std::isinf(one.timeout()));
   Barrier two = Barrier::create(2);
   EXPECT_EQ(two.parties(), 2u);
   EXPECT_EQ(two.wait(soon()), SyncStatus::kTimeout);  // and now broken, as threading's
