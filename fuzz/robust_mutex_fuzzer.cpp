@@ -1,7 +1,8 @@
 // fuzz/robust_mutex_fuzzer.cpp — a RobustMutex (src/sync/robust_mutex.hpp) whose shared word
 // another process could have set to anything: try_lock, held_by_this_process, holder_pid and
 // unlock never crash and never hang (try_lock's deadline has passed, so it checks the holder
-// once and answers), and a lock they report taken is this process's until unlocked.
+// once and answers), and a lock they report taken is this process's until unlocked. Bytes 0-3
+// are the state word, bytes 4-7 the owner tag.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +17,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t v = 0;
   std::memcpy(&v, data, size < 4 ? size : 4);
   w.state.store(v);
+  // The owner tag (pid and start time bits) too: any value must be judged without a crash.
+  uint32_t t = 0;
+  if (size > 4) std::memcpy(&t, data + 4, size - 4 < 4 ? size - 4 : 4);
+  w.tag.store(t);
   shoal::sync::RobustMutex m(&w);
   (void)m.holder_pid();
   (void)m.held_by_this_process();

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("broker", ["src/broker/"]),
     ("segment", ["src/segment/", "include/shoal/segment.hpp"]),
-    ("sync", ["src/sync/"]),
+    ("sync", ["src/sync/", "include/shoal/sync.hpp"]),
     ("memory", ["src/memory/", "include/shoal/heap.hpp"]),
     ("codec", ["src/codec/", "include/shoal/codec.hpp"]),
     (

@@ -27,7 +27,8 @@ namespace shoal {
   X(kArray, 1, "array", "an n-dimensional array (shoal::Array, shoal.Array)")         \
   X(kFrozen, 2, "frozen", "a read-only object graph (shoal::Frozen, shoal.freeze)")         \
   X(kHeap, 3, "heap", "a growable object: the root of a heap (shoal::Heap)")                \
-  X(kExtent, 4, "extent", "part of a heap, added as it grew (referenced by its root)")
+  X(kExtent, 4, "extent", "part of a heap, added as it grew (referenced by its root)")       \
+  X(kSync, 5, "sync", "a lock, semaphore, event, condition, barrier or value (shoal/sync.hpp)")
 
 /// What a segment holds (see SHOAL_OBJECT_KINDS).
 enum class ObjectKind : uint32_t {
@@ -67,6 +68,7 @@ static_assert(static_cast<uint32_t>(ObjectKind::kArray) == 1);
 static_assert(static_cast<uint32_t>(ObjectKind::kFrozen) == 2);
 static_assert(static_cast<uint32_t>(ObjectKind::kHeap) == 3);
 static_assert(static_cast<uint32_t>(ObjectKind::kExtent) == 4);
+static_assert(static_cast<uint32_t>(ObjectKind::kSync) == 5);
 
 /// True if this build knows kind `id` (a handle or header with another id is refused).
 constexpr bool kind_known(uint32_t id) noexcept {

@@ -9,6 +9,7 @@
 #include "shoal/handle.hpp"   // the printable token that names a shared object
 #include "shoal/session.hpp"  // the session: broker path, pins, listing and clean-up
 #include "shoal/segment.hpp"  // anonymous and named shared-memory segments
+#include "shoal/sync.hpp"     // locks, semaphores, events, conditions, barriers, values
 #include "shoal/heap.hpp"     // growable objects with an allocator of blocks inside
 #include "shoal/codec.hpp"    // key hashes and numeric equality shared by every table
 #include "shoal/array.hpp"    // shoal::Array: numpy-compatible shared arrays

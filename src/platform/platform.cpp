@@ -194,6 +194,36 @@ namespace {
 bool no_such_process(pid_t pid) noexcept { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 }  // namespace
 
+uint64_t process_start_time(pid_t pid) noexcept {
+  if (pid <= 0) return 0;
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof buf - 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // "pid (comm) S ...": fields after the last ')' are numbered from 3 (state); starttime is 22.
+  char* cur = std::strrchr(buf, ')');
+  if (cur == nullptr) return 0;
+  ++cur;
+  for (int field = 3; field < 22; ++field) {
+    while (*cur == ' ') ++cur;
+    while (*cur != ' ' && *cur != '\0') ++cur;
+    if (*cur == '\0') return 0;
+  }
+  while (*cur == ' ') ++cur;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(cur, &end, 10);
+  if (end == cur) return 0;
+  return static_cast<uint64_t>(v);
+}
+
 bool process_exited(pid_t pid) noexcept {
   if (pid <= 0) return false;
   if (::kill(pid, 0) != 0) return errno == ESRCH;  // EPERM: another user's, running or not

@@ -127,6 +127,13 @@ bool process_alive(pid_t pid) noexcept;
 /// holders: a SIGKILLed holder stays a zombie until its parent reaps it, and is dead.
 bool process_exited(pid_t pid) noexcept;
 
+/// The start time of process `pid` (field 22 of /proc/<pid>/stat: clock ticks after boot),
+/// or 0 when /proc cannot describe it (no such pid, reaped meanwhile, hidden). Two processes
+/// that held one pid at different times have different start times unless both started in
+/// the same tick: what a lock word stores beside a pid so that a reused pid is not mistaken
+/// for the holder it replaced. A zombie keeps its start time.
+uint64_t process_start_time(pid_t pid) noexcept;
+
 /// A pidfd for `pid` (pidfd_open(2)), or an invalid fd (kernel before 5.3, or a sandbox that
 /// forbids it).
 UniqueFd open_pidfd(pid_t pid) noexcept;

@@ -28,8 +28,15 @@ constexpr uint64_t kMaxSliceNs = 200'000'000;    // 200 ms
 // fast path must stay one CAS. A forked child resets it (below), so that it never takes its
 // parent's locks for its own; only threads exist otherwise, and they share the pid.
 std::atomic<uint32_t> g_self_pid{0};
+// This process's tag (layout::RobustMutexWord::tag), 0 until first asked; kNoTag when its start
+// time could not be read (then the word's tag stays 0: waiters judge by pid alone).
+constexpr uint32_t kNoTag = UINT32_MAX;
+std::atomic<uint32_t> g_self_tag{0};
 
-void reset_pid_in_child() noexcept { g_self_pid.store(0, std::memory_order_relaxed); }
+void reset_pid_in_child() noexcept {
+  g_self_pid.store(0, std::memory_order_relaxed);
+  g_self_tag.store(0, std::memory_order_relaxed);
+}
 
 // Registered while the library's static objects are constructed, before main() and so before
 // any fork that could matter; a fork that ran earlier (another static constructor) leaves 0 in
@@ -72,7 +79,42 @@ Status timed_out(uint32_t holder, uint32_t me) {
                                   ", which is alive, and was not released before the deadline"};
 }
 
+// Whether the holder that (holder, tag) describes has certainly ended. `tag` counts only when it
+// names the same pid as the state word (it was written by a process with that pid while the
+// word named it: see the layout's tag rules); then a live process with that pid but another
+// start time is a reused pid, and the holder is dead.
+bool holder_gone(uint32_t holder, uint32_t tag) noexcept {
+  if (platform::process_exited(static_cast<pid_t>(holder))) return true;
+  if (tag == 0 || (tag & kRobustPidMask) != holder) return false;
+  const uint64_t start = platform::process_start_time(static_cast<pid_t>(holder));
+  if (start == 0) return false;  // /proc cannot say (or it exited just now: the next check)
+  return static_cast<uint32_t>(start & layout::kRobustTagStartMask) !=
+         (tag >> layout::kRobustTagStartShift);
+}
+
 }  // namespace
+
+uint32_t robust_tag_of(uint32_t pid, uint64_t start_time) noexcept {
+  return (pid & kRobustPidMask) |
+         (static_cast<uint32_t>(start_time & layout::kRobustTagStartMask)
+          << layout::kRobustTagStartShift);
+}
+
+uint32_t self_tag() noexcept {
+  uint32_t t = g_self_tag.load(std::memory_order_relaxed);
+  if (t == 0) {
+    const uint32_t me = self_pid();
+    const uint64_t start = platform::process_start_time(static_cast<pid_t>(me));
+    t = start == 0 ? kNoTag : robust_tag_of(me, start);
+    g_self_tag.store(t, std::memory_order_relaxed);
+  }
+  return t == kNoTag ? 0 : t;
+}
+
+bool process_gone(uint32_t pid, uint32_t tag) noexcept {
+  if (pid == 0) return false;
+  return holder_gone(pid, tag);
+}
 
 uint32_t self_pid() noexcept {
   uint32_t p = g_self_pid.load(std::memory_order_relaxed);
@@ -86,11 +128,17 @@ uint32_t self_pid() noexcept {
 }
 
 Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
+  return lock(deadline, false);
+}
+
+Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible) noexcept {
   std::atomic<uint32_t>& state = w_->state;
   const uint32_t me = self_pid();
+  const uint32_t my_tag = self_tag();
   uint32_t v = 0;
   if (state.compare_exchange_strong(v, me, std::memory_order_acquire,
                                     std::memory_order_relaxed)) {
+    w_->tag.store(my_tag, std::memory_order_relaxed);
     return Locked::kOk;
   }
   // The waiters bit this caller sets when it takes the lock: once it has slept, other waiters
@@ -102,6 +150,7 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
     if (v == 0) {
       if (state.compare_exchange_weak(v, mine, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
+        w_->tag.store(my_tag, std::memory_order_relaxed);
         return Locked::kOk;
       }
       continue;  // v holds the value that beat us
@@ -109,13 +158,22 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
     if (!valid_state(v)) return corrupt(&state, v);
     const uint32_t holder = v & kRobustPidMask;
     const bool expired = deadline.passed();
-    if ((check_holder || expired) && holder != me &&
-        platform::process_exited(static_cast<pid_t>(holder))) {
+    // The tag read after an acquire load of `state`: a tag cleared by the unlock that freed
+    // the word before this holder's CAS is seen cleared (the release sequence of that unlock's
+    // exchange), so a tag naming `holder` was written during a hold by a process with that pid.
+    uint32_t tag = 0;
+    if ((check_holder || expired) && holder != me) {
+      v = state.load(std::memory_order_acquire);
+      if ((v & kRobustPidMask) != holder || !valid_state(v)) continue;  // decided again above
+      tag = w_->tag.load(std::memory_order_relaxed);
+    }
+    if ((check_holder || expired) && holder != me && holder_gone(holder, tag)) {
       // One CAS from the value we judged: of all waiters that judged it, exactly one wins; the
       // rest see the new holder and wait on. Always with the waiters bit: the dead holder will
       // never wake those asleep.
       if (state.compare_exchange_strong(v, me | kRobustWaiters, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
+        w_->tag.store(my_tag, std::memory_order_relaxed);
         return Locked::kOwnerDied;
       }
       continue;
@@ -134,6 +192,9 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
     mine = me | kRobustWaiters;
     Result<platform::FutexWait> r = platform::futex_wait(&state, v, slice_end);
     if (!r.has_value()) return r.status();
+    if (r.value() == platform::FutexWait::kInterrupted && interruptible) {
+      return Locked::kInterrupted;
+    }
     if (r.value() == platform::FutexWait::kTimedOut) {
       check_holder = true;
       slice = std::min(slice * 2, kMaxSliceNs);
@@ -162,6 +223,9 @@ void RobustMutex::unlock() noexcept {
 #endif
     return;  // release builds: never release another process's lock
   }
+  // The tag first: a waiter that sees the word free, or another holder's pid, must never pair
+  // that holder with this process's tag (the release below orders the two stores).
+  w_->tag.store(0, std::memory_order_relaxed);
   // Only this process can clear its own pid (a waiter takes over only from a dead holder), so
   // the exchange releases our hold; it also returns any waiters bit set since the load.
   const uint32_t old = state.exchange(0, std::memory_order_release);

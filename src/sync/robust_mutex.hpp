@@ -18,8 +18,10 @@
 // slice that timed out, and before giving up at the deadline, it checks the holder's pid
 // (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes
 // over with one CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock
-// exchanges 0 and calls futex_wake only when the waiters bit was set. A pid reused by an unrelated process
-// before any waiter checks makes the lock wait for that process: see the design note.
+// exchanges 0 and calls futex_wake only when the waiters bit was set. Beside the pid, the holder
+// writes a tag (its pid and the low bits of its start time) right after its CAS and clears it
+// before unlocking, so a pid reused by an unrelated process reads as dead; the rules that make
+// a death between the CAS and the tag store safe are in the design note ("Owner identity").
 //
 // This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
 // looks like the holder of its parent's locks.
@@ -37,10 +39,21 @@ namespace shoal::sync {
 /// lock word and a heap's pending block record as their owner.
 uint32_t self_pid() noexcept;
 
+/// This process's owner tag (layout::RobustMutexWord::tag: pid and the low bits of its start
+/// time), 0 when /proc cannot give its start time. Cached; reset in a forked child.
+uint32_t self_tag() noexcept;
+/// The tag a process of this pid and start time writes.
+uint32_t robust_tag_of(uint32_t pid, uint64_t start_time) noexcept;
+/// Whether the process named by `pid` and `tag` (a self_tag() it recorded; 0: judge by pid
+/// alone) has certainly ended: exited, an unreaped zombie, or its pid now held by a process
+/// with another start time. false for pid 0. For tables of owners (semaphores, barriers).
+bool process_gone(uint32_t pid, uint32_t tag) noexcept;
+
 /// How a lock was acquired.
 enum class Locked : uint8_t {
-  kOk,         // the lock was free, or released by a live holder
-  kOwnerDied,  // the previous holder's process died holding it: repair, then unlock
+  kOk,           // the lock was free, or released by a live holder
+  kOwnerDied,    // the previous holder's process died holding it: repair, then unlock
+  kInterrupted,  // only from lock(deadline, true): a signal interrupted the wait; not held
 };
 
 /// A view of a RobustMutexWord that some mapping holds; copying the view shares the lock.
@@ -54,6 +67,10 @@ class RobustMutex {
   /// valid state is kCorrupt and left as found, never a crash. The word must stay mapped and
   /// 4-byte aligned (segments guarantee it); a futex error is returned as the wrapper gives it.
   Result<Locked> lock(platform::Deadline deadline = platform::Deadline::never()) noexcept;
+  /// lock(deadline), but with `interruptible` a signal that interrupts a futex wait returns
+  /// Locked::kInterrupted at once (the lock not held), so that the caller (Python) can run its
+  /// signal handlers and call again with the same deadline.
+  Result<Locked> lock(platform::Deadline deadline, bool interruptible) noexcept;
   /// lock() with a deadline that has passed: kLockTimeout at once when held by a live process.
   Result<Locked> try_lock() noexcept;
   /// Releases the lock and wakes a waiter if one may sleep. Only the holding process may call

@@ -25,7 +25,7 @@ from shoal import _kinds, _shoal
 from shoal.cli import main
 
 # The ids already in handles and segment headers: they never change.
-RELEASED = {0: "bytes", 1: "array", 2: "frozen", 3: "heap", 4: "extent"}
+RELEASED = {0: "bytes", 1: "array", 2: "frozen", 3: "heap", 4: "extent", 5: "sync"}
 
 
 def _object_id(obj: Any) -> str:
@@ -43,6 +43,8 @@ MAKERS: dict[str, Callable[[], Any]] = {
     "heap": lambda: _shoal.Heap.create(),
     # An extent is made by a growing heap; a bare one is a segment of that kind.
     "extent": lambda: _shoal.Segment.create(4096, kind=4),
+    # A sync object (shoal::Mutex, ...; C++ only for now): attach gives its raw segment.
+    "sync": lambda: _shoal.Segment.create(4096, kind=5),
 }
 
 _ATTACH_IN_A_FRESH_PROCESS = r"""
@@ -68,6 +70,7 @@ EXPECTED_ATTACH = {
     "frozen": ("shoal._frozen.FrozenDict", repr({"a": [1, 2.5, "x"], "b": (None, b"y")})),
     "heap": ("shoal._shoal.Heap", "0"),
     "extent": ("shoal._shoal.Segment", "4"),
+    "sync": ("shoal._shoal.Segment", "5"),
 }
 
 

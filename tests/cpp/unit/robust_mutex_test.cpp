@@ -51,7 +51,7 @@ TEST(RobustMutex, LockUnlockNamesThisProcess) {
   EXPECT_TRUE(m.held_by_this_process());
   EXPECT_EQ(m.holder_pid(), my_pid());
   EXPECT_EQ(state_of(w), my_pid());  // uncontended: no waiters bit
-  EXPECT_EQ(w.reserved, 0u);
+  EXPECT_EQ(w.tag.load(), self_tag());  // the holder's pid and start time
   m.unlock();
   EXPECT_EQ(state_of(w), 0u);
   EXPECT_FALSE(m.held_by_this_process());
@@ -107,6 +107,57 @@ TEST(RobustMutex, HeldByALiveProcessTimesOutNamingIt) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
   EXPECT_EQ(state_of(w), parent | kRobustWaiters);
+}
+
+// A pid reused by an unrelated process: the word names a live process (our parent) with a tag
+// whose start time is not that process's. The holder that wrote the tag is dead, so a waiter
+// takes over and is told.
+TEST(RobustMutex, AReusedPidIsNotTakenForTheDeadHolder) {
+  RobustMutexWord w{};
+  const uint32_t parent = static_cast<uint32_t>(::getppid());
+  ASSERT_GT(parent, 1u);
+  const uint64_t start = platform::process_start_time(static_cast<pid_t>(parent));
+  ASSERT_NE(start, 0u) << "/proc/<ppid>/stat has no start time";
+  w.state.store(parent);
+  w.tag.store(robust_tag_of(parent, start + 1));  // another process that had this pid
+  RobustMutex m(&w);
+  auto r = m.lock(Deadline::after(60.0).value());
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOwnerDied);
+  EXPECT_TRUE(m.held_by_this_process());
+  EXPECT_EQ(w.tag.load(), self_tag());
+  m.unlock();
+  EXPECT_EQ(w.tag.load(), 0u);
+  EXPECT_EQ(state_of(w), 0u);
+}
+
+// The same live process with its own start time in the tag is the holder: no takeover.
+TEST(RobustMutex, ALiveHolderWithItsOwnTagIsWaitedFor) {
+  RobustMutexWord w{};
+  const uint32_t parent = static_cast<uint32_t>(::getppid());
+  ASSERT_GT(parent, 1u);
+  const uint64_t start = platform::process_start_time(static_cast<pid_t>(parent));
+  ASSERT_NE(start, 0u);
+  w.state.store(parent);
+  w.tag.store(robust_tag_of(parent, start));
+  RobustMutex m(&w);
+  auto r = m.lock(Deadline::after(0.05).value());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  // A tag naming another pid (a dead holder's, not yet replaced by the one that took over)
+  // is ignored: the holder is judged by its pid alone, and it lives.
+  w.tag.store(robust_tag_of(parent + 1, start + 1));
+  r = m.try_lock();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+}
+
+TEST(RobustMutex, StartTimeOfThisProcessIsKnownAndStable) {
+  const uint64_t a = platform::process_start_time(::getpid());
+  EXPECT_NE(a, 0u);
+  EXPECT_EQ(a, platform::process_start_time(::getpid()));
+  EXPECT_EQ(platform::process_start_time(0), 0u);
+  EXPECT_EQ(self_tag() & layout::kRobustPidMask, my_pid());
 }
 
 TEST(RobustMutex, LockOfADeadHoldersWordReportsOwnerDied) {
