@@ -44,4 +44,5 @@ void register_segment(nanobind::module_& m);
 void register_array(nanobind::module_& m);
 void register_frozen(nanobind::module_& m);
 void register_heap(nanobind::module_& m);
+void register_sync(nanobind::module_& m);
 }  // namespace shoal::py

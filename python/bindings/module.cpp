@@ -12,4 +12,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_array(m);
   shoal::py::register_frozen(m);
   shoal::py::register_heap(m);
+  shoal::py::register_sync(m);
 }
