@@ -19,3 +19,33 @@ def attach_heap(handle: str) -> _shoal.Heap:
 def open_named(name: str, writable: bool) -> _shoal.Segment:
     """Unpickle a named Segment: open it by name."""
     return _shoal.Segment.open_named(name, writable)
+
+
+def rebuild_sync(cls: str, handle: str, on_owner_died: str) -> object:
+    """Unpickle a shoal.Lock, RLock, Semaphore, BoundedSemaphore, Event or Condition (cls: its
+    class name); a Lock over a shoal.Value's segment is that value's lock."""
+    from . import _sync
+
+    seg = _shoal.Segment.attach(handle)
+    if cls == "Lock" and _shoal.sync_type(seg) == 7:
+        return _sync.Lock(
+            on_owner_died=on_owner_died, _core=_shoal.SyncValue.from_segment(seg).lock()
+        )
+    return _sync.from_segment(seg, on_owner_died)
+
+
+def rebuild_barrier(handle: str, gate: str | None, action: object) -> object:
+    """Unpickle a shoal.Barrier: its barrier, and the second one an action needs."""
+    from . import _sync
+
+    core = _shoal.SyncBarrier.from_segment(_shoal.Segment.attach(handle))
+    g = None if gate is None else _shoal.SyncBarrier.from_segment(_shoal.Segment.attach(gate))
+    return _sync.Barrier(0, action, _cores=(core, g))  # type: ignore[arg-type]
+
+
+def rebuild_value(handle: str, lock: object) -> object:
+    """Unpickle a shoal.Value: lock True is the value's own lock, False none, else the lock."""
+    from . import _sync
+
+    core = _shoal.SyncValue.from_segment(_shoal.Segment.attach(handle))
+    return _sync.Value("", lock=lock, _core=core)

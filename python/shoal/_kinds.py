@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _array, _frozen, _glue, _shoal
+from . import _array, _frozen, _glue, _shoal, _sync
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,9 @@ _ENTRIES: dict[str, _Entry] = {
     # A heap (shoal::Heap through _shoal.Heap); an extent, part of a heap, is a raw segment.
     "heap": _Entry(attach=_shoal.Heap.from_segment, reconstructor=_glue.attach_heap),
     "extent": _Entry(attach=lambda seg: seg, reconstructor=_glue.attach_segment),
-    # A lock, semaphore, event, condition, barrier or value (include/shoal/sync.hpp): the raw
-    # segment until the Python sync layer (shoal.Lock, ...) wraps it.
-    "sync": _Entry(attach=lambda seg: seg, reconstructor=_glue.attach_segment),
+    # A lock, semaphore, event, condition, barrier or value (include/shoal/sync.hpp): the
+    # shoal.Lock, RLock, Semaphore, ... its header's type names (python/shoal/_sync.py).
+    "sync": _Entry(attach=_sync.from_segment, reconstructor=_glue.rebuild_sync),
 }
 
 

@@ -43,8 +43,8 @@ MAKERS: dict[str, Callable[[], Any]] = {
     "heap": lambda: _shoal.Heap.create(),
     # An extent is made by a growing heap; a bare one is a segment of that kind.
     "extent": lambda: _shoal.Segment.create(4096, kind=4),
-    # A sync object (shoal::Mutex, ...; C++ only for now): attach gives its raw segment.
-    "sync": lambda: _shoal.Segment.create(4096, kind=5),
+    # A sync object: attach gives the shoal.Lock, Event, ... its header's type names.
+    "sync": lambda: shoal.Lock(),
 }
 
 _ATTACH_IN_A_FRESH_PROCESS = r"""
@@ -59,6 +59,8 @@ elif isinstance(obj, _shoal.Heap):
     plain = obj.check()["used_blocks"]
 elif isinstance(obj, np.ndarray):
     plain = obj.tolist()
+elif isinstance(obj, shoal.Lock):
+    plain = obj.acquire(False)
 else:
     plain = {k: list(v) if k == "a" else tuple(v) for k, v in obj.items()}
 print(type(obj).__module__ + "." + type(obj).__qualname__, repr(plain), flush=True)
@@ -70,7 +72,7 @@ EXPECTED_ATTACH = {
     "frozen": ("shoal._frozen.FrozenDict", repr({"a": [1, 2.5, "x"], "b": (None, b"y")})),
     "heap": ("shoal._shoal.Heap", "0"),
     "extent": ("shoal._shoal.Segment", "4"),
-    "sync": ("shoal._shoal.Segment", "5"),
+    "sync": ("shoal._sync.Lock", "True"),
 }
 
 

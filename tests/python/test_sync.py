@@ -1,0 +1,362 @@
+"""shoal.Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier and Value (issue
+14's drop-in primitives) between real processes, under fork, spawn and forkserver. No timing
+assertions: waits poll with generous deadlines (conftest.DEADLINE)."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import threading
+import warnings
+from typing import Any
+
+import pytest
+from conftest import DEADLINE, wait_until
+
+import shoal
+
+pytestmark = pytest.mark.usefixtures("runtime_dir")
+
+
+# ---- children (module level: picklable under spawn and forkserver) ----------------------------
+
+
+def _hold_then_exit(lock: Any, held: Any, die: bool) -> None:
+    lock.acquire()
+    held.set()
+    if die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Event().wait(DEADLINE)
+
+
+def _increment(lock: Any, value: Any, n: int) -> None:
+    for _ in range(n):
+        with lock:
+            value.value = value.value + 1  # read, then write: exact only under the lock
+
+
+def _atomic_add(value: Any, n: int) -> None:
+    for _ in range(n):
+        value.add(1)
+
+
+def _set_event(event: Any) -> None:
+    event.set()
+
+
+def _notify_after(cond: Any, flag: Any) -> None:
+    with cond:
+        flag.value = 1
+        cond.notify_all()
+
+
+def _barrier_party(barrier: Any, out: Any) -> None:
+    try:
+        barrier.wait(DEADLINE)
+        out.add(1)
+    except threading.BrokenBarrierError:
+        out.add(100)
+
+
+def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
+    ready.set()
+    try:
+        lock.acquire()
+        result.value = 1  # must not happen: the parent holds the lock
+    except KeyboardInterrupt:
+        result.value = 2 if not lock._core.held else 3
+
+
+def _from_queue(q: Any, out: Any) -> None:
+    lock, value = q.get(timeout=DEADLINE)
+    with lock:
+        value.value += 5
+    out.set()
+
+
+def _pool_task(args: tuple[Any, Any]) -> int:
+    lock, value = args
+    with lock:
+        value.value += 1
+    return 1
+
+
+def _sleeping(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def _interrupt(pid: int) -> bool:
+    """Ctrl-C to pid (gone already: nothing); False, so that wait_until polls on."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    return False
+
+
+def _join(p: Any) -> None:
+    p.join(DEADLINE)
+    assert p.exitcode is not None, "child did not finish"
+
+
+# ---- drop-in outcomes (one process) -----------------------------------------------------------
+
+
+def test_lock_acquire_returns_false_on_timeout_and_without_block() -> None:
+    lock = shoal.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(True, 0.01) is False
+    assert lock.acquire(block=True, timeout=0) is False
+    assert lock.locked()
+    lock.release()
+    assert not lock.locked()
+    with pytest.raises(ValueError):
+        lock.release()
+
+
+def test_rlock_is_recursive() -> None:
+    r = shoal.RLock()
+    assert r.acquire() and r.acquire()
+    r.release()
+    r.release()
+    with pytest.raises(ValueError):
+        r.release()
+
+
+def test_semaphores() -> None:
+    s = shoal.Semaphore(2)
+    assert s.acquire() and s.acquire(timeout=0.01)
+    assert s.acquire(timeout=0.01) is False
+    assert s.get_value() == 0
+    s.release()
+    s.release()
+    s.release()  # a plain semaphore may go above its initial value
+    assert s.get_value() == 3
+    b = shoal.BoundedSemaphore(1)
+    assert b.acquire()
+    b.release()
+    with pytest.raises(ValueError):
+        b.release()
+
+
+def test_event_wait_returns_the_flag() -> None:
+    e = shoal.Event()
+    assert e.wait(0.01) is False
+    e.set()
+    assert e.is_set() and e.wait() is True and e.wait(0) is True
+    e.clear()
+    assert e.wait(0.01) is False
+
+
+def test_condition_wait_and_wait_for() -> None:
+    c = shoal.Condition()
+    with c:
+        assert c.wait(0.01) is False
+        assert c.wait_for(lambda: 7, 0.01) == 7
+        assert c.wait_for(lambda: 0, 0.01) == 0
+    with pytest.raises(TypeError):
+        shoal.Condition(shoal.Lock())  # type: ignore[arg-type]
+
+
+def test_barrier_action_abort_reset() -> None:
+    ran = []
+    b = shoal.Barrier(1, action=lambda: ran.append(1))
+    assert b.wait() == 0 and ran == [1]
+    b2 = shoal.Barrier(2, timeout=0.01)
+    with pytest.raises(threading.BrokenBarrierError):
+        b2.wait()  # the default timeout passes: broken
+    assert b2.broken
+    b2.reset()
+    assert not b2.broken
+    b2.abort()
+    with pytest.raises(threading.BrokenBarrierError):
+        b2.wait(DEADLINE)
+    assert b2.parties == 2
+
+    def boom() -> None:
+        raise RuntimeError("action")
+
+    b3 = shoal.Barrier(1, action=boom)
+    with pytest.raises(RuntimeError):
+        b3.wait()
+    assert b3.broken
+
+
+@pytest.mark.parametrize("tc", ["i", "l", "d", "f", "b", "B", "h", "H", "I", "L", "q", "Q"])
+def test_value_typecodes_and_atomics(tc: str) -> None:
+    v = shoal.Value(tc, 5)
+    assert v.value == 5
+    assert v.add(2) == 7
+    assert v.exchange(3) == 7
+    assert v.compare_exchange(3, 4) is True and v.value == 4
+    assert v.compare_exchange(3, 9) is False and v.value == 4
+    obj = v.get_obj()
+    obj.value = 6
+    assert v.value == 6
+    with v.get_lock():
+        v.value += 1
+    assert v.value == 7
+    w = pickle.loads(pickle.dumps(v))
+    assert w.value == 7 and isinstance(w.get_lock(), shoal.Lock)
+
+
+def test_value_ctypes_types_and_locks() -> None:
+    d = shoal.Value(ctypes.c_double, 1.5)
+    assert d.add(1) == 2.5 and isinstance(d.get_obj(), ctypes.c_double)
+    i = shoal.Value(ctypes.c_int)
+    assert i.value == 0
+    raw = shoal.Value("i", 1, lock=False)
+    with pytest.raises(AttributeError):
+        raw.get_lock()
+    assert pickle.loads(pickle.dumps(raw)).value == 1
+    given = shoal.RLock()
+    g = shoal.Value("i", 1, lock=given)
+    assert g.get_lock() is given
+    g2 = pickle.loads(pickle.dumps(g))
+    assert isinstance(g2.get_lock(), shoal.RLock)
+    with pytest.raises(TypeError):
+        shoal.Value("x", 1)
+
+
+def test_shoal_attach_gives_each_type() -> None:
+    objs = [
+        shoal.Lock(),
+        shoal.RLock(),
+        shoal.Semaphore(),
+        shoal.BoundedSemaphore(),
+        shoal.Event(),
+        shoal.Condition(),
+        shoal.Barrier(2),
+        shoal.Value("d", 2.0),
+    ]
+    for o in objs:
+        assert type(shoal.attach(o.handle())) is type(o)  # type: ignore[attr-defined]
+
+
+# ---- between processes ------------------------------------------------------------------------
+
+
+def test_counter_under_a_lock_is_exact(ctx: mp.context.BaseContext) -> None:
+    lock, value = shoal.Lock(), shoal.Value("i", 0, lock=False)
+    ps = [ctx.Process(target=_increment, args=(lock, value, 500)) for _ in range(4)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        _join(p)
+        assert p.exitcode == 0
+    assert value.value == 2000
+    atomic = shoal.Value("q", 0)
+    ps = [ctx.Process(target=_atomic_add, args=(atomic, 500)) for _ in range(4)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        _join(p)
+    assert atomic.value == 2000
+
+
+def test_event_condition_barrier_across_processes(ctx: mp.context.BaseContext) -> None:
+    e = shoal.Event()
+    p = ctx.Process(target=_set_event, args=(e,))
+    p.start()
+    assert e.wait(DEADLINE) is True
+    _join(p)
+
+    cond, flag = shoal.Condition(), shoal.Value("i", 0)
+    with cond:
+        p = ctx.Process(target=_notify_after, args=(cond, flag))
+        p.start()
+        assert cond.wait_for(lambda: flag.value == 1, DEADLINE)
+    _join(p)
+
+    barrier, out = shoal.Barrier(3), shoal.Value("i", 0)
+    ps = [ctx.Process(target=_barrier_party, args=(barrier, out)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    assert barrier.wait(DEADLINE) in (0, 1, 2)
+    for p in ps:
+        _join(p)
+    assert out.value == 2
+
+    barrier2, out2 = shoal.Barrier(3), shoal.Value("i", 0)
+    p = ctx.Process(target=_barrier_party, args=(barrier2, out2))
+    p.start()
+    assert wait_until(lambda: barrier2.n_waiting == 1)
+    barrier2.abort()
+    _join(p)
+    assert out2.value == 100
+
+
+def test_through_a_queue_and_a_pool(ctx: mp.context.BaseContext) -> None:
+    lock, value, done = shoal.Lock(), shoal.Value("i", 0), shoal.Event()
+    q = ctx.Queue()
+    p = ctx.Process(target=_from_queue, args=(q, done))
+    p.start()
+    q.put((lock, value))
+    assert done.wait(DEADLINE)
+    _join(p)
+    assert value.value == 5
+    with ctx.Pool(2) as pool:
+        assert sum(pool.map(_pool_task, [(lock, value)] * 8)) == 8
+    assert value.value == 13
+
+
+def test_owner_died_warns_and_holds(ctx: mp.context.BaseContext) -> None:
+    lock, held = shoal.Lock(), shoal.Event()
+    p = ctx.Process(target=_hold_then_exit, args=(lock, held, True))
+    p.start()
+    assert held.wait(DEADLINE)
+    _join(p)
+    with pytest.warns(shoal.OwnerDiedWarning):
+        assert lock.acquire(True, DEADLINE) is True
+    assert lock.owner_died and lock.locked()
+    lock.release()
+    assert not lock.owner_died
+
+    # on_owner_died="raise", through a pickle of the policy.
+    lock2 = shoal.Lock(on_owner_died="raise")
+    held2 = shoal.Event()
+    p = ctx.Process(target=_hold_then_exit, args=(lock2, held2, True))
+    p.start()
+    assert held2.wait(DEADLINE)
+    _join(p)
+    with pytest.raises(shoal.OwnerDiedError):
+        lock2.acquire(True, DEADLINE)
+    assert lock2._core.held and lock2.owner_died
+    lock2.release()
+
+
+def test_with_releases_when_enter_raises(ctx: mp.context.BaseContext) -> None:
+    lock, held = shoal.Lock(), shoal.Event()
+    p = ctx.Process(target=_hold_then_exit, args=(lock, held, True))
+    p.start()
+    assert held.wait(DEADLINE)
+    _join(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", shoal.OwnerDiedWarning)
+        with pytest.raises(shoal.OwnerDiedWarning), lock:
+            pytest.fail("the body must not run")
+    assert not lock.locked()
+    assert lock.acquire(False) is True
+    lock.release()
+
+
+def test_ctrl_c_interrupts_a_wait(ctx: mp.context.BaseContext) -> None:
+    lock, ready, result = shoal.Lock(), shoal.Event(), shoal.Value("i", 0)
+    assert lock.acquire()
+    p = ctx.Process(target=_wait_on_lock, args=(lock, ready, result))
+    p.start()
+    assert ready.wait(DEADLINE)
+    # Once it sleeps (nothing between ready.set() and the acquire sleeps), SIGINT until it has
+    # left its wait.
+    assert p.pid is not None
+    assert wait_until(lambda: _sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    _join(p)
+    assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
+    assert lock.locked() and lock._core.held
+    lock.release()
