@@ -84,8 +84,12 @@ class _LockBase:
             return True
         if s == _TIMEOUT:
             return False
-        _owner_died(type(self).__name__, self._policy)  # _OWNER_DIED: held
+        self._took_over()  # _OWNER_DIED: held
+        _owner_died(type(self).__name__, self._policy)
         return True
+
+    def _took_over(self) -> None:
+        """Called holding the lock after a takeover (RLock records it; a Lock's is shared)."""
 
     def release(self) -> None:
         """Release the lock (InvalidArgumentError, a ValueError, when not held)."""
@@ -98,7 +102,7 @@ class _LockBase:
             # An owner-died warning turned into an error (or OwnerDiedError) came with the lock
             # held: `with` would never run __exit__, so release before re-raising.
             if self._core.held:
-                self._core.release()
+                self.release()
             raise
 
     def __exit__(self, *exc: object) -> None:
@@ -134,15 +138,29 @@ class RLock(_LockBase):
     """multiprocessing.RLock: the holding thread may acquire it again; released when released
     as often as acquired."""
 
-    __slots__ = ()
+    __slots__ = ("_died",)
 
     def __init__(self, *, on_owner_died: str = "warn", _core: Any = None) -> None:
         self._policy = _check_policy(on_owner_died)
         self._core = _shoal.SyncRecursiveMutex.create() if _core is None else _core
+        self._died = False
+
+    def _took_over(self) -> None:
+        self._died = True
 
     @property
     def owner_died(self) -> bool:
-        return False  # a takeover is reported by the acquire itself
+        """True from an acquire that found the previous holder dead until the last release
+        (the holder is a thread of this process, so this object's own record)."""
+        return self._died
+
+    def release(self) -> None:
+        self._core.release()
+        if self._core.count == 0:
+            self._died = False
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def __repr__(self) -> str:
         return f"<shoal.RLock count={self._core.count}>"

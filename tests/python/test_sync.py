@@ -70,6 +70,18 @@ def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
         result.value = 2 if not lock._core.held else 3
 
 
+def _wait_interrupted(obj: Any, ready: Any, result: Any) -> None:
+    ready.set()
+    try:
+        if isinstance(obj, shoal.Event):
+            obj.wait()
+        else:
+            obj.acquire()
+        result.value = 1
+    except KeyboardInterrupt:
+        result.value = 2
+
+
 def _from_queue(q: Any, out: Any) -> None:
     lock, value = q.get(timeout=DEADLINE)
     with lock:
@@ -330,6 +342,21 @@ def test_owner_died_warns_and_holds(ctx: mp.context.BaseContext) -> None:
     lock2.release()
 
 
+def test_rlock_owner_died(ctx: mp.context.BaseContext) -> None:
+    r, held = shoal.RLock(), shoal.Event()
+    p = ctx.Process(target=_hold_then_exit, args=(r, held, True))
+    p.start()
+    assert held.wait(DEADLINE)
+    _join(p)
+    with pytest.warns(shoal.OwnerDiedWarning):
+        assert r.acquire(True, DEADLINE) is True
+    assert r.owner_died and r.acquire()
+    r.release()
+    assert r.owner_died
+    r.release()
+    assert not r.owner_died
+
+
 def test_with_releases_when_enter_raises(ctx: mp.context.BaseContext) -> None:
     lock, held = shoal.Lock(), shoal.Event()
     p = ctx.Process(target=_hold_then_exit, args=(lock, held, True))
@@ -360,3 +387,21 @@ def test_ctrl_c_interrupts_a_wait(ctx: mp.context.BaseContext) -> None:
     assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
     assert lock.locked() and lock._core.held
     lock.release()
+
+
+@pytest.mark.parametrize("what", ["event", "semaphore"])
+def test_ctrl_c_interrupts_event_and_semaphore_waits(
+    ctx: mp.context.BaseContext, what: str
+) -> None:
+    obj: Any = shoal.Event() if what == "event" else shoal.Semaphore(0)
+    ready, result = shoal.Event(), shoal.Value("i", 0)
+    p = ctx.Process(target=_wait_interrupted, args=(obj, ready, result))
+    p.start()
+    assert ready.wait(DEADLINE)
+    assert p.pid is not None
+    assert wait_until(lambda: _sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    _join(p)
+    assert result.value == 2
+    if what == "semaphore":
+        assert obj.get_value() == 0
