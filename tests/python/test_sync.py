@@ -405,3 +405,32 @@ def test_ctrl_c_interrupts_event_and_semaphore_waits(
     assert result.value == 2
     if what == "semaphore":
         assert obj.get_value() == 0
+
+
+def _event_and_semaphore_task(args: tuple[Any, Any, Any]) -> bool:
+    event, sem, cond = args
+    with sem, cond:
+        cond.notify_all()
+    return bool(event.wait(DEADLINE))
+
+
+def test_a_dead_waiting_party_breaks_the_barrier(ctx: mp.context.BaseContext) -> None:
+    barrier, out = shoal.Barrier(3), shoal.Value("i", 0)
+    p = ctx.Process(target=_barrier_party, args=(barrier, out))
+    p.start()
+    assert wait_until(lambda: barrier.n_waiting == 1)
+    assert p.pid is not None
+    os.kill(p.pid, signal.SIGKILL)
+    _join(p)
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(DEADLINE)
+    barrier.reset()
+    assert not barrier.broken
+
+
+def test_event_semaphore_condition_as_pool_arguments(ctx: mp.context.BaseContext) -> None:
+    event, sem, cond = shoal.Event(), shoal.BoundedSemaphore(2), shoal.Condition()
+    event.set()
+    with ctx.Pool(2) as pool:
+        assert pool.map(_event_and_semaphore_task, [(event, sem, cond)] * 4) == [True] * 4
+    assert sem.get_value() == 2
