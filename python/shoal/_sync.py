@@ -96,8 +96,12 @@ class _LockBase:
         self._core.release()
 
     def __enter__(self) -> bool:
+        if self._core.acquire(True, -1.0) == _OK:  # the common case, one call
+            return True
         try:
-            return self.acquire()
+            self._took_over()  # _OWNER_DIED (no timeout was given): held
+            _owner_died(type(self).__name__, self._policy)
+            return True
         except BaseException:
             # An owner-died warning turned into an error (or OwnerDiedError) came with the lock
             # held: `with` would never run __exit__, so release before re-raising.
@@ -401,7 +405,8 @@ class Value:
     updates (``with v.get_lock(): v.value += 1``): with lock=True a shoal.Lock beside the
     value, a lock given as ``lock`` is used instead, and with lock=False there is none
     (AttributeError, as multiprocessing's raw value). ``get_obj()`` is a ctypes object over the
-    shared bytes. Atomic without a lock: add(d) returns the new value, exchange(v) the old, and
+    shared bytes. (multiprocessing's default lock is an RLock; the built-in one here is not
+    recursive: pass ``lock=shoal.RLock()`` where the holder re-enters.) Atomic without a lock: add(d) returns the new value, exchange(v) the old, and
     compare_exchange(expected, desired) whether it stored. Typecodes b B h H i I l L q Q f d or
     their ctypes types."""
 
