@@ -40,17 +40,8 @@ struct Image final : shoal::memory::ExtentSource {
 // The same valid heap every time: blocks of several sizes, every third one freed.
 std::vector<uint64_t> build(Image& im, HeapCore& core) {
   auto* h = reinterpret_cast<layout::HeapHeader*>(im.root.get());
-  h->magic = layout::kHeapMagic;
-  h->version = layout::kHeapVersion;
-  h->header_bytes = sizeof(layout::HeapHeader);
-  h->max_extents = layout::kHeapMaxExtents;
-  h->arena_begin = layout::kHeapArenaBegin;
-  h->first_extent_bytes = kRootBytes;
+  shoal::memory::format_heap_root(h, kRootBytes);
   auto* e = layout::heap_extents(h);
-  e[0].bytes = kRootBytes;
-  e[0].arena_begin = layout::kHeapArenaBegin;
-  e[0].used = layout::kHeapArenaBegin;
-  h->extent_count = 1;
   if (!core.init_extent_locked(0).is_ok()) std::abort();
   std::vector<uint64_t> refs;
   for (int i = 0; i < 60; ++i) {

@@ -182,19 +182,8 @@ uint64_t allocate_impl(HeapState& s, uint64_t n, uint32_t owner) {
 Heap Heap::create(Options opts) {
   const uint64_t bytes = std::max(round_up(opts.initial_bytes, layout::kBlockAlign), kMinRootBytes);
   Segment root = Segment::create(bytes, Segment::Options{ObjectKind::kHeap, false});
-  auto* h = reinterpret_cast<layout::HeapHeader*>(root.data());
-  // The segment is zero-filled and no other process knows its id yet: plain stores suffice.
-  h->magic = layout::kHeapMagic;
-  h->version = layout::kHeapVersion;
-  h->header_bytes = sizeof(layout::HeapHeader);
-  h->max_extents = layout::kHeapMaxExtents;
-  h->arena_begin = layout::kHeapArenaBegin;
-  h->first_extent_bytes = bytes;
-  layout::ExtentEntry& e0 = layout::heap_extents(h)[0];
-  e0.bytes = root.size();
-  e0.arena_begin = layout::kHeapArenaBegin;
-  e0.used.store(layout::kHeapArenaBegin, std::memory_order_relaxed);
-  h->extent_count.store(1, std::memory_order_release);
+  // No other process knows the root's id yet: it is formatted before anything can read it.
+  memory::format_heap_root(reinterpret_cast<layout::HeapHeader*>(root.data()), root.size());
   Heap heap = attach(std::move(root));
   HeapLock g(*heap.s_);
   Status st = heap.s_->core.init_extent_locked(0);

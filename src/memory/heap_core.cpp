@@ -62,6 +62,21 @@ uint64_t block_bytes_for(uint64_t n) noexcept {
   return s < kMinBlockBytes ? kMinBlockBytes : s;
 }
 
+void format_heap_root(HeapHeader* h, uint64_t root_bytes) noexcept {
+  // Zero-filled and private to its creator: plain stores, then extent_count with release.
+  h->magic = layout::kHeapMagic;
+  h->version = layout::kHeapVersion;
+  h->header_bytes = sizeof(HeapHeader);
+  h->max_extents = layout::kHeapMaxExtents;
+  h->arena_begin = layout::kHeapArenaBegin;
+  h->first_extent_bytes = root_bytes;
+  ExtentEntry& e0 = layout::heap_extents(h)[0];
+  e0.bytes = root_bytes;
+  e0.arena_begin = layout::kHeapArenaBegin;
+  e0.used.store(layout::kHeapArenaBegin, std::memory_order_relaxed);
+  h->extent_count.store(1, std::memory_order_release);
+}
+
 Status validate_heap_header(const HeapHeader* h, uint64_t root_bytes) noexcept {
   if (root_bytes < layout::kHeapArenaBegin) {
     return {Errc::kCorrupt, "heap: the root segment has " + std::to_string(root_bytes) +

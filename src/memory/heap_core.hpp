@@ -92,6 +92,11 @@ class HeapCore {
   ExtentSource* src_;
 };
 
+/// Writes a new heap's header and extent 0's entry (H1, H2) into the zero-filled data area of
+/// its root, `root_bytes` long, before any other process can see it; init_extent_locked(0)
+/// then makes the root's arena one free block.
+void format_heap_root(layout::HeapHeader* h, uint64_t root_bytes) noexcept;
+
 /// The header's own invariants (H1, H2's bounds): what attach checks before anything else.
 Status validate_heap_header(const layout::HeapHeader* h, uint64_t root_bytes) noexcept;
 

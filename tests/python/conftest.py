@@ -72,6 +72,18 @@ def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) ->
         time.sleep(interval)
 
 
+def shmem_baseline() -> int:
+    """The machine's Shmem before a test: the least of a few readings, as other processes on
+    the machine (other test runs, benchmarks) only ever add to it for a while."""
+    from shoal._tools.measure import machine_shmem
+
+    readings = []
+    for _ in range(10):
+        readings.append(machine_shmem())
+        time.sleep(0.01)
+    return min(readings)
+
+
 def _broker_pids(runtime_dir: str) -> list[int]:
     pids = []
     for name in os.listdir(runtime_dir) if os.path.isdir(runtime_dir) else []:

@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, describe_here, run_python, wait_until
+from conftest import DEADLINE, describe_here, run_python, shmem_baseline, wait_until
 
 import shoal
 from shoal import _shoal
@@ -170,11 +169,7 @@ def test_a_grown_heap_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_
     # This process keeps the session's broker alive and maps nothing of the heap: the broker
     # must free the root and, through its references, every extent.
     keep = _shoal.Segment.create(4096)
-    readings = []
-    for _ in range(10):
-        readings.append(machine_shmem())
-        time.sleep(0.01)
-    baseline = min(readings)
+    baseline = shmem_baseline()
     child = subprocess.Popen(
         [sys.executable, "-c", _GROW],
         stdin=subprocess.PIPE,

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, describe_here, session_info, wait_until
+from conftest import DEADLINE, describe_here, session_info, shmem_baseline, wait_until
 
 import shoal
 from shoal import _shoal
@@ -355,16 +355,6 @@ def _brokers_of(runtime_dir: str) -> list[int]:
     return found
 
 
-def _shmem_baseline() -> int:
-    """Shmem before the test: the least of a few readings, as other processes on the machine
-    (other test runs, benchmarks) only ever add to it for a while."""
-    readings = []
-    for _ in range(10):
-        readings.append(machine_shmem())
-        time.sleep(0.01)
-    return min(readings)
-
-
 def _assert_shmem_sees(baseline: int) -> None:
     """The object's reserved pages show in Shmem (else "Shmem is back" would prove nothing)."""
     assert wait_until(lambda: machine_shmem() - baseline >= BIG - SLACK), (
@@ -412,7 +402,7 @@ def _creator_killed_while_two_readers_map(
 ) -> None:
     # The test only orchestrates: it never maps the object, so once the readers are gone no
     # process of the session is left.
-    baseline = _shmem_baseline()
+    baseline = shmem_baseline()
     creator = _start(children, launcher, "creator", BIG, 1, 2)
     made = creator.recv()
     _assert_shmem_sees(baseline)
@@ -519,7 +509,7 @@ def test_holder_and_its_forked_child_killed_unrelated_process(children: list[Chi
 def _everything_killed_at_once(
     launcher: Launcher, runtime_dir: str, children: list[Child], cleanup: str
 ) -> None:
-    baseline = _shmem_baseline()
+    baseline = shmem_baseline()
     creator = _start(children, launcher, "creator", BIG, 1, 1)
     made = creator.recv()
     _assert_shmem_sees(baseline)
@@ -750,7 +740,7 @@ def _holds_count(session: str) -> int:
 
 
 def _fast_attach_is_counted(launcher: Launcher, runtime_dir: str, children: list[Child]) -> None:
-    baseline = _shmem_baseline()
+    baseline = shmem_baseline()
     warm = _shoal.Segment.create(4096)
     reader = _start(children, launcher, "connected_reader", warm.handle())
     assert reader.recv()["pid"] == reader.pid

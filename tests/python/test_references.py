@@ -10,11 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, describe_here, run_python, wait_until
+from conftest import DEADLINE, describe_here, run_python, shmem_baseline, wait_until
 
 from shoal import _shoal
 from shoal._tools.measure import machine_shmem
@@ -26,15 +25,6 @@ SLACK = 4 * MIB
 
 def _objects(session: str) -> dict[str, dict[str, Any]]:
     return {o["id"]: o for o in describe_here(session)["objects"]}
-
-
-def _shmem_baseline() -> int:
-    """The least of a few readings: other processes only add to Shmem for a while."""
-    readings = []
-    for _ in range(10):
-        readings.append(machine_shmem())
-        time.sleep(0.01)
-    return min(readings)
 
 
 # A child that makes a group A -> B, A -> C (and C -> A: a cycle too), each BIG, lets go of B and C itself, prints the ids and waits.
@@ -59,7 +49,7 @@ def test_a_group_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_dir: 
     # This process keeps the session (so its broker) alive, and maps nothing of the group:
     # the broker, not its exit, must free the group.
     keep = _shoal.Segment.create(4096)
-    baseline = _shmem_baseline()
+    baseline = shmem_baseline()
     child = subprocess.Popen(
         [sys.executable, "-c", _GROUP, str(BIG)],
         stdin=subprocess.PIPE,

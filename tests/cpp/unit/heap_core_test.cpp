@@ -27,17 +27,7 @@ struct LocalHeap final : ExtentSource {
   explicit LocalHeap(uint64_t root_bytes) {
     add(root_bytes);
     h = reinterpret_cast<HeapHeader*>(bufs[0].get());
-    h->magic = layout::kHeapMagic;
-    h->version = layout::kHeapVersion;
-    h->header_bytes = sizeof(HeapHeader);
-    h->max_extents = layout::kHeapMaxExtents;
-    h->arena_begin = layout::kHeapArenaBegin;
-    h->first_extent_bytes = root_bytes;
-    auto* e = layout::heap_extents(h);
-    e[0].bytes = root_bytes;
-    e[0].arena_begin = layout::kHeapArenaBegin;
-    e[0].used = layout::kHeapArenaBegin;
-    h->extent_count = 1;
+    format_heap_root(h, root_bytes);
     core = HeapCore(h, this);
     EXPECT_TRUE(core.init_extent_locked(0).is_ok());
   }
