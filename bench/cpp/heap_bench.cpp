@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   const size_t batch = 100000;
   const size_t steps = 100000;
 
-  Allocator libc{"glibc malloc", [](uint64_t n) { return reinterpret_cast<uint64_t>(std::malloc(n)); },
+  Allocator libc{"glibc malloc",
+                 [](uint64_t n) { return reinterpret_cast<uint64_t>(std::malloc(n)); },
                  [](uint64_t r) { std::free(reinterpret_cast<void*>(r)); }};
   // glibc's fragmentation first, while its state is fresh (later runs leave freed memory
   // that it would reuse, hiding what this sequence costs). The blocks left live stay.
@@ -164,7 +165,8 @@ int main(int argc, char** argv) {
   std::printf("| held / live | %.2f |\n",
               static_cast<double>(rep.reserved_bytes) / static_cast<double>(live));
   std::printf("| target: held <= 2 x live + 32 B x blocks = %llu | %s |\n",
-              static_cast<unsigned long long>(bound), rep.reserved_bytes <= bound ? "met" : "MISSED");
+              static_cast<unsigned long long>(bound),
+              rep.reserved_bytes <= bound ? "met" : "MISSED");
   std::printf("| glibc malloc on the same sequence (arena + mmap): held / live | %.2f |\n",
               glibc_ratio);
   return rep.reserved_bytes <= bound ? 0 : 1;

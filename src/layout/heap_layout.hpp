@@ -26,8 +26,8 @@
 // An extent's data area is blocks from its entry's arena_begin (0 for extents > 0) up to its
 // entry's `used`. A new extent's whole arena becomes one free block as soon as it is published
 // (`used` then moves to its end, rounded down to 16, and stays there). Blocks tile
-// [arena_begin, used) exactly: each starts with a BlockHeader whose size (a multiple of 16, at least 32) leads to
-// the next. A free block's payload holds its bin list links (FreeLinks).
+// [arena_begin, used) exactly: each starts with a BlockHeader whose size (a multiple of 16, at
+// least 32) leads to the next. A free block's payload holds its bin list links (FreeLinks).
 //
 // Invariants (Heap::check verifies every one; the fuzz target feeds it arbitrary bytes):
 //   H1  magic == kHeapMagic, version == kHeapVersion, header_bytes == sizeof(HeapHeader),
@@ -44,13 +44,15 @@
 //       Two free blocks are never adjacent (free coalesces) outside a recovery.
 //   H5  A used block with kBlockPending set belongs to the process `owner` until it calls
 //       commit(); a pending block whose owner is dead is garbage, reclaimed by the next check.
-//   H6  bin_bitmap bit b is set iff bin b's list is non-empty (a hint: a stale set bit costs a
-//       look at an empty list, never a wrong block).
-// Who writes: everything but a used block's payload is written under `lock` (a RobustMutex).
+//   H6  bin_bitmap bit b is set whenever bin b's list is non-empty; a set bit over an empty
+//       list is allowed (stale: it costs a look at an empty list, never a wrong block).
+// Who writes: everything but a used block's payload is written under `lock` (a RobustMutex),
+// except commit()'s clearing of kBlockPending, one atomic RMW on the block's own size word.
 // Every change to the tiling is one 8-byte store of a size word (split: the new tail's header
 // first, then the head's size; coalesce: the surviving head's size; a new extent: its one
-// block's header, then `used`), so a process that dies at any point leaves a walkable tiling; recovery (the next
-// lock holder, told kOwnerDied) walks it and rebuilds the bins, the stats and prev_size16.
+// block's header, then `used`), so a process that dies at any point leaves a walkable tiling;
+// recovery (the next lock holder, told kOwnerDied) walks it and rebuilds the bins, the stats
+// and prev_size16.
 // Payloads of used blocks are the user's: the heap never reads them.
 #pragma once
 

@@ -195,9 +195,9 @@ Heap Heap::attach(std::string_view handle) { return attach(Segment::attach(handl
 
 Heap Heap::attach(Segment root) {
   if (root.kind() != ObjectKind::kHeap) {
-    throw_error(Errc::kIncompatible, std::string("heap: the object is of kind ") +
-                                         std::string(kind_name(static_cast<uint32_t>(root.kind()))) +
-                                         ", not a heap");
+    const std::string_view kind = kind_name(static_cast<uint32_t>(root.kind()));
+    throw_error(Errc::kIncompatible,
+                "heap: the object is of kind " + std::string(kind) + ", not a heap");
   }
   auto s = std::make_shared<HeapState>();
   s->h = reinterpret_cast<layout::HeapHeader*>(root.data());

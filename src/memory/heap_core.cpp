@@ -122,7 +122,9 @@ Status HeapCore::extent_bounds(uint32_t i, std::byte** base, uint64_t* bytes, ui
   const ExtentEntry& e = layout::heap_extents(h_)[i];
   uint64_t mapped = 0;
   std::byte* b = src_->extent(i, &mapped);
-  if (b == nullptr) return {Errc::kCorrupt, "heap: extent " + std::to_string(i) + " cannot be mapped"};
+  if (b == nullptr) {
+    return {Errc::kCorrupt, "heap: extent " + std::to_string(i) + " cannot be mapped"};
+  }
   const uint64_t u = e.used.load(std::memory_order_acquire);
   if (e.bytes != mapped || e.arena_begin % kBlockAlign != 0 || e.arena_begin > u ||
       u > mapped || u % kBlockAlign != 0) {
@@ -519,7 +521,9 @@ Status HeapCore::check(CheckReport* report) const noexcept {
         if ((b.flags & kBlockPending) != 0) ++r.pending_blocks;
         prev_free = false;
       } else {
-        if (prev_free) return {Errc::kCorrupt, "heap: H4: two free blocks side by side" + at(i, off)};
+        if (prev_free) {
+          return {Errc::kCorrupt, "heap: H4: two free blocks side by side" + at(i, off)};
+        }
         if ((b.flags & kBlockPending) != 0) {
           return {Errc::kCorrupt, "heap: H5: a free block marked pending" + at(i, off)};
         }

@@ -186,7 +186,8 @@ TEST(HeapProcesses, KillsAtRandomMomentsNeverLeaveACorruptHeap) {
     });
     ASSERT_EQ(pipe.receive(), "go");
     const uint64_t before = h.stats().allocations;
-    ASSERT_TRUE(test::wait_until([&] { return h.stats().allocations > before + 200 + round * 300; }));
+    const uint64_t enough = before + 200 + static_cast<uint64_t>(round) * 300;
+    ASSERT_TRUE(test::wait_until([&] { return h.stats().allocations > enough; }));
     child.kill(SIGKILL);
     child.wait();
     const HeapReport rep = h.check();  // recovers if the child died holding the lock
