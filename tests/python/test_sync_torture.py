@@ -7,11 +7,12 @@ ones in their place. At the end nothing may hang (every live worker stops within
 the semaphore has all its units back, and the counter is exactly the completed increments.
 
 Exact accounting: inside the locks a worker appends "I t" (it is about to store t = counter + 1)
-to its own journal, stores t, releases, then appends "D t". Under a working lock the counter
-takes the values 1..V once each, so: the "D" targets are distinct (a lost update would store
-one value twice), and each t in 1..V is either a "D" target or the last ("I t", no "D") record
-of a killed worker -- killed between its intent and its report, which it may or may not have
-stored. One record is one write() of a few bytes to an O_APPEND file.
+to its own journal, stores t, releases, then appends "D t" ("T 0" records a takeover from a
+killed holder; the run must see some). Under a working lock the counter takes the values 1..V
+once each, so: the "D" targets are distinct (a lost update would store one value twice), and
+each t in 1..V is either a "D" target or the last ("I t", no "D") record of a killed worker --
+killed between its intent and its report, which it may or may not have stored. One record is
+one write() of a few bytes to an O_APPEND file.
 
 SHOAL_TORTURE_SECONDS (default 20) bounds the run, SHOAL_TORTURE_SEED seeds it (random by
 default; printed on failure). `make torture` runs it for 300 s.
@@ -49,6 +50,8 @@ def _worker(
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     while not stop.is_set():
         with sem, lock, rlock, rlock:
+            if lock.owner_died or rlock.owner_died:
+                os.write(fd, b"T 0\n")  # took a lock over from a killed holder
             t = counter.value + 1
             os.write(fd, b"I %d\n" % t)
             counter.value = t
@@ -65,7 +68,7 @@ def _records(path: str) -> list[tuple[str, int]]:
         return out
     for line in data.split(b"\n"):
         parts = line.split()
-        if len(parts) == 2 and parts[0] in (b"I", b"D") and parts[1].isdigit():
+        if len(parts) == 2 and parts[0] in (b"I", b"D", b"T") and parts[1].isdigit():
             out.append((parts[0].decode(), int(parts[1])))
     return out
 
@@ -134,10 +137,12 @@ def test_torture_sigkill_holders_and_waiters(tmp_path: os.PathLike[str]) -> None
 
     v = counter.value
     done: list[int] = []
+    takeovers = 0
     dangling: set[int] = set()
     for journal in [j for _, j in live.values()] + killed_journals:
         recs = _records(journal)
         done += [t for k, t in recs if k == "D"]
+        takeovers += sum(1 for k, _ in recs if k == "T")
         if journal in killed_journals and recs and recs[-1][0] == "I":
             dangling.add(recs[-1][1])
     assert len(done) == len(set(done)), f"a value was stored twice (lost update) {info}"
@@ -146,7 +151,11 @@ def test_torture_sigkill_holders_and_waiters(tmp_path: os.PathLike[str]) -> None
     assert missing <= dangling, f"increments {sorted(missing - dangling)} unaccounted {info}"
     assert kills >= min(100, int(SECONDS * 5)), f"only {kills} kills {info}"
     assert len(done) > kills, f"too little progress: {len(done)} increments {info}"
-    print(f"torture: {kills} kills, {len(done)} reported increments, counter {v} {info}")
+    assert takeovers > 0, f"no lock was ever taken over from a killed holder {info}"
+    print(
+        f"torture: {kills} kills, {takeovers} takeovers, {len(done)} reported increments, "
+        f"counter {v} {info}"
+    )
 
 
 if __name__ == "__main__":
