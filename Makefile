@@ -8,7 +8,7 @@ FUZZ_RUNS ?= 20000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views torture stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -89,6 +89,13 @@ fuzz: fuzz-build fuzz-views
 FUZZ_VIEWS_SECONDS ?= 600
 fuzz-views: install
 	$(PY) fuzz/frozen_views_fuzz.py --seconds $(FUZZ_VIEWS_SECONDS) --artifacts build/fuzz
+
+# The sync torture test (tests/python/test_sync_torture.py) for TORTURE_SECONDS, a random seed
+# (printed; SHOAL_TORTURE_SEED=N repeats one); `make test` runs it for 20 s.
+TORTURE_SECONDS ?= 300
+torture: install
+	SHOAL_TORTURE_SECONDS=$(TORTURE_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider \
+	  tests/python/test_sync_torture.py
 
 stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py

@@ -510,6 +510,14 @@ def test_demo_lists_its_scenes(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("killed-creator")
 
 
+def test_demo_killed_holder_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--scene", "killed-holder")
+    assert code == 0, out + err
+    assert "-> False after" in out  # multiprocessing.Lock stayed locked
+    assert "-> True after" in out and "with OwnerDiedWarning" in out
+    assert "as promised" in out and "PROBLEM" not in out
+
+
 def test_demo_unknown_scene_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "demo", "--scene", "nope")
     assert code == 1

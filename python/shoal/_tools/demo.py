@@ -539,6 +539,12 @@ def _scene_frozen_dict(size: int, out: TextIO) -> bool:
     return run_dict_scene(size, out)
 
 
+def _scene_killed_holder(size: int, out: TextIO) -> bool:
+    from .scene_locks import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -559,6 +565,11 @@ SCENES: list[Scene] = [
         "frozen-dict",
         "Seed 001: Pool.map with a dict cache: partial vs initializer + global vs FrozenDict",
         _scene_frozen_dict,
+    ),
+    Scene(
+        "killed-holder",
+        "A lock's holder is SIGKILLed: multiprocessing.Lock stays locked, shoal.Lock comes back",
+        _scene_killed_holder,
     ),
 ]
 
