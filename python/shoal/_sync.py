@@ -410,9 +410,12 @@ class Value:
     compare_exchange(expected, desired) whether it stored. Typecodes b B h H i I l L q Q f d or
     their ctypes types."""
 
-    __slots__ = ("__weakref__", "_core", "_lock")
+    __slots__ = ("__weakref__", "_core", "_lock", "add")
 
     handle = _handle
+    add: Callable[[Any], Any]
+    """Atomically add d; the new value. (The binding's method itself, set per object: one
+    call, no Python frame.)"""
 
     def __init__(
         self, typecode_or_type: Any, *args: Any, lock: Any = True, _core: Any = None
@@ -428,6 +431,7 @@ class Value:
                 raise TypeError("shoal.Value takes one initial value")
             _core = _shoal.SyncValue.create(tc, args[0] if args else None)
         self._core = _core
+        self.add = _core.add
         if lock is True:
             self._lock: Any = Lock(_core=_core.lock())
         elif lock is False or lock is None:
@@ -465,10 +469,6 @@ class Value:
 
     def __exit__(self, *exc: object) -> None:
         self.get_lock().__exit__(*exc)
-
-    def add(self, d: Any) -> Any:
-        """Atomically add d; the new value."""
-        return self._core.add(d)
 
     def exchange(self, v: Any) -> Any:
         """Atomically store v; the old value."""
