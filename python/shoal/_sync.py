@@ -12,6 +12,7 @@ either way.
 from __future__ import annotations
 
 import ctypes
+import operator
 import threading
 import warnings
 from collections.abc import Callable
@@ -439,13 +440,13 @@ class Value:
         else:
             self._lock = lock
 
-    @property
-    def value(self) -> Any:
-        return self._core.load()
-
-    @value.setter
-    def value(self, v: Any) -> None:
+    def _store(self, v: Any) -> None:
         self._core.store(v)
+
+    # The read is the binding's property through a C-level getter: no Python frame.
+    value = property(
+        operator.attrgetter("_core.value"), _store, doc="The number (each read or write atomic)."
+    )
 
     def get_lock(self) -> Any:
         if self._lock is None:
