@@ -257,6 +257,12 @@ void register_sync(nb::module_& m) {
            [](const PyValue& pv) {
              return std::visit([](const auto& v) { return nb::cast(v.load()); }, pv.v);
            })
+      .def_prop_ro(
+          "value",
+          [](const PyValue& pv) {
+            return std::visit([](const auto& v) { return nb::cast(v.load()); }, pv.v);
+          },
+          "load() as a property: shoal.Value.value reads it with no Python frame.")
       .def("store",
            [](PyValue& pv, nb::handle x) {
              std::visit(

@@ -551,6 +551,10 @@ class SyncValue:
 
     def load(self) -> object: ...
 
+    @property
+    def value(self) -> object:
+        """load() as a property: shoal.Value.value reads it with no Python frame."""
+
     def store(self, arg: object, /) -> None: ...
 
     def add(self, arg: object, /) -> object: ...

@@ -12,6 +12,7 @@ either way.
 from __future__ import annotations
 
 import ctypes
+import operator
 import threading
 import warnings
 from collections.abc import Callable
@@ -164,7 +165,10 @@ class RLock(_LockBase):
             self._died = False
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        core = self._core  # release() inlined: one Python frame per `with`
+        core.release()
+        if core.count == 0:
+            self._died = False
 
     def __repr__(self) -> str:
         return f"<shoal.RLock count={self._core.count}>"
@@ -410,9 +414,12 @@ class Value:
     compare_exchange(expected, desired) whether it stored. Typecodes b B h H i I l L q Q f d or
     their ctypes types."""
 
-    __slots__ = ("__weakref__", "_core", "_lock")
+    __slots__ = ("__weakref__", "_core", "_lock", "add")
 
     handle = _handle
+    add: Callable[[Any], Any]
+    """Atomically add d; the new value. (The binding's method itself, set per object: one
+    call, no Python frame.)"""
 
     def __init__(
         self, typecode_or_type: Any, *args: Any, lock: Any = True, _core: Any = None
@@ -428,6 +435,7 @@ class Value:
                 raise TypeError("shoal.Value takes one initial value")
             _core = _shoal.SyncValue.create(tc, args[0] if args else None)
         self._core = _core
+        self.add = _core.add
         if lock is True:
             self._lock: Any = Lock(_core=_core.lock())
         elif lock is False or lock is None:
@@ -435,13 +443,13 @@ class Value:
         else:
             self._lock = lock
 
-    @property
-    def value(self) -> Any:
-        return self._core.load()
-
-    @value.setter
-    def value(self, v: Any) -> None:
+    def _store(self, v: Any) -> None:
         self._core.store(v)
+
+    # The read is the binding's property through a C-level getter: no Python frame.
+    value = property(
+        operator.attrgetter("_core.value"), _store, doc="The number (each read or write atomic)."
+    )
 
     def get_lock(self) -> Any:
         if self._lock is None:
@@ -465,10 +473,6 @@ class Value:
 
     def __exit__(self, *exc: object) -> None:
         self.get_lock().__exit__(*exc)
-
-    def add(self, d: Any) -> Any:
-        """Atomically add d; the new value."""
-        return self._core.add(d)
 
     def exchange(self, v: Any) -> Any:
         """Atomically store v; the old value."""
