@@ -22,23 +22,11 @@ namespace {
 using std::chrono::seconds;
 using test::ChildProcess;
 using test::HandlePipe;
+using test::describe;
+using test::check;
+using test::fill;
 
-void fill(Segment& s, uint8_t seed) {
-  auto* p = reinterpret_cast<uint8_t*>(s.data());
-  for (uint64_t i = 0; i < s.size(); ++i) p[i] = static_cast<uint8_t>(i * 31 + seed);
-}
-bool check(const Segment& s, uint8_t seed) {
-  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
-  for (uint64_t i = 0; i < s.size(); ++i) {
-    if (p[i] != static_cast<uint8_t>(i * 31 + seed)) return false;
-  }
-  return true;
-}
 
-std::string describe(const Id128& session) {
-  auto r = detail::Client::instance().describe(session);
-  return r ? r.value() : "";
-}
 long long counter(const Id128& session, const std::string& key) {
   std::string j = describe(session);
   size_t at = j.find("\"" + key + "\":");

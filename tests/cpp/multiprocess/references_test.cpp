@@ -21,11 +21,8 @@ namespace {
 using std::chrono::seconds;
 using test::ChildProcess;
 using test::HandlePipe;
+using test::describe;
 
-std::string describe(const Id128& session) {
-  auto r = detail::Client::instance().describe(session);
-  return r ? r.value() : "";
-}
 
 // Where the object's own entry starts in the JSON (refs_out entries name ids too, followed by
 // "count" instead of "kind"), or npos once the broker has freed it.

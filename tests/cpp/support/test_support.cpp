@@ -154,6 +154,24 @@ std::string HandlePipe::receive(std::chrono::milliseconds timeout) {
   return out;
 }
 
+void fill(Segment& s, uint8_t seed) {
+  auto* p = reinterpret_cast<uint8_t*>(s.data());
+  for (uint64_t i = 0; i < s.size(); ++i) p[i] = static_cast<uint8_t>(i * 31 + seed);
+}
+
+bool check(const Segment& s, uint8_t seed) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  for (uint64_t i = 0; i < s.size(); ++i) {
+    if (p[i] != static_cast<uint8_t>(i * 31 + seed)) return false;
+  }
+  return true;
+}
+
+std::string describe(const Id128& session) {
+  auto r = detail::Client::instance().describe(session);
+  return r ? r.value() : "";
+}
+
 }  // namespace shoal::test
 
 // Our own main: a re-executed child runs its case instead of the test suite.

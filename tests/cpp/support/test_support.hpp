@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "shoal/handle.hpp"
+#include "shoal/segment.hpp"
+
 namespace shoal::test {
 
 /// A fresh runtime directory for this test (SHOAL_RUNTIME_DIR), so tests run in parallel and
@@ -66,5 +69,14 @@ struct HandlePipe {
   std::string receive(std::chrono::milliseconds timeout = std::chrono::seconds(30));
   int rd = -1, wr = -1;
 };
+
+/// Writes a pattern that depends on each byte's offset and `seed` over a segment's data, so
+/// that check() tells its bytes from any other segment's or a shifted copy's.
+void fill(Segment& s, uint8_t seed);
+/// True if the segment holds fill(s, seed)'s pattern.
+bool check(const Segment& s, uint8_t seed);
+
+/// The broker's description of a session (kList's JSON text), empty if it cannot be had.
+std::string describe(const Id128& session);
 
 }  // namespace shoal::test
