@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -70,6 +71,29 @@ def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) ->
         if time.monotonic() > end:
             return bool(pred())
         time.sleep(interval)
+
+
+@contextmanager
+def waiting_child(
+    code: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """A Python child running `code` with text pipes on stdin and stdout (it may wait on stdin
+    to be killed); on leaving, it is SIGKILLed if still alive, reaped and its pipes closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
 
 
 def shmem_baseline() -> int:

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, describe_here, run_python, shmem_baseline, wait_until
+from conftest import (
+    DEADLINE,
+    describe_here,
+    run_python,
+    shmem_baseline,
+    wait_until,
+    waiting_child,
+)
 
 import shoal
 from shoal import _shoal
@@ -113,9 +118,9 @@ except shoal.OutOfSpaceError as e:
     assert r.stdout.startswith("refused True 0"), r.stdout
 
 
-# A child that takes the heap's lock and is killed holding it, a free half done.
-_DIE_HOLDING_THE_LOCK = r"""
-import ctypes, os, signal, sys
+# A child that allocates a pending block, never commits it, and waits to be killed.
+_DIE_WITH_A_PENDING_BLOCK = r"""
+import sys
 from shoal import _shoal
 h = _shoal.Heap.attach(sys.argv[1])
 h.allocate_pending(5000)  # pending, never committed: the next check frees it
@@ -127,13 +132,7 @@ sys.stdin.read()
 def test_a_pending_block_of_a_killed_process_is_reclaimed_by_the_next_check() -> None:
     h = _shoal.Heap.create()
     kept = h.allocate(100)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _DIE_HOLDING_THE_LOCK, h.handle()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with waiting_child(_DIE_WITH_A_PENDING_BLOCK, h.handle()) as child:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
         assert h.check()["pending_blocks"] == 1  # its owner lives
@@ -143,12 +142,6 @@ def test_a_pending_block_of_a_killed_process_is_reclaimed_by_the_next_check() ->
         assert report["pending_blocks"] == 0 and report["used_blocks"] == 1
         assert h.stats()["reclaimed"] == 1
         assert h.usable_size(kept) >= 100
-    finally:
-        child.kill()
-        child.wait()
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()
 
 
 # A child that grows a heap to about 96 MiB in several extents, prints its session and ids,
@@ -170,14 +163,7 @@ def test_a_grown_heap_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_
     # must free the root and, through its references, every extent.
     keep = _shoal.Segment.create(4096)
     baseline = shmem_baseline()
-    child = subprocess.Popen(
-        [sys.executable, "-c", _GROW],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SHOAL_SESSION": keep.session},
-    )
-    try:
+    with waiting_child(_GROW, env={**os.environ, "SHOAL_SESSION": keep.session}) as child:
         assert child.stdout is not None
         session, root, extents = child.stdout.readline().split()
         assert session == keep.session and int(extents) >= 3
@@ -191,9 +177,3 @@ def test_a_grown_heap_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_
         assert wait_until(lambda: machine_shmem() - baseline <= SLACK, 3 * DEADLINE), (
             f"Shmem is {(machine_shmem() - baseline) / MIB:.1f} MiB above its baseline"
         )
-    finally:
-        child.kill()
-        child.wait()
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, describe_here, run_python, shmem_baseline, wait_until
+from conftest import (
+    DEADLINE,
+    describe_here,
+    run_python,
+    shmem_baseline,
+    wait_until,
+    waiting_child,
+)
 
 from shoal import _shoal
 from shoal._tools.measure import machine_shmem
@@ -50,14 +55,9 @@ def test_a_group_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_dir: 
     # the broker, not its exit, must free the group.
     keep = _shoal.Segment.create(4096)
     baseline = shmem_baseline()
-    child = subprocess.Popen(
-        [sys.executable, "-c", _GROUP, str(BIG)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SHOAL_SESSION": keep.session},
-    )
-    try:
+    with waiting_child(
+        _GROUP, str(BIG), env={**os.environ, "SHOAL_SESSION": keep.session}
+    ) as child:
         assert child.stdout is not None
         session, a, b, c = child.stdout.readline().split()
         assert session == keep.session
@@ -76,12 +76,6 @@ def test_a_group_held_by_a_sigkilled_child_leaves_nothing_in_shmem(runtime_dir: 
         assert wait_until(lambda: machine_shmem() - baseline <= SLACK, 3 * DEADLINE), (
             f"Shmem is {(machine_shmem() - baseline) / MIB:.1f} MiB above its baseline"
         )
-    finally:
-        child.kill()
-        child.wait()
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()
 
 
 def test_a_referenced_object_outlives_its_holders_and_goes_with_its_referrer() -> None:
