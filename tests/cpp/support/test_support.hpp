@@ -3,9 +3,14 @@
 
 #include <sys/types.h>
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shoal/handle.hpp"
@@ -78,5 +83,38 @@ bool check(const Segment& s, uint8_t seed);
 
 /// The broker's description of a session (kList's JSON text), empty if it cannot be had.
 std::string describe(const Id128& session);
+
+// SIGUSR1 without SA_RESTART (as CPython installs its handlers), sent to one thread every
+// 2 ms while the object lives: waits that signals interrupt must go on with their deadline.
+class SignalStorm {
+ public:
+  explicit SignalStorm(pthread_t target) : target_(target) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sa.sa_flags = 0;  // no SA_RESTART, as CPython installs its handlers
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGUSR1, &sa, &old_);
+    t_ = std::thread([this] {
+      while (!stop_) {
+        ::pthread_kill(target_, SIGUSR1);
+        sent_.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+  }
+  ~SignalStorm() {
+    stop_ = true;
+    t_.join();
+    ::sigaction(SIGUSR1, &old_, nullptr);
+  }
+  int sent() const { return sent_.load(); }
+
+ private:
+  pthread_t target_;
+  struct sigaction old_ {};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sent_{0};
+  std::thread t_;
+};
 
 }  // namespace shoal::test

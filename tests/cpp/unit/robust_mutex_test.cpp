@@ -25,6 +25,7 @@ namespace {
 using layout::kRobustWaiters;
 using layout::RobustMutexWord;
 using platform::Deadline;
+using test::SignalStorm;
 
 uint32_t state_of(const RobustMutexWord& w) { return w.state.load(); }
 uint32_t my_pid() { return static_cast<uint32_t>(::getpid()); }
@@ -234,37 +235,7 @@ TEST(RobustMutex, ForkedChildDoesNotHoldItsParentsLock) {
 }
 
 // Signals that interrupt the futex wait are retried with the same deadline: they neither end
-// the wait early nor stretch it.
-class SignalStorm {
- public:
-  explicit SignalStorm(pthread_t target) : target_(target) {
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {};
-    sa.sa_flags = 0;  // no SA_RESTART, as CPython installs its handlers
-    ::sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGUSR1, &sa, &old_);
-    t_ = std::thread([this] {
-      while (!stop_) {
-        ::pthread_kill(target_, SIGUSR1);
-        sent_.fetch_add(1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
-    });
-  }
-  ~SignalStorm() {
-    stop_ = true;
-    t_.join();
-    ::sigaction(SIGUSR1, &old_, nullptr);
-  }
-  int sent() const { return sent_.load(); }
-
- private:
-  pthread_t target_;
-  struct sigaction old_ {};
-  std::atomic<bool> stop_{false};
-  std::atomic<int> sent_{0};
-  std::thread t_;
-};
+// the wait early nor stretch it (test::SignalStorm sends them).
 
 TEST(RobustMutex, SignalsDuringTheWaitAreRetriedUntilTheUnlock) {
   RobustMutexWord w{};

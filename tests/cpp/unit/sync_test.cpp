@@ -23,6 +23,8 @@
 namespace shoal {
 namespace {
 
+using test::SignalStorm;
+
 Deadline soon() { return Deadline::after(0.02); }
 
 TEST(SyncKind, IsRegistered) {
@@ -142,33 +144,6 @@ TEST(Mutex, OwnerDiedIsReportedAndFlaggedUntilUnlock) {
   m.unlock();
 }
 
-// SIGUSR1 without SA_RESTART (as CPython installs handlers), sent repeatedly to one thread.
-class SignalStorm {
- public:
-  explicit SignalStorm(pthread_t target) : target_(target) {
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {};
-    ::sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGUSR1, &sa, &old_);
-    t_ = std::thread([this] {
-      while (!stop_) {
-        ::pthread_kill(target_, SIGUSR1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
-    });
-  }
-  ~SignalStorm() {
-    stop_ = true;
-    t_.join();
-    ::sigaction(SIGUSR1, &old_, nullptr);
-  }
-
- private:
-  pthread_t target_;
-  struct sigaction old_ {};
-  std::atomic<bool> stop_{false};
-  std::thread t_;
-};
 
 TEST(Mutex, InterruptibleWaitsReturnInterrupted) {
   test::ScopedRuntimeDir rd;
