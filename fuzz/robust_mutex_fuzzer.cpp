@@ -2,7 +2,7 @@
 // another process could have set to anything: try_lock, held_by_this_process, holder_pid and
 // unlock never crash and never hang (try_lock's deadline has passed, so it checks the holder
 // once and answers), and a lock they report taken is this process's until unlocked. Bytes 0-3
-// are the state word, bytes 4-7 the owner tag.
+// are the state half of the pair, bytes 4-7 the owner tag.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,11 +16,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   layout::RobustMutexWord w{};
   uint32_t v = 0;
   std::memcpy(&v, data, size < 4 ? size : 4);
-  w.state.store(v);
-  // The owner tag (pid and start time bits) too: any value must be judged without a crash.
+  // The owner tag (start time bits) too: any value must be judged without a crash.
   uint32_t t = 0;
   if (size > 4) std::memcpy(&t, data + 4, size - 4 < 4 ? size - 4 : 4);
-  w.tag.store(t);
+  w.store(v, t);
   shoal::sync::RobustMutex m(&w);
   (void)m.holder_pid();
   (void)m.held_by_this_process();
@@ -28,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r.has_value()) {
     if (!m.held_by_this_process()) std::abort();
     m.unlock();
-    if (w.state.load() != 0) std::abort();  // nobody else can be waiting on a local word
+    if (w.pair.load() != 0) std::abort();  // nobody else can be waiting on a local word
   }
   return 0;
 }

@@ -66,7 +66,7 @@
 namespace shoal::layout {
 
 inline constexpr uint64_t kHeapMagic = 0x5045484C414F4853;  // "SHOALHEP" on disk
-inline constexpr uint32_t kHeapVersion = 1;
+inline constexpr uint32_t kHeapVersion = 2;  // 2: RobustMutexWord as one 64-bit pair
 inline constexpr uint32_t kHeapMaxExtents = 256;
 inline constexpr uint32_t kHeapBins = 192;
 inline constexpr uint64_t kBlockAlign = 16;

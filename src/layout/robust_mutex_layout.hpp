@@ -1,32 +1,30 @@
 // src/layout/robust_mutex_layout.hpp — the shared state of a RobustMutex (src/sync/).
 //
-// 8 bytes, 4-byte aligned, zero = unlocked and never locked (a fresh zero-filled segment holds
-// valid unlocked mutexes). The protocol: the comment at the top of src/sync/robust_mutex.hpp
-// and docs/design/robust_mutex.md.
+// 8 bytes, 8-byte aligned, one 64-bit atomic `pair`; zero = unlocked and never locked (a fresh
+// zero-filled segment holds valid unlocked mutexes). The protocol: the comment at the top of
+// src/sync/robust_mutex.hpp and docs/design/robust_mutex.md.
 //
-// `state`, the futex word (native byte order):
+// pair bits 0..31, `state`, also the futex word (the 4 bytes that hold them: futex_word()):
 //   bits  0..21  holder pid (kRobustPidMask); 0 = free. Linux never hands out a pid of
 //                pid_max or more, and pid_max is at most PID_MAX_LIMIT = 2^22 on 64-bit
 //                kernels (/proc/sys/kernel/pid_max), so every pid fits.
 //   bits 22..30  reserved, always 0 (a word with any of them set is corrupt).
 //   bit  31      kRobustWaiters: some process may be asleep on the word, so unlock wakes one.
-// Valid states: 0 (free), pid (held, nobody waits), pid | kRobustWaiters (held, may have
-// waiters), with pid != 0. kRobustWaiters alone, or any reserved bit, is corrupt.
-// `tag`: who the holder is, beyond its pid, so that a pid reused by an unrelated process is not
-// taken for the holder that died (older builds wrote 0 here, which still reads right: 0
-// means "judge by pid alone"):
-//   bits  0..21  the pid of the process that wrote it (kRobustPidMask)
-//   bits 22..31  the low 10 bits of that process's start time (field 22 of /proc/<pid>/stat,
-//                clock ticks after boot; kRobustTagStartShift)
-//   0 = no tag (free, or a holder that has not written its tag yet, or whose start time could
-//   not be read): waiters judge the holder by its pid alone.
-// Written by the holder right after its CAS on `state`, and cleared to 0 by the holder just
-// before it releases `state`; a waiter trusts a tag only when its pid equals the holder pid
-// in `state` (otherwise it is a dead holder's, left for the one that took over to replace).
-// See docs/design/robust_mutex.md, "Owner identity".
+// pair bits 32..63, `tag`: who the holder is beyond its pid, so that a pid reused by an
+//   unrelated process is never taken for the holder that had it: the low 32 bits of the
+//   holder's start time (field 22 of /proc/<pid>/stat, clock ticks after boot; 0 stored as 1,
+//   see sync::robust_tag_of), or 0 when the holder could not read its start time (then it is
+//   judged by its pid alone).
+// Valid pairs: 0 (free); (pid, tag) and (pid | kRobustWaiters, tag) with pid != 0. A free word
+// has tag 0. Every change of holder writes the pid and the tag together, in one CAS or exchange
+// of the pair, so the tag always belongs to the pid beside it. kRobustWaiters without a holder,
+// a reserved bit, or a tag beside a free state is corrupt.
+// Version history: before sync layout 2 and heap layout 2 the two halves were written by two
+// stores and the tag held the pid in its low 22 bits (docs/design/robust_mutex.md).
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 
 namespace shoal::layout {
@@ -34,14 +32,34 @@ namespace shoal::layout {
 inline constexpr uint32_t kRobustPidMask = (1u << 22) - 1;
 inline constexpr uint32_t kRobustWaiters = 1u << 31;
 inline constexpr uint32_t kRobustReservedBits = ~(kRobustPidMask | kRobustWaiters);
-inline constexpr uint32_t kRobustTagStartShift = 22;
-inline constexpr uint32_t kRobustTagStartMask = (1u << 10) - 1;  // after the shift
 
-struct RobustMutexWord {
-  std::atomic<uint32_t> state;  // the futex word: holder pid and the waiters bit (above)
-  std::atomic<uint32_t> tag;    // the holder's pid and start time (above), or 0
+inline constexpr uint64_t robust_pair(uint32_t state, uint32_t tag) noexcept {
+  return uint64_t{state} | (uint64_t{tag} << 32);
+}
+inline constexpr uint32_t robust_state(uint64_t pair) noexcept {
+  return static_cast<uint32_t>(pair);
+}
+inline constexpr uint32_t robust_tag(uint64_t pair) noexcept {
+  return static_cast<uint32_t>(pair >> 32);
+}
+
+struct alignas(8) RobustMutexWord {
+  std::atomic<uint64_t> pair;  // state (low half) and tag (high half), above
+
+  uint32_t state() const noexcept { return robust_state(pair.load(std::memory_order_acquire)); }
+  uint32_t tag() const noexcept { return robust_tag(pair.load(std::memory_order_acquire)); }
+  /// Tests, fuzzers and tools only (the protocol changes the pair by CAS).
+  void store(uint32_t state, uint32_t tag = 0) noexcept {
+    pair.store(robust_pair(state, tag), std::memory_order_release);
+  }
+  /// The 32-bit futex word: the 4 bytes of the pair that hold `state`. Only the kernel reads
+  /// through it (futex_wait compares it, futex_wake names it); C++ code reads the pair.
+  std::atomic<uint32_t>* futex_word() noexcept {
+    constexpr int kOffset = std::endian::native == std::endian::little ? 0 : 4;
+    return reinterpret_cast<std::atomic<uint32_t>*>(reinterpret_cast<char*>(&pair) + kOffset);
+  }
 };
-static_assert(sizeof(RobustMutexWord) == 8);
-static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(sizeof(RobustMutexWord) == 8 && alignof(RobustMutexWord) == 8);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 }  // namespace shoal::layout

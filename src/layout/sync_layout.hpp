@@ -41,7 +41,7 @@
 namespace shoal::layout {
 
 inline constexpr uint64_t kSyncMagic = 0x0059'534C'414F'4853ULL;  // "SHOALSY\0" little-endian
-inline constexpr uint32_t kSyncVersion = 1;
+inline constexpr uint32_t kSyncVersion = 2;  // 2: RobustMutexWord as one 64-bit pair
 inline constexpr uint64_t kSyncHeaderSize = 64;
 inline constexpr uint64_t kSyncBodyOffset = 64;
 inline constexpr uint64_t kSyncSegmentBytes = 4096;

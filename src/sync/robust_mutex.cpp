@@ -57,20 +57,23 @@ std::string where(const void* word) {
   return buf;
 }
 
-bool valid_state(uint32_t v) noexcept {
-  return (v & kRobustReservedBits) == 0 && (v == 0 || (v & kRobustPidMask) != 0);
+bool valid_pair(uint64_t p) noexcept {
+  const uint32_t v = layout::robust_state(p);
+  if ((v & kRobustReservedBits) != 0) return false;
+  return v == 0 ? layout::robust_tag(p) == 0 : (v & kRobustPidMask) != 0;
 }
 
-Status corrupt(const void* word, uint32_t v) {
+Status corrupt(const void* word, uint64_t p) {
   return {Errc::kCorrupt,
-          "robust mutex at " + where(word) + " holds " + hex32(v) +
+          "robust mutex at " + where(word) + " holds state " + hex32(layout::robust_state(p)) +
+              " tag " + hex32(layout::robust_tag(p)) +
               ", which no lock state uses (a holder pid in bits 0-21 and the waiters bit 31 "
-              "only; the waiters bit never without a holder): the memory that holds the lock "
-              "was overwritten"};
+              "only; the waiters bit or a tag never without a holder): the memory that holds "
+              "the lock was overwritten"};
 }
 
-Status timed_out(uint32_t holder, uint32_t me) {
-  if (holder == me) {
+Status timed_out(uint32_t holder, bool self_held, uint32_t me) {
+  if (self_held) {
     return {Errc::kLockTimeout,
             "the lock is held by this process (pid " + std::to_string(me) +
                 ") and was not released before the deadline (the lock is not recursive)"};
@@ -79,25 +82,37 @@ Status timed_out(uint32_t holder, uint32_t me) {
                                   ", which is alive, and was not released before the deadline"};
 }
 
-// Whether the holder that (holder, tag) describes has certainly ended. `tag` counts only when it
-// names the same pid as the state word (it was written by a process with that pid while the
-// word named it: see the layout's tag rules); then a live process with that pid but another
-// start time is a reused pid, and the holder is dead.
-bool holder_gone(uint32_t holder, uint32_t tag) noexcept {
+// Whether the holder (holder, tag) of a pair has certainly ended. The tag was written with the
+// pid in one CAS, so it is that holder's: a live process with that pid but another start time
+// got the pid after the holder died. A holder with this process's pid but not its tag is dead
+// for certain (two live processes never share a pid), whatever /proc says.
+bool holder_gone(uint32_t holder, uint32_t tag, uint32_t me, uint32_t my_tag) noexcept {
+  if (holder == me) return tag != my_tag;
   if (platform::process_exited(static_cast<pid_t>(holder))) return true;
-  if (tag == 0 || (tag & kRobustPidMask) != holder) return false;
+  if (tag == 0) return false;  // the holder could not read its start time: the pid alone
   const uint64_t start = platform::process_start_time(static_cast<pid_t>(holder));
   if (start == 0) return false;  // /proc cannot say (or it exited just now: the next check)
-  return static_cast<uint32_t>(start & layout::kRobustTagStartMask) !=
-         (tag >> layout::kRobustTagStartShift);
+  return robust_tag_of(start) != tag;
+}
+
+// Spins before the first sleep: a holder on another core usually releases within a few hundred
+// nanoseconds (a counter update under the lock), and a futex sleep and wake costs two system
+// calls and a context switch on each side. Bounded so that a long hold costs little CPU.
+constexpr int kSpinRounds = 100;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
 }
 
 }  // namespace
 
-uint32_t robust_tag_of(uint32_t pid, uint64_t start_time) noexcept {
-  return (pid & kRobustPidMask) |
-         (static_cast<uint32_t>(start_time & layout::kRobustTagStartMask)
-          << layout::kRobustTagStartShift);
+uint32_t robust_tag_of(uint64_t start_time) noexcept {
+  const auto t = static_cast<uint32_t>(start_time);
+  return t == 0 ? 1 : t;
 }
 
 uint32_t self_tag() noexcept {
@@ -105,7 +120,7 @@ uint32_t self_tag() noexcept {
   if (t == 0) {
     const uint32_t me = self_pid();
     const uint64_t start = platform::process_start_time(static_cast<pid_t>(me));
-    t = start == 0 ? kNoTag : robust_tag_of(me, start);
+    t = start == 0 ? kNoTag : robust_tag_of(start);
     g_self_tag.store(t, std::memory_order_relaxed);
   }
   return t == kNoTag ? 0 : t;
@@ -113,7 +128,8 @@ uint32_t self_tag() noexcept {
 
 bool process_gone(uint32_t pid, uint32_t tag) noexcept {
   if (pid == 0) return false;
-  return holder_gone(pid, tag);
+  if (pid == self_pid()) return tag != self_tag();
+  return holder_gone(pid, tag, 0, 0);
 }
 
 uint32_t self_pid() noexcept {
@@ -132,13 +148,12 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
 }
 
 Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible) noexcept {
-  std::atomic<uint32_t>& state = w_->state;
+  std::atomic<uint64_t>& pair = w_->pair;
   const uint32_t me = self_pid();
   const uint32_t my_tag = self_tag();
-  uint32_t v = 0;
-  if (state.compare_exchange_strong(v, me, std::memory_order_acquire,
-                                    std::memory_order_relaxed)) {
-    w_->tag.store(my_tag, std::memory_order_relaxed);
+  uint64_t p = 0;
+  if (pair.compare_exchange_strong(p, layout::robust_pair(me, my_tag), std::memory_order_acquire,
+                                   std::memory_order_relaxed)) {
     return Locked::kOk;
   }
   // The waiters bit this caller sets when it takes the lock: once it has slept, other waiters
@@ -146,51 +161,54 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
   uint32_t mine = me;
   uint64_t slice = kFirstSliceNs;
   bool check_holder = false;  // set after a slice that timed out
+  bool spun = false;
   for (;;) {
+    if (!valid_pair(p)) return corrupt(&pair, p);
+    const uint32_t v = layout::robust_state(p);
     if (v == 0) {
-      if (state.compare_exchange_weak(v, mine, std::memory_order_acquire,
-                                      std::memory_order_relaxed)) {
-        w_->tag.store(my_tag, std::memory_order_relaxed);
+      if (pair.compare_exchange_weak(p, layout::robust_pair(mine, my_tag),
+                                     std::memory_order_acquire, std::memory_order_relaxed)) {
         return Locked::kOk;
       }
-      continue;  // v holds the value that beat us
+      continue;  // p holds the pair that beat us
     }
-    if (!valid_state(v)) return corrupt(&state, v);
     const uint32_t holder = v & kRobustPidMask;
+    const uint32_t tag = layout::robust_tag(p);
+    const bool self_held = holder == me && tag == my_tag;
     const bool expired = deadline.passed();
-    // The tag read after an acquire load of `state`: a tag cleared by the unlock that freed
-    // the word before this holder's CAS is seen cleared (the release sequence of that unlock's
-    // exchange), so a tag naming `holder` was written during a hold by a process with that pid.
-    uint32_t tag = 0;
-    if ((check_holder || expired) && holder != me) {
-      v = state.load(std::memory_order_acquire);
-      if ((v & kRobustPidMask) != holder || !valid_state(v)) continue;  // decided again above
-      tag = w_->tag.load(std::memory_order_relaxed);
-    }
-    if ((check_holder || expired) && holder != me && holder_gone(holder, tag)) {
-      // One CAS from the value we judged: of all waiters that judged it, exactly one wins; the
-      // rest see the new holder and wait on. Always with the waiters bit: the dead holder will
-      // never wake those asleep.
-      if (state.compare_exchange_strong(v, me | kRobustWaiters, std::memory_order_acquire,
-                                        std::memory_order_relaxed)) {
-        w_->tag.store(my_tag, std::memory_order_relaxed);
+    if ((check_holder || expired) && !self_held && holder_gone(holder, tag, me, my_tag)) {
+      // One CAS from the pair we judged: of all waiters that judged it, exactly one wins; the
+      // rest see the new holder and wait on. A process that has since been given the dead
+      // holder's pid wrote its own tag with it, so the CAS fails rather than rob it. Always
+      // with the waiters bit: the dead holder will never wake those asleep.
+      if (pair.compare_exchange_strong(p, layout::robust_pair(me | kRobustWaiters, my_tag),
+                                       std::memory_order_acquire, std::memory_order_relaxed)) {
         return Locked::kOwnerDied;
       }
       continue;
     }
-    if (expired) return timed_out(holder, me);
+    if (expired) return timed_out(holder, self_held, me);
     check_holder = false;
+    if (!spun && !self_held) {
+      spun = true;
+      for (int i = 0; i < kSpinRounds; ++i) {
+        cpu_relax();
+        p = pair.load(std::memory_order_relaxed);
+        if (layout::robust_state(p) == 0) break;
+      }
+      continue;
+    }
     if ((v & kRobustWaiters) == 0) {
-      if (!state.compare_exchange_weak(v, v | kRobustWaiters, std::memory_order_relaxed,
-                                       std::memory_order_relaxed)) {
+      if (!pair.compare_exchange_weak(p, p | layout::robust_pair(kRobustWaiters, 0),
+                                      std::memory_order_relaxed, std::memory_order_relaxed)) {
         continue;
       }
-      v |= kRobustWaiters;
     }
     platform::Deadline slice_end = platform::Deadline::after_ns(slice);
     if (deadline.ns < slice_end.ns) slice_end = deadline;
     mine = me | kRobustWaiters;
-    Result<platform::FutexWait> r = platform::futex_wait(&state, v, slice_end);
+    Result<platform::FutexWait> r =
+        platform::futex_wait(w_->futex_word(), v | kRobustWaiters, slice_end);
     if (!r.has_value()) return r.status();
     if (r.value() == platform::FutexWait::kInterrupted && interruptible) {
       return Locked::kInterrupted;
@@ -200,21 +218,21 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
       slice = std::min(slice * 2, kMaxSliceNs);
     }
     // kWoken, kValueChanged, kInterrupted (retried with the same deadline): read again.
-    v = state.load(std::memory_order_relaxed);
+    p = pair.load(std::memory_order_relaxed);
   }
 }
 
 Result<Locked> RobustMutex::try_lock() noexcept {
   // A deadline that has passed: the loop above takes a free word, checks a live-looking holder
-  // once, and otherwise returns kLockTimeout without sleeping.
+  // once, and otherwise returns kLockTimeout without spinning or sleeping.
   return lock(platform::Deadline{0});
 }
 
 void RobustMutex::unlock() noexcept {
-  std::atomic<uint32_t>& state = w_->state;
-  const uint32_t me = self_pid();
-  const uint32_t v = state.load(std::memory_order_relaxed);
-  if ((v & kRobustPidMask) != me || !valid_state(v)) {
+  std::atomic<uint64_t>& pair = w_->pair;
+  const uint64_t p = pair.load(std::memory_order_relaxed);
+  if ((layout::robust_state(p) & kRobustPidMask) != self_pid() ||
+      layout::robust_tag(p) != self_tag() || !valid_pair(p)) {
 #ifndef NDEBUG
     // Almost always a caller that unlocks what it does not hold (a double unlock, or a child
     // unlocking its parent's lock after fork): a bug here, so debug builds stop at it.
@@ -223,25 +241,24 @@ void RobustMutex::unlock() noexcept {
 #endif
     return;  // release builds: never release another process's lock
   }
-  // The tag first: a waiter that sees the word free, or another holder's pid, must never pair
-  // that holder with this process's tag (the release below orders the two stores).
-  w_->tag.store(0, std::memory_order_relaxed);
-  // Only this process can clear its own pid (a waiter takes over only from a dead holder), so
+  // Only this process can clear its own pair (a waiter takes over only from a dead holder), so
   // the exchange releases our hold; it also returns any waiters bit set since the load.
-  const uint32_t old = state.exchange(0, std::memory_order_release);
-  if ((old & kRobustWaiters) != 0) {
+  const uint64_t old = pair.exchange(0, std::memory_order_release);
+  if ((layout::robust_state(old) & kRobustWaiters) != 0) {
     // A failed wake (the word unmapped under us is a caller bug; nothing else fails) leaves
     // waiters asleep on a free word until their slice ends: late, never wrong.
-    (void)platform::futex_wake(&state, 1);
+    (void)platform::futex_wake(w_->futex_word(), 1);
   }
 }
 
 bool RobustMutex::held_by_this_process() const noexcept {
-  return (w_->state.load(std::memory_order_relaxed) & kRobustPidMask) == self_pid();
+  const uint64_t p = w_->pair.load(std::memory_order_relaxed);
+  return (layout::robust_state(p) & kRobustPidMask) == self_pid() &&
+         layout::robust_tag(p) == self_tag();
 }
 
 uint32_t RobustMutex::holder_pid() const noexcept {
-  return w_->state.load(std::memory_order_relaxed) & kRobustPidMask;
+  return layout::robust_state(w_->pair.load(std::memory_order_relaxed)) & kRobustPidMask;
 }
 
 RobustLock::RobustLock(RobustMutex m, platform::Deadline deadline) : m_(m) {

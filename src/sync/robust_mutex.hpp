@@ -13,15 +13,17 @@
 // (another thread of it may unlock), and try_lock() by it is kLockTimeout at once. A thread
 // that dies holding the lock while its process lives is not detected (its process is alive).
 //
-// Protocol in short (bits in robust_mutex_layout.hpp): lock is one CAS 0 -> pid; a contended
-// locker sets the waiters bit and futex-waits in slices of 10 ms doubling to 200 ms; after a
-// slice that timed out, and before giving up at the deadline, it checks the holder's pid
-// (platform::process_exited: no such pid, or a zombie not yet reaped) and, if dead, takes
-// over with one CAS from the value it saw, so exactly one waiter wins (kOwnerDied). unlock
-// exchanges 0 and calls futex_wake only when the waiters bit was set. Beside the pid, the holder
-// writes a tag (its pid and the low bits of its start time) right after its CAS and clears it
-// before unlocking, so a pid reused by an unrelated process reads as dead; the rules that make
-// a death between the CAS and the tag store safe are in the design note ("Owner identity").
+// Protocol in short (bits in robust_mutex_layout.hpp): the word is one 64-bit pair of the
+// holder's pid (with a waiters bit: the 32-bit futex word) and its tag (the low bits of its
+// start time), changed only by CAS or exchange of the whole pair, so the tag always belongs to
+// the pid beside it. Lock is one CAS 0 -> (pid, tag); a contended locker spins briefly, then sets
+// the waiters bit and futex-waits in slices of 10 ms doubling to 200 ms; after a slice that timed
+// out, and before giving up at the deadline, it checks the holder (platform::process_exited: no
+// such pid, or a zombie not yet reaped; or a live pid whose start time is not the tag: a reused
+// pid) and, if dead, takes over with one CAS from the pair it judged, so exactly one waiter wins
+// (kOwnerDied) and a holder that reappeared with the same pid is never robbed. unlock exchanges
+// 0 and calls futex_wake only when the waiters bit was set. "This process holds it" means the
+// pid and the tag are this process's: a process that was given a dead holder's pid is not it.
 //
 // This process's pid is cached and reset in a forked child (pthread_atfork), so a child never
 // looks like the holder of its parent's locks.
@@ -39,11 +41,12 @@ namespace shoal::sync {
 /// lock word and a heap's pending block record as their owner.
 uint32_t self_pid() noexcept;
 
-/// This process's owner tag (layout::RobustMutexWord::tag: pid and the low bits of its start
-/// time), 0 when /proc cannot give its start time. Cached; reset in a forked child.
+/// This process's owner tag (the tag half of layout::RobustMutexWord: the low 32 bits of its
+/// start time), 0 when /proc cannot give its start time. Cached; reset in a forked child.
 uint32_t self_tag() noexcept;
-/// The tag a process of this pid and start time writes.
-uint32_t robust_tag_of(uint32_t pid, uint64_t start_time) noexcept;
+/// The tag of a process that started at `start_time` (clock ticks after boot): its low 32 bits,
+/// never 0 (0 means "no tag").
+uint32_t robust_tag_of(uint64_t start_time) noexcept;
 /// Whether the process named by `pid` and `tag` (a self_tag() it recorded; 0: judge by pid
 /// alone) has certainly ended: exited, an unreaped zombie, or its pid now held by a process
 /// with another start time. false for pid 0. For tables of owners (semaphores, barriers).
@@ -77,7 +80,8 @@ class RobustMutex {
   /// it: when the word names another process (a caller bug, or corrupt memory), debug builds
   /// abort and release builds leave the word alone (never release someone else's lock).
   void unlock() noexcept;
-  /// True if the word names this process as its holder (for assertions).
+  /// True if the word names this process as its holder: its pid and its tag (a process given a
+  /// dead holder's pid is not the holder).
   bool held_by_this_process() const noexcept;
   /// The pid the word names as holder, 0 when free (messages, tests; may be stale at once).
   uint32_t holder_pid() const noexcept;

@@ -77,7 +77,7 @@ void expect_owner_died_then_normal(Shared& s) {
   EXPECT_EQ(r.value(), Locked::kOwnerDied);
   EXPECT_TRUE(m.held_by_this_process());
   m.unlock();
-  EXPECT_EQ(s.word.state.load(), 0u);
+  EXPECT_EQ(s.word.state(), 0u);
   // The lock is an ordinary lock again.
   r = m.lock(generous());
   ASSERT_TRUE(r.has_value()) << r.status().message();
@@ -124,7 +124,7 @@ TEST(RobustMutexProcesses, HolderKilledWhileTheParentWaits) {
   // A child kills the holder once the parent is waiting (the waiters bit says so).
   ChildProcess killer([&] {
     if (!test::wait_until(
-            [&] { return (s->word.state.load() & layout::kRobustWaiters) != 0; })) {
+            [&] { return (s->word.state() & layout::kRobustWaiters) != 0; })) {
       return 2;
     }
     return ::kill(holder.pid(), SIGKILL) == 0 ? 0 : 3;
@@ -159,7 +159,7 @@ TEST(RobustMutexProcesses, ChildrenKeepACounterExact) {
   for (auto& k : kids) EXPECT_EQ(k->wait(), 0);
   EXPECT_EQ(s->counter, uint64_t{kChildren} * kIters);
   EXPECT_EQ(s->overlaps.load(), 0);
-  EXPECT_EQ(s->word.state.load(), 0u);
+  EXPECT_EQ(s->word.state(), 0u);
 }
 
 TEST(RobustMutexProcesses, ExactlyOneWaiterSeesTheHoldersDeath) {
@@ -187,7 +187,7 @@ TEST(RobustMutexProcesses, ExactlyOneWaiterSeesTheHoldersDeath) {
   // word never names the dead pid again.
   ASSERT_TRUE(test::wait_until([&] {
     return s->waiting.load() == kWaiters &&
-           (s->word.state.load() & layout::kRobustWaiters) != 0;
+           (s->word.state() & layout::kRobustWaiters) != 0;
   }));
   holder.kill(SIGKILL);
   int died = 0, ok = 0;
@@ -200,7 +200,7 @@ TEST(RobustMutexProcesses, ExactlyOneWaiterSeesTheHoldersDeath) {
   EXPECT_EQ(ok, kWaiters - 1);
   EXPECT_EQ(s->counter, uint64_t{kWaiters});
   EXPECT_EQ(s->overlaps.load(), 0);
-  EXPECT_EQ(s->word.state.load(), 0u);
+  EXPECT_EQ(s->word.state(), 0u);
   EXPECT_EQ(holder.wait(), 128 + SIGKILL);
 }
 
@@ -223,7 +223,7 @@ TEST(RobustMutexProcesses, InASegmentMappedByAnUnrelatedProcess) {
   ASSERT_TRUE(test::wait_until(
       [&] { return m.holder_pid() == static_cast<uint32_t>(holder.pid()); }));
   ChildProcess killer([&] {  // kills the holder once the parent waits in its futex
-    if (!test::wait_until([&] { return (word->state.load() & layout::kRobustWaiters) != 0; })) {
+    if (!test::wait_until([&] { return (word->state() & layout::kRobustWaiters) != 0; })) {
       return 2;
     }
     return ::kill(holder.pid(), SIGKILL) == 0 ? 0 : 3;
@@ -232,7 +232,7 @@ TEST(RobustMutexProcesses, InASegmentMappedByAnUnrelatedProcess) {
   ASSERT_TRUE(r.has_value()) << r.status().message();
   EXPECT_EQ(r.value(), Locked::kOwnerDied);
   m.unlock();
-  EXPECT_EQ(word->state.load(), 0u);
+  EXPECT_EQ(word->state(), 0u);
   EXPECT_EQ(killer.wait(), 0);
   EXPECT_EQ(holder.wait(), 128 + SIGKILL);
 }

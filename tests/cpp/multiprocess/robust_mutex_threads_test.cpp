@@ -38,7 +38,7 @@ TEST(RobustMutexThreads, ThreadsKeepACounterExact) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(died.load(), 0);  // the holder is this process, always alive
   EXPECT_EQ(counter, long{kThreads} * kIters);
-  EXPECT_EQ(w.state.load(), 0u);
+  EXPECT_EQ(w.state(), 0u);
 }
 
 TEST(RobustMutexThreads, RobustLockHandsOffBetweenThreads) {
@@ -56,7 +56,7 @@ TEST(RobustMutexThreads, RobustLockHandsOffBetweenThreads) {
   }
   for (auto& t : ts) t.join();
   EXPECT_EQ(log.size(), size_t{kThreads} * kIters);
-  EXPECT_EQ(w.state.load(), 0u);
+  EXPECT_EQ(w.state(), 0u);
 }
 
 }  // namespace

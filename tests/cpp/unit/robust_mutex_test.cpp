@@ -27,7 +27,7 @@ using layout::RobustMutexWord;
 using platform::Deadline;
 using test::SignalStorm;
 
-uint32_t state_of(const RobustMutexWord& w) { return w.state.load(); }
+uint32_t state_of(const RobustMutexWord& w) { return w.state(); }
 uint32_t my_pid() { return static_cast<uint32_t>(::getpid()); }
 
 TEST(RobustMutexLayout, EightBytesAndZeroIsFree) {
@@ -52,7 +52,7 @@ TEST(RobustMutex, LockUnlockNamesThisProcess) {
   EXPECT_TRUE(m.held_by_this_process());
   EXPECT_EQ(m.holder_pid(), my_pid());
   EXPECT_EQ(state_of(w), my_pid());  // uncontended: no waiters bit
-  EXPECT_EQ(w.tag.load(), self_tag());  // the holder's pid and start time
+  EXPECT_EQ(w.tag(), self_tag());  // the holder's start time
   m.unlock();
   EXPECT_EQ(state_of(w), 0u);
   EXPECT_FALSE(m.held_by_this_process());
@@ -96,7 +96,7 @@ TEST(RobustMutex, HeldByALiveProcessTimesOutNamingIt) {
   RobustMutexWord w{};
   const uint32_t parent = static_cast<uint32_t>(::getppid());  // alive: it runs this test
   ASSERT_GT(parent, 1u);
-  w.state.store(parent);
+  w.store(parent);
   RobustMutex m(&w);
   EXPECT_FALSE(m.held_by_this_process());
   auto r = m.try_lock();
@@ -119,16 +119,15 @@ TEST(RobustMutex, AReusedPidIsNotTakenForTheDeadHolder) {
   ASSERT_GT(parent, 1u);
   const uint64_t start = platform::process_start_time(static_cast<pid_t>(parent));
   ASSERT_NE(start, 0u) << "/proc/<ppid>/stat has no start time";
-  w.state.store(parent);
-  w.tag.store(robust_tag_of(parent, start + 1));  // another process that had this pid
+  w.store(parent, robust_tag_of(start + 1));  // another process that had this pid
   RobustMutex m(&w);
   auto r = m.lock(Deadline::after(60.0).value());
   ASSERT_TRUE(r.has_value()) << r.status().message();
   EXPECT_EQ(r.value(), Locked::kOwnerDied);
   EXPECT_TRUE(m.held_by_this_process());
-  EXPECT_EQ(w.tag.load(), self_tag());
+  EXPECT_EQ(w.tag(), self_tag());
   m.unlock();
-  EXPECT_EQ(w.tag.load(), 0u);
+  EXPECT_EQ(w.tag(), 0u);
   EXPECT_EQ(state_of(w), 0u);
 }
 
@@ -139,18 +138,63 @@ TEST(RobustMutex, ALiveHolderWithItsOwnTagIsWaitedFor) {
   ASSERT_GT(parent, 1u);
   const uint64_t start = platform::process_start_time(static_cast<pid_t>(parent));
   ASSERT_NE(start, 0u);
-  w.state.store(parent);
-  w.tag.store(robust_tag_of(parent, start));
+  w.store(parent, robust_tag_of(start));
   RobustMutex m(&w);
   auto r = m.lock(Deadline::after(0.05).value());
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
-  // A tag naming another pid (a dead holder's, not yet replaced by the one that took over)
-  // is ignored: the holder is judged by its pid alone, and it lives.
-  w.tag.store(robust_tag_of(parent + 1, start + 1));
+  // No tag (a holder that could not read its start time): judged by its pid alone, and it
+  // lives.
+  w.store(parent, 0);
   r = m.try_lock();
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+}
+
+// A process given the pid of a holder that died: the word names its own pid with another
+// tag. It is not the holder (it must not re-enter, unlock it, or wait for itself): the holder
+// is dead for certain, and the next lock takes it over and is told.
+TEST(RobustMutex, ThisPidWithAnotherTagIsADeadPredecessorNotThisProcess) {
+  ASSERT_NE(self_tag(), 0u) << "/proc/self/stat has no start time";
+  RobustMutexWord w{};
+  w.store(my_pid(), self_tag() + 1);
+  RobustMutex m(&w);
+  EXPECT_FALSE(m.held_by_this_process());
+  EXPECT_EQ(m.holder_pid(), my_pid());
+  auto r = m.try_lock();  // checks the holder once: no deadline to wait out
+  ASSERT_TRUE(r.has_value()) << r.status().message();
+  EXPECT_EQ(r.value(), Locked::kOwnerDied);
+  EXPECT_TRUE(m.held_by_this_process());
+  EXPECT_EQ(w.tag(), self_tag());
+  m.unlock();
+  EXPECT_EQ(w.pair.load(), 0u);
+}
+
+// While this process holds the lock, another lock() by it waits (another thread may unlock):
+// it is never judged dead, whatever the deadline.
+TEST(RobustMutex, ThisProcessHoldingIsNeverTakenOver) {
+  RobustMutexWord w{};
+  RobustMutex m(&w);
+  ASSERT_TRUE(m.lock().has_value());
+  auto r = m.lock(Deadline::after(0.05).value());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kLockTimeout);
+  EXPECT_NE(r.status().message().find("held by this process"), std::string::npos)
+      << r.status().message();
+  m.unlock();
+  EXPECT_EQ(w.pair.load(), 0u);
+}
+
+// The tag is written with the pid in one CAS, so a free word with a tag is no state the
+// protocol makes.
+TEST(RobustMutex, AFreeWordWithATagIsCorrupt) {
+  RobustMutexWord w{};
+  w.store(0, 12345);
+  RobustMutex m(&w);
+  auto r = m.try_lock();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), Errc::kCorrupt);
+  EXPECT_EQ(w.tag(), 12345u);  // left as found
 }
 
 TEST(RobustMutex, StartTimeOfThisProcessIsKnownAndStable) {
@@ -158,7 +202,8 @@ TEST(RobustMutex, StartTimeOfThisProcessIsKnownAndStable) {
   EXPECT_NE(a, 0u);
   EXPECT_EQ(a, platform::process_start_time(::getpid()));
   EXPECT_EQ(platform::process_start_time(0), 0u);
-  EXPECT_EQ(self_tag() & layout::kRobustPidMask, my_pid());
+  EXPECT_EQ(self_tag(), robust_tag_of(a));
+  EXPECT_NE(robust_tag_of(uint64_t{1} << 32), 0u);  // 0 means "no tag": never a process's
 }
 
 TEST(RobustMutex, LockOfADeadHoldersWordReportsOwnerDied) {
@@ -170,7 +215,7 @@ TEST(RobustMutex, LockOfADeadHoldersWordReportsOwnerDied) {
   int st = 0;
   ASSERT_EQ(::waitpid(c, &st, 0), c);
   RobustMutexWord w{};
-  w.state.store(static_cast<uint32_t>(c));
+  w.store(static_cast<uint32_t>(c));
   RobustMutex m(&w);
   auto r = m.try_lock();  // try_lock checks the holder once
   ASSERT_TRUE(r.has_value()) << r.status().message();
@@ -190,7 +235,7 @@ TEST(RobustMutex, CorruptWordsAreCorruptNotACrash) {
                           my_pid() | (1u << 25)};         // a valid holder plus a reserved bit
   for (uint32_t v : bad) {
     RobustMutexWord w{};
-    w.state.store(v);
+    w.store(v);
     RobustMutex m(&w);
     auto r = m.try_lock();
     ASSERT_FALSE(r.has_value()) << std::hex << v;
@@ -215,7 +260,7 @@ TEST(RobustMutex, RobustLockUnlocksAndThrows) {
   EXPECT_THROW(RobustLock(m, Deadline::after(0.0).value()), LockTimeoutError);
   EXPECT_TRUE(m.held_by_this_process());  // the failed RobustLock did not unlock
   m.unlock();
-  w.state.store(1u << 23);
+  w.store(1u << 23);
   EXPECT_THROW(RobustLock(m, Deadline::after(0.0).value()), CorruptSegmentError);
 }
 
@@ -280,12 +325,12 @@ TEST(RobustMutexDeathTest, UnlockByANonHolder) {
 #ifdef NDEBUG
   m.unlock();  // free: nothing to release, nothing changes
   EXPECT_EQ(state_of(w), 0u);
-  w.state.store(static_cast<uint32_t>(::getppid()));
+  w.store(static_cast<uint32_t>(::getppid()));
   m.unlock();  // another process's lock is never released
   EXPECT_EQ(state_of(w), static_cast<uint32_t>(::getppid()));
 #else
   EXPECT_DEATH(m.unlock(), "does not hold the lock");
-  w.state.store(static_cast<uint32_t>(::getppid()));
+  w.store(static_cast<uint32_t>(::getppid()));
   EXPECT_DEATH(m.unlock(), "does not hold the lock");
 #endif
 }

@@ -101,10 +101,10 @@ TEST(Mutex, ACorruptLockWordIsCorruptSegmentError) {
   test::ScopedRuntimeDir rd;
   Mutex m = Mutex::create();
   auto* st = reinterpret_cast<layout::MutexState*>(m.segment().data() + layout::kSyncBodyOffset);
-  st->word.state.store(layout::kRobustWaiters);  // the waiters bit without a holder
+  st->word.store(layout::kRobustWaiters);  // the waiters bit without a holder
   EXPECT_THROW(m.lock(soon()), CorruptSegmentError);
   EXPECT_THROW(m.try_lock(), CorruptSegmentError);
-  st->word.state.store(0);
+  st->word.store(0);
   EXPECT_EQ(m.try_lock(), SyncStatus::kOk);
   m.unlock();
 }
@@ -134,8 +134,8 @@ TEST(Mutex, OwnerDiedIsReportedAndFlaggedUntilUnlock) {
   // holder is gone.
   auto* st = reinterpret_cast<layout::MutexState*>(m.segment().data() + layout::kSyncBodyOffset);
   const uint32_t parent = static_cast<uint32_t>(::getppid());
-  st->word.state.store(parent);
-  st->word.tag.store(sync::robust_tag_of(parent, platform::process_start_time(static_cast<pid_t>(parent)) + 1));
+  st->word.store(parent, sync::robust_tag_of(
+                             platform::process_start_time(static_cast<pid_t>(parent)) + 1));
   EXPECT_EQ(m.lock(Deadline::after(60.0)), SyncStatus::kOwnerDied);
   EXPECT_TRUE(m.owner_died());
   m.unlock();
