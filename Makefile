@@ -91,8 +91,7 @@ fuzz-views: install
 	$(PY) fuzz/frozen_views_fuzz.py --seconds $(FUZZ_VIEWS_SECONDS) --artifacts build/fuzz
 
 # The sync torture test (tests/python/test_sync_torture.py) for TORTURE_SECONDS, a random seed
-# (printed; SHOAL_TORTURE_SEED=N repeats one). Not part of `make test` until the lost update it
-# once found is explained (tests/python/test_sync_torture.py says more).
+# (printed; SHOAL_TORTURE_SEED=N repeats one). `make test` runs it for 20 s.
 TORTURE_SECONDS ?= 300
 torture: install
 	SHOAL_TORTURE_SECONDS=$(TORTURE_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider \

@@ -154,8 +154,10 @@ class Semaphore : public SyncObject {
   SyncStatus acquire(Deadline deadline = Deadline::never(), bool interruptible = false);
   SyncStatus try_acquire() { return acquire(Deadline{0}); }
   void release(uint32_t n = 1);
-  /// Units free now (may be stale at once).
-  uint32_t value() const noexcept;
+  /// Units free now (may be stale at once). Tracked: the units of processes that died holding
+  /// them are given back first, so they count as free (takes the table lock; CorruptSegmentError
+  /// when the units held exceed the capacity).
+  uint32_t value() const;
   uint32_t initial_value() const noexcept;
   bool bounded() const noexcept;
   bool tracked() const noexcept;

@@ -368,7 +368,21 @@ Semaphore Semaphore::from_segment(Segment seg) {
   return s;
 }
 
-uint32_t Semaphore::value() const noexcept { return st_->count.load(std::memory_order_relaxed); }
+uint32_t Semaphore::value() const {
+  if (!tracked()) return st_->count.load(std::memory_order_relaxed);
+  // A dead holder's units return only when someone reclaims them (an acquire that finds no
+  // unit, or a takeover of the table lock): without this a count read after a death, with
+  // units still free, would miss them until the next acquire ran short.
+  sem_lock(st_);
+  const uint32_t before = st_->count.load(std::memory_order_relaxed);
+  const bool ok = sem_reclaim(st_);
+  const uint32_t c = st_->count.load(std::memory_order_relaxed);
+  sem_unlock(st_);
+  if (!ok) throw_error(Errc::kCorrupt, "semaphore: units held exceed its capacity");
+  // Units given back: wake as many waiters now rather than at the end of their slices.
+  if (c > before) (void)platform::futex_wake(&st_->count, static_cast<int>(c - before));
+  return c;
+}
 uint32_t Semaphore::initial_value() const noexcept { return initial_; }
 bool Semaphore::bounded() const noexcept { return (flags_ & layout::kSemBounded) != 0; }
 bool Semaphore::tracked() const noexcept { return (flags_ & layout::kSemTracked) != 0; }

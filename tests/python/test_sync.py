@@ -428,6 +428,21 @@ def test_a_dead_waiting_party_breaks_the_barrier(ctx: mp.context.BaseContext) ->
     assert not barrier.broken
 
 
+def test_units_of_a_killed_holder_come_back_to_a_bounded_semaphore_only() -> None:
+    # get_value() counts a dead holder's units as free at once, before any acquire runs short;
+    # a plain Semaphore keeps the stdlib's meaning (a unit taken is gone until released).
+    ctx = mp.get_context("fork")
+    for cls, left in ((shoal.BoundedSemaphore, 2), (shoal.Semaphore, 1)):
+        sem, held = cls(2), shoal.Event()
+        p = ctx.Process(target=_hold_then_exit, args=(sem, held, True))
+        p.start()
+        assert held.wait(DEADLINE)
+        _join(p)
+        assert p.exitcode == -signal.SIGKILL
+        assert sem.get_value() == left, cls
+        assert [sem.acquire(False) for _ in range(3)] == [True] * left + [False] * (3 - left)
+
+
 def test_event_semaphore_condition_as_pool_arguments(ctx: mp.context.BaseContext) -> None:
     event, sem, cond = shoal.Event(), shoal.BoundedSemaphore(2), shoal.Condition()
     event.set()
