@@ -13,6 +13,7 @@
 #include "platform/futex.hpp"
 #include "platform/platform.hpp"
 #include "sync/robust_mutex.hpp"
+#include "sync/sync_header.hpp"
 
 namespace shoal {
 
@@ -61,7 +62,7 @@ Segment create_sync(SyncType type, uint32_t p0 = 0, uint32_t p1 = 0, uint32_t p2
   return seg;
 }
 
-// Checks the header (H1-H3 of sync_layout.hpp) on a local copy and returns it; throws
+// The segment's header checked (H1-H3) and of the wanted type; throws
 // IncompatibleSegmentError / CorruptSegmentError, never crashes.
 SyncHeader check_sync(const Segment& seg, SyncType want) {
   if (!seg.valid()) throw_error(Errc::kInvalidArgument, "segment is closed");
@@ -70,59 +71,12 @@ SyncHeader check_sync(const Segment& seg, SyncType want) {
                 "segment holds kind " + std::string(kind_name(static_cast<uint32_t>(seg.kind()))) +
                     ", not a sync object");
   }
-  if (seg.size() < layout::kSyncSegmentBytes) {
-    throw_error(Errc::kCorrupt, "sync segment of " + std::to_string(seg.size()) +
-                                    " bytes is smaller than " +
-                                    std::to_string(layout::kSyncSegmentBytes));
-  }
-  SyncHeader h;
-  std::memcpy(&h, seg.data(), sizeof h);
-  if (h.magic != layout::kSyncMagic) throw_error(Errc::kCorrupt, "sync header: bad magic at offset 0");
-  if (h.version != layout::kSyncVersion) {
-    throw_error(Errc::kIncompatible, "sync header has version " + std::to_string(h.version) +
-                                         ", this build reads " +
-                                         std::to_string(layout::kSyncVersion));
-  }
-  for (uint32_t r : h.reserved) {
-    if (r != 0) throw_error(Errc::kIncompatible, "sync header uses reserved fields: made by a newer shoal");
-  }
-  if (h.type < layout::kSyncTypeFirst || h.type > layout::kSyncTypeLast) {
-    throw_error(Errc::kCorrupt, "sync header at offset 12: type " + std::to_string(h.type) +
-                                    " is none this build knows");
-  }
+  Result<SyncHeader> r = sync::parse_sync_header(seg.data(), seg.size());
+  if (!r.has_value()) r.status().throw_if_error();
+  const SyncHeader h = r.value();
   if (h.type != static_cast<uint32_t>(want)) {
     throw_error(Errc::kIncompatible, std::string("the sync object is a ") + type_name(h.type) +
                                          ", not a " + type_name(static_cast<uint32_t>(want)));
-  }
-  switch (want) {
-    case SyncType::kSemaphore:
-      if (h.param[0] > layout::kSemaphoreMax ||
-          (h.param[1] & ~(layout::kSemBounded | layout::kSemTracked)) != 0 ||
-          ((h.param[1] & layout::kSemBounded) != 0 && (h.param[1] & layout::kSemTracked) == 0)) {
-        throw_error(Errc::kCorrupt, "semaphore header: initial value or flags out of range");
-      }
-      break;
-    case SyncType::kBarrier:
-      if (h.param[0] < 1 || h.param[0] > layout::kBarrierSlots) {
-        throw_error(Errc::kCorrupt, "barrier header: parties " + std::to_string(h.param[0]) +
-                                        " outside 1.." + std::to_string(layout::kBarrierSlots));
-      }
-      {
-        double t;
-        std::memcpy(&t, &h.param[2], sizeof t);
-        if (std::isnan(t) || t < 0) throw_error(Errc::kCorrupt, "barrier header: bad timeout");
-      }
-      break;
-    case SyncType::kValue: {
-      const uint32_t size = h.param[0];
-      const uint32_t kind = h.param[1];
-      const bool ok_size = size == 1 || size == 2 || size == 4 || size == 8;
-      const bool ok_kind = kind == 'i' || kind == 'u' || (kind == 'f' && (size == 4 || size == 8));
-      if (!ok_size || !ok_kind) throw_error(Errc::kCorrupt, "value header: bad item size or kind");
-      break;
-    }
-    default:
-      break;
   }
   return h;
 }
@@ -166,6 +120,65 @@ platform::FutexWait wait_or_throw(const std::atomic<uint32_t>* w, uint32_t expec
 }
 
 }  // namespace
+
+namespace sync {
+
+Result<SyncHeader> parse_sync_header(const std::byte* data, uint64_t size) noexcept {
+  if (data == nullptr || size < layout::kSyncSegmentBytes) {
+    return {Errc::kCorrupt, "sync segment of " + std::to_string(size) +
+                                " bytes is smaller than " +
+                                std::to_string(layout::kSyncSegmentBytes)};
+  }
+  SyncHeader h;
+  std::memcpy(&h, data, sizeof h);  // a local copy: another process may change the bytes
+  if (h.magic != layout::kSyncMagic) return {Errc::kCorrupt, "sync header: bad magic at offset 0"};
+  if (h.version != layout::kSyncVersion) {
+    return {Errc::kIncompatible, "sync header has version " + std::to_string(h.version) +
+                                     ", this build reads " +
+                                     std::to_string(layout::kSyncVersion)};
+  }
+  for (uint32_t r : h.reserved) {
+    if (r != 0) {
+      return {Errc::kIncompatible, "sync header uses reserved fields: made by a newer shoal"};
+    }
+  }
+  if (h.type < layout::kSyncTypeFirst || h.type > layout::kSyncTypeLast) {
+    return {Errc::kCorrupt,
+            "sync header at offset 12: type " + std::to_string(h.type) + " is none this build knows"};
+  }
+  switch (static_cast<SyncType>(h.type)) {
+    case SyncType::kSemaphore:
+      if (h.param[0] > layout::kSemaphoreMax ||
+          (h.param[1] & ~(layout::kSemBounded | layout::kSemTracked)) != 0 ||
+          ((h.param[1] & layout::kSemBounded) != 0 && (h.param[1] & layout::kSemTracked) == 0)) {
+        return {Errc::kCorrupt, "semaphore header: initial value or flags out of range"};
+      }
+      break;
+    case SyncType::kBarrier: {
+      if (h.param[0] < 1 || h.param[0] > layout::kBarrierSlots) {
+        return {Errc::kCorrupt, "barrier header: parties " + std::to_string(h.param[0]) +
+                                    " outside 1.." + std::to_string(layout::kBarrierSlots)};
+      }
+      double t;
+      std::memcpy(&t, &h.param[2], sizeof t);
+      if (std::isnan(t) || t < 0) return {Errc::kCorrupt, "barrier header: bad timeout"};
+      break;
+    }
+    case SyncType::kValue: {
+      const uint32_t size = h.param[0];
+      const uint32_t kind = h.param[1];
+      const bool ok_size = size == 1 || size == 2 || size == 4 || size == 8;
+      const bool ok_kind = kind == 'i' || kind == 'u' || (kind == 'f' && (size == 4 || size == 8));
+      if (!ok_size || !ok_kind) return {Errc::kCorrupt, "value header: bad item size or kind"};
+      break;
+    }
+    default:
+      break;
+  }
+  return h;
+}
+
+}  // namespace sync
 
 const char* sync_status_name(SyncStatus s) noexcept {
   switch (s) {
@@ -750,7 +763,9 @@ SyncStatus Barrier::wait(Deadline deadline, bool interruptible, uint32_t* index)
     if (interrupted) {
       // Withdraw: remove one slot of this process (all of them are alike) by moving the last
       // one into it, so that the others keep waiting for a full set of parties.
-      const uint32_t n = st_->count.load(std::memory_order_relaxed);
+      // Bounded by parties (checked at attach): a count another process overwrote must not
+      // index past the table.
+      const uint32_t n = std::min(st_->count.load(std::memory_order_relaxed), parties_);
       for (uint32_t i = 0; i < n; ++i) {
         if (st_->slots[i].pid.load(std::memory_order_relaxed) == sync::self_pid()) {
           st_->slots[i].pid.store(st_->slots[n - 1].pid.load(std::memory_order_relaxed),
