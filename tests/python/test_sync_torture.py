@@ -1,10 +1,11 @@
 """The sync torture test (issue 14): workers SIGKILLed at random points, hundreds of times.
 
 N worker processes loop: take a shoal.Lock, an RLock (at depth 2) and a BoundedSemaphore unit,
-increment a shoal.Value(lock=False) counter under them, release, and record what they did. The
-parent SIGKILLs random workers at random moments (holders and waiters alike) and starts new
-ones in their place. At the end nothing may hang (every live worker stops within a deadline),
-the semaphore has all its units back, and the counter is exactly the completed increments.
+increment a shoal.Value(lock=False) counter under them, release, and record what they did; then
+notify a shoal.Condition, or now and then wait on it briefly. The parent SIGKILLs random workers
+at random moments (holders and waiters alike) and starts new ones in their place. At the end nothing may hang (every live worker stops within a deadline),
+the semaphore has all its units back, the condition still works, and the counter is exactly the
+completed increments.
 
 Exact accounting: inside the locks a worker appends "I t" (it is about to store t = counter + 1)
 to its own journal, stores t, releases, then appends "D t" ("T 0" records a takeover from a
@@ -51,9 +52,11 @@ def _worker(
     sem: shoal.BoundedSemaphore,
     counter: shoal.Value,
     stop: shoal.Event,
+    cond: shoal.Condition,
 ) -> None:
     warnings.simplefilter("ignore", OwnerDiedWarning)
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    n = 0
     while not stop.is_set():
         with sem, lock, rlock, rlock:
             if lock.owner_died or rlock.owner_died:
@@ -62,6 +65,14 @@ def _worker(
             os.write(fd, b"I %d\n" % t)
             counter.value = t
         os.write(fd, b"D %d\n" % t)
+        # Condition traffic, killed at any point too: a notify after every increment, and now
+        # and then a short wait for the next one (woken, or timed out: either returns).
+        n += 1
+        with cond:
+            if n % 16 == 0:
+                cond.wait(0.002)
+            else:
+                cond.notify_all()
     os.close(fd)
 
 
@@ -95,6 +106,7 @@ def test_torture_sigkill_holders_and_waiters(tmp_path: os.PathLike[str]) -> None
     sem = shoal.BoundedSemaphore(SEM_UNITS)
     counter = shoal.Value("q", 0, lock=False)
     stop = shoal.Event()
+    cond = shoal.Condition()
     n_journals = 0
     killed_journals: list[str] = []
     live: dict[int, tuple[mp.process.BaseProcess, str]] = {}
@@ -103,7 +115,7 @@ def test_torture_sigkill_holders_and_waiters(tmp_path: os.PathLike[str]) -> None
         nonlocal n_journals
         journal = os.path.join(os.fspath(tmp_path), f"j{n_journals}")
         n_journals += 1
-        p = ctx.Process(target=_worker, args=(journal, lock, rlock, sem, counter, stop))
+        p = ctx.Process(target=_worker, args=(journal, lock, rlock, sem, counter, stop, cond))
         p.start()
         live[slot] = (p, journal)
 
@@ -145,7 +157,12 @@ def test_torture_sigkill_holders_and_waiters(tmp_path: os.PathLike[str]) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OwnerDiedWarning)
         assert rlock.acquire(timeout=DEADLINE), f"the rlock stays taken {info}"
+        assert cond.acquire(timeout=DEADLINE), f"the condition's lock stays taken {info}"
     rlock.release()
+    # The condition still works: a wait times out (nobody notifies) and returns holding it.
+    assert cond.wait(0.01) is False, f"a wait with nobody to notify returned True {info}"
+    cond.notify_all()
+    cond.release()
 
     v = counter.value
     done: list[int] = []
