@@ -214,6 +214,18 @@ class Condition : public SyncObject {
   void notify(uint32_t n = 1);
   void notify_all();
 
+  /// wait() over another lock instead of the condition's own (threading.Condition(lock)): the
+  /// caller holds `lock` (InvalidArgumentError otherwise), which is released, slept on and
+  /// re-taken as the own lock is; outcomes as wait(), kOwnerDied meaning that re-taking `lock`
+  /// found its holder dead. Every waiter and notifier of this condition must use the same lock,
+  /// and notify while holding it: that is what orders a waiter's read of the sequence (under
+  /// the lock) before the notify's bump, so that no notify is lost.
+  SyncStatus wait(Mutex& lock, Deadline deadline = Deadline::never(), bool interruptible = false);
+  /// The same over a RecursiveMutex that the calling thread holds at depth n: released fully
+  /// (n unlocks), and held at depth n again on every return (after a takeover too).
+  SyncStatus wait(RecursiveMutex& lock, Deadline deadline = Deadline::never(),
+                  bool interruptible = false);
+
  private:
   layout::ConditionState* st_ = nullptr;
   Mutex m_;

@@ -34,6 +34,14 @@ def rebuild_sync(cls: str, handle: str, on_owner_died: str) -> object:
     return _sync.from_segment(seg, on_owner_died)
 
 
+def rebuild_condition(handle: str, lock: object) -> object:
+    """Unpickle a shoal.Condition over a given lock (the lock unpickled already)."""
+    from . import _sync
+
+    core = _shoal.SyncCondition.from_segment(_shoal.Segment.attach(handle))
+    return _sync.Condition(lock, _core=core)  # type: ignore[arg-type]
+
+
 def rebuild_barrier(handle: str, gate: str | None, action: object) -> object:
     """Unpickle a shoal.Barrier: its barrier, and the second one an action needs."""
     from . import _sync

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import operator
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +34,10 @@ __all__ = [
 # SyncStatus (include/shoal/sync.hpp), as the bindings return it.
 _OK, _OWNER_DIED, _TIMEOUT, _INTERRUPTED, _BROKEN = 0, 1, 2, 3, 4
 
-
-class OwnerDiedWarning(RuntimeWarning):
-    """A lock was acquired, but its previous holder died holding it: what it guards may be
-    half-updated. The lock is held; ``lock.owner_died`` stays True until it is released."""
+# Defined in C (python/bindings/sync_bind.cpp), where the locks' acquire applies the policy:
+# "A lock was acquired, but its previous holder died holding it" (its docstring says more).
+# Fetched by name: the stub imports it back from `shoal`, a cycle mypy cannot resolve.
+OwnerDiedWarning: type[RuntimeWarning] = getattr(_shoal, "OwnerDiedWarning")  # noqa: B009
 
 
 def _timeout(block: bool, timeout: float | None) -> float:
@@ -55,123 +54,64 @@ def _check_policy(on_owner_died: str) -> str:
     return on_owner_died
 
 
-def _owner_died(what: str, policy: str) -> None:
-    """Tell the new holder (the lock is held): a warning, or OwnerDiedError."""
-    msg = f"shoal.{what}: the previous holder died holding it (the lock is held now)"
-    if policy == "raise":
-        raise _shoal.OwnerDiedError(msg)
-    warnings.warn(msg, OwnerDiedWarning, stacklevel=3)
-
-
 def _handle(self: Any, pin: bool = True) -> str:
     """A handle to send this object to another process (shoal.attach(handle) there)."""
     return str(self._core.segment().handle(pin))
 
 
-class _LockBase:
-    __slots__ = ("__weakref__", "_core", "_policy")
-    _core: Any
-    _policy: str
-
-    handle = _handle
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; False when `timeout` seconds pass first (or at once, block=False)."""
-        if block is True and timeout is None:
-            s = self._core.acquire(True, -1.0)  # the common call: no conversion
-        else:
-            s = self._core.acquire(bool(block), _timeout(block, timeout))
-        if s == _OK:
-            return True
-        if s == _TIMEOUT:
-            return False
-        self._took_over()  # _OWNER_DIED: held
-        _owner_died(type(self).__name__, self._policy)
-        return True
-
-    def _took_over(self) -> None:
-        """Called holding the lock after a takeover (RLock records it; a Lock's is shared)."""
-
-    def release(self) -> None:
-        """Release the lock (InvalidArgumentError, a ValueError, when not held)."""
-        self._core.release()
-
-    def __enter__(self) -> bool:
-        if self._core.acquire(True, -1.0) == _OK:  # the common case, one call
-            return True
-        try:
-            self._took_over()  # _OWNER_DIED (no timeout was given): held
-            _owner_died(type(self).__name__, self._policy)
-            return True
-        except BaseException:
-            # An owner-died warning turned into an error (or OwnerDiedError) came with the lock
-            # held: `with` would never run __exit__, so release before re-raising.
-            if self._core.held:
-                self.release()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self._core.release()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_glue.rebuild_sync, (type(self).__name__, self._core.send_handle(), self._policy))
+def _lock_handle(self: _shoal.SyncLock, pin: bool = True) -> str:
+    """A handle to send this object to another process (shoal.attach(handle) there)."""
+    return str(self.segment().handle(pin))
 
 
-class Lock(_LockBase):
+# shoal.Lock, RLock and Condition subclass _shoal.SyncLock, whose acquire, release, __enter__,
+# __exit__ and owner_died are C methods (sync_bind.cpp): the uncontended acquire(); release()
+# runs no Python frame. Keep these classes' __slots__ empty (the C object holds the state) and
+# define none of those methods here: a Python override would put a frame back on every call.
+
+
+class Lock(_shoal.SyncLock):
     """multiprocessing.Lock between any processes: acquire(block=True, timeout=None),
-    release(), ``with``. Not recursive; any thread of the holding process may release it."""
+    release(), ``with``. Not recursive; any thread of the holding process may release it.
+
+    A lock whose holder died is given to the next acquirer, who is told: OwnerDiedWarning (and
+    ``owner_died``) by default, OwnerDiedError with ``on_owner_died="raise"``; the lock is held
+    either way."""
 
     __slots__ = ()
 
+    handle = _lock_handle
+    locked = _shoal.SyncLock._locked  # C: whether any process holds it
+
     def __init__(self, *, on_owner_died: str = "warn", _core: Any = None) -> None:
-        self._policy = _check_policy(on_owner_died)
-        self._core = _shoal.SyncMutex.create() if _core is None else _core
+        raise_ = _check_policy(on_owner_died) == "raise"
+        super().__init__(_shoal.SyncMutex.create() if _core is None else _core, raise_)
 
-    @property
-    def owner_died(self) -> bool:
-        """True from an acquire that found the previous holder dead until release."""
-        return bool(self._core.owner_died)
-
-    def locked(self) -> bool:
-        return bool(self._core.locked)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_glue.rebuild_sync, ("Lock", self.send_handle(), self._policy))
 
     def __repr__(self) -> str:
         return f"<shoal.Lock locked={self.locked()}>"
 
 
-class RLock(_LockBase):
+class RLock(_shoal.SyncLock):
     """multiprocessing.RLock: the holding thread may acquire it again; released when released
-    as often as acquired."""
+    as often as acquired. ``owner_died`` stays True from an acquire that took it over until the
+    last release (the holder is a thread of this process, so it is this object's record)."""
 
-    __slots__ = ("_died",)
+    __slots__ = ()
+
+    handle = _lock_handle
 
     def __init__(self, *, on_owner_died: str = "warn", _core: Any = None) -> None:
-        self._policy = _check_policy(on_owner_died)
-        self._core = _shoal.SyncRecursiveMutex.create() if _core is None else _core
-        self._died = False
+        raise_ = _check_policy(on_owner_died) == "raise"
+        super().__init__(_shoal.SyncRecursiveMutex.create() if _core is None else _core, raise_)
 
-    def _took_over(self) -> None:
-        self._died = True
-
-    @property
-    def owner_died(self) -> bool:
-        """True from an acquire that found the previous holder dead until the last release
-        (the holder is a thread of this process, so this object's own record)."""
-        return self._died
-
-    def release(self) -> None:
-        self._core.release()
-        if self._core.count == 0:
-            self._died = False
-
-    def __exit__(self, *exc: object) -> None:
-        core = self._core  # release() inlined: one Python frame per `with`
-        core.release()
-        if core.count == 0:
-            self._died = False
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_glue.rebuild_sync, ("RLock", self.send_handle(), self._policy))
 
     def __repr__(self) -> str:
-        return f"<shoal.RLock count={self._core.count}>"
+        return f"<shoal.RLock count={self._count}>"
 
 
 class Semaphore:
@@ -252,30 +192,53 @@ class Event:
         return f"<shoal.Event set={self.is_set()}>"
 
 
-class Condition(_LockBase):
-    """multiprocessing.Condition over its own lock: acquire/release/``with``, wait(timeout),
-    wait_for(predicate, timeout), notify(n=1), notify_all(). A lock cannot be given (the
-    condition's lock lives beside it in shared memory): ``lock`` must be None."""
+class Condition(_shoal.SyncLock):
+    """multiprocessing.Condition(lock=None): acquire/release/``with``, wait(timeout),
+    wait_for(predicate, timeout), notify(n=1), notify_all().
+
+    With lock=None it uses its own lock (not recursive), beside it in shared memory. Given a
+    shoal.Lock or shoal.RLock, it uses that lock in every process (it pickles as its own handle
+    plus the lock); an RLock held at depth n is released fully by wait() and held at depth n
+    again on return. notify() and wait() need the lock held (RuntimeError / ValueError).
+
+    Owner death is reported as for the lock: with its own lock, by the ``on_owner_died`` given
+    here; with a given lock, by that lock's (set it there), and ``owner_died`` is the lock's."""
 
     __slots__ = ()
 
-    def __init__(self, lock: None = None, *, on_owner_died: str = "warn", _core: Any = None):
-        if lock is not None:
-            raise TypeError("shoal.Condition uses its own lock: pass lock=None")
-        self._policy = _check_policy(on_owner_died)
-        self._core = _shoal.SyncCondition.create() if _core is None else _core
+    def __init__(
+        self, lock: Lock | RLock | None = None, *, on_owner_died: str = "warn", _core: Any = None
+    ) -> None:
+        if lock is not None and not isinstance(lock, (Lock, RLock)):
+            raise TypeError(
+                "shoal.Condition(lock): pass a shoal.Lock or shoal.RLock (shared with the other "
+                f"processes), or None for the condition's own lock; not {type(lock).__name__}"
+            )
+        if lock is not None and on_owner_died != "warn":
+            raise ValueError(
+                "shoal.Condition(lock, on_owner_died=...): a given lock reports its holder's "
+                "death by its own policy: pass on_owner_died to the lock"
+            )
+        raise_ = _check_policy(on_owner_died) == "raise"
+        core = _shoal.SyncCondition.create() if _core is None else _core
+        super().__init__(core, raise_, lock)
 
-    @property
-    def owner_died(self) -> bool:
-        return bool(self._core.owner_died)
+    def handle(self, pin: bool = True) -> str:
+        """A handle to send this condition to another process (shoal.attach(handle) there).
+        TypeError for a condition over a given lock: the handle would not carry the lock;
+        send the condition itself (pickle) instead."""
+        if self._given is not None:
+            raise TypeError(
+                "a shoal.Condition over a given lock has no handle of its own (it would lose "
+                "the lock): send the Condition itself (it pickles with its lock)"
+            )
+        return str(self.segment().handle(pin))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, sleep until notified or `timeout` passes, re-take the lock;
-        False on timeout. The lock is held again on every return (KeyboardInterrupt too)."""
-        s = self._core.wait(_timeout(True, timeout))
-        if s == _OWNER_DIED:
-            _owner_died("Condition", self._policy)
-        return bool(s != _TIMEOUT)
+        False on timeout. The lock is held again on every return (KeyboardInterrupt too), an
+        RLock at the depth it had."""
+        return self._wait(_timeout(True, timeout))
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until predicate() is true (or `timeout` passes); predicate()'s last result."""
@@ -295,13 +258,22 @@ class Condition(_LockBase):
         return result
 
     def notify(self, n: int = 1) -> None:
-        self._core.notify(n)
+        """Wake up to n waiters; RuntimeError unless the lock is held (as threading's)."""
+        self._notify(n)
 
     def notify_all(self) -> None:
-        self._core.notify_all()
+        """Wake every waiter; RuntimeError unless the lock is held (as threading's)."""
+        self._notify_all()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        given = self._given
+        if given is None:
+            return (_glue.rebuild_sync, ("Condition", self.send_handle(), self._policy))
+        return (_glue.rebuild_condition, (self.send_handle(), given))
 
     def __repr__(self) -> str:
-        return "<shoal.Condition>"
+        given = self._given
+        return "<shoal.Condition>" if given is None else f"<shoal.Condition({given!r})>"
 
 
 class Barrier:
@@ -493,7 +465,7 @@ class Value:
 
 
 def _same_segment(lock: Lock, value: Value) -> bool:
-    return bool(lock._core.segment().id == value._core.segment().id)
+    return bool(lock.segment().id == value._core.segment().id)
 
 
 def from_segment(seg: _shoal.Segment, policy: str = "warn") -> Any:

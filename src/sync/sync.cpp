@@ -640,6 +640,58 @@ void Condition::notify_all() {
   (void)platform::futex_wake_all(&st_->seq);
 }
 
+namespace {
+
+// The sleep of a wait over a given lock (the lock released already): until seq moves from s0
+// (kOk), the deadline (kTimeout) or, interruptible, a signal (kInterrupted); in slices, so a
+// notifier that died between its bump and its wake costs one slice.
+SyncStatus cond_sleep(std::atomic<uint32_t>& seq, uint32_t s0, Deadline deadline,
+                      bool interruptible) {
+  uint64_t slice = kFirstSliceNs;
+  for (;;) {
+    platform::FutexWait r = platform::FutexWait::kTimedOut;
+    Result<platform::FutexWait> fw = platform::futex_wait(&seq, s0, slice_end(slice, deadline));
+    if (fw.has_value()) r = fw.value();
+    if (seq.load(std::memory_order_acquire) != s0) return SyncStatus::kOk;
+    if (r == platform::FutexWait::kInterrupted && interruptible) return SyncStatus::kInterrupted;
+    if (r == platform::FutexWait::kTimedOut || !fw.has_value()) {
+      if (platform::Deadline{deadline.ns}.passed()) return SyncStatus::kTimeout;
+      slice = std::min(slice * 2, kMaxSliceNs);
+    }
+  }
+}
+
+}  // namespace
+
+SyncStatus Condition::wait(Mutex& lock, Deadline deadline, bool interruptible) {
+  if (!lock.held_by_this_process()) {
+    throw_error(Errc::kInvalidArgument, "Condition::wait: this process does not hold the lock");
+  }
+  // Read under the given lock, which every notifier holds while it bumps seq (as wait()).
+  const uint32_t s0 = st_->seq.load(std::memory_order_relaxed);
+  lock.unlock();
+  const SyncStatus out = cond_sleep(st_->seq, s0, deadline, interruptible);
+  const SyncStatus l = lock.lock();  // whatever happened, not interruptible (as wait())
+  return l == SyncStatus::kOwnerDied ? l : out;
+}
+
+SyncStatus Condition::wait(RecursiveMutex& lock, Deadline deadline, bool interruptible) {
+  if (!lock.held_by_this_thread()) {
+    throw_error(Errc::kInvalidArgument, "Condition::wait: this thread does not hold the lock");
+  }
+  const uint32_t depth = lock.count();
+  const uint32_t s0 = st_->seq.load(std::memory_order_relaxed);
+  // Released fully (threading's _release_save): only the last unlock frees the word; a death
+  // before it leaves the word held by a dead process, which the next locker takes over.
+  for (uint32_t i = 0; i < depth; ++i) lock.unlock();
+  const SyncStatus out = cond_sleep(st_->seq, s0, deadline, interruptible);
+  // Restored (_acquire_restore): the first lock takes the word (a takeover gives depth 1), the
+  // others only count, so the depth is n again on every return.
+  const SyncStatus l = lock.lock();
+  for (uint32_t i = 1; i < depth; ++i) (void)lock.lock();
+  return l == SyncStatus::kOwnerDied ? l : out;
+}
+
 // ---- Barrier -------------------------------------------------------------------------------
 
 namespace {

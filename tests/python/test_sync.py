@@ -67,7 +67,7 @@ def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
         lock.acquire()
         result.value = 1  # must not happen: the parent holds the lock
     except KeyboardInterrupt:
-        result.value = 2 if not lock._core.held else 3
+        result.value = 2 if not lock._held else 3
 
 
 def _wait_interrupted(obj: Any, ready: Any, result: Any) -> None:
@@ -171,8 +171,9 @@ def test_condition_wait_and_wait_for() -> None:
         assert c.wait(0.01) is False
         assert c.wait_for(lambda: 7, 0.01) == 7
         assert c.wait_for(lambda: 0, 0.01) == 0
-    with pytest.raises(TypeError):
-        shoal.Condition(shoal.Lock())  # type: ignore[arg-type]
+    for wrong in (threading.Lock(), shoal.Condition(), shoal.Semaphore(), 1):
+        with pytest.raises(TypeError, match="shoal.Lock or shoal.RLock"):
+            shoal.Condition(wrong)  # type: ignore[arg-type]
 
 
 def test_barrier_action_abort_reset() -> None:
@@ -338,7 +339,7 @@ def test_owner_died_warns_and_holds(ctx: mp.context.BaseContext) -> None:
     _join(p)
     with pytest.raises(shoal.OwnerDiedError):
         lock2.acquire(True, DEADLINE)
-    assert lock2._core.held and lock2.owner_died
+    assert lock2._held and lock2.owner_died
     lock2.release()
 
 
@@ -385,7 +386,7 @@ def test_ctrl_c_interrupts_a_wait(ctx: mp.context.BaseContext) -> None:
     assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
     _join(p)
     assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
-    assert lock.locked() and lock._core.held
+    assert lock.locked() and lock._held
     lock.release()
 
 
@@ -449,3 +450,265 @@ def test_event_semaphore_condition_as_pool_arguments(ctx: mp.context.BaseContext
     with ctx.Pool(2) as pool:
         assert pool.map(_event_and_semaphore_task, [(event, sem, cond)] * 4) == [True] * 4
     assert sem.get_value() == 2
+
+
+# ---- the C-level lock methods (shoal.Lock, RLock, Condition over _shoal.SyncLock) -------------
+
+
+class _TaggedLock(shoal.Lock):
+    """A user's subclass: extra state, its own __init__."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+
+class _ForgetfulLock(shoal.Lock):
+    def __init__(self) -> None:  # never calls super().__init__()
+        pass
+
+
+def test_lock_methods_run_no_python_frame() -> None:
+    # The hot methods are the C base's own (a Python override would add a frame per call).
+    base = shoal._shoal.SyncLock
+    for cls in (shoal.Lock, shoal.RLock, shoal.Condition):
+        for name in ("acquire", "release", "__enter__", "__exit__"):
+            assert getattr(cls, name) is getattr(base, name), (cls, name)
+        assert cls.owner_died is base.owner_died
+        assert cls.__slots__ == ()
+    assert shoal.Lock.locked is base._locked
+    assert shoal.OwnerDiedWarning is shoal._shoal.OwnerDiedWarning
+    assert issubclass(shoal.OwnerDiedWarning, RuntimeWarning)
+    assert "half-updated" in (shoal.OwnerDiedWarning.__doc__ or "")
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Condition"])
+def test_acquire_arguments_as_multiprocessing(kind: str) -> None:
+    lock: Any = getattr(shoal, kind)()
+    assert lock.acquire(True) is True
+    lock.release()
+    assert lock.acquire(block=True, timeout=None) is True
+    lock.release()
+    assert lock.acquire(timeout=5) is True
+    lock.release()
+    assert lock.acquire(True, -1) is True  # a negative timeout is none
+    lock.release()
+    assert lock.acquire(False, 5.0) is True  # the timeout is ignored without block
+    lock.release()
+    assert lock.acquire(0) is True  # block is truthiness
+    lock.release()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        lock.acquire(blocking=True)
+    with pytest.raises(TypeError, match="multiple values"):
+        lock.acquire(True, block=True)
+    with pytest.raises(TypeError, match="at most 2"):
+        lock.acquire(True, 1.0, 2)
+    with pytest.raises(TypeError):
+        lock.acquire(True, "1.0")
+    with pytest.raises(ValueError):
+        lock.acquire(True, float("nan"))
+    assert lock.owner_died is False
+    assert not lock._held  # none of the refused calls took it
+    with lock as entered:
+        assert entered is True and lock._held
+    assert lock.acquire() is True
+    assert lock.__exit__(None, None, None) is None
+    assert not lock._held
+
+
+def test_rlock_depth_and_repr() -> None:
+    r = shoal.RLock()
+    with r, r:
+        assert r._count == 2 and repr(r) == "<shoal.RLock count=2>"
+    assert r._count == 0
+    lock = shoal.Lock()
+    assert repr(lock) == "<shoal.Lock locked=False>"
+
+
+def test_subclass_weakref_and_pickle() -> None:
+    import weakref
+
+    t = _TaggedLock("x")
+    assert t.tag == "x" and t.acquire() and t.locked()
+    t.release()
+    with t:
+        assert t.locked()
+    back = pickle.loads(pickle.dumps(t))
+    assert isinstance(back, shoal.Lock) and back.segment().id == t.segment().id
+    f = _ForgetfulLock()
+    for call in (f.acquire, f.release, f.__enter__, f.locked):
+        with pytest.raises(TypeError, match="super"):
+            call()
+    with pytest.raises(TypeError, match="super"):
+        f.owner_died  # noqa: B018
+    for obj in (shoal.Lock(), shoal.RLock(), shoal.Condition(), t):
+        ref = weakref.ref(obj)
+        assert ref() is obj
+    for policy in ("warn", "raise"):
+        for cls in (shoal.Lock, shoal.RLock, shoal.Condition):
+            o = pickle.loads(pickle.dumps(cls(on_owner_died=policy)))
+            assert type(o) is cls and o._policy == policy
+
+
+def test_value_lock_is_a_lock_over_the_value() -> None:
+    v = shoal.Value("i", 1)
+    lk = v.get_lock()
+    assert type(lk) is shoal.Lock and lk.segment().id == v._core.segment().id
+    with v:
+        assert lk.locked() and lk._held
+    back = pickle.loads(pickle.dumps(v))
+    with back.get_lock():
+        assert lk.locked()
+
+
+# ---- Condition over a given lock --------------------------------------------------------------
+
+
+def _cond_notify(cond: Any, lock: Any, flag: Any, use_lock: bool) -> None:
+    if use_lock:  # the given lock itself, or the condition: the same lock
+        with lock:
+            flag.value = 1
+            cond.notify_all()
+    else:
+        with cond:
+            flag.value = 1
+            cond.notify()
+
+
+def _cond_notify_then_die(cond: Any, lock: Any, depth: int) -> None:
+    for _ in range(depth):
+        lock.acquire()
+    cond.notify_all()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _cond_wait_interrupted(cond: Any, lock: Any, ready: Any, result: Any) -> None:
+    with lock, lock:
+        ready.set()
+        try:
+            cond.wait()
+            result.value = 1
+        except KeyboardInterrupt:
+            result.value = 2 if lock._count == 2 else 3
+
+
+def test_condition_with_a_given_lock_in_one_process() -> None:
+    lock, r = shoal.Lock(), shoal.RLock()
+    c, cr = shoal.Condition(lock), shoal.Condition(r)
+    assert c._given is lock and cr._given is r
+    with pytest.raises(ValueError):
+        shoal.Condition(lock, on_owner_died="raise")
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        c.notify()
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        cr.notify_all()
+    with pytest.raises(ValueError):
+        c.wait(0.01)  # not held
+    with c:
+        assert lock.locked() and lock._held
+        assert c.wait(0.01) is False and lock._held
+        c.notify()
+    assert not lock.locked()
+    with r, r:
+        assert cr.wait(0.01) is False
+        assert r._count == 2
+        assert cr.wait_for(lambda: 3, 0.01) == 3
+        cr.notify(2)
+    assert r._count == 0
+    with cr:
+        assert r._count == 1
+    with pytest.raises(TypeError, match="pickles"):
+        c.handle()
+    back = pickle.loads(pickle.dumps(c))
+    assert type(back) is shoal.Condition and type(back._given) is shoal.Lock
+    assert back._given.segment().id == lock.segment().id
+    assert back.segment().id == c.segment().id
+    assert repr(c).startswith("<shoal.Condition(<shoal.Lock")
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_condition_with_a_given_lock_across_processes(
+    ctx: mp.context.BaseContext, kind: str
+) -> None:
+    lock: Any = getattr(shoal, kind)()
+    cond, flag = shoal.Condition(lock), shoal.Value("i", 0, lock=False)
+    depth = 2 if kind == "RLock" else 1
+    for use_lock in (True, False):
+        flag.value = 0
+        for _ in range(depth):
+            lock.acquire()
+        p = ctx.Process(target=_cond_notify, args=(cond, lock, flag, use_lock))
+        p.start()
+        # The child can only set the flag while wait() has released the lock (fully, at depth 2).
+        assert cond.wait_for(lambda: flag.value == 1, DEADLINE)
+        assert lock._held and lock._count == depth
+        for _ in range(depth):
+            lock.release()
+        _join(p)
+        assert p.exitcode == 0
+    assert not lock._held
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_condition_wait_takes_over_the_given_lock(ctx: mp.context.BaseContext, kind: str) -> None:
+    lock: Any = getattr(shoal, kind)()
+    cond = shoal.Condition(lock)
+    depth = 2 if kind == "RLock" else 1
+    for _ in range(depth):
+        lock.acquire()
+    # The child takes the lock while this process waits, notifies and dies holding it: wait()
+    # re-takes it over, reported as the lock reports it.
+    p = ctx.Process(target=_cond_notify_then_die, args=(cond, lock, 2 if kind == "RLock" else 1))
+    p.start()
+    with pytest.warns(shoal.OwnerDiedWarning, match=f"shoal.{kind}:"):
+        assert cond.wait(DEADLINE) is True
+    _join(p)
+    assert lock.owner_died and cond.owner_died and lock._count == depth
+    for _ in range(depth):
+        lock.release()
+    assert not lock.owner_died
+
+
+def test_condition_acquire_reports_the_given_locks_death(ctx: mp.context.BaseContext) -> None:
+    r, held = shoal.RLock(on_owner_died="raise"), shoal.Event()
+    cond = shoal.Condition(r)
+    p = ctx.Process(target=_hold_then_exit, args=(r, held, True))
+    p.start()
+    assert held.wait(DEADLINE)
+    _join(p)
+    with pytest.raises(shoal.OwnerDiedError, match="shoal.RLock:"), cond:
+        pytest.fail("the body must not run")
+    assert r._count == 0 and not r.owner_died  # __enter__ released it before raising
+    assert cond.acquire(False) is True and r._held
+    cond.release()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Condition", "Condition(RLock)"])
+def test_ctrl_c_interrupts_each_lock(ctx: mp.context.BaseContext, kind: str) -> None:
+    given = shoal.RLock() if kind == "Condition(RLock)" else None
+    lock: Any = shoal.Condition(given) if given else getattr(shoal, kind)()
+    ready, result = shoal.Event(), shoal.Value("i", 0)
+    assert lock.acquire()
+    p = ctx.Process(target=_wait_on_lock, args=(lock, ready, result))
+    p.start()
+    assert ready.wait(DEADLINE)
+    assert p.pid is not None
+    assert wait_until(lambda: _sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    _join(p)
+    assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
+    assert lock._held
+    lock.release()
+
+
+def test_ctrl_c_interrupts_a_condition_wait(ctx: mp.context.BaseContext) -> None:
+    r = shoal.RLock()
+    cond, ready, result = shoal.Condition(r), shoal.Event(), shoal.Value("i", 0)
+    p = ctx.Process(target=_cond_wait_interrupted, args=(cond, r, ready, result))
+    p.start()
+    assert ready.wait(DEADLINE)
+    assert p.pid is not None
+    assert wait_until(lambda: _sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    _join(p)
+    assert result.value == 2  # KeyboardInterrupt, the RLock held again at depth 2

@@ -327,6 +327,73 @@ TEST(Condition, NotifyWakesAWaiter) {
   EXPECT_EQ(got, SyncStatus::kOk);
 }
 
+TEST(Condition, WaitOverAGivenMutex) {
+  test::ScopedRuntimeDir rd;
+  Condition c = Condition::create();
+  Mutex m = Mutex::create();
+  EXPECT_THROW(c.wait(m, soon()), InvalidArgumentError);
+  ASSERT_EQ(m.lock(), SyncStatus::kOk);
+  EXPECT_EQ(c.wait(m, soon()), SyncStatus::kTimeout);
+  EXPECT_TRUE(m.held_by_this_process());
+  EXPECT_FALSE(c.mutex().locked());  // the condition's own lock stays unused
+  m.unlock();
+
+  int flag = 0;  // guarded by m
+  std::atomic<bool> waiting{false};
+  SyncStatus got = SyncStatus::kOk;
+  std::thread w([&] {
+    if (m.lock() != SyncStatus::kOk) return;
+    waiting = true;
+    while (flag == 0 && got == SyncStatus::kOk) got = c.wait(m, Deadline::after(60.0));
+    m.unlock();
+  });
+  ASSERT_TRUE(test::wait_until([&] { return waiting.load(); }));
+  // Only a wait that released m lets this lock through (m is per process: this thread waits).
+  ASSERT_EQ(m.lock(Deadline::after(60.0)), SyncStatus::kOk);
+  flag = 1;
+  c.notify();
+  m.unlock();
+  w.join();
+  EXPECT_EQ(got, SyncStatus::kOk);
+}
+
+TEST(Condition, WaitOverAGivenRecursiveMutexRestoresTheDepth) {
+  test::ScopedRuntimeDir rd;
+  Condition c = Condition::create();
+  RecursiveMutex r = RecursiveMutex::create();
+  EXPECT_THROW(c.wait(r, soon()), InvalidArgumentError);
+  ASSERT_EQ(r.lock(), SyncStatus::kOk);
+  ASSERT_EQ(r.lock(), SyncStatus::kOk);
+  EXPECT_EQ(c.wait(r, soon()), SyncStatus::kTimeout);
+  EXPECT_EQ(r.count(), 2u);
+  r.unlock();
+  r.unlock();
+
+  int flag = 0;  // guarded by r
+  std::atomic<bool> waiting{false};
+  std::atomic<uint32_t> depth_after{0};
+  SyncStatus got = SyncStatus::kOk;
+  std::thread w([&] {
+    for (int i = 0; i < 3; ++i) {
+      if (r.lock() != SyncStatus::kOk) return;
+    }
+    waiting = true;
+    while (flag == 0 && got == SyncStatus::kOk) got = c.wait(r, Deadline::after(60.0));
+    depth_after = r.count();
+    for (int i = 0; i < 3; ++i) r.unlock();
+  });
+  ASSERT_TRUE(test::wait_until([&] { return waiting.load(); }));
+  // Released fully (depth 3 -> free), or this lock would time out.
+  ASSERT_EQ(r.lock(Deadline::after(60.0)), SyncStatus::kOk);
+  EXPECT_EQ(r.count(), 1u);
+  flag = 1;
+  c.notify_all();
+  r.unlock();
+  w.join();
+  EXPECT_EQ(got, SyncStatus::kOk);
+  EXPECT_EQ(depth_after.load(), 3u);
+}
+
 TEST(Barrier, OnePartyPassesAtOnceAndAbortBreaks) {
   test::ScopedRuntimeDir rd;
   EXPECT_THROW(Barrier::create(0), InvalidArgumentError);
