@@ -25,8 +25,9 @@
 //       a slot with units > 0 has a pid; bounded: capacity == initial
 //   S3  event word: bit 0 the flag, bits 1..31 the number of sets (wrapping), changed only by
 //       set (adds 2 and sets bit 0, one CAS) and clear (clears bit 0)
-//   S4  recursive mutex: count >= 1 and owner_tid != 0 while the word is held and the holder
-//       lives; both meaningless once the holder died (the next owner writes tid and count 1)
+//   S4  recursive mutex: count >= 1 and owner_thread != 0 while the word is held and the
+//       holder lives; both meaningless once the holder died (the next owner writes its thread
+//       and count 1)
 // Who writes: the creator writes the header (and the type's parameters) once, before any
 // handle exists; every other field only through the protocol of its type.
 #pragma once
@@ -80,10 +81,11 @@ static_assert(sizeof(MutexState) == 16);
 // ---- RecursiveMutex ----
 struct RecursiveMutexState {
   MutexState lock;
-  std::atomic<uint32_t> owner_tid;  // the holding thread's tid (in the holder's pid namespace)
-  std::atomic<uint32_t> count;      // recursion depth (S4)
+  std::atomic<uint64_t> owner_thread;  // the holding thread's pthread_self() in its process
+  std::atomic<uint32_t> count;         // recursion depth (S4)
+  uint32_t reserved;                   // 0
 };
-static_assert(sizeof(RecursiveMutexState) == 24);
+static_assert(sizeof(RecursiveMutexState) == 32);
 
 // ---- Semaphore ----
 inline constexpr uint32_t kSemBounded = 1;  // release above the initial value is an error

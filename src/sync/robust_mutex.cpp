@@ -24,18 +24,9 @@ using layout::kRobustWaiters;
 constexpr uint64_t kFirstSliceNs = 10'000'000;   // 10 ms
 constexpr uint64_t kMaxSliceNs = 200'000'000;    // 200 ms
 
-// This process's pid, 0 until first asked. getpid() is a system call in glibc >= 2.25, and the
-// fast path must stay one CAS. A forked child resets it (below), so that it never takes its
-// parent's locks for its own; only threads exist otherwise, and they share the pid.
-std::atomic<uint32_t> g_self_pid{0};
-// This process's tag (layout::RobustMutexWord::tag), 0 until first asked; kNoTag when its start
-// time could not be read (then the word's tag stays 0: waiters judge by pid alone).
-constexpr uint32_t kNoTag = UINT32_MAX;
-std::atomic<uint32_t> g_self_tag{0};
-
 void reset_pid_in_child() noexcept {
-  g_self_pid.store(0, std::memory_order_relaxed);
-  g_self_tag.store(0, std::memory_order_relaxed);
+  detail::g_self_pid.store(0, std::memory_order_relaxed);
+  detail::g_self_tag.store(0, std::memory_order_relaxed);
 }
 
 // Registered while the library's static objects are constructed, before main() and so before
@@ -115,7 +106,17 @@ uint32_t robust_tag_of(uint64_t start_time) noexcept {
   return t == 0 ? 1 : t;
 }
 
-uint32_t self_tag() noexcept {
+namespace detail {
+
+// This process's pid, 0 until first asked. getpid() is a system call in glibc >= 2.25, and the
+// fast path must stay one CAS. A forked child resets it (reset_pid_in_child), so that it never
+// takes its parent's locks for its own; only threads exist otherwise, and they share the pid.
+std::atomic<uint32_t> g_self_pid{0};
+// This process's tag, 0 until first asked; kNoTag when its start time could not be read (then
+// the word's tag stays 0: waiters judge by pid alone).
+std::atomic<uint32_t> g_self_tag{0};
+
+uint32_t self_tag_slow() noexcept {
   uint32_t t = g_self_tag.load(std::memory_order_relaxed);
   if (t == 0) {
     const uint32_t me = self_pid();
@@ -126,29 +127,33 @@ uint32_t self_tag() noexcept {
   return t == kNoTag ? 0 : t;
 }
 
+uint32_t self_pid_slow() noexcept {
+  pid_t now = ::getpid();
+  // A process-local fact, not shared data: Linux never gives a pid of PID_MAX_LIMIT or more.
+  SHOAL_ASSERT(now > 0 && static_cast<uint32_t>(now) <= kRobustPidMask);
+  const auto p = static_cast<uint32_t>(now);
+  g_self_pid.store(p, std::memory_order_relaxed);
+  return p;
+}
+
+}  // namespace detail
+
 bool process_gone(uint32_t pid, uint32_t tag) noexcept {
   if (pid == 0) return false;
   if (pid == self_pid()) return tag != self_tag();
   return holder_gone(pid, tag, 0, 0);
 }
 
-uint32_t self_pid() noexcept {
-  uint32_t p = g_self_pid.load(std::memory_order_relaxed);
-  if (p != 0) return p;
-  pid_t now = ::getpid();
-  // A process-local fact, not shared data: Linux never gives a pid of PID_MAX_LIMIT or more.
-  SHOAL_ASSERT(now > 0 && static_cast<uint32_t>(now) <= kRobustPidMask);
-  p = static_cast<uint32_t>(now);
-  g_self_pid.store(p, std::memory_order_relaxed);
-  return p;
-}
-
 Result<Locked> RobustMutex::lock(platform::Deadline deadline) noexcept {
   return lock(deadline, false);
 }
 
-Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible) noexcept {
-  std::atomic<uint64_t>& pair = w_->pair;
+namespace {
+
+// lock() and lock_quiet(): `quiet` leaves a timeout's message empty.
+Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline,
+                         bool interruptible, bool quiet) noexcept {
+  std::atomic<uint64_t>& pair = w->pair;
   const uint32_t me = self_pid();
   const uint32_t my_tag = self_tag();
   uint64_t p = 0;
@@ -187,7 +192,10 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
       }
       continue;
     }
-    if (expired) return timed_out(holder, self_held, me);
+    if (expired) {
+      if (quiet) return Status{Errc::kLockTimeout, std::string()};
+      return timed_out(holder, self_held, me);
+    }
     check_holder = false;
     if (!spun && !self_held) {
       spun = true;
@@ -208,7 +216,7 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
     if (deadline.ns < slice_end.ns) slice_end = deadline;
     mine = me | kRobustWaiters;
     Result<platform::FutexWait> r =
-        platform::futex_wait(w_->futex_word(), v | kRobustWaiters, slice_end);
+        platform::futex_wait(w->futex_word(), v | kRobustWaiters, slice_end);
     if (!r.has_value()) return r.status();
     if (r.value() == platform::FutexWait::kInterrupted && interruptible) {
       return Locked::kInterrupted;
@@ -220,6 +228,16 @@ Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible
     // kWoken, kValueChanged, kInterrupted (retried with the same deadline): read again.
     p = pair.load(std::memory_order_relaxed);
   }
+}
+
+}  // namespace
+
+Result<Locked> RobustMutex::lock(platform::Deadline deadline, bool interruptible) noexcept {
+  return lock_word(w_, deadline, interruptible, false);
+}
+
+Result<Locked> RobustMutex::lock_quiet(platform::Deadline deadline, bool interruptible) noexcept {
+  return lock_word(w_, deadline, interruptible, true);
 }
 
 Result<Locked> RobustMutex::try_lock() noexcept {

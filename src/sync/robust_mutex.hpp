@@ -29,6 +29,7 @@
 // looks like the holder of its parent's locks.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "layout/robust_mutex_layout.hpp"
@@ -37,13 +38,30 @@
 
 namespace shoal::sync {
 
+namespace detail {
+// The caches behind self_pid() and self_tag(), 0 until first asked and reset in a forked child
+// (robust_mutex.cpp). Inline readers keep the lock fast paths free of calls.
+extern std::atomic<uint32_t> g_self_pid;
+extern std::atomic<uint32_t> g_self_tag;  // kNoTag: the start time could not be read
+inline constexpr uint32_t kNoTag = UINT32_MAX;
+uint32_t self_pid_slow() noexcept;
+uint32_t self_tag_slow() noexcept;
+}  // namespace detail
+
 /// This process's pid, cached (getpid() is a system call) and reset in a forked child: what a
 /// lock word and a heap's pending block record as their owner.
-uint32_t self_pid() noexcept;
+inline uint32_t self_pid() noexcept {
+  const uint32_t p = detail::g_self_pid.load(std::memory_order_relaxed);
+  return p != 0 ? p : detail::self_pid_slow();
+}
 
 /// This process's owner tag (the tag half of layout::RobustMutexWord: the low 32 bits of its
 /// start time), 0 when /proc cannot give its start time. Cached; reset in a forked child.
-uint32_t self_tag() noexcept;
+inline uint32_t self_tag() noexcept {
+  const uint32_t t = detail::g_self_tag.load(std::memory_order_relaxed);
+  if (t == 0) return detail::self_tag_slow();
+  return t == detail::kNoTag ? 0 : t;
+}
 /// The tag of a process that started at `start_time` (clock ticks after boot): its low 32 bits,
 /// never 0 (0 means "no tag").
 uint32_t robust_tag_of(uint64_t start_time) noexcept;
@@ -76,10 +94,28 @@ class RobustMutex {
   Result<Locked> lock(platform::Deadline deadline, bool interruptible) noexcept;
   /// lock() with a deadline that has passed: kLockTimeout at once when held by a live process.
   Result<Locked> try_lock() noexcept;
+  /// The uncontended path alone, inline: one CAS of a free word to this process. true: held
+  /// (as lock()'s kOk); false: nothing changed, call lock() (held by someone, or corrupt).
+  bool try_lock_fast() noexcept {
+    uint64_t free_pair = 0;
+    return w_->pair.compare_exchange_strong(free_pair,
+                                            layout::robust_pair(self_pid(), self_tag()),
+                                            std::memory_order_acquire, std::memory_order_relaxed);
+  }
+  /// lock(deadline, interruptible), but a timeout is kLockTimeout with an empty message (for
+  /// callers that turn it into a status anyway: no string is built on each contended try).
+  Result<Locked> lock_quiet(platform::Deadline deadline, bool interruptible) noexcept;
   /// Releases the lock and wakes a waiter if one may sleep. Only the holding process may call
   /// it: when the word names another process (a caller bug, or corrupt memory), debug builds
   /// abort and release builds leave the word alone (never release someone else's lock).
   void unlock() noexcept;
+  /// The uncontended release alone, inline: one CAS of this process's pair, with no waiters bit,
+  /// to 0. true: released; false: nothing changed, call unlock() (waiters to wake, or not held).
+  bool unlock_fast() noexcept {
+    uint64_t mine = layout::robust_pair(self_pid(), self_tag());
+    return w_->pair.compare_exchange_strong(mine, 0, std::memory_order_release,
+                                            std::memory_order_relaxed);
+  }
   /// True if the word names this process as its holder: its pid and its tag (a process given a
   /// dead holder's pid is not the holder).
   bool held_by_this_process() const noexcept;

@@ -100,16 +100,11 @@ SyncStatus status_of(Result<sync::Locked> r) {
   return SyncStatus::kOk;
 }
 
-uint32_t this_tid() noexcept {
-  thread_local uint32_t tid = 0;
-  thread_local uint32_t tid_pid = 0;
-  const uint32_t pid = sync::self_pid();
-  if (tid == 0 || tid_pid != pid) {  // a forked child's thread has a new tid
-    tid = static_cast<uint32_t>(::syscall(SYS_gettid));
-    tid_pid = pid;
-  }
-  return tid;
-}
+// This thread's identity inside its process: pthread_self(), which glibc reads from the thread
+// pointer (no system call, no thread_local lookup through __tls_get_addr, which a shared
+// library pays on every access). Distinct among the live threads of one process, which is all
+// RecursiveMutex needs: it compares it only once the word names this process (pid and tag).
+uint64_t this_thread() noexcept { return static_cast<uint64_t>(::pthread_self()); }
 
 // A futex wait error (the word unmapped: a caller bug) as an exception.
 platform::FutexWait wait_or_throw(const std::atomic<uint32_t>* w, uint32_t expected,
@@ -206,7 +201,14 @@ Mutex Mutex::from_segment(Segment seg) {
 }
 
 SyncStatus Mutex::lock(Deadline deadline, bool interruptible) {
-  SyncStatus s = status_of(sync::RobustMutex(&st_->word).lock(pd(deadline), interruptible));
+  sync::RobustMutex m(&st_->word);
+  if (m.try_lock_fast()) {  // the uncontended case: one CAS, no call
+    if (st_->owner_died.load(std::memory_order_relaxed) != 0) {
+      st_->owner_died.store(0, std::memory_order_relaxed);  // as below
+    }
+    return SyncStatus::kOk;
+  }
+  SyncStatus s = status_of(m.lock_quiet(pd(deadline), interruptible));
   if (s == SyncStatus::kOwnerDied) {
     st_->owner_died.store(1, std::memory_order_relaxed);
   } else if (s == SyncStatus::kOk && st_->owner_died.load(std::memory_order_relaxed) != 0) {
@@ -219,6 +221,9 @@ SyncStatus Mutex::lock(Deadline deadline, bool interruptible) {
 
 void Mutex::unlock() {
   sync::RobustMutex m(&st_->word);
+  // The common case in one CAS: held by this process, nobody waiting, no owner-died flag to
+  // clear (the flag is cleared only by its holder, so it is read while we hold the lock).
+  if (st_->owner_died.load(std::memory_order_relaxed) == 0 && m.unlock_fast()) return;
   if (!m.held_by_this_process()) {
     throw_error(Errc::kInvalidArgument, "Mutex::unlock: this process does not hold the lock");
   }
@@ -251,13 +256,19 @@ RecursiveMutex RecursiveMutex::from_segment(Segment seg) {
 }
 
 bool RecursiveMutex::held_by_this_thread() const noexcept {
-  // owner_tid equals this thread's tid only if this thread wrote it while holding the word
-  // (it is cleared before every release), so the two reads need no lock.
+  // owner_thread equals this thread's identity only if this thread wrote it while holding the
+  // word (it is cleared before every release), so the two reads need no lock.
   return sync::RobustMutex(&st_->lock.word).held_by_this_process() &&
-         st_->owner_tid.load(std::memory_order_relaxed) == this_tid();
+         st_->owner_thread.load(std::memory_order_relaxed) == this_thread();
 }
 
 SyncStatus RecursiveMutex::lock(Deadline deadline, bool interruptible) {
+  sync::RobustMutex m(&st_->lock.word);
+  if (m.try_lock_fast()) {  // it was free, so not ours: depth 1
+    st_->count.store(1, std::memory_order_relaxed);
+    st_->owner_thread.store(this_thread(), std::memory_order_relaxed);
+    return SyncStatus::kOk;
+  }
   if (held_by_this_thread()) {
     const uint32_t c = st_->count.load(std::memory_order_relaxed);
     if (c == UINT32_MAX) throw_error(Errc::kInvalidArgument, "RecursiveMutex: depth overflow");
@@ -266,11 +277,11 @@ SyncStatus RecursiveMutex::lock(Deadline deadline, bool interruptible) {
   }
   // Another thread of this process may hold the word: RobustMutex waits for it (its holder is
   // this process, never judged dead).
-  SyncStatus s = status_of(sync::RobustMutex(&st_->lock.word).lock(pd(deadline), interruptible));
+  SyncStatus s = status_of(m.lock_quiet(pd(deadline), interruptible));
   if (s != SyncStatus::kOk && s != SyncStatus::kOwnerDied) return s;
-  // Whatever a dead holder left in count and owner_tid is overwritten here (S4).
+  // Whatever a dead holder left in count and owner_thread is overwritten here (S4).
   st_->count.store(1, std::memory_order_relaxed);
-  st_->owner_tid.store(this_tid(), std::memory_order_relaxed);
+  st_->owner_thread.store(this_thread(), std::memory_order_relaxed);
   return s;
 }
 
@@ -284,8 +295,9 @@ void RecursiveMutex::unlock() {
     return;
   }
   st_->count.store(0, std::memory_order_relaxed);
-  st_->owner_tid.store(0, std::memory_order_relaxed);
-  sync::RobustMutex(&st_->lock.word).unlock();
+  st_->owner_thread.store(0, std::memory_order_relaxed);
+  sync::RobustMutex m(&st_->lock.word);
+  if (!m.unlock_fast()) m.unlock();  // waiters to wake: the full release
 }
 
 uint32_t RecursiveMutex::count() const noexcept {
