@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +62,42 @@ def test_pickling_inside_a_hold_makes_no_pin_and_no_round_trip() -> None:
     assert _handle_in(pickle.dumps(a))["held"] is False
     assert _counters(session)["pins_made"] == before["pins_made"] + 2
     h.release()  # idempotent
+
+
+def _sync_task(args: tuple[Any, Any, Any]) -> int:
+    lock, value, cond = args
+    with lock:
+        value.value += 1
+    with cond:
+        cond.notify_all()
+    return 1
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_sync_objects_pickle_held_inside_a_hold(method: str) -> None:
+    # A lock, a Value (with a lock of its own segment) and a Condition over a given RLock:
+    # inside a hold of each, 200 tasks pickle them with no pin; every pickle is held.
+    lock, rlock = shoal.Lock(), shoal.RLock()
+    value = shoal.Value("q", 0, lock=shoal.Lock())
+    cond = shoal.Condition(rlock)
+    session = lock.segment().session
+    ctx = mp.get_context(method)
+    with ctx.Pool(2) as pool:
+        before = _counters(session)
+        with shoal.hold(lock) as h1, shoal.hold(value) as h2, shoal.hold(cond) as h3:
+            assert h1.active and h2.active and h3.active
+            data = pickle.dumps((lock, value, cond))
+            assert data.count(b"shoal1:") == 5  # lock, value and its lock, cond and its rlock
+            assert pickle.dumps((lock, value, cond)) == data
+            got = pool.map(_sync_task, [(lock, value, cond)] * 200, chunksize=1)
+        after = _counters(session)
+    assert not (h1.active or h2.active or h3.active)
+    assert sum(got) == 200 and value.value == 200
+    assert after["pins_made"] == before["pins_made"]
+    assert after["hold_misses"] == 0
+    # Outside the hold, a pickle pins again.
+    pickle.dumps(lock)
+    assert _counters(session)["pins_made"] == after["pins_made"] + 1
 
 
 def test_holds_nest_and_release_ends_one() -> None:
