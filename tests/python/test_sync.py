@@ -61,7 +61,15 @@ def _barrier_party(barrier: Any, out: Any) -> None:
         out.add(100)
 
 
+def _take_ctrl_c() -> None:
+    """Ctrl-C raises KeyboardInterrupt here whatever this process inherited: a test run started
+    as a background job of a non-interactive shell has SIGINT ignored (POSIX), every process
+    below it inherits that, and Python installs no handler for a signal ignored at start."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
+    _take_ctrl_c()
     ready.set()
     try:
         lock.acquire()
@@ -71,6 +79,7 @@ def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
 
 
 def _wait_interrupted(obj: Any, ready: Any, result: Any) -> None:
+    _take_ctrl_c()
     ready.set()
     try:
         if isinstance(obj, shoal.Event):
@@ -566,6 +575,7 @@ def _cond_notify_then_die(cond: Any, lock: Any, depth: int) -> None:
 
 
 def _cond_wait_interrupted(cond: Any, lock: Any, ready: Any, result: Any) -> None:
+    _take_ctrl_c()
     with lock, lock:
         ready.set()
         try:
