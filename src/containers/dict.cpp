@@ -4,6 +4,7 @@
 #include "shoal/dict.hpp"
 
 #include <sched.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +19,10 @@
 #include "sync/robust_mutex.hpp"
 
 namespace shoal {
+
+namespace detail {
+std::atomic<int64_t> dict_kill_at{0};
+}
 
 namespace containers {
 
@@ -125,6 +130,14 @@ using layout::DictHeader;
 using layout::DictIntent;
 
 namespace {
+
+// A point between two steps of a write (the test hook detail::dict_kill_at).
+inline void step() {
+  if (detail::dict_kill_at.load(std::memory_order_relaxed) > 0 &&
+      detail::dict_kill_at.fetch_sub(1, std::memory_order_relaxed) == 1) {
+    ::raise(SIGKILL);
+  }
+}
 
 codec::Number number_item(const Item& v) {
   switch (v.index()) {
@@ -284,8 +297,12 @@ class DictWriter {
   void begin(uint32_t op) {
     h_->intent.pid = sync::self_pid();
     h_->intent.op.store(op, std::memory_order_release);  // after every field of the record
+    step();
   }
-  void end() { h_->intent.op.store(layout::kDictIdle, std::memory_order_release); }
+  void end() {
+    step();
+    h_->intent.op.store(layout::kDictIdle, std::memory_order_release);
+  }
 
   // Replaces the table by one with room for at least 2 * want entries (compacting away erased
   // entries, keeping the order and seq of the live ones).
@@ -320,10 +337,14 @@ class DictWriter {
     in.new_table = nref;
     begin(layout::kDictResize);
     h_->table.store(nref, std::memory_order_release);  // linearises: readers use the new table
+    step();
     heap_.commit(nref);
+    step();
     h_->stats.resizes.fetch_add(1, std::memory_order_relaxed);
     bump_gen();
+    step();
     heap_.free(old.ref);
+    step();
     end();
   }
 
@@ -341,9 +362,13 @@ class DictWriter {
       in.old_value = e.value.load(std::memory_order_relaxed);
       begin(layout::kDictOverwrite);
       e.value.store(nv, std::memory_order_release);  // linearises
+      step();
       commit_item(nv);
+      step();
       bump_gen();
+      step();
       free_item(in.old_value);
+      step();
       end();
       return false;
     }
@@ -374,11 +399,15 @@ class DictWriter {
     in.value = v;
     begin(layout::kDictInsert);
     t.index()[slot].store(static_cast<uint32_t>(n + 1), std::memory_order_release);
+    step();
     // Linearises: lookups, iteration and size() see the entry from this store on.
     t.header()->counts.store(layout::dict_counts(n + 1, layout::dict_used(counts) + 1),
                              std::memory_order_release);
+    step();
     commit_item(k);
+    step();
     commit_item(v);
+    step();
     end();
     return true;
   }
@@ -397,12 +426,17 @@ class DictWriter {
     Item out = containers::decode_item(heap_, in.value, [] { return true; });
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
+    step();
     const uint64_t used = layout::dict_used(counts) - 1;
     t.header()->counts.store(layout::dict_counts(layout::dict_nentries(counts), used),
                              std::memory_order_release);
+    step();
     bump_gen();
+    step();
     free_item(in.key);
+    step();
     free_item(in.value);
+    step();
     end();
     if (t.log2 > layout::kDictMinLog2 && used * 8 < t.capacity) resize(used);  // shrink
     return out;
@@ -416,9 +450,12 @@ class DictWriter {
     in.new_table = nref;
     begin(layout::kDictClear);
     h_->table.store(nref, std::memory_order_release);  // linearises
+    step();
     heap_.commit(nref);
+    step();
     h_->stats.resizes.fetch_add(1, std::memory_order_relaxed);
     bump_gen();
+    step();
     free_table(old.ref, false);
     end();
   }
@@ -437,10 +474,14 @@ class DictWriter {
       const uint64_t value = e.value.load(std::memory_order_relaxed);
       if (checked) {
         free_item_checked(key);
+        step();
         free_item_checked(value);
+        step();
       } else {
         free_item(key);
+        step();
         free_item(value);
+        step();
       }
     }
     heap_.free(ref);
@@ -469,6 +510,7 @@ class DictWriter {
       }
     };
     bump_gen();
+    step();
     const uint64_t current = h_->table.load(std::memory_order_relaxed);
     switch (op) {
       case layout::kDictInsert: {
@@ -487,7 +529,9 @@ class DictWriter {
         }
         if (done) {
           commit_item(in.key);
+          step();
           commit_item(in.value);
+          step();
         } else {
           roll_back({in.key, in.value});
         }
@@ -500,7 +544,9 @@ class DictWriter {
         }
         if (t.entries()[in.entry].value.load(std::memory_order_relaxed) == in.value) {
           commit_item(in.value);
+          step();
           free_item_checked(in.old_value);
+          step();
         } else {
           roll_back({in.value});
         }
@@ -513,7 +559,9 @@ class DictWriter {
         }
         if (t.entries()[in.entry].key.load(std::memory_order_relaxed) == layout::kDeletedKey) {
           free_item_checked(in.key);
+          step();
           free_item_checked(in.value);
+          step();
         }
         break;
       }
@@ -521,8 +569,10 @@ class DictWriter {
       case layout::kDictClear: {
         if (current == in.new_table) {
           heap_.commit(in.new_table);
+          step();
           if (op == layout::kDictResize) {
             free_block_checked(in.table);
+            step();
           } else {
             free_table(in.table, true);
           }

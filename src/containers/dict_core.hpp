@@ -420,3 +420,10 @@ StructureReport check_structure(const Mem& mem, uint64_t top) {
 }
 
 }  // namespace shoal::containers
+
+namespace shoal::detail {
+/// Test hook: when n > 0, this process SIGKILLs itself at the n-th point between two steps of
+/// a dict write or recovery (tests/cpp/multiprocess/dict_test.cpp walks every point of every
+/// operation). One relaxed load per step otherwise.
+extern std::atomic<int64_t> dict_kill_at;
+}  // namespace shoal::detail
