@@ -251,6 +251,7 @@ struct TableView {
 /// The table at `ref`, its header checked (D2).
 template <class Mem>
 TableView open_table(const Mem& mem, uint64_t ref) {
+  if ((ref & 15) != 0) corrupt("a table Ref that is not 16-byte aligned");  // blocks are
   const std::byte* p = mem.at(ref, sizeof(layout::DictTable));
   if (racy_load64(p) != layout::kDictTableMagic) corrupt("a table without its magic");
   const uint32_t log2 = racy_load32(p + 8);
@@ -347,6 +348,7 @@ struct StructureReport {
 /// probe limit) at most.
 template <class Mem>
 StructureReport check_structure(const Mem& mem, uint64_t top) {
+  if ((top & 15) != 0) corrupt("D1: a header Ref that is not 16-byte aligned");
   const std::byte* hp = mem.at(top, sizeof(layout::DictHeader));
   const auto* h = reinterpret_cast<const layout::DictHeader*>(hp);
   if (racy_load64(&h->magic) != layout::kDictMagic) corrupt("D1: the header's magic is wrong");
