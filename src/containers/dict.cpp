@@ -295,6 +295,7 @@ class DictWriter {
   }
 
   void begin(uint32_t op) {
+    step();  // new blocks allocated (pending), nothing recorded
     h_->intent.pid = sync::self_pid();
     h_->intent.op.store(op, std::memory_order_release);  // after every field of the record
     step();
@@ -495,19 +496,13 @@ class DictWriter {
     const uint32_t op = in.op.load(std::memory_order_acquire);
     if (op == layout::kDictIdle) return false;
     h_->stats.recoveries.fetch_add(1, std::memory_order_relaxed);
-    // Blocks of a rolled-back operation: pending, so a dead writer's are reclaimed by the
-    // heap (Heap::check, below); this process's own (an operation that threw) are freed here.
+    // Blocks of a rolled-back operation are pending: a dead writer's are reclaimed by the
+    // heap (lock() runs Heap::check after this); this process's own (an operation that threw
+    // after its intent) are freed here.
     const bool writer_gone = in.pid != sync::self_pid();
-    bool left_pending = false;
     auto roll_back = [&](std::initializer_list<uint64_t> items) {
-      for (uint64_t item : items) {
-        if (!containers::item_has_node(item)) continue;
-        if (writer_gone) {
-          left_pending = true;
-        } else {
-          free_item_checked(item);
-        }
-      }
+      if (writer_gone) return;
+      for (uint64_t item : items) free_item_checked(item);
     };
     bump_gen();
     step();
@@ -577,11 +572,7 @@ class DictWriter {
             free_table(in.table, true);
           }
         } else if (current == in.table) {
-          if (writer_gone) {
-            left_pending = true;
-          } else {
-            free_block_checked(in.new_table);
-          }
+          if (!writer_gone) free_block_checked(in.new_table);
         } else {
           containers::corrupt("a resize's intent names neither the old nor the new table");
         }
@@ -591,7 +582,6 @@ class DictWriter {
     }
     recount();
     end();
-    if (left_pending) (void)heap_.check();  // reclaims the dead writer's pending blocks now
     return true;
   }
 
@@ -711,6 +701,10 @@ SyncStatus Dict::lock(Deadline deadline, bool interruptible) {
   bool repaired = false;
   try {
     repaired = DictWriter(*this).recover();
+    // A dead writer's pending blocks that no operation kept (allocated before its intent, or
+    // of an operation rolled back) are reclaimed now: after the recovery committed the ones it
+    // keeps, and under the dict's lock, so nothing allocates meanwhile.
+    if (r.value() == sync::Locked::kOwnerDied) (void)heap_.check();
   } catch (...) {
     unlock();
     throw;
