@@ -141,8 +141,6 @@ class Dict {
     Cursor(Heap h, uint64_t top);
     Heap heap_;  // keeps the dict mapped while the cursor lives
     uint64_t top_ = 0;
-    uint64_t table_ = 0;
-    uint64_t pos_ = 0;
     uint64_t last_seq_ = 0;  // seq of the last entry yielded + 1 (0: none yet)
     uint64_t end_seq_ = 0;   // next_seq when the cursor was made: later inserts are not seen
   };

@@ -806,18 +806,18 @@ bool Dict::Cursor::next(Item* key, Item* value) {
   const DictHeader* h = header_of(heap_, top_);
   struct Step {
     bool found = false;
-    uint64_t table = 0, pos = 0, seq = 0;
+    uint64_t seq = 0;
     Item key, value;
   };
   Step s = optimistic(h, [&](auto& still_valid) {
     Step r;
-    r.table = h->table.load(std::memory_order_acquire);
-    const TableView t = containers::open_table(heap_, r.table);
+    const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
     const uint64_t n = layout::dict_nentries(t.counts());
     if (n > t.capacity) containers::corrupt("more entries than the table holds");
-    uint64_t pos = pos_;
-    if (r.table != table_) {
-      // Another table (a resize): resume at the first entry not yet passed, by seq (D6).
+    // Resume at the first entry not yet passed, found by seq (D6) in whatever table is current
+    // now: positions change with every resize, and a table's Ref may be reused by a later one.
+    uint64_t pos = 0;
+    {
       uint64_t lo = 0, hi = n;
       while (lo < hi) {
         const uint64_t mid = lo + (hi - lo) / 2;
@@ -841,14 +841,10 @@ bool Dict::Cursor::next(Item* key, Item* value) {
       r.value = containers::decode_item(heap_, v, still_valid);
       r.found = true;
       r.seq = seq;
-      ++pos;
       break;
     }
-    r.pos = pos;
     return r;
   });
-  table_ = s.table;
-  pos_ = s.pos;
   if (!s.found) {
     last_seq_ = end_seq_;  // the end: later calls find nothing either
     return false;
