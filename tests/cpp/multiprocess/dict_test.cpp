@@ -278,6 +278,86 @@ TEST(DictKill, RandomKillsOfAWriterKeepEveryOperationThatReturned) {
   std::printf("dict torture: %d rounds, %d checks found an operation to repair\n", rounds, kills_mid_op);
 }
 
+// Two writers at once, each on its own keys (key % 2 == writer), no clear: both killed at a
+// random time each round. Each writer's keys, in the dict's order, must be its own model's
+// (plus or minus its operation in flight); the interleaving of the two is free.
+Contents project(const Contents& c, int w) {
+  Contents out;
+  for (const auto& e : c) {
+    const int64_t k = std::holds_alternative<int64_t>(e.first)
+                          ? std::get<int64_t>(e.first)
+                          : std::stoll(std::get<std::string>(e.first).substr(1));
+    if (k % 2 == w) out.push_back(e);
+  }
+  return out;
+}
+
+TEST(DictKill, RandomKillsOfTwoConcurrentWritersKeepEveryOperationThatReturned) {
+  ScopedRuntimeDir dir;
+  const int rounds = env_int("SHOAL_DICT_TORTURE_ROUNDS", 120) / 2;
+  std::mt19937_64 rng(static_cast<uint64_t>(env_int("SHOAL_DICT_TORTURE_SEED", 15)) + 1);
+  Dict d = Dict::create(Dict::Options{64 * 1024});
+  const std::string handle = d.handle();
+  OpLog* logs[2] = {shared_struct<OpLog>(), shared_struct<OpLog>()};
+  std::vector<Contents> candidates[2] = {{Contents{}}, {Contents{}}};
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::unique_ptr<ChildProcess>> writers;
+    for (int w = 0; w < 2; ++w) {
+      OpLog* log = logs[w];
+      log->done = 0;
+      log->inflight = 0;
+      const uint64_t child_seed = rng();
+      writers.push_back(std::make_unique<ChildProcess>([&, log, w, child_seed] {
+        after_fork_child();
+        Dict c = Dict::attach(handle);
+        std::mt19937_64 r(child_seed);
+        for (uint32_t i = 0; i < OpLog::kMax; ++i) {
+          OpRecord rec;
+          rec.op = r() % 10 < 6 ? 0 : 1;
+          rec.key = static_cast<int32_t>(r() % 200) * 2 + w;
+          rec.round = static_cast<uint32_t>(round * 2 + w);
+          rec.index = i;
+          rec.len = static_cast<uint32_t>(std::exp2(static_cast<double>(r() % 1500) / 100.0));
+          log->inflight_rec = rec;
+          log->inflight.store(i + 1, std::memory_order_release);
+          if (rec.op == 0) c.set(key_of(rec.key), value_of(rec));
+          if (rec.op == 1) c.erase(key_of(rec.key));
+          log->records[i] = rec;
+          log->done.store(i + 1, std::memory_order_release);
+        }
+        return 0;
+      }));
+    }
+    for (int w = 0; w < 2; ++w) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100 + rng() % 10000));
+      writers[w]->kill(SIGKILL);
+      ASSERT_EQ(writers[w]->wait(), 128 + SIGKILL);
+    }
+    ASSERT_NO_THROW(d.check()) << "round " << round;
+    const Contents now = d.items();
+    for (int w = 0; w < 2; ++w) {
+      const uint64_t done = logs[w]->done.load();
+      const bool in_flight = logs[w]->inflight.load() == done + 1;
+      std::vector<Contents> next;
+      for (Contents c : candidates[w]) {
+        for (uint64_t i = 0; i < done; ++i) apply_op(c, logs[w]->records[i]);
+        next.push_back(c);
+        if (in_flight) {
+          apply_op(c, logs[w]->inflight_rec);
+          next.push_back(c);
+        }
+      }
+      const Contents mine = project(now, w);
+      const bool ok = std::any_of(next.begin(), next.end(),
+                                  [&](const Contents& c) { return same_contents(c, mine); });
+      ASSERT_TRUE(ok) << "round " << round << ", writer " << w << ": " << show(mine);
+      candidates[w] = {mine};
+    }
+  }
+  release_struct(logs[0]);
+  release_struct(logs[1]);
+}
+
 // ---- readers in other processes while a writer is killed ----------------------------------
 
 // A value that names its key and version, so a torn or misplaced value is seen.
