@@ -91,6 +91,16 @@ TEST(Dict, EqualNumbersAreOneKeyAsInPython) {
   EXPECT_EQ(*d.get(I(0)), S("zero"));  // 0 == -0.0
   EXPECT_TRUE(d.set(F(std::ldexp(1.0, 62)), S("2**62")));
   EXPECT_EQ(*d.get(I(int64_t{1} << 62)), S("2**62"));  // 2**62 == 2.0**62 (a big int node)
+  // Around the inline-int boundary (2**59): inline words and big-int nodes are one key space
+  // (values a double holds exactly, so that the float is the same number).
+  for (const int64_t v : {(int64_t{1} << 59) - 128, int64_t{1} << 59, -(int64_t{1} << 59),
+                          -(int64_t{1} << 59) - 128}) {
+    ASSERT_EQ(static_cast<int64_t>(static_cast<double>(v)), v);
+    EXPECT_TRUE(d.set(I(v), I(v))) << v;
+    EXPECT_EQ(d.get(F(static_cast<double>(v))), std::optional<Item>(I(v))) << v;
+    EXPECT_FALSE(d.set(F(static_cast<double>(v)), I(-v))) << v;
+    EXPECT_EQ(d.get(I(v)), std::optional<Item>(I(-v))) << v;
+  }
   EXPECT_TRUE(d.erase(Item{false}));  // False == 0
   EXPECT_FALSE(d.contains(F(0.0)));
   EXPECT_TRUE(d.set(F(NAN), S("nan")));  // nan != nan: never found again
@@ -214,6 +224,11 @@ TEST(Dict, AttachSeesTheSameDictAndRefusesAPlainHeap) {
   EXPECT_EQ(*same.get(S("a")), I(1));
   same.set(S("b"), I(2));
   EXPECT_EQ(*d.get(S("b")), I(2));
+  // Another layout version is refused, not misread.
+  auto* h = reinterpret_cast<layout::DictHeader*>(d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  h->version = layout::kDictVersion + 1;
+  EXPECT_THROW(Dict::attach(d.handle()), IncompatibleSegmentError);
+  h->version = layout::kDictVersion;
   Heap plain = Heap::create();
   EXPECT_THROW(Dict::attach(plain.handle()), IncompatibleSegmentError);
   plain.root().store(plain.allocate(256));
