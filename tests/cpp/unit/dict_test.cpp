@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <random>
@@ -171,6 +172,31 @@ TEST(Dict, ClearEmptiesAndFreesEveryNode) {
   EXPECT_EQ(d.heap().stats().live_bytes, empty_live);
   d.set(I(1), I(2));
   expect_keys(d, {I(1)});
+  d.check();
+}
+
+TEST(Dict, ADictThatCannotGrowRaisesOutOfSpaceAndStaysConsistent) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  ::setenv("SHOAL_MAX_BYTES", "24M", 1);
+  const std::string big(1 << 20, 'b');
+  int64_t stored = 0;
+  bool refused = false;
+  for (int64_t i = 0; i < 64 && !refused; ++i) {
+    try {
+      d.set(I(i), S(big));
+      ++stored;
+    } catch (const OutOfSpaceError&) {
+      refused = true;
+    }
+  }
+  ::unsetenv("SHOAL_MAX_BYTES");
+  EXPECT_TRUE(refused);
+  EXPECT_GT(stored, 4);
+  EXPECT_EQ(d.size(), static_cast<uint64_t>(stored));
+  d.check();  // nothing half done, no block leaked
+  for (int64_t i = 0; i < stored; ++i) ASSERT_EQ(d.get(I(i)), std::optional<Item>(S(big))) << i;
+  d.set(I(stored), S("small"));  // the limit lifted, it grows again
   d.check();
 }
 
