@@ -230,7 +230,7 @@ std::string item_repr(const Item& v) {
 
 class DictWriter {
  public:
-  DictWriter(Dict& d) : heap_(d.heap_), h_(header_of(d.heap_, d.top_)), seed_(d.seed_) {}
+  explicit DictWriter(Dict& d) : heap_(d.heap_), h_(header_of(d.heap_, d.top_)) {}
 
   TableView table() const { return containers::open_table(heap_, h_->table.load(std::memory_order_acquire)); }
 
@@ -606,7 +606,6 @@ class DictWriter {
  private:
   Heap& heap_;
   DictHeader* h_;
-  uint64_t seed_;
 };
 
 namespace {
