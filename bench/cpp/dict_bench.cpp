@@ -103,7 +103,10 @@ int main(int argc, char** argv) {
   // Memory: log-uniform value sizes between 8 B and 1 MiB.
   shoal::Dict d = shoal::Dict::create();
   std::mt19937_64 rng(2026);
-  auto size = [&] { return static_cast<uint64_t>(std::exp(std::log(8.0) + (std::log(1048576.0) - std::log(8.0)) * std::uniform_real_distribution<double>(0, 1)(rng))); };
+  std::uniform_real_distribution<double> unit(0, 1);
+  auto size = [&] {  // log-uniform in [8, 1 MiB]
+    return static_cast<uint64_t>(std::exp(std::log(8.0) + std::log(131072.0) * unit(rng)));
+  };
   std::vector<uint64_t> live(mem_keys, 0);
   uint64_t live_bytes = 0, peak_reserved = 0;
   auto set = [&](uint64_t k) {

@@ -89,7 +89,9 @@ struct Scenario {
 
 Item I(int64_t v) { return Item{v}; }
 Item S(std::string v) { return Item{std::move(v)}; }
-std::string val(int64_t k, int tag) { return "value-" + std::to_string(k) + "-" + std::to_string(tag) + std::string(40, 'x'); }
+std::string val(int64_t k, int tag) {
+  return "value-" + std::to_string(k) + "-" + std::to_string(tag) + std::string(40, 'x');
+}
 
 std::vector<Scenario> scenarios() {
   auto fill = [](Dict& d, int64_t n) {

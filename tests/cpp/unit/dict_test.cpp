@@ -236,9 +236,16 @@ TEST(Dict, StrKeysHashAsInAFrozenDictSoAFrozenKeyIsFound) {
     }
     d.set(key, I(static_cast<int64_t>(i)));
   }
-  // The hashes the dict stored are the frozen table's (check() verifies D5 with the same seed).
+  // The hashes the dict stored are the frozen table's, entry for entry (same insertion order).
   d.check();
-  for (uint64_t i = 0; i < root.size(); ++i) EXPECT_EQ(frozen::hash_of(root.key_at(i)), root.hash_at(i));
+  const auto* h = reinterpret_cast<const layout::DictHeader*>(
+      d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  const uint64_t table = h->table.load();
+  const auto* t = reinterpret_cast<const layout::DictTable*>(d.heap().at(table, 64));
+  const auto* entries = reinterpret_cast<const layout::DictEntry*>(
+      d.heap().at(table, layout::dict_table_bytes(t->log2_slots)) +
+      layout::dict_entries_offset(t->log2_slots));
+  for (uint64_t i = 0; i < root.size(); ++i) EXPECT_EQ(entries[i].hash.load(), root.hash_at(i)) << i;
   EXPECT_EQ(*d.get(S("alpha")), I(0));
 }
 
@@ -251,7 +258,8 @@ TEST(Dict, AttachSeesTheSameDictAndRefusesAPlainHeap) {
   same.set(S("b"), I(2));
   EXPECT_EQ(*d.get(S("b")), I(2));
   // Another layout version is refused, not misread.
-  auto* h = reinterpret_cast<layout::DictHeader*>(d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  auto* h = reinterpret_cast<layout::DictHeader*>(
+      d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
   h->version = layout::kDictVersion + 1;
   EXPECT_THROW(Dict::attach(d.handle()), IncompatibleSegmentError);
   h->version = layout::kDictVersion;
