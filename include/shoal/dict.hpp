@@ -106,6 +106,8 @@ class Dict {
   /// Removes the key and returns its value; nullopt when absent.
   std::optional<Item> pop(const Item& key);
   bool erase(const Item& key) { return pop(key).has_value(); }
+  /// Removes and returns the last inserted (key, value), as dict.popitem; nullopt when empty.
+  std::optional<std::pair<Item, Item>> popitem();
   void clear();
 
   // ---- the write lock: a robust recursive lock (Python's d.lock is an RLock over it) ----

@@ -418,13 +418,32 @@ class DictWriter {
     const uint64_t counts = t.header()->counts.load(std::memory_order_relaxed);
     const int64_t found = containers::find_entry(heap_, t, counts, p);
     if (found < 0) return std::nullopt;
-    layout::DictEntry& e = t.entries()[found];
+    return erase_entry(t, counts, static_cast<uint64_t>(found), nullptr);
+  }
+
+  // The last live entry in insertion order, erased (dict.popitem: LIFO).
+  std::optional<std::pair<Item, Item>> popitem() {
+    const TableView t = table();
+    const uint64_t counts = t.header()->counts.load(std::memory_order_relaxed);
+    for (uint64_t i = layout::dict_nentries(counts); i-- > 0;) {
+      if (t.entries()[i].key.load(std::memory_order_relaxed) == layout::kDeletedKey) continue;
+      Item key;
+      Item value = erase_entry(t, counts, i, &key);
+      return std::make_pair(std::move(key), std::move(value));
+    }
+    return std::nullopt;
+  }
+
+  Item erase_entry(const TableView& t, uint64_t counts, uint64_t entry, Item* key_out) {
+    layout::DictEntry& e = t.entries()[entry];
     DictIntent& in = h_->intent;
     in.table = t.ref;
-    in.entry = static_cast<uint64_t>(found);
+    in.entry = entry;
     in.key = e.key.load(std::memory_order_relaxed);
     in.value = e.value.load(std::memory_order_relaxed);
+    // Decoded before anything changes: a value with no C++ type leaves the dict as it was.
     Item out = containers::decode_item(heap_, in.value, [] { return true; });
+    if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; });
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
     step();
@@ -750,6 +769,11 @@ bool Dict::set(const Item& key, const Item& value) {
   const KeyProbe p = containers::probe_of(key, seed_);
   WriteScope g(*this);
   return guarded(*this, [&](DictWriter& w) { return w.set(p, key, value); });
+}
+
+std::optional<std::pair<Item, Item>> Dict::popitem() {
+  WriteScope g(*this);
+  return guarded(*this, [&](DictWriter& w) { return w.popitem(); });
 }
 
 std::optional<Item> Dict::pop(const Item& key) {

@@ -110,6 +110,7 @@ std::vector<Scenario> scenarios() {
        },
        [](Dict& d) { d.erase(I(55)); }},
       {"clear", [=](Dict& d) { fill(d, 12); }, [](Dict& d) { d.clear(); }},
+      {"popitem", [=](Dict& d) { fill(d, 6); }, [](Dict& d) { d.popitem(); }},
   };
 }
 
@@ -173,7 +174,7 @@ TEST(DictKill, EveryStepOfEveryOperationIsCompletedOrRolledBack) {
     EXPECT_GT(killed, 3) << sc.name << ": the operation has more steps than that";
     ++scenarios_run;
   }
-  EXPECT_EQ(scenarios_run, 7);
+  EXPECT_EQ(scenarios_run, 8);
 }
 
 // ---- random kills of a writer in a loop (seeded, bounded) -----------------------------------

@@ -125,6 +125,24 @@ TEST(Dict, InsertionOrderOverwriteKeepsThePlaceEraseAndReinsertMovesToTheEnd) {
   d.check();
 }
 
+TEST(Dict, PopitemRemovesTheLastInsertedAsDictDoes) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  EXPECT_FALSE(d.popitem().has_value());
+  for (int64_t i = 0; i < 4; ++i) d.set(I(i), I(i * 10));
+  d.set(I(1), S("again"));  // an overwrite keeps 1's place
+  d.erase(I(3));
+  auto last = d.popitem();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->first, I(2));
+  EXPECT_EQ(last->second, I(20));
+  last = d.popitem();
+  EXPECT_EQ(last->first, I(1));
+  EXPECT_EQ(last->second, S("again"));
+  expect_keys(d, {I(0)});
+  d.check();
+}
+
 TEST(Dict, GrowsAndShrinksKeepingOrderAndValues) {
   test::ScopedRuntimeDir rd;
   Dict d = Dict::create();
