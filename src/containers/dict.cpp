@@ -388,6 +388,11 @@ class DictWriter {
     }
     const uint64_t n = layout::dict_nentries(counts);
     const uint64_t slot = free_slot(t, p.hash);
+    // Before the entry can become visible (D9): a popitem must never start above a live entry.
+    if (t.header()->pop_hint.load(std::memory_order_relaxed) != 0) {
+      t.header()->pop_hint.store(0, std::memory_order_release);
+      step();
+    }
     layout::DictEntry& e = t.entries()[n];
     e.hash.store(p.hash, std::memory_order_relaxed);
     e.key.store(k, std::memory_order_relaxed);
@@ -418,20 +423,35 @@ class DictWriter {
     const uint64_t counts = t.header()->counts.load(std::memory_order_relaxed);
     const int64_t found = containers::find_entry(heap_, t, counts, p);
     if (found < 0) return std::nullopt;
-    return erase_entry(t, counts, static_cast<uint64_t>(found), nullptr);
+    Item out = erase_entry(t, counts, static_cast<uint64_t>(found), nullptr);
+    maybe_shrink(t, layout::dict_used(counts) - 1);
+    return out;
   }
 
   // The last live entry in insertion order, erased (dict.popitem: LIFO).
   std::optional<std::pair<Item, Item>> popitem() {
     const TableView t = table();
     const uint64_t counts = t.header()->counts.load(std::memory_order_relaxed);
-    for (uint64_t i = layout::dict_nentries(counts); i-- > 0;) {
+    // Entries at and above the hint are erased (D9): a drain by popitem scans each entry once,
+    // not the growing erased tail every time.
+    uint64_t i = layout::dict_nentries(counts);
+    const uint64_t hint = t.header()->pop_hint.load(std::memory_order_relaxed);
+    if (hint != 0 && hint - 1 < i) i = hint - 1;
+    while (i-- > 0) {
       if (t.entries()[i].key.load(std::memory_order_relaxed) == layout::kDeletedKey) continue;
       Item key;
       Item value = erase_entry(t, counts, i, &key);
+      // Release: never visible before L. A death before it leaves a higher hint: a longer scan.
+      t.header()->pop_hint.store(i + 1, std::memory_order_release);
+      step();
+      maybe_shrink(t, layout::dict_used(counts) - 1);
       return std::make_pair(std::move(key), std::move(value));
     }
     return std::nullopt;
+  }
+
+  void maybe_shrink(const TableView& t, uint64_t used) {
+    if (t.log2 > layout::kDictMinLog2 && used * 8 < t.capacity) resize(used);
   }
 
   Item erase_entry(const TableView& t, uint64_t counts, uint64_t entry, Item* key_out) {
@@ -458,7 +478,6 @@ class DictWriter {
     free_item(in.value);
     step();
     end();
-    if (t.log2 > layout::kDictMinLog2 && used * 8 < t.capacity) resize(used);  // shrink
     return out;
   }
 

@@ -414,6 +414,12 @@ StructureReport check_structure(const Mem& mem, uint64_t top) {
     if (vt == Tag::kReserved) corrupt("an entry's value has the reserved tag");
     r.node_blocks += (item_has_node(key) ? 1 : 0) + (item_has_node(value) ? 1 : 0);
   }
+  const uint64_t hint = racy_load64(&t.header()->pop_hint);
+  for (uint64_t i = hint == 0 ? r.nentries : hint - 1; i < r.nentries; ++i) {
+    if (racy_load64(&t.entry(i)->key) != layout::kDeletedKey) {
+      corrupt("D9: entry " + std::to_string(i) + " is live above the popitem hint");
+    }
+  }
   if (r.used != layout::dict_used(counts)) {
     corrupt("D3: used is " + std::to_string(layout::dict_used(counts)) + ", but " +
             std::to_string(r.used) + " entries are live");

@@ -44,6 +44,8 @@
 //   D7  at rest (lock free, or recovered) intent.op == kDictIdle.
 //   D8  every used block of the heap is the header, the table, or a node of a live entry's key
 //       or value; no block is pending.
+//   D9  pop_hint == 0, or every entry in [pop_hint - 1, nentries) is erased (popitem's scan
+//       starts below it; an insert clears it before its linearising store).
 // Who writes what: everything but `gen` readers' loads is written under `lock` (a
 // RobustMutexWord; owner_tid and depth make it recursive, as sync's RecursiveMutex). Readers
 // take no lock: they load gen (acquire), read, and retry when gen changed (the writer bumps gen,
@@ -96,7 +98,8 @@ struct DictTable {
   uint32_t reserved0;  // 0
   uint64_t capacity;   // dict_capacity(log2_slots): entries the table has room for
   std::atomic<uint64_t> counts;  // (nentries << 32) | used
-  uint64_t reserved1[4];         // 0
+  std::atomic<uint64_t> pop_hint;  // writers only: 0, or i + 1 when entries [i, nentries) are all erased (D9)
+  uint64_t reserved1[3];         // 0
   // std::atomic<uint32_t> index[1 << log2_slots]; then DictEntry entries[capacity] at
   // dict_entries_offset(log2_slots).
 };

@@ -180,7 +180,7 @@ TEST(DictKill, EveryStepOfEveryOperationIsCompletedOrRolledBack) {
 // ---- random kills of a writer in a loop (seeded, bounded) -----------------------------------
 
 struct OpRecord {
-  uint32_t op = 0;  // 0 set, 1 erase, 2 clear
+  uint32_t op = 0;  // 0 set, 1 erase, 2 clear, 3 popitem
   int32_t key = 0;
   uint32_t round = 0, index = 0, len = 0;
 };
@@ -202,6 +202,7 @@ void apply_op(Contents& m, const OpRecord& r) {
   if (r.op == 0) model_set(m, key_of(r.key), value_of(r));
   if (r.op == 1) model_erase(m, key_of(r.key));
   if (r.op == 2) m.clear();
+  if (r.op == 3 && !m.empty()) m.pop_back();
 }
 
 int env_int(const char* name, int fallback) {
@@ -232,7 +233,7 @@ TEST(DictKill, RandomKillsOfAWriterKeepEveryOperationThatReturned) {
       for (uint32_t i = 0; i < OpLog::kMax; ++i) {
         OpRecord rec;
         const uint64_t what = r() % 1000;
-        rec.op = what < 600 ? 0 : what < 998 ? 1 : 2;
+        rec.op = what < 600 ? 0 : what < 960 ? 1 : what < 998 ? 3 : 2;
         rec.key = static_cast<int32_t>(r() % 400);
         rec.round = static_cast<uint32_t>(round);
         rec.index = i;
@@ -243,6 +244,7 @@ TEST(DictKill, RandomKillsOfAWriterKeepEveryOperationThatReturned) {
         if (rec.op == 0) c.set(key_of(rec.key), value_of(rec));
         if (rec.op == 1) c.erase(key_of(rec.key));
         if (rec.op == 2) c.clear();
+        if (rec.op == 3) c.popitem();
         log->records[i] = rec;
         log->done.store(i + 1, std::memory_order_release);
       }

@@ -140,6 +140,14 @@ TEST(Dict, PopitemRemovesTheLastInsertedAsDictDoes) {
   EXPECT_EQ(last->first, I(1));
   EXPECT_EQ(last->second, S("again"));
   expect_keys(d, {I(0)});
+  d.set(I(7), I(70));  // an insert after a popitem is the next one out
+  EXPECT_EQ(d.popitem()->first, I(7));
+  d.check();
+  // A drain by popitem: last in, first out, the table shrinking under it.
+  for (int64_t i = 1; i <= 20000; ++i) d.set(I(i), I(i));
+  for (int64_t i = 20000; i >= 1; --i) ASSERT_EQ(d.popitem()->first, I(i));
+  EXPECT_EQ(d.popitem()->first, I(0));
+  EXPECT_FALSE(d.popitem().has_value());
   d.check();
 }
 
@@ -371,6 +379,15 @@ TEST(Dict, RandomOperationsMatchAStdMapModel) {
       d.clear();
       model.clear();
       order.clear();
+    } else {
+      const auto last = d.popitem();
+      ASSERT_EQ(last.has_value(), !order.empty());
+      if (last) {
+        EXPECT_EQ(last->first, I(order.back()));
+        EXPECT_EQ(last->second, S(model[order.back()]));
+        model.erase(order.back());
+        order.pop_back();
+      }
     }
     if (op % 2000 == 0) d.check();
   }
