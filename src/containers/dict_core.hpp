@@ -267,25 +267,33 @@ TableView open_table(const Mem& mem, uint64_t ref) {
   return t;
 }
 
-/// The entry index of the live key equal to `p`, or -1. `counts` is the table's counts word,
-/// loaded once by the caller: slots naming entries past its nentries are not yet published.
-template <class Mem>
-int64_t find_entry(const Mem& mem, const TableView& t, uint64_t counts, const KeyProbe& p) {
+/// The entry index of the live key for which `eq(key item)` is true among the entries whose
+/// stored hash is `hash`, or -1. `counts` is the table's counts word, loaded once by the
+/// caller: slots naming entries past its nentries are not yet published. The Python layer
+/// passes its own `eq` (Python's == against a stored key); C++ keys use find_entry below.
+template <class Eq>
+int64_t find_entry_eq(const TableView& t, uint64_t counts, uint64_t hash, Eq&& eq) {
   const uint64_t nentries = layout::dict_nentries(counts);
   if (nentries > t.capacity) corrupt("more entries than the table holds");
-  layout::Probe pr(p.hash, t.log2);
+  layout::Probe pr(hash, t.log2);
   for (uint64_t n = 0, limit = pr.limit(); n < limit; ++n, pr.next()) {
     const uint32_t ix = t.slot(pr.slot);
     if (ix == 0) return -1;
     const uint64_t e = ix - 1;
     if (e >= nentries) continue;
     const layout::DictEntry* en = t.entry(e);
-    if (racy_load64(&en->hash) != p.hash) continue;
+    if (racy_load64(&en->hash) != hash) continue;
     const uint64_t key = racy_load64(&en->key);
     if (key == layout::kDeletedKey) continue;
-    if (key_matches(mem, key, p)) return static_cast<int64_t>(e);
+    if (eq(key)) return static_cast<int64_t>(e);
   }
   return -1;
+}
+
+/// find_entry_eq for a C++ key.
+template <class Mem>
+int64_t find_entry(const Mem& mem, const TableView& t, uint64_t counts, const KeyProbe& p) {
+  return find_entry_eq(t, counts, p.hash, [&](uint64_t key) { return key_matches(mem, key, p); });
 }
 
 /// The hash the codec gives a stored key item (D5); InvalidArgumentError for an unhashable tag.
