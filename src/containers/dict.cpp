@@ -16,6 +16,7 @@
 #include "containers/dict_core.hpp"
 #include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
+#include "sync/recursive_lock.hpp"
 #include "sync/robust_mutex.hpp"
 
 namespace shoal {
@@ -146,17 +147,6 @@ codec::Number number_item(const Item& v) {
     case 3: return codec::Number::of_float(std::get<double>(v));
     default: return codec::Number{};
   }
-}
-
-uint32_t this_tid() noexcept {
-  thread_local uint32_t tid = 0;
-  thread_local uint32_t tid_pid = 0;
-  const uint32_t pid = sync::self_pid();
-  if (tid == 0 || tid_pid != pid) {  // a forked child's thread has a new tid
-    tid = static_cast<uint32_t>(::syscall(SYS_gettid));
-    tid_pid = pid;
-  }
-  return tid;
 }
 
 DictHeader* header_of(const Heap& heap, uint64_t top) {
@@ -707,34 +697,23 @@ Dict Dict::attach(Heap heap) {
 // ---- the lock ----------------------------------------------------------------------------
 
 bool Dict::held_by_this_thread() const noexcept {
-  const DictHeader* h = reinterpret_cast<const DictHeader*>(heap_.at(top_, sizeof(DictHeader)));
-  // owner_tid is this thread's only if this thread wrote it while holding the word.
-  return sync::RobustMutex(const_cast<layout::RobustMutexWord*>(&h->lock)).held_by_this_process() &&
-         h->owner_tid.load(std::memory_order_relaxed) == this_tid();
+  return sync::RecursiveLock(&header_of(heap_, top_)->lock).held_by_this_thread();
 }
 
 uint32_t Dict::lock_depth() const noexcept {
-  if (!held_by_this_thread()) return 0;
-  return header_of(heap_, top_)->depth.load(std::memory_order_relaxed);
+  return sync::RecursiveLock(&header_of(heap_, top_)->lock).depth();
 }
 
 SyncStatus Dict::lock(Deadline deadline, bool interruptible) {
   DictHeader* h = header_of(heap_, top_);
-  if (held_by_this_thread()) {
-    const uint32_t c = h->depth.load(std::memory_order_relaxed);
-    if (c == UINT32_MAX) throw_error(Errc::kInvalidArgument, "Dict::lock: depth overflow");
-    h->depth.store(c + 1, std::memory_order_relaxed);
-    return SyncStatus::kOk;
-  }
-  Result<sync::Locked> r =
-      sync::RobustMutex(&h->lock).lock(platform::Deadline{deadline.ns}, interruptible);
+  sync::RecursiveLock lk(&h->lock);
+  Result<sync::Locked> r = lk.lock(platform::Deadline{deadline.ns}, interruptible);
   if (!r.has_value()) {
     if (r.status().code() == Errc::kLockTimeout) return SyncStatus::kTimeout;
     r.status().throw_if_error();
   }
   if (r.value() == sync::Locked::kInterrupted) return SyncStatus::kInterrupted;
-  h->depth.store(1, std::memory_order_relaxed);
-  h->owner_tid.store(this_tid(), std::memory_order_relaxed);
+  if (lk.depth() > 1) return SyncStatus::kOk;  // re-entered: the dict is as this thread left it
   bool repaired = false;
   try {
     repaired = DictWriter(*this).recover();
@@ -750,18 +729,9 @@ SyncStatus Dict::lock(Deadline deadline, bool interruptible) {
 }
 
 void Dict::unlock() {
-  if (!held_by_this_thread()) {
+  if (!sync::RecursiveLock(&header_of(heap_, top_)->lock).unlock()) {
     throw_error(Errc::kInvalidArgument, "Dict::unlock: this thread does not hold the dict's lock");
   }
-  DictHeader* h = header_of(heap_, top_);
-  const uint32_t c = h->depth.load(std::memory_order_relaxed);
-  if (c > 1) {
-    h->depth.store(c - 1, std::memory_order_relaxed);
-    return;
-  }
-  h->depth.store(0, std::memory_order_relaxed);
-  h->owner_tid.store(0, std::memory_order_relaxed);
-  sync::RobustMutex(&h->lock).unlock();
 }
 
 // ---- writes ------------------------------------------------------------------------------

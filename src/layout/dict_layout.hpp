@@ -6,7 +6,7 @@
 //
 //   heap root word ──> DictHeader (one block)        DictTable (one block, replaced on resize)
 //                      magic, version, seed            magic, log2_slots, capacity, counts
-//                      lock, owner_tid, depth          index: u32[1 << log2_slots]
+//                      lock (recursive)                index: u32[1 << log2_slots]
 //                      table ─────────────────────>    (padding to 16)
 //                      gen, next_seq, stats            DictEntry[capacity]: hash, key, value, seq
 //                      intent (one DictIntent)
@@ -47,8 +47,8 @@
 //   D9  pop_hint == 0, or every entry in [pop_hint - 1, nentries) is erased (popitem's scan
 //       starts below it; an insert clears it before its linearising store).
 // Who writes what: everything but `gen` readers' loads is written under `lock` (a
-// RobustMutexWord; owner_tid and depth make it recursive, as sync's RecursiveMutex). Readers
-// take no lock: they load gen (acquire), read, and retry when gen changed (the writer bumps gen,
+// RecursiveMutexState, with the protocol of sync's RecursiveMutex: src/sync/recursive_lock.hpp).
+// Readers take no lock: they load gen (acquire), read, and retry when gen changed (the writer bumps gen,
 // then a release fence, before every free of a block a reader may be reading). A reader
 // never waits, and a dead writer leaves no state a reader has to wait out.
 // Crash consistency: every operation records its intent (what, where, which new blocks, which
@@ -63,6 +63,7 @@
 #include <type_traits>
 
 #include "layout/robust_mutex_layout.hpp"
+#include "layout/sync_layout.hpp"
 
 namespace shoal::layout {
 
@@ -129,9 +130,7 @@ struct DictHeader {
   uint32_t version;       // kDictVersion
   uint32_t header_bytes;  // sizeof(DictHeader)
   uint64_t hash_seed;     // seed of the str/bytes hash (frozen::kDefaultHashSeed by default)
-  RobustMutexWord lock;   // the write lock
-  std::atomic<uint32_t> owner_tid;  // the holding thread (recursion), 0 when free
-  std::atomic<uint32_t> depth;      // recursion depth while held
+  RecursiveMutexState lock;  // the write lock (sync_layout.hpp, src/sync/recursive_lock.hpp)
   std::atomic<uint64_t> table;      // the current DictTable's Ref
   std::atomic<uint64_t> gen;        // bumped before every free a reader could be reading
   std::atomic<uint64_t> next_seq;   // the next entry's seq
@@ -139,7 +138,7 @@ struct DictHeader {
   DictIntent intent;
 };
 static_assert(std::is_standard_layout_v<DictHeader>);
-static_assert(sizeof(DictHeader) == 160, "layout is ABI: bump kDictVersion");
+static_assert(sizeof(DictHeader) == 176, "layout is ABI: bump kDictVersion");
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free);
 
 /// Entries a table of 1 << log2 slots holds: two thirds of the slots (CPython's USABLE_FRACTION).
