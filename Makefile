@@ -71,7 +71,7 @@ test-tsan: tsan
 	ctest --preset tsan
 
 fuzz-smoke: fuzz-build
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header queue; do \
 	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
 	  mkdir -p build/fuzz/work/$$f; \
 	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/ \
@@ -79,7 +79,7 @@ fuzz-smoke: fuzz-build
 	done
 
 fuzz: fuzz-build fuzz-views
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header queue; do \
 	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
 	    fuzz/corpus/$$f || exit 1; \
 	done

@@ -38,6 +38,7 @@ Result<uint32_t> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_
 /// Copies n bytes out of the ring from position pos (wrapping at the end).
 inline void ring_read(const std::byte* ring, uint64_t ring_bytes, uint64_t pos, void* out,
                       uint64_t n) noexcept {
+  if (n == 0) return;  // out may be null then (an empty std::vector's data())
   const uint64_t off = pos % ring_bytes;
   const uint64_t first = n < ring_bytes - off ? n : ring_bytes - off;
   std::memcpy(out, ring + off, first);
@@ -47,6 +48,7 @@ inline void ring_read(const std::byte* ring, uint64_t ring_bytes, uint64_t pos, 
 /// Copies n bytes into the ring at position pos (wrapping at the end).
 inline void ring_write(std::byte* ring, uint64_t ring_bytes, uint64_t pos, const void* in,
                        uint64_t n) noexcept {
+  if (n == 0) return;  // out may be null then (an empty std::vector's data())
   const uint64_t off = pos % ring_bytes;
   const uint64_t first = n < ring_bytes - off ? n : ring_bytes - off;
   std::memcpy(ring + off, in, first);
