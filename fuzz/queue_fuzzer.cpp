@@ -2,7 +2,8 @@
 // standing for a queue's heap block: a QueueHeader (zero-padded to its size when the input is
 // shorter) followed by the ring. check_header_constants, then walk_ring over [head, tail) and a
 // copy of every record it accepts, on a buffer of exactly header + ring_bytes bytes, so ASan
-// sees any read past the ring. Never crashes; a walk it accepts must add up (Q3, Q4).
+// sees any read past the ring, out-of-band records included (their 16-byte payload may wrap).
+// Never crashes; a walk it accepts must add up (Q3, Q4).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -30,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto w = channels::walk_ring(ring, h.ring_bytes, head, tail);
   if (!w.has_value()) return 0;
   if (tail - head > h.ring_bytes || w.value().count * 8 > tail - head ||
-      w.value().bytes > tail - head) {
+      w.value().out_of_band > w.value().count ||
+      w.value().bytes > tail - head + w.value().out_of_band * layout::kQueueMaxOutOfBand) {
     std::abort();  // an accepted walk must fit its span
   }
   // Read every record as get does.
@@ -38,10 +40,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (uint64_t pos = head; pos != tail;) {
     auto len = channels::read_record(ring, h.ring_bytes, pos, tail);
     if (!len.has_value()) std::abort();  // walk_ring accepted this record
-    out.resize(len.value());
+    const channels::RecordView& v = len.value();
+    if ((v.ref != 0) != (v.flags == layout::kRecordOutOfBand)) std::abort();
+    out.resize(v.length);  // an out-of-band record's 16 bytes; its block is the heap's
     channels::ring_read(ring, h.ring_bytes, pos + layout::kRecordHeaderBytes, out.data(),
-                        len.value());
-    pos += layout::record_span(len.value());
+                        v.length);
+    pos += v.span();
   }
   return 0;
 }

@@ -35,8 +35,8 @@ Status check_header_constants(const layout::QueueHeader& h, uint64_t block_bytes
   return Status();
 }
 
-Result<uint32_t> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
-                             uint64_t tail) noexcept {
+Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
+                               uint64_t tail) noexcept {
   if (pos % 8 != 0 || tail < pos || tail - pos < kRecordHeaderBytes) {
     return Status(Errc::kCorrupt, "queue: no record header fits at position " +
                                       std::to_string(pos) + " (tail " + std::to_string(tail) +
@@ -45,7 +45,13 @@ Result<uint32_t> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_
   layout::QueueRecord r;
   // The header never wraps: pos and ring_bytes are multiples of 8.
   std::memcpy(&r, ring + pos % ring_bytes, sizeof r);
-  if (r.tag != layout::record_tag(layout::kRecordBytes)) {
+  RecordView v;
+  v.length = r.length;
+  if (r.tag == layout::record_tag(layout::kRecordBytes)) {
+    v.flags = layout::kRecordBytes;
+  } else if (r.tag == layout::record_tag(layout::kRecordOutOfBand)) {
+    v.flags = layout::kRecordOutOfBand;
+  } else {
     return Status(Errc::kCorrupt, "queue: bad record tag " + std::to_string(r.tag) +
                                       " at position " + std::to_string(pos));
   }
@@ -55,7 +61,24 @@ Result<uint32_t> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_
                                       " bytes at position " + std::to_string(pos) +
                                       " runs past the tail " + std::to_string(tail));
   }
-  return r.length;
+  v.message = r.length;
+  if (v.flags == layout::kRecordOutOfBand) {
+    if (r.length != sizeof(layout::OutOfBandRef)) {
+      return Status(Errc::kCorrupt, "queue: out-of-band record of " + std::to_string(r.length) +
+                                        " bytes at position " + std::to_string(pos));
+    }
+    layout::OutOfBandRef o;
+    ring_read(ring, ring_bytes, pos + kRecordHeaderBytes, &o, sizeof o);
+    if (o.ref == 0 || o.length > layout::kQueueMaxOutOfBand) {
+      return Status(Errc::kCorrupt, "queue: out-of-band record at position " +
+                                        std::to_string(pos) + " names block " +
+                                        std::to_string(o.ref) + " of " +
+                                        std::to_string(o.length) + " bytes");
+    }
+    v.ref = o.ref;
+    v.message = o.length;
+  }
+  return v;
 }
 
 Result<RingWalk> walk_ring(const std::byte* ring, uint64_t ring_bytes, uint64_t head,
@@ -67,11 +90,12 @@ Result<RingWalk> walk_ring(const std::byte* ring, uint64_t ring_bytes, uint64_t 
   }
   RingWalk w;
   for (uint64_t pos = head; pos != tail;) {
-    Result<uint32_t> len = read_record(ring, ring_bytes, pos, tail);
-    if (!len.has_value()) return len.status();
+    Result<RecordView> r = read_record(ring, ring_bytes, pos, tail);
+    if (!r.has_value()) return r.status();
     w.count += 1;
-    w.bytes += len.value();
-    pos += layout::record_span(len.value());
+    w.bytes += r.value().message;
+    if (r.value().ref != 0) w.out_of_band += 1;
+    pos += r.value().span();
   }
   return w;
 }

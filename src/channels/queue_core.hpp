@@ -21,7 +21,17 @@ Status check_header_constants(const layout::QueueHeader& h, uint64_t block_bytes
 /// What a walk of [head, tail) found.
 struct RingWalk {
   uint64_t count = 0;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;        // the messages' lengths (out-of-band ones included)
+  uint64_t out_of_band = 0;  // records that name a heap block
+};
+
+/// One record, as read and checked.
+struct RecordView {
+  uint32_t length = 0;       // the record's payload bytes (16 for an out-of-band record)
+  uint32_t flags = 0;        // kRecordBytes or kRecordOutOfBand
+  uint64_t message = 0;      // the message's length (== length, or the OutOfBandRef's)
+  uint64_t ref = 0;          // the block of an out-of-band record; 0 otherwise
+  uint64_t span() const noexcept { return layout::record_span(length); }
 };
 
 /// Q3 and Q4: walks the records from head to tail in a ring of ring_bytes bytes (ring_bytes a
@@ -30,10 +40,11 @@ struct RingWalk {
 Result<RingWalk> walk_ring(const std::byte* ring, uint64_t ring_bytes, uint64_t head,
                            uint64_t tail) noexcept;
 
-/// Reads the record header at position pos (8-aligned) and checks it against what is left
-/// before tail: the payload length, or kCorrupt.
-Result<uint32_t> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
-                             uint64_t tail) noexcept;
+/// Reads the record at position pos (8-aligned) and checks it against what is left before
+/// tail (and an out-of-band record's OutOfBandRef: a non-null ref, a length within
+/// kQueueMaxOutOfBand), or kCorrupt.
+Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
+                               uint64_t tail) noexcept;
 
 /// Copies n bytes out of the ring from position pos (wrapping at the end).
 inline void ring_read(const std::byte* ring, uint64_t ring_bytes, uint64_t pos, void* out,

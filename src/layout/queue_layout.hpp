@@ -17,9 +17,12 @@
 // to a multiple of 8: it spans record_span(length) = 8 + round_up(length, 8) bytes. Records may
 // wrap: the header never does (positions and ring_bytes are multiples of 8), the payload may
 // continue at ring[0]. tag = kRecordMarker << 8 | flags; the marker lets a walk tell a record
-// from garbage; flags (bits 0..7) say what the payload is: kRecordBytes (C++ bytes; the only
-// flag this version writes). Other flags are refused by this version's reader (kCorrupt), so a
-// later version's Python-encoded or out-of-band records are not misread.
+// from garbage; flags (bits 0..7) say what the payload is: kRecordBytes (the message's bytes)
+// or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap that
+// holds the message). Other flags are refused by this version's reader (kCorrupt), so a later
+// version's Python-encoded records are not misread. A message goes out of band when its
+// inline record would take more than a quarter of the ring (so a big message never waits for
+// a big contiguous stretch of ring, and any size up to Heap::kMaxAllocation goes through).
 //
 // Invariants (Queue::check verifies every one; queue_core.cpp's decode_ring runs the part that
 // reads bytes, which the fuzz target fuzz/queue_fuzzer.cpp drives):
@@ -32,8 +35,10 @@
 //   Q4  walking from head, every record's tag holds kRecordMarker and a known flag, its length
 //       <= ring_bytes - 8, and the walk lands exactly on tail.
 //   Q5  at rest (lock free, or recovered) count == the records of Q4 and bytes == the sum of
-//       their lengths; count <= max_messages and bytes <= max_bytes when they are set (except
-//       after a recovery found more: never, since puts check under the lock).
+//       their message lengths (an out-of-band record's OutOfBandRef::length); count <=
+//       max_messages and bytes <= max_bytes when they are set.
+//   Q6  every out-of-band record names a used, committed block of the heap of at least its
+//       length, and no two records name one block; at rest put_intent and get_intent are idle.
 // Who writes what: every field but the statistics' lock-free readers' view is written under
 // `lock` (a RobustMutexWord, src/sync/robust_mutex.hpp). count and bytes are also read without
 // the lock (size(), empty(): a hint, stale at once). The futex words put_seq and get_seq change
@@ -41,7 +46,8 @@
 // Crash consistency: a put writes its record past tail, then publishes it with ONE store of
 // tail (release); a get copies its records out, then consumes them with ONE store of head. Every
 // other field is derived and recomputed by recovery (the next holder, told kOwnerDied, walks
-// [head, tail) and rewrites count and bytes). So a producer killed anywhere in put leaves either
+// [head, tail) and rewrites count and bytes). Out-of-band blocks add two intents, so recovery
+// knows which blocks a dead holder was committing (put) or freeing (get); see queue.md. So a producer killed anywhere in put leaves either
 // no message (bytes past tail are ignored and overwritten) or the whole message; a consumer
 // killed in get leaves its messages in the queue (before the head store) or takes them with it
 // (after). docs/design/queue.md has the table, step by step.
@@ -70,8 +76,17 @@ inline constexpr uint32_t kSeqWaiters = 1u << 31;
 inline constexpr uint32_t kSeqMask = kSeqWaiters - 1;
 
 inline constexpr uint32_t kRecordMarker = 0x51524Du;  // "MRQ": 24 bits, in tag bits 8..31
-inline constexpr uint32_t kRecordBytes = 0;           // flags: the payload is C++ bytes
+inline constexpr uint32_t kRecordBytes = 0;           // flags: the payload is the message
+inline constexpr uint32_t kRecordOutOfBand = 1;       // flags: the payload is an OutOfBandRef
 inline constexpr uint64_t kRecordHeaderBytes = 8;
+// The largest out-of-band message: what one heap block can hold (Heap::kMaxAllocation).
+inline constexpr uint64_t kQueueMaxOutOfBand = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;
+
+// Intent states (put_intent_state, get_intent_state), each stored under the lock.
+inline constexpr uint64_t kIntentIdle = 0;
+inline constexpr uint64_t kIntentCommitting = 1;  // put: records past tail written; commits begun
+inline constexpr uint64_t kIntentCommitted = 2;   // put: every block committed, tail not stored
+inline constexpr uint64_t kIntentFreeing = 1;     // get: about to store head, then free blocks
 
 inline constexpr uint32_t record_tag(uint32_t flags) noexcept { return kRecordMarker << 8 | flags; }
 inline constexpr uint64_t record_span(uint64_t length) noexcept {
@@ -83,6 +98,14 @@ struct QueueRecord {
   uint32_t tag;     // record_tag(flags)
 };
 static_assert(sizeof(QueueRecord) == kRecordHeaderBytes);
+
+// The payload of an out-of-band record (16 bytes; it may wrap around the ring's end as a whole
+// payload may, between its two words).
+struct OutOfBandRef {
+  uint64_t ref;     // a HeapRef of the queue's heap: the block that holds the message
+  uint64_t length;  // the message's bytes (<= the block's usable size, <= kQueueMaxOutOfBand)
+};
+static_assert(sizeof(OutOfBandRef) == 16);
 
 struct alignas(64) QueueHeader {
   // Written once by the creator (Q1, Q2), read by everyone without the lock.
@@ -111,12 +134,18 @@ struct alignas(64) QueueHeader {
   std::atomic<uint64_t> puts;        // messages published
   std::atomic<uint64_t> gets;        // messages consumed
   std::atomic<uint64_t> recoveries;  // times a holder found the previous one dead
-  uint64_t reserved3[5];
+  // Intents (216), under the lock: what a holder that dies mid-way leaves for recovery.
+  std::atomic<uint64_t> put_intent_state;  // kIntentIdle / kIntentCommitting / kIntentCommitted
+  std::atomic<uint64_t> put_intent_tail;   // the tail the records past tail end at
+  std::atomic<uint64_t> get_intent_state;  // kIntentIdle / kIntentFreeing
+  std::atomic<uint64_t> get_intent_head;   // the head before the consume store
+  std::atomic<uint64_t> get_intent_end;    // the head after it
 };
 static_assert(sizeof(QueueHeader) == 256, "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, lock) == 64, "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, put_seq) == 128, "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, puts) == 192, "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, put_intent_state) == 216, "layout is ABI: bump kQueueVersion");
 static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "atomics in shared memory must be lock-free, or they are per-process");
 static_assert(kQueueMaxRing - kRecordHeaderBytes <= UINT32_MAX,

@@ -177,7 +177,12 @@ TEST(QueueProcesses, ProducersKilledAtRandomInstantsNeverWedgeOrCorruptTheQueue)
       after_fork_child();
       std::mt19937 r(len_seed);
       std::vector<std::string> ms;  // built once: the victim spends its time inside put
-      for (int j = 0; j < 8; ++j) ms.push_back(message(static_cast<uint32_t>(k), 0, 8 + r() % 12000));
+      for (int j = 0; j < 8; ++j) {
+        // One in four out of band (over a quarter of the ring): the kills also land in the
+        // heap's allocation, the copy into the block and the commits.
+        const size_t len = j % 4 == 0 ? 70000 + r() % 100000 : 8 + r() % 12000;
+        ms.push_back(message(static_cast<uint32_t>(k), 0, len));
+      }
       for (uint32_t i = 0;; ++i) {
         std::string& m = ms[i % ms.size()];
         set_seq(m, i);
@@ -198,8 +203,11 @@ TEST(QueueProcesses, ProducersKilledAtRandomInstantsNeverWedgeOrCorruptTheQueue)
   EXPECT_EQ(from_u64(n), kLiveCount);
   const QueueStats s = q.check();
   EXPECT_EQ(s.size, 0u);
-  std::printf("queue: %d producers killed, %llu recoveries\n", kKills,
-              static_cast<unsigned long long>(s.recoveries));
+  // A stray block needs a death while holding the queue's lock (one recovery each).
+  EXPECT_LE(s.stray_blocks, s.recoveries);
+  std::printf("queue: %d producers killed, %llu recoveries, %llu stray blocks\n", kKills,
+              static_cast<unsigned long long>(s.recoveries),
+              static_cast<unsigned long long>(s.stray_blocks));
   // Still usable by everyone.
   ASSERT_EQ(q.try_put("after"), QueueStatus::kOk);
   std::string m;
@@ -243,6 +251,112 @@ TEST(QueueProcesses, AConsumerKilledInGetLosesAtMostTheMessageItWasTaking) {
   EXPECT_EQ(*seen.rbegin(), kMessages - 1);
   q.check();
   got.check();
+}
+
+TEST(QueueProcesses, AConsumerKilledInGetOfOutOfBandMessagesLosesAtMostOneAndLeaksNothing) {
+  ScopedRuntimeDir dir;
+  const uint32_t seed = static_cast<uint32_t>(::getpid());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr uint64_t kMessages = 2000;
+  constexpr int kKills = 10;
+  Queue q = Queue::create({.ring_bytes = 1 << 16});
+  Queue got = Queue::create({.ring_bytes = 1 << 20});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  auto body = [](uint64_t i) {  // every other message 20 KB: out of band
+    std::string m = u64(i);
+    if (i % 2 == 1) m.resize(20000, static_cast<char>(i));
+    return m;
+  };
+  for (uint64_t i = 0; i < kMessages; ++i) ASSERT_EQ(q.put(body(i)), QueueStatus::kOk);
+  for (int k = 0; k < kKills; ++k) {
+    ChildProcess consumer([&] {
+      after_fork_child();
+      std::string m;
+      while (q.get(m, Deadline::after(60.0)) == QueueStatus::kOk) {
+        const uint64_t i = from_u64(m);
+        if (m != body(i)) return 3;
+        if (got.put(u64(i)) != QueueStatus::kOk) return 2;
+      }
+      return 0;
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % 3000));
+    consumer.kill(SIGKILL);
+    EXPECT_EQ(consumer.wait(std::chrono::seconds(60)), 128 + SIGKILL);
+  }
+  std::set<uint64_t> seen;
+  std::string m;
+  while (got.try_get(m) == QueueStatus::kOk) EXPECT_TRUE(seen.insert(from_u64(m)).second);
+  while (q.try_get(m) == QueueStatus::kOk) {
+    EXPECT_EQ(m, body(from_u64(m)));
+    EXPECT_TRUE(seen.insert(from_u64(m)).second);
+  }
+  EXPECT_LE(kMessages - seen.size(), static_cast<uint64_t>(kKills));
+  const QueueStats s = q.check();
+  EXPECT_LE(s.stray_blocks, s.recoveries);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks + s.stray_blocks);
+  std::printf("queue: %d consumers killed, %llu lost, %llu recoveries, %llu stray blocks\n",
+              kKills, static_cast<unsigned long long>(kMessages - seen.size()),
+              static_cast<unsigned long long>(s.recoveries),
+              static_cast<unsigned long long>(s.stray_blocks));
+}
+
+// Deterministic, out of band: a producer dies after committing its block but before publishing
+// (recovery frees the block), or while its block is still pending (the heap reclaims it); a
+// consumer dies after its consume store but before freeing the block (recovery frees it).
+TEST(QueueProcesses, OutOfBandBlocksOfAHolderThatDiesBetweenTwoStepsAreFreed) {
+  ScopedRuntimeDir dir;
+  Queue q = Queue::create({.ring_bytes = 1024});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  QueueHeader* h = header_of(q);
+  auto* ring = reinterpret_cast<std::byte*>(h) + sizeof(QueueHeader);
+  const std::string big(5000, 'z');
+  enum Step { kCommitted, kCommitting, kConsumed };
+  for (Step step : {kCommitted, kCommitting, kConsumed}) {
+    if (step == kConsumed) {
+      ASSERT_EQ(q.put(big), QueueStatus::kOk);
+    }
+    ChildProcess child([&] {
+      after_fork_child();
+      Heap heap = q.heap();
+      sync::RobustMutex lock(&h->lock);
+      if (step == kConsumed) {
+        if (!lock.lock().has_value()) return 2;
+        const uint64_t head = h->head.load();
+        h->get_intent_head.store(head);
+        h->get_intent_end.store(head + 24);
+        h->get_intent_state.store(layout::kIntentFreeing);
+        h->head.store(head + 24);
+      } else {
+        const HeapRef ref = heap.allocate_pending(big.size());
+        std::memcpy(heap.at(ref, big.size()), big.data(), big.size());
+        if (!lock.lock().has_value()) return 2;
+        const uint64_t tail = h->tail.load();
+        const layout::QueueRecord r{16, layout::record_tag(layout::kRecordOutOfBand)};
+        const layout::OutOfBandRef o{ref, big.size()};
+        std::memcpy(ring + tail % 1024, &r, 8);
+        std::memcpy(ring + (tail + 8) % 1024, &o, 16);
+        h->put_intent_tail.store(tail + 24);
+        h->put_intent_state.store(layout::kIntentCommitting);
+        if (step == kCommitted) {
+          heap.commit(ref);
+          h->put_intent_state.store(layout::kIntentCommitted);
+        }
+      }
+      ::kill(::getpid(), SIGKILL);
+      return 3;
+    });
+    EXPECT_EQ(child.wait(), 128 + SIGKILL);
+    const QueueStats s = q.check();  // recovery, then the heap's check reclaims pending blocks
+    EXPECT_EQ(s.size, 0u) << step;
+    EXPECT_EQ(s.stray_blocks, 0u) << step;
+    EXPECT_EQ(q.heap().stats().live_blocks, base_blocks) << step;
+  }
+  EXPECT_EQ(q.stats().recoveries, 3u);
+  ASSERT_EQ(q.put(big), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, big);
 }
 
 // Deterministic: a child dies holding the lock between two steps of put (the record written,

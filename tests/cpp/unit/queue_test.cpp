@@ -129,16 +129,63 @@ TEST(Queue, MaxBytesBoundsThePayloadAndRefusesWhatCanNeverFit) {
   q.check();
 }
 
-TEST(Queue, AMessageLongerThanTheRingIsRefused) {
+TEST(Queue, MessagesLargerThanAQuarterRingGoOutOfBandAndComeBackIntact) {
   test::ScopedRuntimeDir rd;
   Queue q = Queue::create({.ring_bytes = 128});
-  EXPECT_EQ(q.max_message_bytes(), 120u);
-  ASSERT_EQ(q.try_put(std::string(120, 'a')), QueueStatus::kOk);  // exactly the ring
-  EXPECT_THROW((void)q.put(std::string(121, 'a')), InvalidArgumentError);
+  EXPECT_GT(q.max_message_bytes(), uint64_t{1} << 35);
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  // Inline up to a span of 32 (24 bytes: a quarter ring); beyond, a 24-byte record names a
+  // heap block.
+  const std::vector<size_t> lens = {24, 25, 121, 1 << 20, 0, 3 << 20, 7};
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < lens.size(); ++i) sent.push_back(message(i, lens[i]));
+  for (const std::string& m : sent) {
+    if (q.try_put(m) != QueueStatus::kOk) {  // the ring holds five records of 24 bytes
+      std::string got;
+      ASSERT_EQ(q.get(got), QueueStatus::kOk);
+      EXPECT_EQ(got, sent[q.stats().gets - 1]);
+      ASSERT_EQ(q.try_put(m), QueueStatus::kOk);
+    }
+    const QueueStats c = q.check();
+    EXPECT_EQ(c.stray_blocks, 0u);
+  }
+  EXPECT_EQ(q.check().out_of_band, 4u);  // 25 and 121 bytes, 1 MiB, 3 MiB
+  std::vector<std::string> rest;
+  ASSERT_EQ(q.get_many(rest, 100), QueueStatus::kOk);
+  for (size_t i = 0; i < rest.size(); ++i) {
+    EXPECT_EQ(rest[i], sent[sent.size() - rest.size() + i]) << i;
+  }
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.size, 0u);
+  EXPECT_EQ(s.out_of_band, 0u);
+  EXPECT_EQ(s.stray_blocks, 0u);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);  // every block freed by its get
+  EXPECT_THROW(Queue::create({.ring_bytes = 8}), InvalidArgumentError);
+}
+
+TEST(Queue, AnOutOfBandPutThatTimesOutFreesItsBlock) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64, .max_messages = 1});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  ASSERT_EQ(q.try_put("a"), QueueStatus::kOk);
+  EXPECT_EQ(q.put_for(std::string(100000, 'b'), 0.01), QueueStatus::kFull);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  std::vector<std::string_view> mixed = {"c", std::string_view("0123456789abcdef0123456789")};
   std::string m;
   ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
-  EXPECT_EQ(m, std::string(120, 'a'));
-  EXPECT_THROW(Queue::create({.ring_bytes = 8}), InvalidArgumentError);
+  EXPECT_THROW((void)q.put_many(mixed), InvalidArgumentError);  // 2 > max_messages
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+}
+
+TEST(Queue, MaxBytesCountsOutOfBandMessages) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 256, .max_bytes = 10000});
+  ASSERT_EQ(q.try_put(std::string(6000, 'a')), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put(std::string(4001, 'b')), QueueStatus::kFull);
+  ASSERT_EQ(q.try_put(std::string(4000, 'b')), QueueStatus::kOk);
+  EXPECT_EQ(q.stats().bytes, 10000u);
+  EXPECT_EQ(q.check().out_of_band, 2u);
 }
 
 TEST(Queue, EmptyMessagesAreMessages) {
@@ -297,11 +344,36 @@ TEST(QueueDecoder, WalksRecordsAcrossTheEndAndRejectsBadOnes) {
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 40).has_value());
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 0, 72).has_value());
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 4, 12).has_value());
-  put(48, 20, ok + 1);  // an unknown flag
+  put(48, 20, ok + 2);  // an unknown flag
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
+  put(48, 20, layout::record_tag(layout::kRecordOutOfBand));  // out of band: 16 bytes only
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
   put(48, 57, ok);  // longer than any record of this ring
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 64).has_value());
   EXPECT_TRUE(channels::walk_ring(ring.data(), 64, 1000, 1000).has_value());  // empty
+}
+
+TEST(QueueDecoder, AnOutOfBandRecordWrappingBetweenItsWordsDecodes) {
+  std::vector<std::byte> ring(64);
+  const layout::QueueRecord r{16, layout::record_tag(layout::kRecordOutOfBand)};
+  channels::ring_write(ring.data(), 64, 48, &r, sizeof r);
+  layout::OutOfBandRef o{0x10040, 123456};
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);  // ref at 56, length at 0
+  Result<channels::RecordView> v = channels::read_record(ring.data(), 64, 48, 72);
+  ASSERT_TRUE(v.has_value()) << v.status().message();
+  EXPECT_EQ(v.value().ref, 0x10040u);
+  EXPECT_EQ(v.value().message, 123456u);
+  EXPECT_EQ(v.value().span(), 24u);
+  Result<channels::RingWalk> w = channels::walk_ring(ring.data(), 64, 48, 72);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w.value().bytes, 123456u);
+  EXPECT_EQ(w.value().out_of_band, 1u);
+  o.ref = 0;  // a null block
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);
+  EXPECT_FALSE(channels::read_record(ring.data(), 64, 48, 72).has_value());
+  o = {0x10040, layout::kQueueMaxOutOfBand + 1};  // longer than any block
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);
+  EXPECT_FALSE(channels::read_record(ring.data(), 64, 48, 72).has_value());
 }
 
 TEST(QueueDecoder, HeaderConstantsAreChecked) {
