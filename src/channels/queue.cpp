@@ -494,7 +494,14 @@ QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint
             channels::ring_read(ring_, h_->ring_bytes, pos + layout::kRecordHeaderBytes,
                                 msg.data(), v.length);
           } else {
-            if (v.message > heap_.usable_size(v.ref)) {
+            uint64_t usable = 0;
+            try {
+              usable = heap_.usable_size(v.ref);
+            } catch (const Error& e) {
+              corrupt("queue: the record at " + std::to_string(pos) + " names block " +
+                      std::to_string(v.ref) + ", which is not a used block (" + e.what() + ")");
+            }
+            if (v.message > usable) {
               corrupt("queue: out-of-band block " + std::to_string(v.ref) + " is smaller than " +
                       std::to_string(v.message) + " bytes");
             }
