@@ -1,6 +1,7 @@
 // bench/cpp/queue_bench.cpp — shoal::Queue between two processes: messages/s one producer to one
-// consumer (100-byte messages, get and get_many), and one-way latency (half a ping-pong round
-// trip, p50/p99). Five repetitions each, median and spread; no assertion on any figure.
+// consumer (100-byte messages, get and get_many), one-way latency (half a ping-pong round trip,
+// p50/p99), and GB/s of 8 MiB messages (out of band) beside the floor of one memcpy. Five
+// interleaved repetitions, median and spread; no assertion on any figure.
 //
 // Run: build/release/bench/cpp/queue_bench [--quick] (built by any preset, meaningful in release).
 // Two cores shared with other work here: figures are noisy; compare within one run.
@@ -66,6 +67,37 @@ double throughput(uint64_t n, size_t len, size_t batch) {
   return static_cast<double>(n) / s;
 }
 
+// GB/s of `count` messages of `len` bytes (out of band), 1 producer -> 1 consumer process,
+// the first message excluded (it populates the heap's extents).
+double big_throughput(uint64_t count, size_t len) {
+  shoal::Queue q = shoal::Queue::create({.ring_bytes = 1 << 16});
+  const std::string msg(len, 'b');
+  const pid_t child = fork_child([&] {
+    for (uint64_t i = 0; i < count + 1; ++i) {
+      if (q.put(msg) != shoal::QueueStatus::kOk) return 2;
+    }
+    return 0;
+  });
+  std::string m;
+  (void)q.get(m);
+  const auto t0 = Clock::now();
+  for (uint64_t i = 0; i < count; ++i) (void)q.get(m);
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  reap(child);
+  return static_cast<double>(count * len) / s / 1e9;
+}
+
+// The floor: one memcpy of `len` bytes into memory already populated, GB/s.
+double memcpy_floor(size_t len) {
+  std::string a(len, 'a'), b(len, 'b');
+  const auto t0 = Clock::now();
+  for (int i = 0; i < 8; ++i) {
+    std::memcpy(b.data(), a.data(), len);
+    a[i] = b[len - 1 - i];
+  }
+  return 8.0 * static_cast<double>(len) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
+}
+
 // One-way latency in ns (half a round trip): p50 and p99 over `rounds` ping-pongs.
 std::pair<double, double> latency(int rounds) {
   shoal::Queue ping = shoal::Queue::create({.ring_bytes = 4096});
@@ -107,13 +139,15 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const uint64_t n = quick ? 20000 : 200000;
   const int reps = 5;
-  std::vector<double> one, many, p50, p99;
+  std::vector<double> one, many, p50, p99, big, floor;
   for (int r = 0; r < reps; ++r) {  // interleaved
     one.push_back(throughput(n, 100, 1));
     many.push_back(throughput(n, 100, 64));
     const auto [a, b] = latency(quick ? 2000 : 20000);
     p50.push_back(a);
     p99.push_back(b);
+    big.push_back(big_throughput(quick ? 4 : 16, 8u << 20));
+    floor.push_back(memcpy_floor(8u << 20));
   }
   const Spread s1 = spread(one), s2 = spread(many), l50 = spread(p50), l99 = spread(p99);
   std::printf("| shoal::Queue, 1 -> 1 process, 100-byte messages | median | min | max |\n");
@@ -126,5 +160,10 @@ int main(int argc, char** argv) {
               l50.median, l50.lo, l50.hi);
   std::printf("| one-way latency p99 (ns) | %.0f | %.0f | %.0f |\n", l99.median, l99.lo,
               l99.hi);
+  const Spread g = spread(big), f = spread(floor);
+  std::printf("| 8 MiB messages, out of band (GB/s, first excluded) | %.2f | %.2f | %.2f |\n",
+              g.median, g.lo, g.hi);
+  std::printf("| floor: one memcpy of 8 MiB into populated memory (GB/s) | %.2f | %.2f | %.2f |\n",
+              f.median, f.lo, f.hi);
   return 0;
 }

@@ -119,8 +119,9 @@ class Queue {
                        Deadline deadline = Deadline::never(), bool interruptible = false);
 
   // ---- get ----------------------------------------------------------------------------------
-  /// Blocks until a message is there and moves it into `out` (kOk), or the deadline passes
-  /// (kEmpty), or kInterrupted. `out` is left unchanged unless kOk.
+  /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
+  /// the deadline passes (kEmpty), or kInterrupted. `out` is left unchanged unless kOk (or an
+  /// exception: CorruptSegmentError, bad_alloc, which leave the queue unchanged).
   QueueStatus get(std::string& out, Deadline deadline = Deadline::never(),
                   bool interruptible = false);
   QueueStatus try_get(std::string& out) { return get(out, Deadline{0}); }
@@ -154,8 +155,8 @@ class Queue {
  private:
   Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
       : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
-  QueueStatus take(std::vector<std::string>& out, size_t max_messages, uint64_t max_bytes,
-                   Deadline deadline, bool interruptible);
+  QueueStatus take(std::vector<std::string>* many, std::string* one, size_t max_messages,
+                   uint64_t max_bytes, Deadline deadline, bool interruptible);
   friend struct QueueAccess;
   Heap heap_;
   HeapRef top_ = 0;

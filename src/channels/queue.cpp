@@ -460,10 +460,12 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
 
 // ---- get ------------------------------------------------------------------------------------
 
-// Waits for a message, then takes up to max_messages (and max_bytes, the first always) into
-// out (appended), under one lock hold.
-QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint64_t max_bytes,
-                        Deadline deadline, bool interruptible) {
+// Waits for a message, then takes up to max_messages (and max_bytes, the first always) under one
+// lock hold: appended to *many, or (max_messages 1) into *one, whose buffer is reused so that a
+// consumer of big messages does not allocate (and fault in) a new one for each.
+QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t max_messages,
+                        uint64_t max_bytes, Deadline deadline, bool interruptible) {
+  if (many == nullptr) max_messages = 1;
   if (max_messages == 0) max_messages = 1;
   Waiter waiter(deadline, interruptible);
   for (;;) {
@@ -479,7 +481,7 @@ QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint
       // of head; [2a intent idle; 2b free the blocks]; 3 the derived counts; 4 bump get_seq;
       // unlock; 5 wake. All are copied out before the head store, so a consumer killed here
       // loses all of them or none.
-      const size_t first = out.size();
+      const size_t first = many != nullptr ? many->size() : 0;
       uint64_t pos = head, taken_bytes = 0;
       size_t taken = 0;
       std::vector<HeapRef> blocks;
@@ -489,7 +491,8 @@ QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint
           if (!r.has_value()) corrupt(r.status().message());
           const channels::RecordView& v = r.value();
           if (taken != 0 && max_bytes != 0 && taken_bytes + v.message > max_bytes) break;
-          std::string& msg = out.emplace_back(v.message, '\0');
+          std::string& msg = many != nullptr ? many->emplace_back() : *one;
+          msg.resize(v.message);
           if (v.ref == 0) {
             channels::ring_read(ring_, h_->ring_bytes, pos + layout::kRecordHeaderBytes,
                                 msg.data(), v.length);
@@ -513,7 +516,7 @@ QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint
           ++taken;
         }
       } catch (...) {
-        out.resize(first);
+        if (many != nullptr) many->resize(first);
         throw;  // the lock is released by its guard; nothing in the queue changed
       }
       if (!blocks.empty()) {
@@ -545,15 +548,12 @@ QueueStatus Queue::take(std::vector<std::string>& out, size_t max_messages, uint
 }
 
 QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible) {
-  std::vector<std::string> one;
-  const QueueStatus s = take(one, 1, 0, deadline, interruptible);
-  if (s == QueueStatus::kOk) out = std::move(one.front());
-  return s;
+  return take(nullptr, &out, 1, 0, deadline, interruptible);
 }
 
 QueueStatus Queue::get_many(std::vector<std::string>& out, size_t max_messages,
                             Deadline deadline, bool interruptible, uint64_t max_bytes) {
-  return take(out, max_messages, max_bytes, deadline, interruptible);
+  return take(&out, nullptr, max_messages, max_bytes, deadline, interruptible);
 }
 
 // ---- state ----------------------------------------------------------------------------------
