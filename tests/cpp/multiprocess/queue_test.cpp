@@ -14,10 +14,12 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "layout/heap_layout.hpp"
 #include "layout/queue_layout.hpp"
 #include "sync/robust_mutex.hpp"
 #include "test_support.hpp"
@@ -428,6 +430,55 @@ TEST(QueueProcesses, ASleepingConsumerIsWokenByAProducerInAnotherProcess) {
     EXPECT_EQ(from_u64(m), static_cast<uint64_t>(i));
   }
   EXPECT_EQ(echo.wait(), 0);
+}
+
+// Unread messages, out-of-band ones included (they grew the heap by extents), go with the queue
+// when its last holder is SIGKILLed: the broker lists none of its objects afterwards.
+TEST(QueueProcesses, NothingIsLeftWhenTheLastHolderIsKilledWithUnreadMessages) {
+  ScopedRuntimeDir dir;
+  test::HandlePipe pipe;
+  ChildProcess child([&] {
+    after_fork_child();
+    Queue q = Queue::create({.ring_bytes = 4096});
+    for (int i = 0; i < 4; ++i) {
+      if (q.put(std::string(3 << 20, static_cast<char>('a' + i))) != QueueStatus::kOk) return 2;
+      if (q.put("small") != QueueStatus::kOk) return 2;
+    }
+    const Heap& c = q.heap();
+    auto* hh = reinterpret_cast<layout::HeapHeader*>(c.root_segment().data());
+    std::ostringstream o;
+    o << c.handle(false);
+    for (uint32_t i = 1; i < c.extent_count(); ++i) {
+      const layout::ExtentEntry& e = layout::heap_extents(hh)[i];
+      Handle x;
+      x.session = c.root_segment().session();
+      x.object = Id128{e.object_hi, e.object_lo};
+      x.size = e.bytes;
+      x.kind = static_cast<uint32_t>(ObjectKind::kExtent);
+      o << ' ' << x.encode();
+    }
+    pipe.send(o.str());
+    pause();
+    return 0;
+  });
+  std::istringstream in(pipe.receive());
+  std::vector<std::string> handles;
+  for (std::string h; in >> h;) handles.push_back(h);
+  ASSERT_GE(handles.size(), 3u);  // the root and at least two extents
+  child.kill(SIGKILL);
+  child.wait();
+  auto live = [&] {  // ask the broker: attaching to find out would hold the objects
+    int n = 0;
+    for (const SessionEntry& e : list_sessions()) {
+      for (const std::string& hs : handles) {
+        const Handle hd = Handle::decode(hs).take();
+        if (e.describe_json.find(hd.object.hex()) != std::string::npos) ++n;
+      }
+    }
+    return n;
+  };
+  EXPECT_TRUE(test::wait_until([&] { return live() == 0; })) << live() << " still listed";
+  for (const std::string& hs : handles) EXPECT_THROW(Segment::attach(hs), StaleHandleError);
 }
 
 }  // namespace
