@@ -127,32 +127,34 @@ class QueueLock {
     }
   }
 
-  // The out-of-band blocks a dead holder was committing (put) or freeing (get). Each intent is
-  // cleared BEFORE its blocks are freed, so a death during this recovery leaks the blocks not
-  // yet freed (until the queue goes) rather than freeing one twice: a freed block may already
-  // belong to another message.
+  // The out-of-band blocks a dead holder was committing (put) or freeing (get). Whether a
+  // block is still the dead holder's is asked of the heap (Heap::committed_block walks the
+  // tiling): under this lock, memory freed and allocated again since is *pending* (its producer
+  // commits only under this lock), so a committed block the intent's records name can only be
+  // the dead holder's. The intent is cleared after the frees, so a death during this recovery
+  // leaves it for the next holder, which skips the blocks already freed.
   void recover_intents(uint64_t head, uint64_t tail) noexcept {
     const uint64_t ps = h_->put_intent_state.load(std::memory_order_acquire);
     if (ps != layout::kIntentIdle) {
       const uint64_t end = h_->put_intent_tail.load(std::memory_order_relaxed);
       std::vector<HeapRef> refs;
-      // Published (tail == end): the blocks are the records'. Committing: some blocks may be
-      // committed, the rest pending; the pending ones are the dead producer's and the heap
-      // reclaims them; committed ones leak (a window of a few stores). Committed: every block
-      // is committed and no record names it: free them.
-      if (ps == layout::kIntentCommitted && tail != end) collect(tail, end, head, refs);
+      // Published (tail == end): the blocks are the records'. Not published: the committed
+      // ones are freed here; the pending ones are the dead producer's and the heap reclaims
+      // them.
+      if (tail != end) collect(tail, end, head, refs);
+      free_committed(refs);
       h_->put_intent_state.store(layout::kIntentIdle, std::memory_order_release);
-      free_all(refs);
     }
     if (h_->get_intent_state.load(std::memory_order_acquire) == layout::kIntentFreeing) {
       const uint64_t from = h_->get_intent_head.load(std::memory_order_relaxed);
       const uint64_t end = h_->get_intent_end.load(std::memory_order_relaxed);
       std::vector<HeapRef> refs;
       // Consumed (head == end): the records [from, end) are still intact (nobody could write
-      // the ring since: the dead consumer held the lock), and their blocks are to be freed.
+      // the ring since: the dead consumer held the lock), and their blocks that are still
+      // committed are freed. Not consumed: nothing to do.
       if (head == end) collect(from, end, end, refs);
+      free_committed(refs);
       h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
-      free_all(refs);
     }
   }
 
@@ -175,12 +177,12 @@ class QueueLock {
     }
   }
 
-  void free_all(const std::vector<HeapRef>& refs) noexcept {
+  void free_committed(const std::vector<HeapRef>& refs) noexcept {
     for (HeapRef r : refs) {
       try {
-        heap_.free(r);
+        if (heap_.committed_block(r)) heap_.free(r);
       } catch (...) {
-        // Not a used block: nothing to free (a leak is the worst outcome).
+        // The heap refused (corrupt): leaving the block is the safe side; check() reports it.
       }
     }
   }
@@ -478,7 +480,7 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
     if (head != tail) {
       // Steps: 1 copy the records' messages out (an allocation that throws leaves the queue as
       // it was); [out of band: 1a intent kIntentFreeing over [head, end)]; 2 consume: one store
-      // of head; [2a intent idle; 2b free the blocks]; 3 the derived counts; 4 bump get_seq;
+      // of head; [2a free the blocks; 2b intent idle]; 3 the derived counts; 4 bump get_seq;
       // unlock; 5 wake. All are copied out before the head store, so a consumer killed here
       // loses all of them or none.
       const size_t first = many != nullptr ? many->size() : 0;
@@ -531,9 +533,10 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
                       std::memory_order_relaxed);
       h_->gets.fetch_add(taken, std::memory_order_relaxed);
       if (!blocks.empty()) {
-        // Idle before the frees: a death among them leaks the rest, never frees one twice.
-        h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
+        // The intent stays until every block is freed: a death among the frees leaves the
+        // rest to recovery, which frees only what is still committed (never one twice).
         for (HeapRef b : blocks) heap_.free(b);
+        h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
       }
       const bool sleepers = bump(h_->get_seq);
       lock.unlock();
