@@ -47,7 +47,8 @@
 // tail (release); a get copies its records out, then consumes them with ONE store of head. Every
 // other field is derived and recomputed by recovery (the next holder, told kOwnerDied, walks
 // [head, tail) and rewrites count and bytes). Out-of-band blocks add two intents, so recovery
-// knows which blocks a dead holder was committing (put) or freeing (get); see queue.md. So a producer killed anywhere in put leaves either
+// knows which blocks a dead holder was committing (put) or freeing (get); it frees those still
+// committed (Heap::committed_block), never one twice; see queue.md. So a producer killed anywhere in put leaves either
 // no message (bytes past tail are ignored and overwritten) or the whole message; a consumer
 // killed in get leaves its messages in the queue (before the head store) or takes them with it
 // (after). docs/design/queue.md has the table, step by step.
