@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 NB_DIR = $(shell $(PY) -m nanobind --cmake_dir)
 CMAKE_PY = -DPython_EXECUTABLE=$(abspath $(PY)) -Dnanobind_DIR=$(NB_DIR)
 FUZZ_RUNS ?= 20000
+DICT_TORTURE_ROUNDS ?= 3000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views torture stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views torture torture-dict stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -71,7 +72,7 @@ test-tsan: tsan
 	ctest --preset tsan
 
 fuzz-smoke: fuzz-build
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict queue; do \
 	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
 	  mkdir -p build/fuzz/work/$$f; \
 	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/ \
@@ -79,7 +80,7 @@ fuzz-smoke: fuzz-build
 	done
 
 fuzz: fuzz-build fuzz-views
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict queue; do \
 	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
 	    fuzz/corpus/$$f || exit 1; \
 	done
@@ -96,6 +97,12 @@ TORTURE_SECONDS ?= 300
 torture: install
 	SHOAL_TORTURE_SECONDS=$(TORTURE_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider \
 	  tests/python/test_sync_torture.py
+
+# The dict's random-kill torture at length (make test runs 120 rounds of it in the C++ tests):
+# one writer, then two concurrent writers, SIGKILLed DICT_TORTURE_ROUNDS times; seeded.
+torture-dict: dev
+	SHOAL_DICT_TORTURE_ROUNDS=$(DICT_TORTURE_ROUNDS) SHOAL_BROKER=build/dev/shoal-broker \
+	  build/dev/tests/cpp/multiprocess_tests --gtest_filter='DictKill.Random*'
 
 stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "src/channels/",
             "include/shoal/array.hpp",
             "include/shoal/frozen.hpp",
+            "include/shoal/dict.hpp",
             "include/shoal/queue.hpp",
         ],
     ),

@@ -12,6 +12,7 @@
 #include "layout/sync_layout.hpp"
 #include "platform/futex.hpp"
 #include "platform/platform.hpp"
+#include "sync/recursive_lock.hpp"
 #include "sync/robust_mutex.hpp"
 #include "sync/sync_header.hpp"
 
@@ -99,12 +100,6 @@ SyncStatus status_of(Result<sync::Locked> r) {
   }
   return SyncStatus::kOk;
 }
-
-// This thread's identity inside its process: pthread_self(), which glibc reads from the thread
-// pointer (no system call, no thread_local lookup through __tls_get_addr, which a shared
-// library pays on every access). Distinct among the live threads of one process, which is all
-// RecursiveMutex needs: it compares it only once the word names this process (pid and tag).
-uint64_t this_thread() noexcept { return static_cast<uint64_t>(::pthread_self()); }
 
 // A futex wait error (the word unmapped: a caller bug) as an exception.
 platform::FutexWait wait_or_throw(const std::atomic<uint32_t>* w, uint32_t expected,
@@ -256,53 +251,20 @@ RecursiveMutex RecursiveMutex::from_segment(Segment seg) {
 }
 
 bool RecursiveMutex::held_by_this_thread() const noexcept {
-  // owner_thread equals this thread's identity only if this thread wrote it while holding the
-  // word (it is cleared before every release), so the two reads need no lock.
-  return sync::RobustMutex(&st_->lock.word).held_by_this_process() &&
-         st_->owner_thread.load(std::memory_order_relaxed) == this_thread();
+  return sync::RecursiveLock(st_).held_by_this_thread();
 }
 
 SyncStatus RecursiveMutex::lock(Deadline deadline, bool interruptible) {
-  sync::RobustMutex m(&st_->lock.word);
-  if (m.try_lock_fast()) {  // it was free, so not ours: depth 1
-    st_->count.store(1, std::memory_order_relaxed);
-    st_->owner_thread.store(this_thread(), std::memory_order_relaxed);
-    return SyncStatus::kOk;
-  }
-  if (held_by_this_thread()) {
-    const uint32_t c = st_->count.load(std::memory_order_relaxed);
-    if (c == UINT32_MAX) throw_error(Errc::kInvalidArgument, "RecursiveMutex: depth overflow");
-    st_->count.store(c + 1, std::memory_order_relaxed);
-    return SyncStatus::kOk;
-  }
-  // Another thread of this process may hold the word: RobustMutex waits for it (its holder is
-  // this process, never judged dead).
-  SyncStatus s = status_of(m.lock_quiet(pd(deadline), interruptible));
-  if (s != SyncStatus::kOk && s != SyncStatus::kOwnerDied) return s;
-  // Whatever a dead holder left in count and owner_thread is overwritten here (S4).
-  st_->count.store(1, std::memory_order_relaxed);
-  st_->owner_thread.store(this_thread(), std::memory_order_relaxed);
-  return s;
+  return status_of(sync::RecursiveLock(st_).lock(pd(deadline), interruptible));
 }
 
 void RecursiveMutex::unlock() {
-  if (!held_by_this_thread()) {
+  if (!sync::RecursiveLock(st_).unlock()) {
     throw_error(Errc::kInvalidArgument, "RecursiveMutex::unlock: this thread does not hold the lock");
   }
-  const uint32_t c = st_->count.load(std::memory_order_relaxed);
-  if (c > 1) {
-    st_->count.store(c - 1, std::memory_order_relaxed);
-    return;
-  }
-  st_->count.store(0, std::memory_order_relaxed);
-  st_->owner_thread.store(0, std::memory_order_relaxed);
-  sync::RobustMutex m(&st_->lock.word);
-  if (!m.unlock_fast()) m.unlock();  // waiters to wake: the full release
 }
 
-uint32_t RecursiveMutex::count() const noexcept {
-  return held_by_this_thread() ? st_->count.load(std::memory_order_relaxed) : 0;
-}
+uint32_t RecursiveMutex::count() const noexcept { return sync::RecursiveLock(st_).depth(); }
 
 // ---- Semaphore -----------------------------------------------------------------------------
 

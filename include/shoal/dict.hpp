@@ -1,0 +1,167 @@
+// include/shoal/dict.hpp — a dict in shared memory that every process of a session reads and
+// writes in place, with Python's dict semantics (insertion order, 1 == 1.0 == True as one key).
+//
+//   shoal::Dict d = shoal::Dict::create();
+//   d.set(int64_t{1}, std::string("one"));
+//   std::string h = d.handle();                    // to another process:
+//   shoal::Dict same = shoal::Dict::attach(h);
+//   same.get(1.0);                                 // std::optional: "one"
+//   { shoal::Dict::Guard g(same);                  // a compound update, atomic for writers
+//     same.set(int64_t{2}, same.size()); }
+//
+// Concurrency contract. Reads (get, contains, size, iteration) never block and never take a
+// lock: they are optimistic and retry when a writer freed memory they were reading, so a
+// reader never sees a half-done write and never waits for a writer, dead or alive. Writes
+// (set, erase, pop, clear) each take the write lock, a robust recursive lock in the dict itself
+// (lock()/unlock(), Guard): other writers wait while it is held, readers do not. Each single
+// operation is atomic: if its process dies at any instant, the next writer completes it or
+// rolls it back (kOwnerDied from lock(), counted in stats().recoveries). A compound update
+// under lock() that is interrupted by a death is not rolled back. Iteration (Cursor) is weakly
+// consistent under concurrent writers: it yields each key present throughout exactly once, in
+// insertion order, never a key twice, never one inserted after the cursor was made, and ends.
+//
+// Differs from std::unordered_map: keys and values are Python's scalar types (Item), copied in
+// and out (no references into shared memory are handed out); equal numbers are one key.
+// Layout: src/layout/dict_layout.hpp; design note: docs/design/dict.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "shoal/heap.hpp"
+#include "shoal/sync.hpp"
+
+namespace shoal {
+
+/// A bytes value (as Python's bytes), kept apart from str.
+struct Bytes {
+  std::string data;
+  friend bool operator==(const Bytes&, const Bytes&) = default;
+};
+
+/// A key or a value: None (std::monostate), bool, int, float, str (UTF-8) or bytes.
+using Item = std::variant<std::monostate, bool, int64_t, double, std::string, Bytes>;
+
+/// Python's == between items (1 == 1.0 == True, nan != nan, str != bytes).
+bool items_equal(const Item& a, const Item& b) noexcept;
+/// The item as Python's repr would write it (tests, messages).
+std::string item_repr(const Item& v);
+
+struct DictStats {
+  uint64_t size = 0;
+  uint64_t capacity = 0;      // entries the current table holds before it grows
+  uint64_t slots = 0;         // index slots of the current table
+  uint64_t recoveries = 0;    // operations of dead writers completed or rolled back
+  uint64_t resizes = 0;       // tables replaced (grow, shrink, compaction, clear)
+  uint64_t heap_live_bytes = 0;
+  uint64_t heap_reserved_bytes = 0;
+};
+
+/// What check() found.
+struct DictReport {
+  uint64_t size = 0;
+  uint64_t entries = 0;      // appended entries, erased ones included
+  uint64_t node_blocks = 0;  // key and value blocks of live entries
+  HeapReport heap;
+};
+
+class Dict {
+ public:
+  struct Options {
+    /// The heap's root segment size (see Heap::Options).
+    uint64_t initial_bytes = 256 * 1024;
+  };
+
+  /// A new, empty dict in this process's session.
+  static Dict create(Options opts);
+  static Dict create() { return create(Options{}); }
+  /// The dict a handle names. IncompatibleSegmentError when the object is not a dict (or one of
+  /// another layout version), CorruptSegmentError when its header fails its checks.
+  static Dict attach(std::string_view handle);
+  static Dict attach(Heap heap);
+
+  Dict() noexcept = default;
+  bool valid() const noexcept { return heap_.valid(); }
+  std::string handle(bool pin = true) const { return heap_.handle(pin); }
+  const Heap& heap() const noexcept { return heap_; }
+
+  // ---- reads: never block ----
+  std::optional<Item> get(const Item& key) const;
+  bool contains(const Item& key) const;
+  uint64_t size() const;
+  bool empty() const { return size() == 0; }
+  /// Every (key, value) in insertion order (one Cursor walk: weakly consistent).
+  std::vector<std::pair<Item, Item>> items() const;
+  std::vector<Item> keys() const;
+
+  // ---- writes: each takes the write lock (recursively when this thread holds it) ----
+  /// Inserts or overwrites; true when the key was new. An existing equal key keeps its stored
+  /// form and its place (d[1.0] = x on a dict with key 1 keeps 1, as dict does).
+  bool set(const Item& key, const Item& value);
+  /// Removes the key and returns its value; nullopt when absent.
+  std::optional<Item> pop(const Item& key);
+  bool erase(const Item& key) { return pop(key).has_value(); }
+  /// Removes and returns the last inserted (key, value), as dict.popitem; nullopt when empty.
+  std::optional<std::pair<Item, Item>> popitem();
+  void clear();
+
+  // ---- the write lock: a robust recursive lock (Python's d.lock is an RLock over it) ----
+  /// kOk or kOwnerDied (the previous holder died: its last operation has been completed or
+  /// rolled back already, the dict is consistent), kTimeout, kInterrupted (interruptible).
+  SyncStatus lock(Deadline deadline = Deadline::never(), bool interruptible = false);
+  SyncStatus try_lock() { return lock(Deadline{0}); }
+  /// InvalidArgumentError when the calling thread does not hold it.
+  void unlock();
+  bool held_by_this_thread() const noexcept;
+  /// The calling thread's recursion depth (0 when it does not hold the lock).
+  uint32_t lock_depth() const noexcept;
+
+  class Guard {
+   public:
+    explicit Guard(Dict& d) : d_(d) { d_.lock(); }
+    ~Guard() { d_.unlock(); }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    Dict& d_;
+  };
+
+  /// Iteration in insertion order without a lock (see the contract above).
+  class Cursor {
+   public:
+    /// The next entry; false at the end.
+    bool next(Item* key, Item* value);
+
+   private:
+    friend class Dict;
+    Cursor(Heap h, uint64_t top);
+    Heap heap_;  // keeps the dict mapped while the cursor lives
+    uint64_t top_ = 0;
+    uint64_t last_seq_ = 0;  // seq of the last entry yielded + 1 (0: none yet)
+    uint64_t end_seq_ = 0;   // next_seq when the cursor was made: later inserts are not seen
+  };
+  Cursor cursor() const { return Cursor(heap_, top_); }
+
+  DictStats stats() const;
+  /// Takes the lock, repairs a dead writer's operation if one is pending, then verifies
+  /// D1-D8 of dict_layout.hpp (and the heap's own invariants). CorruptSegmentError names the
+  /// first failure.
+  DictReport check();
+
+ private:
+  Dict(Heap h, uint64_t top, uint64_t seed) noexcept
+      : heap_(std::move(h)), top_(top), seed_(seed) {}
+  friend struct DictTestAccess;
+  friend class DictWriter;
+  Heap heap_;
+  uint64_t top_ = 0;   // the DictHeader's Ref
+  uint64_t seed_ = 0;  // the header's hash_seed (immutable)
+};
+
+}  // namespace shoal

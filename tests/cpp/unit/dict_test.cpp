@@ -1,0 +1,402 @@
+// shoal::Dict in one process: Python's dict semantics (insertion order, overwrite keeps the
+// place, erase, clear, equal numbers as one key), growth and shrinking, the recursive lock,
+// attach checks, and check() after every scenario (D1-D8 of src/layout/dict_layout.hpp).
+#include "shoal/dict.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "layout/dict_layout.hpp"
+#include "shoal/frozen.hpp"
+#include "test_support.hpp"
+
+namespace shoal {
+namespace {
+
+Item I(int64_t v) { return Item{v}; }
+Item S(std::string v) { return Item{std::move(v)}; }
+Item B(std::string v) { return Item{Bytes{std::move(v)}}; }
+Item F(double v) { return Item{v}; }
+
+std::vector<Item> keys_of(const Dict& d) { return d.keys(); }
+
+void expect_keys(const Dict& d, const std::vector<Item>& want) {
+  const std::vector<Item> got = keys_of(d);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(items_equal(got[i], want[i]) && got[i].index() == want[i].index())
+        << i << ": " << item_repr(got[i]) << " != " << item_repr(want[i]);
+  }
+}
+
+TEST(Dict, EmptyDictHasNothing) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  EXPECT_EQ(d.size(), 0u);
+  EXPECT_FALSE(d.get(I(1)).has_value());
+  EXPECT_FALSE(d.contains(S("a")));
+  EXPECT_FALSE(d.pop(I(1)).has_value());
+  EXPECT_TRUE(d.items().empty());
+  d.check();
+}
+
+TEST(Dict, SetGetEveryItemType) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  const std::vector<std::pair<Item, Item>> kv = {
+      {I(1), S("one")},
+      {I(-7), I(std::numeric_limits<int64_t>::min())},
+      {I(std::numeric_limits<int64_t>::max()), F(2.5)},
+      {F(3.25), B(std::string("\0\1\2", 3))},
+      {S("k"), Item{std::monostate{}}},
+      {S(""), Item{true}},
+      {B("k"), Item{false}},
+      {Item{std::monostate{}}, S(std::string(5000, 'x'))},
+      {S("h\xc3\xa9llo"), B("")},
+  };
+  for (const auto& [k, v] : kv) EXPECT_TRUE(d.set(k, v)) << item_repr(k);
+  EXPECT_EQ(d.size(), kv.size());
+  for (const auto& [k, v] : kv) {
+    const std::optional<Item> got = d.get(k);
+    ASSERT_TRUE(got.has_value()) << item_repr(k);
+    EXPECT_EQ(*got, v) << item_repr(k);
+  }
+  // str and bytes with the same contents are two keys.
+  EXPECT_EQ(*d.get(S("k")), Item{std::monostate{}});
+  EXPECT_EQ(*d.get(B("k")), Item{false});
+  d.check();
+}
+
+TEST(Dict, EqualNumbersAreOneKeyAsInPython) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  EXPECT_TRUE(d.set(I(1), S("int")));
+  EXPECT_FALSE(d.set(F(1.0), S("float")));  // d[1.0] = ... overwrites d[1]
+  EXPECT_FALSE(d.set(Item{true}, S("bool")));
+  EXPECT_EQ(d.size(), 1u);
+  EXPECT_EQ(*d.get(I(1)), S("bool"));
+  EXPECT_EQ(*d.get(F(1.0)), S("bool"));
+  // The stored key keeps its first form, as dict does ({1: 'bool'}).
+  expect_keys(d, {I(1)});
+  EXPECT_TRUE(std::holds_alternative<int64_t>(d.keys()[0]));
+  EXPECT_TRUE(d.set(F(0.5), S("half")));
+  EXPECT_FALSE(d.get(I(0)).has_value());
+  EXPECT_TRUE(d.set(F(-0.0), S("zero")));
+  EXPECT_EQ(*d.get(I(0)), S("zero"));  // 0 == -0.0
+  EXPECT_TRUE(d.set(F(std::ldexp(1.0, 62)), S("2**62")));
+  EXPECT_EQ(*d.get(I(int64_t{1} << 62)), S("2**62"));  // 2**62 == 2.0**62 (a big int node)
+  // Around the inline-int boundary (2**59): inline words and big-int nodes are one key space
+  // (values a double holds exactly, so that the float is the same number).
+  for (const int64_t v : {(int64_t{1} << 59) - 128, int64_t{1} << 59, -(int64_t{1} << 59),
+                          -(int64_t{1} << 59) - 128}) {
+    ASSERT_EQ(static_cast<int64_t>(static_cast<double>(v)), v);
+    EXPECT_TRUE(d.set(I(v), I(v))) << v;
+    EXPECT_EQ(d.get(F(static_cast<double>(v))), std::optional<Item>(I(v))) << v;
+    EXPECT_FALSE(d.set(F(static_cast<double>(v)), I(-v))) << v;
+    EXPECT_EQ(d.get(I(v)), std::optional<Item>(I(-v))) << v;
+  }
+  EXPECT_TRUE(d.erase(Item{false}));  // False == 0
+  EXPECT_FALSE(d.contains(F(0.0)));
+  EXPECT_TRUE(d.set(F(NAN), S("nan")));  // nan != nan: never found again
+  EXPECT_FALSE(d.get(F(NAN)).has_value());
+  d.check();
+}
+
+TEST(Dict, InsertionOrderOverwriteKeepsThePlaceEraseAndReinsertMovesToTheEnd) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  for (int64_t i = 0; i < 5; ++i) d.set(I(i), I(i * 10));
+  d.set(I(2), S("two"));
+  expect_keys(d, {I(0), I(1), I(2), I(3), I(4)});
+  EXPECT_EQ(*d.get(I(2)), S("two"));
+  EXPECT_EQ(*d.pop(I(1)), I(10));
+  expect_keys(d, {I(0), I(2), I(3), I(4)});
+  d.set(I(1), S("back"));
+  expect_keys(d, {I(0), I(2), I(3), I(4), I(1)});
+  const auto items = d.items();
+  EXPECT_EQ(items.back().second, S("back"));
+  d.check();
+}
+
+TEST(Dict, PopitemRemovesTheLastInsertedAsDictDoes) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  EXPECT_FALSE(d.popitem().has_value());
+  for (int64_t i = 0; i < 4; ++i) d.set(I(i), I(i * 10));
+  d.set(I(1), S("again"));  // an overwrite keeps 1's place
+  d.erase(I(3));
+  auto last = d.popitem();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->first, I(2));
+  EXPECT_EQ(last->second, I(20));
+  last = d.popitem();
+  EXPECT_EQ(last->first, I(1));
+  EXPECT_EQ(last->second, S("again"));
+  expect_keys(d, {I(0)});
+  d.set(I(7), I(70));  // an insert after a popitem is the next one out
+  EXPECT_EQ(d.popitem()->first, I(7));
+  d.check();
+  // A drain by popitem: last in, first out, the table shrinking under it.
+  for (int64_t i = 1; i <= 20000; ++i) d.set(I(i), I(i));
+  for (int64_t i = 20000; i >= 1; --i) ASSERT_EQ(d.popitem()->first, I(i));
+  EXPECT_EQ(d.popitem()->first, I(0));
+  EXPECT_FALSE(d.popitem().has_value());
+  d.check();
+}
+
+TEST(Dict, GrowsAndShrinksKeepingOrderAndValues) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  constexpr int64_t kN = 20000;
+  for (int64_t i = 0; i < kN; ++i) d.set(I(i * 7919 % 100003), S("v" + std::to_string(i)));
+  EXPECT_EQ(d.size(), uint64_t{kN});
+  const DictStats big = d.stats();
+  EXPECT_GE(big.capacity, uint64_t{kN});
+  EXPECT_GT(big.resizes, 5u);
+  d.check();
+  for (int64_t i = 0; i < kN; ++i) {
+    ASSERT_EQ(*d.get(I(i * 7919 % 100003)), S("v" + std::to_string(i))) << i;
+  }
+  for (int64_t i = 0; i < kN - 10; ++i) ASSERT_TRUE(d.erase(I(i * 7919 % 100003)));
+  EXPECT_EQ(d.size(), 10u);
+  const DictStats small = d.stats();
+  EXPECT_LT(small.capacity, 200u) << "the table shrinks when mostly empty";
+  std::vector<Item> want;
+  for (int64_t i = kN - 10; i < kN; ++i) want.push_back(I(i * 7919 % 100003));
+  expect_keys(d, want);
+  d.check();
+}
+
+TEST(Dict, ErasedEntriesAreCompactedAwayWithoutGrowing) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  for (int64_t i = 0; i < 1000; ++i) {
+    d.set(I(i), I(i));
+    d.erase(I(i));
+  }
+  EXPECT_EQ(d.size(), 0u);
+  EXPECT_LE(d.stats().capacity, 5u);
+  d.check();
+}
+
+TEST(Dict, ClearEmptiesAndFreesEveryNode) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  const uint64_t empty_live = d.heap().stats().live_bytes;
+  for (int64_t i = 0; i < 3000; ++i) d.set(S("key" + std::to_string(i)), S(std::string(100, 'v')));
+  EXPECT_GT(d.heap().stats().live_bytes, empty_live + 300000);
+  d.clear();
+  EXPECT_EQ(d.size(), 0u);
+  EXPECT_TRUE(d.keys().empty());
+  EXPECT_EQ(d.heap().stats().live_bytes, empty_live);
+  d.set(I(1), I(2));
+  expect_keys(d, {I(1)});
+  d.check();
+}
+
+TEST(Dict, ADictThatCannotGrowRaisesOutOfSpaceAndStaysConsistent) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  ::setenv("SHOAL_MAX_BYTES", "24M", 1);
+  const std::string big(1 << 20, 'b');
+  int64_t stored = 0;
+  bool refused = false;
+  for (int64_t i = 0; i < 64 && !refused; ++i) {
+    try {
+      d.set(I(i), S(big));
+      ++stored;
+    } catch (const OutOfSpaceError&) {
+      refused = true;
+    }
+  }
+  ::unsetenv("SHOAL_MAX_BYTES");
+  EXPECT_TRUE(refused);
+  EXPECT_GT(stored, 4);
+  EXPECT_EQ(d.size(), static_cast<uint64_t>(stored));
+  d.check();  // nothing half done, no block leaked
+  for (int64_t i = 0; i < stored; ++i) ASSERT_EQ(d.get(I(i)), std::optional<Item>(S(big))) << i;
+  d.set(I(stored), S("small"));  // the limit lifted, it grows again
+  d.check();
+}
+
+TEST(Dict, FreedValuesAreReused) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  for (int64_t i = 0; i < 100; ++i) d.set(I(i), S(std::string(1000, 'a')));
+  const uint64_t reserved = d.heap().stats().reserved_bytes;
+  for (int round = 0; round < 50; ++round) {
+    for (int64_t i = 0; i < 100; ++i) d.set(I(i), S(std::string(1000 + round, 'b')));
+  }
+  EXPECT_EQ(d.heap().stats().reserved_bytes, reserved);
+  d.check();
+}
+
+TEST(Dict, StrKeysHashAsInAFrozenDictSoAFrozenKeyIsFound) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  frozen::Builder b;
+  const auto k1 = b.str("alpha");
+  const auto k2 = b.integer(12);
+  const auto k3 = b.bytes(std::as_bytes(std::span<const char>("raw", 3)));
+  const auto v = b.none();
+  const std::vector<uint64_t> keys = {k1, k2, k3}, values = {v, v, v};
+  frozen::Frozen f = b.finish(b.dict(keys, values));
+  const frozen::Value root = f.root();
+  for (uint64_t i = 0; i < root.size(); ++i) {
+    const frozen::Value k = root.key_at(i);
+    Item key;
+    switch (k.type()) {
+      case frozen::Type::kStr: key = S(std::string(k.as_str())); break;
+      case frozen::Type::kInt: key = I(k.as_int()); break;
+      default: {
+        auto s = k.as_bytes();
+        key = B(std::string(reinterpret_cast<const char*>(s.data()), s.size()));
+      }
+    }
+    d.set(key, I(static_cast<int64_t>(i)));
+  }
+  // The hashes the dict stored are the frozen table's, entry for entry (same insertion order).
+  d.check();
+  const auto* h = reinterpret_cast<const layout::DictHeader*>(
+      d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  const uint64_t table = h->table.load();
+  const auto* t = reinterpret_cast<const layout::DictTable*>(d.heap().at(table, 64));
+  const auto* entries = reinterpret_cast<const layout::DictEntry*>(
+      d.heap().at(table, layout::dict_table_bytes(t->log2_slots)) +
+      layout::dict_entries_offset(t->log2_slots));
+  for (uint64_t i = 0; i < root.size(); ++i) EXPECT_EQ(entries[i].hash.load(), root.hash_at(i)) << i;
+  EXPECT_EQ(*d.get(S("alpha")), I(0));
+}
+
+TEST(Dict, AttachSeesTheSameDictAndRefusesAPlainHeap) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  d.set(S("a"), I(1));
+  Dict same = Dict::attach(d.handle());
+  EXPECT_EQ(*same.get(S("a")), I(1));
+  same.set(S("b"), I(2));
+  EXPECT_EQ(*d.get(S("b")), I(2));
+  // Another layout version is refused, not misread.
+  auto* h = reinterpret_cast<layout::DictHeader*>(
+      d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  h->version = layout::kDictVersion + 1;
+  EXPECT_THROW(Dict::attach(d.handle()), IncompatibleSegmentError);
+  h->version = layout::kDictVersion;
+  Heap plain = Heap::create();
+  EXPECT_THROW(Dict::attach(plain.handle()), IncompatibleSegmentError);
+  plain.root().store(plain.allocate(256));
+  EXPECT_THROW(Dict::attach(plain.handle()), Error);
+}
+
+TEST(Dict, TheLockIsRecursiveAndWritesTakeItRecursively) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  EXPECT_EQ(d.lock_depth(), 0u);
+  EXPECT_EQ(d.lock(), SyncStatus::kOk);
+  EXPECT_EQ(d.lock(), SyncStatus::kOk);
+  EXPECT_EQ(d.lock_depth(), 2u);
+  d.set(I(1), I(1));  // inside the caller's lock
+  {
+    Dict::Guard g(d);
+    EXPECT_EQ(d.lock_depth(), 3u);
+  }
+  d.unlock();
+  d.unlock();
+  EXPECT_FALSE(d.held_by_this_thread());
+  EXPECT_THROW(d.unlock(), InvalidArgumentError);
+  // Another thread waits while this one holds it; reads do not.
+  d.lock();
+  std::atomic<int> state{0};
+  std::thread t([&] {
+    EXPECT_EQ(d.get(I(1)), std::optional<Item>(I(1)));
+    EXPECT_EQ(d.try_lock(), SyncStatus::kTimeout);
+    state = 1;
+    d.set(I(2), I(2));  // blocks until the main thread unlocks
+    state = 2;
+  });
+  ASSERT_TRUE(test::wait_until([&] { return state.load() == 1; }));
+  EXPECT_EQ(state.load(), 1);
+  d.unlock();
+  t.join();
+  EXPECT_EQ(state.load(), 2);
+  d.check();
+}
+
+TEST(Dict, CursorYieldsEachKeyOnceWhileTheSameProcessResizes) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  for (int64_t i = 0; i < 100; ++i) d.set(I(i), I(i));
+  Dict::Cursor c = d.cursor();
+  Item k;
+  std::map<int64_t, int> seen;
+  int step = 0;
+  while (c.next(&k, nullptr)) {
+    ++seen[std::get<int64_t>(k)];
+    if (++step == 10) {
+      for (int64_t i = 0; i < 5; ++i) d.erase(I(i));       // already seen
+      for (int64_t i = 100; i < 400; ++i) d.set(I(i), I(i));  // a resize; not seen (new)
+    }
+    if (step == 50) {
+      for (int64_t i = 100; i < 400; ++i) d.erase(I(i));  // shrinks
+    }
+  }
+  for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << key;
+  EXPECT_EQ(seen.size(), 100u);  // 0..99: all present when the cursor was made, none twice
+  d.check();
+}
+
+TEST(Dict, RandomOperationsMatchAStdMapModel) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create(Dict::Options{64 * 1024});
+  std::mt19937_64 rng(2026);
+  std::map<int64_t, std::string> model;
+  std::vector<int64_t> order;  // insertion order of the model
+  for (int op = 0; op < 20000; ++op) {
+    const int64_t k = static_cast<int64_t>(rng() % 500);
+    const int what = static_cast<int>(rng() % 10);
+    if (what < 6) {
+      const std::string v(rng() % 300, static_cast<char>('a' + rng() % 26));
+      const bool fresh = d.set(I(k), S(v));
+      EXPECT_EQ(fresh, model.count(k) == 0);
+      if (fresh) order.push_back(k);
+      model[k] = v;
+    } else if (what < 9) {
+      const std::optional<Item> got = d.pop(I(k));
+      EXPECT_EQ(got.has_value(), model.count(k) == 1);
+      if (got) {
+        EXPECT_EQ(*got, S(model[k]));
+        model.erase(k);
+        order.erase(std::find(order.begin(), order.end(), k));
+      }
+    } else if (rng() % 50 == 0) {
+      d.clear();
+      model.clear();
+      order.clear();
+    } else {
+      const auto last = d.popitem();
+      ASSERT_EQ(last.has_value(), !order.empty());
+      if (last) {
+        EXPECT_EQ(last->first, I(order.back()));
+        EXPECT_EQ(last->second, S(model[order.back()]));
+        model.erase(order.back());
+        order.pop_back();
+      }
+    }
+    if (op % 2000 == 0) d.check();
+  }
+  std::vector<Item> want;
+  for (int64_t k : order) want.push_back(I(k));
+  expect_keys(d, want);
+  for (const auto& [k, v] : model) EXPECT_EQ(*d.get(I(k)), S(v));
+  d.check();
+}
+
+}  // namespace
+}  // namespace shoal
