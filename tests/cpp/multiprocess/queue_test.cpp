@@ -235,7 +235,10 @@ TEST(QueueProcesses, AConsumerKilledInGetLosesAtMostTheMessageItWasTaking) {
       }
       return 0;
     });
-    std::this_thread::sleep_for(std::chrono::microseconds(1000 + rng() % 5000));
+    // Kill it once it is taking messages, at a random instant.
+    const uint64_t before = got.stats().puts;
+    ASSERT_TRUE(test::wait_until([&] { return got.stats().puts > before || q.empty(); }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 5000));
     consumer.kill(SIGKILL);
     EXPECT_EQ(consumer.wait(std::chrono::seconds(60)), 128 + SIGKILL);
   }
@@ -281,7 +284,9 @@ TEST(QueueProcesses, AConsumerKilledInGetOfOutOfBandMessagesLosesAtMostOneAndLea
       }
       return 0;
     });
-    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % 3000));
+    const uint64_t before = got.stats().puts;
+    ASSERT_TRUE(test::wait_until([&] { return got.stats().puts > before || q.empty(); }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
     consumer.kill(SIGKILL);
     EXPECT_EQ(consumer.wait(std::chrono::seconds(60)), 128 + SIGKILL);
   }
