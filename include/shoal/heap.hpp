@@ -115,6 +115,12 @@ class Heap {
   void free(HeapRef ref);
   /// The usable bytes of a block (at least what was asked for).
   uint64_t usable_size(HeapRef ref) const;
+  /// Whether `ref` names a block that is used and committed now: found by walking its extent's
+  /// blocks under the lock (O(blocks of the extent)), so a Ref into the middle of another block,
+  /// a free block or a pending one is false. For recoveries that must tell a block a dead
+  /// process committed from memory that has since been freed or handed to a pending
+  /// allocation (docs/design/queue.md); not for hot paths.
+  bool committed_block(HeapRef ref);
 
   /// The address of `len` bytes at `ref` in this process, mapping the extent first if this
   /// process has not yet. CorruptSegmentError if they do not lie inside one published extent.

@@ -15,3 +15,4 @@
 #include "shoal/array.hpp"    // shoal::Array: numpy-compatible shared arrays
 #include "shoal/frozen.hpp"   // frozen images: read-only trees of Python-like values
 #include "shoal/dict.hpp"     // shoal::Dict: a dict every process reads and writes in place
+#include "shoal/queue.hpp"    // shoal::Queue: a queue of byte messages between processes

@@ -228,6 +228,11 @@ void Heap::free(HeapRef ref) {
 
 uint64_t Heap::usable_size(HeapRef ref) const { return s_->core.usable_size(ref).take(); }
 
+bool Heap::committed_block(HeapRef ref) {
+  HeapLock g(*s_);
+  return s_->core.committed_block_locked(ref);
+}
+
 std::byte* Heap::at(HeapRef ref, uint64_t len) const {
   const uint32_t i = static_cast<uint32_t>(ref >> layout::kRefExtentShift);
   const uint64_t off = ref & layout::kRefOffsetMask;

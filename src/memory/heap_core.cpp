@@ -183,6 +183,23 @@ Result<HeapCore::Block> HeapCore::block_of_ref(uint64_t ref) const noexcept {
   return block_at(static_cast<uint32_t>(ref >> layout::kRefExtentShift), off - kBlockHeaderBytes);
 }
 
+bool HeapCore::committed_block_locked(uint64_t ref) const noexcept {
+  const uint64_t target = ref & layout::kRefOffsetMask;
+  const uint32_t extent = static_cast<uint32_t>(ref >> layout::kRefExtentShift);
+  if (ref == 0 || target < kBlockHeaderBytes) return false;
+  std::byte* base = nullptr;
+  uint64_t bytes = 0, begin = 0, used = 0;
+  if (!extent_bounds(extent, &base, &bytes, &begin, &used)) return false;
+  Block b;
+  for (uint64_t off = begin; off < used && off <= target - kBlockHeaderBytes; off += b.size) {
+    if (!try_block(extent, off, &b)) return false;  // a broken tiling: say no (leak, not free)
+    if (off == target - kBlockHeaderBytes) {
+      return (b.flags & kBlockUsed) != 0 && (b.flags & kBlockPending) == 0;
+    }
+  }
+  return false;
+}
+
 FreeLinks* HeapCore::links(const Block& b) const noexcept {
   return reinterpret_cast<FreeLinks*>(reinterpret_cast<std::byte*>(b.hdr) + kBlockHeaderBytes);
 }

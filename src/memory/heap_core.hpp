@@ -66,6 +66,11 @@ class HeapCore {
   std::byte* payload(uint64_t ref, uint64_t len) const noexcept;
   /// The usable payload bytes of a used block (its size minus the header).
   Result<uint64_t> usable_size(uint64_t ref) const noexcept;
+  /// Whether `ref` is the payload of a block that starts there in its extent's tiling (found by
+  /// walking the extent from its first block, so an address inside another block's payload is
+  /// never taken for a header) and is used and not pending. Under the lock (the walk reads
+  /// sizes that allocate and free change).
+  bool committed_block_locked(uint64_t ref) const noexcept;
 
  private:
   struct Block {

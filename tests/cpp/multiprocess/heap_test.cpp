@@ -231,6 +231,26 @@ TEST(HeapProcesses, APendingBlockOfAKilledProcessIsReclaimed) {
 
 // The root references its extents: when the only process that holds the heap is SIGKILLed,
 // the broker frees the root and, with it, every extent.
+TEST(HeapProcesses, CommittedBlockIsTrueOnlyAtTheStartOfAUsedCommittedBlock) {
+  ScopedRuntimeDir dir;
+  Heap h = Heap::create();
+  const HeapRef a = h.allocate(100);
+  const HeapRef p = h.allocate_pending(200);
+  const HeapRef c = h.allocate(300);
+  EXPECT_TRUE(h.committed_block(a));
+  EXPECT_FALSE(h.committed_block(p));  // pending
+  EXPECT_FALSE(h.committed_block(a + 16));  // inside a's payload
+  EXPECT_FALSE(h.committed_block(0));
+  h.commit(p);
+  EXPECT_TRUE(h.committed_block(p));
+  h.free(a);
+  EXPECT_FALSE(h.committed_block(a));  // free
+  EXPECT_TRUE(h.committed_block(c));
+  h.free(p);
+  h.free(c);
+  EXPECT_FALSE(h.committed_block(c));  // merged into one free block
+}
+
 TEST(HeapProcesses, NothingIsLeftWhenTheLastHolderIsKilled) {
   ScopedRuntimeDir dir;
   HandlePipe pipe;

@@ -1,0 +1,167 @@
+// include/shoal/queue.hpp — a queue of byte messages in shared memory, for any number of
+// producer and consumer processes of a session (the C++ core of shoal.Queue).
+//
+//   shoal::Queue q = shoal::Queue::create({.ring_bytes = 1 << 20});
+//   q.put("hello");                               // blocks while the queue is full
+//   std::string h = q.handle();                    // to another process:
+//   shoal::Queue same = shoal::Queue::attach(h);
+//   std::string msg;
+//   same.get(msg);                                 // "hello"; blocks while it is empty
+//   same.try_get(msg);                             // QueueStatus::kEmpty at once
+//
+// Concurrency contract. Every method may be called from any thread of any process that holds
+// the queue. Messages are delivered in FIFO order (one total order over all producers), each to
+// exactly one consumer. put and get take the queue's lock (a robust lock in the queue itself)
+// for one copy of the message; a waiting side spins briefly, then sleeps on a futex word in
+// bounded slices, so there is no system call when the other side is awake and no sleeper is
+// stranded by a waker that died. Crash safety: a producer killed at any instant of put leaves
+// either no message or the whole message, and the queue goes on; a consumer killed in get
+// leaves the messages it was taking in the queue if it died before consuming them and takes
+// them with it if after (so it loses at most what that call was taking, documented in
+// docs/design/queue.md). The next lock holder repairs the derived state and counts it in
+// stats().recoveries.
+//
+// Differs from std::queue / multiprocessing.Queue: messages are bytes, copied in and out (no
+// references into shared memory are handed out); no feeder thread (put returns when the message
+// is in the queue); bounded by a byte ring and the optional bounds. A message whose record
+// would take more than a quarter of the ring travels out of band: it is copied into a block of
+// the queue's heap before the lock is taken, and the ring holds a 24-byte record naming it, so
+// any size up to Heap::kMaxAllocation (64 GiB) goes through a ring of any size.
+// Layout: src/layout/queue_layout.hpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shoal/heap.hpp"
+#include "shoal/sync.hpp"
+
+namespace shoal {
+
+/// How a put or get ended. Only kOk moved a message; the others changed nothing.
+enum class QueueStatus : uint8_t {
+  kOk,           // the message(s) went in / came out
+  kFull,         // put: no room (maxsize, max_bytes or the ring) before the deadline
+  kEmpty,        // get: no message before the deadline
+  kInterrupted,  // only with interruptible: a signal interrupted the wait
+};
+/// "ok", "full", "empty", "interrupted".
+const char* queue_status_name(QueueStatus s) noexcept;
+
+struct QueueStats {
+  uint64_t size = 0;        // messages in the queue (a snapshot)
+  uint64_t bytes = 0;       // their payload bytes
+  uint64_t puts = 0;
+  uint64_t gets = 0;
+  uint64_t recoveries = 0;  // times a lock holder found the previous one dead and repaired
+  // check() only (0 from stats()):
+  uint64_t out_of_band = 0;   // messages held in heap blocks (larger than a quarter ring)
+  uint64_t stray_blocks = 0;  // committed heap blocks no record names: leaked by a death in
+                              // one of the narrow windows of docs/design/queue.md; freed with
+                              // the queue
+};
+
+namespace layout {
+struct QueueHeader;
+}
+
+class Queue {
+ public:
+  struct Options {
+    /// The ring's size in bytes (rounded up to 8; 64 B .. 1 GiB). A message takes 8 bytes of
+    /// header plus its length rounded up to 8.
+    uint64_t ring_bytes = uint64_t{1} << 20;
+    /// maxsize: at most this many messages (0: as many as the ring holds).
+    uint64_t max_messages = 0;
+    /// At most this many payload bytes in the queue (0: as many as the ring holds).
+    uint64_t max_bytes = 0;
+  };
+
+  /// A new, empty queue in this process's session. InvalidArgumentError for a ring size out of
+  /// range; OutOfSpaceError as Heap::create.
+  static Queue create(Options opts);
+  static Queue create() { return create(Options{}); }
+  /// The queue a handle names. Throws as Heap::attach does; IncompatibleSegmentError for a heap
+  /// that holds no queue or another layout version, CorruptSegmentError for a header that
+  /// fails Q1/Q2 (src/layout/queue_layout.hpp).
+  static Queue attach(std::string_view handle);
+  static Queue attach(Heap heap);
+
+  Queue() noexcept = default;
+  bool valid() const noexcept { return heap_.valid(); }
+  std::string handle(bool pin = true) const { return heap_.handle(pin); }
+  const Heap& heap() const noexcept { return heap_; }
+
+  // ---- put: the message is in the queue when kOk returns ------------------------------------
+  /// Blocks until there is room (kOk), the deadline passes (kFull), or with `interruptible` a
+  /// signal interrupts the wait (kInterrupted). A message that can never fit (longer than
+  /// max_message_bytes(), or than max_bytes) throws InvalidArgumentError; a queue whose shared
+  /// state fails its checks throws CorruptSegmentError.
+  QueueStatus put(std::string_view msg, Deadline deadline = Deadline::never(),
+                  bool interruptible = false);
+  QueueStatus put(std::span<const std::byte> msg, Deadline deadline = Deadline::never(),
+                  bool interruptible = false) {
+    return put(std::string_view(reinterpret_cast<const char*>(msg.data()), msg.size()), deadline,
+               interruptible);
+  }
+  /// Never waits for room: kOk or kFull.
+  QueueStatus try_put(std::string_view msg) { return put(msg, Deadline{0}); }
+  QueueStatus put_for(std::string_view msg, double seconds) {
+    return put(msg, Deadline::after(seconds));
+  }
+  /// All of msgs or none, in order, under one lock hold: waits until all fit (faster-fifo's
+  /// put_many). Throws InvalidArgumentError if together they can never fit.
+  QueueStatus put_many(std::span<const std::string_view> msgs,
+                       Deadline deadline = Deadline::never(), bool interruptible = false);
+
+  // ---- get ----------------------------------------------------------------------------------
+  /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
+  /// the deadline passes (kEmpty), or kInterrupted. `out` is left unchanged unless kOk (or an
+  /// exception: CorruptSegmentError, bad_alloc, which leave the queue unchanged).
+  QueueStatus get(std::string& out, Deadline deadline = Deadline::never(),
+                  bool interruptible = false);
+  QueueStatus try_get(std::string& out) { return get(out, Deadline{0}); }
+  QueueStatus get_for(std::string& out, double seconds) {
+    return get(out, Deadline::after(seconds));
+  }
+  /// Waits as get() for one message, then takes up to max_messages (at least 1) and up to
+  /// max_bytes payload bytes (0: no bound; the first message is always taken) under one lock
+  /// hold, appending them to `out` (faster-fifo's get_many).
+  QueueStatus get_many(std::vector<std::string>& out, size_t max_messages,
+                       Deadline deadline = Deadline::never(), bool interruptible = false,
+                       uint64_t max_bytes = 0);
+
+  // ---- state --------------------------------------------------------------------------------
+  /// Messages in the queue: a snapshot without the lock (qsize()).
+  uint64_t size() const noexcept;
+  bool empty() const noexcept { return size() == 0; }
+  /// Whether a put of `length` bytes would wait now (a snapshot).
+  bool full(uint64_t length = 0) const noexcept;
+  uint64_t ring_bytes() const noexcept;
+  uint64_t max_messages() const noexcept;
+  uint64_t max_bytes() const noexcept;
+  /// The longest message this queue takes (64 GiB less a little, or max_bytes).
+  uint64_t max_message_bytes() const noexcept;
+  QueueStats stats() const noexcept;
+  /// Verifies Q1..Q6 under the lock (recovering first if its holder died) and the heap's own
+  /// invariants; CorruptSegmentError names the first failure. Fills out_of_band and
+  /// stray_blocks.
+  QueueStats check();
+
+ private:
+  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
+      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
+  QueueStatus take(std::vector<std::string>* many, std::string* one, size_t max_messages,
+                   uint64_t max_bytes, Deadline deadline, bool interruptible);
+  friend struct QueueAccess;
+  Heap heap_;
+  HeapRef top_ = 0;
+  layout::QueueHeader* h_ = nullptr;  // in heap_'s root; valid while heap_ lives
+  std::byte* ring_ = nullptr;
+};
+
+}  // namespace shoal

@@ -1,0 +1,647 @@
+// src/channels/queue.cpp — shoal::Queue (include/shoal/queue.hpp) over a heap block holding a
+// QueueHeader and a byte ring (src/layout/queue_layout.hpp). Protocol: docs/design/queue.md.
+#include "shoal/queue.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "channels/queue_core.hpp"
+#include "layout/queue_layout.hpp"
+#include "platform/futex.hpp"
+#include "sync/robust_mutex.hpp"
+
+namespace shoal {
+
+using layout::kSeqMask;
+using layout::kSeqWaiters;
+using layout::QueueHeader;
+
+const char* queue_status_name(QueueStatus s) noexcept {
+  switch (s) {
+    case QueueStatus::kOk:
+      return "ok";
+    case QueueStatus::kFull:
+      return "full";
+    case QueueStatus::kEmpty:
+      return "empty";
+    case QueueStatus::kInterrupted:
+      return "interrupted";
+  }
+  return "?";
+}
+
+namespace {
+
+// A lock hold is one copy of a message: microseconds. A put or get whose own deadline has
+// passed (try_put, try_get) still waits this long for the lock, so that a non-blocking call
+// does not fail because another process held the lock for a moment, while a holder that is
+// stopped (SIGSTOP) cannot make it block for ever. A dead holder is detected by the lock itself
+// within its first sleep slice (10 ms), well inside this.
+constexpr uint64_t kLockGraceNs = 1'000'000'000;
+// A side that finds the queue full (empty) first spins this many rounds watching the other
+// side's futex word without the lock and without announcing itself, so that a peer that is
+// awake hands over without any system call on either side; then it sets the waiters bit and
+// sleeps. About 1-3 us on x86-64 (pause is ~10-40 ns): shorter than a futex sleep/wake pair.
+constexpr int kSpinRounds = 100;
+// Sleeps are bounded slices, doubling from the first to the last: a waker that died between
+// changing the queue and calling futex_wake strands a sleeper for one slice at most.
+constexpr uint64_t kFirstSliceNs = 5'000'000;
+constexpr uint64_t kMaxSliceNs = 100'000'000;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+platform::Deadline pd(Deadline d) noexcept { return platform::Deadline{d.ns}; }
+
+[[noreturn]] void corrupt(const std::string& what) { throw_error(Errc::kCorrupt, what); }
+
+enum class LockOutcome { kHeld, kTimeout, kInterrupted };
+
+// The queue's lock, held for the scope of one operation. Recovery runs inside lock() when the
+// previous holder died, before the caller looks at anything.
+class QueueLock {
+ public:
+  QueueLock(Heap& heap, QueueHeader* h, std::byte* ring) noexcept
+      : heap_(heap), h_(h), ring_(ring), m_(&h->lock) {}
+  ~QueueLock() {
+    if (held_) unlock();
+  }
+  QueueLock(const QueueLock&) = delete;
+  QueueLock& operator=(const QueueLock&) = delete;
+
+  LockOutcome lock(Deadline deadline, bool interruptible) {
+    if (m_.try_lock_fast()) {
+      held_ = true;
+      return LockOutcome::kHeld;
+    }
+    platform::Deadline d = pd(deadline);
+    const platform::Deadline grace = platform::Deadline::after_ns(kLockGraceNs);
+    if (!d.is_never() && d.ns < grace.ns) d = grace;
+    Result<sync::Locked> r = m_.lock_quiet(d, interruptible);
+    if (!r.has_value()) {
+      if (r.status().code() == Errc::kLockTimeout) return LockOutcome::kTimeout;
+      r.status().throw_if_error();  // kCorrupt: a lock word no valid state explains
+    }
+    if (r.value() == sync::Locked::kInterrupted) return LockOutcome::kInterrupted;
+    held_ = true;
+    if (r.value() == sync::Locked::kOwnerDied) recover();
+    return LockOutcome::kHeld;
+  }
+
+  void unlock() noexcept {
+    held_ = false;
+    if (!m_.unlock_fast()) m_.unlock();
+  }
+
+ private:
+  // The previous holder died somewhere in put or get. Everything past tail is ignored (a put's
+  // half-written record), head and tail are each one store (a get either consumed or did not),
+  // so recovery only recomputes what derives from [head, tail) and wakes every sleeper, which
+  // may have waited for a change the dead holder made but never announced.
+  void recover() {
+    const uint64_t head = h_->head.load(std::memory_order_relaxed);
+    const uint64_t tail = h_->tail.load(std::memory_order_relaxed);
+    Result<channels::RingWalk> w = channels::walk_ring(ring_, h_->ring_bytes, head, tail);
+    if (!w.has_value()) {
+      // Nothing a dead producer or consumer can leave explains this: another writer scribbled
+      // over the queue. Refuse to go on rather than deliver garbage.
+      unlock();
+      corrupt(w.status().message() + " (found while recovering from a dead lock holder)");
+    }
+    h_->count.store(w.value().count, std::memory_order_relaxed);
+    h_->bytes.store(w.value().bytes, std::memory_order_relaxed);
+    h_->recoveries.fetch_add(1, std::memory_order_relaxed);
+    recover_intents(head, tail);
+    for (std::atomic<uint32_t>* word : {&h_->put_seq, &h_->get_seq}) {
+      const uint32_t v = word->load(std::memory_order_relaxed);
+      word->store((v + 1) & kSeqMask, std::memory_order_release);
+      (void)platform::futex_wake_all(word);
+    }
+  }
+
+  // The out-of-band blocks a dead holder was committing (put) or freeing (get). Whether a
+  // block is still the dead holder's is asked of the heap (Heap::committed_block walks the
+  // tiling): under this lock, memory freed and allocated again since is *pending* (its producer
+  // commits only under this lock), so a committed block the intent's records name can only be
+  // the dead holder's. The intent is cleared after the frees, so a death during this recovery
+  // leaves it for the next holder, which skips the blocks already freed.
+  void recover_intents(uint64_t head, uint64_t tail) noexcept {
+    const uint64_t ps = h_->put_intent_state.load(std::memory_order_acquire);
+    if (ps != layout::kIntentIdle) {
+      const uint64_t end = h_->put_intent_tail.load(std::memory_order_relaxed);
+      std::vector<HeapRef> refs;
+      // Published (tail == end): the blocks are the records'. Not published: the committed
+      // ones are freed here; the pending ones are the dead producer's and the heap reclaims
+      // them.
+      if (tail != end) collect(tail, end, head, refs);
+      free_committed(refs);
+      h_->put_intent_state.store(layout::kIntentIdle, std::memory_order_release);
+    }
+    if (h_->get_intent_state.load(std::memory_order_acquire) == layout::kIntentFreeing) {
+      const uint64_t from = h_->get_intent_head.load(std::memory_order_relaxed);
+      const uint64_t end = h_->get_intent_end.load(std::memory_order_relaxed);
+      std::vector<HeapRef> refs;
+      // Consumed (head == end): the records [from, end) are still intact (nobody could write
+      // the ring since: the dead consumer held the lock), and their blocks that are still
+      // committed are freed. Not consumed: nothing to do.
+      if (head == end) collect(from, end, end, refs);
+      free_committed(refs);
+      h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
+    }
+  }
+
+  // The out-of-band refs of the records in [from, end); nothing when they do not decode (a
+  // scribbled intent: leaking is the safe side).
+  void collect(uint64_t from, uint64_t end, uint64_t head, std::vector<HeapRef>& refs) noexcept {
+    if (from > end || end - head > h_->ring_bytes || end - from > h_->ring_bytes) return;
+    try {
+      for (uint64_t pos = from; pos != end;) {
+        Result<channels::RecordView> r = channels::read_record(ring_, h_->ring_bytes, pos, end);
+        if (!r.has_value()) {
+          refs.clear();
+          return;
+        }
+        if (r.value().ref != 0) refs.push_back(r.value().ref);
+        pos += r.value().span();
+      }
+    } catch (...) {
+      refs.clear();
+    }
+  }
+
+  void free_committed(const std::vector<HeapRef>& refs) noexcept {
+    for (HeapRef r : refs) {
+      try {
+        if (heap_.committed_block(r)) heap_.free(r);
+      } catch (...) {
+        // The heap refused (corrupt): leaving the block is the safe side; check() reports it.
+      }
+    }
+  }
+
+  Heap& heap_;
+  QueueHeader* h_;
+  std::byte* ring_;
+  sync::RobustMutex m_;
+  bool held_ = false;
+};
+
+// Bumps a futex word under the lock: the counter advances and the waiters bit clears. Returns
+// whether someone may sleep on it (the caller wakes after unlocking).
+bool bump(std::atomic<uint32_t>& w) noexcept {
+  const uint32_t old = w.load(std::memory_order_relaxed);
+  // Release: a sleeper that sees the new value after waking takes the lock anyway; this only
+  // orders the value for the spinners, which re-take the lock before reading the queue.
+  w.store((old + 1) & kSeqMask, std::memory_order_release);
+  return (old & kSeqWaiters) != 0;
+}
+
+void wake(std::atomic<uint32_t>& w) noexcept { (void)platform::futex_wake_all(&w); }
+
+// One round of waiting for `word` to change from what the caller saw under the lock. The first
+// round of an operation spins (no waiters bit: the other side makes no system call); later ones
+// sleep one slice. Returns false when interrupted (only with `interruptible`).
+class Waiter {
+ public:
+  Waiter(Deadline deadline, bool interruptible) noexcept
+      : deadline_(pd(deadline)), interruptible_(interruptible) {}
+
+  // Under the lock: note the word's value; announce a sleeper unless this round spins.
+  void prepare(std::atomic<uint32_t>& word) noexcept {
+    if (!spun_) {
+      seen_ = word.load(std::memory_order_relaxed);
+    } else {
+      seen_ = word.fetch_or(kSeqWaiters, std::memory_order_relaxed) | kSeqWaiters;
+    }
+  }
+
+  // After unlocking.
+  bool wait(std::atomic<uint32_t>& word) noexcept {
+    if (!spun_) {
+      spun_ = true;
+      for (int i = 0; i < kSpinRounds; ++i) {
+        cpu_relax();
+        // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
+        if (word.load(std::memory_order_acquire) != seen_) return true;
+      }
+      return true;  // sleep next round, announced
+    }
+    platform::Deadline end = platform::Deadline::after_ns(slice_);
+    if (end.ns > deadline_.ns) end = deadline_;
+    slice_ = std::min(slice_ * 2, kMaxSliceNs);
+    Result<platform::FutexWait> r = platform::futex_wait(&word, seen_, end);
+    if (r.has_value() && r.value() == platform::FutexWait::kInterrupted && interruptible_) {
+      return false;
+    }
+    return true;
+  }
+
+  bool passed() const noexcept { return deadline_.passed(); }
+
+ private:
+  platform::Deadline deadline_;
+  bool interruptible_;
+  bool spun_ = false;
+  uint32_t seen_ = 0;
+  uint64_t slice_ = kFirstSliceNs;
+};
+
+}  // namespace
+
+struct QueueAccess {
+  static QueueHeader* header(const Queue& q) noexcept { return q.h_; }
+};
+
+// ---- create / attach ------------------------------------------------------------------------
+
+Queue Queue::create(Options opts) {
+  if (opts.ring_bytes < layout::kQueueMinRing || opts.ring_bytes > layout::kQueueMaxRing) {
+    throw_error(Errc::kInvalidArgument, "queue: ring_bytes " + std::to_string(opts.ring_bytes) +
+                                            " is outside [64, 2**30]");
+  }
+  const uint64_t ring = (opts.ring_bytes + 7) & ~uint64_t{7};
+  const uint64_t block = sizeof(QueueHeader) + ring;
+  // The root segment holds the heap's own header and table (about 14 KiB) and our block.
+  Heap heap = Heap::create(Heap::Options{std::max<uint64_t>(256 * 1024, block + 64 * 1024)});
+  // Private until handle() is called: a plain allocation, complete before the root names it.
+  const HeapRef top = heap.allocate(block);
+  std::byte* p = heap.at(top, block);
+  std::memset(p, 0, sizeof(QueueHeader));
+  auto* h = reinterpret_cast<QueueHeader*>(p);
+  h->magic = layout::kQueueMagic;
+  h->version = layout::kQueueVersion;
+  h->header_bytes = sizeof(QueueHeader);
+  h->ring_bytes = ring;
+  h->max_messages = opts.max_messages;
+  h->max_bytes = opts.max_bytes;
+  heap.root().store(top, std::memory_order_release);  // Q1: the header is complete
+  return Queue(std::move(heap), top, h, p + sizeof(QueueHeader));
+}
+
+Queue Queue::attach(std::string_view handle) { return attach(Heap::attach(handle)); }
+
+Queue Queue::attach(Heap heap) {
+  const uint64_t top = heap.root().load(std::memory_order_acquire);  // pairs with create's
+  if (top == 0) throw_error(Errc::kIncompatible, "queue: the heap holds no queue");
+  const uint64_t avail = heap.usable_size(top);
+  std::byte* p = heap.at(top, std::min<uint64_t>(avail, sizeof(QueueHeader)));
+  if (avail < sizeof(QueueHeader)) corrupt("queue: the root block is smaller than a header");
+  QueueHeader copy;
+  std::memcpy(static_cast<void*>(&copy), p, sizeof copy);
+  channels::check_header_constants(copy, avail).throw_if_error();
+  std::byte* all = heap.at(top, sizeof(QueueHeader) + copy.ring_bytes);
+  return Queue(std::move(heap), top, reinterpret_cast<QueueHeader*>(all),
+               all + sizeof(QueueHeader));
+}
+
+// ---- put ------------------------------------------------------------------------------------
+
+namespace {
+bool fits(const QueueHeader* h, uint64_t n, uint64_t len, uint64_t span) noexcept {
+  const uint64_t used =
+      h->tail.load(std::memory_order_relaxed) - h->head.load(std::memory_order_relaxed);
+  if (h->ring_bytes - used < span) return false;
+  if (h->max_messages != 0 && h->count.load(std::memory_order_relaxed) + n > h->max_messages) {
+    return false;
+  }
+  if (h->max_bytes != 0 && h->bytes.load(std::memory_order_relaxed) + len > h->max_bytes) {
+    return false;
+  }
+  return true;
+}
+
+// Whether a message of `len` bytes goes out of band: when its inline record would take more
+// than a quarter of the ring (so a big message never waits for a big stretch of free ring).
+bool out_of_band(uint64_t ring_bytes, uint64_t len) noexcept {
+  return layout::record_span(len) > ring_bytes / 4;
+}
+
+// Under the lock: writes one record of `length` payload bytes from `data` at `pos`, returns the
+// position after it.
+uint64_t write_record(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t flags,
+                      const void* data, uint64_t length) noexcept {
+  const layout::QueueRecord rec{static_cast<uint32_t>(length), layout::record_tag(flags)};
+  channels::ring_write(ring, h->ring_bytes, pos, &rec, sizeof rec);
+  channels::ring_write(ring, h->ring_bytes, pos + sizeof rec, data, length);
+  const uint64_t pad = layout::record_span(length) - sizeof rec - length;
+  if (pad != 0) {
+    static constexpr std::byte kZeros[8] = {};
+    channels::ring_write(ring, h->ring_bytes, pos + sizeof rec + length, kZeros, pad);
+  }
+  return pos + layout::record_span(length);
+}
+
+// The out-of-band blocks of one put: allocated pending and filled before the lock is taken;
+// freed again unless the put committed them (a put that times out, is interrupted or throws).
+class PendingBlocks {
+ public:
+  explicit PendingBlocks(Heap& heap) noexcept : heap_(heap) {}
+  ~PendingBlocks() {
+    for (HeapRef r : refs_) {
+      try {
+        heap_.free(r);
+      } catch (...) {
+        // A pending block of a live process is a used block: free cannot refuse it unless the
+        // heap is corrupt, and then the heap's own check reports it.
+      }
+    }
+  }
+  PendingBlocks(const PendingBlocks&) = delete;
+  PendingBlocks& operator=(const PendingBlocks&) = delete;
+  HeapRef add(std::string_view msg) {
+    refs_.reserve(refs_.size() + 1);
+    const HeapRef r = heap_.allocate_pending(msg.size());
+    refs_.push_back(r);
+    if (!msg.empty()) std::memcpy(heap_.at(r, msg.size()), msg.data(), msg.size());
+    return r;
+  }
+  const std::vector<HeapRef>& refs() const noexcept { return refs_; }
+  void committed() noexcept { refs_.clear(); }
+
+ private:
+  Heap& heap_;
+  std::vector<HeapRef> refs_;
+};
+}  // namespace
+
+QueueStatus Queue::put(std::string_view msg, Deadline deadline, bool interruptible) {
+  return put_many(std::span<const std::string_view>(&msg, 1), deadline, interruptible);
+}
+
+QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline deadline,
+                            bool interruptible) {
+  if (msgs.empty()) return QueueStatus::kOk;
+  const uint64_t ring = h_->ring_bytes;
+  uint64_t len = 0, span = 0;
+  bool any_oob = false;
+  for (std::string_view m : msgs) {
+    if (m.size() > max_message_bytes()) {
+      throw_error(Errc::kInvalidArgument,
+                  "queue: a message of " + std::to_string(m.size()) +
+                      " bytes is longer than this queue takes (" +
+                      std::to_string(max_message_bytes()) + ")");
+    }
+    len += m.size();
+    if (out_of_band(ring, m.size())) {
+      any_oob = true;
+      span += layout::record_span(sizeof(layout::OutOfBandRef));
+    } else {
+      span += layout::record_span(m.size());
+    }
+  }
+  if (span > ring || (h_->max_messages != 0 && msgs.size() > h_->max_messages) ||
+      (h_->max_bytes != 0 && len > h_->max_bytes)) {
+    throw_error(Errc::kInvalidArgument, "queue: " + std::to_string(msgs.size()) +
+                                            " messages of " + std::to_string(len) +
+                                            " bytes together can never fit this queue");
+  }
+  // Big messages are copied into pending heap blocks without the queue's lock.
+  PendingBlocks blocks(heap_);
+  if (any_oob) {
+    for (std::string_view m : msgs) {
+      if (out_of_band(ring, m.size())) blocks.add(m);
+    }
+  }
+  Waiter waiter(deadline, interruptible);
+  for (;;) {
+    QueueLock lock(heap_, h_, ring_);
+    const LockOutcome lo = lock.lock(deadline, interruptible);
+    if (lo == LockOutcome::kInterrupted) return QueueStatus::kInterrupted;
+    if (lo == LockOutcome::kTimeout) return QueueStatus::kFull;
+    if (fits(h_, msgs.size(), len, span)) {
+      // Steps (docs/design/queue.md): 1 write the records past tail; [out of band: 2a intent
+      // kIntentCommitting; 2b commit each block; 2c kIntentCommitted]; 3 publish: one store of
+      // tail; [3a intent idle]; 4 the derived counts; 5 bump put_seq; unlock; 6 wake.
+      const uint64_t tail = h_->tail.load(std::memory_order_relaxed);
+      uint64_t pos = tail;
+      size_t next_block = 0;
+      for (std::string_view m : msgs) {
+        if (out_of_band(ring, m.size())) {
+          const layout::OutOfBandRef o{blocks.refs()[next_block++], m.size()};
+          pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand, &o, sizeof o);
+        } else {
+          pos = write_record(h_, ring_, pos, layout::kRecordBytes, m.data(), m.size());
+        }
+      }
+      if (any_oob) {
+        h_->put_intent_tail.store(pos, std::memory_order_relaxed);
+        // Release: the records and the intent's tail are written before the state says so.
+        h_->put_intent_state.store(layout::kIntentCommitting, std::memory_order_release);
+        for (HeapRef r : blocks.refs()) heap_.commit(r);
+        blocks.committed();
+        h_->put_intent_state.store(layout::kIntentCommitted, std::memory_order_release);
+      }
+      // Release: the records are complete before the tail that publishes them (the lock
+      // orders them for live readers; this orders them for a recovery after a death).
+      h_->tail.store(pos, std::memory_order_release);
+      if (any_oob) h_->put_intent_state.store(layout::kIntentIdle, std::memory_order_release);
+      h_->count.store(h_->count.load(std::memory_order_relaxed) + msgs.size(),
+                      std::memory_order_relaxed);
+      h_->bytes.store(h_->bytes.load(std::memory_order_relaxed) + len,
+                      std::memory_order_relaxed);
+      h_->puts.fetch_add(msgs.size(), std::memory_order_relaxed);
+      const bool sleepers = bump(h_->put_seq);
+      lock.unlock();
+      if (sleepers) wake(h_->put_seq);
+      return QueueStatus::kOk;
+    }
+    if (waiter.passed()) return QueueStatus::kFull;
+    waiter.prepare(h_->get_seq);
+    lock.unlock();
+    if (!waiter.wait(h_->get_seq)) return QueueStatus::kInterrupted;
+  }
+}
+
+// ---- get ------------------------------------------------------------------------------------
+
+// Waits for a message, then takes up to max_messages (and max_bytes, the first always) under one
+// lock hold: appended to *many, or (max_messages 1) into *one, whose buffer is reused so that a
+// consumer of big messages does not allocate (and fault in) a new one for each.
+QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t max_messages,
+                        uint64_t max_bytes, Deadline deadline, bool interruptible) {
+  if (many == nullptr) max_messages = 1;
+  if (max_messages == 0) max_messages = 1;
+  Waiter waiter(deadline, interruptible);
+  for (;;) {
+    QueueLock lock(heap_, h_, ring_);
+    const LockOutcome lo = lock.lock(deadline, interruptible);
+    if (lo == LockOutcome::kInterrupted) return QueueStatus::kInterrupted;
+    if (lo == LockOutcome::kTimeout) return QueueStatus::kEmpty;
+    const uint64_t head = h_->head.load(std::memory_order_relaxed);
+    const uint64_t tail = h_->tail.load(std::memory_order_relaxed);
+    if (head != tail) {
+      // Steps: 1 copy the records' messages out (an allocation that throws leaves the queue as
+      // it was); [out of band: 1a intent kIntentFreeing over [head, end)]; 2 consume: one store
+      // of head; [2a free the blocks; 2b intent idle]; 3 the derived counts; 4 bump get_seq;
+      // unlock; 5 wake. All are copied out before the head store, so a consumer killed here
+      // loses all of them or none.
+      const size_t first = many != nullptr ? many->size() : 0;
+      uint64_t pos = head, taken_bytes = 0;
+      size_t taken = 0;
+      std::vector<HeapRef> blocks;
+      try {
+        while (pos != tail && taken < max_messages) {
+          Result<channels::RecordView> r = channels::read_record(ring_, h_->ring_bytes, pos, tail);
+          if (!r.has_value()) corrupt(r.status().message());
+          const channels::RecordView& v = r.value();
+          if (taken != 0 && max_bytes != 0 && taken_bytes + v.message > max_bytes) break;
+          std::string& msg = many != nullptr ? many->emplace_back() : *one;
+          msg.resize(v.message);
+          if (v.ref == 0) {
+            channels::ring_read(ring_, h_->ring_bytes, pos + layout::kRecordHeaderBytes,
+                                msg.data(), v.length);
+          } else {
+            uint64_t usable = 0;
+            try {
+              usable = heap_.usable_size(v.ref);
+            } catch (const Error& e) {
+              corrupt("queue: the record at " + std::to_string(pos) + " names block " +
+                      std::to_string(v.ref) + ", which is not a used block (" + e.what() + ")");
+            }
+            if (v.message > usable) {
+              corrupt("queue: out-of-band block " + std::to_string(v.ref) + " is smaller than " +
+                      std::to_string(v.message) + " bytes");
+            }
+            if (v.message != 0) std::memcpy(msg.data(), heap_.at(v.ref, v.message), v.message);
+            blocks.push_back(v.ref);
+          }
+          pos += v.span();
+          taken_bytes += v.message;
+          ++taken;
+        }
+      } catch (...) {
+        if (many != nullptr) many->resize(first);
+        throw;  // the lock is released by its guard; nothing in the queue changed
+      }
+      if (!blocks.empty()) {
+        h_->get_intent_head.store(head, std::memory_order_relaxed);
+        h_->get_intent_end.store(pos, std::memory_order_relaxed);
+        h_->get_intent_state.store(layout::kIntentFreeing, std::memory_order_release);
+      }
+      h_->head.store(pos, std::memory_order_release);
+      h_->count.store(h_->count.load(std::memory_order_relaxed) - taken,
+                      std::memory_order_relaxed);
+      h_->bytes.store(h_->bytes.load(std::memory_order_relaxed) - taken_bytes,
+                      std::memory_order_relaxed);
+      h_->gets.fetch_add(taken, std::memory_order_relaxed);
+      if (!blocks.empty()) {
+        // The intent stays until every block is freed: a death among the frees leaves the
+        // rest to recovery, which frees only what is still committed (never one twice).
+        for (HeapRef b : blocks) heap_.free(b);
+        h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
+      }
+      const bool sleepers = bump(h_->get_seq);
+      lock.unlock();
+      if (sleepers) wake(h_->get_seq);
+      return QueueStatus::kOk;
+    }
+    if (waiter.passed()) return QueueStatus::kEmpty;
+    waiter.prepare(h_->put_seq);
+    lock.unlock();
+    if (!waiter.wait(h_->put_seq)) return QueueStatus::kInterrupted;
+  }
+}
+
+QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible) {
+  return take(nullptr, &out, 1, 0, deadline, interruptible);
+}
+
+QueueStatus Queue::get_many(std::vector<std::string>& out, size_t max_messages,
+                            Deadline deadline, bool interruptible, uint64_t max_bytes) {
+  return take(&out, nullptr, max_messages, max_bytes, deadline, interruptible);
+}
+
+// ---- state ----------------------------------------------------------------------------------
+
+uint64_t Queue::size() const noexcept { return h_->count.load(std::memory_order_relaxed); }
+
+bool Queue::full(uint64_t length) const noexcept {
+  const uint64_t span = out_of_band(h_->ring_bytes, length)
+                            ? layout::record_span(sizeof(layout::OutOfBandRef))
+                            : layout::record_span(length);
+  return !fits(h_, 1, length, span);
+}
+
+uint64_t Queue::ring_bytes() const noexcept { return h_->ring_bytes; }
+uint64_t Queue::max_messages() const noexcept { return h_->max_messages; }
+uint64_t Queue::max_bytes() const noexcept { return h_->max_bytes; }
+
+uint64_t Queue::max_message_bytes() const noexcept {
+  const uint64_t most = layout::kQueueMaxOutOfBand;
+  return h_->max_bytes != 0 ? std::min(most, h_->max_bytes) : most;
+}
+
+QueueStats Queue::stats() const noexcept {
+  QueueStats s;
+  s.size = h_->count.load(std::memory_order_relaxed);
+  s.bytes = h_->bytes.load(std::memory_order_relaxed);
+  s.puts = h_->puts.load(std::memory_order_relaxed);
+  s.gets = h_->gets.load(std::memory_order_relaxed);
+  s.recoveries = h_->recoveries.load(std::memory_order_relaxed);
+  return s;
+}
+
+QueueStats Queue::check() {
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: check could not take the lock");
+  }
+  // Every failure below throws; the guard unlocks.
+  QueueHeader copy;
+  std::memcpy(static_cast<void*>(&copy), h_, sizeof copy);
+  channels::check_header_constants(copy, heap_.usable_size(top_)).throw_if_error();
+  const uint64_t head = h_->head.load(), tail = h_->tail.load();
+  Result<channels::RingWalk> w = channels::walk_ring(ring_, h_->ring_bytes, head, tail);
+  if (!w.has_value()) corrupt(w.status().message());
+  const uint64_t count = h_->count.load(), bytes = h_->bytes.load();
+  if (w.value().count != count || w.value().bytes != bytes) {
+    corrupt("queue: Q5: counts say " + std::to_string(count) + " messages of " +
+            std::to_string(bytes) + " bytes, the ring holds " + std::to_string(w.value().count) +
+            " of " + std::to_string(w.value().bytes));
+  }
+  if ((h_->max_messages != 0 && count > h_->max_messages) ||
+      (h_->max_bytes != 0 && bytes > h_->max_bytes)) {
+    corrupt("queue: Q5: more in the queue than its bounds allow");
+  }
+  if (h_->put_intent_state.load() != layout::kIntentIdle ||
+      h_->get_intent_state.load() != layout::kIntentIdle) {
+    corrupt("queue: Q6: an intent is not idle at rest");
+  }
+  // Q6: each out-of-band record names its own used block, large enough.
+  std::set<HeapRef> named;
+  for (uint64_t pos = head; pos != tail;) {
+    const channels::RecordView v = channels::read_record(ring_, h_->ring_bytes, pos, tail).take();
+    if (v.ref != 0) {
+      uint64_t usable = 0;
+      try {
+        usable = heap_.usable_size(v.ref);
+      } catch (const Error& e) {
+        corrupt("queue: Q6: the record at " + std::to_string(pos) + " names block " +
+                std::to_string(v.ref) + ", which is not a used block (" + e.what() + ")");
+      }
+      if (usable < v.message || !named.insert(v.ref).second) {
+        corrupt("queue: Q6: block " + std::to_string(v.ref) + " is too small or named twice");
+      }
+    }
+    pos += v.span();
+  }
+  // The heap's own invariants, under the queue's lock so that no put or get is between two
+  // steps meanwhile: every committed block is then the queue's or a record's, unless a death in
+  // one of the narrow windows of docs/design/queue.md leaked it (counted, not an error).
+  const HeapReport hr = heap_.check();
+  QueueStats s = stats();
+  s.out_of_band = named.size();
+  const uint64_t committed = hr.used_blocks - hr.pending_blocks;
+  s.stray_blocks = committed > 1 + named.size() ? committed - 1 - named.size() : 0;
+  return s;
+}
+
+}  // namespace shoal

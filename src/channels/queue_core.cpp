@@ -1,0 +1,103 @@
+// src/channels/queue_core.cpp — the queue's decoder (see queue_core.hpp).
+#include "channels/queue_core.hpp"
+
+#include <string>
+
+namespace shoal::channels {
+
+using layout::kQueueMaxRing;
+using layout::kQueueMinRing;
+using layout::kRecordHeaderBytes;
+
+Status check_header_constants(const layout::QueueHeader& h, uint64_t block_bytes) noexcept {
+  if (h.magic != layout::kQueueMagic) {
+    return Status(Errc::kIncompatible, "queue: the block holds something else than a queue");
+  }
+  if (h.version != layout::kQueueVersion) {
+    return Status(Errc::kIncompatible, "queue: layout version " + std::to_string(h.version) +
+                                           ", this build reads " +
+                                           std::to_string(layout::kQueueVersion));
+  }
+  if (h.header_bytes != sizeof(layout::QueueHeader)) {
+    return Status(Errc::kCorrupt, "queue: header size " + std::to_string(h.header_bytes) +
+                                      ", expected " +
+                                      std::to_string(sizeof(layout::QueueHeader)));
+  }
+  if (h.ring_bytes % 8 != 0 || h.ring_bytes < kQueueMinRing || h.ring_bytes > kQueueMaxRing) {
+    return Status(Errc::kCorrupt, "queue: ring size " + std::to_string(h.ring_bytes) +
+                                      " is not a multiple of 8 in [64, 2**30]");
+  }
+  if (block_bytes < h.header_bytes || block_bytes - h.header_bytes < h.ring_bytes) {
+    return Status(Errc::kCorrupt, "queue: a ring of " + std::to_string(h.ring_bytes) +
+                                      " bytes does not fit its block of " +
+                                      std::to_string(block_bytes));
+  }
+  return Status();
+}
+
+Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
+                               uint64_t tail) noexcept {
+  if (pos % 8 != 0 || tail < pos || tail - pos < kRecordHeaderBytes) {
+    return Status(Errc::kCorrupt, "queue: no record header fits at position " +
+                                      std::to_string(pos) + " (tail " + std::to_string(tail) +
+                                      ")");
+  }
+  layout::QueueRecord r;
+  // The header never wraps: pos and ring_bytes are multiples of 8.
+  std::memcpy(&r, ring + pos % ring_bytes, sizeof r);
+  RecordView v;
+  v.length = r.length;
+  if (r.tag == layout::record_tag(layout::kRecordBytes)) {
+    v.flags = layout::kRecordBytes;
+  } else if (r.tag == layout::record_tag(layout::kRecordOutOfBand)) {
+    v.flags = layout::kRecordOutOfBand;
+  } else {
+    return Status(Errc::kCorrupt, "queue: bad record tag " + std::to_string(r.tag) +
+                                      " at position " + std::to_string(pos));
+  }
+  if (r.length > max_record_payload(ring_bytes) ||
+      layout::record_span(r.length) > tail - pos) {
+    return Status(Errc::kCorrupt, "queue: record of " + std::to_string(r.length) +
+                                      " bytes at position " + std::to_string(pos) +
+                                      " runs past the tail " + std::to_string(tail));
+  }
+  v.message = r.length;
+  if (v.flags == layout::kRecordOutOfBand) {
+    if (r.length != sizeof(layout::OutOfBandRef)) {
+      return Status(Errc::kCorrupt, "queue: out-of-band record of " + std::to_string(r.length) +
+                                        " bytes at position " + std::to_string(pos));
+    }
+    layout::OutOfBandRef o;
+    ring_read(ring, ring_bytes, pos + kRecordHeaderBytes, &o, sizeof o);
+    if (o.ref == 0 || o.length > layout::kQueueMaxOutOfBand) {
+      return Status(Errc::kCorrupt, "queue: out-of-band record at position " +
+                                        std::to_string(pos) + " names block " +
+                                        std::to_string(o.ref) + " of " +
+                                        std::to_string(o.length) + " bytes");
+    }
+    v.ref = o.ref;
+    v.message = o.length;
+  }
+  return v;
+}
+
+Result<RingWalk> walk_ring(const std::byte* ring, uint64_t ring_bytes, uint64_t head,
+                           uint64_t tail) noexcept {
+  if (head > tail || tail - head > ring_bytes || head % 8 != 0 || tail % 8 != 0) {
+    return Status(Errc::kCorrupt, "queue: positions head " + std::to_string(head) + ", tail " +
+                                      std::to_string(tail) + " break Q3 (ring of " +
+                                      std::to_string(ring_bytes) + ")");
+  }
+  RingWalk w;
+  for (uint64_t pos = head; pos != tail;) {
+    Result<RecordView> r = read_record(ring, ring_bytes, pos, tail);
+    if (!r.has_value()) return r.status();
+    w.count += 1;
+    w.bytes += r.value().message;
+    if (r.value().ref != 0) w.out_of_band += 1;
+    pos += r.value().span();
+  }
+  return w;
+}
+
+}  // namespace shoal::channels

@@ -1,0 +1,159 @@
+// src/layout/queue_layout.hpp — a multi-producer multi-consumer queue of byte messages
+// (shoal::Queue, include/shoal/queue.hpp). Design note: docs/design/queue.md.
+//
+// A queue is a shoal::Heap (include/shoal/heap.hpp) whose root word names one block holding a
+// QueueHeader followed by the ring: `ring_bytes` bytes of variable-size records.
+//
+//   heap root word ──> [ QueueHeader (256 bytes) | ring: ring_bytes bytes ............ ]
+//                        magic, version, sizes      records at positions head .. tail
+//                        lock, head, tail           (mod ring_bytes), 8-byte aligned
+//                        counts, futex words, stats
+//
+// Positions. head and tail are byte positions that only grow (64-bit: they never wrap in the
+// life of a machine); the byte of position p is ring[p % ring_bytes]. The published records are
+// exactly those in [head, tail), one after the other with no gap.
+//
+// A record: an 8-byte QueueRecord {length, tag} and `length` payload bytes, padded with zeros
+// to a multiple of 8: it spans record_span(length) = 8 + round_up(length, 8) bytes. Records may
+// wrap: the header never does (positions and ring_bytes are multiples of 8), the payload may
+// continue at ring[0]. tag = kRecordMarker << 8 | flags; the marker lets a walk tell a record
+// from garbage; flags (bits 0..7) say what the payload is: kRecordBytes (the message's bytes)
+// or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap that
+// holds the message). Other flags are refused by this version's reader (kCorrupt), so a later
+// version's Python-encoded records are not misread. A message goes out of band when its
+// inline record would take more than a quarter of the ring (so a big message never waits for
+// a big contiguous stretch of ring, and any size up to Heap::kMaxAllocation goes through).
+//
+// Invariants (Queue::check verifies every one; queue_core.cpp's decode_ring runs the part that
+// reads bytes, which the fuzz target fuzz/queue_fuzzer.cpp drives):
+//   Q1  magic == kQueueMagic, version == kQueueVersion, header_bytes == sizeof(QueueHeader);
+//       written once by the creator before the heap's root word names the block.
+//   Q2  ring_bytes is a multiple of 8, kQueueMinRing <= ring_bytes <= kQueueMaxRing; the block
+//       holds header_bytes + ring_bytes bytes. max_messages and max_bytes never change (0: no
+//       bound but the ring).
+//   Q3  head <= tail, tail - head <= ring_bytes, both multiples of 8.
+//   Q4  walking from head, every record's tag holds kRecordMarker and a known flag, its length
+//       <= ring_bytes - 8, and the walk lands exactly on tail.
+//   Q5  at rest (lock free, or recovered) count == the records of Q4 and bytes == the sum of
+//       their message lengths (an out-of-band record's OutOfBandRef::length); count <=
+//       max_messages and bytes <= max_bytes when they are set.
+//   Q6  every out-of-band record names a used, committed block of the heap of at least its
+//       length, and no two records name one block; at rest put_intent and get_intent are idle.
+// Who writes what: every field but the statistics' lock-free readers' view is written under
+// `lock` (a RobustMutexWord, src/sync/robust_mutex.hpp). count and bytes are also read without
+// the lock (size(), empty(): a hint, stale at once). The futex words put_seq and get_seq change
+// under the lock; waiters sleep on them without it.
+// Crash consistency: a put writes its record past tail, then publishes it with ONE store of
+// tail (release); a get copies its records out, then consumes them with ONE store of head. Every
+// other field is derived and recomputed by recovery (the next holder, told kOwnerDied, walks
+// [head, tail) and rewrites count and bytes). Out-of-band blocks add two intents, so recovery
+// knows which blocks a dead holder was committing (put) or freeing (get); it frees those still
+// committed (Heap::committed_block), never one twice; see queue.md. So a producer killed anywhere in put leaves either
+// no message (bytes past tail are ignored and overwritten) or the whole message; a consumer
+// killed in get leaves its messages in the queue (before the head store) or takes them with it
+// (after). docs/design/queue.md has the table, step by step.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "layout/robust_mutex_layout.hpp"
+
+namespace shoal::layout {
+
+inline constexpr uint64_t kQueueMagic = 0x4555514C414F4853ULL;  // ASCII "SHOALQUE" in memory order
+inline constexpr uint32_t kQueueVersion = 1;
+inline constexpr uint64_t kQueueMinRing = 64;
+// Positions are 64-bit and lengths 32-bit: a ring of at most 1 GiB keeps every record's length
+// (<= ring_bytes - 8) in 32 bits with room to spare.
+inline constexpr uint64_t kQueueMaxRing = uint64_t{1} << 30;
+
+// Bits of the futex words put_seq / get_seq: a 31-bit counter bumped by every publish (put_seq)
+// or consume (get_seq), and a waiters bit a sleeper sets (under the lock) before it sleeps, so
+// the other side calls futex_wake only when someone may sleep. A sleeper that dies leaves the
+// bit set: the next bump clears it after one wake that wakes nobody (self-healing).
+inline constexpr uint32_t kSeqWaiters = 1u << 31;
+inline constexpr uint32_t kSeqMask = kSeqWaiters - 1;
+
+inline constexpr uint32_t kRecordMarker = 0x51524Du;  // "MRQ": 24 bits, in tag bits 8..31
+inline constexpr uint32_t kRecordBytes = 0;           // flags: the payload is the message
+inline constexpr uint32_t kRecordOutOfBand = 1;       // flags: the payload is an OutOfBandRef
+inline constexpr uint64_t kRecordHeaderBytes = 8;
+// The largest out-of-band message: what one heap block can hold (Heap::kMaxAllocation).
+inline constexpr uint64_t kQueueMaxOutOfBand = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;
+
+// Intent states (put_intent_state, get_intent_state), each stored under the lock.
+inline constexpr uint64_t kIntentIdle = 0;
+inline constexpr uint64_t kIntentCommitting = 1;  // put: records past tail written; commits begun
+inline constexpr uint64_t kIntentCommitted = 2;   // put: every block committed, tail not stored
+inline constexpr uint64_t kIntentFreeing = 1;     // get: about to store head, then free blocks
+
+inline constexpr uint32_t record_tag(uint32_t flags) noexcept { return kRecordMarker << 8 | flags; }
+inline constexpr uint64_t record_span(uint64_t length) noexcept {
+  return kRecordHeaderBytes + ((length + 7) & ~uint64_t{7});
+}
+
+struct QueueRecord {
+  uint32_t length;  // payload bytes
+  uint32_t tag;     // record_tag(flags)
+};
+static_assert(sizeof(QueueRecord) == kRecordHeaderBytes);
+
+// The payload of an out-of-band record (16 bytes; it may wrap around the ring's end as a whole
+// payload may, between its two words).
+struct OutOfBandRef {
+  uint64_t ref;     // a HeapRef of the queue's heap: the block that holds the message
+  uint64_t length;  // the message's bytes (<= the block's usable size, <= kQueueMaxOutOfBand)
+};
+static_assert(sizeof(OutOfBandRef) == 16);
+
+// 16-byte aligned, as every heap block's payload is (not 64: a heap block does not promise a
+// cache line; the groups below are 64 bytes apart relative to the block, which is what the
+// layout fixes; every field is touched under the lock anyway, so sharing a line costs little).
+struct alignas(16) QueueHeader {
+  // Written once by the creator (Q1, Q2), read by everyone without the lock.
+  uint64_t magic;          // kQueueMagic
+  uint32_t version;        // kQueueVersion; bump on any change in this file
+  uint32_t header_bytes;   // sizeof(QueueHeader): the ring starts here in the block
+  uint64_t ring_bytes;     // the ring's size (Q2)
+  uint64_t max_messages;   // maxsize: a put waits while count == max_messages (0: unbounded)
+  uint64_t max_bytes;      // a put waits while bytes + its length > max_bytes (0: unbounded)
+  uint64_t reserved0[3];   // zero
+
+  // The lock and what it guards (64: its own cache line with the positions).
+  RobustMutexWord lock;             // guards everything below but the stats' lock-free reads
+  std::atomic<uint64_t> head;       // first unread record; the consume store (get's last step)
+  std::atomic<uint64_t> tail;       // end of the last published record; the publish store
+  std::atomic<uint64_t> count;      // records in [head, tail) (derived; lock-free readers: hint)
+  std::atomic<uint64_t> bytes;      // their payload bytes (derived; a hint without the lock)
+  uint64_t reserved1[3];
+
+  // Futex words (128: consumers sleep on put_seq, producers on get_seq).
+  std::atomic<uint32_t> put_seq;    // bumped under the lock after each publish (kSeqMask bits)
+  std::atomic<uint32_t> get_seq;    // bumped under the lock after each consume
+  uint32_t reserved2[14];
+
+  // Statistics (192), written under the lock, read without it (may be stale).
+  std::atomic<uint64_t> puts;        // messages published
+  std::atomic<uint64_t> gets;        // messages consumed
+  std::atomic<uint64_t> recoveries;  // times a holder found the previous one dead
+  // Intents (216), under the lock: what a holder that dies mid-way leaves for recovery.
+  std::atomic<uint64_t> put_intent_state;  // kIntentIdle / kIntentCommitting / kIntentCommitted
+  std::atomic<uint64_t> put_intent_tail;   // the tail the records past tail end at
+  std::atomic<uint64_t> get_intent_state;  // kIntentIdle / kIntentFreeing
+  std::atomic<uint64_t> get_intent_head;   // the head before the consume store
+  std::atomic<uint64_t> get_intent_end;    // the head after it
+};
+static_assert(sizeof(QueueHeader) == 256, "layout is ABI: bump kQueueVersion");
+static_assert(alignof(QueueHeader) <= 16, "a heap block's payload is only 16-byte aligned");
+static_assert(offsetof(QueueHeader, lock) == 64, "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, put_seq) == 128, "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, puts) == 192, "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, put_intent_state) == 216, "layout is ABI: bump kQueueVersion");
+static_assert(std::atomic<uint64_t>::is_always_lock_free,
+              "atomics in shared memory must be lock-free, or they are per-process");
+static_assert(kQueueMaxRing - kRecordHeaderBytes <= UINT32_MAX,
+              "a record's length must fit its 32-bit field");
+
+}  // namespace shoal::layout

@@ -1,0 +1,497 @@
+// shoal::Queue across real processes: producers and consumers in several processes deliver
+// every message exactly once; producers SIGKILLed at random instants of put never wedge the
+// queue nor corrupt it; a consumer killed in get loses at most the message it was taking; a
+// lock holder that dies between two steps of put or get is repaired by the next one.
+#include "shoal/queue.hpp"
+#include "shoal/session.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "layout/heap_layout.hpp"
+#include "layout/queue_layout.hpp"
+#include "sync/robust_mutex.hpp"
+#include "test_support.hpp"
+
+namespace shoal {
+namespace {
+
+using layout::QueueHeader;
+using test::ChildProcess;
+using test::ScopedRuntimeDir;
+
+// A message of `len` bytes (len >= 8) that names (stream, seq) and whose every byte depends on
+// them, so a torn, shifted or mixed message is detected.
+// The bytes after the first 8 depend on the stream and the offset only, so a producer can
+// rebuild a message by rewriting its first 8 bytes (and spend its time in put, not here).
+std::string message(uint32_t stream, uint32_t seq, size_t len) {
+  std::string s(len, '\0');
+  std::memcpy(s.data(), &stream, 4);
+  std::memcpy(s.data() + 4, &seq, 4);
+  for (size_t k = 8; k < len; ++k) s[k] = static_cast<char>((stream * 31 + k * 7 + len) & 0xff);
+  return s;
+}
+void set_seq(std::string& s, uint32_t seq) { std::memcpy(s.data() + 4, &seq, 4); }
+
+bool parse(const std::string& s, uint32_t& stream, uint32_t& seq) {
+  if (s.size() < 8) return false;
+  std::memcpy(&stream, s.data(), 4);
+  std::memcpy(&seq, s.data() + 4, 4);
+  return s == message(stream, seq, s.size());
+}
+
+std::string u64(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
+uint64_t from_u64(const std::string& s) {
+  uint64_t v = 0;
+  std::memcpy(&v, s.data(), std::min<size_t>(8, s.size()));
+  return v;
+}
+
+QueueHeader* header_of(const Queue& q) {
+  return q.heap().as<QueueHeader>(q.heap().root().load());
+}
+
+TEST(QueueProcesses, ProducersAndConsumersInSeveralProcessesDeliverEachMessageExactlyOnce) {
+  ScopedRuntimeDir dir;
+  constexpr uint32_t kProducers = 3, kConsumers = 2, kPerProducer = 3000;
+  Queue q = Queue::create({.ring_bytes = 4096});          // small: producers block often
+  Queue results = Queue::create({.ring_bytes = 1 << 20});  // (stream, seq) of each delivery
+  std::vector<std::unique_ptr<ChildProcess>> consumers, producers;
+  for (uint32_t c = 0; c < kConsumers; ++c) {
+    consumers.push_back(std::make_unique<ChildProcess>([&] {
+      after_fork_child();
+      std::map<uint32_t, int64_t> last;  // per producer: the order each consumer sees is FIFO
+      std::vector<std::string> batch;
+      for (;;) {
+        batch.clear();
+        if (q.get_many(batch, 16, Deadline::after(60.0)) != QueueStatus::kOk) return 2;
+        for (size_t b = 0; b < batch.size(); ++b) {
+          const std::string& m = batch[b];
+          if (m == "stop") {
+            // The producers are done, so what follows in the batch is the other consumers'
+            // stops: hand them back.
+            for (size_t rest = b + 1; rest < batch.size(); ++rest) (void)q.put(batch[rest]);
+            return 0;
+          }
+          uint32_t stream = 0, seq = 0;
+          if (!parse(m, stream, seq)) return 3;
+          auto it = last.try_emplace(stream, -1).first;
+          if (static_cast<int64_t>(seq) <= it->second) return 4;
+          it->second = seq;
+          if (results.put(m.substr(0, 8)) != QueueStatus::kOk) return 5;
+        }
+      }
+    }));
+  }
+  for (uint32_t p = 0; p < kProducers; ++p) {
+    producers.push_back(std::make_unique<ChildProcess>([&, p] {
+      after_fork_child();
+      std::mt19937 rng(p);
+      for (uint32_t i = 0; i < kPerProducer;) {
+        if (rng() % 4 == 0) {  // a batch now and then
+          std::vector<std::string> ms;
+          for (int k = 0; k < 3 && i < kPerProducer; ++k, ++i) {
+            ms.push_back(message(p, i, 8 + rng() % 200));
+          }
+          std::vector<std::string_view> views(ms.begin(), ms.end());
+          if (q.put_many(views) != QueueStatus::kOk) return 2;
+        } else {
+          if (q.put(message(p, i, 8 + rng() % 200)) != QueueStatus::kOk) return 2;
+          ++i;
+        }
+      }
+      return 0;
+    }));
+  }
+  for (auto& p : producers) EXPECT_EQ(p->wait(std::chrono::seconds(120)), 0);
+  for (uint32_t c = 0; c < kConsumers; ++c) ASSERT_EQ(q.put("stop"), QueueStatus::kOk);
+  for (auto& c : consumers) EXPECT_EQ(c->wait(std::chrono::seconds(120)), 0);
+  std::set<std::pair<uint32_t, uint32_t>> seen;
+  std::string m;
+  while (results.try_get(m) == QueueStatus::kOk) {
+    uint32_t stream = 0, seq = 0;
+    std::memcpy(&stream, m.data(), 4);
+    std::memcpy(&seq, m.data() + 4, 4);
+    EXPECT_TRUE(seen.emplace(stream, seq).second) << "twice: " << stream << "/" << seq;
+  }
+  EXPECT_EQ(seen.size(), size_t{kProducers} * kPerProducer);
+  EXPECT_TRUE(q.empty());
+  q.check();
+  results.check();
+  EXPECT_EQ(q.stats().recoveries, 0u);
+}
+
+TEST(QueueProcesses, ProducersKilledAtRandomInstantsNeverWedgeOrCorruptTheQueue) {
+  ScopedRuntimeDir dir;
+  const uint32_t seed = static_cast<uint32_t>(::getpid());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr int kKills = 80;
+  constexpr uint32_t kLive = 1000;  // the stream of the producer that is never killed
+  Queue q = Queue::create({.ring_bytes = 1 << 18});
+  Queue report = Queue::create({.ring_bytes = 4096});
+  // One consumer checks every message and that each stream is gap-free and in order: a killed
+  // producer's stream stops at some point, never skips or repeats one.
+  ChildProcess consumer([&] {
+    after_fork_child();
+    std::map<uint32_t, int64_t> last;
+    std::string m;
+    for (;;) {
+      if (q.get(m, Deadline::after(60.0)) != QueueStatus::kOk) return 2;
+      if (m == "stop") break;
+      uint32_t stream = 0, seq = 0;
+      if (!parse(m, stream, seq)) return 3;
+      auto it = last.try_emplace(stream, -1).first;
+      if (static_cast<int64_t>(seq) != it->second + 1) return 4;
+      it->second = seq;
+    }
+    const auto live = last.find(kLive);
+    (void)report.put(u64(live == last.end() ? 0 : static_cast<uint64_t>(live->second + 1)));
+    return 0;
+  });
+  constexpr uint32_t kLiveCount = 4000;
+  ChildProcess live([&] {
+    after_fork_child();
+    for (uint32_t i = 0; i < kLiveCount; ++i) {
+      if (q.put(message(kLive, i, 8 + (i * 37) % 1500), Deadline::after(60.0)) !=
+          QueueStatus::kOk) {
+        return 2;
+      }
+      if (i % 64 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return 0;
+  });
+  for (int k = 0; k < kKills; ++k) {
+    const uint32_t len_seed = rng();
+    const uint64_t puts_before = q.stats().puts;
+    ChildProcess victim([&, k, len_seed] {
+      after_fork_child();
+      std::mt19937 r(len_seed);
+      std::vector<std::string> ms;  // built once: the victim spends its time inside put
+      for (int j = 0; j < 8; ++j) {
+        // One in four out of band (over a quarter of the ring): the kills also land in the
+        // heap's allocation, the copy into the block and the commits.
+        const size_t len = j % 4 == 0 ? 70000 + r() % 100000 : 8 + r() % 12000;
+        ms.push_back(message(static_cast<uint32_t>(k), 0, len));
+      }
+      for (uint32_t i = 0;; ++i) {
+        std::string& m = ms[i % ms.size()];
+        set_seq(m, i);
+        if (q.put(m) != QueueStatus::kOk) return 2;
+      }
+    });
+    // Kill it once it is putting, at a random instant.
+    ASSERT_TRUE(test::wait_until([&] { return q.stats().puts > puts_before + 2; }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+    victim.kill(SIGKILL);
+    EXPECT_EQ(victim.wait(std::chrono::seconds(60)), 128 + SIGKILL);
+  }
+  EXPECT_EQ(live.wait(std::chrono::seconds(120)), 0);
+  ASSERT_EQ(q.put("stop", Deadline::after(60.0)), QueueStatus::kOk);
+  EXPECT_EQ(consumer.wait(std::chrono::seconds(120)), 0);
+  std::string n;
+  ASSERT_EQ(report.get(n, Deadline::after(30.0)), QueueStatus::kOk);
+  EXPECT_EQ(from_u64(n), kLiveCount);
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.size, 0u);
+  EXPECT_EQ(s.stray_blocks, 0u);  // every block of a dead producer freed or reclaimed
+  std::printf("queue: %d producers killed, %llu recoveries, %llu stray blocks\n", kKills,
+              static_cast<unsigned long long>(s.recoveries),
+              static_cast<unsigned long long>(s.stray_blocks));
+  // Still usable by everyone.
+  ASSERT_EQ(q.try_put("after"), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, "after");
+}
+
+TEST(QueueProcesses, AConsumerKilledInGetLosesAtMostTheMessageItWasTaking) {
+  ScopedRuntimeDir dir;
+  const uint32_t seed = static_cast<uint32_t>(::getpid());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr uint64_t kMessages = 20000;
+  constexpr int kKills = 10;
+  Queue q = Queue::create({.ring_bytes = 1 << 20});
+  Queue got = Queue::create({.ring_bytes = 1 << 20});  // what the consumers took, in order
+  for (uint64_t i = 0; i < kMessages; ++i) ASSERT_EQ(q.put(u64(i)), QueueStatus::kOk);
+  for (int k = 0; k < kKills; ++k) {
+    ChildProcess consumer([&] {
+      after_fork_child();
+      std::string m;
+      while (q.get(m, Deadline::after(60.0)) == QueueStatus::kOk) {
+        if (got.put(m) != QueueStatus::kOk) return 2;
+      }
+      return 0;
+    });
+    // Kill it once it is taking messages, at a random instant.
+    const uint64_t before = got.stats().puts;
+    ASSERT_TRUE(test::wait_until([&] { return got.stats().puts > before || q.empty(); }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 5000));
+    consumer.kill(SIGKILL);
+    EXPECT_EQ(consumer.wait(std::chrono::seconds(60)), 128 + SIGKILL);
+  }
+  std::set<uint64_t> seen;
+  std::string m;
+  uint64_t taken_by_children = 0;
+  while (got.try_get(m) == QueueStatus::kOk) {
+    ++taken_by_children;
+    EXPECT_TRUE(seen.insert(from_u64(m)).second) << from_u64(m);
+  }
+  while (q.try_get(m) == QueueStatus::kOk) EXPECT_TRUE(seen.insert(from_u64(m)).second);
+  EXPECT_GT(taken_by_children, 0u);
+  EXPECT_LE(kMessages - seen.size(), static_cast<uint64_t>(kKills));
+  EXPECT_EQ(*seen.rbegin(), kMessages - 1);
+  q.check();
+  got.check();
+}
+
+TEST(QueueProcesses, AConsumerKilledInGetOfOutOfBandMessagesLosesAtMostOneAndLeaksNothing) {
+  ScopedRuntimeDir dir;
+  const uint32_t seed = static_cast<uint32_t>(::getpid());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr uint64_t kMessages = 2000;
+  constexpr int kKills = 10;
+  Queue q = Queue::create({.ring_bytes = 1 << 16});
+  Queue got = Queue::create({.ring_bytes = 1 << 20});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  auto body = [](uint64_t i) {  // every other message 20 KB: out of band
+    std::string m = u64(i);
+    if (i % 2 == 1) m.resize(20000, static_cast<char>(i));
+    return m;
+  };
+  for (uint64_t i = 0; i < kMessages; ++i) ASSERT_EQ(q.put(body(i)), QueueStatus::kOk);
+  for (int k = 0; k < kKills; ++k) {
+    ChildProcess consumer([&] {
+      after_fork_child();
+      std::string m;
+      while (q.get(m, Deadline::after(60.0)) == QueueStatus::kOk) {
+        const uint64_t i = from_u64(m);
+        if (m != body(i)) return 3;
+        if (got.put(u64(i)) != QueueStatus::kOk) return 2;
+      }
+      return 0;
+    });
+    const uint64_t before = got.stats().puts;
+    ASSERT_TRUE(test::wait_until([&] { return got.stats().puts > before || q.empty(); }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    consumer.kill(SIGKILL);
+    EXPECT_EQ(consumer.wait(std::chrono::seconds(60)), 128 + SIGKILL);
+  }
+  std::set<uint64_t> seen;
+  std::string m;
+  while (got.try_get(m) == QueueStatus::kOk) EXPECT_TRUE(seen.insert(from_u64(m)).second);
+  while (q.try_get(m) == QueueStatus::kOk) {
+    EXPECT_EQ(m, body(from_u64(m)));
+    EXPECT_TRUE(seen.insert(from_u64(m)).second);
+  }
+  EXPECT_LE(kMessages - seen.size(), static_cast<uint64_t>(kKills));
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.stray_blocks, 0u);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  std::printf("queue: %d consumers killed, %llu lost, %llu recoveries, %llu stray blocks\n",
+              kKills, static_cast<unsigned long long>(kMessages - seen.size()),
+              static_cast<unsigned long long>(s.recoveries),
+              static_cast<unsigned long long>(s.stray_blocks));
+}
+
+// Deterministic, out of band: a producer dies after committing its block but before publishing
+// (recovery frees the block, whether or not it stored kIntentCommitted), or while its block is
+// still pending (the heap reclaims it); a consumer dies after its consume store, before freeing
+// its blocks or after freeing one of two (recovery frees the other, and not the first twice).
+TEST(QueueProcesses, OutOfBandBlocksOfAHolderThatDiesBetweenTwoStepsAreFreed) {
+  ScopedRuntimeDir dir;
+  Queue q = Queue::create({.ring_bytes = 1024});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  QueueHeader* h = header_of(q);
+  auto* ring = reinterpret_cast<std::byte*>(h) + sizeof(QueueHeader);
+  const std::string big(5000, 'z');
+  enum Step { kCommitted, kCommitting, kCommittedStateNot, kConsumed, kOneOfTwoFreed };
+  for (Step step : {kCommitted, kCommitting, kCommittedStateNot, kConsumed, kOneOfTwoFreed}) {
+    if (step == kConsumed || step == kOneOfTwoFreed) {
+      ASSERT_EQ(q.put(big), QueueStatus::kOk);
+    }
+    if (step == kOneOfTwoFreed) {
+      ASSERT_EQ(q.put(big), QueueStatus::kOk);
+    }
+    ChildProcess child([&] {
+      after_fork_child();
+      Heap heap = q.heap();
+      sync::RobustMutex lock(&h->lock);
+      if (step == kConsumed || step == kOneOfTwoFreed) {
+        if (!lock.lock().has_value()) return 2;
+        const uint64_t head = h->head.load();
+        const uint64_t end = head + (step == kConsumed ? 24 : 48);
+        h->get_intent_head.store(head);
+        h->get_intent_end.store(end);
+        h->get_intent_state.store(layout::kIntentFreeing);
+        h->head.store(end);
+        if (step == kOneOfTwoFreed) {
+          layout::OutOfBandRef o;
+          std::memcpy(&o, ring + (head + 8) % 1024, 16);
+          heap.free(o.ref);  // the first block freed, the second not
+        }
+      } else {
+        const HeapRef ref = heap.allocate_pending(big.size());
+        std::memcpy(heap.at(ref, big.size()), big.data(), big.size());
+        if (!lock.lock().has_value()) return 2;
+        const uint64_t tail = h->tail.load();
+        const layout::QueueRecord r{16, layout::record_tag(layout::kRecordOutOfBand)};
+        const layout::OutOfBandRef o{ref, big.size()};
+        std::memcpy(ring + tail % 1024, &r, 8);
+        std::memcpy(ring + (tail + 8) % 1024, &o, 16);
+        h->put_intent_tail.store(tail + 24);
+        h->put_intent_state.store(layout::kIntentCommitting);
+        if (step == kCommitted || step == kCommittedStateNot) heap.commit(ref);
+        if (step == kCommitted) h->put_intent_state.store(layout::kIntentCommitted);
+      }
+      ::kill(::getpid(), SIGKILL);
+      return 3;
+    });
+    EXPECT_EQ(child.wait(), 128 + SIGKILL);
+    const QueueStats s = q.check();  // recovery, then the heap's check reclaims pending blocks
+    EXPECT_EQ(s.size, 0u) << step;
+    EXPECT_EQ(s.stray_blocks, 0u) << step;
+    EXPECT_EQ(q.heap().stats().live_blocks, base_blocks) << step;
+  }
+  EXPECT_EQ(q.stats().recoveries, 5u);
+  ASSERT_EQ(q.put(big), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, big);
+}
+
+// Deterministic: a child dies holding the lock between two steps of put (the record written,
+// tail not stored; and tail stored, counts not updated) or of get (head stored, counts not).
+TEST(QueueProcesses, AHolderThatDiesBetweenTwoStepsIsRepairedByTheNext) {
+  ScopedRuntimeDir dir;
+  Queue q = Queue::create({.ring_bytes = 1024});
+  ASSERT_EQ(q.put("first"), QueueStatus::kOk);
+  QueueHeader* h = header_of(q);
+  auto* ring = reinterpret_cast<std::byte*>(h) + sizeof(QueueHeader);
+  enum Step { kRecordWritten, kTailStored, kHeadStored };
+  for (Step step : {kRecordWritten, kTailStored, kHeadStored}) {
+    ChildProcess child([&] {
+      after_fork_child();
+      sync::RobustMutex lock(&h->lock);
+      if (!lock.lock().has_value()) return 2;
+      const uint64_t tail = h->tail.load();
+      if (step == kRecordWritten || step == kTailStored) {
+        const layout::QueueRecord r{6, layout::record_tag(layout::kRecordBytes)};
+        std::memcpy(ring + tail % 1024, &r, 8);
+        std::memcpy(ring + (tail + 8) % 1024, "second", 6);
+        if (step == kTailStored) h->tail.store(tail + 16);
+      } else {
+        h->head.store(h->head.load() + 16);  // takes "first" (a span of 16), counts stale
+      }
+      ::kill(::getpid(), SIGKILL);
+      return 3;
+    });
+    EXPECT_EQ(child.wait(), 128 + SIGKILL);
+    const QueueStats s = q.check();  // takes the lock: recovery runs first
+    switch (step) {
+      case kRecordWritten:
+        EXPECT_EQ(s.size, 1u);  // the half-put message is not there
+        break;
+      case kTailStored:
+        EXPECT_EQ(s.size, 2u);  // published: it is there, the counts repaired
+        break;
+      case kHeadStored:
+        EXPECT_EQ(s.size, 1u);  // the dead consumer took "first"
+        break;
+    }
+  }
+  EXPECT_EQ(q.stats().recoveries, 3u);
+  std::string m;
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, "second");
+  EXPECT_EQ(q.try_get(m), QueueStatus::kEmpty);
+  q.check();
+}
+
+TEST(QueueProcesses, ASleepingConsumerIsWokenByAProducerInAnotherProcess) {
+  ScopedRuntimeDir dir;
+  Queue q = Queue::create({.ring_bytes = 4096});
+  Queue back = Queue::create({.ring_bytes = 4096});
+  ChildProcess echo([&] {
+    after_fork_child();
+    std::string m;
+    for (int i = 0; i < 200; ++i) {
+      if (q.get(m, Deadline::after(60.0)) != QueueStatus::kOk) return 2;
+      if (back.put(m) != QueueStatus::kOk) return 3;
+    }
+    return 0;
+  });
+  std::string m;
+  for (int i = 0; i < 200; ++i) {
+    if (i % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // sleepers
+    ASSERT_EQ(q.put(u64(i)), QueueStatus::kOk);
+    ASSERT_EQ(back.get(m, Deadline::after(60.0)), QueueStatus::kOk);
+    EXPECT_EQ(from_u64(m), static_cast<uint64_t>(i));
+  }
+  EXPECT_EQ(echo.wait(), 0);
+}
+
+// Unread messages, out-of-band ones included (they grew the heap by extents), go with the queue
+// when its last holder is SIGKILLed: the broker lists none of its objects afterwards.
+TEST(QueueProcesses, NothingIsLeftWhenTheLastHolderIsKilledWithUnreadMessages) {
+  ScopedRuntimeDir dir;
+  test::HandlePipe pipe;
+  ChildProcess child([&] {
+    after_fork_child();
+    Queue q = Queue::create({.ring_bytes = 4096});
+    for (int i = 0; i < 4; ++i) {
+      if (q.put(std::string(3 << 20, static_cast<char>('a' + i))) != QueueStatus::kOk) return 2;
+      if (q.put("small") != QueueStatus::kOk) return 2;
+    }
+    const Heap& c = q.heap();
+    auto* hh = reinterpret_cast<layout::HeapHeader*>(c.root_segment().data());
+    std::ostringstream o;
+    o << c.handle(false);
+    for (uint32_t i = 1; i < c.extent_count(); ++i) {
+      const layout::ExtentEntry& e = layout::heap_extents(hh)[i];
+      Handle x;
+      x.session = c.root_segment().session();
+      x.object = Id128{e.object_hi, e.object_lo};
+      x.size = e.bytes;
+      x.kind = static_cast<uint32_t>(ObjectKind::kExtent);
+      o << ' ' << x.encode();
+    }
+    pipe.send(o.str());
+    pause();
+    return 0;
+  });
+  std::istringstream in(pipe.receive());
+  std::vector<std::string> handles;
+  for (std::string h; in >> h;) handles.push_back(h);
+  ASSERT_GE(handles.size(), 3u);  // the root and at least two extents
+  child.kill(SIGKILL);
+  child.wait();
+  auto live = [&] {  // ask the broker: attaching to find out would hold the objects
+    int n = 0;
+    for (const SessionEntry& e : list_sessions()) {
+      for (const std::string& hs : handles) {
+        const Handle hd = Handle::decode(hs).take();
+        if (e.describe_json.find(hd.object.hex()) != std::string::npos) ++n;
+      }
+    }
+    return n;
+  };
+  EXPECT_TRUE(test::wait_until([&] { return live() == 0; })) << live() << " still listed";
+  for (const std::string& hs : handles) EXPECT_THROW(Segment::attach(hs), StaleHandleError);
+}
+
+}  // namespace
+}  // namespace shoal

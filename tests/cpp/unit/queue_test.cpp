@@ -1,0 +1,397 @@
+// shoal::Queue in one process: FIFO order, wrap-around, full and empty, timeouts, the bounds,
+// batches, the decoder on hand-built bytes and corrupt headers refused. No duration is asserted.
+#include "shoal/queue.hpp"
+
+#include <gtest/gtest.h>
+#include <pthread.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "channels/queue_core.hpp"
+#include "layout/queue_layout.hpp"
+#include "test_support.hpp"
+
+namespace shoal {
+namespace {
+
+using layout::QueueHeader;
+using layout::QueueRecord;
+
+// A message that names its sequence number and has a length that varies with it.
+std::string message(uint64_t i, size_t len) {
+  std::string s(len, '\0');
+  for (size_t k = 0; k < len; ++k) s[k] = static_cast<char>((i * 131 + k * 7) & 0xff);
+  if (len >= 8) std::memcpy(s.data(), &i, 8);
+  return s;
+}
+
+QueueHeader* header_of(const Queue& q) {
+  return q.heap().as<QueueHeader>(q.heap().root().load());
+}
+
+TEST(Queue, PutThenGetIsFifoWithContentsIntact) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create();
+  for (uint64_t i = 0; i < 100; ++i) ASSERT_EQ(q.put(message(i, i % 37)), QueueStatus::kOk);
+  EXPECT_EQ(q.size(), 100u);
+  for (uint64_t i = 0; i < 100; ++i) {
+    std::string m;
+    ASSERT_EQ(q.get(m), QueueStatus::kOk);
+    EXPECT_EQ(m, message(i, i % 37)) << i;
+  }
+  EXPECT_TRUE(q.empty());
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.puts, 100u);
+  EXPECT_EQ(s.gets, 100u);
+}
+
+TEST(Queue, RecordsWrapAroundASmallRingManyTimes) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 256});
+  std::mt19937_64 rng(7);
+  uint64_t next_put = 0, next_get = 0;
+  std::vector<size_t> lens;
+  for (int round = 0; round < 5000; ++round) {
+    const size_t len = rng() % 120;
+    if (rng() % 2 == 0) {
+      if (q.try_put(message(next_put, len)) == QueueStatus::kOk) {
+        lens.push_back(len);
+        ++next_put;
+      }
+    } else {
+      std::string m;
+      if (q.try_get(m) == QueueStatus::kOk) {
+        ASSERT_EQ(m, message(next_get, lens[next_get])) << next_get;
+        ++next_get;
+      }
+    }
+    if (round % 500 == 0) q.check();
+  }
+  EXPECT_GT(next_get, 1000u);  // the ring went round many times
+  q.check();
+}
+
+TEST(Queue, TryPutOnFullIsFullAndTryGetOnEmptyIsEmpty) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64});
+  std::string m;
+  EXPECT_EQ(q.try_get(m), QueueStatus::kEmpty);
+  EXPECT_EQ(m, "");
+  // 64 bytes: records of 8 + 8 = 16 bytes, four of them.
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(q.try_put("12345678"), QueueStatus::kOk);
+  EXPECT_TRUE(q.full(8));
+  EXPECT_EQ(q.try_put("x"), QueueStatus::kFull);
+  EXPECT_EQ(q.try_put(""), QueueStatus::kFull);
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put("x"), QueueStatus::kOk);
+  q.check();
+}
+
+TEST(Queue, TimedPutAndGetReturnFullAndEmptyAfterTheirDeadline) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64, .max_messages = 1});
+  std::string m;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(q.get_for(m, 0.05), QueueStatus::kEmpty);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
+  ASSERT_EQ(q.put("a"), QueueStatus::kOk);
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(q.put_for("b", 0.05), QueueStatus::kFull);
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(50));
+  q.check();
+}
+
+TEST(Queue, MaxMessagesBoundsTheCount) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 4096, .max_messages = 3});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(q.try_put("m"), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put("m"), QueueStatus::kFull);
+  EXPECT_TRUE(q.full());
+  std::string m;
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put("m"), QueueStatus::kOk);
+  q.check();
+}
+
+TEST(Queue, MaxBytesBoundsThePayloadAndRefusesWhatCanNeverFit) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 4096, .max_bytes = 100});
+  EXPECT_EQ(q.max_message_bytes(), 100u);
+  ASSERT_EQ(q.try_put(std::string(60, 'a')), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put(std::string(41, 'b')), QueueStatus::kFull);
+  ASSERT_EQ(q.try_put(std::string(40, 'b')), QueueStatus::kOk);
+  EXPECT_THROW((void)q.try_put(std::string(101, 'c')), InvalidArgumentError);
+  q.check();
+}
+
+TEST(Queue, MessagesLargerThanAQuarterRingGoOutOfBandAndComeBackIntact) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 128});
+  EXPECT_GT(q.max_message_bytes(), uint64_t{1} << 35);
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  // Inline up to a span of 32 (24 bytes: a quarter ring); beyond, a 24-byte record names a
+  // heap block.
+  const std::vector<size_t> lens = {24, 25, 121, 1 << 20, 0, 3 << 20, 7};
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < lens.size(); ++i) sent.push_back(message(i, lens[i]));
+  for (const std::string& m : sent) {
+    if (q.try_put(m) != QueueStatus::kOk) {  // the ring holds five records of 24 bytes
+      std::string got;
+      ASSERT_EQ(q.get(got), QueueStatus::kOk);
+      EXPECT_EQ(got, sent[q.stats().gets - 1]);
+      ASSERT_EQ(q.try_put(m), QueueStatus::kOk);
+    }
+    const QueueStats c = q.check();
+    EXPECT_EQ(c.stray_blocks, 0u);
+  }
+  EXPECT_EQ(q.check().out_of_band, 4u);  // 25 and 121 bytes, 1 MiB, 3 MiB
+  std::vector<std::string> rest;
+  ASSERT_EQ(q.get_many(rest, 100), QueueStatus::kOk);
+  for (size_t i = 0; i < rest.size(); ++i) {
+    EXPECT_EQ(rest[i], sent[sent.size() - rest.size() + i]) << i;
+  }
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.size, 0u);
+  EXPECT_EQ(s.out_of_band, 0u);
+  EXPECT_EQ(s.stray_blocks, 0u);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);  // every block freed by its get
+  EXPECT_THROW(Queue::create({.ring_bytes = 8}), InvalidArgumentError);
+}
+
+TEST(Queue, AnOutOfBandPutThatTimesOutFreesItsBlock) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64, .max_messages = 1});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  ASSERT_EQ(q.try_put("a"), QueueStatus::kOk);
+  EXPECT_EQ(q.put_for(std::string(100000, 'b'), 0.01), QueueStatus::kFull);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  std::vector<std::string_view> mixed = {"c", std::string_view("0123456789abcdef0123456789")};
+  std::string m;
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_THROW((void)q.put_many(mixed), InvalidArgumentError);  // 2 > max_messages
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+}
+
+TEST(Queue, MaxBytesCountsOutOfBandMessages) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 256, .max_bytes = 10000});
+  ASSERT_EQ(q.try_put(std::string(6000, 'a')), QueueStatus::kOk);
+  EXPECT_EQ(q.try_put(std::string(4001, 'b')), QueueStatus::kFull);
+  ASSERT_EQ(q.try_put(std::string(4000, 'b')), QueueStatus::kOk);
+  EXPECT_EQ(q.stats().bytes, 10000u);
+  EXPECT_EQ(q.check().out_of_band, 2u);
+}
+
+TEST(Queue, EmptyMessagesAreMessages) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64});
+  ASSERT_EQ(q.try_put(""), QueueStatus::kOk);
+  EXPECT_EQ(q.size(), 1u);
+  std::string m = "old";
+  ASSERT_EQ(q.try_get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, "");
+  EXPECT_EQ(q.try_get(m), QueueStatus::kEmpty);
+}
+
+TEST(Queue, PutManyIsAllOrNothingAndGetManyTakesUpToItsBounds) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 200});
+  std::vector<std::string_view> five = {"a", "bb", "ccc", "dddd", "eeeee"};
+  ASSERT_EQ(q.put_many(five), QueueStatus::kOk);  // 5 * 16 = 80 bytes
+  ASSERT_EQ(q.put_many(five), QueueStatus::kOk);  // 160
+  ASSERT_EQ(q.put_many(five, Deadline{0}), QueueStatus::kFull);  // 80 > 200 - 160
+  EXPECT_EQ(q.size(), 10u);
+  std::vector<std::string_view> too_many(17, "x");
+  EXPECT_THROW((void)q.put_many(too_many), InvalidArgumentError);  // 17 * 16 > 200
+  std::vector<std::string> out;
+  ASSERT_EQ(q.get_many(out, 3), QueueStatus::kOk);
+  EXPECT_EQ(out, (std::vector<std::string>{"a", "bb", "ccc"}));
+  // max_bytes: "dddd" (4) + "eeeee" (5) > 8: one only; the first is always taken.
+  ASSERT_EQ(q.get_many(out, 100, Deadline::never(), false, 8), QueueStatus::kOk);
+  EXPECT_EQ(out.size(), 4u);
+  EXPECT_EQ(out.back(), "dddd");
+  ASSERT_EQ(q.get_many(out, 100, Deadline::never(), false, 1), QueueStatus::kOk);
+  EXPECT_EQ(out.back(), "eeeee");
+  out.clear();
+  ASSERT_EQ(q.get_many(out, 100), QueueStatus::kOk);
+  EXPECT_EQ(out.size(), 5u);
+  EXPECT_EQ(q.get_many(out, 100, Deadline{0}), QueueStatus::kEmpty);
+  EXPECT_EQ(out.size(), 5u);
+  q.check();
+}
+
+TEST(Queue, AnotherMappingOfTheHandleSeesTheSameQueue) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create();
+  Queue same = Queue::attach(q.handle());
+  ASSERT_EQ(q.put("hello"), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(same.get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, "hello");
+  EXPECT_EQ(same.ring_bytes(), q.ring_bytes());
+}
+
+TEST(Queue, ABlockedGetWakesWhenAnotherThreadPuts) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64});
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_EQ(q.put("late"), QueueStatus::kOk);
+  });
+  std::string m;
+  EXPECT_EQ(q.get_for(m, 30.0), QueueStatus::kOk);
+  EXPECT_EQ(m, "late");
+  t.join();
+  // And a blocked put wakes when a get makes room.
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(q.try_put("12345678"), QueueStatus::kOk);
+  std::thread t2([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::string x;
+    ASSERT_EQ(q.get(x), QueueStatus::kOk);
+  });
+  EXPECT_EQ(q.put_for("12345678", 30.0), QueueStatus::kOk);
+  t2.join();
+  q.check();
+}
+
+TEST(Queue, AnInterruptibleWaitReturnsInterruptedOnASignal) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 64});
+  std::string m;
+  {
+    test::SignalStorm storm(::pthread_self());
+    EXPECT_EQ(q.get(m, Deadline::after(30.0), true), QueueStatus::kInterrupted);
+    // Not interruptible: signals do not end the wait before its deadline.
+    EXPECT_EQ(q.get(m, Deadline::after(0.05), false), QueueStatus::kEmpty);
+  }
+  q.check();
+}
+
+TEST(Queue, AHeapThatHoldsNoQueueIsRefused) {
+  test::ScopedRuntimeDir rd;
+  Heap h = Heap::create();
+  EXPECT_THROW(Queue::attach(h.handle()), IncompatibleSegmentError);
+  const HeapRef r = h.allocate(sizeof(QueueHeader));
+  std::memset(h.at(r, sizeof(QueueHeader)), 0, sizeof(QueueHeader));
+  h.root().store(r);
+  EXPECT_THROW(Queue::attach(h.handle()), IncompatibleSegmentError);  // magic 0
+}
+
+TEST(Queue, ACorruptHeaderIsRefusedCleanly) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 1024});
+  QueueHeader* h = header_of(q);
+  h->version = layout::kQueueVersion + 1;
+  EXPECT_THROW(Queue::attach(q.heap()), IncompatibleSegmentError);
+  h->version = layout::kQueueVersion;
+  h->ring_bytes = 1 << 20;  // larger than its block
+  EXPECT_THROW(Queue::attach(q.heap()), CorruptSegmentError);
+  h->ring_bytes = 1001;  // not a multiple of 8
+  EXPECT_THROW(Queue::attach(q.heap()), CorruptSegmentError);
+  h->ring_bytes = 1024;
+  h->header_bytes = 64;
+  EXPECT_THROW(Queue::attach(q.heap()), CorruptSegmentError);
+  h->header_bytes = sizeof(QueueHeader);
+  EXPECT_NO_THROW(Queue::attach(q.heap()));
+}
+
+TEST(Queue, ACorruptRecordIsCorruptSegmentErrorNotACrash) {
+  test::ScopedRuntimeDir rd;
+  Queue q = Queue::create({.ring_bytes = 1024});
+  ASSERT_EQ(q.put("hello"), QueueStatus::kOk);
+  QueueHeader* h = header_of(q);
+  auto* ring = reinterpret_cast<std::byte*>(h) + sizeof(QueueHeader);
+  QueueRecord rec;
+  std::memcpy(&rec, ring, sizeof rec);
+  rec.length = 5000;  // past the tail
+  std::memcpy(ring, &rec, sizeof rec);
+  std::string m;
+  EXPECT_THROW((void)q.get(m), CorruptSegmentError);
+  EXPECT_THROW(q.check(), CorruptSegmentError);
+  rec.length = 5;
+  rec.tag = 0;
+  std::memcpy(ring, &rec, sizeof rec);
+  EXPECT_THROW((void)q.get(m), CorruptSegmentError);
+  rec.tag = layout::record_tag(layout::kRecordBytes);
+  std::memcpy(ring, &rec, sizeof rec);
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);  // the lock was released on each throw
+  EXPECT_EQ(m, "hello");
+}
+
+// The decoder on hand-built bytes (the fuzz target's functions).
+TEST(QueueDecoder, WalksRecordsAcrossTheEndAndRejectsBadOnes) {
+  std::vector<std::byte> ring(64);
+  auto put = [&](uint64_t pos, uint32_t len, uint32_t tag) {
+    QueueRecord r{len, tag};
+    channels::ring_write(ring.data(), ring.size(), pos, &r, sizeof r);
+  };
+  const uint32_t ok = layout::record_tag(layout::kRecordBytes);
+  // A record at 48 of 20 bytes (span 32) wraps to 16; then one of 0 bytes at 16 (span 8).
+  put(48, 20, ok);
+  put(64 + 16, 0, ok);
+  Result<channels::RingWalk> w = channels::walk_ring(ring.data(), 64, 48, 48 + 40);
+  ASSERT_TRUE(w.has_value()) << w.status().message();
+  EXPECT_EQ(w.value().count, 2u);
+  EXPECT_EQ(w.value().bytes, 20u);
+  // Tail inside a record, tail before head, a span over the ring, unaligned positions.
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 16).has_value());
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 40).has_value());
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 0, 72).has_value());
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 4, 12).has_value());
+  put(48, 20, ok + 2);  // an unknown flag
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
+  put(48, 20, layout::record_tag(layout::kRecordOutOfBand));  // out of band: 16 bytes only
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
+  put(48, 57, ok);  // longer than any record of this ring
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 64).has_value());
+  EXPECT_TRUE(channels::walk_ring(ring.data(), 64, 1000, 1000).has_value());  // empty
+}
+
+TEST(QueueDecoder, AnOutOfBandRecordWrappingBetweenItsWordsDecodes) {
+  std::vector<std::byte> ring(64);
+  const layout::QueueRecord r{16, layout::record_tag(layout::kRecordOutOfBand)};
+  channels::ring_write(ring.data(), 64, 48, &r, sizeof r);
+  layout::OutOfBandRef o{0x10040, 123456};
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);  // ref at 56, length at 0
+  Result<channels::RecordView> v = channels::read_record(ring.data(), 64, 48, 72);
+  ASSERT_TRUE(v.has_value()) << v.status().message();
+  EXPECT_EQ(v.value().ref, 0x10040u);
+  EXPECT_EQ(v.value().message, 123456u);
+  EXPECT_EQ(v.value().span(), 24u);
+  Result<channels::RingWalk> w = channels::walk_ring(ring.data(), 64, 48, 72);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w.value().bytes, 123456u);
+  EXPECT_EQ(w.value().out_of_band, 1u);
+  o.ref = 0;  // a null block
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);
+  EXPECT_FALSE(channels::read_record(ring.data(), 64, 48, 72).has_value());
+  o = {0x10040, layout::kQueueMaxOutOfBand + 1};  // longer than any block
+  channels::ring_write(ring.data(), 64, 56, &o, sizeof o);
+  EXPECT_FALSE(channels::read_record(ring.data(), 64, 48, 72).has_value());
+}
+
+TEST(QueueDecoder, HeaderConstantsAreChecked) {
+  QueueHeader h{};
+  h.magic = layout::kQueueMagic;
+  h.version = layout::kQueueVersion;
+  h.header_bytes = sizeof(QueueHeader);
+  h.ring_bytes = 64;
+  EXPECT_TRUE(channels::check_header_constants(h, sizeof(QueueHeader) + 64).is_ok());
+  EXPECT_EQ(channels::check_header_constants(h, sizeof(QueueHeader) + 63).code(),
+            Errc::kCorrupt);
+  EXPECT_EQ(channels::check_header_constants(h, 10).code(), Errc::kCorrupt);
+  h.ring_bytes = layout::kQueueMaxRing + 8;
+  EXPECT_EQ(channels::check_header_constants(h, UINT64_MAX).code(), Errc::kCorrupt);
+  h.ring_bytes = 64;
+  h.magic ^= 1;
+  EXPECT_EQ(channels::check_header_constants(h, UINT64_MAX).code(), Errc::kIncompatible);
+}
+
+}  // namespace
+}  // namespace shoal
