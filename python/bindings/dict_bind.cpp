@@ -313,16 +313,23 @@ PyObject* dict_getitem(PyObject* self, PyObject* key) noexcept {
   bool found = false;
   PyObject* r = lookup(pd, key, &found);
   if (r == nullptr && !found && !PyErr_Occurred()) {
-    // A subclass's __missing__, as dict's __getitem__ calls it.
-    PyObject* missing = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(self)),
-                                               "__missing__");
+    // A subclass's __missing__, as dict's __getitem__ calls it (looked up on the type, bound
+    // as a method; no exception is made when there is none).
+    static PyObject* name = PyUnicode_InternFromString("__missing__");
+    if (name == nullptr) return nullptr;
+    PyObject* missing = _PyType_Lookup(Py_TYPE(self), name);  // borrowed
     if (missing != nullptr) {
-      PyObject* res = PyObject_CallFunctionObjArgs(missing, self, key, nullptr);
-      Py_DECREF(missing);
+      Py_INCREF(missing);
+      PyObject* f = missing;
+      if (descrgetfunc get = Py_TYPE(missing)->tp_descr_get) {
+        f = get(missing, self, reinterpret_cast<PyObject*>(Py_TYPE(self)));
+        Py_DECREF(missing);
+        if (f == nullptr) return nullptr;
+      }
+      PyObject* res = PyObject_CallOneArg(f, key);
+      Py_DECREF(f);
       return res;
     }
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return nullptr;
-    PyErr_Clear();
     set_key_error(key);
   }
   return r;
