@@ -281,6 +281,45 @@ def test_mapping_protocol_equality_hash_and_subclass() -> None:
         len(NoInit())
 
 
+class _WithAttrs(shoal.Dict):
+    pass
+
+
+def test_subclass_instances_with_attributes_survive_gc() -> None:
+    # nanobind's own traverse read a managed __dict__ at tp_dictoffset -1 (a crash in GC).
+    import gc
+
+    objs = []
+    for i in range(50):
+        o = _WithAttrs(i=i)
+        o.note = [o]  # an attribute, and a cycle through it
+        objs.append(o)
+    it = iter(objs[0])
+    gc.collect()
+    assert next(it) == "i" and objs[7]["i"] == 7 and objs[7].note[0] is objs[7]
+    del objs, it, o
+    gc.collect()
+
+
+def test_threads_of_one_process_share_the_lock() -> None:
+    # A thread waiting for the lock (d.lock or a write) releases the GIL: the holder can go on.
+    d = shoal.Dict(n=0)
+
+    def work() -> None:
+        for _ in range(300):
+            with d.lock:
+                d["n"] = d["n"] + 1
+            d[threading.get_ident()] = 1  # a plain write, also waiting while another holds it
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(DEADLINE)
+    assert not any(t.is_alive() for t in ts)
+    assert d["n"] == 1200
+
+
 def test_model_based_random_operations_match_dict() -> None:
     rng = random.Random(15002)
     d, r = shoal.Dict(), {}
