@@ -8,6 +8,7 @@ the views, the lock object and pickling. Design note: docs/design/dict.md, "The 
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import (
     ItemsView,
@@ -105,7 +106,17 @@ class DictLock:
         return f"<shoal.Dict.lock count={self._count}>"
 
 
-class _DictKeys(KeysView[Any]):
+class _ViewMapping:
+    """dict views' ``mapping``: a read-only proxy of the dict they view."""
+
+    __slots__ = ()
+
+    @property
+    def mapping(self) -> Mapping[Any, Any]:
+        return types.MappingProxyType(self._mapping)  # type: ignore[attr-defined]
+
+
+class _DictKeys(_ViewMapping, KeysView[Any]):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[Any]:
@@ -118,7 +129,7 @@ class _DictKeys(KeysView[Any]):
         return f"dict_keys({list(self)!r})"
 
 
-class _DictValues(ValuesView[Any]):
+class _DictValues(_ViewMapping, ValuesView[Any]):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[Any]:
@@ -131,7 +142,7 @@ class _DictValues(ValuesView[Any]):
         return f"dict_values({list(self)!r})"
 
 
-class _DictItems(ItemsView[Any, Any]):
+class _DictItems(_ViewMapping, ItemsView[Any, Any]):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
@@ -228,6 +239,11 @@ class Dict(_shoal.DictCore):
     def __copy__(self) -> Dict:
         return self.copy()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Dict:
+        # A new shared dict: the stored values are copies already (immutable natives, or
+        # pickles that unpickle afresh), so a shallow copy is a deep one.
+        return self.copy()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
@@ -315,8 +331,6 @@ class Dict(_shoal.DictCore):
         return (_glue.rebuild_dict, (type(self), self.send_handle(), self.allow_pickle))
 
     def __class_getitem__(cls, item: Any) -> Any:
-        import types
-
         return types.GenericAlias(cls, item)
 
 

@@ -199,6 +199,9 @@ def test_constructor_update_fromkeys_copy_or() -> None:
     c["z"] = 1
     assert "z" not in d
     assert isinstance(copy.copy(d), shoal.Dict)
+    deep = copy.deepcopy(d)
+    deep["only_in_deep"] = 1
+    assert isinstance(deep, shoal.Dict) and "only_in_deep" not in d
     u = d | {"a": 100, "y": 1}
     assert isinstance(u, shoal.Dict) and u == {**d, "a": 100, "y": 1}
     assert ({"q": 1} | d) == {"q": 1, **d}
@@ -229,6 +232,7 @@ def test_views_match_dict() -> None:
     d["new"] = 4  # views are live
     assert "new" in keys and len(keys) == 4
     assert repr(d.keys()) == "dict_keys(['a', 'b', 'c', 'new'])"
+    assert d.items().mapping["a"] == 1 and d.values().mapping == d
 
 
 def test_changing_the_size_while_iterating_raises_as_dict() -> None:
