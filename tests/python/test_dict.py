@@ -519,11 +519,14 @@ def _take_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _wait_on_dict_lock(d: Any, ready: Any, result: Any) -> None:
+def _wait_on_dict_lock(d: Any, ready: Any, result: Any, how: str) -> None:
     _take_ctrl_c()
     ready.set()
     try:
-        d.lock.acquire()
+        if how == "acquire":
+            d.lock.acquire()
+        else:
+            d["written"] = 1  # a write waits for the lock the same way
         result.value = 1  # must not happen: the parent holds the lock
     except KeyboardInterrupt:
         result.value = 2 if d.lock._count == 0 else 3
@@ -542,12 +545,13 @@ def _interrupt(pid: int) -> bool:
     return False
 
 
-def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext) -> None:
+@pytest.mark.parametrize("how", ["acquire", "write"])
+def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext, how: str) -> None:
     d = shoal.Dict()
     ready, result = shoal.Event(), shoal.Value("i", 0)
     assert d.lock.acquire()
     try:
-        p = ctx.Process(target=_wait_on_dict_lock, args=(d, ready, result))
+        p = ctx.Process(target=_wait_on_dict_lock, args=(d, ready, result, how))
         p.start()
         assert ready.wait(DEADLINE)
         assert p.pid is not None
@@ -555,7 +559,7 @@ def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext) -
         assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
         _join(p)
         assert result.value == 2
-        assert d.lock._count == 1
+        assert d.lock._count == 1 and "written" not in d
     finally:
         d.lock.release()
 
