@@ -44,10 +44,21 @@ struct Bytes {
   friend bool operator==(const Bytes&, const Bytes&) = default;
 };
 
-/// A key or a value: None (std::monostate), bool, int, float, str (UTF-8) or bytes.
-using Item = std::variant<std::monostate, bool, int64_t, double, std::string, Bytes>;
+/// A pickled value: the bytes of a pickle, stored as the codec's kPickle node (its own tag), so
+/// that a stored bytes value never reads back as a pickle nor a pickle as bytes. The Python
+/// layer writes it for values of other types (its allow_pickle fallback); C++ carries the bytes
+/// through unchanged. Never a key (InvalidArgumentError: a pickle has no hash).
+struct Pickled {
+  std::string data;
+  friend bool operator==(const Pickled&, const Pickled&) = default;
+};
 
-/// Python's == between items (1 == 1.0 == True, nan != nan, str != bytes).
+/// A key or a value: None (std::monostate), bool, int, float, str (UTF-8), bytes, or (values
+/// only) a pickle.
+using Item = std::variant<std::monostate, bool, int64_t, double, std::string, Bytes, Pickled>;
+
+/// Python's == between items (1 == 1.0 == True, nan != nan, str != bytes; two pickles are
+/// equal when their bytes are).
 bool items_equal(const Item& a, const Item& b) noexcept;
 /// The item as Python's repr would write it (tests, messages).
 std::string item_repr(const Item& v);
@@ -101,7 +112,8 @@ class Dict {
 
   // ---- writes: each takes the write lock (recursively when this thread holds it) ----
   /// Inserts or overwrites; true when the key was new. An existing equal key keeps its stored
-  /// form and its place (d[1.0] = x on a dict with key 1 keeps 1, as dict does).
+  /// form and its place (d[1.0] = x on a dict with key 1 keeps 1, as dict does). A Pickled key
+  /// is InvalidArgumentError.
   bool set(const Item& key, const Item& value);
   /// Removes the key and returns its value; nullopt when absent.
   std::optional<Item> pop(const Item& key);

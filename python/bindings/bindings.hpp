@@ -45,4 +45,5 @@ void register_array(nanobind::module_& m);
 void register_frozen(nanobind::module_& m);
 void register_heap(nanobind::module_& m);
 void register_sync(nanobind::module_& m);
+void register_dict(nanobind::module_& m);  // after register_sync (OwnerDiedWarning)
 }  // namespace shoal::py

@@ -13,4 +13,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_frozen(m);
   shoal::py::register_heap(m);
   shoal::py::register_sync(m);
+  shoal::py::register_dict(m);
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
 from ._array import Array, empty, full, zeros
+from ._containers import Dict
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
 from ._hold import hold
 from ._kinds import attach
@@ -52,6 +53,7 @@ __all__ = [
     "Condition",
     "CorruptSegmentError",
     "DecodeError",
+    "Dict",
     "Event",
     "FrozenDict",
     "FrozenList",

@@ -57,3 +57,8 @@ def rebuild_value(handle: str, lock: object) -> object:
 
     core = _shoal.SyncValue.from_segment(_shoal.Segment.attach(handle))
     return _sync.Value("", lock=lock, _core=core)
+
+
+def rebuild_dict(cls: type, handle: str, allow_pickle: bool) -> object:
+    """Unpickle a shoal.Dict (or a subclass: cls): attach the dict its handle names."""
+    return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _array, _frozen, _glue, _shoal, _sync
+from . import _array, _containers, _frozen, _glue, _shoal, _sync
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,13 @@ _ENTRIES: dict[str, _Entry] = {
     # The whole array over the segment (no second attach: the view holds this Segment).
     "array": _Entry(attach=_array._view, reconstructor=_shoal.rebuild_array),
     "frozen": _Entry(attach=_attach_frozen, reconstructor=_frozen._rebuild_segment),
-    # A heap (shoal::Heap through _shoal.Heap); an extent, part of a heap, is a raw segment.
-    "heap": _Entry(attach=_shoal.Heap.from_segment, reconstructor=_glue.attach_heap),
+    # A heap (shoal::Heap through _shoal.Heap), or the shoal.Dict a heap holds (its root names
+    # a dict header; a Dict pickles through _glue.rebuild_dict); an extent, part of a heap, is a
+    # raw segment.
+    "heap": _Entry(
+        attach=lambda seg: _containers.from_heap(_shoal.Heap.from_segment(seg)),
+        reconstructor=_glue.attach_heap,
+    ),
     "extent": _Entry(attach=lambda seg: seg, reconstructor=_glue.attach_segment),
     # A lock, semaphore, event, condition, barrier or value (include/shoal/sync.hpp): the
     # shoal.Lock, RLock, Semaphore, ... its header's type names (python/shoal/_sync.py).

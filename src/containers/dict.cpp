@@ -73,9 +73,14 @@ Encoded encode_item(const Item& v) {
       node(Tag::kStr, s.size(), flags, s.data(), s.size());
       break;
     }
-    default: {
+    case 5: {
       const std::string& b = std::get<Bytes>(v).data;
       node(Tag::kBytes, b.size(), 0, b.data(), b.size());
+      break;
+    }
+    default: {
+      const std::string& b = std::get<Pickled>(v).data;
+      node(Tag::kPickle, b.size(), 0, b.data(), b.size());
       break;
     }
   }
@@ -110,12 +115,14 @@ KeyProbe probe_of(const Item& key, uint64_t seed) {
       p.hash = codec::hash::of_bytes(seed, p.data.data(), p.data.size());
       break;
     }
-    default: {
+    case 5: {
       p.kind = KeyProbe::kBytes;
       p.data = std::get<Bytes>(key).data;
       p.hash = codec::hash::of_bytes(seed, p.data.data(), p.data.size());
       break;
     }
+    default:
+      throw_error(Errc::kInvalidArgument, "dict: a pickled value cannot be a key (it has no hash)");
   }
   return p;
 }
@@ -212,7 +219,8 @@ std::string item_repr(const Item& v) {
       return buf;
     }
     case 4: return quoted(std::get<std::string>(v), "");
-    default: return quoted(std::get<Bytes>(v).data, "b");
+    case 5: return quoted(std::get<Bytes>(v).data, "b");
+    default: return "<pickle of " + std::to_string(std::get<Pickled>(v).data.size()) + " bytes>";
   }
 }
 

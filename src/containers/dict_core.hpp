@@ -175,8 +175,8 @@ bool key_matches(const Mem& mem, uint64_t item, const KeyProbe& p) {
 
 /// An item read back as the C++ API's Item. `still_valid()` is asked before a length read from
 /// the memory is trusted for an allocation (a reader then throws StaleRead when it says no).
-/// A stored value the C++ API has no type for (a big int beyond 64 bits, a pickle, a
-/// container) is InvalidArgumentError.
+/// A stored value the C++ API has no type for (a big int beyond 64 bits, a container) is
+/// InvalidArgumentError.
 template <class Mem, class Valid>
 Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
   switch (layout::tag_of(item)) {
@@ -208,13 +208,15 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
       return static_cast<int64_t>(v);
     }
     case Tag::kStr:
-    case Tag::kBytes: {
+    case Tag::kBytes:
+    case Tag::kPickle: {
       uint64_t n = 0;
       const std::byte* p = node_payload(mem, item, &n);
       if (!still_valid()) throw StaleRead{};  // n is trusted from here
       std::string s(n, '\0');
       racy_copy(s.data(), p, n);
       if (layout::tag_of(item) == Tag::kStr) return s;
+      if (layout::tag_of(item) == Tag::kPickle) return Pickled{std::move(s)};
       return Bytes{std::move(s)};
     }
     default:

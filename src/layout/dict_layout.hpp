@@ -16,9 +16,9 @@
 // [-2**59, 2**59)) are inline. Node tags 4..14 are `HeapRef | tag`: the HeapRef (16-byte aligned,
 // so its low 4 bits are free) names a heap block whose payload is exactly the codec's node for
 // that tag: kFloat {f64, 0}, kBigInt {nbytes, 0, bytes}, kStr {nbytes, flags, utf8},
-// kBytes/kPickle {nbytes, 0, bytes}. (The C++ API writes None, bool, int, float, str and bytes;
-// the tuple/frozenset keys and container values of the Python layer are a later version's: a
-// reader of this version refuses a tag it does not know with DecodeError.) Item 15
+// kBytes/kPickle {nbytes, 0, bytes}. (The C++ API writes None, bool, int, float, str, bytes and
+// (values only) Pickled, a kPickle node; the tuple/frozenset keys and container values of the
+// Python layer are a later version's: a reader of this version refuses a tag it does not know with DecodeError.) Item 15
 // (kDeletedKey) in an entry's key word marks an erased entry.
 //
 // Index slot values: 0 empty; i + 1 names entry i. Erasing does not touch the index: the

@@ -74,6 +74,30 @@ TEST(Dict, SetGetEveryItemType) {
   d.check();
 }
 
+TEST(Dict, PickledValuesAreTheirOwnKindNeverBytes) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  const std::string payload("\x80\x05K\x01.", 5);
+  EXPECT_TRUE(d.set(S("p"), Item{Pickled{payload}}));
+  EXPECT_TRUE(d.set(S("b"), B(payload)));
+  // Each reads back as what was stored: the same bytes, two kinds.
+  EXPECT_EQ(*d.get(S("p")), Item{Pickled{payload}});
+  EXPECT_EQ(*d.get(S("b")), B(payload));
+  EXPECT_FALSE(items_equal(*d.get(S("p")), *d.get(S("b"))));
+  EXPECT_FALSE(d.set(S("b"), Item{Pickled{"x"}}));  // an overwrite changes the kind
+  EXPECT_EQ(*d.get(S("b")), Item{Pickled{"x"}});
+  const auto items = d.items();
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].second, Item{Pickled{payload}});
+  EXPECT_EQ(*d.pop(S("p")), Item{Pickled{payload}});
+  // A pickle is never a key: refused before anything is written.
+  EXPECT_THROW(d.set(Item{Pickled{"x"}}, I(1)), InvalidArgumentError);
+  EXPECT_THROW((void)d.get(Item{Pickled{"x"}}), InvalidArgumentError);
+  EXPECT_EQ(d.size(), 1u);
+  EXPECT_EQ(d.popitem()->second, Item{Pickled{"x"}});
+  d.check();
+}
+
 TEST(Dict, EqualNumbersAreOneKeyAsInPython) {
   test::ScopedRuntimeDir rd;
   Dict d = Dict::create();

@@ -1,0 +1,711 @@
+// python/bindings/dict_bind.cpp — shoal._shoal.DictCore, the C++ shoal::Dict
+// (include/shoal/dict.hpp) as the base class of shoal.Dict (python/shoal/_containers.py).
+//
+// Hot paths in C: d[k], d[k] = v, del d[k], k in d, len(d), iter(d) and d.get(k) are raw
+// CPython slots and methods (Py_mp_subscript, Py_mp_ass_subscript, Py_mp_length,
+// Py_sq_contains, Py_tp_methods) on the nanobind class: no Python frame, no nanobind
+// dispatch. Python objects convert to Items here, directly:
+//
+//   keys    None, bool, int (64 bits; an int subclass as its int value), float, str, bytes.
+//           Another hashable key is TypeError when stored and simply absent when looked up (no
+//           stored key can equal it); an unhashable key is TypeError, as dict's.
+//   values  None, bool, int (64 bits), float, str, bytes of exactly those types natively;
+//           anything else (an int beyond 64 bits, a subclass, a tuple, a list, a user class)
+//           as a pickle, shoal::Pickled (a kPickle node: never confused with a stored bytes),
+//           when allow_pickle; TypeError otherwise.
+//
+// Writes take the dict's write lock first with the GIL held (a free lock: no release), and
+// when another process holds it wait without the GIL, interruptibly (Ctrl-C raises
+// KeyboardInterrupt with nothing written), then run the operation under it (the core's own
+// lock is recursive). A write that takes the lock over from a dead holder warns
+// OwnerDiedWarning (the core has completed or rolled back the dead writer's operation).
+//
+// `delta` counts this object's net size changes, so that an iterator raises dict's
+// RuntimeError when this process changed the size under it (other processes' writes do not:
+// iteration is weakly consistent against them).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "bindings.hpp"
+#include "shoal/dict.hpp"
+#include "shoal/heap.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace shoal::py {
+namespace {
+
+PyObject* g_pickle_dumps = nullptr;  // pickle.dumps, imported on first use; lives forever
+PyObject* g_pickle_loads = nullptr;
+PyObject* g_owner_died_warning = nullptr;  // shoal._shoal.OwnerDiedWarning (borrowed, immortal)
+
+int import_pickle() noexcept {
+  if (g_pickle_dumps != nullptr) return 0;
+  PyObject* mod = PyImport_ImportModule("pickle");
+  if (mod == nullptr) return -1;
+  g_pickle_dumps = PyObject_GetAttrString(mod, "dumps");
+  g_pickle_loads = PyObject_GetAttrString(mod, "loads");
+  Py_DECREF(mod);
+  if (g_pickle_dumps == nullptr || g_pickle_loads == nullptr) return -1;
+  return 0;
+}
+
+struct PyDict {
+  Dict d;
+  bool allow_pickle = true;
+  int64_t delta = 0;  // this object's net size changes (the iterators' RuntimeError)
+};
+
+// The PyDict of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
+// super().__init__()).
+[[gnu::always_inline]] inline PyDict* dict_of(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s object is not initialised: its __init__ must call super().__init__()",
+                 Py_TYPE(self)->tp_name);
+    return nullptr;
+  }
+  return nb::inst_ptr<PyDict>(self);
+}
+
+void set_key_error(PyObject* key) noexcept {
+  PyObject* t = PyTuple_Pack(1, key);  // as CPython: a tuple key is not unpacked
+  if (t == nullptr) return;
+  PyErr_SetObject(PyExc_KeyError, t);
+  Py_DECREF(t);
+}
+
+// A key as an Item: 1, or 0 when the key is hashable but no stored key can equal it (`store`:
+// TypeError instead), or -1 with the error set (unhashable: TypeError as dict's).
+int key_item(PyObject* o, Item* out, bool store) noexcept {
+  if (o == Py_None) {
+    *out = std::monostate{};
+    return 1;
+  }
+  if (PyBool_Check(o)) {
+    *out = o == Py_True;
+    return 1;
+  }
+  if (PyLong_Check(o)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+      if (v == -1 && PyErr_Occurred()) return -1;
+      *out = static_cast<int64_t>(v);
+      return 1;
+    }
+    if (!store) return 0;
+    PyErr_SetString(PyExc_TypeError,
+                    "shoal.Dict keys: an int key must fit in 64 bits (this version)");
+    return -1;
+  }
+  if (PyFloat_Check(o)) {
+    *out = PyFloat_AS_DOUBLE(o);
+    return 1;
+  }
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == nullptr) {  // lone surrogates: no UTF-8 form, cannot be stored
+      if (!store) {
+        PyErr_Clear();
+        return 0;
+      }
+      return -1;
+    }
+    *out = std::string(s, static_cast<size_t>(n));
+    return 1;
+  }
+  if (PyBytes_Check(o)) {
+    *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
+    return 1;
+  }
+  if (PyObject_Hash(o) == -1) return -1;  // unhashable: dict's TypeError
+  if (!store) return 0;
+  PyErr_Format(PyExc_TypeError,
+               "shoal.Dict keys are None, bool, int, float, str or bytes (this version), not %.200s",
+               Py_TYPE(o)->tp_name);
+  return -1;
+}
+
+// A value as an Item: 0, or -1 with the error set.
+int value_item(const PyDict* d, PyObject* o, Item* out) noexcept {
+  if (o == Py_None) {
+    *out = std::monostate{};
+    return 0;
+  }
+  PyTypeObject* t = Py_TYPE(o);
+  if (t == &PyBool_Type) {
+    *out = o == Py_True;
+    return 0;
+  }
+  if (t == &PyLong_Type) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+      if (v == -1 && PyErr_Occurred()) return -1;
+      *out = static_cast<int64_t>(v);
+      return 0;
+    }
+  } else if (t == &PyFloat_Type) {
+    *out = PyFloat_AS_DOUBLE(o);
+    return 0;
+  } else if (t == &PyUnicode_Type) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s != nullptr) {
+      *out = std::string(s, static_cast<size_t>(n));
+      return 0;
+    }
+    PyErr_Clear();  // lone surrogates: pickled below
+  } else if (t == &PyBytes_Type) {
+    *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
+    return 0;
+  }
+  if (!d->allow_pickle) {
+    PyErr_Format(PyExc_TypeError,
+                 "shoal.Dict(allow_pickle=False) stores None, bool, int (64 bits), float, str "
+                 "and bytes, not %.200s",
+                 t->tp_name);
+    return -1;
+  }
+  if (import_pickle() != 0) return -1;
+  PyObject* five = PyLong_FromLong(5);
+  if (five == nullptr) return -1;
+  PyObject* args[] = {o, five};
+  PyObject* data = PyObject_Vectorcall(g_pickle_dumps, args, 2, nullptr);
+  Py_DECREF(five);
+  if (data == nullptr) return -1;
+  if (!PyBytes_Check(data)) {
+    Py_DECREF(data);
+    PyErr_SetString(PyExc_TypeError, "pickle.dumps did not return bytes");
+    return -1;
+  }
+  try {
+    *out = Pickled{std::string(PyBytes_AS_STRING(data), static_cast<size_t>(PyBytes_GET_SIZE(data)))};
+  } catch (...) {
+    Py_DECREF(data);
+    PyErr_NoMemory();
+    return -1;
+  }
+  Py_DECREF(data);
+  return 0;
+}
+
+// An Item as a new reference, or nullptr with the error set.
+PyObject* to_py(const Item& v) noexcept {
+  switch (v.index()) {
+    case 0: Py_RETURN_NONE;
+    case 1: return PyBool_FromLong(std::get<bool>(v));
+    case 2: return PyLong_FromLongLong(std::get<int64_t>(v));
+    case 3: return PyFloat_FromDouble(std::get<double>(v));
+    case 4: {
+      const std::string& s = std::get<std::string>(v);
+      return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogatepass");
+    }
+    case 5: {
+      const std::string& b = std::get<Bytes>(v).data;
+      return PyBytes_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size()));
+    }
+    default: {
+      if (import_pickle() != 0) return nullptr;
+      const std::string& p = std::get<Pickled>(v).data;
+      PyObject* b = PyBytes_FromStringAndSize(p.data(), static_cast<Py_ssize_t>(p.size()));
+      if (b == nullptr) return nullptr;
+      PyObject* r = PyObject_CallOneArg(g_pickle_loads, b);
+      Py_DECREF(b);
+      return r;
+    }
+  }
+}
+
+// Takes the dict's lock: the try with the GIL held, then (taken by another process) the
+// interruptible wait without the GIL; a signal handler's exception (Ctrl-C) propagates with
+// nothing taken. timeout < 0: none. Returns kOk, kOwnerDied or kTimeout; may throw.
+SyncStatus take_lock(Dict& d, bool block, double timeout) {
+  SyncStatus s = d.lock(Deadline{0}, false);
+  if (s != SyncStatus::kTimeout || !block || timeout == 0) return s;
+  const Deadline dl = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  for (;;) {
+    {
+      nb::gil_scoped_release nogil;
+      s = d.lock(dl, true);
+    }
+    if (s != SyncStatus::kInterrupted) return s;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
+int warn_owner_died() noexcept {
+  return PyErr_WarnEx(g_owner_died_warning,
+                      "shoal.Dict: a writer died holding the dict's lock; its last single "
+                      "operation was completed or rolled back (a compound update it made under "
+                      "d.lock is not rolled back)",
+                      1);
+}
+
+// Runs f() (which may throw) under the dict's lock: 0, or -1 with the error set.
+template <class F>
+int write_locked(PyDict* pd, F&& f) noexcept {
+  try {
+    const SyncStatus s = take_lock(pd->d, true, -1.0);
+    if (s == SyncStatus::kOwnerDied && warn_owner_died() != 0) {
+      pd->d.unlock();
+      return -1;
+    }
+    try {
+      f();
+    } catch (...) {
+      pd->d.unlock();
+      throw;
+    }
+    pd->d.unlock();
+    return 0;
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+// ---- the slots --------------------------------------------------------------------------
+
+Py_ssize_t dict_len(PyObject* self) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return -1;
+  try {
+    return static_cast<Py_ssize_t>(pd->d.size());
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+// d[key] as a new reference; nullptr with KeyError (found = false) or another error set.
+PyObject* lookup(PyDict* pd, PyObject* key, bool* found) noexcept {
+  *found = false;
+  Item k;
+  const int r = key_item(key, &k, false);
+  if (r < 0) return nullptr;
+  if (r == 0) return nullptr;
+  std::optional<Item> v;
+  try {
+    v = pd->d.get(k);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+  if (!v) return nullptr;
+  *found = true;
+  return to_py(*v);
+}
+
+PyObject* dict_getitem(PyObject* self, PyObject* key) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  bool found = false;
+  PyObject* r = lookup(pd, key, &found);
+  if (r == nullptr && !found && !PyErr_Occurred()) {
+    // A subclass's __missing__, as dict's __getitem__ calls it (looked up on the type, bound
+    // as a method; no exception is made when there is none).
+    static PyObject* name = PyUnicode_InternFromString("__missing__");
+    if (name == nullptr) return nullptr;
+    PyObject* missing = _PyType_Lookup(Py_TYPE(self), name);  // borrowed
+    if (missing != nullptr) {
+      Py_INCREF(missing);
+      PyObject* f = missing;
+      if (descrgetfunc get = Py_TYPE(missing)->tp_descr_get) {
+        f = get(missing, self, reinterpret_cast<PyObject*>(Py_TYPE(self)));
+        Py_DECREF(missing);
+        if (f == nullptr) return nullptr;
+      }
+      PyObject* res = PyObject_CallOneArg(f, key);
+      Py_DECREF(f);
+      return res;
+    }
+    set_key_error(key);
+  }
+  return r;
+}
+
+int dict_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return -1;
+  Item k;
+  if (value == nullptr) {  // del d[key]
+    const int r = key_item(key, &k, false);
+    if (r < 0) return -1;
+    if (r == 0) {
+      set_key_error(key);
+      return -1;
+    }
+    bool removed = false;
+    if (write_locked(pd, [&] { removed = pd->d.pop(k).has_value(); }) != 0) return -1;
+    if (!removed) {
+      set_key_error(key);
+      return -1;
+    }
+    --pd->delta;
+    return 0;
+  }
+  if (key_item(key, &k, true) < 0) return -1;
+  Item v;
+  if (value_item(pd, value, &v) != 0) return -1;  // before the lock: pickling runs Python
+  bool added = false;
+  if (write_locked(pd, [&] { added = pd->d.set(k, v); }) != 0) return -1;
+  if (added) ++pd->delta;
+  return 0;
+}
+
+int dict_contains(PyObject* self, PyObject* key) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return -1;
+  Item k;
+  const int r = key_item(key, &k, false);
+  if (r <= 0) return r;
+  try {
+    return pd->d.contains(k) ? 1 : 0;
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+// get(key, default=None)
+PyObject* dict_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs < 1 || nargs > 2) {
+    PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  bool found = false;
+  PyObject* r = lookup(pd, args[0], &found);
+  if (r != nullptr || found || PyErr_Occurred()) return r;
+  PyObject* dflt = nargs == 2 ? args[1] : Py_None;
+  return Py_NewRef(dflt);
+}
+
+// pop(key[, default])
+PyObject* dict_pop(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs < 1 || nargs > 2) {
+    PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  Item k;
+  const int r = key_item(args[0], &k, false);
+  if (r < 0) return nullptr;
+  std::optional<Item> v;
+  if (r == 1 && write_locked(pd, [&] { v = pd->d.pop(k); }) != 0) return nullptr;
+  if (!v) {
+    if (nargs == 2) return Py_NewRef(args[1]);
+    set_key_error(args[0]);
+    return nullptr;
+  }
+  --pd->delta;
+  return to_py(*v);
+}
+
+// popitem(): the last inserted (key, value); KeyError when empty.
+PyObject* dict_popitem(PyObject* self, PyObject*) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  std::optional<std::pair<Item, Item>> kv;
+  if (write_locked(pd, [&] { kv = pd->d.popitem(); }) != 0) return nullptr;
+  if (!kv) {
+    PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
+    return nullptr;
+  }
+  --pd->delta;
+  PyObject* k = to_py(kv->first);
+  if (k == nullptr) return nullptr;
+  PyObject* v = to_py(kv->second);
+  if (v == nullptr) {
+    Py_DECREF(k);
+    return nullptr;
+  }
+  PyObject* t = PyTuple_Pack(2, k, v);
+  Py_DECREF(k);
+  Py_DECREF(v);
+  return t;
+}
+
+// setdefault(key, default=None), atomic: under the lock.
+PyObject* dict_setdefault(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs < 1 || nargs > 2) {
+    PyErr_Format(PyExc_TypeError, "setdefault expected 1 or 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  PyObject* dflt = nargs == 2 ? args[1] : Py_None;
+  Item k, v;
+  if (key_item(args[0], &k, true) < 0 || value_item(pd, dflt, &v) != 0) return nullptr;
+  std::optional<Item> old;
+  bool added = false;
+  if (write_locked(pd, [&] {
+        old = pd->d.get(k);
+        if (!old) added = pd->d.set(k, v);
+      }) != 0) {
+    return nullptr;
+  }
+  if (added) ++pd->delta;
+  return old ? to_py(*old) : Py_NewRef(dflt);
+}
+
+PyObject* dict_clear(PyObject* self, PyObject*) noexcept {
+  PyDict* pd = dict_of(self);
+  if (pd == nullptr) return nullptr;
+  uint64_t n = 0;
+  if (write_locked(pd, [&] {
+        n = pd->d.size();
+        pd->d.clear();
+      }) != 0) {
+    return nullptr;
+  }
+  pd->delta -= static_cast<int64_t>(n);
+  Py_RETURN_NONE;
+}
+
+// ---- iteration --------------------------------------------------------------------------
+
+enum IterMode : int { kKeys = 0, kValues = 1, kItems = 2 };
+
+struct PyDictIter {
+  Dict::Cursor cursor;
+  nb::object owner;  // the DictCore: its delta
+  int64_t delta = 0;
+  int mode = kKeys;
+  bool done = false;
+};
+
+PyObject* iter_next(PyDictIter& it) {
+  if (it.done) return nullptr;
+  PyDict* pd = nb::inst_ptr<PyDict>(it.owner);
+  if (pd->delta != it.delta) {
+    it.done = true;
+    PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+    throw nb::python_error();
+  }
+  Item k, v;
+  if (!it.cursor.next(it.mode == kValues ? nullptr : &k, it.mode == kKeys ? nullptr : &v)) {
+    it.done = true;
+    return nullptr;
+  }
+  if (it.mode == kKeys) return to_py(k);
+  if (it.mode == kValues) return to_py(v);
+  PyObject* ko = to_py(k);
+  if (ko == nullptr) return nullptr;
+  PyObject* vo = to_py(v);
+  if (vo == nullptr) {
+    Py_DECREF(ko);
+    return nullptr;
+  }
+  PyObject* t = PyTuple_Pack(2, ko, vo);
+  Py_DECREF(ko);
+  Py_DECREF(vo);
+  return t;
+}
+
+PyObject* iter_iternext(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_SetString(PyExc_TypeError, "not initialised");
+    return nullptr;
+  }
+  try {
+    return iter_next(*nb::inst_ptr<PyDictIter>(self));  // nullptr without an error: the end
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyObject* iter_self(PyObject* self) noexcept { return Py_NewRef(self); }
+
+int iter_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (nb::inst_ready(self)) {
+    PyDictIter* it = nb::inst_ptr<PyDictIter>(self);
+    if (it->owner.is_valid()) Py_VISIT(it->owner.ptr());
+  }
+  return 0;
+}
+
+PyType_Slot iter_slots[] = {{Py_tp_iter, reinterpret_cast<void*>(iter_self)},
+                            {Py_tp_iternext, reinterpret_cast<void*>(iter_iternext)},
+                            {Py_tp_traverse, reinterpret_cast<void*>(iter_traverse)},
+                            {0, nullptr}};
+
+nb::object make_iter(nb::handle self, int mode);
+
+PyObject* dict_iter(PyObject* self) noexcept {
+  if (dict_of(self) == nullptr) return nullptr;
+  try {
+    return make_iter(self, kKeys).release().ptr();
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyMethodDef dict_methods[] = {
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dict_get)), METH_FASTCALL,
+     "get($self, key, default=None, /)\n--\n\nThe value for key if key is in the dict, else "
+     "default. Never blocks."},
+    {"pop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dict_pop)), METH_FASTCALL,
+     "pop($self, key, default=<unrepresentable>, /)\n--\n\nRemove key and return its value; "
+     "default when the key is absent, KeyError without one. Atomic across processes."},
+    {"popitem", dict_popitem, METH_NOARGS,
+     "popitem($self, /)\n--\n\nRemove and return the last inserted (key, value) pair (LIFO); "
+     "KeyError when empty. Atomic across processes."},
+    {"setdefault", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dict_setdefault)),
+     METH_FASTCALL,
+     "setdefault($self, key, default=None, /)\n--\n\nd[key] if key is in the dict, else insert "
+     "key with default and return default. Atomic across processes (one step under the lock)."},
+    {"clear", dict_clear, METH_NOARGS,
+     "clear($self, /)\n--\n\nRemove every item. Atomic across processes."},
+    {nullptr, nullptr, 0, nullptr}};
+
+// Our own traverse: nanobind's (installed for a weak-referenceable type) reads tp_dictoffset,
+// which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
+int dict_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  return 0;
+}
+
+PyType_Slot dict_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dict_traverse)},
+                            {Py_mp_length, reinterpret_cast<void*>(dict_len)},
+                            {Py_mp_subscript, reinterpret_cast<void*>(dict_getitem)},
+                            {Py_mp_ass_subscript, reinterpret_cast<void*>(dict_setitem)},
+                            {Py_sq_contains, reinterpret_cast<void*>(dict_contains)},
+                            {Py_tp_iter, reinterpret_cast<void*>(dict_iter)},
+                            {Py_tp_methods, dict_methods},
+                            {0, nullptr}};
+
+nb::object make_iter(nb::handle self, int mode) {
+  PyDict* pd = nb::inst_ptr<PyDict>(self);
+  PyDictIter it{pd->d.cursor(), nb::borrow(self), pd->delta, mode, false};
+  return nb::cast(std::move(it));
+}
+
+nb::list items_list(PyDict& pd, int mode) {
+  nb::list out;
+  Dict::Cursor c = pd.d.cursor();
+  Item k, v;
+  while (c.next(mode == kValues ? nullptr : &k, mode == kKeys ? nullptr : &v)) {
+    if (mode == kItems) {
+      nb::object ko = nb::steal(to_py(k));
+      if (!ko.is_valid()) throw nb::python_error();
+      nb::object vo = nb::steal(to_py(v));
+      if (!vo.is_valid()) throw nb::python_error();
+      out.append(nb::make_tuple(ko, vo));
+    } else {
+      nb::object o = nb::steal(to_py(mode == kKeys ? k : v));
+      if (!o.is_valid()) throw nb::python_error();
+      out.append(o);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_dict(nb::module_& m) {
+  g_owner_died_warning = m.attr("OwnerDiedWarning").ptr();  // register_sync made it
+
+  nb::class_<PyDictIter>(m, "DictIterator", nb::type_slots(iter_slots),
+                         "An iterator over a shoal.Dict (private): weakly consistent across "
+                         "processes; RuntimeError when this process changed the size.");
+
+  nb::class_<PyDict>(m, "DictCore", nb::type_slots(dict_slots), nb::is_weak_referenceable(),
+                     "The C++ shoal::Dict behind shoal.Dict (private): its hot methods, in C.")
+      .def(
+          "__init__",
+          [](PyDict* self, nb::handle source, bool allow_pickle) {
+            Dict d;
+            if (source.is_none()) {
+              nb::gil_scoped_release nogil;
+              d = Dict::create();
+            } else if (nb::isinstance<Heap>(source)) {
+              d = Dict::attach(nb::cast<Heap>(source));
+            } else {
+              const std::string handle = nb::cast<std::string>(source);
+              nb::gil_scoped_release nogil;
+              d = Dict::attach(handle);
+            }
+            new (self) PyDict{std::move(d), allow_pickle, 0};
+          },
+          "source"_a.none(), "allow_pickle"_a,
+          "A new dict (source None), the dict a handle names, or the dict in a shoal._shoal.Heap "
+          "(IncompatibleSegmentError when the heap holds no dict).")
+      .def_prop_ro(
+          "allow_pickle", [](const PyDict& d) { return d.allow_pickle; },
+          "Whether values of other types than None, bool, int, float, str and bytes are stored "
+          "by pickling (else TypeError).")
+      .def(
+          "_iter", [](nb::handle self, int mode) { return make_iter(self, mode); }, "mode"_a,
+          "An iterator: 0 keys, 1 values, 2 items.")
+      .def(
+          "_list", [](PyDict& d, int mode) { return items_list(d, mode); }, "mode"_a,
+          "One walk as a list: 0 keys, 1 values, 2 (key, value) pairs.")
+      .def(
+          "_lock",
+          [](PyDict& d, bool block, double timeout) {
+            if (std::isnan(timeout)) throw InvalidArgumentError("acquire(): timeout is NaN");
+            return static_cast<int>(take_lock(d.d, block, timeout));
+          },
+          "block"_a, "timeout"_a,
+          "Take the write lock: 0 taken, 1 taken from a dead holder, 2 timed out. timeout < 0: "
+          "none.")
+      .def("_unlock", [](PyDict& d) { d.d.unlock(); }, "Release the write lock once.")
+      .def_prop_ro(
+          "_lock_depth", [](const PyDict& d) { return d.d.lock_depth(); },
+          "This thread's recursion depth on the write lock (0: not held).")
+      .def(
+          "send_handle", [](const PyDict& d) { return send_handle(d.d.heap().root_segment()); },
+          "The handle pickling writes (held inside shoal.hold, else pinned).")
+      .def(
+          "handle", [](const PyDict& d, bool pin) { return d.d.handle(pin); }, "pin"_a = true,
+          "A handle naming this dict, for shoal.attach in any process of the session.")
+      .def(
+          "segment", [](const PyDict& d) { return PySegment{d.d.heap().root_segment()}; },
+          "The dict's root segment (what shoal.hold holds).")
+      .def(
+          "_stats",
+          [](const PyDict& d) {
+            const DictStats s = d.d.stats();
+            nb::dict r;
+            r["size"] = s.size;
+            r["capacity"] = s.capacity;
+            r["slots"] = s.slots;
+            r["recoveries"] = s.recoveries;
+            r["resizes"] = s.resizes;
+            r["heap_live_bytes"] = s.heap_live_bytes;
+            r["heap_reserved_bytes"] = s.heap_reserved_bytes;
+            return r;
+          },
+          "Counters of the dict and its heap.")
+      .def(
+          "_check",
+          [](PyDict& d) {
+            DictReport r;
+            {
+              nb::gil_scoped_release nogil;
+              r = d.d.check();
+            }
+            return nb::make_tuple(r.size, r.entries, r.node_blocks);
+          },
+          "Takes the lock (repairing a dead writer's operation) and checks every invariant "
+          "(CorruptSegmentError names the first failure): (size, entries, node blocks).");
+}
+
+}  // namespace shoal::py
