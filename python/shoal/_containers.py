@@ -22,17 +22,10 @@ from collections.abc import (
 from typing import Any, Self
 
 from . import _glue, _shoal
-from ._sync import OwnerDiedWarning
+from ._sync import OwnerDiedWarning, _timeout
 
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
 _OK, _OWNER_DIED, _TIMEOUT = 0, 1, 2
-
-
-def _timeout(block: bool, timeout: float | None) -> float:
-    if timeout is None or not block:
-        return -1.0
-    t = float(timeout)
-    return -1.0 if t < 0 else t
 
 
 class DictLock:

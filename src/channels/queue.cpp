@@ -11,6 +11,7 @@
 #include "channels/queue_core.hpp"
 #include "layout/queue_layout.hpp"
 #include "platform/futex.hpp"
+#include "platform/platform.hpp"
 #include "sync/robust_mutex.hpp"
 
 namespace shoal {
@@ -50,14 +51,6 @@ constexpr int kSpinRounds = 100;
 // changing the queue and calling futex_wake strands a sleeper for one slice at most.
 constexpr uint64_t kFirstSliceNs = 5'000'000;
 constexpr uint64_t kMaxSliceNs = 100'000'000;
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
 
 platform::Deadline pd(Deadline d) noexcept { return platform::Deadline{d.ns}; }
 
@@ -228,7 +221,7 @@ class Waiter {
     if (!spun_) {
       spun_ = true;
       for (int i = 0; i < kSpinRounds; ++i) {
-        cpu_relax();
+        platform::cpu_relax();
         // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
         if (word.load(std::memory_order_acquire) != seen_) return true;
       }

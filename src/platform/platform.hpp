@@ -146,6 +146,16 @@ int pidfd_getfd(int pidfd, int target_fd) noexcept;
 /// Monotonic clock in nanoseconds.
 uint64_t monotonic_ns() noexcept;
 
+/// One round of a spin-wait: the CPU's pause hint (x86 `pause`, Arm `yield`), which lets a
+/// sibling hyperthread run and saves power while a waiter polls a word another core will change.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 // ---- sockets ----------------------------------------------------------------------------
 
 /// Sends one SEQPACKET packet: `head`, then `body` (when not null), and `fd` as SCM_RIGHTS when

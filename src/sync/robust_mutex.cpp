@@ -91,14 +91,6 @@ bool holder_gone(uint32_t holder, uint32_t tag, uint32_t me, uint32_t my_tag) no
 // calls and a context switch on each side. Bounded so that a long hold costs little CPU.
 constexpr int kSpinRounds = 100;
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
 }  // namespace
 
 uint32_t robust_tag_of(uint64_t start_time) noexcept {
@@ -200,7 +192,7 @@ Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline
     if (!spun && !self_held) {
       spun = true;
       for (int i = 0; i < kSpinRounds; ++i) {
-        cpu_relax();
+        platform::cpu_relax();
         p = pair.load(std::memory_order_relaxed);
         if (layout::robust_state(p) == 0) break;
       }

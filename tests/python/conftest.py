@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,29 @@ def wait_until(pred: Any, timeout: float = DEADLINE, interval: float = 0.005) ->
         if time.monotonic() > end:
             return bool(pred())
         time.sleep(interval)
+
+
+def take_ctrl_c() -> None:
+    """In a child that a test interrupts: Ctrl-C raises KeyboardInterrupt here whatever this
+    process inherited. A test run started as a background job of a non-interactive shell has
+    SIGINT ignored (POSIX), every process below it inherits that, and Python installs no
+    handler for a signal ignored at start."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def sleeping(pid: int) -> bool:
+    """Whether process `pid` is asleep (state S in /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def interrupt(pid: int) -> bool:
+    """Ctrl-C to pid (gone already: nothing); False, so that wait_until polls on."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    return False
 
 
 @contextmanager

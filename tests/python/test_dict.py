@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, interrupt, sleeping, take_ctrl_c, wait_until
 
 import shoal
 
@@ -515,12 +515,8 @@ def test_next_writer_gets_owner_died_warning(ctx: mp.context.BaseContext) -> Non
     d._check()
 
 
-def _take_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def _wait_on_dict_lock(d: Any, ready: Any, result: Any, how: str) -> None:
-    _take_ctrl_c()
+    take_ctrl_c()
     ready.set()
     try:
         if how == "acquire":
@@ -530,19 +526,6 @@ def _wait_on_dict_lock(d: Any, ready: Any, result: Any, how: str) -> None:
         result.value = 1  # must not happen: the parent holds the lock
     except KeyboardInterrupt:
         result.value = 2 if d.lock._count == 0 else 3
-
-
-def _sleeping(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "S"
-
-
-def _interrupt(pid: int) -> bool:
-    try:
-        os.kill(pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    return False
 
 
 @pytest.mark.parametrize("how", ["acquire", "write"])
@@ -555,8 +538,8 @@ def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext, h
         p.start()
         assert ready.wait(DEADLINE)
         assert p.pid is not None
-        assert wait_until(lambda: _sleeping(p.pid))
-        assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+        assert wait_until(lambda: sleeping(p.pid))
+        assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
         _join(p)
         assert result.value == 2
         assert d.lock._count == 1 and "written" not in d

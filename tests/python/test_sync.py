@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, interrupt, sleeping, take_ctrl_c, wait_until
 
 import shoal
 
@@ -61,15 +61,8 @@ def _barrier_party(barrier: Any, out: Any) -> None:
         out.add(100)
 
 
-def _take_ctrl_c() -> None:
-    """Ctrl-C raises KeyboardInterrupt here whatever this process inherited: a test run started
-    as a background job of a non-interactive shell has SIGINT ignored (POSIX), every process
-    below it inherits that, and Python installs no handler for a signal ignored at start."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
-    _take_ctrl_c()
+    take_ctrl_c()
     ready.set()
     try:
         lock.acquire()
@@ -79,7 +72,7 @@ def _wait_on_lock(lock: Any, ready: Any, result: Any) -> None:
 
 
 def _wait_interrupted(obj: Any, ready: Any, result: Any) -> None:
-    _take_ctrl_c()
+    take_ctrl_c()
     ready.set()
     try:
         if isinstance(obj, shoal.Event):
@@ -103,20 +96,6 @@ def _pool_task(args: tuple[Any, Any]) -> int:
     with lock:
         value.value += 1
     return 1
-
-
-def _sleeping(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "S"
-
-
-def _interrupt(pid: int) -> bool:
-    """Ctrl-C to pid (gone already: nothing); False, so that wait_until polls on."""
-    try:
-        os.kill(pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    return False
 
 
 def _join(p: Any) -> None:
@@ -392,8 +371,8 @@ def test_ctrl_c_interrupts_event_and_semaphore_waits(
     p.start()
     assert ready.wait(DEADLINE)
     assert p.pid is not None
-    assert wait_until(lambda: _sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    assert wait_until(lambda: sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
     _join(p)
     assert result.value == 2
     if what == "semaphore":
@@ -575,7 +554,7 @@ def _cond_notify_then_die(cond: Any, lock: Any, depth: int) -> None:
 
 
 def _cond_wait_interrupted(cond: Any, lock: Any, ready: Any, result: Any) -> None:
-    _take_ctrl_c()
+    take_ctrl_c()
     with lock, lock:
         ready.set()
         try:
@@ -686,8 +665,8 @@ def test_ctrl_c_interrupts_each_lock(ctx: mp.context.BaseContext, kind: str) -> 
     p.start()
     assert ready.wait(DEADLINE)
     assert p.pid is not None
-    assert wait_until(lambda: _sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    assert wait_until(lambda: sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
     _join(p)
     assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
     assert lock._held and (kind != "Lock" or lock.locked())
@@ -701,7 +680,7 @@ def test_ctrl_c_interrupts_a_condition_wait(ctx: mp.context.BaseContext) -> None
     p.start()
     assert ready.wait(DEADLINE)
     assert p.pid is not None
-    assert wait_until(lambda: _sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or _interrupt(p.pid), interval=0.05)
+    assert wait_until(lambda: sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
     _join(p)
     assert result.value == 2  # KeyboardInterrupt, the RLock held again at depth 2

@@ -456,40 +456,20 @@ TEST(QueueProcesses, NothingIsLeftWhenTheLastHolderIsKilledWithUnreadMessages) {
       if (q.put(std::string(3 << 20, static_cast<char>('a' + i))) != QueueStatus::kOk) return 2;
       if (q.put("small") != QueueStatus::kOk) return 2;
     }
-    const Heap& c = q.heap();
-    auto* hh = reinterpret_cast<layout::HeapHeader*>(c.root_segment().data());
-    std::ostringstream o;
-    o << c.handle(false);
-    for (uint32_t i = 1; i < c.extent_count(); ++i) {
-      const layout::ExtentEntry& e = layout::heap_extents(hh)[i];
-      Handle x;
-      x.session = c.root_segment().session();
-      x.object = Id128{e.object_hi, e.object_lo};
-      x.size = e.bytes;
-      x.kind = static_cast<uint32_t>(ObjectKind::kExtent);
-      o << ' ' << x.encode();
-    }
-    pipe.send(o.str());
+    pipe.send(test::heap_object_handles(q.heap()));
     pause();
     return 0;
   });
-  std::istringstream in(pipe.receive());
+  const std::string all = pipe.receive();
   std::vector<std::string> handles;
+  std::istringstream in(all);
   for (std::string h; in >> h;) handles.push_back(h);
   ASSERT_GE(handles.size(), 3u);  // the root and at least two extents
   child.kill(SIGKILL);
   child.wait();
-  auto live = [&] {  // ask the broker: attaching to find out would hold the objects
-    int n = 0;
-    for (const SessionEntry& e : list_sessions()) {
-      for (const std::string& hs : handles) {
-        const Handle hd = Handle::decode(hs).take();
-        if (e.describe_json.find(hd.object.hex()) != std::string::npos) ++n;
-      }
-    }
-    return n;
-  };
-  EXPECT_TRUE(test::wait_until([&] { return live() == 0; })) << live() << " still listed";
+  // Attaching to find out would hold the objects: the broker's list says.
+  EXPECT_TRUE(test::wait_until([&] { return test::objects_still_listed(all) == 0; }))
+      << test::objects_still_listed(all) << " still listed";
   for (const std::string& hs : handles) EXPECT_THROW(Segment::attach(hs), StaleHandleError);
 }
 

@@ -1,6 +1,8 @@
 #include "test_support.hpp"
 
+#include "layout/heap_layout.hpp"
 #include "session/client.hpp"
+#include "shoal/session.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 namespace shoal::test {
@@ -170,6 +173,35 @@ bool check(const Segment& s, uint8_t seed) {
 std::string describe(const Id128& session) {
   auto r = detail::Client::instance().describe(session);
   return r ? r.value() : "";
+}
+
+std::string heap_object_handles(const Heap& heap) {
+  auto* hh = reinterpret_cast<layout::HeapHeader*>(heap.root_segment().data());
+  std::ostringstream o;
+  o << heap.handle(false);
+  for (uint32_t i = 1; i < heap.extent_count(); ++i) {
+    const layout::ExtentEntry& e = layout::heap_extents(hh)[i];
+    Handle x;
+    x.session = heap.root_segment().session();
+    x.object = Id128{e.object_hi, e.object_lo};
+    x.size = e.bytes;
+    x.kind = static_cast<uint32_t>(ObjectKind::kExtent);
+    o << ' ' << x.encode();
+  }
+  return o.str();
+}
+
+int objects_still_listed(const std::string& handles) {
+  std::vector<Id128> ids;
+  std::istringstream in(handles);
+  for (std::string h; in >> h;) ids.push_back(Handle::decode(h).take().object);
+  int n = 0;
+  for (const SessionEntry& e : list_sessions()) {
+    for (const Id128& id : ids) {
+      if (e.describe_json.find(id.hex()) != std::string::npos) ++n;
+    }
+  }
+  return n;
 }
 
 }  // namespace shoal::test

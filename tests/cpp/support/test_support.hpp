@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "shoal/handle.hpp"
+#include "shoal/heap.hpp"
 #include "shoal/segment.hpp"
 
 namespace shoal::test {
@@ -83,6 +84,14 @@ bool check(const Segment& s, uint8_t seed);
 
 /// The broker's description of a session (kList's JSON text), empty if it cannot be had.
 std::string describe(const Id128& session);
+
+/// The handle (unpinned) of a heap's root and of each of its extents, space-separated: for
+/// tests that check with the broker (list_sessions) that every one of them is freed, without
+/// attaching (which would hold them).
+std::string heap_object_handles(const Heap& heap);
+/// How many of the objects named by `handles` (space-separated) the broker of any session still
+/// lists, asked without attaching them.
+int objects_still_listed(const std::string& handles);
 
 // SIGUSR1 without SA_RESTART (as CPython installs its handlers), sent to one thread every
 // 2 ms while the object lives: waits that signals interrupt must go on with their deadline.
