@@ -97,6 +97,17 @@ def interrupt(pid: int) -> bool:
     return False
 
 
+def ctrl_c_until_done(p: Any, ready: Any, result: Any) -> None:
+    """Once the started child `p` has set `ready` and fallen asleep (in the wait under test),
+    Ctrl-C it until it records a nonzero `result`; then reap it."""
+    assert ready.wait(DEADLINE)
+    assert p.pid is not None
+    assert wait_until(lambda: sleeping(p.pid))
+    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
+    p.join(DEADLINE)
+    assert p.exitcode is not None, "child did not finish"
+
+
 @contextmanager
 def waiting_child(
     code: str, *args: str, env: dict[str, str] | None = None

@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, interrupt, sleeping, take_ctrl_c, wait_until
+from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
 
 import shoal
 
@@ -536,11 +536,7 @@ def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext, h
     try:
         p = ctx.Process(target=_wait_on_dict_lock, args=(d, ready, result, how))
         p.start()
-        assert ready.wait(DEADLINE)
-        assert p.pid is not None
-        assert wait_until(lambda: sleeping(p.pid))
-        assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
-        _join(p)
+        ctrl_c_until_done(p, ready, result)
         assert result.value == 2
         assert d.lock._count == 1 and "written" not in d
     finally:

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, interrupt, sleeping, take_ctrl_c, wait_until
+from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
 
 import shoal
 
@@ -369,11 +369,7 @@ def test_ctrl_c_interrupts_event_and_semaphore_waits(
     ready, result = shoal.Event(), shoal.Value("i", 0)
     p = ctx.Process(target=_wait_interrupted, args=(obj, ready, result))
     p.start()
-    assert ready.wait(DEADLINE)
-    assert p.pid is not None
-    assert wait_until(lambda: sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
-    _join(p)
+    ctrl_c_until_done(p, ready, result)
     assert result.value == 2
     if what == "semaphore":
         assert obj.get_value() == 0
@@ -663,11 +659,7 @@ def test_ctrl_c_interrupts_each_lock(ctx: mp.context.BaseContext, kind: str) -> 
     assert lock.acquire()
     p = ctx.Process(target=_wait_on_lock, args=(lock, ready, result))
     p.start()
-    assert ready.wait(DEADLINE)
-    assert p.pid is not None
-    assert wait_until(lambda: sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
-    _join(p)
+    ctrl_c_until_done(p, ready, result)
     assert result.value == 2  # KeyboardInterrupt, the lock not held by the child
     assert lock._held and (kind != "Lock" or lock.locked())
     lock.release()
@@ -678,9 +670,5 @@ def test_ctrl_c_interrupts_a_condition_wait(ctx: mp.context.BaseContext) -> None
     cond, ready, result = shoal.Condition(r), shoal.Event(), shoal.Value("i", 0)
     p = ctx.Process(target=_cond_wait_interrupted, args=(cond, r, ready, result))
     p.start()
-    assert ready.wait(DEADLINE)
-    assert p.pid is not None
-    assert wait_until(lambda: sleeping(p.pid))
-    assert wait_until(lambda: result.value != 0 or interrupt(p.pid), interval=0.05)
-    _join(p)
+    ctrl_c_until_done(p, ready, result)
     assert result.value == 2  # KeyboardInterrupt, the RLock held again at depth 2

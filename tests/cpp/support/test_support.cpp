@@ -204,6 +204,19 @@ int objects_still_listed(const std::string& handles) {
   return n;
 }
 
+void expect_freed_after_kill(ChildProcess& child, const std::string& handles) {
+  std::vector<std::string> each;
+  std::istringstream in(handles);
+  for (std::string h; in >> h;) each.push_back(h);
+  ASSERT_GE(each.size(), 3u);  // the root and at least two extents
+  child.kill(SIGKILL);
+  child.wait();
+  // Attaching to find out would hold the objects: the broker's list says.
+  EXPECT_TRUE(wait_until([&] { return objects_still_listed(handles) == 0; }))
+      << objects_still_listed(handles) << " still listed";
+  for (const std::string& hs : each) EXPECT_THROW(Segment::attach(hs), StaleHandleError);
+}
+
 }  // namespace shoal::test
 
 // Our own main: a re-executed child runs its case instead of the test suite.

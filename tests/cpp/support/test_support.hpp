@@ -92,6 +92,10 @@ std::string heap_object_handles(const Heap& heap);
 /// How many of the objects named by `handles` (space-separated) the broker of any session still
 /// lists, asked without attaching them.
 int objects_still_listed(const std::string& handles);
+/// For a child that sent heap_object_handles() and waits: SIGKILLs and reaps it, then expects
+/// the broker to free every object named (a root and at least two extents), after which each
+/// handle is stale.
+void expect_freed_after_kill(ChildProcess& child, const std::string& handles);
 
 // SIGUSR1 without SA_RESTART (as CPython installs its handlers), sent to one thread every
 // 2 ms while the object lives: waits that signals interrupt must go on with their deadline.
