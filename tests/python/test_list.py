@@ -561,3 +561,10 @@ def test_pickle_attach_and_hold() -> None:
     with shoal.hold(lst) as h:
         assert h.active
         assert pickle.loads(pickle.dumps(lst)) == lst
+    # A heap whose root names something else (or nothing) attaches as the heap itself.
+    heap = shoal._shoal.Heap.create()
+    assert isinstance(shoal.attach(heap.handle()), shoal._shoal.Heap)
+    block = heap.allocate(64)
+    heap.write(block, b"NOTALIST" + bytes(56))
+    heap.root = block
+    assert isinstance(shoal.attach(heap.handle()), shoal._shoal.Heap)
