@@ -161,8 +161,10 @@ class Queue(_shoal.QueueCore):
     ) -> None:
         maxsize = max(int(maxsize), 0)
         max_size_bytes = max(int(max_size_bytes), 0)
-        super().__init__(None, int(ring_bytes), maxsize, max_size_bytes)
+        super().__init__(None, int(ring_bytes), maxsize, max_size_bytes, self._joinable)
         self._init_local()
+
+    _joinable = False
 
     def _init_local(self) -> None:
         self._closed = False
@@ -283,16 +285,23 @@ class Queue(_shoal.QueueCore):
 
 class JoinableQueue(Queue):
     """A Queue whose consumers mark each item done (``task_done``) and whose ``join`` waits
-    until every item put has been marked done (multiprocessing.JoinableQueue)."""
+    until every item put has been marked done (multiprocessing.JoinableQueue).
+
+    The count is kept per process in the queue (its C++ core): a consumer killed after getting
+    items, in ``get`` or later, has them counted done, so ``join`` never waits for ever on it.
+    """
+
+    _joinable = True
 
     def task_done(self) -> None:
-        """Mark one item got by this process done. ValueError when called more times than
-        items were put."""
+        """Mark one item got by this process done (or, when this process holds none, one got
+        by another). ValueError when called more times than items were put."""
         self._task_done()
 
     def join(self) -> None:
-        """Wait until every item put has been marked done."""
-        self._join(-1.0)
+        """Wait until every item put has been marked done. An item whose consumer was killed
+        after getting it counts as done, so join never waits for ever on a dead process."""
+        self._join(None)
 
 
 class SimpleQueue(Queue):
