@@ -18,6 +18,7 @@ docs/design/queue.md, "The Python layer".
 
 from __future__ import annotations
 
+import copyreg
 import io
 import math
 import os
@@ -41,6 +42,11 @@ _ALIGN = 64
 _DEFAULT_RING = 1 << 20
 
 
+def _extra_reducers() -> dict[Any, Any]:
+    """The reducers multiprocessing registered with ForkingPickler.register."""
+    return getattr(ForkingPickler, "_extra_reducers", {})
+
+
 class _Pickler(ForkingPickler):
     """ForkingPickler (multiprocessing's reducers: Connections, sockets...) at protocol 5 with
     a buffer callback, which ForkingPickler's own constructor cannot pass."""
@@ -50,9 +56,10 @@ class _Pickler(ForkingPickler):
         self.refresh()
 
     def refresh(self) -> None:
-        self.reducers = len(ForkingPickler._extra_reducers)
-        self.dispatch_table = ForkingPickler._copyreg_dispatch_table.copy()
-        self.dispatch_table.update(ForkingPickler._extra_reducers)
+        extra = _extra_reducers()
+        self.reducers = len(extra)
+        self.dispatch_table = copyreg.dispatch_table.copy()
+        self.dispatch_table.update(extra)
 
 
 class _Codec:
@@ -77,9 +84,9 @@ class _Codec:
 
             p = _Pickler(buf, callback)
             st = self._local.st = (buf, p, bufs)
-        elif len(ForkingPickler._extra_reducers) != st[1].reducers:
+        elif len(_extra_reducers()) != st[1].reducers:
             st[1].refresh()  # a reducer registered since (multiprocessing.connection's)
-        return st  # type: ignore[no-any-return]
+        return st
 
     def encode(self, obj: Any) -> tuple[Any, int]:
         """(payload, encoding) for one message."""
