@@ -406,6 +406,35 @@ void register_queue(nb::module_& m) {
           },
           "The unfinished tasks now (dead takers' counted done).")
       .def(
+          "_put_parts",
+          [](PyQueue& q, nb::sequence parts, nb::handle encoding, nb::handle timeout) {
+            const double t = timeout_arg(timeout);
+            uint8_t enc;
+            if (parse_encoding(encoding.ptr(), &enc) != 0) throw nb::python_error();
+            const size_t n = nb::len(parts);
+            std::vector<Payload> held(n);
+            std::vector<std::string_view> views(n);
+            for (size_t i = 0; i < n; ++i) {
+              nb::object p = parts[i];
+              if (held[i].get(p.ptr()) != 0) throw nb::python_error();
+              views[i] = held[i].sv();
+            }
+            // The copy into the block runs without the GIL (the parts are held buffers).
+            const Deadline d = t < 0 ? Deadline::never() : Deadline::after(t);
+            for (;;) {
+              QueueStatus s;
+              {
+                nb::gil_scoped_release nogil;
+                s = q.q.put_parts(views, enc, d, true);
+              }
+              if (s != QueueStatus::kInterrupted) return s == QueueStatus::kOk;
+              if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            }
+          },
+          "parts"_a, "encoding"_a, "timeout"_a.none(),
+          "Put one message made of the bytes-like parts, copied once (into the ring or its "
+          "block): True when put, False when the queue stayed full.")
+      .def(
           "_put_many",
           [](nb::handle self, nb::sequence payloads, nb::sequence encodings, nb::handle timeout) {
             PyQueue* pq = nb::inst_ptr<PyQueue>(self);

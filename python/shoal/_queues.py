@@ -92,7 +92,8 @@ class _Codec:
         return local
 
     def encode(self, obj: Any) -> tuple[Any, int]:
-        """(payload, encoding) for one message."""
+        """(payload, encoding) for one message: bytes, or for _PICKLE_BUFFERS the list of its
+        parts (put copies them once, straight into shared memory)."""
         if type(obj) is bytes:
             return obj, _BYTES
         p = self._main if self._main is not None and threading.get_ident() == self._tid else None
@@ -126,7 +127,7 @@ class _Codec:
                 parts.append(bytes(pad))
             parts.append(r)
             pos += pad + r.nbytes
-        return b"".join(parts), _PICKLE_BUFFERS
+        return parts, _PICKLE_BUFFERS  # a list: put copies the parts once, into shared memory
 
 
 def _decode(encoding: int, payload: Any) -> Any:
@@ -214,7 +215,10 @@ class Queue(_shoal.QueueCore):
             ok = self._put(obj, _BYTES, timeout if block else 0.0)
         else:
             payload, enc = self._codec.encode(obj)
-            ok = self._put(payload, enc, timeout if block else 0.0)
+            if enc == _PICKLE_BUFFERS:
+                ok = self._put_parts(payload, enc, timeout if block else 0.0)
+            else:
+                ok = self._put(payload, enc, timeout if block else 0.0)
         if not ok:
             raise _stdqueue.Full
 
@@ -227,6 +231,7 @@ class Queue(_shoal.QueueCore):
         they did not all fit in time."""
         self._check_open()
         enc = [self._codec.encode(x) for x in xs]
+        enc = [(b"".join(p), e) if e == _PICKLE_BUFFERS else (p, e) for p, e in enc]
         if not enc:
             return
         if not self._put_many([e[0] for e in enc], [e[1] for e in enc], _timeout(block, timeout)):

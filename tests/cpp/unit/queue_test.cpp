@@ -359,6 +359,26 @@ TEST(Queue, EncodingsTravelWithTheirMessagesAndUnknownOnesAreRefused) {
   q.check();
 }
 
+TEST(Queue, PutPartsSendsTheirConcatenationInlineOrOutOfBand) {
+  Queue q = Queue::create({.ring_bytes = 1024});
+  const std::string a = message(1, 100), b = message(2, 5000), c;
+  for (size_t n : {size_t{1}, size_t{3}}) {  // 100 bytes inline; 5100 out of band
+    const std::string_view parts[] = {a, n == 3 ? std::string_view(b) : std::string_view(c), c};
+    ASSERT_EQ(q.put_parts(parts, layout::kEncodingPickleBuffers), QueueStatus::kOk);
+    std::vector<QueueMessage> out;
+    ASSERT_EQ(q.get_messages(out, 1), QueueStatus::kOk);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].data, n == 3 ? a + b : a);
+    EXPECT_EQ(out[0].encoding, layout::kEncodingPickleBuffers);
+  }
+  const std::string_view none[] = {c};
+  ASSERT_EQ(q.put_parts(none, 0), QueueStatus::kOk);  // an empty message
+  std::string m = "x";
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  EXPECT_TRUE(m.empty());
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+}
+
 TEST(Queue, AHandedOutBlockIsTheCallersUntilItFreesIt) {
   Queue q = Queue::create({.ring_bytes = 256});
   const std::string big = message(7, 100000), small = message(8, 20);
