@@ -570,3 +570,16 @@ def test_threads_share_a_queue_object() -> None:
         t.join()
     assert sorted((k, i) for k, i, _ in got) == [(k, i) for k in range(4) for i in range(n)]
     assert all(pad == [i] * (i % 5) for _, i, pad in got)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x01", b"\xff" * 40, b"\x02\x00\x00\x00\x00\x00\x00\x00\x05" + b"\x00" * 40],
+)
+def test_a_corrupt_message_with_buffers_is_decode_error(payload: bytes) -> None:
+    q = shoal.Queue()
+    q._put(payload, 2, None)  # what only a hostile writer puts
+    with pytest.raises((shoal.DecodeError, pickle.UnpicklingError, EOFError)):
+        q.get()
+    q.put("next")
+    assert q.get() == "next"  # the queue goes on
