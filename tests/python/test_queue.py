@@ -376,19 +376,30 @@ def _put_blocking(q: Any, ready: Any, result: Any) -> None:
         result.value = 2
 
 
-@pytest.mark.parametrize("side", ["get", "put"])
-def test_ctrl_c_interrupts_a_blocked_get_or_put(ctx: mp.context.BaseContext, side: str) -> None:
-    q = shoal.Queue(1)
-    if side == "put":
+def _join_blocking(q: Any, ready: Any, result: Any) -> None:
+    take_ctrl_c()
+    ready.set()
+    try:
+        q.join()
+        result.value = 1  # must not happen: a task is unfinished
+    except KeyboardInterrupt:
+        result.value = 2
+
+
+@pytest.mark.parametrize("side", ["get", "put", "join"])
+def test_ctrl_c_interrupts_a_blocked_get_put_or_join(
+    ctx: mp.context.BaseContext, side: str
+) -> None:
+    q = shoal.JoinableQueue(1)
+    if side != "get":
         q.put("first")
     ready, result = shoal.Event(), shoal.Value("i", 0)
-    p = ctx.Process(
-        target=_get_blocking if side == "get" else _put_blocking, args=(q, ready, result)
-    )
+    target = {"get": _get_blocking, "put": _put_blocking, "join": _join_blocking}[side]
+    p = ctx.Process(target=target, args=(q, ready, result))
     p.start()
     ctrl_c_until_done(p, ready, result)
     assert result.value == 2
-    assert q.qsize() == (1 if side == "put" else 0)
+    assert q.qsize() == (0 if side == "get" else 1)
     q._check()
 
 
