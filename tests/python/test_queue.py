@@ -594,3 +594,16 @@ def test_a_corrupt_message_with_buffers_is_decode_error(payload: bytes) -> None:
         q.get()
     q.put("next")
     assert q.get() == "next"  # the queue goes on
+
+
+def test_a_blocked_get_releases_the_gil() -> None:
+    import threading
+
+    q, got = shoal.Queue(), []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=DEADLINE)))
+    t.start()
+    # This thread runs Python while the other waits in get: the wait does not hold the GIL.
+    assert wait_until(lambda: sum(range(1000)) > 0 and t.is_alive())
+    q.put("woken")
+    t.join(DEADLINE)
+    assert got == ["woken"]
