@@ -48,8 +48,9 @@ enum class QueueStatus : uint8_t {
   kFull,         // put: no room (maxsize, max_bytes or the ring) before the deadline
   kEmpty,        // get: no message before the deadline
   kInterrupted,  // only with interruptible: a signal interrupted the wait
+  kTimeout,      // join: tasks still unfinished at the deadline
 };
-/// "ok", "full", "empty", "interrupted".
+/// "ok", "full", "empty", "interrupted", "timeout".
 const char* queue_status_name(QueueStatus s) noexcept;
 
 struct QueueStats {
@@ -67,7 +68,21 @@ struct QueueStats {
 
 namespace layout {
 struct QueueHeader;
+struct TaskTable;
 }
+
+/// One message as get_messages hands it out: its encoding (the record's tag bits, which the
+/// queue stores but never interprets: 0 for raw bytes, what C++ producers put; the Python
+/// layer's encodings otherwise, src/layout/queue_layout.hpp) and its bytes, either copied into
+/// `data` or, for an out-of-band message taken with hand_out_blocks, the heap block that holds
+/// them, which then belongs to the caller (free it with heap().free(block) when done; if the
+/// caller dies first, the block stays allocated until the queue itself is freed).
+struct QueueMessage {
+  std::string data;     // the message, unless block != 0
+  HeapRef block = 0;    // the out-of-band block handed to the caller, or 0
+  uint64_t length = 0;  // the message's length (== data.size() unless block != 0)
+  uint8_t encoding = 0;
+};
 
 class Queue {
  public:
@@ -79,6 +94,8 @@ class Queue {
     uint64_t max_messages = 0;
     /// At most this many payload bytes in the queue (0: as many as the ring holds).
     uint64_t max_bytes = 0;
+    /// Task accounting (multiprocessing.JoinableQueue): task_done() and join().
+    bool joinable = false;
   };
 
   /// A new, empty queue in this process's session. InvalidArgumentError for a ring size out of
@@ -116,7 +133,21 @@ class Queue {
   /// All of msgs or none, in order, under one lock hold: waits until all fit (faster-fifo's
   /// put_many). Throws InvalidArgumentError if together they can never fit.
   QueueStatus put_many(std::span<const std::string_view> msgs,
-                       Deadline deadline = Deadline::never(), bool interruptible = false);
+                       Deadline deadline = Deadline::never(), bool interruptible = false) {
+    return put_encoded(msgs, {}, deadline, interruptible);
+  }
+  /// put_many with each message's encoding (encodings empty: all raw bytes, else one per
+  /// message, each below layout::kEncodingCount, else InvalidArgumentError): the Python
+  /// layer's message header, handed back by get_messages.
+  QueueStatus put_encoded(std::span<const std::string_view> msgs,
+                          std::span<const uint8_t> encodings,
+                          Deadline deadline = Deadline::never(), bool interruptible = false);
+
+  /// One message that is the concatenation of `parts`, with its encoding (put_encoded's):
+  /// copied from the parts straight into the ring or its out-of-band block, never joined
+  /// first (the Python layer's pickle and its buffers).
+  QueueStatus put_parts(std::span<const std::string_view> parts, uint8_t encoding,
+                        Deadline deadline = Deadline::never(), bool interruptible = false);
 
   // ---- get ----------------------------------------------------------------------------------
   /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
@@ -134,6 +165,29 @@ class Queue {
   QueueStatus get_many(std::vector<std::string>& out, size_t max_messages,
                        Deadline deadline = Deadline::never(), bool interruptible = false,
                        uint64_t max_bytes = 0);
+
+  /// get_many with each message's encoding: `out` holds the messages taken (none unless kOk;
+  /// its elements are reused, so their buffers are not allocated again); with `hand_out_blocks` an
+  /// out-of-band message is not copied: its block is handed to the caller (QueueMessage), who
+  /// frees it. The zero-copy receive of the Python layer.
+  QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,
+                           Deadline deadline = Deadline::never(), bool interruptible = false,
+                           uint64_t max_bytes = 0, bool hand_out_blocks = false);
+
+  // ---- tasks (a joinable queue) -------------------------------------------------------------
+  // The unfinished tasks are the messages in the queue plus those got and not yet marked done
+  // by live processes: a process killed after taking messages (in get or later) has them
+  // counted done, so join() never waits for ever on a dead consumer (docs/design/queue.md).
+  /// Marks one message got by this process done (or, when it holds none, one got by another
+  /// process). false when no message is unfinished but in the queue (called too many times).
+  /// InvalidArgumentError on a queue that is not joinable.
+  bool task_done();
+  /// Blocks until no task is unfinished (kOk), the deadline passes (kTimeout), or kInterrupted.
+  QueueStatus join(Deadline deadline = Deadline::never(), bool interruptible = false);
+  /// The unfinished tasks now (a snapshot under the lock, dead takers reclaimed); 0 when the
+  /// queue is not joinable.
+  uint64_t unfinished();
+  bool joinable() const noexcept;
 
   // ---- state --------------------------------------------------------------------------------
   /// Messages in the queue: a snapshot without the lock (qsize()).
@@ -153,15 +207,23 @@ class Queue {
   QueueStats check();
 
  private:
-  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
-      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
-  QueueStatus take(std::vector<std::string>* many, std::string* one, size_t max_messages,
-                   uint64_t max_bytes, Deadline deadline, bool interruptible);
+  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring,
+        layout::TaskTable* tasks) noexcept
+      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring), tasks_(tasks) {}
+  void note_taken(uint64_t n) noexcept;  // under the lock: a joinable get's bookkeeping
+  template <class M>
+  QueueStatus put_msgs(std::span<const M> msgs, std::span<const uint8_t> encodings,
+                       Deadline deadline, bool interruptible);
+  template <class Sink>
+  QueueStatus take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
+                   bool interruptible);
   friend struct QueueAccess;
+  uint32_t slot_hint_ = 0;  // this process's task slot, last time (checked before use)
   Heap heap_;
   HeapRef top_ = 0;
   layout::QueueHeader* h_ = nullptr;  // in heap_'s root; valid while heap_ lives
   std::byte* ring_ = nullptr;
+  layout::TaskTable* tasks_ = nullptr;  // a joinable queue's task table (heap_'s block)
 };
 
 }  // namespace shoal

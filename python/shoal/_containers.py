@@ -571,13 +571,20 @@ _CONTAINERS: dict[bytes, type[Dict | List]] = {b"SHOALDCT": Dict, b"SHOALLST": L
 
 
 def from_heap(heap: _shoal.Heap) -> Any:
-    """``shoal.attach``'s opener for kind "heap": the Dict or List the heap holds (by the magic
-    of the header its root names), else the heap itself."""
+    """``shoal.attach``'s opener for kind "heap": the Dict, List or Queue the heap holds (by the
+    magic of the header its root names), else the heap itself."""
     root = heap.root
     if root == 0:
         return heap
     try:
-        cls = _CONTAINERS.get(heap.read(root, 8))
-        return heap if cls is None else cls._from(heap, True)
+        magic = heap.read(root, 8)
+        cls = _CONTAINERS.get(magic)
+        if cls is not None:
+            return cls._from(heap, True)
+        if magic == b"SHOALQUE":
+            from . import _queues
+
+            return _queues.from_heap_queue(heap)
     except _shoal.ShoalError:
-        return heap
+        pass
+    return heap

@@ -30,6 +30,8 @@ const char* queue_status_name(QueueStatus s) noexcept {
       return "empty";
     case QueueStatus::kInterrupted:
       return "interrupted";
+    case QueueStatus::kTimeout:
+      return "timeout";
   }
   return "?";
 }
@@ -275,8 +277,17 @@ Queue Queue::create(Options opts) {
   h->ring_bytes = ring;
   h->max_messages = opts.max_messages;
   h->max_bytes = opts.max_bytes;
+  layout::TaskTable* tasks = nullptr;
+  if (opts.joinable) {
+    const HeapRef t = heap.allocate(sizeof(layout::TaskTable));
+    tasks = reinterpret_cast<layout::TaskTable*>(heap.at(t, sizeof(layout::TaskTable)));
+    std::memset(static_cast<void*>(tasks), 0, sizeof(layout::TaskTable));
+    tasks->magic = layout::kTaskMagic;
+    tasks->slots = layout::kTaskSlots;
+    h->tasks = t;
+  }
   heap.root().store(top, std::memory_order_release);  // Q1: the header is complete
-  return Queue(std::move(heap), top, h, p + sizeof(QueueHeader));
+  return Queue(std::move(heap), top, h, p + sizeof(QueueHeader), tasks);
 }
 
 Queue Queue::attach(std::string_view handle) { return attach(Heap::attach(handle)); }
@@ -291,8 +302,22 @@ Queue Queue::attach(Heap heap) {
   std::memcpy(static_cast<void*>(&copy), p, sizeof copy);
   channels::check_header_constants(copy, avail).throw_if_error();
   std::byte* all = heap.at(top, sizeof(QueueHeader) + copy.ring_bytes);
+  layout::TaskTable* tasks = nullptr;
+  if (copy.tasks != 0) {  // Q7
+    uint64_t n = 0;
+    try {
+      n = heap.usable_size(copy.tasks);
+    } catch (const Error&) {
+      corrupt("queue: Q7: the task table names no used block");
+    }
+    if (n < sizeof(layout::TaskTable)) corrupt("queue: Q7: the task table's block is too small");
+    tasks = reinterpret_cast<layout::TaskTable*>(heap.at(copy.tasks, sizeof(layout::TaskTable)));
+    if (tasks->magic != layout::kTaskMagic || tasks->slots != layout::kTaskSlots) {
+      corrupt("queue: Q7: the task table's magic or size is wrong");
+    }
+  }
   return Queue(std::move(heap), top, reinterpret_cast<QueueHeader*>(all),
-               all + sizeof(QueueHeader));
+               all + sizeof(QueueHeader), tasks);
 }
 
 // ---- put ------------------------------------------------------------------------------------
@@ -332,6 +357,43 @@ uint64_t write_record(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t fl
   return pos + layout::record_span(length);
 }
 
+// One message given as the concatenation of parts (Queue::put_parts): copied from its parts
+// straight into its block or its record, with no joined copy first.
+struct GatheredMessage {
+  std::span<const std::string_view> parts;
+  uint64_t length = 0;
+  uint64_t size() const noexcept { return length; }
+  void copy_to(std::byte* dst) const noexcept {
+    for (std::string_view p : parts) {
+      if (p.empty()) continue;
+      std::memcpy(dst, p.data(), p.size());
+      dst += p.size();
+    }
+  }
+};
+
+// Under the lock: a message's record at `pos` (flags give its kind and encoding).
+uint64_t write_message(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t flags,
+                       std::string_view m) noexcept {
+  return write_record(h, ring, pos, flags, m.data(), m.size());
+}
+uint64_t write_message(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t flags,
+                       const GatheredMessage& m) noexcept {
+  const layout::QueueRecord rec{static_cast<uint32_t>(m.size()), layout::record_tag(flags)};
+  channels::ring_write(ring, h->ring_bytes, pos, &rec, sizeof rec);
+  uint64_t at = pos + sizeof rec;
+  for (std::string_view p : m.parts) {
+    channels::ring_write(ring, h->ring_bytes, at, p.data(), p.size());
+    at += p.size();
+  }
+  const uint64_t pad = layout::record_span(m.size()) - sizeof rec - m.size();
+  if (pad != 0) {
+    static constexpr std::byte kZeros[8] = {};
+    channels::ring_write(ring, h->ring_bytes, at, kZeros, pad);
+  }
+  return pos + layout::record_span(m.size());
+}
+
 // The out-of-band blocks of one put: allocated pending and filled before the lock is taken;
 // freed again unless the put committed them (a put that times out, is interrupted or throws).
 class PendingBlocks {
@@ -356,6 +418,13 @@ class PendingBlocks {
     if (!msg.empty()) std::memcpy(heap_.at(r, msg.size()), msg.data(), msg.size());
     return r;
   }
+  HeapRef add(const GatheredMessage& msg) {
+    refs_.reserve(refs_.size() + 1);
+    const HeapRef r = heap_.allocate_pending(msg.size());
+    refs_.push_back(r);
+    if (msg.size() != 0) msg.copy_to(heap_.at(r, msg.size()));
+    return r;
+  }
   const std::vector<HeapRef>& refs() const noexcept { return refs_; }
   void committed() noexcept { refs_.clear(); }
 
@@ -366,16 +435,43 @@ class PendingBlocks {
 }  // namespace
 
 QueueStatus Queue::put(std::string_view msg, Deadline deadline, bool interruptible) {
-  return put_many(std::span<const std::string_view>(&msg, 1), deadline, interruptible);
+  return put_encoded(std::span<const std::string_view>(&msg, 1), {}, deadline, interruptible);
 }
 
-QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline deadline,
-                            bool interruptible) {
+QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
+                               std::span<const uint8_t> encodings, Deadline deadline,
+                               bool interruptible) {
+  return put_msgs(msgs, encodings, deadline, interruptible);
+}
+
+QueueStatus Queue::put_parts(std::span<const std::string_view> parts, uint8_t encoding,
+                             Deadline deadline, bool interruptible) {
+  uint64_t n = 0;
+  for (std::string_view p : parts) n += p.size();
+  const GatheredMessage m{parts, n};
+  return put_msgs(std::span<const GatheredMessage>(&m, 1), std::span<const uint8_t>(&encoding, 1),
+                  deadline, interruptible);
+}
+
+template <class M>
+QueueStatus Queue::put_msgs(std::span<const M> msgs, std::span<const uint8_t> encodings,
+                            Deadline deadline, bool interruptible) {
   if (msgs.empty()) return QueueStatus::kOk;
+  if (!encodings.empty()) {
+    if (encodings.size() != msgs.size()) {
+      throw_error(Errc::kInvalidArgument, "queue: one encoding per message, or none");
+    }
+    for (uint8_t e : encodings) {
+      if (e >= layout::kEncodingCount) {
+        throw_error(Errc::kInvalidArgument,
+                    "queue: unknown message encoding " + std::to_string(e));
+      }
+    }
+  }
   const uint64_t ring = h_->ring_bytes;
   uint64_t len = 0, span = 0;
   bool any_oob = false;
-  for (std::string_view m : msgs) {
+  for (const M& m : msgs) {
     if (m.size() > max_message_bytes()) {
       throw_error(Errc::kInvalidArgument,
                   "queue: a message of " + std::to_string(m.size()) +
@@ -399,7 +495,7 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
   // Big messages are copied into pending heap blocks without the queue's lock.
   PendingBlocks blocks(heap_);
   if (any_oob) {
-    for (std::string_view m : msgs) {
+    for (const M& m : msgs) {
       if (out_of_band(ring, m.size())) blocks.add(m);
     }
   }
@@ -416,12 +512,16 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
       const uint64_t tail = h_->tail.load(std::memory_order_relaxed);
       uint64_t pos = tail;
       size_t next_block = 0;
-      for (std::string_view m : msgs) {
+      for (size_t i = 0; i < msgs.size(); ++i) {
+        const M& m = msgs[i];
+        const uint32_t enc = encodings.empty()
+                                 ? 0
+                                 : uint32_t{encodings[i]} << layout::kRecordEncodingShift;
         if (out_of_band(ring, m.size())) {
           const layout::OutOfBandRef o{blocks.refs()[next_block++], m.size()};
-          pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand, &o, sizeof o);
+          pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand | enc, &o, sizeof o);
         } else {
-          pos = write_record(h_, ring_, pos, layout::kRecordBytes, m.data(), m.size());
+          pos = write_message(h_, ring_, pos, layout::kRecordBytes | enc, m);
         }
       }
       if (any_oob) {
@@ -455,12 +555,69 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
 
 // ---- get ------------------------------------------------------------------------------------
 
+// Where take() puts the messages it copies out. One: into one string (whose buffer is reused,
+// so that a consumer of big messages does not allocate and fault in a new one each time);
+// Many: appended to a vector of strings; Messages: QueueMessage records, out-of-band blocks
+// handed out instead of copied when asked.
+namespace {
+struct OneSink {
+  std::string* out;
+  uint8_t* encoding;
+  size_t mark() const noexcept { return 0; }
+  void rollback(size_t) noexcept {}
+  bool hand_out() const noexcept { return false; }
+  std::string& next(uint8_t enc, uint64_t) {
+    if (encoding != nullptr) *encoding = enc;
+    return *out;
+  }
+  void handed(HeapRef, uint64_t, uint8_t) noexcept {}
+};
+struct ManySink {
+  std::vector<std::string>* out;
+  size_t mark() const noexcept { return out->size(); }
+  void rollback(size_t n) { out->resize(n); }
+  bool hand_out() const noexcept { return false; }
+  std::string& next(uint8_t, uint64_t) { return out->emplace_back(); }
+  void handed(HeapRef, uint64_t, uint8_t) noexcept {}
+};
+struct MessageSink {
+  // Replaces out's contents, reusing its elements (their strings keep their buffers, so a
+  // consumer calling again with the same vector does not allocate for each message).
+  std::vector<QueueMessage>* out;
+  bool blocks;
+  size_t n = 0;
+  size_t mark() const noexcept { return 0; }
+  void rollback(size_t) { out->clear(); }
+  bool hand_out() const noexcept { return blocks; }
+  QueueMessage& slot() {
+    if (n == out->size()) out->emplace_back();
+    QueueMessage& m = (*out)[n++];
+    m.block = 0;
+    return m;
+  }
+  std::string& next(uint8_t enc, uint64_t length) {
+    QueueMessage& m = slot();
+    m.encoding = enc;
+    m.length = length;
+    return m.data;
+  }
+  // Inside take's try: a throw here leaves the queue as it was.
+  void handed(HeapRef ref, uint64_t length, uint8_t enc) {
+    QueueMessage& m = slot();
+    m.data.clear();
+    m.block = ref;
+    m.length = length;
+    m.encoding = enc;
+  }
+  void done() { out->resize(n); }
+};
+}  // namespace
+
 // Waits for a message, then takes up to max_messages (and max_bytes, the first always) under one
-// lock hold: appended to *many, or (max_messages 1) into *one, whose buffer is reused so that a
-// consumer of big messages does not allocate (and fault in) a new one for each.
-QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t max_messages,
-                        uint64_t max_bytes, Deadline deadline, bool interruptible) {
-  if (many == nullptr) max_messages = 1;
+// lock hold into the sink.
+template <class Sink>
+QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
+                        bool interruptible) {
   if (max_messages == 0) max_messages = 1;
   Waiter waiter(deadline, interruptible);
   for (;;) {
@@ -473,22 +630,24 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
     if (head != tail) {
       // Steps: 1 copy the records' messages out (an allocation that throws leaves the queue as
       // it was); [out of band: 1a intent kIntentFreeing over [head, end)]; 2 consume: one store
-      // of head; [2a free the blocks; 2b intent idle]; 3 the derived counts; 4 bump get_seq;
-      // unlock; 5 wake. All are copied out before the head store, so a consumer killed here
-      // loses all of them or none.
-      const size_t first = many != nullptr ? many->size() : 0;
+      // of head; [2a free the blocks not handed out; 2b intent idle]; 3 the derived counts;
+      // 4 bump get_seq; unlock; 5 wake. All are copied out before the head store, so a consumer
+      // killed here loses all of them or none; a block handed out is freed by recovery if its
+      // taker dies before the intent is idle, and is the taker's after.
+      const size_t first = sink.mark();
       uint64_t pos = head, taken_bytes = 0;
       size_t taken = 0;
-      std::vector<HeapRef> blocks;
+      std::vector<HeapRef> blocks;   // to free after the consume store
+      bool any_block = false;        // blocks to free or handed out: the intent covers both
       try {
         while (pos != tail && taken < max_messages) {
           Result<channels::RecordView> r = channels::read_record(ring_, h_->ring_bytes, pos, tail);
           if (!r.has_value()) corrupt(r.status().message());
           const channels::RecordView& v = r.value();
           if (taken != 0 && max_bytes != 0 && taken_bytes + v.message > max_bytes) break;
-          std::string& msg = many != nullptr ? many->emplace_back() : *one;
-          msg.resize(v.message);
           if (v.ref == 0) {
+            std::string& msg = sink.next(v.encoding, v.message);
+            msg.resize(v.message);
             channels::ring_read(ring_, h_->ring_bytes, pos + layout::kRecordHeaderBytes,
                                 msg.data(), v.length);
           } else {
@@ -503,18 +662,28 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
               corrupt("queue: out-of-band block " + std::to_string(v.ref) + " is smaller than " +
                       std::to_string(v.message) + " bytes");
             }
-            if (v.message != 0) std::memcpy(msg.data(), heap_.at(v.ref, v.message), v.message);
-            blocks.push_back(v.ref);
+            any_block = true;
+            if (sink.hand_out()) {
+              sink.handed(v.ref, v.message, v.encoding);
+            } else {
+              std::string& msg = sink.next(v.encoding, v.message);
+              msg.resize(v.message);
+              if (v.message != 0) std::memcpy(msg.data(), heap_.at(v.ref, v.message), v.message);
+              blocks.push_back(v.ref);
+            }
           }
           pos += v.span();
           taken_bytes += v.message;
           ++taken;
         }
       } catch (...) {
-        if (many != nullptr) many->resize(first);
+        sink.rollback(first);
         throw;  // the lock is released by its guard; nothing in the queue changed
       }
-      if (!blocks.empty()) {
+      // A joinable queue: the messages are this process's tasks before they leave the ring, so
+      // a death on either side of the consume store leaves them counted once (TaskTable).
+      if (tasks_ != nullptr) note_taken(taken);
+      if (any_block) {
         h_->get_intent_head.store(head, std::memory_order_relaxed);
         h_->get_intent_end.store(pos, std::memory_order_relaxed);
         h_->get_intent_state.store(layout::kIntentFreeing, std::memory_order_release);
@@ -525,9 +694,10 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
       h_->bytes.store(h_->bytes.load(std::memory_order_relaxed) - taken_bytes,
                       std::memory_order_relaxed);
       h_->gets.fetch_add(taken, std::memory_order_relaxed);
-      if (!blocks.empty()) {
+      if (any_block) {
         // The intent stays until every block is freed: a death among the frees leaves the
-        // rest to recovery, which frees only what is still committed (never one twice).
+        // rest to recovery, which frees only what is still committed (never one twice), and
+        // the handed-out ones with them (their taker is dead).
         for (HeapRef b : blocks) heap_.free(b);
         h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
       }
@@ -544,12 +714,165 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
 }
 
 QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible) {
-  return take(nullptr, &out, 1, 0, deadline, interruptible);
+  OneSink sink{&out, nullptr};
+  return take(sink, 1, 0, deadline, interruptible);
 }
 
 QueueStatus Queue::get_many(std::vector<std::string>& out, size_t max_messages,
                             Deadline deadline, bool interruptible, uint64_t max_bytes) {
-  return take(&out, nullptr, max_messages, max_bytes, deadline, interruptible);
+  ManySink sink{&out};
+  return take(sink, max_messages, max_bytes, deadline, interruptible);
+}
+
+QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messages,
+                                Deadline deadline, bool interruptible, uint64_t max_bytes,
+                                bool hand_out_blocks) {
+  MessageSink sink{&out, hand_out_blocks};
+  const QueueStatus s = take(sink, max_messages, max_bytes, deadline, interruptible);
+  sink.done();  // n is 0 unless kOk
+  return s;
+}
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+namespace {
+// Under the lock: frees the slots of processes that are gone (their messages count as done).
+// Returns whether any was freed.
+bool reclaim_dead(layout::TaskTable* t) noexcept {
+  bool any = false;
+  for (layout::TaskSlot& s : t->slot) {
+    if (s.pid == 0) continue;
+    if (s.taken == 0 || sync::process_gone(s.pid, s.tag)) {
+      t->reclaimed += s.taken;
+      any = any || s.taken != 0;
+      s.taken = 0;
+      s.tag = 0;
+      s.pid = 0;
+    }
+  }
+  return any;
+}
+
+uint64_t unfinished_locked(const QueueHeader* h, const layout::TaskTable* t) noexcept {
+  uint64_t n = h->count.load(std::memory_order_relaxed) + t->orphans;
+  for (const layout::TaskSlot& s : t->slot) n += s.taken;
+  return n;
+}
+}  // namespace
+
+// Under the lock, before the consume store: n more messages are this process's tasks. A slot is
+// a process's while its taken > 0; a process without one takes a free slot, reclaiming dead
+// ones when none is free, and counts into orphans when every slot is a live process's.
+void Queue::note_taken(uint64_t n) noexcept {
+  const uint32_t pid = sync::self_pid(), tag = sync::self_tag();
+  layout::TaskSlot* slots = tasks_->slot;
+  auto mine = [&](uint32_t i) { return slots[i].pid == pid && slots[i].tag == tag; };
+  uint32_t i = slot_hint_ < layout::kTaskSlots ? slot_hint_ : 0;
+  if (!mine(i)) {
+    uint32_t found = layout::kTaskSlots, free = layout::kTaskSlots;
+    for (uint32_t k = 0; k < layout::kTaskSlots; ++k) {
+      if (mine(k)) {
+        found = k;
+        break;
+      }
+      if (free == layout::kTaskSlots && slots[k].pid == 0) free = k;
+    }
+    if (found == layout::kTaskSlots && free == layout::kTaskSlots) {
+      reclaim_dead(tasks_);
+      for (uint32_t k = 0; k < layout::kTaskSlots; ++k) {
+        if (slots[k].pid == 0) {
+          free = k;
+          break;
+        }
+      }
+      if (free == layout::kTaskSlots) {
+        tasks_->orphans += n;
+        return;
+      }
+    }
+    i = found != layout::kTaskSlots ? found : free;
+    if (found == layout::kTaskSlots) {
+      // Claim (under the lock, as every write here): a death before taken is added leaves a
+      // slot whose owner is gone, which reclaim_dead frees.
+      slots[i].tag = tag;
+      slots[i].pid = pid;
+    }
+    slot_hint_ = i;
+  }
+  slots[i].taken += n;
+}
+
+bool Queue::joinable() const noexcept { return tasks_ != nullptr; }
+
+bool Queue::task_done() {
+  if (tasks_ == nullptr) throw_error(Errc::kInvalidArgument, "queue: not a joinable queue");
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: task_done could not take the lock");
+  }
+  const uint32_t pid = sync::self_pid(), tag = sync::self_tag();
+  layout::TaskSlot* slots = tasks_->slot;
+  layout::TaskSlot* pick = nullptr;
+  if (slot_hint_ < layout::kTaskSlots && slots[slot_hint_].pid == pid &&
+      slots[slot_hint_].tag == tag && slots[slot_hint_].taken != 0) {
+    pick = &slots[slot_hint_];
+  } else {
+    // This process holds none (it may have got nothing: another process passed the work on):
+    // one got by another process, as multiprocessing's one global count would; first its own
+    // slot if the hint was stale.
+    for (layout::TaskSlot& s : tasks_->slot) {
+      if (s.taken == 0) continue;
+      if (s.pid == pid && s.tag == tag) {
+        pick = &s;
+        break;
+      }
+      if (pick == nullptr) pick = &s;
+    }
+  }
+  bool ok = true;
+  if (pick != nullptr) {
+    if (--pick->taken == 0) {
+      pick->pid = 0;
+      pick->tag = 0;
+    }
+  } else if (tasks_->orphans != 0) {
+    --tasks_->orphans;
+  } else {
+    ok = false;
+  }
+  bool sleepers = false;
+  if (ok && unfinished_locked(h_, tasks_) == 0) sleepers = bump(h_->done_seq);
+  lock.unlock();
+  if (sleepers) wake(h_->done_seq);
+  return ok;
+}
+
+uint64_t Queue::unfinished() {
+  if (tasks_ == nullptr) return 0;
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: unfinished could not take the lock");
+  }
+  reclaim_dead(tasks_);
+  return unfinished_locked(h_, tasks_);
+}
+
+QueueStatus Queue::join(Deadline deadline, bool interruptible) {
+  if (tasks_ == nullptr) throw_error(Errc::kInvalidArgument, "queue: not a joinable queue");
+  // Sleeps in slices (Waiter): a taker that dies is noticed at the next look, within a slice.
+  Waiter waiter(deadline, interruptible);
+  for (;;) {
+    QueueLock lock(heap_, h_, ring_);
+    const LockOutcome lo = lock.lock(deadline, interruptible);
+    if (lo == LockOutcome::kInterrupted) return QueueStatus::kInterrupted;
+    if (lo == LockOutcome::kTimeout) return QueueStatus::kTimeout;
+    reclaim_dead(tasks_);
+    if (unfinished_locked(h_, tasks_) == 0) return QueueStatus::kOk;
+    if (waiter.passed()) return QueueStatus::kTimeout;
+    waiter.prepare(h_->done_seq);
+    lock.unlock();
+    if (!waiter.wait(h_->done_seq)) return QueueStatus::kInterrupted;
+  }
 }
 
 // ---- state ----------------------------------------------------------------------------------
@@ -629,11 +952,19 @@ QueueStats Queue::check() {
   // The heap's own invariants, under the queue's lock so that no put or get is between two
   // steps meanwhile: every committed block is then the queue's or a record's, unless a death in
   // one of the narrow windows of docs/design/queue.md leaked it (counted, not an error).
+  if (tasks_ != nullptr) {  // Q7 (the constants were checked at attach)
+    for (const layout::TaskSlot& t : tasks_->slot) {
+      if (t.taken == 0 && t.pid != 0) corrupt("queue: Q7: a task slot with nothing taken is owned");
+    }
+  }
   const HeapReport hr = heap_.check();
   QueueStats s = stats();
   s.out_of_band = named.size();
+  // Committed blocks beyond the queue's own (its header and ring, its task table) and those
+  // the records name: blocks handed to live consumers (get_messages) and leaks.
+  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size();
   const uint64_t committed = hr.used_blocks - hr.pending_blocks;
-  s.stray_blocks = committed > 1 + named.size() ? committed - 1 - named.size() : 0;
+  s.stray_blocks = committed > own ? committed - own : 0;
   return s;
 }
 

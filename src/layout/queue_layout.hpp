@@ -17,10 +17,11 @@
 // to a multiple of 8: it spans record_span(length) = 8 + round_up(length, 8) bytes. Records may
 // wrap: the header never does (positions and ring_bytes are multiples of 8), the payload may
 // continue at ring[0]. tag = kRecordMarker << 8 | flags; the marker lets a walk tell a record
-// from garbage; flags (bits 0..7) say what the payload is: kRecordBytes (the message's bytes)
-// or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap that
-// holds the message). Other flags are refused by this version's reader (kCorrupt), so a later
-// version's Python-encoded records are not misread. A message goes out of band when its
+// from garbage; flags (bits 0..7) say what the payload is: bit 0 kRecordBytes (the message's
+// bytes) or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap
+// that holds the message); bits 1..3 the message's encoding (kEncoding*: raw bytes, or one of
+// the Python layer's), stored and handed back, never interpreted. Other flags are refused by
+// this version's reader (kCorrupt), so a later version's records are not misread. A message goes out of band when its
 // inline record would take more than a quarter of the ring (so a big message never waits for
 // a big contiguous stretch of ring, and any size up to Heap::kMaxAllocation goes through).
 //
@@ -32,7 +33,8 @@
 //       holds header_bytes + ring_bytes bytes. max_messages and max_bytes never change (0: no
 //       bound but the ring).
 //   Q3  head <= tail, tail - head <= ring_bytes, both multiples of 8.
-//   Q4  walking from head, every record's tag holds kRecordMarker and a known flag, its length
+//   Q4  walking from head, every record's tag holds kRecordMarker and known flags (an encoding
+//       below kEncodingCount), its length
 //       <= ring_bytes - 8, and the walk lands exactly on tail.
 //   Q5  at rest (lock free, or recovered) count == the records of Q4 and bytes == the sum of
 //       their message lengths (an out-of-band record's OutOfBandRef::length); count <=
@@ -63,7 +65,8 @@
 namespace shoal::layout {
 
 inline constexpr uint64_t kQueueMagic = 0x4555514C414F4853ULL;  // ASCII "SHOALQUE" in memory order
-inline constexpr uint32_t kQueueVersion = 1;
+// 2: encodings in the record tags; the task table of a joinable queue.
+inline constexpr uint32_t kQueueVersion = 2;
 inline constexpr uint64_t kQueueMinRing = 64;
 // Positions are 64-bit and lengths 32-bit: a ring of at most 1 GiB keeps every record's length
 // (<= ring_bytes - 8) in 32 bits with room to spare.
@@ -79,6 +82,16 @@ inline constexpr uint32_t kSeqMask = kSeqWaiters - 1;
 inline constexpr uint32_t kRecordMarker = 0x51524Du;  // "MRQ": 24 bits, in tag bits 8..31
 inline constexpr uint32_t kRecordBytes = 0;           // flags: the payload is the message
 inline constexpr uint32_t kRecordOutOfBand = 1;       // flags: the payload is an OutOfBandRef
+// flags bits 1..3: the message's encoding, which the queue stores and hands back but never
+// interprets (the Python layer's message header): kEncodingBytes is what C++ puts (raw bytes);
+// the others are the Python layer's (python/shoal/_queues.py). A reader refuses encodings it
+// does not know (kCorrupt) rather than misread them.
+inline constexpr uint32_t kRecordEncodingShift = 1;
+inline constexpr uint32_t kRecordEncodingMask = 7;  // after the shift
+inline constexpr uint8_t kEncodingBytes = 0;   // raw bytes (C++ messages, Python bytes)
+inline constexpr uint8_t kEncodingPickle = 1;  // a pickle (multiprocessing's ForkingPickler)
+inline constexpr uint8_t kEncodingPickleBuffers = 2;  // a pickle and its out-of-band buffers
+inline constexpr uint8_t kEncodingCount = 3;   // encodings this version reads
 inline constexpr uint64_t kRecordHeaderBytes = 8;
 // The largest out-of-band message: what one heap block can hold (Heap::kMaxAllocation).
 inline constexpr uint64_t kQueueMaxOutOfBand = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;
@@ -119,7 +132,8 @@ struct alignas(16) QueueHeader {
   uint64_t ring_bytes;     // the ring's size (Q2)
   uint64_t max_messages;   // maxsize: a put waits while count == max_messages (0: unbounded)
   uint64_t max_bytes;      // a put waits while bytes + its length > max_bytes (0: unbounded)
-  uint64_t reserved0[3];   // zero
+  uint64_t tasks;          // a joinable queue's TaskTable block (a HeapRef), else 0 (Q7)
+  uint64_t reserved0[2];   // zero
 
   // The lock and what it guards (64: its own cache line with the positions).
   RobustMutexWord lock;             // guards everything below but the stats' lock-free reads
@@ -132,7 +146,9 @@ struct alignas(16) QueueHeader {
   // Futex words (128: consumers sleep on put_seq, producers on get_seq).
   std::atomic<uint32_t> put_seq;    // bumped under the lock after each publish (kSeqMask bits)
   std::atomic<uint32_t> get_seq;    // bumped under the lock after each consume
-  uint32_t reserved2[14];
+  std::atomic<uint32_t> done_seq;  // joiners sleep on it; bumped under the lock when the
+                                   // unfinished tasks may have reached 0 (task_done, reclaim)
+  uint32_t reserved2[13];
 
   // Statistics (192), written under the lock, read without it (may be stale).
   std::atomic<uint64_t> puts;        // messages published
@@ -146,6 +162,34 @@ struct alignas(16) QueueHeader {
   std::atomic<uint64_t> get_intent_end;    // the head after it
 };
 static_assert(sizeof(QueueHeader) == 256, "layout is ABI: bump kQueueVersion");
+
+// A joinable queue's task accounting (JoinableQueue's task_done/join), in its own heap block
+// named by QueueHeader::tasks, every field under the queue's lock. The unfinished tasks are
+// derived, never stored: count (messages in the ring) + the sum of the slots' `taken` (messages
+// a live process got and has not marked done) + orphans. A get adds what it takes to its
+// process's slot BEFORE its consume store, so a consumer killed at any instant either left the
+// messages in the ring or holds them in its slot; a slot whose process is gone
+// (sync::process_gone on pid and tag) is reclaimed -- its messages count as done -- by the next
+// join, task_done or slot claim. A slot is a process's only while taken > 0.
+//   Q7  tasks == 0, or it names a used block of sizeof(TaskTable) bytes with magic ==
+//       kTaskMagic and slots == kTaskSlots; every slot with taken == 0 has pid == 0 at rest.
+inline constexpr uint64_t kTaskMagic = 0x4B5341544C414F48ULL;  // "HOALTASK"
+inline constexpr uint32_t kTaskSlots = 1024;
+struct TaskSlot {
+  uint32_t pid;    // the process that got the messages (0: free)
+  uint32_t tag;    // its robust tag (start time), so a reused pid is not taken for it
+  uint64_t taken;  // messages it got and has not marked done
+};
+struct TaskTable {
+  uint64_t magic;    // kTaskMagic
+  uint32_t slots;    // kTaskSlots
+  uint32_t reserved;
+  uint64_t orphans;  // messages taken when every slot was busy: never reclaimed (queue.md)
+  uint64_t reclaimed;  // messages counted done because their taker died (statistics)
+  TaskSlot slot[kTaskSlots];
+};
+static_assert(sizeof(TaskSlot) == 16 && sizeof(TaskTable) == 32 + 16 * kTaskSlots,
+              "layout is ABI: bump kQueueVersion");
 static_assert(alignof(QueueHeader) <= 16, "a heap block's payload is only 16-byte aligned");
 static_assert(offsetof(QueueHeader, lock) == 64, "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, put_seq) == 128, "layout is ABI: bump kQueueVersion");
