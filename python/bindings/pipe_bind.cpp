@@ -85,6 +85,7 @@ void register_pipe(nb::module_& m) {
           },
           "handle"_a)
       .def("handle", [](const Queue& q) { return q.handle(true); })
+      .def("ident", [](const Queue& q) { return q.heap().root_segment().id().hex(); })
       .def("open_end", [](Queue& q, int side) { q.open_end(end_of(side)); }, "side"_a)
       .def("close_end", [](Queue& q, int side) { q.close_end(end_of(side)); }, "side"_a)
       .def("lend_end", [](Queue& q, int side) { return q.lend_end(end_of(side)); }, "side"_a)

@@ -13,6 +13,7 @@ from ._containers import Dict
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
 from ._hold import hold
 from ._kinds import attach
+from ._pipes import Connection, Pipe
 from ._share import share
 from ._shoal import (
     AccessDeniedError,
@@ -51,6 +52,7 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "Condition",
+    "Connection",
     "CorruptSegmentError",
     "DecodeError",
     "Dict",
@@ -66,6 +68,7 @@ __all__ = [
     "OutOfSpaceError",
     "OwnerDiedError",
     "OwnerDiedWarning",
+    "Pipe",
     "RLock",
     "SegmentExistsError",
     "SegmentNotFoundError",
