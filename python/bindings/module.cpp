@@ -15,4 +15,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_sync(m);
   shoal::py::register_dict(m);
   shoal::py::register_pipe(m);
+  shoal::py::register_queue(m);
 }

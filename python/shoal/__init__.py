@@ -14,6 +14,7 @@ from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, loa
 from ._hold import hold
 from ._kinds import attach
 from ._pipes import Connection, Pipe
+from ._queues import JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
     AccessDeniedError,
@@ -63,12 +64,14 @@ __all__ = [
     "FrozenTuple",
     "IncompatibleSegmentError",
     "InvalidArgumentError",
+    "JoinableQueue",
     "Lock",
     "LockTimeoutError",
     "OutOfSpaceError",
     "OwnerDiedError",
     "OwnerDiedWarning",
     "Pipe",
+    "Queue",
     "RLock",
     "SegmentExistsError",
     "SegmentNotFoundError",
@@ -77,6 +80,7 @@ __all__ = [
     "ShoalError",
     "ShoalOSError",
     "ShoalTimeoutError",
+    "SimpleQueue",
     "StaleHandleError",
     "Value",
     "__version__",

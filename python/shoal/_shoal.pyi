@@ -626,3 +626,49 @@ class PipeQueue:
     def send(self, data: object, timeout: float) -> int: ...
 
     def recv(self, timeout: float) -> object: ...
+
+class QueueBlock:
+    """
+    An out-of-band message's heap block, handed to its receiver (private): its bytes through the buffer protocol (memoryview(block)); the block is freed when this object and every view of it are gone.
+    """
+
+    def __len__(self, /):
+        """Return len(self)."""
+
+class QueueCore:
+    """
+    The C++ shoal::Queue behind shoal.Queue (private): its hot methods, in C.
+    """
+
+    def __init__(self, source: object | None, ring_bytes: int = 1048576, max_messages: int = 0, max_bytes: int = 0) -> None:
+        """
+        A new queue (source None) with a ring of ring_bytes, at most max_messages messages and max_bytes payload bytes (0: no bound but the ring), the queue a handle names, or the queue in a shoal._shoal.Heap (IncompatibleSegmentError when the heap holds no queue).
+        """
+
+    def qsize(self) -> int:
+        """
+        Messages in the queue now (a snapshot: other processes change it at once).
+        """
+
+    @property
+    def ring_bytes(self) -> int:
+        """The ring's size."""
+
+    @property
+    def max_messages(self) -> int:
+        """At most this many messages (0: no bound but the ring)."""
+
+    @property
+    def max_bytes(self) -> int:
+        """At most this many payload bytes (0: no bound but the ring)."""
+
+    def send_handle(self) -> str:
+        """The handle pickling writes (held inside shoal.hold, else pinned)."""
+
+    def handle(self, pin: bool = True) -> str:
+        """
+        A handle naming this queue, for shoal.attach in any process of the session.
+        """
+
+    def segment(self) -> Segment:
+        """The queue's root segment (what shoal.hold holds)."""
