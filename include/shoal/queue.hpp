@@ -183,6 +183,8 @@ class Queue {
   /// The processes that hold `end` now, after reclaiming the slots of dead ones (system calls:
   /// one or two per holder); overflow holds count one each.
   uint64_t holders(QueueEnd end);
+  /// The holds of `end` in transit now (lent, not yet claimed): a hint, without the lock.
+  uint64_t lent_holds(QueueEnd end) const noexcept;
   /// Whether `end` was opened and no live process holds it (reclaims dead holders).
   bool end_closed(QueueEnd end);
   /// get that returns kClosed when the queue is empty and the producer end is closed, and

@@ -101,6 +101,8 @@ void register_pipe(nb::module_& m) {
             return q.end_closed(e);
           },
           "side"_a)
+      .def("lent_holds", [](const Queue& q, int side) { return q.lent_holds(end_of(side)); },
+           "side"_a)
       .def("holders", [](Queue& q, int side) { return q.holders(end_of(side)); }, "side"_a)
       .def(
           "set_watched", [](Queue& q, int side, bool on) { q.set_watched(end_of(side), on); },

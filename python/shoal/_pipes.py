@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import stat
 import threading
 import weakref
@@ -68,6 +69,12 @@ def _open_fifo(path: str, flags: int) -> int:
         if e.errno in (errno.ENXIO, errno.ENOENT):
             return -1
         raise
+
+
+def _hung_up(fd: int) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
 
 def _ensure_fifo(q: Any) -> str:
@@ -155,6 +162,16 @@ class Connection:
             return self._wfd
         if self._rfd < 0:
             self._rfd = _open_fifo(_ensure_fifo(self._rq), os.O_RDONLY)
+        elif self._rq.lent_holds(_PRODUCER) > 0 and _hung_up(self._rfd):
+            # Every writer's descriptor is gone but a hold of the write end is in transit
+            # (pickled, not yet rebuilt). A read end opened now reports no hang-up until a
+            # writer has come and gone again (Linux's pipe_poll compares the writers' counter
+            # with the one at open), so it waits correctly for the holder in transit. (Without
+            # a hold in transit, a hang-up is a writer's death or close: it stays readable.)
+            fd = _open_fifo(_fifo_path(self._rq), os.O_RDONLY)
+            if fd >= 0:
+                os.close(self._rfd)
+                self._rfd = fd
         self._rq.set_watched(_CONSUMER, True)
         # Messages sent before the flag was set signalled nothing: signal them now.
         if self._pending is not None or self._rq.size() > 0:

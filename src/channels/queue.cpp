@@ -780,6 +780,14 @@ uint64_t Queue::holders(QueueEnd end) {
   return n;
 }
 
+uint64_t Queue::lent_holds(QueueEnd end) const noexcept {
+  uint64_t n = 0;
+  for (const layout::QueueEndSlot& s : h_->ends.slots[static_cast<uint32_t>(end)]) {
+    if (s.owner.load(std::memory_order_relaxed) != 0) n += s.lent.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
 bool Queue::end_closed(QueueEnd end) {
   const auto side = static_cast<uint32_t>(end);
   if (h_->ends.opened[side].load(std::memory_order_acquire) == 0) return false;
@@ -815,6 +823,13 @@ QueueStatus Queue::recv(std::string& out, Deadline deadline, bool interruptible)
 
 QueueStatus Queue::send(std::string_view msg, Deadline deadline, bool interruptible) {
   if (end_gone_hint(h_, layout::kEndConsumer) && end_closed(QueueEnd::kConsumer)) {
+    return QueueStatus::kClosed;
+  }
+  // A consumer that died (not closed) is only seen by asking the kernel: every 64th put while
+  // messages wait unread (a live consumer keeping up leaves the queue empty: no system call).
+  if (h_->ends.opened[layout::kEndConsumer].load(std::memory_order_relaxed) != 0 &&
+      h_->count.load(std::memory_order_relaxed) != 0 &&
+      (h_->puts.load(std::memory_order_relaxed) & 63) == 0 && end_closed(QueueEnd::kConsumer)) {
     return QueueStatus::kClosed;
   }
   uint64_t slice = kFirstEndSliceNs;
