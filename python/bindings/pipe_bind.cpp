@@ -24,6 +24,7 @@ namespace shoal::py {
 namespace {
 
 constexpr int kWatched = 8;
+constexpr size_t kReleaseGilBytes = size_t{1} << 16;
 
 Deadline deadline_of(double timeout) {
   return timeout < 0 ? Deadline::never() : Deadline::after(timeout);
@@ -114,8 +115,15 @@ void register_pipe(nb::module_& m) {
             BufferView v(data);
             const Deadline d = deadline_of(timeout);
             const std::string_view msg = v.bytes();
-            // The common case: room at once, no system call and no GIL release.
-            QueueStatus s = q.send(msg, Deadline{0}, false);
+            // The common case: room at once, no system call and no GIL release (but for a big
+            // message, whose copy into its heap block other threads need not wait for).
+            QueueStatus s;
+            if (msg.size() >= kReleaseGilBytes) {
+              nb::gil_scoped_release nogil;
+              s = q.send(msg, Deadline{0}, false);
+            } else {
+              s = q.send(msg, Deadline{0}, false);
+            }
             if (s == QueueStatus::kFull && timeout != 0) {
               s = run_released([&] { return q.send(msg, d, true); });
             }
