@@ -48,10 +48,11 @@ enum class QueueStatus : uint8_t {
   kFull,         // put: no room (maxsize, max_bytes or the ring) before the deadline
   kEmpty,        // get: no message before the deadline
   kInterrupted,  // only with interruptible: a signal interrupted the wait
+  kTimeout,      // join: tasks still unfinished at the deadline
   kClosed,       // only from recv / send: the other end is closed (every holder of it closed
                  // it or died) and, for recv, nothing is left: end of stream / broken pipe
 };
-/// "ok", "full", "empty", "interrupted", "closed".
+/// "ok", "full", "empty", "interrupted", "timeout", "closed".
 const char* queue_status_name(QueueStatus s) noexcept;
 
 struct QueueStats {
@@ -69,6 +70,7 @@ struct QueueStats {
 
 namespace layout {
 struct QueueHeader;
+struct TaskTable;
 }
 
 /// The two ends of a queue, for end of stream (docs/design/queue.md "Ends").
@@ -96,6 +98,8 @@ class Queue {
     uint64_t max_messages = 0;
     /// At most this many payload bytes in the queue (0: as many as the ring holds).
     uint64_t max_bytes = 0;
+    /// Task accounting (multiprocessing.JoinableQueue): task_done() and join().
+    bool joinable = false;
   };
 
   /// A new, empty queue in this process's session. InvalidArgumentError for a ring size out of
@@ -199,12 +203,29 @@ class Queue {
   /// the queue's wake-up FIFO; read without the lock.
   void set_watched(QueueEnd end, bool on) noexcept;
   bool watched(QueueEnd end) const noexcept;
-  /// get_many with each message's encoding, appended to `out`; with `hand_out_blocks` an
+
+  /// get_many with each message's encoding: `out` holds the messages taken (none unless kOk;
+  /// its elements are reused, so their buffers are not allocated again); with `hand_out_blocks` an
   /// out-of-band message is not copied: its block is handed to the caller (QueueMessage), who
   /// frees it. The zero-copy receive of the Python layer.
   QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,
                            Deadline deadline = Deadline::never(), bool interruptible = false,
                            uint64_t max_bytes = 0, bool hand_out_blocks = false);
+
+  // ---- tasks (a joinable queue) -------------------------------------------------------------
+  // The unfinished tasks are the messages in the queue plus those got and not yet marked done
+  // by live processes: a process killed after taking messages (in get or later) has them
+  // counted done, so join() never waits for ever on a dead consumer (docs/design/queue.md).
+  /// Marks one message got by this process done (or, when it holds none, one got by another
+  /// process). false when no message is unfinished but in the queue (called too many times).
+  /// InvalidArgumentError on a queue that is not joinable.
+  bool task_done();
+  /// Blocks until no task is unfinished (kOk), the deadline passes (kTimeout), or kInterrupted.
+  QueueStatus join(Deadline deadline = Deadline::never(), bool interruptible = false);
+  /// The unfinished tasks now (a snapshot under the lock, dead takers reclaimed); 0 when the
+  /// queue is not joinable.
+  uint64_t unfinished();
+  bool joinable() const noexcept;
 
   // ---- state --------------------------------------------------------------------------------
   /// Messages in the queue: a snapshot without the lock (qsize()).
@@ -224,16 +245,20 @@ class Queue {
   QueueStats check();
 
  private:
-  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
-      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
+  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring,
+        layout::TaskTable* tasks) noexcept
+      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring), tasks_(tasks) {}
+  void note_taken(uint64_t n) noexcept;  // under the lock: a joinable get's bookkeeping
   template <class Sink>
   QueueStatus take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
                    bool interruptible);
   friend struct QueueAccess;
+  uint32_t slot_hint_ = 0;  // this process's task slot, last time (checked before use)
   Heap heap_;
   HeapRef top_ = 0;
   layout::QueueHeader* h_ = nullptr;  // in heap_'s root; valid while heap_ lives
   std::byte* ring_ = nullptr;
+  layout::TaskTable* tasks_ = nullptr;  // a joinable queue's task table (heap_'s block)
 };
 
 }  // namespace shoal

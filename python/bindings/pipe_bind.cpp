@@ -1,7 +1,7 @@
 // python/bindings/pipe_bind.cpp — shoal._shoal.PipeQueue: one direction of a shoal.Pipe
 // (python/shoal/_pipes.py), a shoal::Queue (include/shoal/queue.hpp) with its end table.
 //
-// Statuses are ints: 0 ok, 1 full, 2 empty, 4 closed (QueueStatus's values). send returns
+// Statuses are ints: 0 ok, 1 full, 2 empty, 5 closed (QueueStatus's values). send returns
 // 0 | kWatched when the consumer end is watched (a selector waits on the queue's wake-up FIFO:
 // the caller then writes a byte to it). Blocking calls run without the GIL and interruptibly:
 // on a signal the GIL is re-taken and PyErr_CheckSignals() runs; if a handler raised (Ctrl-C:

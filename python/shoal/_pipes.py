@@ -36,7 +36,7 @@ from . import _shoal
 __all__ = ["Connection", "Pipe"]
 
 # QueueStatus (include/shoal/queue.hpp) as _shoal.PipeQueue returns it.
-_OK, _FULL, _EMPTY, _CLOSED = 0, 1, 2, 4
+_OK, _FULL, _EMPTY, _CLOSED = 0, 1, 2, 5
 _WATCHED = 8
 _PRODUCER, _CONSUMER = 0, 1
 # Messages above a quarter of the ring go out of band (a heap block each): the ring only needs

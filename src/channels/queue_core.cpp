@@ -40,7 +40,7 @@ Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
   for (uint32_t side = 0; side < 2; ++side) {
     const uint32_t opened = e.opened[side].load(std::memory_order_relaxed);
     if (opened > 1) {
-      return Status(Errc::kCorrupt, "queue: Q7: end table side " + std::to_string(side) +
+      return Status(Errc::kCorrupt, "queue: Q8: end table side " + std::to_string(side) +
                                         " has opened flag " + std::to_string(opened));
     }
     v.holds[side] = e.overflow[side].load(std::memory_order_relaxed);
@@ -49,7 +49,7 @@ Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
       const uint64_t owner = s.owner.load(std::memory_order_relaxed);
       if (owner == 0) continue;
       if ((owner >> 32) == 0 || (owner >> 32) >= layout::kQueueMaxPid) {
-        return Status(Errc::kCorrupt, "queue: Q7: end slot " + std::to_string(side) + "/" +
+        return Status(Errc::kCorrupt, "queue: Q8: end slot " + std::to_string(side) + "/" +
                                           std::to_string(i) + " names pid " +
                                           std::to_string(owner >> 32));
       }
@@ -58,7 +58,7 @@ Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
                        s.lent.load(std::memory_order_relaxed);
     }
     if (v.holds[side] != 0 && opened == 0) {
-      return Status(Errc::kCorrupt, "queue: Q7: side " + std::to_string(side) +
+      return Status(Errc::kCorrupt, "queue: Q8: side " + std::to_string(side) +
                                         " has holders but was never opened");
     }
   }

@@ -1,4 +1,4 @@
-// tests/cpp/multiprocess/queue_ends_test.cpp — the queue's end table (Q7, docs/design/queue.md
+// tests/cpp/multiprocess/queue_ends_test.cpp — the queue's end table (Q8, docs/design/queue.md
 // "Ends"): end of stream after a close, an exit, a SIGKILL; holds in transit; a holder that
 // died between two steps of an update; the decoder on a scribbled table.
 #include <gtest/gtest.h>
@@ -141,7 +141,7 @@ TEST(QueueEnds, AHoldInTransitKeepsTheEndOpenUntilClaimed) {
 // A holder that died between the two stores of an update leaves a slot with an owner and no
 // counts (a claim's counts were written, a release's owner not cleared yet): reclaimed as dead.
 // One that died between the counts and the owner of a claim leaves counts on a free slot:
-// ignored. Both stay consistent with Q7.
+// ignored. Both stay consistent with Q8.
 TEST(QueueEnds, ASlotLeftBetweenTwoStepsIsReclaimed) {
   ScopedRuntimeDir dir;
   Queue q = Queue::create({.ring_bytes = 4096});
