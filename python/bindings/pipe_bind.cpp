@@ -142,7 +142,8 @@ void register_pipe(nb::module_& m) {
               s = run_released([&] { return q.recv(out, timeout == 0 ? Deadline{0} : d, true); });
             }
             if (s != QueueStatus::kOk) return nb::int_(static_cast<int>(s));
-            PyObject* b = PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
+            PyObject* b =
+                PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
             if (b == nullptr) throw nb::python_error();
             return nb::steal(b);
           },

@@ -335,7 +335,13 @@ def test_pool_argument_and_through_a_queue(ctx: mp.context.BaseContext) -> None:
     w.close()
     w2.send("via queue")
     assert r.recv() == "via queue"
+    sq = shoal.Queue()
+    sq.put(w2)
+    w3 = sq.get(timeout=DEADLINE)
     w2.close()
+    w3.send("via shoal.Queue")
+    assert r.recv() == "via shoal.Queue"
+    w3.close()
     with pytest.raises(EOFError):
         r.recv()
 
