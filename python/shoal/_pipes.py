@@ -441,6 +441,8 @@ def _after_fork_child() -> None:
     global _live_lock
     _live_lock = threading.Lock()
     for c in list(_live):
+        # A message poll() took out of the queue is the parent's: delivered once, not twice.
+        c._pending = None
         lent, c._fork_lent = c._fork_lent, []
         for q, side, token in lent:
             with contextlib.suppress(Exception):

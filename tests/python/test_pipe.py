@@ -352,3 +352,21 @@ def test_a_closed_connection_does_not_pickle() -> None:
     with pytest.raises(OSError, match="closed"):
         mp.reduction.ForkingPickler.dumps(a)
     b.close()
+
+
+def _poll_result(c: Any, result: Any) -> None:
+    result.value = 2 if c.poll(0.05) else 1
+
+
+def test_a_message_poll_took_stays_with_its_process(ctx: mp.context.BaseContext) -> None:
+    a, b = shoal.Pipe()
+    b.send("once")
+    assert a.poll()  # taken out of the queue, held by this process's `a`
+    result = shoal.Value("i", 0)
+    p = ctx.Process(target=_poll_result, args=(a, result))
+    p.start()
+    _join(p)
+    assert result.value == 1  # the child's copy (forked or rebuilt) has nothing to read
+    assert a.recv() == "once"
+    a.close()
+    b.close()
