@@ -112,14 +112,28 @@ class Connection:
         self._wfd = -1
         self._wpath: str | None = None
         self._fork_lent: list[tuple[Any, int, int]] = []
-        if rq is not None:
-            rq.claim_lent(_CONSUMER, lent[0])
-            # The read end of the FIFO first: a writer's open (O_NONBLOCK) needs a reader.
-            self._rfd = _open_fifo(_ensure_fifo(rq), os.O_RDONLY)
-        if wq is not None:
-            wq.claim_lent(_PRODUCER, lent[1])
-            self._wpath = _fifo_path(wq)
-            self._open_wfd()
+        opened: list[tuple[Any, int]] = []
+        try:
+            if rq is not None:
+                rq.claim_lent(_CONSUMER, lent[0])
+                opened.append((rq, _CONSUMER))
+                # The read end of the FIFO first: a writer's open (O_NONBLOCK) needs a reader.
+                self._rfd = _open_fifo(_ensure_fifo(rq), os.O_RDONLY)
+            if wq is not None:
+                wq.claim_lent(_PRODUCER, lent[1])
+                opened.append((wq, _PRODUCER))
+                self._wpath = _fifo_path(wq)
+                self._open_wfd()
+        except BaseException:
+            # Half made: give back what was opened, or the peer would never see end of stream.
+            self._closed = True
+            for q, side in opened:
+                with contextlib.suppress(Exception):
+                    q.close_end(side)
+            for fd in (self._rfd, self._wfd):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         with _live_lock:
             _live.add(self)
 
