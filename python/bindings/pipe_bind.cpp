@@ -108,6 +108,7 @@ void register_pipe(nb::module_& m) {
       .def(
           "set_watched", [](Queue& q, int side, bool on) { q.set_watched(end_of(side), on); },
           "side"_a, "on"_a)
+      .def("watched", [](const Queue& q, int side) { return q.watched(end_of(side)); }, "side"_a)
       .def("size", [](const Queue& q) { return q.size(); })
       .def(
           "send",

@@ -207,7 +207,8 @@ class Connection:
         # Level-triggered: after the queue empties, empty the FIFO; if a message came in
         # meanwhile, signal again (a spurious wake-up is possible, a lost one is not).
         try:
-            while os.read(self._rfd, 4096):
+            # A short read took all there was (a FIFO read returns what it holds, up to n).
+            while len(os.read(self._rfd, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass
@@ -309,7 +310,9 @@ class Connection:
         assert self._rq is not None
         r = self._rq.recv(timeout)
         if isinstance(r, bytes):
-            if self._rfd >= 0 and self._rq.size() == 0:
+            # Only once a reader asked for the FIFO (fileno(), in any process): before that no
+            # byte is written, and a recv makes no system call.
+            if self._rfd >= 0 and self._rq.size() == 0 and self._rq.watched(_CONSUMER):
                 self._drain()
             return r
         if r == _CLOSED:
