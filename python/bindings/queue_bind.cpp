@@ -20,6 +20,8 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -48,17 +50,20 @@ struct PyQueueBlock {
   uint64_t length = 0;
   std::byte* data = nullptr;
   Py_ssize_t exports = 0;
+  // The process that took the block: a forked child inherits this object but not the block
+  // (the parent may still view it), so only the taker frees it.
+  pid_t taker = ::getpid();
   PyQueueBlock() = default;
   // Moved, never copied: one owner frees the block.
   PyQueueBlock(PyQueueBlock&& o) noexcept
-      : owner(std::move(o.owner)), ref(o.ref), length(o.length), data(o.data) {
+      : owner(std::move(o.owner)), ref(o.ref), length(o.length), data(o.data), taker(o.taker) {
     o.ref = 0;
   }
   PyQueueBlock(const PyQueueBlock&) = delete;
   PyQueueBlock& operator=(const PyQueueBlock&) = delete;
   PyQueueBlock& operator=(PyQueueBlock&&) = delete;
   ~PyQueueBlock() {
-    if (ref == 0 || !owner.is_valid()) return;
+    if (ref == 0 || !owner.is_valid() || taker != ::getpid()) return;
     try {
       Heap h = nb::inst_ptr<PyQueue>(owner)->q.heap();  // a handle: a copy is cheap
       h.free(ref);
