@@ -86,7 +86,13 @@ void register_pipe(nb::module_& m) {
           },
           "handle"_a)
       .def("handle", [](const Queue& q) { return q.handle(true); })
-      .def("ident", [](const Queue& q) { return q.heap().root_segment().id().hex(); })
+      // "<session>.pipe-<segment id>": the name of the queue's FIFO in the runtime directory,
+      // which gc_runtime_dir removes with its session's files once that session is dead.
+      .def("ident",
+           [](const Queue& q) {
+             const Segment& s = q.heap().root_segment();
+             return s.session().hex() + ".pipe-" + s.id().hex();
+           })
       .def("open_end", [](Queue& q, int side) { q.open_end(end_of(side)); }, "side"_a)
       .def("close_end", [](Queue& q, int side) { q.close_end(end_of(side)); }, "side"_a)
       .def("lend_end", [](Queue& q, int side) { return q.lend_end(end_of(side)); }, "side"_a)

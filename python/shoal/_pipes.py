@@ -48,8 +48,9 @@ _live_lock = threading.Lock()
 
 
 def _fifo_path(q: Any) -> str:
-    # The queue's segment id (random, 128 bits): one name per queue for every process.
-    return os.path.join(_shoal.runtime_dir(True), f"pipe-{q.ident()}.fifo")
+    # "<session>.pipe-<segment id>.fifo": one name per queue for every process; `shoal gc`
+    # removes it with the session's other runtime files once the session is dead.
+    return os.path.join(_shoal.runtime_dir(True), f"{q.ident()}.fifo")
 
 
 def _make_fifo(path: str) -> None:

@@ -4,6 +4,7 @@ real processes (fork, spawn, forkserver) and real SIGKILLs. Design note: docs/de
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -12,9 +13,10 @@ from multiprocessing.connection import wait
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
+from conftest import DEADLINE, ctrl_c_until_done, run_python, take_ctrl_c, wait_until
 
 import shoal
+from shoal import _shoal
 
 pytestmark = pytest.mark.usefixtures("runtime_dir")
 
@@ -370,3 +372,30 @@ def test_a_message_poll_took_stays_with_its_process(ctx: mp.context.BaseContext)
     assert a.recv() == "once"
     a.close()
     b.close()
+
+
+_PIPE_AND_DIE = r"""
+import json, os, signal
+import shoal
+a, b = shoal.Pipe()
+print(json.dumps([n for n in os.listdir(os.environ["SHOAL_RUNTIME_DIR"]) if n.endswith(".fifo")]))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_gc_removes_the_fifos_a_killed_session_left(runtime_dir: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_SESSION"}
+    env["SHOAL_RUNTIME_DIR"] = runtime_dir
+    r = run_python(_PIPE_AND_DIE, env=env)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    fifos = json.loads(r.stdout)
+    assert len(fifos) == 2
+    assert set(fifos) <= set(os.listdir(runtime_dir))  # the killed holder left them
+    # Once its broker has gone (no process left in the session), gc removes them.
+    assert wait_until(lambda: _shoal.gc() >= 0 and not set(fifos) & set(os.listdir(runtime_dir)))
+    a, b = shoal.Pipe()  # a live session's FIFOs stay
+    _shoal.gc()
+    assert len([n for n in os.listdir(runtime_dir) if n.endswith(".fifo")]) == 2
+    a.close()
+    b.close()
+    assert not [n for n in os.listdir(runtime_dir) if n.endswith(".fifo")]  # the last close
