@@ -23,6 +23,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   layout::QueueHeader h;
   std::memcpy(static_cast<void*>(&h), block.data(), sizeof h);
   if (!channels::check_header_constants(h, block.size()).is_ok()) return 0;
+  // Q8: the end table decodes or is refused; what it accepts adds up.
+  if (auto e = channels::check_ends(h.ends); e.has_value()) {
+    for (int side = 0; side < 2; ++side) {
+      if (e.value().slots[side] > layout::kQueueEndSlots) std::abort();
+    }
+  }
   // Exactly the ring: nothing after it is readable without ASan noticing.
   block.resize(sizeof(layout::QueueHeader) + h.ring_bytes);
   block.shrink_to_fit();

@@ -49,8 +49,10 @@ enum class QueueStatus : uint8_t {
   kEmpty,        // get: no message before the deadline
   kInterrupted,  // only with interruptible: a signal interrupted the wait
   kTimeout,      // join: tasks still unfinished at the deadline
+  kClosed,       // only from recv / send: the other end is closed (every holder of it closed
+                 // it or died) and, for recv, nothing is left: end of stream / broken pipe
 };
-/// "ok", "full", "empty", "interrupted", "timeout".
+/// "ok", "full", "empty", "interrupted", "timeout", "closed".
 const char* queue_status_name(QueueStatus s) noexcept;
 
 struct QueueStats {
@@ -71,6 +73,8 @@ struct QueueHeader;
 struct TaskTable;
 }
 
+/// The two ends of a queue, for end of stream (docs/design/queue.md "Ends").
+enum class QueueEnd : uint8_t { kProducer = 0, kConsumer = 1 };
 /// One message as get_messages hands it out: its encoding (the record's tag bits, which the
 /// queue stores but never interprets: 0 for raw bytes, what C++ producers put; the Python
 /// layer's encodings otherwise, src/layout/queue_layout.hpp) and its bytes, either copied into
@@ -165,6 +169,46 @@ class Queue {
   QueueStatus get_many(std::vector<std::string>& out, size_t max_messages,
                        Deadline deadline = Deadline::never(), bool interruptible = false,
                        uint64_t max_bytes = 0);
+
+  // ---- ends: end of stream (docs/design/queue.md "Ends") ------------------------------------
+  // A queue knows which processes hold each end only if they say so: a process that opens an
+  // end holds it until it closes it or dies (each open counts; a process holds one table slot
+  // per end). Once any process opened the producer end, a consumer's recv on an empty queue
+  // whose producer holders are all gone returns kClosed instead of waiting; likewise send when
+  // every consumer is gone. put and get never report kClosed but stop waiting (kFull, kEmpty)
+  // when the other end closes.
+  /// This process holds one more of `end`. More than kQueueEndSlots processes on one side
+  /// still count, but are never reclaimed if they die (that end is then never reported closed).
+  void open_end(QueueEnd end);
+  /// One less; a process that holds none changes nothing. The last hold of the last live
+  /// holder wakes the other side's waiters.
+  void close_end(QueueEnd end);
+  /// Moves one of this process's holds of `end` into transit (a pickled handle): it keeps the
+  /// end open until claim_lent, or this process's death. Returns the lender token for
+  /// claim_lent. The caller's hold itself stays.
+  uint64_t lend_end(QueueEnd end);
+  /// The receiver of a lent hold: opens `end` for this process, then releases the lender's
+  /// transit hold (nothing when the lender died or the token was already claimed).
+  void claim_lent(QueueEnd end, uint64_t lender);
+  /// The processes that hold `end` now, after reclaiming the slots of dead ones (system calls:
+  /// one or two per holder); overflow holds count one each.
+  uint64_t holders(QueueEnd end);
+  /// The holds of `end` in transit now (lent, not yet claimed): a hint, without the lock.
+  uint64_t lent_holds(QueueEnd end) const noexcept;
+  /// Whether `end` was opened and no live process holds it (reclaims dead holders).
+  bool end_closed(QueueEnd end);
+  /// get that returns kClosed when the queue is empty and the producer end is closed, and
+  /// notices a producer's death within 100 ms.
+  QueueStatus recv(std::string& out, Deadline deadline = Deadline::never(),
+                   bool interruptible = false);
+  /// put that returns kClosed when the consumer end is closed (checked before each put, from
+  /// a hint without system calls, and while it waits for room).
+  QueueStatus send(std::string_view msg, Deadline deadline = Deadline::never(),
+                   bool interruptible = false);
+  /// The flag a consumer that waits in a selector sets (watch) so that producers also signal
+  /// the queue's wake-up FIFO; read without the lock.
+  void set_watched(QueueEnd end, bool on) noexcept;
+  bool watched(QueueEnd end) const noexcept;
 
   /// get_many with each message's encoding: `out` holds the messages taken (none unless kOk;
   /// its elements are reused, so their buffers are not allocated again); with `hand_out_blocks` an

@@ -46,8 +46,9 @@ struct SessionEntry {
 /// Every session in the runtime directory, live or dead.
 std::vector<SessionEntry> list_sessions();
 
-/// Removes the runtime files of sessions whose broker is gone; returns how many were removed.
-/// Never touches a live session.
+/// Removes the runtime files of sessions whose broker is gone (shoal.Pipe's FIFOs of such
+/// sessions included); returns how many sessions' files were removed. Never touches a live
+/// session.
 int gc_runtime_dir();
 
 /// The longest a pin lives, whatever SHOAL_PIN_TTL asks: a pin outlives its sender by design (a

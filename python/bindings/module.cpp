@@ -15,5 +15,6 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_sync(m);
   shoal::py::register_dict(m);
   shoal::py::register_list(m);
+  shoal::py::register_pipe(m);
   shoal::py::register_queue(m);
 }

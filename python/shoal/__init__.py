@@ -13,6 +13,7 @@ from ._containers import Dict, List
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
 from ._hold import hold
 from ._kinds import attach
+from ._pipes import Connection, Pipe
 from ._queues import JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
@@ -52,6 +53,7 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "Condition",
+    "Connection",
     "CorruptSegmentError",
     "DecodeError",
     "Dict",
@@ -69,6 +71,7 @@ __all__ = [
     "OutOfSpaceError",
     "OwnerDiedError",
     "OwnerDiedWarning",
+    "Pipe",
     "Queue",
     "RLock",
     "SegmentExistsError",

@@ -32,6 +32,8 @@ const char* queue_status_name(QueueStatus s) noexcept {
       return "interrupted";
     case QueueStatus::kTimeout:
       return "timeout";
+    case QueueStatus::kClosed:
+      return "closed";
   }
   return "?";
 }
@@ -188,6 +190,18 @@ class QueueLock {
   sync::RobustMutex m_;
   bool held_ = false;
 };
+
+// Whether `side` was opened and no slot names a holder now (no system call: a dead holder
+// still counts here; end_closed reclaims). Under the lock, or as a hint without it.
+bool end_gone_hint(const QueueHeader* h, uint32_t side) noexcept {
+  const layout::QueueEnds& e = h->ends;
+  if (e.opened[side].load(std::memory_order_acquire) == 0) return false;
+  if (e.overflow[side].load(std::memory_order_relaxed) != 0) return false;
+  for (const layout::QueueEndSlot& s : e.slots[side]) {
+    if (s.owner.load(std::memory_order_relaxed) != 0) return false;
+  }
+  return true;
+}
 
 // Bumps a futex word under the lock: the counter advances and the waiters bit clears. Returns
 // whether someone may sleep on it (the caller wakes after unlocking).
@@ -546,7 +560,8 @@ QueueStatus Queue::put_msgs(std::span<const M> msgs, std::span<const uint8_t> en
       if (sleepers) wake(h_->put_seq);
       return QueueStatus::kOk;
     }
-    if (waiter.passed()) return QueueStatus::kFull;
+    // A consumer end closed by its last holder: stop waiting (send reports kClosed).
+    if (waiter.passed() || end_gone_hint(h_, layout::kEndConsumer)) return QueueStatus::kFull;
     waiter.prepare(h_->get_seq);
     lock.unlock();
     if (!waiter.wait(h_->get_seq)) return QueueStatus::kInterrupted;
@@ -706,7 +721,8 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
       if (sleepers) wake(h_->get_seq);
       return QueueStatus::kOk;
     }
-    if (waiter.passed()) return QueueStatus::kEmpty;
+    // A producer end closed by its last holder: stop waiting (recv reports kClosed).
+    if (waiter.passed() || end_gone_hint(h_, layout::kEndProducer)) return QueueStatus::kEmpty;
     waiter.prepare(h_->put_seq);
     lock.unlock();
     if (!waiter.wait(h_->put_seq)) return QueueStatus::kInterrupted;
@@ -875,6 +891,206 @@ QueueStatus Queue::join(Deadline deadline, bool interruptible) {
   }
 }
 
+// ---- ends -----------------------------------------------------------------------------------
+// Every change is made under the queue's lock, in an order that a death between any two stores
+// leaves explainable (docs/design/queue.md "Ends"): a claim writes the counts, then the owner;
+// a release lowers a count, then frees the slot (owner 0) when both counts are 0. A slot whose
+// owner is set and whose counts are 0 belongs to a process that died mid-update: reclaimed.
+
+namespace {
+uint64_t owner_word(uint32_t pid, uint32_t tag) noexcept { return uint64_t{pid} << 32 | tag; }
+uint64_t self_owner() noexcept { return owner_word(sync::self_pid(), sync::self_tag()); }
+
+layout::QueueEndSlot* find_slot(QueueHeader* h, uint32_t side, uint64_t owner) noexcept {
+  for (layout::QueueEndSlot& s : h->ends.slots[side]) {
+    if (s.owner.load(std::memory_order_relaxed) == owner) return &s;
+  }
+  return nullptr;
+}
+
+void release_slot(layout::QueueEndSlot& s) noexcept {
+  if (s.refs.load(std::memory_order_relaxed) == 0 && s.lent.load(std::memory_order_relaxed) == 0) {
+    s.owner.store(0, std::memory_order_release);
+  }
+}
+
+// Under the lock: frees the slots of processes that are gone, or that died mid-update. With
+// `verify` false only the latter (no system call).
+void reclaim_ends(QueueHeader* h, uint32_t side, bool verify) noexcept {
+  for (layout::QueueEndSlot& s : h->ends.slots[side]) {
+    const uint64_t owner = s.owner.load(std::memory_order_relaxed);
+    if (owner == 0) continue;
+    const bool empty = s.refs.load(std::memory_order_relaxed) == 0 &&
+                       s.lent.load(std::memory_order_relaxed) == 0;
+    if (empty || (verify && sync::process_gone(static_cast<uint32_t>(owner >> 32),
+                                               static_cast<uint32_t>(owner)))) {
+      s.owner.store(0, std::memory_order_release);
+    }
+  }
+}
+
+// Wakes the other side's sleepers after `side` lost its last holder (under the lock; the
+// caller wakes after unlocking if this returns true).
+bool announce_if_gone(QueueHeader* h, uint32_t side) noexcept {
+  if (!end_gone_hint(h, side)) return false;
+  std::atomic<uint32_t>& w = side == layout::kEndProducer ? h->put_seq : h->get_seq;
+  (void)bump(w);
+  return true;
+}
+
+Deadline min_deadline(Deadline a, uint64_t slice_ns) noexcept {
+  const uint64_t s = platform::Deadline::after_ns(slice_ns).ns;
+  return a.ns < s ? a : Deadline{s};
+}
+}  // namespace
+
+void Queue::open_end(QueueEnd end) {
+  const auto side = static_cast<uint32_t>(end);
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  const uint64_t me = self_owner();
+  h_->ends.opened[side].store(1, std::memory_order_release);
+  if (layout::QueueEndSlot* s = find_slot(h_, side, me)) {
+    s->refs.store(s->refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return;
+  }
+  reclaim_ends(h_, side, false);
+  layout::QueueEndSlot* free_slot = find_slot(h_, side, 0);
+  if (free_slot == nullptr) {
+    reclaim_ends(h_, side, true);
+    free_slot = find_slot(h_, side, 0);
+  }
+  if (free_slot == nullptr) {
+    h_->ends.overflow[side].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  free_slot->refs.store(1, std::memory_order_relaxed);
+  free_slot->lent.store(0, std::memory_order_relaxed);
+  free_slot->owner.store(me, std::memory_order_release);  // the claim: counts first
+}
+
+void Queue::close_end(QueueEnd end) {
+  const auto side = static_cast<uint32_t>(end);
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  layout::QueueEndSlot* s = find_slot(h_, side, self_owner());
+  if (s != nullptr && s->refs.load(std::memory_order_relaxed) != 0) {
+    s->refs.store(s->refs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    release_slot(*s);
+  } else if (h_->ends.overflow[side].load(std::memory_order_relaxed) != 0) {
+    h_->ends.overflow[side].fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    return;
+  }
+  const bool wake_them = announce_if_gone(h_, side);
+  lock.unlock();
+  if (wake_them) wake(side == layout::kEndProducer ? h_->put_seq : h_->get_seq);
+}
+
+uint64_t Queue::lend_end(QueueEnd end) {
+  const auto side = static_cast<uint32_t>(end);
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  const uint64_t me = self_owner();
+  layout::QueueEndSlot* s = find_slot(h_, side, me);
+  if (s == nullptr) return 0;  // this process holds no slot (overflow): nothing to lend
+  s->lent.store(s->lent.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  return me;
+}
+
+void Queue::claim_lent(QueueEnd end, uint64_t lender) {
+  open_end(end);  // first: the end never looks closed in between
+  if (lender == 0) return;
+  const auto side = static_cast<uint32_t>(end);
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  layout::QueueEndSlot* s = find_slot(h_, side, lender);
+  if (s == nullptr || s->lent.load(std::memory_order_relaxed) == 0) return;
+  s->lent.store(s->lent.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  release_slot(*s);
+}
+
+uint64_t Queue::holders(QueueEnd end) {
+  const auto side = static_cast<uint32_t>(end);
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  reclaim_ends(h_, side, true);
+  uint64_t n = h_->ends.overflow[side].load(std::memory_order_relaxed);
+  for (const layout::QueueEndSlot& s : h_->ends.slots[side]) {
+    if (s.owner.load(std::memory_order_relaxed) != 0) ++n;
+  }
+  return n;
+}
+
+uint64_t Queue::lent_holds(QueueEnd end) const noexcept {
+  uint64_t n = 0;
+  for (const layout::QueueEndSlot& s : h_->ends.slots[static_cast<uint32_t>(end)]) {
+    if (s.owner.load(std::memory_order_relaxed) != 0) n += s.lent.load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+bool Queue::end_closed(QueueEnd end) {
+  const auto side = static_cast<uint32_t>(end);
+  if (h_->ends.opened[side].load(std::memory_order_acquire) == 0) return false;
+  QueueLock lock(heap_, h_, ring_);
+  (void)lock.lock(Deadline::never(), false);
+  if (end_gone_hint(h_, side)) return true;
+  reclaim_ends(h_, side, true);
+  const bool wake_them = announce_if_gone(h_, side);  // a death nobody announced
+  lock.unlock();
+  if (wake_them) wake(side == layout::kEndProducer ? h_->put_seq : h_->get_seq);
+  return wake_them;
+}
+
+// Slices: a closed end is seen at once (close_end wakes the waiter, which then stops), a dead
+// holder only when a slice ends and end_closed asks the kernel; they double up to 100 ms.
+constexpr uint64_t kFirstEndSliceNs = 2'000'000;
+constexpr uint64_t kMaxEndSliceNs = 100'000'000;
+
+QueueStatus Queue::recv(std::string& out, Deadline deadline, bool interruptible) {
+  uint64_t slice = kFirstEndSliceNs;
+  for (;;) {
+    const QueueStatus s = get(out, min_deadline(deadline, slice), interruptible);
+    if (s != QueueStatus::kEmpty) return s;
+    if (end_closed(QueueEnd::kProducer)) {
+      // The last producer may have put just before it closed: take that first.
+      const QueueStatus last = try_get(out);
+      return last == QueueStatus::kOk ? last : QueueStatus::kClosed;
+    }
+    if (pd(deadline).passed()) return QueueStatus::kEmpty;
+    slice = std::min(slice * 2, kMaxEndSliceNs);
+  }
+}
+
+QueueStatus Queue::send(std::string_view msg, Deadline deadline, bool interruptible) {
+  if (end_gone_hint(h_, layout::kEndConsumer) && end_closed(QueueEnd::kConsumer)) {
+    return QueueStatus::kClosed;
+  }
+  // A consumer that died (not closed) is only seen by asking the kernel: every 64th put while
+  // messages wait unread (a live consumer keeping up leaves the queue empty: no system call).
+  if (h_->ends.opened[layout::kEndConsumer].load(std::memory_order_relaxed) != 0 &&
+      h_->count.load(std::memory_order_relaxed) != 0 &&
+      (h_->puts.load(std::memory_order_relaxed) & 63) == 0 && end_closed(QueueEnd::kConsumer)) {
+    return QueueStatus::kClosed;
+  }
+  uint64_t slice = kFirstEndSliceNs;
+  for (;;) {
+    const QueueStatus s = put(msg, min_deadline(deadline, slice), interruptible);
+    if (s != QueueStatus::kFull) return s;
+    if (end_closed(QueueEnd::kConsumer)) return QueueStatus::kClosed;
+    if (pd(deadline).passed()) return QueueStatus::kFull;
+    slice = std::min(slice * 2, kMaxEndSliceNs);
+  }
+}
+
+void Queue::set_watched(QueueEnd end, bool on) noexcept {
+  h_->ends.watched[static_cast<uint32_t>(end)].store(on ? 1 : 0, std::memory_order_seq_cst);
+}
+bool Queue::watched(QueueEnd end) const noexcept {
+  return h_->ends.watched[static_cast<uint32_t>(end)].load(std::memory_order_seq_cst) != 0;
+}
+
 // ---- state ----------------------------------------------------------------------------------
 
 uint64_t Queue::size() const noexcept { return h_->count.load(std::memory_order_relaxed); }
@@ -930,6 +1146,9 @@ QueueStats Queue::check() {
   if (h_->put_intent_state.load() != layout::kIntentIdle ||
       h_->get_intent_state.load() != layout::kIntentIdle) {
     corrupt("queue: Q6: an intent is not idle at rest");
+  }
+  if (Result<channels::EndsView> e = channels::check_ends(h_->ends); !e.has_value()) {
+    corrupt(e.status().message());
   }
   // Q6: each out-of-band record names its own used block, large enough.
   std::set<HeapRef> named;

@@ -35,6 +35,36 @@ Status check_header_constants(const layout::QueueHeader& h, uint64_t block_bytes
   return Status();
 }
 
+Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
+  EndsView v;
+  for (uint32_t side = 0; side < 2; ++side) {
+    const uint32_t opened = e.opened[side].load(std::memory_order_relaxed);
+    if (opened > 1) {
+      return Status(Errc::kCorrupt, "queue: Q8: end table side " + std::to_string(side) +
+                                        " has opened flag " + std::to_string(opened));
+    }
+    v.holds[side] = e.overflow[side].load(std::memory_order_relaxed);
+    for (uint32_t i = 0; i < layout::kQueueEndSlots; ++i) {
+      const layout::QueueEndSlot& s = e.slots[side][i];
+      const uint64_t owner = s.owner.load(std::memory_order_relaxed);
+      if (owner == 0) continue;
+      if ((owner >> 32) == 0 || (owner >> 32) >= layout::kQueueMaxPid) {
+        return Status(Errc::kCorrupt, "queue: Q8: end slot " + std::to_string(side) + "/" +
+                                          std::to_string(i) + " names pid " +
+                                          std::to_string(owner >> 32));
+      }
+      ++v.slots[side];
+      v.holds[side] += uint64_t{s.refs.load(std::memory_order_relaxed)} +
+                       s.lent.load(std::memory_order_relaxed);
+    }
+    if (v.holds[side] != 0 && opened == 0) {
+      return Status(Errc::kCorrupt, "queue: Q8: side " + std::to_string(side) +
+                                        " has holders but was never opened");
+    }
+  }
+  return v;
+}
+
 Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,
                                uint64_t tail) noexcept {
   if (pos % 8 != 0 || tail < pos || tail - pos < kRecordHeaderBytes) {

@@ -67,6 +67,14 @@ inline void ring_write(std::byte* ring, uint64_t ring_bytes, uint64_t pos, const
   if (n > first) std::memcpy(ring, static_cast<const std::byte*>(in) + first, n - first);
 }
 
+/// Q8 on the end table (a snapshot: the fields are read once each): kCorrupt names the first
+/// bad slot. What it returns is what the table claims (live or not: liveness is the caller's).
+struct EndsView {
+  uint32_t slots[2] = {0, 0};   // slots with an owner, per side
+  uint64_t holds[2] = {0, 0};   // their refs + lent, plus the overflow, per side
+};
+Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept;
+
 /// The largest payload one record can carry in a ring of ring_bytes.
 constexpr uint64_t max_record_payload(uint64_t ring_bytes) noexcept {
   return ring_bytes - layout::kRecordHeaderBytes;

@@ -41,6 +41,10 @@
 //       max_messages and bytes <= max_bytes when they are set.
 //   Q6  every out-of-band record names a used, committed block of the heap of at least its
 //       length, and no two records name one block; at rest put_intent and get_intent are idle.
+//   Q8  the end table (QueueEnds, docs/design/queue.md "Ends"): opened[s] is 0 or 1; a slot
+//       whose owner is 0 is free (its counts mean nothing); an owner's pid half is below
+//       kQueueMaxPid; at rest a slot of a live owner holds refs + lent > 0 (a slot whose counts
+//       are 0 is one whose owner died mid-update: reclaimed like a dead owner's).
 // Who writes what: every field but the statistics' lock-free readers' view is written under
 // `lock` (a RobustMutexWord, src/sync/robust_mutex.hpp). count and bytes are also read without
 // the lock (size(), empty(): a hint, stale at once). The futex words put_seq and get_seq change
@@ -65,8 +69,9 @@
 namespace shoal::layout {
 
 inline constexpr uint64_t kQueueMagic = 0x4555514C414F4853ULL;  // ASCII "SHOALQUE" in memory order
-// 2: encodings in the record tags; the task table of a joinable queue.
-inline constexpr uint32_t kQueueVersion = 2;
+// 2: encodings in the record tags; the task table of a joinable queue. 3: the end table
+// (QueueEnds).
+inline constexpr uint32_t kQueueVersion = 3;
 inline constexpr uint64_t kQueueMinRing = 64;
 // Positions are 64-bit and lengths 32-bit: a ring of at most 1 GiB keeps every record's length
 // (<= ring_bytes - 8) in 32 bits with room to spare.
@@ -106,6 +111,43 @@ inline constexpr uint32_t record_tag(uint32_t flags) noexcept { return kRecordMa
 inline constexpr uint64_t record_span(uint64_t length) noexcept {
   return kRecordHeaderBytes + ((length + 7) & ~uint64_t{7});
 }
+
+// The end table (Q8). Which processes hold each end of the queue (kEndProducer: may put,
+// kEndConsumer: may get), so that a consumer can tell "every producer closed or died" from
+// "nothing yet" (end of stream) and a producer "no consumer left" (a broken pipe). A process
+// holds one slot per side, whatever the number of its holds (refs); `lent` counts holds it
+// pickled for another process that has not claimed them yet (a hold in transit keeps the end
+// open, as multiprocessing keeps a sent descriptor open until the receiver takes it). A slot's
+// owner is pid << 32 | tag (sync::self_tag()), so a dead owner is told from a reused pid the
+// way the tracked Semaphore tells its dead holders (sync::process_gone) and reclaimed the same
+// way. Every field is written under `lock`; owner is also read without it (a hint).
+inline constexpr uint32_t kEndProducer = 0;
+inline constexpr uint32_t kEndConsumer = 1;
+inline constexpr uint32_t kQueueEndSlots = 64;  // per side; more holders go to `overflow`
+inline constexpr uint64_t kQueueMaxPid = uint64_t{1} << 22;  // Linux's PID_MAX_LIMIT
+
+struct QueueEndSlot {
+  std::atomic<uint64_t> owner;  // pid << 32 | tag; 0: free
+  std::atomic<uint32_t> refs;   // holds this process has open
+  std::atomic<uint32_t> lent;   // holds it pickled that no receiver claimed yet
+};
+static_assert(sizeof(QueueEndSlot) == 16);
+
+struct QueueEnds {
+  // 1 once any process opened that side: a queue nobody opened an end of (plain shoal.Queue
+  // use) never reports a closed end.
+  std::atomic<uint32_t> opened[2];
+  // Holds beyond the slots (more than kQueueEndSlots processes on one side): never reclaimed,
+  // so such an end is never reported closed while any of them is counted (the safe side).
+  std::atomic<uint32_t> overflow[2];
+  // A consumer that waits in a selector (Connection.fileno()) sets watched[kEndConsumer]; a
+  // producer then also writes a byte to the queue's wake-up FIFO after each put. 0: no system
+  // call on the common path.
+  std::atomic<uint32_t> watched[2];
+  uint32_t reserved[10];
+  QueueEndSlot slots[2][kQueueEndSlots];
+};
+static_assert(sizeof(QueueEnds) == 64 + 2 * 16 * kQueueEndSlots);
 
 struct QueueRecord {
   uint32_t length;  // payload bytes
@@ -160,8 +202,11 @@ struct alignas(16) QueueHeader {
   std::atomic<uint64_t> get_intent_state;  // kIntentIdle / kIntentFreeing
   std::atomic<uint64_t> get_intent_head;   // the head before the consume store
   std::atomic<uint64_t> get_intent_end;    // the head after it
+  // The end table (256), Q8.
+  QueueEnds ends;
 };
-static_assert(sizeof(QueueHeader) == 256, "layout is ABI: bump kQueueVersion");
+static_assert(sizeof(QueueHeader) == 256 + sizeof(QueueEnds), "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, ends) == 256, "layout is ABI: bump kQueueVersion");
 
 // A joinable queue's task accounting (JoinableQueue's task_done/join), in its own heap block
 // named by QueueHeader::tasks, every field under the queue's lock. The unfinished tasks are

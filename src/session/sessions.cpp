@@ -140,6 +140,18 @@ int gc_runtime_dir() {
       }
       continue;
     }
+    if (name.size() == 75 && name.compare(32, 6, ".pipe-") == 0 &&
+        name.compare(70, 5, ".fifo") == 0) {
+      // A shoal.Pipe's wake-up FIFO (python/shoal/_pipes.py): its last holder removes it, a
+      // killed one leaves it; it is garbage once its session is dead (lock gone, or free).
+      auto sid = Id128::from_hex(name.substr(0, 32));
+      if (!sid) continue;
+      const std::string lock = wire::lock_path(dir.value(), sid.value());
+      UniqueFd lf(::open(lock.c_str(), O_RDWR | O_CLOEXEC));
+      if (lf.valid() && ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) continue;  // alive
+      (void)::unlink((dir.value() + "/" + name).c_str());  // not counted: not a session
+      continue;
+    }
     if (name.size() != 37) continue;
     auto id = Id128::from_hex(name.substr(0, 32));
     if (!id) continue;
