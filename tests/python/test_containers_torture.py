@@ -174,7 +174,7 @@ def choose(rng: random.Random, m: Model, slot: int) -> tuple[str, int]:
 def actual(c: tuple[Any, Any, Any], slot: int) -> Model:
     """What the containers hold of this slot (nobody writes them meanwhile)."""
     d, own, lst = c
-    shared = {k: d[k] for k in d.keys() if k // 1000 == slot}  # (not the ballast's value)
+    shared = {k: d[k] for k in d if k // 1000 == slot}  # keys only: not the ballast's value
     return shared, dict(own.items()), list(lst) if lst is not None else []
 
 
