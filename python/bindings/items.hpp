@@ -1,0 +1,33 @@
+// python/bindings/items.hpp — Python objects as shoal::Items and back: the conversion every
+// container binding (dict_bind.cpp, list_bind.cpp) shares, so that a value a Dict can hold any
+// container can hold, stored the same way.
+//
+//   keys    None, bool, int (64 bits; an int subclass as its int value), float, str, bytes.
+//           Another hashable key is TypeError when stored and simply absent when looked up (no
+//           stored key can equal it); an unhashable key is TypeError, as dict's.
+//   values  None, bool, int (64 bits), float, str, bytes of exactly those types natively;
+//           anything else (an int beyond 64 bits, a subclass, a tuple, a list, a user class)
+//           as a pickle, shoal::Pickled (a kPickle node: never confused with a stored bytes),
+//           when allow_pickle; TypeError otherwise.
+//
+// All of these need the GIL (pickling runs Python).
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include "shoal/dict.hpp"
+
+namespace shoal::py {
+
+/// Imports pickle.dumps/loads once (0), or -1 with the error set.
+int import_pickle() noexcept;
+/// A key as an Item: 1, or 0 when the key is hashable but no stored key can equal it (`store`:
+/// TypeError instead), or -1 with the error set (unhashable: TypeError as dict's).
+int key_item(PyObject* o, Item* out, bool store) noexcept;
+/// A value as an Item: 0, or -1 with the error set (allow_pickle: anything else is pickled,
+/// else TypeError).
+int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept;
+/// An Item as a new reference, or nullptr with the error set.
+PyObject* to_py(const Item& v) noexcept;
+
+}  // namespace shoal::py
