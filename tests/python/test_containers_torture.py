@@ -39,11 +39,11 @@ import warnings
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, shmem_baseline
+from conftest import DEADLINE, describe_here, shmem_baseline, wait_until
 
 import shoal
 from shoal import OwnerDiedWarning
-from shoal._tools.measure import MIB, SHMEM_SLACK, machine_shmem, wait_shmem_back
+from shoal._tools.measure import MIB, SHMEM_SLACK, wait_shmem_back
 
 SECONDS = float(os.environ.get("SHOAL_CONTAINERS_TORTURE_SECONDS", "20"))
 HAVE_LIST = hasattr(shoal, "List")
@@ -254,6 +254,10 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     info = f"(SHOAL_CONTAINERS_TORTURE_SEED={seed} SHOAL_CONTAINERS_TORTURE_SECONDS={SECONDS:g})"
     baseline = shmem_baseline()
     ctx = mp.get_context("fork")
+    stop = shoal.Event()
+    anchor = shoal.Dict()  # names the session; the broker counts its bytes (Shmem is machine-wide)
+    session = anchor.segment().session
+    before = describe_here(session)["total_bytes"]
     w = types.SimpleNamespace()  # the containers, released at the end
     w.d = d = shoal.Dict()
     # Ballast that no worker touches (no slot owns key -1): with it the containers hold more
@@ -262,7 +266,6 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     w.owns = owns = [shoal.Dict() for _ in range(WORKERS)]
     w.lists = lists = [shoal.List() for _ in range(WORKERS)] if HAVE_LIST else [None] * WORKERS  # type: ignore[attr-defined]
     w.containers = containers = [d, *owns, *(x for x in lists if x is not None)]
-    stop = shoal.Event()
     live: dict[int, tuple[Any, str, Model]] = {}
     del d, owns, lists, containers  # only through w: released at the end
     n_journals = 0
@@ -326,9 +329,11 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     check_all(w.containers, info)
     for slot in range(WORKERS):
         verify(slot, killed=False)
-    recoveries = sum(c._stats()["recoveries"] for c in w.containers if isinstance(c, shoal.Dict))
+    recoveries = sum(c._stats()["recoveries"] for c in w.containers)
     assert kills >= min(100, int(SECONDS * 5)), f"only {kills} kills {info}"
-    assert recoveries > 0, f"no kill ever landed inside an operation {info}"
+    # Most of a worker's time is Python between operations: a short run may never kill one
+    # inside an operation; hundreds of kills do (a repair is the point of the test).
+    assert recoveries > 0 or kills < 100, f"no kill ever landed inside an operation {info}"
     print(
         f"containers torture: {kills} kills, {verified} verified states, {pending_seen} "
         f"operations interrupted between intent and report, {recoveries} repaired by the next "
@@ -336,12 +341,13 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     )
 
     # Everything gone: the containers' memory (their heaps' extents too) back to the kernel.
-    assert machine_shmem() - baseline >= BALLAST - SHMEM_SLACK, (
-        f"the ballast is not in Shmem {info}"
-    )
+    assert describe_here(session)["total_bytes"] >= before + BALLAST, f"no ballast {info}"
     assert w.d[-1] == b"b" * BALLAST, f"the ballast changed {info}"
     w.__dict__.clear()
     gc.collect()
+    assert wait_until(lambda: describe_here(session)["total_bytes"] <= before), (
+        f"the containers' objects are still in the session {info}"
+    )
     assert wait_shmem_back(baseline, SHMEM_SLACK, patience=DEADLINE), f"Shmem not back {info}"
 
 
