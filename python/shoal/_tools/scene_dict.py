@@ -91,7 +91,7 @@ def run_scene(size_bytes: int, out: TextIO) -> bool:
     del size_bytes  # small values: the point is the cost per operation
     ctx = mp.get_context("fork")
     with mp.Manager() as manager:
-        md = manager.dict({i: "value" for i in range(KEYS)})
+        md: Any = manager.dict({i: "value" for i in range(KEYS)})
         sd = Dict({i: "value" for i in range(KEYS)})
 
         print(f"1. get and set of small values, this process, a dict of {KEYS} keys:", file=out)
