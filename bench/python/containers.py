@@ -287,6 +287,10 @@ def _child(opname: str, c: Any, n: int, seed: int, ready: Any, go: Any, conn: An
     conn.close()
 
 
+class PeerFailed(RuntimeError):
+    """A way failed in a child (a peer whose concurrent writers corrupt it): left out, named."""
+
+
 class _TwoProcesses:
     """Per repetition: 2 forked children, each doing n operations on the same container."""
 
@@ -327,7 +331,7 @@ class _TwoProcesses:
                 raise RuntimeError(f"{self.sub.name}: a child did not finish")
             t0, t1, lat = c.recv()
             if t0 == "error":
-                raise RuntimeError(f"{self.sub.name} {self.opname} in a child: {t1}")
+                raise PeerFailed(f"{self.sub.name}: {str(t1)[:160]}")
             spans.append((t0, t1))
             self.sub.lat += lat
         (s0, e0), (s1, e1) = spans
@@ -387,13 +391,30 @@ def _measure(
 ) -> Table:
     ways: list[Way] = []
     overlap: list[_TwoProcesses] = []
+    failed: list[str] = []
+    kept: list[Subject] = []
     for sub in subs:
         if two:
             t = _TwoProcesses(ctx, sub, opname, target)
+            # One probe run: a way whose children fail is left out (and named), not timed.
+            try:
+                t.setup()
+                try:
+                    t.fn()
+                finally:
+                    t.teardown()
+            except PeerFailed as e:
+                failed.append(str(e))
+                continue
+            t.overlaps.clear()
+            sub.lat.clear()
+            kept.append(sub)
             overlap.append(t)
             ways.append(Way(sub.name, t.fn, t.setup, t.teardown, self_timed=True))
         else:
+            kept.append(sub)
             ways.append(_one_process_way(sub, opname, target))
+    subs = kept
     floor = None
     if not two:
         f = Subject(FLOOR, {})
@@ -407,6 +428,8 @@ def _measure(
         ov = sum(sum(t.overlaps[WARMUP:]) for t in overlap)
         tot = sum(len(t.overlaps[WARMUP:]) for t in overlap)
         note = f"The two children's run intervals overlapped in {ov}/{tot} repetitions."
+    for f in failed:
+        note += f" Left out, its children failed: {f}."
     return Table(title, res, subs, note)
 
 
