@@ -95,8 +95,8 @@ def run_scene(size_bytes: int, out: TextIO) -> bool:
         sd = Dict({i: "value" for i in range(KEYS)})
 
         print(f"1. get and set of small values, this process, a dict of {KEYS} keys:", file=out)
-        mg, ms = _rate(md, 0.3)
-        sg, ss = _rate(sd, 0.3)
+        mg, ms = _rate(md, 0.15)
+        sg, ss = _rate(sd, 0.15)
         print(f"  Manager().dict(): get {_fmt_rate(mg)}, set {_fmt_rate(ms)}", file=out)
         print(
             f"  shoal.Dict:       get {_fmt_rate(sg)} ({sg / mg:.0f}x), "
