@@ -13,6 +13,7 @@ import math
 import os
 import random
 
+import pytest
 from conftest import run_python
 
 import shoal
@@ -105,3 +106,34 @@ def test_a_dict_that_cannot_grow_raises_out_of_space_and_stays_usable() -> None:
     assert 4 <= n <= 24, r.stdout  # the limit bounds it; some of it went to the heap's own needs
     assert "SHOAL_MAX_BYTES" in lines[0], r.stdout
     assert lines[1:3] == ["refused", "ok"], (r.stdout, r.stderr)
+
+
+_FILL_LIST = """
+import shoal
+lst = shoal.List(["small"])
+n = 0
+try:
+    while True:
+        lst.append(b"x" * (1 << 20))
+        n += 1
+except shoal.OutOfSpaceError as e:
+    print("OutOfSpaceError", n, str(e).replace("\\n", " "))
+assert len(lst) == n + 1 and lst[0] == "small" and lst[-1] == b"x" * (1 << 20)
+lst._check()
+del lst[1]
+lst.append(b"y" * (1 << 20))      # the space a delete freed is used again
+assert lst[-1] == b"y" * (1 << 20) and len(lst) == n + 1
+lst._check()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(shoal, "List"), reason="this build has no shoal.List")
+def test_a_list_that_cannot_grow_raises_out_of_space_and_stays_usable() -> None:
+    r = run_python(_FILL_LIST, env={**os.environ, "SHOAL_MAX_BYTES": "24M"})
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    lines = r.stdout.split("\n")
+    assert lines[0].startswith("OutOfSpaceError "), r.stdout
+    assert 4 <= int(lines[0].split()[1]) <= 24, r.stdout
+    assert "SHOAL_MAX_BYTES" in lines[0], r.stdout
+    assert lines[1] == "ok", (r.stdout, r.stderr)
