@@ -41,6 +41,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 import shoal
@@ -288,7 +289,12 @@ def _child(opname: str, c: Any, n: int, seed: int, ready: Any, go: Any, conn: An
 
 
 class PeerFailed(RuntimeError):
-    """A way failed in a child (a peer whose concurrent writers corrupt it): left out, named."""
+    """A way failed in a child (a peer whose concurrent writers corrupt it, or crash it): it is
+    left out of its table and named."""
+
+    def __init__(self, way: str, why: str) -> None:
+        super().__init__(f"{way}: {why}")
+        self.way = way
 
 
 class _TwoProcesses:
@@ -326,14 +332,45 @@ class _TwoProcesses:
     def fn(self) -> float:
         self.go.set()
         spans = []
-        for c in self.conns:
-            if not c.poll(DEADLINE):
+        failure = ""
+        # Read whichever child is ready first (a child blocks sending its latencies until it is
+        # read), and notice a child that dies without a result (a peer crashing under
+        # concurrent writers).
+        pending = list(zip(self.conns, self.procs, strict=True))
+        end = time.monotonic() + DEADLINE
+        while pending:
+            left = end - time.monotonic()
+            if left <= 0:
+                for _, p in pending:  # e.g. waiting for a lock its dead sibling held
+                    p.kill()
+                if failure:
+                    raise PeerFailed(self.sub.name, failure + "; the other child hung")
                 raise RuntimeError(f"{self.sub.name}: a child did not finish")
-            t0, t1, lat = c.recv()
-            if t0 == "error":
-                raise PeerFailed(f"{self.sub.name}: {str(t1)[:160]}")
-            spans.append((t0, t1))
-            self.sub.lat += lat
+            ready = mp_wait([c for c, _ in pending] + [p.sentinel for _, p in pending], left)
+            for c, p in list(pending):
+                if c not in ready and p.sentinel not in ready:
+                    continue
+                msg = None
+                if c.poll(0.5):
+                    try:
+                        msg = c.recv()
+                    except EOFError:
+                        msg = None
+                elif c not in ready and p.is_alive():
+                    continue
+                pending.remove((c, p))
+                if msg is None:
+                    p.join(5)
+                    failure = failure or f"a child ended without a result (exit code {p.exitcode})"
+                    end = min(end, time.monotonic() + 10)
+                elif msg[0] == "error":
+                    failure = failure or str(msg[1])[:160]
+                    end = min(end, time.monotonic() + 10)
+                else:
+                    spans.append((msg[0], msg[1]))
+                    self.sub.lat += msg[2]
+        if failure:
+            raise PeerFailed(self.sub.name, failure)
         (s0, e0), (s1, e1) = spans
         self.overlaps.append(max(s0, s1) < min(e0, e1))
         return (max(e0, e1) - min(s0, s1)) / (2 * self.n)
@@ -405,6 +442,7 @@ def _measure(
                     t.teardown()
             except PeerFailed as e:
                 failed.append(str(e))
+                sub.close()
                 continue
             t.overlaps.clear()
             sub.lat.clear()
@@ -422,7 +460,19 @@ def _measure(
         ways.append(_one_process_way(f, "floor", target))
         floor = FLOOR
     baseline = next(s.name for s in subs if s.name.startswith("Manager"))
-    res = run_side_by_side(ways, REPEAT, WARMUP, baseline=baseline, floor=floor)
+    while True:
+        try:
+            res = run_side_by_side(ways, REPEAT, WARMUP, baseline=baseline, floor=floor)
+            break
+        except PeerFailed as e:  # failed in a later repetition: the table again, without it
+            failed.append(str(e))
+            ways = [w for w in ways if w.name != e.way]
+            subs = [x for x in subs if x.name != e.way]
+            overlap = [t for t in overlap if t.sub.name != e.way]
+            for x in subs:
+                x.lat.clear()
+            for t in overlap:
+                t.overlaps.clear()
     note = ""
     if overlap:
         ov = sum(sum(t.overlaps[WARMUP:]) for t in overlap)
