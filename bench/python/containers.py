@@ -235,7 +235,7 @@ def _list_subjects(manager: Any, two: bool) -> list[Subject]:
     if not two:
         subs.append(Subject(LIST, list(v[:KEYS])))
     if HAVE_LIST:
-        subs.append(Subject(SH_LIST, shoal.List(v[:KEYS])))  # type: ignore[attr-defined]
+        subs.append(Subject(SH_LIST, shoal.List(v[:KEYS])))
     subs.append(Subject(MP_LIST, manager.list(v[:KEYS])))
     return subs
 

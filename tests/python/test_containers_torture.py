@@ -261,10 +261,11 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     w = types.SimpleNamespace()  # the containers, released at the end
     w.d = d = shoal.Dict()
     # Ballast that no worker touches (no slot owns key -1): with it the containers hold more
-    # than the Shmem slack, so "back to the baseline" at the end means they were freed.
+    # than the Shmem slack, so the session's bytes and Shmem back to their baselines at the end
+    # mean they were freed.
     d[-1] = b"b" * BALLAST
     w.owns = owns = [shoal.Dict() for _ in range(WORKERS)]
-    w.lists = lists = [shoal.List() for _ in range(WORKERS)] if HAVE_LIST else [None] * WORKERS  # type: ignore[attr-defined]
+    w.lists = lists = [shoal.List() for _ in range(WORKERS)] if HAVE_LIST else [None] * WORKERS
     w.containers = containers = [d, *owns, *(x for x in lists if x is not None)]
     live: dict[int, tuple[Any, str, Model]] = {}
     del d, owns, lists, containers  # only through w: released at the end
@@ -330,7 +331,9 @@ def test_torture_containers_sigkill(tmp_path: os.PathLike[str]) -> None:
     for slot in range(WORKERS):
         verify(slot, killed=False)
     recoveries = sum(c._stats()["recoveries"] for c in w.containers)
-    assert kills >= min(100, int(SECONDS * 5)), f"only {kills} kills {info}"
+    # About 7 kills a second here (each is followed by a check, a replay and a fork): 20 s give
+    # over a hundred; a loaded machine fewer.
+    assert kills >= min(100, int(SECONDS * 3)), f"only {kills} kills {info}"
     # Most of a worker's time is Python between operations: a short run may never kill one
     # inside an operation; hundreds of kills do (a repair is the point of the test).
     assert recoveries > 0 or kills < 100, f"no kill ever landed inside an operation {info}"
