@@ -566,13 +566,18 @@ class List(_shoal.ListCore):
 MutableSequence.register(List)
 
 
+# The magic at the top of the header a container's heap root names (src/layout/*_layout.hpp).
+_CONTAINERS: dict[bytes, type[Dict | List]] = {b"SHOALDCT": Dict, b"SHOALLST": List}
+
+
 def from_heap(heap: _shoal.Heap) -> Any:
     """``shoal.attach``'s opener for kind "heap": the Dict or List the heap holds (by the magic
-    of the header its root names: each attach refuses another's with
-    IncompatibleSegmentError), else the heap itself."""
-    for cls in (Dict, List):
-        try:
-            return cls._from(heap, True)
-        except _shoal.ShoalError:
-            continue
-    return heap
+    of the header its root names), else the heap itself."""
+    root = heap.root
+    if root == 0:
+        return heap
+    try:
+        cls = _CONTAINERS.get(heap.read(root, 8))
+        return heap if cls is None else cls._from(heap, True)
+    except _shoal.ShoalError:
+        return heap

@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, wait_until
+from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -490,6 +490,34 @@ def test_lock_timeout_and_readers_never_wait(ctx: mp.context.BaseContext) -> Non
         _join(p)
 
 
+def _wait_on_list_lock(lst: Any, ready: Any, result: Any, how: str) -> None:
+    take_ctrl_c()
+    ready.set()
+    try:
+        if how == "acquire":
+            lst.lock.acquire()
+        else:
+            lst.append("written")  # a write waits for the lock the same way
+        result.value = 1  # must not happen: the parent holds the lock
+    except KeyboardInterrupt:
+        result.value = 2 if lst.lock._count == 0 else 3
+
+
+@pytest.mark.parametrize("how", ["acquire", "write"])
+def test_ctrl_c_interrupts_a_blocked_lock_acquire(ctx: mp.context.BaseContext, how: str) -> None:
+    lst = shoal.List()
+    ready, result = shoal.Event(), shoal.Value("i", 0)
+    assert lst.lock.acquire()
+    try:
+        p = ctx.Process(target=_wait_on_list_lock, args=(lst, ready, result, how))
+        p.start()
+        ctrl_c_until_done(p, ready, result)
+        assert result.value == 2
+        assert lst.lock._count == 1 and "written" not in lst
+    finally:
+        lst.lock.release()
+
+
 # ---- pickling, attach, hold, Pool, queues ------------------------------------------------
 
 
@@ -533,3 +561,10 @@ def test_pickle_attach_and_hold() -> None:
     with shoal.hold(lst) as h:
         assert h.active
         assert pickle.loads(pickle.dumps(lst)) == lst
+    # A heap whose root names something else (or nothing) attaches as the heap itself.
+    heap = shoal._shoal.Heap.create()
+    assert isinstance(shoal.attach(heap.handle()), shoal._shoal.Heap)
+    block = heap.allocate(64)
+    heap.write(block, b"NOTALIST" + bytes(56))
+    heap.root = block
+    assert isinstance(shoal.attach(heap.handle()), shoal._shoal.Heap)
