@@ -9,7 +9,7 @@ DICT_TORTURE_ROUNDS ?= 3000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views torture torture-dict torture-list stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views torture torture-dict torture-list torture-containers stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -113,6 +113,14 @@ torture-list: dev
 	SHOAL_LIST_TORTURE_ROUNDS=$(LIST_TORTURE_ROUNDS) SHOAL_LIST_TORTURE_SEED=$(LIST_TORTURE_SEED) \
 	  SHOAL_BROKER=build/dev/shoal-broker \
 	  build/dev/tests/cpp/multiprocess_tests --gtest_filter='ListKill.Random*'
+
+# The containers' torture test (tests/python/test_containers_torture.py: workers doing random
+# operations on shoal.Dict (and shoal.List) SIGKILLed at random) for CONTAINERS_TORTURE_SECONDS,
+# a random seed (printed; SHOAL_CONTAINERS_TORTURE_SEED=N repeats one). `make test` runs 20 s.
+CONTAINERS_TORTURE_SECONDS ?= 300
+torture-containers: install
+	SHOAL_CONTAINERS_TORTURE_SECONDS=$(CONTAINERS_TORTURE_SECONDS) $(PY) -m pytest -q -s \
+	  -p no:cacheprovider tests/python/test_containers_torture.py
 
 stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py

@@ -80,7 +80,8 @@ class Heap {
 
   struct Options {
     /// The root segment's data size (header and extent table included: at least 16 KiB);
-    /// later extents grow from it by half the heap's size each time, up to 256 MiB apiece.
+    /// later extents grow from it by a quarter of the heap's size each time, up to 256 MiB
+    /// apiece, always in the root's session (whichever session the growing process is in).
     uint64_t initial_bytes = 256 * 1024;
   };
 

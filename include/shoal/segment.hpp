@@ -66,6 +66,11 @@ class Segment {
   struct Options {
     ObjectKind kind = ObjectKind::kBytes;
     bool populate = false;  // pre-fault the creator's mapping (MAP_POPULATE)
+    /// The session to create it in; zero: this process's session. A Heap grows in its root's
+    /// session, which need not be the growing process's (one that attached a handle of another
+    /// session): a reference joins only objects of one session. SessionGoneError when that
+    /// session's broker is gone (the object is not moved to a new session then).
+    Id128 session{};
   };
 
   /// Creates a zero-filled segment of `size` usable bytes in this process's session (starting

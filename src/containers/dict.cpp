@@ -797,8 +797,10 @@ bool Dict::Cursor::next(Item* key, Item* value) {
       const uint64_t k = racy_load64(&e->key);
       if (k == layout::kDeletedKey) continue;
       const uint64_t v = racy_load64(&e->value);
-      r.key = containers::decode_item(heap_, k, still_valid);
-      r.value = containers::decode_item(heap_, v, still_valid);
+      // Only what the caller asked for: iterating keys must not copy every value (a 16 MiB
+      // value made each keys() walk cost milliseconds).
+      if (key != nullptr) r.key = containers::decode_item(heap_, k, still_valid);
+      if (value != nullptr) r.value = containers::decode_item(heap_, v, still_valid);
       r.found = true;
       r.seq = seq;
       break;

@@ -127,10 +127,16 @@ void grow_locked(HeapState& s, uint64_t need) {
                     " extents are in use; free blocks or start a new heap");
   }
   const uint64_t reserved = s.h->stats.reserved_bytes.load(std::memory_order_relaxed);
-  uint64_t step = std::min(std::max(reserved / 2, s.h->first_extent_bytes), kMaxExtentStep);
+  // A quarter of the heap: geometric (few extents) but with little reserved ahead of use. Half
+  // the heap overshot issue 15's bound (2x the live data + 64 B per entry + 1 MiB) on small
+  // dicts: one allocation that found no fitting free block added 50% at once.
+  uint64_t step = std::min(std::max(reserved / 4, s.h->first_extent_bytes), kMaxExtentStep);
   const uint64_t bytes = round_up(std::max(step, need), kExtentRounding);
   // Throws OutOfSpaceError (capacity checked, pages reserved) before anything is added.
-  Segment ext = Segment::create(bytes, Segment::Options{ObjectKind::kExtent, false});
+  // In the root's session, whichever session this process creates its own objects in (it may
+  // have attached the heap from a handle of another): a reference joins one session's objects.
+  Segment ext =
+      Segment::create(bytes, Segment::Options{ObjectKind::kExtent, false, s.root.session()});
   // From here the broker frees the extent with the root. If this process dies before the
   // entry is published, it stays referenced but unused until the root goes (bounded: one).
   s.root.add_reference(ext);

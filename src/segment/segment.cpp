@@ -12,7 +12,7 @@
 namespace shoal {
 
 Segment Segment::create(uint64_t size, Options opts) {
-  return Segment(detail::Client::instance().create(size, opts.kind, opts.populate));
+  return Segment(detail::Client::instance().create(size, opts.kind, opts.populate, opts.session));
 }
 
 Segment Segment::create_from(uint64_t size, ObjectKind kind,

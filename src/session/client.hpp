@@ -66,7 +66,9 @@ class Client {
   static Client& instance();
 
   /// A zero-filled segment of `data_size` usable bytes; `populate` pre-faults this mapping.
-  std::shared_ptr<Mapping> create(uint64_t data_size, ObjectKind kind, bool populate);
+  /// In `in_session` when it is not zero (never moved to another), else in the current one.
+  std::shared_ptr<Mapping> create(uint64_t data_size, ObjectKind kind, bool populate,
+                                  const Id128& in_session = {});
   /// A segment whose data area is written from `pieces` (offsets relative to the data area)
   /// with pwrite, and sealed read-only at once when `seal`.
   std::shared_ptr<Mapping> create_filled(uint64_t data_size, ObjectKind kind,
@@ -129,7 +131,8 @@ class Client {
   Id128 session_for_create();
   // Registers a new segment's fd (mu_ not held on entry); on a dead session, once more in a
   // new session. Throws on failure, leaving m.session zero (nothing to release).
-  void register_new(Mapping& m, int fd, uint64_t data_size);
+  // `may_move` false: the object must stay in m.session (a dead broker there is an error).
+  void register_new(Mapping& m, int fd, uint64_t data_size, bool may_move = true);
   Status roundtrip_locked(const Id128& session, Conn* c, const layout::WireMsg& req, int send_fd,
                           layout::WireMsg* reply, int* recv_fd, std::string* payload);
   void adopt_all_locked(std::vector<std::shared_ptr<Mapping>>* keep) noexcept;

@@ -52,18 +52,19 @@ Id128 Client::session_for_create() {
   return current_;
 }
 
-std::shared_ptr<Mapping> Client::create(uint64_t data_size, ObjectKind kind, bool populate) {
+std::shared_ptr<Mapping> Client::create(uint64_t data_size, ObjectKind kind, bool populate,
+                                        const Id128& in_session) {
   check_size(data_size);
   const uint64_t total = data_size + layout::kSegmentHeaderSize;
   check_capacity(total).throw_if_error();
-  Id128 session = session_for_create();
+  Id128 session = in_session.is_zero() ? session_for_create() : in_session;
   // Reserving pages may take a while: mu_ is not held, other threads' round trips go on.
   Id128 object = Id128::random();
   UniqueFd fd = platform::create_memfd("shoal", total).take();
   void* base = platform::map_fd(fd.get(), total, true, populate).take();
   auto m = new_mapping(session, object, base, total, kind, false);
   init_segment_header(reinterpret_cast<layout::SegmentHeader*>(base), object, kind, total);
-  register_new(*m, fd.get(), data_size);
+  register_new(*m, fd.get(), data_size, in_session.is_zero());
   m->memfd = std::move(fd);
   return m;
 }
@@ -92,7 +93,7 @@ std::shared_ptr<Mapping> Client::create_filled(uint64_t data_size, ObjectKind ki
   return m;
 }
 
-void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
+void Client::register_new(Mapping& m, int fd, uint64_t data_size, bool may_move) {
   WireMsg req = wire::make_msg(Op::kRegister);
   req.object_hi = m.object.hi;
   req.object_lo = m.object.lo;
@@ -114,7 +115,7 @@ void Client::register_new(Mapping& m, int fd, uint64_t data_size) {
       st = conn.status();
     }
     if (st) break;
-    if (st.code() == Errc::kSessionGone && attempt == 0) {
+    if (st.code() == Errc::kSessionGone && attempt == 0 && may_move) {
       if (current_ == session) current_ = {};
       auto fresh = current_conn_locked();
       if (fresh) {

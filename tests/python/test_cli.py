@@ -518,6 +518,14 @@ def test_demo_killed_holder_scene(capsys: pytest.CaptureFixture[str]) -> None:
     assert "as promised" in out and "PROBLEM" not in out
 
 
+def test_demo_shared_dict_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--scene", "shared-dict")
+    assert code == 0, out + err
+    assert "of 4000 (exact)" in out  # shoal.Dict's counter under its lock
+    assert "(the change went to a copy: lost)" in out  # Manager().dict()'s nested mutation
+    assert "as promised" in out and "PROBLEM" not in out
+
+
 def test_demo_unknown_scene_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "demo", "--scene", "nope")
     assert code == 1

@@ -545,6 +545,12 @@ def _scene_killed_holder(size: int, out: TextIO) -> bool:
     return run_scene(size, out)
 
 
+def _scene_shared_dict(size: int, out: TextIO) -> bool:
+    from .scene_dict import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -570,6 +576,11 @@ SCENES: list[Scene] = [
         "killed-holder",
         "A lock's holder is SIGKILLed: multiprocessing.Lock stays locked, shoal.Lock comes back",
         _scene_killed_holder,
+    ),
+    Scene(
+        "shared-dict",
+        "Seed 002: a dict shared by processes: Manager().dict() vs shoal.Dict",
+        _scene_shared_dict,
     ),
 ]
 
