@@ -34,6 +34,7 @@
 #include <utility>
 
 #include "bindings.hpp"
+#include "refs.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/heap.hpp"
 
@@ -102,10 +103,8 @@ int key_item(PyObject* o, Item* out, bool store) noexcept {
       *out = static_cast<int64_t>(v);
       return 1;
     }
-    if (!store) return 0;
-    PyErr_SetString(PyExc_TypeError,
-                    "shoal.Dict keys: an int key must fit in 64 bits (this version)");
-    return -1;
+    if (bigint_item(o, out) != 0) return -1;
+    return 1;
   }
   if (PyFloat_Check(o)) {
     *out = PyFloat_AS_DOUBLE(o);
@@ -128,10 +127,12 @@ int key_item(PyObject* o, Item* out, bool store) noexcept {
     *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
     return 1;
   }
+  if (is_frozen_key_type(o)) return frozen_key_item(o, out, store);
   if (PyObject_Hash(o) == -1) return -1;  // unhashable: dict's TypeError
   if (!store) return 0;
   PyErr_Format(PyExc_TypeError,
-               "shoal.Dict keys are None, bool, int, float, str or bytes (this version), not %.200s",
+               "shoal.Dict keys are None, bool, int, float, str, bytes, or tuples/frozensets of "
+               "these (the keys a FrozenDict takes), not %.200s",
                Py_TYPE(o)->tp_name);
   return -1;
 }
@@ -170,6 +171,17 @@ int value_item(const PyDict* d, PyObject* o, Item* out) noexcept {
     *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
     return 0;
   }
+  // A dict or list (a new shoal container), a shoal container, array or sync object: stored by
+  // reference (refs.hpp).
+  if (t == &PyLong_Type) return bigint_item(o, out);  // beyond 64 bits
+  const int ref = ref_item(o, d->allow_pickle, out);
+  if (ref != 0) return ref < 0 ? -1 : 0;
+  if (t == &PyTuple_Type || t == &PyFrozenSet_Type) {
+    // The codec's encoding, when every element is a key type (else pickled below).
+    const int r = frozen_key_item(o, out, false);
+    if (r < 0) PyErr_Clear();  // unhashable elements: pickled
+    if (r == 1) return 0;
+  }
   if (!d->allow_pickle) {
     PyErr_Format(PyExc_TypeError,
                  "shoal.Dict(allow_pickle=False) stores None, bool, int (64 bits), float, str "
@@ -200,8 +212,9 @@ int value_item(const PyDict* d, PyObject* o, Item* out) noexcept {
   return 0;
 }
 
-// An Item as a new reference, or nullptr with the error set.
-PyObject* to_py(const Item& v) noexcept {
+// An Item as a new reference, or nullptr with the error set. A reference read unmapped is
+// mapped through `d` (StaleHandleError when its object went meanwhile).
+PyObject* to_py(const Item& v, const Dict* d = nullptr) noexcept {
   switch (v.index()) {
     case 0: Py_RETURN_NONE;
     case 1: return PyBool_FromLong(std::get<bool>(v));
@@ -214,6 +227,16 @@ PyObject* to_py(const Item& v) noexcept {
     case 5: {
       const std::string& b = std::get<Bytes>(v).data;
       return PyBytes_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size()));
+    }
+    case 7: return bigint_to_py(std::get<BigInt>(v));
+    case 8: return frozen_key_to_py(std::get<FrozenKey>(v));
+    case 9: {
+      const ObjectRef& r = std::get<ObjectRef>(v);
+      if (d == nullptr && !r.target.valid()) {
+        PyErr_SetString(PyExc_RuntimeError, "shoal.Dict: an unmapped reference");
+        return nullptr;
+      }
+      return ref_to_py(*d, r);
     }
     default: {
       if (import_pickle() != 0) return nullptr;
@@ -295,16 +318,27 @@ PyObject* lookup(PyDict* pd, PyObject* key, bool* found) noexcept {
   const int r = key_item(key, &k, false);
   if (r < 0) return nullptr;
   if (r == 0) return nullptr;
-  std::optional<Item> v;
-  try {
-    v = pd->d.get(k);
-  } catch (...) {
-    set_error_from_current_exception();
-    return nullptr;
+  for (int attempt = 0;; ++attempt) {
+    std::optional<Item> v;
+    try {
+      v = pd->d.get(k, false);  // a reference: mapped below, once per object per process
+    } catch (...) {
+      set_error_from_current_exception();
+      return nullptr;
+    }
+    if (!v) return nullptr;
+    *found = true;
+    PyObject* r = to_py(*v, &pd->d);
+    // A reference whose object went after the read (a writer replaced it and nobody else held
+    // it): read again, as Dict::get does.
+    if (r == nullptr && attempt < 3 && std::holds_alternative<ObjectRef>(*v) &&
+        PyErr_ExceptionMatches(shoal_error_type(Errc::kStaleHandle))) {
+      PyErr_Clear();
+      *found = false;
+      continue;
+    }
+    return r;
   }
-  if (!v) return nullptr;
-  *found = true;
-  return to_py(*v);
 }
 
 PyObject* dict_getitem(PyObject* self, PyObject* key) noexcept {
@@ -501,11 +535,12 @@ PyObject* iter_next(PyDictIter& it) {
     it.done = true;
     return nullptr;
   }
+  const Dict* d = &nb::inst_ptr<PyDict>(it.owner)->d;
   if (it.mode == kKeys) return to_py(k);
-  if (it.mode == kValues) return to_py(v);
+  if (it.mode == kValues) return to_py(v, d);
   PyObject* ko = to_py(k);
   if (ko == nullptr) return nullptr;
-  PyObject* vo = to_py(v);
+  PyObject* vo = to_py(v, d);
   if (vo == nullptr) {
     Py_DECREF(ko);
     return nullptr;
@@ -605,11 +640,11 @@ nb::list items_list(PyDict& pd, int mode) {
     if (mode == kItems) {
       nb::object ko = nb::steal(to_py(k));
       if (!ko.is_valid()) throw nb::python_error();
-      nb::object vo = nb::steal(to_py(v));
+      nb::object vo = nb::steal(to_py(v, &pd.d));
       if (!vo.is_valid()) throw nb::python_error();
       out.append(nb::make_tuple(ko, vo));
     } else {
-      nb::object o = nb::steal(to_py(mode == kKeys ? k : v));
+      nb::object o = nb::steal(to_py(mode == kKeys ? k : v, &pd.d));
       if (!o.is_valid()) throw nb::python_error();
       out.append(o);
     }

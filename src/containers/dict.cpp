@@ -78,13 +78,54 @@ Encoded encode_item(const Item& v) {
       node(Tag::kBytes, b.size(), 0, b.data(), b.size());
       break;
     }
-    default: {
+    case 6: {
       const std::string& b = std::get<Pickled>(v).data;
       node(Tag::kPickle, b.size(), 0, b.data(), b.size());
       break;
     }
+    case 7: {  // kBigInt: the codec's canonical length
+      const std::string& b = std::get<BigInt>(v).le;
+      const size_t n = codec::canonical_int_len(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+      if (n == 0) {
+        e.inline_item = static_cast<uint64_t>(Tag::kInt);  // 0
+      } else {
+        node(Tag::kBigInt, n, 0, b.data(), n);
+      }
+      break;
+    }
+    case 8: {  // a tuple or frozenset: a whole frozen image, tagged as its root
+      const std::string& im = std::get<FrozenKey>(v).image;
+      const Tag t = frozen_key_tag(im);
+      node(t, im.size(), 0, im.data(), im.size());
+      break;
+    }
+    default: {
+      const ObjectRef& r = std::get<ObjectRef>(v);
+      layout::ObjectRefNode n{};
+      n.nbytes = layout::kObjectRefPayload;
+      n.object_hi = r.object.hi;
+      n.object_lo = r.object.lo;
+      n.size = r.size;
+      n.kind = r.kind;
+      e.tag = layout::kObjectRefTag;
+      e.node.resize(sizeof n);
+      std::memcpy(e.node.data(), &n, sizeof n);
+      break;
+    }
   }
   return e;
+}
+
+Tag frozen_key_tag(std::string_view image) {
+  Result<frozen::Image> im = frozen::Image::open(
+      reinterpret_cast<const std::byte*>(image.data()), image.size());
+  if (!im) im.status().throw_if_error();
+  const Tag t = layout::tag_of(im.value().root().ref());
+  if (t != Tag::kTuple && t != Tag::kFrozenSet) {
+    throw_error(Errc::kInvalidArgument, "dict: a FrozenKey's image must hold a tuple or frozenset");
+  }
+  return t;
 }
 
 KeyProbe probe_of(const Item& key, uint64_t seed) {
@@ -121,8 +162,27 @@ KeyProbe probe_of(const Item& key, uint64_t seed) {
       p.hash = codec::hash::of_bytes(seed, p.data.data(), p.data.size());
       break;
     }
-    default:
+    case 7: {
+      const std::string& b = std::get<BigInt>(key).le;
+      p.kind = KeyProbe::kNumber;
+      p.num = codec::Number::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+      p.hash = static_cast<uint64_t>(codec::hash::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size())));
+      break;
+    }
+    case 8: {
+      p.kind = KeyProbe::kFrozen;
+      p.data = std::get<FrozenKey>(key).image;
+      p.image = open_key_image(p.data.data(), p.data.size());
+      p.hash = frozen::hash_of(p.image.root());
+      break;
+    }
+    case 6:
       throw_error(Errc::kInvalidArgument, "dict: a pickled value cannot be a key (it has no hash)");
+    default:
+      throw_error(Errc::kInvalidArgument,
+                  "dict: a reference to a shoal object cannot be a key (it has no hash)");
   }
   return p;
 }
@@ -152,8 +212,24 @@ codec::Number number_item(const Item& v) {
     case 1: return codec::Number::of_int(std::get<bool>(v));
     case 2: return codec::Number::of_int(std::get<int64_t>(v));
     case 3: return codec::Number::of_float(std::get<double>(v));
+    case 7: {
+      const std::string& b = std::get<BigInt>(v).le;
+      return codec::Number::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+    }
     default: return codec::Number{};
   }
+}
+
+// The object an ObjectRef names, mapped through a bare handle of the heap's session (the
+// reference the dict holds keeps it alive; a pin is not needed).
+Segment map_ref(const Heap& heap, const ObjectRef& r) {
+  Handle hd;
+  hd.session = heap.root_segment().session();
+  hd.object = r.object;
+  hd.size = r.size;
+  hd.kind = r.kind;
+  return Segment::attach(hd);
 }
 
 DictHeader* header_of(const Heap& heap, uint64_t top) {
@@ -220,7 +296,10 @@ std::string item_repr(const Item& v) {
     }
     case 4: return quoted(std::get<std::string>(v), "");
     case 5: return quoted(std::get<Bytes>(v).data, "b");
-    default: return "<pickle of " + std::to_string(std::get<Pickled>(v).data.size()) + " bytes>";
+    case 6: return "<pickle of " + std::to_string(std::get<Pickled>(v).data.size()) + " bytes>";
+    case 7: return "<int of " + std::to_string(std::get<BigInt>(v).le.size()) + " bytes>";
+    case 8: return "<tuple or frozenset image of " + std::to_string(std::get<FrozenKey>(v).image.size()) + " bytes>";
+    default: return "<shoal object " + std::get<ObjectRef>(v).object.hex() + ">";
   }
 }
 
@@ -251,7 +330,40 @@ class DictWriter {
     if (containers::item_has_node(item)) heap_.commit(containers::item_ref(item));
   }
   void free_item(uint64_t item) {
-    if (containers::item_has_node(item)) heap_.free(containers::item_ref(item));
+    if (!containers::item_has_node(item)) return;
+    release_ref(item);
+    heap_.free(containers::item_ref(item));
+  }
+  // R3: the broker reference an ObjectRef value stands for, added before the write that
+  // stores `item` records its intent (a death before that intent leaves one reference too
+  // many, kept until the dict goes). Frees the node when the broker refuses.
+  void add_ref(const Item& value, uint64_t item) {
+    const auto* r = std::get_if<ObjectRef>(&value);
+    if (r == nullptr) return;
+    try {
+      if (!r->target.valid()) {
+        throw_error(Errc::kInvalidArgument,
+                    "dict: an ObjectRef to store must carry its target segment (ObjectRef::to)");
+      }
+      heap_.root_segment().add_reference(r->target);
+    } catch (...) {
+      heap_.free(containers::item_ref(item));  // no reference was added: nothing to drop
+      throw;
+    }
+  }
+  // R2: drops the reference an ObjectRef node stands for, once: its state is set first, so a
+  // recovery that finds kRefDropped does not drop a second time (which could let go of a
+  // reference another entry naming the same object stands for). A death between the two
+  // stores leaves one reference too many. The node must be a used block.
+  void release_ref(uint64_t item) {
+    if (layout::tag_of(item) != layout::kObjectRefTag) return;
+    auto* n = reinterpret_cast<layout::ObjectRefNode*>(
+        heap_.at(containers::item_ref(item), sizeof(layout::ObjectRefNode)));
+    if (n->state.load(std::memory_order_relaxed) != layout::kRefHeld) return;
+    n->state.store(layout::kRefDropped, std::memory_order_relaxed);
+    step();
+    heap_.root_segment().drop_reference(Id128{n->object_hi, n->object_lo});
+    step();
   }
   // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
   // this heap between a writer's death and the recovery (every allocation is made under the
@@ -268,7 +380,16 @@ class DictWriter {
     if (ref != 0 && block_used(ref)) heap_.free(ref);
   }
   void free_item_checked(uint64_t item) {
-    if (containers::item_has_node(item)) free_block_checked(containers::item_ref(item));
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    release_ref(item);
+    heap_.free(containers::item_ref(item));
+  }
+  // A rolled-back write's new item: its reference goes (R3 added it before the intent); its
+  // block too when this process wrote it (a dead writer's pending blocks go to Heap::check).
+  void roll_back_item(uint64_t item, bool writer_gone) {
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    release_ref(item);
+    if (!writer_gone) heap_.free(containers::item_ref(item));
   }
 
   HeapRef new_table(uint32_t log2) {
@@ -355,6 +476,7 @@ class DictWriter {
     if (found >= 0) {
       layout::DictEntry& e = t.entries()[found];
       const uint64_t nv = store_item(containers::encode_item(value));
+      add_ref(value, nv);
       in.table = t.ref;
       in.entry = static_cast<uint64_t>(found);
       in.value = nv;
@@ -380,6 +502,7 @@ class DictWriter {
     uint64_t v = 0;
     try {
       v = store_item(containers::encode_item(value));
+      add_ref(value, v);  // frees v when it throws
     } catch (...) {
       free_item(k);
       throw;
@@ -461,6 +584,9 @@ class DictWriter {
     in.value = e.value.load(std::memory_order_relaxed);
     // Decoded before anything changes: a value with no C++ type leaves the dict as it was.
     Item out = containers::decode_item(heap_, in.value, [] { return true; });
+    // A reference comes back mapped by this process before the dict drops its own, so the
+    // object outlives the pop in the popper's hands (del maps it too: one attach).
+    if (auto* r = std::get_if<ObjectRef>(&out)) r->target = map_ref(heap_, *r);
     if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; });
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
@@ -537,8 +663,7 @@ class DictWriter {
     // after its intent) are freed here.
     const bool writer_gone = in.pid != sync::self_pid();
     auto roll_back = [&](std::initializer_list<uint64_t> items) {
-      if (writer_gone) return;
-      for (uint64_t item : items) free_item_checked(item);
+      for (uint64_t item : items) roll_back_item(item, writer_gone);
     };
     bump_gen();
     step();
@@ -789,17 +914,31 @@ void Dict::clear() {
 
 // ---- reads -------------------------------------------------------------------------------
 
-std::optional<Item> Dict::get(const Item& key) const {
+std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
   const KeyProbe p = containers::probe_of(key, seed_);
   const DictHeader* h = header_of(heap_, top_);
-  return optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
-    const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
-    const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
-    if (e < 0) return std::nullopt;
-    const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
-    return containers::decode_item(heap_, value, still_valid);
-  });
+  for (int attempt = 0;; ++attempt) {
+    std::optional<Item> v = optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
+      const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
+      const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
+      if (e < 0) return std::nullopt;
+      const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
+      return containers::decode_item(heap_, value, still_valid);
+    });
+    auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
+    if (r == nullptr || !map_refs) return v;
+    try {
+      r->target = map_ref(heap_, *r);
+      return v;
+    } catch (const StaleHandleError&) {
+      // Gone: a writer replaced the value and dropped its reference after the read above (a
+      // value the dict holds is alive, R1). Read again; a stale value that stays is corrupt.
+      if (attempt >= 3) throw;
+    }
+  }
 }
+
+Segment Dict::attach_ref(const ObjectRef& r) const { return map_ref(heap_, r); }
 
 bool Dict::contains(const Item& key) const {
   const KeyProbe p = containers::probe_of(key, seed_);

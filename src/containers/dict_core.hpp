@@ -27,6 +27,7 @@
 #include "shoal/detail/frozen_format.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/error.hpp"
+#include "shoal/frozen.hpp"
 
 namespace shoal::containers {
 
@@ -101,12 +102,24 @@ Encoded encode_item(const Item& v);
 
 /// A key as a lookup compares it with stored keys.
 struct KeyProbe {
-  enum Kind : uint8_t { kNone, kNumber, kStr, kBytes } kind = kNone;
+  enum Kind : uint8_t { kNone, kNumber, kStr, kBytes, kFrozen } kind = kNone;
   codec::Number num;
-  std::string_view data;  // kStr (UTF-8), kBytes
+  std::string_view data;  // kStr (UTF-8), kBytes, kFrozen (the image)
+  frozen::Image image;    // kFrozen: over data
   uint64_t hash = 0;
 };
 KeyProbe probe_of(const Item& key, uint64_t seed);
+/// The tag a FrozenKey's image is stored under (its root's: kTuple or kFrozenSet);
+/// InvalidArgumentError / DecodeError for an image of anything else.
+Tag frozen_key_tag(std::string_view image);
+
+/// A tuple/frozenset key's image (DecodeError when its header fails its checks).
+inline frozen::Image open_key_image(const char* data, uint64_t n) {
+  Result<frozen::Image> im = frozen::Image::open(reinterpret_cast<const std::byte*>(data), n);
+  if (!im) im.status().throw_if_error();
+  return im.value();
+}
+inline bool is_frozen_key_tag(Tag t) noexcept { return t == Tag::kTuple || t == Tag::kFrozenSet; }
 
 /// The largest node payload a reader copies (the heap's largest block).
 inline constexpr uint64_t kMaxNodeBytes = uint64_t{1} << 36;
@@ -151,6 +164,16 @@ codec::Number number_of(const Mem& mem, uint64_t item, std::string* big_buf) {
   }
 }
 
+/// The image of a stored tuple/frozenset key item, copied into *buf.
+template <class Mem>
+frozen::Image stored_key_image(const Mem& mem, uint64_t item, std::string* buf) {
+  uint64_t n = 0;
+  const std::byte* d = node_payload(mem, item, &n);
+  buf->resize(n);
+  racy_copy(buf->data(), d, n);
+  return open_key_image(buf->data(), n);
+}
+
 /// Python's == between a probe key and a stored key item.
 template <class Mem>
 bool key_matches(const Mem& mem, uint64_t item, const KeyProbe& p) {
@@ -168,6 +191,12 @@ bool key_matches(const Mem& mem, uint64_t item, const KeyProbe& p) {
       uint64_t n = 0;
       const std::byte* d = node_payload(mem, item, &n);
       return n == p.data.size() && racy_equal(d, p.data.data(), n);
+    }
+    case KeyProbe::kFrozen: {
+      if (!is_frozen_key_tag(t)) return false;
+      std::string buf;
+      const frozen::Image im = stored_key_image(mem, item, &buf);
+      return frozen::keys_equal(p.image.root(), im.root());
     }
   }
   return false;
@@ -194,8 +223,11 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
       uint64_t n = 0;
       const std::byte* p = node_payload(mem, item, &n);
       if (n > 8) {
-        if (!still_valid()) throw StaleRead{};
-        throw_error(Errc::kInvalidArgument, "dict: an int of more than 64 bits has no C++ type");
+        if (!still_valid()) throw StaleRead{};  // n is trusted from here
+        BigInt big;
+        big.le.resize(n);
+        racy_copy(big.le.data(), p, n);
+        return big;
       }
       unsigned char b[8] = {};
       racy_copy(b, p, n);
@@ -218,6 +250,26 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
       if (layout::tag_of(item) == Tag::kStr) return s;
       if (layout::tag_of(item) == Tag::kPickle) return Pickled{std::move(s)};
       return Bytes{std::move(s)};
+    }
+    case Tag::kTuple:
+    case Tag::kFrozenSet: {
+      uint64_t n = 0;
+      const std::byte* p = node_payload(mem, item, &n);
+      if (!still_valid()) throw StaleRead{};
+      FrozenKey k;
+      k.image.resize(n);
+      racy_copy(k.image.data(), p, n);
+      return k;
+    }
+    case layout::kObjectRefTag: {
+      const std::byte* p = mem.at(item_ref(item), sizeof(layout::ObjectRefNode));
+      if (racy_load64(p) != layout::kObjectRefPayload) corrupt("an object reference node's size is wrong");
+      ObjectRef r;
+      r.object.hi = racy_load64(p + offsetof(layout::ObjectRefNode, object_hi));
+      r.object.lo = racy_load64(p + offsetof(layout::ObjectRefNode, object_lo));
+      r.size = racy_load64(p + offsetof(layout::ObjectRefNode, size));
+      r.kind = static_cast<uint32_t>(racy_load64(p + offsetof(layout::ObjectRefNode, kind)));
+      return r;
     }
     default:
       if (!still_valid()) throw StaleRead{};
@@ -311,6 +363,11 @@ uint64_t hash_of_item(const Mem& mem, uint64_t item, uint64_t seed) {
       racy_copy(buf.data(), p, n);
       return codec::hash::of_bytes(seed, buf.data(), n);
     }
+    case Tag::kTuple:
+    case Tag::kFrozenSet: {
+      std::string buf;
+      return frozen::hash_of(stored_key_image(mem, item, &buf).root());
+    }
     default: {
       std::string buf;
       const codec::Number num = number_of(mem, item, &buf);
@@ -340,6 +397,12 @@ bool stored_keys_equal(const Mem& mem, uint64_t a, uint64_t b) {
     return na == nb && std::memcmp(pa, pb, na) == 0;
   }
   if (ta == Tag::kNone || tb == Tag::kNone) return ta == tb;
+  if (is_frozen_key_tag(ta) || is_frozen_key_tag(tb)) {
+    if (!is_frozen_key_tag(ta) || !is_frozen_key_tag(tb)) return false;
+    std::string ba, bb;
+    return frozen::keys_equal(stored_key_image(mem, a, &ba).root(),
+                              stored_key_image(mem, b, &bb).root());
+  }
   std::string ba, bb;
   const codec::Number x = number_of(mem, a, &ba), y = number_of(mem, b, &bb);
   return x.kind != codec::Number::kNotNumber && y.kind != codec::Number::kNotNumber &&
@@ -422,6 +485,13 @@ StructureReport check_structure(const Mem& mem, uint64_t top) {
     const uint64_t value = racy_load64(&e->value);
     const Tag vt = layout::tag_of(value);
     if (vt == Tag::kReserved) corrupt("an entry's value has the reserved tag");
+    if (vt == layout::kObjectRefTag) {  // R1, R2: a live value's reference is held
+      const std::byte* rp = mem.at(item_ref(value), sizeof(layout::ObjectRefNode));
+      if (racy_load64(rp) != layout::kObjectRefPayload ||
+          racy_load64(rp + offsetof(layout::ObjectRefNode, state)) != layout::kRefHeld) {
+        corrupt("R2: entry " + std::to_string(i) + "'s object reference is not held");
+      }
+    }
     r.node_blocks += (item_has_node(key) ? 1 : 0) + (item_has_node(value) ? 1 : 0);
   }
   const uint64_t hint = racy_load64(&t.header()->pop_hint);
