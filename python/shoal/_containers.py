@@ -13,6 +13,7 @@ import threading
 import types
 import warnings
 from collections.abc import (
+    Callable,
     ItemsView,
     Iterable,
     Iterator,
@@ -21,7 +22,6 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from collections.abc import Callable
 from typing import Any, Self
 
 from . import _glue, _shoal
