@@ -210,14 +210,15 @@ PyObject* cached_ref(const ObjectRef& r) noexcept {
   return Py_NewRef(o);
 }
 
-PyObject* ref_to_py(const Dict& d, const ObjectRef& r) noexcept {
+PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept {
   if (PyObject* c = cached_ref(r)) return c;
   if (g_from_ref == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "shoal: container hooks are not set (import shoal)");
     return nullptr;
   }
   try {
-    Segment seg = r.target.valid() ? r.target : d.attach_ref(r);
+    if (!r.target.valid() && d == nullptr) throw InvalidArgumentError("an unmapped reference");
+    Segment seg = r.target.valid() ? r.target : d->attach_ref(r);
     nb::object py_seg = nb::cast(PySegment{std::move(seg)});
     PyObject* obj = PyObject_CallOneArg(g_from_ref, py_seg.ptr());
     if (obj != nullptr) remember(r.object, obj);

@@ -34,7 +34,7 @@ PyObject* bigint_to_py(const BigInt& b) noexcept;
 PyObject* frozen_key_to_py(const FrozenKey& k) noexcept;
 /// The Python object over the object `r` names, mapped through `d` when `r` was read unmapped
 /// (StaleHandleError when it is gone: the caller reads again).
-PyObject* ref_to_py(const Dict& d, const ObjectRef& r) noexcept;
+PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept;
 /// The cached Python object of `r`'s object, new reference, or nullptr (no error) when none.
 PyObject* cached_ref(const ObjectRef& r) noexcept;
 
