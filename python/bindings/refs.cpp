@@ -114,16 +114,14 @@ int frozen_key_item(PyObject* o, Item* out, bool store) noexcept {
   try {
     nb::object plain;
     PyObject* k = o;
-    if (codec::g_hooks.tuple_view != nullptr && PyObject_TypeCheck(o, codec::g_hooks.tuple_view)) {
-      plain = nb::steal(PySequence_Tuple(o));  // a FrozenTuple key: the tuple it equals
-    } else if (codec::g_hooks.set_view != nullptr &&
-               PyObject_TypeCheck(o, codec::g_hooks.set_view)) {
-      plain = nb::steal(PyFrozenSet_New(o));
-    }
-    if (plain.is_valid()) {
-      k = plain.ptr();
-    } else if (PyErr_Occurred()) {
-      return -1;
+    if (is_key_view(o) && codec::g_hooks.plain_copy != nullptr) {
+      // A FrozenTuple / FrozenSet key: the tuple / frozenset it equals, nested ones included.
+      plain = nb::steal(codec::g_hooks.plain_copy(o));
+      if (plain.is_valid()) {
+        k = plain.ptr();
+      } else if (PyErr_Occurred()) {
+        return -1;
+      }
     }
     if (PyObject_Hash(k) == -1) return -1;  // a tuple holding a list: dict's TypeError
     frozen::Builder b;  // the default hash seed, as every Dict's
@@ -230,6 +228,12 @@ PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept {
 }
 
 void register_refs(nb::module_& m) {
+  m.def(
+      "_remember_object",
+      [](const PySegment& seg, nb::handle obj) { remember(seg.seg.id(), obj.ptr()); },
+      "segment"_a, "obj"_a,
+      "Private: make `obj` what a reference to `segment`'s object reads back as in this process "
+      "while it lives (a Dict made here is `d[k]` for a k that refers to it).");
   m.def(
       "_set_container_hooks",
       [](nb::object to_ref, nb::object from_ref) {

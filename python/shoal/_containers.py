@@ -210,6 +210,7 @@ class Dict(_shoal.DictCore):
         if len(args) > 1:
             raise TypeError(f"Dict expected at most 1 argument, got {len(args)}")
         super().__init__(None, bool(allow_pickle))
+        _shoal._remember_object(self.segment(), self)
         if args or kwargs:
             self.update(*args, **kwargs)
 
@@ -217,6 +218,7 @@ class Dict(_shoal.DictCore):
     def _from(cls, source: Any, allow_pickle: bool) -> Self:
         obj = cls.__new__(cls)
         _shoal.DictCore.__init__(obj, source, allow_pickle)
+        _shoal._remember_object(obj.segment(), obj)
         return obj
 
     # ---- reads ----
