@@ -51,6 +51,7 @@ struct PyDict {
   Dict d;
   bool allow_pickle = true;
   int64_t delta = 0;  // this object's net size changes (the iterators' RuntimeError)
+  HeldRefs held;      // the nested objects this object handed out (refs.hpp)
 };
 
 // The PyDict of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
@@ -150,7 +151,7 @@ PyObject* lookup(PyDict* pd, PyObject* key, bool* found) noexcept {
     }
     if (!v) return nullptr;
     *found = true;
-    PyObject* r = to_py(*v, &pd->d);
+    PyObject* r = to_py(*v, &pd->d, &pd->held);
     // A reference whose object went after the read (a writer replaced it and nobody else held
     // it): read again, as Dict::get does.
     if (r == nullptr && attempt < 3 && std::holds_alternative<ObjectRef>(*v) &&
@@ -204,6 +205,7 @@ int dict_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
     }
     bool removed = false;
     if (write_locked(pd, [&] { removed = pd->d.pop(k).has_value(); }) != 0) return -1;
+    pd->held.clear();  // a removal: what this object held may be gone from the dict
     if (!removed) {
       set_key_error(key);
       return -1;
@@ -262,6 +264,7 @@ PyObject* dict_pop(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noex
   if (r < 0) return nullptr;
   std::optional<Item> v;
   if (r == 1 && write_locked(pd, [&] { v = pd->d.pop(k); }) != 0) return nullptr;
+  if (v) pd->held.clear();
   if (!v) {
     if (nargs == 2) return Py_NewRef(args[1]);
     set_key_error(args[0]);
@@ -277,6 +280,7 @@ PyObject* dict_popitem(PyObject* self, PyObject*) noexcept {
   if (pd == nullptr) return nullptr;
   std::optional<std::pair<Item, Item>> kv;
   if (write_locked(pd, [&] { kv = pd->d.popitem(); }) != 0) return nullptr;
+  pd->held.clear();
   if (!kv) {
     PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
     return nullptr;
@@ -315,7 +319,7 @@ PyObject* dict_setdefault(PyObject* self, PyObject* const* args, Py_ssize_t narg
     return nullptr;
   }
   if (added) ++pd->delta;
-  return old ? to_py(*old) : Py_NewRef(dflt);
+  return old ? to_py(*old, &pd->d, &pd->held) : Py_NewRef(dflt);
 }
 
 PyObject* dict_clear(PyObject* self, PyObject*) noexcept {
@@ -328,6 +332,7 @@ PyObject* dict_clear(PyObject* self, PyObject*) noexcept {
       }) != 0) {
     return nullptr;
   }
+  pd->held.clear();
   pd->delta -= static_cast<int64_t>(n);
   Py_RETURN_NONE;
 }
@@ -357,12 +362,12 @@ PyObject* iter_next(PyDictIter& it) {
     it.done = true;
     return nullptr;
   }
-  const Dict* d = &nb::inst_ptr<PyDict>(it.owner)->d;
+  PyDict* owner = nb::inst_ptr<PyDict>(it.owner);
   if (it.mode == kKeys) return to_py(k);
-  if (it.mode == kValues) return to_py(v, d);
+  if (it.mode == kValues) return to_py(v, &owner->d, &owner->held);
   PyObject* ko = to_py(k);
   if (ko == nullptr) return nullptr;
-  PyObject* vo = to_py(v, d);
+  PyObject* vo = to_py(v, &owner->d, &owner->held);
   if (vo == nullptr) {
     Py_DECREF(ko);
     return nullptr;
@@ -436,10 +441,18 @@ PyMethodDef dict_methods[] = {
 // which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
 int dict_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(Py_TYPE(self));
+  if (nb::inst_ready(self)) return nb::inst_ptr<PyDict>(self)->held.traverse(visit, arg);
+  return 0;
+}
+
+// The GC breaks a cycle through held objects (a dict that holds itself) here.
+int dict_clear_refs(PyObject* self) {
+  if (nb::inst_ready(self)) nb::inst_ptr<PyDict>(self)->held.clear();
   return 0;
 }
 
 PyType_Slot dict_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dict_traverse)},
+                            {Py_tp_clear, reinterpret_cast<void*>(dict_clear_refs)},
                             {Py_mp_length, reinterpret_cast<void*>(dict_len)},
                             {Py_mp_subscript, reinterpret_cast<void*>(dict_getitem)},
                             {Py_mp_ass_subscript, reinterpret_cast<void*>(dict_setitem)},
@@ -462,11 +475,11 @@ nb::list items_list(PyDict& pd, int mode) {
     if (mode == kItems) {
       nb::object ko = nb::steal(to_py(k));
       if (!ko.is_valid()) throw nb::python_error();
-      nb::object vo = nb::steal(to_py(v, &pd.d));
+      nb::object vo = nb::steal(to_py(v, &pd.d, &pd.held));
       if (!vo.is_valid()) throw nb::python_error();
       out.append(nb::make_tuple(ko, vo));
     } else {
-      nb::object o = nb::steal(to_py(mode == kKeys ? k : v, &pd.d));
+      nb::object o = nb::steal(to_py(mode == kKeys ? k : v, &pd.d, &pd.held));
       if (!o.is_valid()) throw nb::python_error();
       out.append(o);
     }
@@ -499,7 +512,7 @@ void register_dict(nb::module_& m) {
               nb::gil_scoped_release nogil;
               d = Dict::attach(handle);
             }
-            new (self) PyDict{std::move(d), allow_pickle, 0};
+            new (self) PyDict{std::move(d), allow_pickle, 0, HeldRefs{}};
           },
           "source"_a.none(), "allow_pickle"_a,
           "A new dict (source None), the dict a handle names, or the dict in a shoal._shoal.Heap "

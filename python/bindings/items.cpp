@@ -157,7 +157,7 @@ int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept {
 }
 
 // An Item as a new reference, or nullptr with the error set.
-PyObject* to_py(const Item& v, const Dict* d) noexcept {
+PyObject* to_py(const Item& v, const Dict* d, HeldRefs* held) noexcept {
   switch (v.index()) {
     case 0: Py_RETURN_NONE;
     case 1: return PyBool_FromLong(std::get<bool>(v));
@@ -179,7 +179,7 @@ PyObject* to_py(const Item& v, const Dict* d) noexcept {
         PyErr_SetString(PyExc_RuntimeError, "shoal: a reference read without its container");
         return nullptr;
       }
-      return ref_to_py(d, r);
+      return ref_to_py(d, r, held);
     }
     default: {
       if (import_pickle() != 0) return nullptr;

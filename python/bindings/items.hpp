@@ -19,6 +19,7 @@
 
 #include <nanobind/nanobind.h>
 
+#include "refs.hpp"
 #include "shoal/dict.hpp"
 
 namespace shoal::py {
@@ -34,6 +35,6 @@ int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept;
 /// An Item as a new reference, or nullptr with the error set. A reference read unmapped (a
 /// Cursor's) is mapped through `d` (StaleHandleError when its object went meanwhile: read
 /// again); one read mapped needs no `d`.
-PyObject* to_py(const Item& v, const Dict* d = nullptr) noexcept;
+PyObject* to_py(const Item& v, const Dict* d = nullptr, HeldRefs* held = nullptr) noexcept;
 
 }  // namespace shoal::py

@@ -208,8 +208,71 @@ PyObject* cached_ref(const ObjectRef& r) noexcept {
   return Py_NewRef(o);
 }
 
-PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept {
-  if (PyObject* c = cached_ref(r)) return c;
+void HeldRefs::clear() noexcept {
+  auto old = std::move(objs);
+  objs.clear();
+  for (auto& [id, o] : old) Py_DECREF(o);
+}
+
+int HeldRefs::traverse(visitproc visit, void* arg) noexcept {
+  for (auto& [id, o] : objs) Py_VISIT(o);
+  return 0;
+}
+
+namespace {
+
+// Drops the held objects `d` no longer refers to (one walk of its values).
+void prune_held(const Dict& d, HeldRefs& held) {
+  std::unordered_map<Id128, bool, Id128Hash> named;
+  Dict::Cursor c = d.cursor();
+  Item v;
+  while (c.next(nullptr, &v)) {
+    if (const auto* r = std::get_if<ObjectRef>(&v)) named[r->object] = true;
+  }
+  std::vector<PyObject*> drop;
+  for (auto it = held.objs.begin(); it != held.objs.end();) {
+    if (named.count(it->first) == 0) {
+      drop.push_back(it->second);
+      it = held.objs.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (PyObject* o : drop) Py_DECREF(o);  // may run Python: after the map is consistent
+}
+
+void hold_in(const Dict* d, HeldRefs* held, const Id128& id, PyObject* obj) {
+  if (held == nullptr || d == nullptr) return;
+  auto [it, added] = held->objs.try_emplace(id, obj);
+  if (!added) {
+    if (it->second == obj) return;
+    PyObject* old = it->second;
+    Py_INCREF(obj);
+    it->second = obj;
+    Py_DECREF(old);
+    return;
+  }
+  Py_INCREF(obj);
+  if (held->objs.size() > 16 && held->objs.size() > 2 * d->size()) prune_held(*d, *held);
+}
+
+}  // namespace
+
+PyObject* ref_to_py(const Dict* d, const ObjectRef& r, HeldRefs* held) noexcept {
+  if (held != nullptr) {
+    auto it = held->objs.find(r.object);
+    if (it != held->objs.end()) return Py_NewRef(it->second);
+  }
+  if (PyObject* c = cached_ref(r)) {
+    try {
+      hold_in(d, held, r.object, c);
+    } catch (...) {
+      Py_DECREF(c);
+      set_error_from_current_exception();
+      return nullptr;
+    }
+    return c;
+  }
   if (g_from_ref == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "shoal: container hooks are not set (import shoal)");
     return nullptr;
@@ -219,7 +282,15 @@ PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept {
     Segment seg = r.target.valid() ? r.target : d->attach_ref(r);
     nb::object py_seg = nb::cast(PySegment{std::move(seg)});
     PyObject* obj = PyObject_CallOneArg(g_from_ref, py_seg.ptr());
-    if (obj != nullptr) remember(r.object, obj);
+    if (obj != nullptr) {
+      remember(r.object, obj);
+      try {
+        hold_in(d, held, r.object, obj);
+      } catch (...) {
+        Py_DECREF(obj);
+        throw;
+      }
+    }
     return obj;
   } catch (...) {
     set_error_from_current_exception();

@@ -12,6 +12,8 @@
 
 #include <nanobind/nanobind.h>
 
+#include <unordered_map>
+
 #include "shoal/dict.hpp"
 
 namespace shoal::py {
@@ -32,9 +34,29 @@ int ref_item(PyObject* o, bool allow_pickle, Item* out) noexcept;
 /// New references, or nullptr with the error set.
 PyObject* bigint_to_py(const BigInt& b) noexcept;
 PyObject* frozen_key_to_py(const FrozenKey& k) noexcept;
+/// The objects a container's Python object has handed out for its references, held (strong
+/// references) so that reading `d["a"]["x"]` again finds `d["a"]` mapped: without it, each read
+/// would map the nested object afresh (a broker round trip and an mmap: ~10^5 ns, measured),
+/// as the Python object read last died at once. A process therefore keeps a nested object it
+/// read mapped while the parent's Python object lives, until the parent is seen not to refer
+/// to it any more: a removal made through this Python object clears the holder, and it is
+/// pruned of the objects the parent no longer names whenever it grows past twice the parent's
+/// size (so it stays within that bound). Traversed and cleared by the GC (a dict that holds
+/// itself holds its own Python object).
+struct HeldRefs {
+  std::unordered_map<Id128, PyObject*, Id128Hash> objs;
+  HeldRefs() = default;
+  HeldRefs(const HeldRefs&) = delete;
+  HeldRefs& operator=(const HeldRefs&) = delete;
+  HeldRefs(HeldRefs&& o) noexcept : objs(std::move(o.objs)) { o.objs.clear(); }
+  ~HeldRefs() { clear(); }
+  void clear() noexcept;
+  int traverse(visitproc visit, void* arg) noexcept;
+};
+
 /// The Python object over the object `r` names, mapped through `d` when `r` was read unmapped
-/// (StaleHandleError when it is gone: the caller reads again).
-PyObject* ref_to_py(const Dict* d, const ObjectRef& r) noexcept;
+/// (StaleHandleError when it is gone: the caller reads again); kept in `held` when given.
+PyObject* ref_to_py(const Dict* d, const ObjectRef& r, HeldRefs* held = nullptr) noexcept;
 /// The cached Python object of `r`'s object, new reference, or nullptr (no error) when none.
 PyObject* cached_ref(const ObjectRef& r) noexcept;
 
