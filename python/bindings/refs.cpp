@@ -300,13 +300,13 @@ PyObject* ref_to_py(const Dict* d, const ObjectRef& r, HeldRefs* held) noexcept 
 
 void register_refs(nb::module_& m) {
   m.def(
-      "_remember_object",
+      "remember_object",
       [](const PySegment& seg, nb::handle obj) { remember(seg.seg.id(), obj.ptr()); },
       "segment"_a, "obj"_a,
       "Private: make `obj` what a reference to `segment`'s object reads back as in this process "
       "while it lives (a Dict made here is `d[k]` for a k that refers to it).");
   m.def(
-      "_set_container_hooks",
+      "set_container_hooks",
       [](nb::object to_ref, nb::object from_ref) {
         Py_XDECREF(g_to_ref);
         Py_XDECREF(g_from_ref);

@@ -3,7 +3,7 @@
 // beyond 64 bits, and references to other shoal objects (nested containers that stay live).
 //
 // What becomes a reference is Python's decision (python/shoal/_containers.py, the hooks set by
-// _set_container_hooks): a plain dict (or list, once shoal.List exists) stored into a
+// set_container_hooks): a plain dict (or list, once shoal.List exists) stored into a
 // container becomes a NEW shoal container, stored by reference; a shoal container, a whole
 // shoal.Array or a lock/semaphore/event/value is stored as a reference to itself. Reading a
 // reference back gives the Python object over the same shared object; one per object per

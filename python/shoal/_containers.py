@@ -210,7 +210,7 @@ class Dict(_shoal.DictCore):
         if len(args) > 1:
             raise TypeError(f"Dict expected at most 1 argument, got {len(args)}")
         super().__init__(None, bool(allow_pickle))
-        _shoal._remember_object(self.segment(), self)
+        _shoal.remember_object(self.segment(), self)
         if args or kwargs:
             self.update(*args, **kwargs)
 
@@ -218,7 +218,7 @@ class Dict(_shoal.DictCore):
     def _from(cls, source: Any, allow_pickle: bool) -> Self:
         obj = cls.__new__(cls)
         _shoal.DictCore.__init__(obj, source, allow_pickle)
-        _shoal._remember_object(obj.segment(), obj)
+        _shoal.remember_object(obj.segment(), obj)
         return obj
 
     # ---- reads ----
@@ -390,20 +390,22 @@ def register_list(factory: Callable[[list[Any], bool], Any], core_type: type) ->
         _container_types = (*_container_types, core_type)
 
 
-def _convert(value: Any, make: Callable[[], Any], fill: Callable[[Any], None]) -> Any:
+def _convert(value: Any, make: Callable[[], Any], fill: Callable[[Any], None]) -> _shoal.Segment:
     memo: dict[int, Any] | None = getattr(_converting, "memo", None)
     if memo is None:
         memo = _converting.memo = {}
     made = memo.get(id(value))
     if made is not None:
-        return made.segment()
+        seg: _shoal.Segment = made.segment()
+        return seg
     new = make()
     memo[id(value)] = new
     try:
         fill(new)
     finally:
         del memo[id(value)]
-    return new.segment()
+    seg = new.segment()
+    return seg
 
 
 def _to_ref(value: Any, allow_pickle: bool) -> _shoal.Segment | None:
@@ -420,7 +422,8 @@ def _to_ref(value: Any, allow_pickle: bool) -> _shoal.Segment | None:
             return None
         return _convert(value, lambda: factory([], allow_pickle), lambda new: new.extend(value))
     if isinstance(value, _container_types):
-        return value.segment()  # type: ignore[no-any-return]
+        own: _shoal.Segment = value.segment()  # type: ignore[attr-defined]
+        return own
     return _object_segment(value)
 
 
@@ -446,8 +449,8 @@ def _object_segment(value: Any) -> _shoal.Segment | None:
         owner = value._owner
         if _shoal.frozen_root(owner)._ref != value._ref:  # type: ignore[attr-defined]
             return None
-        seg: _shoal.Segment | None = _shoal.frozen_owner_segment(owner)
-        return seg
+        seg = _shoal.frozen_owner_segment(owner)
+        return seg if isinstance(seg, _shoal.Segment) else None
     segments = _hold._sync_segments(value)
     if len(segments) == 1:
         return segments[0]
@@ -466,7 +469,7 @@ def _from_ref(seg: _shoal.Segment) -> Any:
     return k.entry.attach(seg)
 
 
-_shoal._set_container_hooks(_to_ref, _from_ref)
+_shoal.set_container_hooks(_to_ref, _from_ref)
 
 
 def from_heap(heap: _shoal.Heap) -> Any:

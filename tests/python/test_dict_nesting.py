@@ -18,7 +18,6 @@ import warnings
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import DEADLINE, describe_here, shmem_baseline, wait_until
 
@@ -100,7 +99,7 @@ def test_repr_eq_copy_and_deepcopy_of_nested_state() -> None:
     d = shoal.Dict()
     d[1] = d
     assert repr(d) == "{1: {...}}"
-    assert d == d and d[1] is d
+    assert d == d[1] and d[1] is d
     d2 = shoal.Dict()
     d2[1] = d2
     d2["n"] = {"x": [1, 2]}
@@ -203,7 +202,7 @@ def test_tuple_frozenset_and_big_int_keys_hash_as_in_a_frozen_dict() -> None:
     d[(1.0, "a")] = "float"
     assert d[(1, "a")] == "float" and len(d) == len(keys)
     assert d[2.0**70, 1.5] == 7
-    assert list(d.keys())[0] == (1, "a")
+    assert next(iter(d.keys())) == (1, "a")
     d._check()
 
 
@@ -265,34 +264,37 @@ def _nested_writes_forever(d: Any, started: Any) -> None:
         i += 1
 
 
+def _kill_among_reference_writes(ctx: mp.context.BaseContext) -> None:
+    d = shoal.Dict()
+    for round_ in range(3):
+        started = shoal.Event()
+        p = ctx.Process(target=_nested_writes_forever, args=(d, started))
+        p.start()
+        assert started.wait(DEADLINE)
+        assert wait_until(lambda: len(d) > 20)
+        assert p.pid is not None
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(DEADLINE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", shoal.OwnerDiedWarning)
+            d[f"after{round_}"] = {"r": round_}
+        size, _, _ = d._check()  # R1-R3 included: every live reference is held
+        assert size == len(d)
+        # Nothing freed that is still named: every nested dict maps and reads whole.
+        for k, v in d.items():
+            if isinstance(k, int) or k == "shared":
+                assert isinstance(v, shoal.Dict) and v["sub"]["j"] == v["i"]
+        assert d[f"after{round_}"]["r"] == round_
+
+
 def test_a_writer_killed_among_reference_writes_leaves_every_named_dict_alive(
     ctx: mp.context.BaseContext,
 ) -> None:
     keep = _shoal.Segment.create(4096)
     os.environ["SHOAL_SESSION"] = keep.session
     try:
-        d = shoal.Dict()
-        for round_ in range(3):
-            started = shoal.Event()
-            p = ctx.Process(target=_nested_writes_forever, args=(d, started))
-            p.start()
-            assert started.wait(DEADLINE)
-            assert wait_until(lambda: len(d) > 20)
-            assert p.pid is not None
-            os.kill(p.pid, signal.SIGKILL)
-            p.join(DEADLINE)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", shoal.OwnerDiedWarning)
-                d[f"after{round_}"] = {"r": round_}
-            size, _, _ = d._check()  # R1-R3 included: every live reference is held
-            assert size == len(d)
-            # Nothing freed that is still named: every nested dict maps and reads whole.
-            for k, v in d.items():
-                if isinstance(k, int) or k == "shared":
-                    assert isinstance(v, shoal.Dict) and v["sub"]["j"] == v["i"]
-            assert d[f"after{round_}"]["r"] == round_
+        _kill_among_reference_writes(ctx)  # its Dict, Processes and Events are gone after it
         session = keep.session
-        del d, k, v, p, started  # the Process keeps its arguments
         gc.collect()
         # Once the parent goes nothing it referred to is left (a reference a death kept goes
         # with the dict).
