@@ -9,7 +9,7 @@ DICT_TORTURE_ROUNDS ?= 3000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views torture torture-dict stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views torture torture-dict torture-list stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -72,7 +72,7 @@ test-tsan: tsan
 	ctest --preset tsan
 
 fuzz-smoke: fuzz-build
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue; do \
 	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
 	  mkdir -p build/fuzz/work/$$f; \
 	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/ \
@@ -80,7 +80,7 @@ fuzz-smoke: fuzz-build
 	done
 
 fuzz: fuzz-build fuzz-views
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue; do \
 	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
 	    fuzz/corpus/$$f || exit 1; \
 	done
@@ -103,6 +103,16 @@ torture: install
 torture-dict: dev
 	SHOAL_DICT_TORTURE_ROUNDS=$(DICT_TORTURE_ROUNDS) SHOAL_BROKER=build/dev/shoal-broker \
 	  build/dev/tests/cpp/multiprocess_tests --gtest_filter='DictKill.Random*'
+
+# The list's random-kill torture at length (make test runs 100 rounds of it in the C++ tests):
+# one writer, then two concurrent writers, SIGKILLed LIST_TORTURE_ROUNDS times; seeded
+# (LIST_TORTURE_SEED).
+LIST_TORTURE_ROUNDS ?= 2000
+LIST_TORTURE_SEED ?= 15
+torture-list: dev
+	SHOAL_LIST_TORTURE_ROUNDS=$(LIST_TORTURE_ROUNDS) SHOAL_LIST_TORTURE_SEED=$(LIST_TORTURE_SEED) \
+	  SHOAL_BROKER=build/dev/shoal-broker \
+	  build/dev/tests/cpp/multiprocess_tests --gtest_filter='ListKill.Random*'
 
 stub-check: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/python/test_stubs.py

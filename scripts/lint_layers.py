@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "include/shoal/array.hpp",
             "include/shoal/frozen.hpp",
             "include/shoal/dict.hpp",
+            "include/shoal/list.hpp",
             "include/shoal/queue.hpp",
         ],
     ),

@@ -93,6 +93,11 @@ struct ObjectRef {
   }
 };
 
+/// Maps the object an ObjectRef read back names, through a bare handle of `heap`'s session (the
+/// container that holds the reference keeps the object alive). StaleHandleError when it is
+/// gone (its container dropped the reference meanwhile and nobody else held it).
+Segment attach_object_ref(const Heap& heap, const ObjectRef& r);
+
 /// A key or a value: None (std::monostate), bool, int, float, str (UTF-8), bytes, (values
 /// only) a pickle, an int beyond 64 bits, a tuple or frozenset, or (values only) a reference
 /// to another shoal object. Switch on the alternative with std::holds_alternative / visit:

@@ -46,5 +46,6 @@ void register_frozen(nanobind::module_& m);
 void register_heap(nanobind::module_& m);
 void register_sync(nanobind::module_& m);
 void register_dict(nanobind::module_& m);  // after register_sync (OwnerDiedWarning)
+void register_list(nanobind::module_& m);  // after register_sync (OwnerDiedWarning)
 void register_refs(nanobind::module_& m);
 }  // namespace shoal::py

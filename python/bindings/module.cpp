@@ -14,5 +14,6 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_heap(m);
   shoal::py::register_sync(m);
   shoal::py::register_dict(m);
+  shoal::py::register_list(m);
   shoal::py::register_refs(m);
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
 from ._array import Array, empty, full, zeros
-from ._containers import Dict
+from ._containers import Dict, List
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
 from ._hold import hold
 from ._kinds import attach
@@ -61,6 +61,7 @@ __all__ = [
     "FrozenTuple",
     "IncompatibleSegmentError",
     "InvalidArgumentError",
+    "List",
     "Lock",
     "LockTimeoutError",
     "OutOfSpaceError",

@@ -1,14 +1,20 @@
-"""``shoal.Dict``: a dict in shared memory that every process reads and writes in place.
+"""``shoal.Dict`` and ``shoal.List``: a dict and a list in shared memory that every process
+reads and writes in place.
 
 The hot methods (``d[k]``, ``d[k] = v``, ``del d[k]``, ``k in d``, ``len(d)``, ``iter(d)``,
 ``get``, ``pop``, ``popitem``, ``setdefault``, ``clear``) are C slots of the base class
 ``_shoal.DictCore`` (python/bindings/dict_bind.cpp); this module adds the rest of dict's methods,
 the views, the lock object and pickling. Design note: docs/design/dict.md, "The Python layer".
+``shoal.List`` is built the same way over ``_shoal.ListCore`` (python/bindings/list_bind.cpp:
+indexing, slices, assignment, ``len``, ``in``, ``iter`` and ``append`` in C); design note:
+docs/design/list.md.
 """
 
 from __future__ import annotations
 
 import copy as _copy
+import operator
+import sys
 import threading
 import types
 import warnings
@@ -20,6 +26,7 @@ from collections.abc import (
     KeysView,
     Mapping,
     MutableMapping,
+    MutableSequence,
     ValuesView,
 )
 from typing import Any, Self
@@ -33,6 +40,7 @@ _OK, _OWNER_DIED, _TIMEOUT = 0, 1, 2
 
 class DictLock:
     """``d.lock``: an RLock over the dict's write lock (multiprocessing.RLock's methods).
+    (``l.lock`` of a shoal.List is the same, over the list's lock: :class:`ListLock`.)
 
     Every write to the dict takes this same lock (recursively when the caller holds it), so a
     compound update under it is atomic against every other writer, in every process::
@@ -49,8 +57,9 @@ class DictLock:
     """
 
     __slots__ = ("_core",)
+    _name = "shoal.Dict.lock"
 
-    def __init__(self, core: _shoal.DictCore) -> None:
+    def __init__(self, core: _shoal.DictCore | _shoal.ListCore) -> None:
         self._core = core
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -62,7 +71,7 @@ class DictLock:
         if s == _OWNER_DIED:
             warnings.warn(
                 OwnerDiedWarning(
-                    "shoal.Dict.lock: the previous holder died holding it (the lock is held "
+                    f"{self._name}: the previous holder died holding it (the lock is held "
                     "now); its last single operation was completed or rolled back, a compound "
                     "update it made under the lock is not rolled back"
                 ),
@@ -81,7 +90,7 @@ class DictLock:
             try:
                 warnings.warn(
                     OwnerDiedWarning(
-                        "shoal.Dict.lock: the previous holder died holding it (the lock is "
+                        f"{self._name}: the previous holder died holding it (the lock is "
                         "held now); a compound update it made under the lock is not rolled back"
                     ),
                     stacklevel=2,
@@ -99,7 +108,17 @@ class DictLock:
         return int(self._core._lock_depth)
 
     def __repr__(self) -> str:
-        return f"<shoal.Dict.lock count={self._count}>"
+        return f"<{self._name} count={self._count}>"
+
+
+class ListLock(DictLock):
+    """``l.lock``: an RLock over the list's write lock, as :class:`DictLock` is over a dict's.
+
+    Every write to the list takes it, so ``with l.lock: l.append(len(l))`` is atomic against
+    every other writer, in every process."""
+
+    __slots__ = ()
+    _name = "shoal.List.lock"
 
 
 class _ViewMapping:
@@ -177,7 +196,7 @@ class Dict(_shoal.DictCore):
     **Values** of those types are stored natively. **Nested state stays live**: a plain
     ``dict`` stored into a Dict becomes a *new* shoal.Dict, held by reference (each store
     converts afresh: later changes to the original dict are not seen), and a ``list`` a new
-    shoal.List once that type exists (until then a list is pickled, below). Reading it back
+    shoal.List. Reading it back
     gives a shoal.Dict over the same shared dict, so ``d["a"] = {}; d["a"]["x"] = 1`` is seen
     by every process. A shoal.Dict stored into a Dict is stored as a reference to that same
     dict (``d["b"] = d["a"]``: both name one dict), as are a whole shoal.Array, the root of a
@@ -364,6 +383,240 @@ class Dict(_shoal.DictCore):
 MutableMapping.register(Dict)
 
 
+def _as_index(i: Any) -> int:
+    # Any int is an index; beyond 64 bits it is out of range (or clamped) either way.
+    return max(-sys.maxsize, min(operator.index(i), sys.maxsize))
+
+
+class List(_shoal.ListCore):
+    """A list in shared memory, read and written in place by every process: ``list``'s methods
+    and semantics (negative indices, slices and slice assignment with a step, ``sort(key=,
+    reverse=)``, ``+``, ``*``, comparisons with lists), constructed like ``list(...)``::
+
+        lst = shoal.List([1, 2])
+        lst.append("three")         # seen at once by every process that has lst
+        pool.map(work, [lst] * 8)   # pickles as a handle: the same list in every worker
+        with lst.lock:              # a compound update, atomic against every other writer
+            lst.append(len(lst))
+
+    **Values** are what a :class:`shoal.Dict` value can be, converted the same way: None,
+    bool, int, float, str, bytes, tuples and frozensets natively; a plain dict or list as a
+    *new* shoal.Dict or shoal.List held by reference (so ``lst[0]["y"] = 2`` is seen by every
+    process), a shoal container or other whole shoal object as a reference to itself; anything
+    else as a *copy*, by pickling, when ``allow_pickle`` (the default; TypeError otherwise).
+    Reading a pickled element back unpickles a new object.
+
+    **Concurrency.** Reads (``lst[i]``, slices, ``len``, iteration, ``in``) never block and
+    never see a half-done write; a slice or ``copy()`` is read at one instant. Each single
+    operation (``append``, ``extend``, ``insert``, ``pop``, ``remove``, ``lst[i] = x``, slice
+    assignment and deletion, ``clear``, ``reverse``, ``sort``, ``+=``, ``*=``) is atomic across
+    processes, and survives its process being killed at any instant (the next writer completes
+    or rolls it back and warns :class:`shoal.OwnerDiedWarning`). Iteration walks by index, as
+    list's iterator does: against other processes' writes it may skip or repeat an element
+    that moved, and always ends.
+
+    Pickling writes a handle: a List passed to a Process or a Pool, or through a queue, is the
+    same list in the receiver (``shoal.hold(lst)`` makes repeated sends free).
+    ``shoal.attach(handle)`` gives a List too. The memory lives while any process has it.
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, iterable: Iterable[Any] = (), /, *, allow_pickle: bool = True) -> None:
+        super().__init__(None, bool(allow_pickle))
+        _shoal.remember_object(self.segment(), self)
+        if not isinstance(iterable, tuple) or iterable:
+            self.extend(iterable)
+
+    @classmethod
+    def _from(cls, source: Any, allow_pickle: bool) -> Self:
+        obj = cls.__new__(cls)
+        _shoal.ListCore.__init__(obj, source, allow_pickle)
+        _shoal.remember_object(obj.segment(), obj)
+        return obj
+
+    # ---- reads ----
+
+    def __reversed__(self) -> Iterator[Any]:
+        items: list[Any] = self._items()
+        return iter(items[::-1])
+
+    def index(self, value: Any, start: Any = 0, stop: Any = sys.maxsize, /) -> int:
+        """The first index of value in [start, stop) (ValueError when absent), as list.index."""
+        items: list[Any] = self._items()
+        try:
+            return items.index(value, start, stop)
+        except ValueError:
+            raise ValueError(f"{value!r} is not in list") from None
+
+    def count(self, value: Any, /) -> int:
+        """How many elements equal value."""
+        items: list[Any] = self._items()
+        return items.count(value)
+
+    def copy(self) -> List:
+        """A new shoal.List with the same elements (a new shared object, not a plain list)."""
+        return List(self._items(), allow_pickle=self.allow_pickle)
+
+    def __copy__(self) -> List:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> List:
+        # The stored values are copies already (immutable natives, or pickles that unpickle
+        # afresh), so a shallow copy is a deep one.
+        return self.copy()
+
+    def __repr__(self) -> str:
+        # A list that holds itself (through references) prints [[...]], as list does.
+        me = self.segment().id
+        active: set[str] | None = getattr(_repr_active, "ids", None)
+        if active is None:
+            active = _repr_active.ids = set()
+        if me in active:
+            return "[...]"
+        active.add(me)
+        try:
+            return repr(self._items())
+        finally:
+            active.discard(me)
+
+    @staticmethod
+    def _other(other: object) -> list[Any] | None:
+        if isinstance(other, List):
+            items: list[Any] = other._items()
+            return items
+        if isinstance(other, list):
+            return other
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() == o)
+
+    def __ne__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() != o)
+
+    def __lt__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() < o)
+
+    def __le__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() <= o)
+
+    def __gt__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() > o)
+
+    def __ge__(self, other: object) -> bool:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return bool(self._items() >= o)
+
+    def __add__(self, other: Any) -> List:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return List(self._items() + o, allow_pickle=self.allow_pickle)
+
+    def __radd__(self, other: Any) -> List:
+        o = self._other(other)
+        if o is None:
+            return NotImplemented
+        return List(o + self._items(), allow_pickle=self.allow_pickle)
+
+    def __mul__(self, n: Any) -> List:
+        try:
+            times = _as_index(n)
+        except TypeError:
+            return NotImplemented
+        return List(self._items() * times, allow_pickle=self.allow_pickle)
+
+    __rmul__ = __mul__
+
+    # ---- writes ----
+
+    def extend(self, iterable: Iterable[Any], /) -> None:
+        """Append every element of iterable, all or none, in one step for other processes."""
+        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
+        self._extend(items)
+
+    def insert(self, index: Any, value: Any, /) -> None:
+        """Insert value before index (any index: clamped, as list.insert). Atomic."""
+        self._insert(_as_index(index), value)
+
+    def pop(self, index: Any = -1, /) -> Any:
+        """Remove and return the element at index (default last); IndexError when out of
+        range or empty. Atomic."""
+        r = self._pop(_as_index(index))
+        if r is None:
+            raise IndexError("pop from empty list" if len(self) == 0 else "pop index out of range")
+        return r[0]
+
+    def remove(self, value: Any, /) -> None:
+        """Remove the first element equal to value (ValueError when none), as one step for
+        other writers (under ``lst.lock``)."""
+        with self.lock:
+            for i, v in enumerate(self._items()):
+                if v is value or v == value:
+                    del self[i]
+                    return
+        raise ValueError("list.remove(x): x not in list")
+
+    def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
+        """Sort in place, stable, with Python's comparisons (and key=, reverse= as list.sort),
+        in one step for other processes: the order is computed here, under ``lst.lock``, and
+        the elements are then moved in one store. A comparison that raises leaves the list
+        unchanged."""
+        with self.lock:
+            items: list[Any] = self._items()
+            keys = items if key is None else [key(v) for v in items]
+            order = sorted(range(len(items)), key=keys.__getitem__, reverse=bool(reverse))
+            self._permute(order)
+
+    def __iadd__(self, other: Any) -> Self:
+        self.extend(other)
+        return self
+
+    def __imul__(self, n: Any) -> Self:
+        times = _as_index(n)
+        with self.lock:
+            self._set_all(self._items() * times)
+        return self
+
+    # ---- the lock, pickling ----
+
+    @property
+    def lock(self) -> ListLock:
+        """The list's write lock as an RLock (see :class:`ListLock`)."""
+        return ListLock(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_glue.rebuild_list, (type(self), self.send_handle(), self.allow_pickle))
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return types.GenericAlias(cls, item)
+
+
+MutableSequence.register(List)
+
+
+# The magic at the top of the header a container's heap root names (src/layout/*_layout.hpp).
+_CONTAINERS: dict[bytes, type[Dict | List]] = {b"SHOALDCT": Dict, b"SHOALLST": List}
+
+
 # ---- nesting: what a container stores by reference ---------------------------------------
 # The bindings (python/bindings/refs.cpp) call _to_ref(value, allow_pickle) for every value that
 # is not a scalar, before pickling it: a Segment makes the value a reference to that object (the
@@ -371,23 +624,19 @@ MutableMapping.register(Dict)
 # reference reads back as is _from_ref(segment): the kind's attach (shoal.attach's), once per
 # object per process while its Python object lives.
 
-# The shoal.List factory, (list, allow_pickle) -> a new shoal.List; None until a module that
-# has one registers it (register_list): until then a list value is pickled.
-_list_factory: Callable[[list[Any], bool], Any] | None = None
-# Container types stored as references to themselves (shoal.Dict's base, shoal.List's).
-_container_types: tuple[type, ...] = (_shoal.DictCore,)
+
+# What a list stored into a container becomes: a new shoal.List (a replaceable factory,
+# (list, allow_pickle) -> the container), and the container types stored as references to
+# themselves.
+def _new_list(items: list[Any], allow_pickle: bool) -> Any:
+    return List(items, allow_pickle=allow_pickle)
+
+
+_list_factory: Callable[[list[Any], bool], Any] | None = _new_list
+_container_types: tuple[type, ...] = (_shoal.DictCore, _shoal.ListCore)
 # The plain containers being converted by this thread: a dict that holds itself becomes a
 # shoal.Dict that holds itself.
 _converting = threading.local()
-
-
-def register_list(factory: Callable[[list[Any], bool], Any], core_type: type) -> None:
-    """Make lists stored into a container new shoal.Lists (``factory(items, allow_pickle)``),
-    and store objects of `core_type` (their ``segment()``) by reference."""
-    global _list_factory, _container_types
-    _list_factory = factory
-    if core_type not in _container_types:
-        _container_types = (*_container_types, core_type)
 
 
 def _convert(value: Any, make: Callable[[], Any], fill: Callable[[Any], None]) -> _shoal.Segment:
@@ -473,9 +722,13 @@ _shoal.set_container_hooks(_to_ref, _from_ref)
 
 
 def from_heap(heap: _shoal.Heap) -> Any:
-    """``shoal.attach``'s opener for kind "heap": a Dict when the heap holds one (its root
-    names a dict header), else the heap itself."""
+    """``shoal.attach``'s opener for kind "heap": the Dict or List the heap holds (by the magic
+    of the header its root names), else the heap itself."""
+    root = heap.root
+    if root == 0:
+        return heap
     try:
-        return Dict._from(heap, True)
+        cls = _CONTAINERS.get(heap.read(root, 8))
+        return heap if cls is None else cls._from(heap, True)
     except _shoal.ShoalError:
         return heap

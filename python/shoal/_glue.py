@@ -62,3 +62,8 @@ def rebuild_value(handle: str, lock: object) -> object:
 def rebuild_dict(cls: type, handle: str, allow_pickle: bool) -> object:
     """Unpickle a shoal.Dict (or a subclass: cls): attach the dict its handle names."""
     return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]
+
+
+def rebuild_list(cls: type, handle: str, allow_pickle: bool) -> object:
+    """Unpickle a shoal.List (or a subclass: cls): attach the list its handle names."""
+    return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]

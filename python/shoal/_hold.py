@@ -37,14 +37,14 @@ def _origin(obj: Any) -> tuple[str, Any]:
         return ("segment", origin)
     if isinstance(obj, _FrozenCommon):
         return ("frozen", obj._owner)
-    if isinstance(obj, _shoal.DictCore):
+    if isinstance(obj, (_shoal.DictCore, _shoal.ListCore)):
         return ("segment", obj.segment())
     segments = _sync_segments(obj)
     if segments:
         return ("segments", segments)
     raise TypeError(
         f"shoal.hold takes a shoal object that pickles as a handle (a shoal.Array, a frozen "
-        f"view, a shoal.Dict, a Segment, a lock or another sync object), not {type(obj).__name__}"
+        f"view, a shoal.Dict or List, a Segment, a lock or another sync object), not {type(obj).__name__}"
     )
 
 

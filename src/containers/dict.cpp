@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "containers/dict_core.hpp"
+#include "containers/item_refs.hpp"
 #include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
 #include "sync/recursive_lock.hpp"
@@ -120,17 +121,6 @@ codec::Number number_item(const Item& v) {
   }
 }
 
-// The object an ObjectRef names, mapped through a bare handle of the heap's session (the
-// reference the dict holds keeps it alive; a pin is not needed).
-Segment map_ref(const Heap& heap, const ObjectRef& r) {
-  Handle hd;
-  hd.session = heap.root_segment().session();
-  hd.object = r.object;
-  hd.size = r.size;
-  hd.kind = r.kind;
-  return Segment::attach(hd);
-}
-
 DictHeader* header_of(const Heap& heap, uint64_t top) {
   return reinterpret_cast<DictHeader*>(heap.at(top, sizeof(DictHeader)));
 }
@@ -156,6 +146,17 @@ auto optimistic(const DictHeader* h, F&& f) {
 }
 
 }  // namespace
+
+// The object an ObjectRef names, mapped through a bare handle of the heap's session (the
+// reference the dict holds keeps it alive; a pin is not needed).
+Segment attach_object_ref(const Heap& heap, const ObjectRef& r) {
+  Handle hd;
+  hd.session = heap.root_segment().session();
+  hd.object = r.object;
+  hd.size = r.size;
+  hd.kind = r.kind;
+  return Segment::attach(hd);
+}
 
 bool items_equal(const Item& a, const Item& b) noexcept {
   const codec::Number x = number_item(a), y = number_item(b);
@@ -233,37 +234,9 @@ class DictWriter {
     release_ref(item);
     heap_.free(containers::item_ref(item));
   }
-  // R3: the broker reference an ObjectRef value stands for, added before the write that
-  // stores `item` records its intent (a death before that intent leaves one reference too
-  // many, kept until the dict goes). Frees the node when the broker refuses.
-  void add_ref(const Item& value, uint64_t item) {
-    const auto* r = std::get_if<ObjectRef>(&value);
-    if (r == nullptr) return;
-    try {
-      if (!r->target.valid()) {
-        throw_error(Errc::kInvalidArgument,
-                    "dict: an ObjectRef to store must carry its target segment (ObjectRef::to)");
-      }
-      heap_.root_segment().add_reference(r->target);
-    } catch (...) {
-      heap_.free(containers::item_ref(item));  // no reference was added: nothing to drop
-      throw;
-    }
-  }
-  // R2: drops the reference an ObjectRef node stands for, once: its state is set first, so a
-  // recovery that finds kRefDropped does not drop a second time (which could let go of a
-  // reference another entry naming the same object stands for). A death between the two
-  // stores leaves one reference too many. The node must be a used block.
-  void release_ref(uint64_t item) {
-    if (layout::tag_of(item) != layout::kObjectRefTag) return;
-    auto* n = reinterpret_cast<layout::ObjectRefNode*>(
-        heap_.at(containers::item_ref(item), sizeof(layout::ObjectRefNode)));
-    if (n->state.load(std::memory_order_relaxed) != layout::kRefHeld) return;
-    n->state.store(layout::kRefDropped, std::memory_order_relaxed);
-    step();
-    heap_.root_segment().drop_reference(Id128{n->object_hi, n->object_lo});
-    step();
-  }
+  // R2, R3 (containers/item_refs.hpp).
+  void add_ref(const Item& value, uint64_t item) { containers::add_item_ref(heap_, value, item); }
+  void release_ref(uint64_t item) { containers::release_item_ref(heap_, item, step); }
   // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
   // this heap between a writer's death and the recovery (every allocation is made under the
   // dict's lock), so a block the dead writer freed still has its free header.
@@ -485,7 +458,7 @@ class DictWriter {
     Item out = containers::decode_item(heap_, in.value, [] { return true; });
     // A reference comes back mapped by this process before the dict drops its own, so the
     // object outlives the pop in the popper's hands (del maps it too: one attach).
-    if (auto* r = std::get_if<ObjectRef>(&out)) r->target = map_ref(heap_, *r);
+    if (auto* r = std::get_if<ObjectRef>(&out)) r->target = attach_object_ref(heap_, *r);
     if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; });
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
@@ -827,7 +800,7 @@ std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
     auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
     if (r == nullptr || !map_refs) return v;
     try {
-      r->target = map_ref(heap_, *r);
+      r->target = attach_object_ref(heap_, *r);
       return v;
     } catch (const StaleHandleError&) {
       // Gone: a writer replaced the value and dropped its reference after the read above (a
@@ -837,7 +810,7 @@ std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
   }
 }
 
-Segment Dict::attach_ref(const ObjectRef& r) const { return map_ref(heap_, r); }
+Segment Dict::attach_ref(const ObjectRef& r) const { return attach_object_ref(heap_, r); }
 
 bool Dict::contains(const Item& key) const {
   const KeyProbe p = containers::probe_of(key, seed_);

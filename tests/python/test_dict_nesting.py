@@ -301,3 +301,29 @@ def test_a_writer_killed_among_reference_writes_leaves_every_named_dict_alive(
         assert wait_until(lambda: set(_objects(session)) == {keep.id}), _objects(session)
     finally:
         del os.environ["SHOAL_SESSION"]
+
+
+# ---- lists: the same, through shoal.List ------------------------------------------------------
+
+
+def _child_list_writes(lst: Any, d: Any) -> None:
+    lst[0]["y"] = 2  # a dict inside a list
+    lst[1].append("from child")  # a list inside a list
+    d["l"][0]["z"] = 3  # a dict inside a list inside a dict
+    lst.append({"new": True})
+
+
+def test_nested_lists_are_live_in_another_process(ctx: mp.context.BaseContext) -> None:
+    lst = shoal.List([{"x": 1}, [1]])
+    assert isinstance(lst[0], shoal.Dict) and isinstance(lst[1], shoal.List)
+    d = shoal.Dict(l=[{}])
+    p = ctx.Process(target=_child_list_writes, args=(lst, d))
+    p.start()
+    _join(p)
+    assert lst == [{"x": 1, "y": 2}, [1, "from child"], {"new": True}]
+    assert d == {"l": [{"z": 3}]}
+    popped = lst.pop(1)
+    assert popped == [1, "from child"]  # the object lives on in the popper's hands
+    lst.append(lst)
+    assert repr(lst) == "[{'x': 1, 'y': 2}, {'new': True}, [...]]"
+    lst._check()

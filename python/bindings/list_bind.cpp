@@ -1,0 +1,488 @@
+// python/bindings/list_bind.cpp — shoal._shoal.ListCore, the C++ shoal::List
+// (include/shoal/list.hpp) as the base class of shoal.List (python/shoal/_containers.py).
+//
+// Hot paths in C: l[i], l[a:b:c], l[i] = v, l[a:b:c] = vs, del l[i], del l[a:b:c], len(l),
+// x in l, iter(l) and l.append(v) are raw CPython slots and methods (Py_mp_subscript,
+// Py_mp_ass_subscript, Py_mp_length, Py_sq_length, Py_sq_contains, Py_tp_iter, Py_tp_methods)
+// on the nanobind class: no Python frame, no nanobind dispatch. Values convert to Items as a
+// shoal.Dict's values do (items.cpp): the same types natively, anything else pickled when
+// allow_pickle.
+//
+// Writes take the list's write lock first with the GIL held (a free lock: no release), and when
+// another process holds it wait without the GIL, interruptibly (Ctrl-C raises KeyboardInterrupt
+// with nothing written), then run the operation under it (the core's own lock is recursive). A
+// write that takes the lock over from a dead holder warns OwnerDiedWarning (the core has
+// completed or rolled back the dead writer's operation). Values are converted (and pickled)
+// before the lock is taken: pickling runs Python code.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "items.hpp"
+#include "shoal/heap.hpp"
+#include "shoal/list.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace shoal::py {
+namespace {
+
+PyObject* g_owner_died_warning = nullptr;  // shoal._shoal.OwnerDiedWarning (borrowed, immortal)
+
+struct PyList {
+  List l;
+  bool allow_pickle = true;
+};
+
+// The PyList of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
+// super().__init__()).
+[[gnu::always_inline]] inline PyList* list_of(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s object is not initialised: its __init__ must call super().__init__()",
+                 Py_TYPE(self)->tp_name);
+    return nullptr;
+  }
+  return nb::inst_ptr<PyList>(self);
+}
+
+// Takes the list's lock: the try with the GIL held, then (taken by another process) the
+// interruptible wait without the GIL; a signal handler's exception (Ctrl-C) propagates with
+// nothing taken. timeout < 0: none. Returns kOk, kOwnerDied or kTimeout; may throw.
+SyncStatus take_lock(List& l, bool block, double timeout) {
+  SyncStatus s = l.lock(Deadline{0}, false);
+  if (s != SyncStatus::kTimeout || !block || timeout == 0) return s;
+  const Deadline dl = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  for (;;) {
+    {
+      nb::gil_scoped_release nogil;
+      s = l.lock(dl, true);
+    }
+    if (s != SyncStatus::kInterrupted) return s;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
+int warn_owner_died() noexcept {
+  return PyErr_WarnEx(g_owner_died_warning,
+                      "shoal.List: a writer died holding the list's lock; its last single "
+                      "operation was completed or rolled back (a compound update it made under "
+                      "l.lock is not rolled back)",
+                      1);
+}
+
+// Runs f() (which may throw) under the list's lock: 0, or -1 with the error set.
+template <class F>
+int write_locked(PyList* pl, F&& f) noexcept {
+  try {
+    const SyncStatus s = take_lock(pl->l, true, -1.0);
+    if (s == SyncStatus::kOwnerDied && warn_owner_died() != 0) {
+      pl->l.unlock();
+      return -1;
+    }
+    try {
+      f();
+    } catch (...) {
+      pl->l.unlock();
+      throw;
+    }
+    pl->l.unlock();
+    return 0;
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+// The values of a Python iterable as Items: 0, or -1 with the error set.
+int values_of(const PyList* pl, PyObject* seq, const char* what, std::vector<Item>* out) noexcept {
+  PyObject* fast = PySequence_Fast(seq, what);
+  if (fast == nullptr) return -1;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  try {
+    out->reserve(static_cast<size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      Item v;
+      if (value_item(pl->allow_pickle, items[i], &v) != 0) {
+        Py_DECREF(fast);
+        return -1;
+      }
+      out->push_back(std::move(v));
+    }
+  } catch (...) {
+    Py_DECREF(fast);
+    PyErr_NoMemory();
+    return -1;
+  }
+  Py_DECREF(fast);
+  return 0;
+}
+
+// Items as a new Python list, or nullptr with the error set.
+PyObject* py_list_of(const std::vector<Item>& vs) noexcept {
+  PyObject* out = PyList_New(static_cast<Py_ssize_t>(vs.size()));
+  if (out == nullptr) return nullptr;
+  for (size_t i = 0; i < vs.size(); ++i) {
+    PyObject* o = to_py(vs[i]);
+    if (o == nullptr) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+    PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), o);
+  }
+  return out;
+}
+
+// A Python slice as a shoal::Slice: 0, or -1 with the error set. PySlice_Unpack's defaults
+// for None (PY_SSIZE_T_MIN/MAX) clamp exactly as None does.
+int slice_of(PyObject* key, Slice* out) noexcept {
+  Py_ssize_t start = 0, stop = 0, step = 0;
+  if (PySlice_Unpack(key, &start, &stop, &step) < 0) return -1;
+  out->start = start;
+  out->stop = stop;
+  out->step = step;
+  return 0;
+}
+
+// An index as int64 (any int; a huge one saturates, which is out of range either way): 0, or
+// -1 with the error set (TypeError naming list indices, as list's).
+int index_of(PyObject* key, int64_t* out) noexcept {
+  if (!PyIndex_Check(key)) {
+    PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
+                 Py_TYPE(key)->tp_name);
+    return -1;
+  }
+  const Py_ssize_t i = PyNumber_AsSsize_t(key, nullptr);  // clamps, no OverflowError
+  if (i == -1 && PyErr_Occurred()) return -1;
+  *out = i;
+  return 0;
+}
+
+// ---- the slots --------------------------------------------------------------------------
+
+Py_ssize_t list_len(PyObject* self) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return -1;
+  try {
+    return static_cast<Py_ssize_t>(pl->l.size());
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+PyObject* list_getitem(PyObject* self, PyObject* key) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return nullptr;
+  if (PySlice_Check(key)) {
+    Slice s;
+    if (slice_of(key, &s) != 0) return nullptr;
+    std::vector<Item> vs;
+    try {
+      vs = pl->l.slice(s);
+    } catch (...) {
+      set_error_from_current_exception();
+      return nullptr;
+    }
+    return py_list_of(vs);
+  }
+  int64_t i = 0;
+  if (index_of(key, &i) != 0) return nullptr;
+  std::optional<Item> v;
+  try {
+    v = pl->l.get(i);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+  if (!v) {
+    PyErr_SetString(PyExc_IndexError, "list index out of range");
+    return nullptr;
+  }
+  return to_py(*v);
+}
+
+int list_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return -1;
+  if (PySlice_Check(key)) {
+    Slice s;
+    if (slice_of(key, &s) != 0) return -1;
+    if (value == nullptr) return write_locked(pl, [&] { pl->l.del_slice(s); });
+    std::vector<Item> vs;
+    if (values_of(pl, value, "can only assign an iterable", &vs) != 0) return -1;
+    return write_locked(pl, [&] { pl->l.set_slice(s, vs); });
+  }
+  int64_t i = 0;
+  if (index_of(key, &i) != 0) return -1;
+  bool ok = false;
+  if (value == nullptr) {
+    if (write_locked(pl, [&] { ok = pl->l.pop(i).has_value(); }) != 0) return -1;
+  } else {
+    Item v;
+    if (value_item(pl->allow_pickle, value, &v) != 0) return -1;
+    if (write_locked(pl, [&] { ok = pl->l.set(i, v); }) != 0) return -1;
+  }
+  if (!ok) {
+    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+    return -1;
+  }
+  return 0;
+}
+
+// x in l: Python's == against each element in turn (a walk by index, as list's), stopping at
+// the first equal one.
+int list_contains(PyObject* self, PyObject* x) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return -1;
+  try {
+    List::Cursor c = pl->l.cursor();
+    Item v;
+    while (c.next(&v)) {
+      PyObject* o = to_py(v);
+      if (o == nullptr) return -1;
+      const int r = PyObject_RichCompareBool(o, x, Py_EQ);
+      Py_DECREF(o);
+      if (r != 0) return r;
+    }
+    return 0;
+  } catch (...) {
+    set_error_from_current_exception();
+    return -1;
+  }
+}
+
+PyObject* list_append(PyObject* self, PyObject* value) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return nullptr;
+  Item v;
+  if (value_item(pl->allow_pickle, value, &v) != 0) return nullptr;
+  if (write_locked(pl, [&] { pl->l.append(v); }) != 0) return nullptr;
+  Py_RETURN_NONE;
+}
+
+// ---- iteration --------------------------------------------------------------------------
+
+struct PyListIter {
+  List::Cursor cursor;
+};
+
+PyObject* iter_iternext(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_SetString(PyExc_TypeError, "not initialised");
+    return nullptr;
+  }
+  try {
+    Item v;
+    if (!nb::inst_ptr<PyListIter>(self)->cursor.next(&v)) return nullptr;  // the end
+    return to_py(v);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyObject* iter_self(PyObject* self) noexcept { return Py_NewRef(self); }
+
+int iter_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  return 0;
+}
+
+PyType_Slot iter_slots[] = {{Py_tp_iter, reinterpret_cast<void*>(iter_self)},
+                            {Py_tp_iternext, reinterpret_cast<void*>(iter_iternext)},
+                            {Py_tp_traverse, reinterpret_cast<void*>(iter_traverse)},
+                            {0, nullptr}};
+
+PyObject* list_iter(PyObject* self) noexcept {
+  PyList* pl = list_of(self);
+  if (pl == nullptr) return nullptr;
+  try {
+    return nb::cast(PyListIter{pl->l.cursor()}).release().ptr();
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+PyMethodDef list_methods[] = {
+    {"append", list_append, METH_O,
+     "append($self, object, /)\n--\n\nAppend object to the end of the list. Atomic across "
+     "processes."},
+    {nullptr, nullptr, 0, nullptr}};
+
+// Our own traverse: nanobind's (installed for a weak-referenceable type) reads tp_dictoffset,
+// which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
+int list_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  return 0;
+}
+
+PyType_Slot list_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(list_traverse)},
+                            {Py_mp_length, reinterpret_cast<void*>(list_len)},
+                            {Py_sq_length, reinterpret_cast<void*>(list_len)},
+                            {Py_mp_subscript, reinterpret_cast<void*>(list_getitem)},
+                            {Py_mp_ass_subscript, reinterpret_cast<void*>(list_setitem)},
+                            {Py_sq_contains, reinterpret_cast<void*>(list_contains)},
+                            {Py_tp_iter, reinterpret_cast<void*>(list_iter)},
+                            {Py_tp_methods, list_methods},
+                            {0, nullptr}};
+
+// Runs f under the lock from a nanobind method (errors propagate as exceptions).
+template <class F>
+void locked(PyList& pl, F&& f) {
+  if (write_locked(&pl, std::forward<F>(f)) != 0) throw nb::python_error();
+}
+
+std::vector<Item> values_vec(const PyList& pl, nb::handle seq) {
+  std::vector<Item> vs;
+  if (values_of(&pl, seq.ptr(), "expected an iterable", &vs) != 0) throw nb::python_error();
+  return vs;
+}
+
+}  // namespace
+
+void register_list(nb::module_& m) {
+  g_owner_died_warning = m.attr("OwnerDiedWarning").ptr();  // register_sync made it
+
+  nb::class_<PyListIter>(m, "ListIterator", nb::type_slots(iter_slots),
+                         "An iterator over a shoal.List (private): by index, weakly consistent "
+                         "across processes.");
+
+  nb::class_<PyList>(m, "ListCore", nb::type_slots(list_slots), nb::is_weak_referenceable(),
+                     "The C++ shoal::List behind shoal.List (private): its hot methods, in C.")
+      .def(
+          "__init__",
+          [](PyList* self, nb::handle source, bool allow_pickle) {
+            List l;
+            if (source.is_none()) {
+              nb::gil_scoped_release nogil;
+              l = List::create();
+            } else if (nb::isinstance<Heap>(source)) {
+              l = List::attach(nb::cast<Heap>(source));
+            } else {
+              const std::string handle = nb::cast<std::string>(source);
+              nb::gil_scoped_release nogil;
+              l = List::attach(handle);
+            }
+            new (self) PyList{std::move(l), allow_pickle};
+          },
+          "source"_a.none(), "allow_pickle"_a,
+          "A new list (source None), the list a handle names, or the list in a shoal._shoal.Heap "
+          "(IncompatibleSegmentError when the heap holds no list).")
+      .def_prop_ro(
+          "allow_pickle", [](const PyList& l) { return l.allow_pickle; },
+          "Whether values of other types than None, bool, int, float, str and bytes are stored "
+          "by pickling (else TypeError).")
+      .def(
+          "_items",
+          [](const PyList& l) {
+            nb::object r = nb::steal(py_list_of(l.l.items()));
+            if (!r.is_valid()) throw nb::python_error();
+            return r;
+          },
+          "Every element as a plain list, read at one instant.")
+      .def(
+          "_extend",
+          [](PyList& l, nb::handle seq) {
+            std::vector<Item> vs = values_vec(l, seq);
+            locked(l, [&] { l.l.extend(vs); });
+          },
+          "values"_a, "Append every value of a sequence, all or none, in one step.")
+      .def(
+          "_insert",
+          [](PyList& l, int64_t i, nb::handle value) {
+            Item v;
+            if (value_item(l.allow_pickle, value.ptr(), &v) != 0) throw nb::python_error();
+            locked(l, [&] { l.l.insert(i, v); });
+          },
+          "index"_a, "value"_a.none(), "Insert before index (clamped as list.insert).")
+      .def(
+          "_pop",
+          [](PyList& l, int64_t i) -> nb::object {
+            std::optional<Item> v;
+            locked(l, [&] { v = l.l.pop(i); });
+            if (!v) return nb::none();
+            nb::object r = nb::steal(to_py(*v));
+            if (!r.is_valid()) throw nb::python_error();
+            return nb::make_tuple(r);
+          },
+          "index"_a, "Remove and return (element,) at index; None when out of range.")
+      .def("clear", [](PyList& l) { locked(l, [&] { l.l.clear(); }); },
+           "Remove every element. Atomic across processes.")
+      .def("reverse", [](PyList& l) { locked(l, [&] { l.l.reverse(); }); },
+           "Reverse the list in place, in one step for other processes.")
+      .def(
+          "_permute",
+          [](PyList& l, const std::vector<uint64_t>& perm) {
+            locked(l, [&] { l.l.permute(perm); });
+          },
+          "perm"_a, "Element j becomes the old element perm[j], in one step.")
+      .def(
+          "_set_all",
+          [](PyList& l, nb::handle seq) {
+            std::vector<Item> vs = values_vec(l, seq);
+            locked(l, [&] { l.l.set_slice(Slice{}, vs); });
+          },
+          "values"_a, "Replace every element by the values of a sequence, in one step.")
+      .def(
+          "_lock",
+          [](PyList& l, bool block, double timeout) {
+            if (std::isnan(timeout)) throw InvalidArgumentError("acquire(): timeout is NaN");
+            return static_cast<int>(take_lock(l.l, block, timeout));
+          },
+          "block"_a, "timeout"_a,
+          "Take the write lock: 0 taken, 1 taken from a dead holder, 2 timed out. timeout < 0: "
+          "none.")
+      .def("_unlock", [](PyList& l) { l.l.unlock(); }, "Release the write lock once.")
+      .def_prop_ro(
+          "_lock_depth", [](const PyList& l) { return l.l.lock_depth(); },
+          "This thread's recursion depth on the write lock (0: not held).")
+      .def(
+          "send_handle", [](const PyList& l) { return send_handle(l.l.heap().root_segment()); },
+          "The handle pickling writes (held inside shoal.hold, else pinned).")
+      .def(
+          "handle", [](const PyList& l, bool pin) { return l.l.handle(pin); }, "pin"_a = true,
+          "A handle naming this list, for shoal.attach in any process of the session.")
+      .def(
+          "segment", [](const PyList& l) { return PySegment{l.l.heap().root_segment()}; },
+          "The list's root segment (what shoal.hold holds).")
+      .def(
+          "_stats",
+          [](const PyList& l) {
+            const ListStats s = l.l.stats();
+            nb::dict r;
+            r["size"] = s.size;
+            r["capacity"] = s.capacity;
+            r["recoveries"] = s.recoveries;
+            r["replaces"] = s.replaces;
+            r["heap_live_bytes"] = s.heap_live_bytes;
+            r["heap_reserved_bytes"] = s.heap_reserved_bytes;
+            return r;
+          },
+          "Counters of the list and its heap.")
+      .def(
+          "_check",
+          [](PyList& l) {
+            ListReport r;
+            {
+              nb::gil_scoped_release nogil;
+              r = l.l.check();
+            }
+            return nb::make_tuple(r.size, r.capacity, r.node_blocks);
+          },
+          "Takes the lock (repairing a dead writer's operation) and checks every invariant "
+          "(CorruptSegmentError names the first failure): (size, capacity, node blocks).");
+}
+
+}  // namespace shoal::py
