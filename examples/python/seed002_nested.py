@@ -7,9 +7,9 @@ The seed's author puts an object in a ``manager.list()`` and changes it from a c
 (``obj[0].x = 500``, a method that sets ``x = 200``, ``obj[0].x += 1``), expecting the parent to
 see ``201``; with a manager every change is lost, because the container holds a copy and its
 proxy is not told of changes inside it. Here the object is a dict (its class replaced by a dict:
-live user classes come with the managers issue) stored in a shoal.Dict: a dict stored into a
-shoal.Dict becomes a shoal.Dict itself, held by reference, so ``shared[0]["x"] = 500`` changes
-the one dict every process sees, and the parent prints ``201``, as the author expected.
+live user classes come with the managers issue) appended to a shoal.List: a dict stored into a
+shoal container becomes a shoal.Dict itself, held by reference, so ``shared[0]["x"] = 500``
+changes the one dict every process sees, and the parent prints ``201``, as the author expected.
 
 Its shared-memory example, ``mp.Value('d', 0.0)`` and ``mp.Array('i', range(10))`` changed by a
 child, runs with ``shoal.Value`` and a writable ``shoal.Array``: the parent sees ``3.1415927`` and
@@ -63,8 +63,8 @@ def main() -> int:
     ok = True
 
     # The nested-mutation example: the object in a shared container, changed by a child.
-    shared = shoal.Dict()
-    shared[0] = {"x": 100}  # a new shoal.Dict, held by reference
+    shared = shoal.List()
+    shared.append({"x": 100})  # a new shoal.Dict, held by reference
     p = ctx.Process(target=changer, args=(shared,))
     p.start()
     p.join()
