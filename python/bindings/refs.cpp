@@ -221,13 +221,19 @@ int HeldRefs::traverse(visitproc visit, void* arg) noexcept {
 
 namespace {
 
-// Drops the held objects `d` no longer refers to (one walk of its values).
-void prune_held(const Dict& d, HeldRefs& held) {
+// Drops the held objects the container (`d`, else held.names) no longer refers to (one walk).
+void prune_held(const Dict* d, HeldRefs& held) {
   std::unordered_map<Id128, bool, Id128Hash> named;
-  Dict::Cursor c = d.cursor();
-  Item v;
-  while (c.next(nullptr, &v)) {
-    if (const auto* r = std::get_if<ObjectRef>(&v)) named[r->object] = true;
+  if (d != nullptr) {
+    Dict::Cursor c = d->cursor();
+    Item v;
+    while (c.next(nullptr, &v)) {
+      if (const auto* r = std::get_if<ObjectRef>(&v)) named[r->object] = true;
+    }
+  } else {
+    std::vector<Id128> ids;
+    held.names(&ids);
+    for (const Id128& id : ids) named[id] = true;
   }
   std::vector<PyObject*> drop;
   for (auto it = held.objs.begin(); it != held.objs.end();) {
@@ -242,7 +248,7 @@ void prune_held(const Dict& d, HeldRefs& held) {
 }
 
 void hold_in(const Dict* d, HeldRefs* held, const Id128& id, PyObject* obj) {
-  if (held == nullptr || d == nullptr) return;
+  if (held == nullptr || (d == nullptr && (!held->size || !held->names))) return;
   auto [it, added] = held->objs.try_emplace(id, obj);
   if (!added) {
     if (it->second == obj) return;
@@ -253,7 +259,8 @@ void hold_in(const Dict* d, HeldRefs* held, const Id128& id, PyObject* obj) {
     return;
   }
   Py_INCREF(obj);
-  if (held->objs.size() > 16 && held->objs.size() > 2 * d->size()) prune_held(*d, *held);
+  const uint64_t n = d != nullptr ? d->size() : held->size();
+  if (held->objs.size() > 16 && held->objs.size() > 2 * n) prune_held(d, *held);
 }
 
 }  // namespace

@@ -12,7 +12,9 @@
 
 #include <nanobind/nanobind.h>
 
+#include <functional>
 #include <unordered_map>
+#include <vector>
 
 #include "shoal/dict.hpp"
 
@@ -45,10 +47,17 @@ PyObject* frozen_key_to_py(const FrozenKey& k) noexcept;
 /// itself holds its own Python object).
 struct HeldRefs {
   std::unordered_map<Id128, PyObject*, Id128Hash> objs;
+  // For a container other than a Dict (which ref_to_py walks itself): its size, and the ids
+  // its references name now (the pruning's walk).
+  std::function<uint64_t()> size;
+  std::function<void(std::vector<Id128>*)> names;
   HeldRefs() = default;
   HeldRefs(const HeldRefs&) = delete;
   HeldRefs& operator=(const HeldRefs&) = delete;
-  HeldRefs(HeldRefs&& o) noexcept : objs(std::move(o.objs)) { o.objs.clear(); }
+  HeldRefs(HeldRefs&& o) noexcept
+      : objs(std::move(o.objs)), size(std::move(o.size)), names(std::move(o.names)) {
+    o.objs.clear();
+  }
   ~HeldRefs() { clear(); }
   void clear() noexcept;
   int traverse(visitproc visit, void* arg) noexcept;
