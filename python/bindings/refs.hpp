@@ -38,7 +38,8 @@ PyObject* bigint_to_py(const BigInt& b) noexcept;
 PyObject* frozen_key_to_py(const FrozenKey& k) noexcept;
 /// The objects a container's Python object has handed out for its references, held (strong
 /// references) so that reading `d["a"]["x"]` again finds `d["a"]` mapped: without it, each read
-/// would map the nested object afresh (a broker round trip and an mmap: ~10^5 ns, measured),
+/// would map the nested object afresh (a broker round trip and an mmap: 47 us a read measured
+/// for lst[0]["y"] in a release build, against 0.2-0.4 us with the holder),
 /// as the Python object read last died at once. A process therefore keeps a nested object it
 /// read mapped while the parent's Python object lives, until the parent is seen not to refer
 /// to it any more: a removal made through this Python object clears the holder, and it is
