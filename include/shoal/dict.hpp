@@ -20,8 +20,10 @@
 // consistent under concurrent writers: it yields each key present throughout exactly once, in
 // insertion order, never a key twice, never one inserted after the cursor was made, and ends.
 //
-// Differs from std::unordered_map: keys and values are Python's scalar types (Item), copied in
-// and out (no references into shared memory are handed out); equal numbers are one key.
+// Differs from std::unordered_map: keys and values are Python's types (Item: scalars, tuples
+// and frozensets as a FrozenDict holds them), copied in and out (no references into shared
+// memory are handed out), and references to other shoal objects (ObjectRef: the dict keeps the
+// object alive while an entry names it); equal numbers are one key.
 // Layout: src/layout/dict_layout.hpp; design note: docs/design/dict.md.
 #pragma once
 

@@ -4,15 +4,11 @@
 // Hot paths in C: d[k], d[k] = v, del d[k], k in d, len(d), iter(d) and d.get(k) are raw
 // CPython slots and methods (Py_mp_subscript, Py_mp_ass_subscript, Py_mp_length,
 // Py_sq_contains, Py_tp_methods) on the nanobind class: no Python frame, no nanobind
-// dispatch. Python objects convert to Items directly (items.cpp, shared by every container):
-//
-//   keys    None, bool, int (64 bits; an int subclass as its int value), float, str, bytes.
-//           Another hashable key is TypeError when stored and simply absent when looked up (no
-//           stored key can equal it); an unhashable key is TypeError, as dict's.
-//   values  None, bool, int (64 bits), float, str, bytes of exactly those types natively;
-//           anything else (an int beyond 64 bits, a subclass, a tuple, a list, a user class)
-//           as a pickle, shoal::Pickled (a kPickle node: never confused with a stored bytes),
-//           when allow_pickle; TypeError otherwise.
+// dispatch. Python objects convert to Items directly (items.hpp, shared by every container:
+// a FrozenDict's key types as keys; scalars, tuples and frozensets natively as values, dicts
+// and lists as new shoal containers held by reference, shoal objects as references to
+// themselves (refs.hpp), anything else pickled when allow_pickle). The nested objects this
+// object hands out are held by it (refs.hpp, HeldRefs), so a nested read maps them once.
 //
 // Writes take the dict's write lock first with the GIL held (a free lock: no release), and
 // when another process holds it wait without the GIL, interruptibly (Ctrl-C raises
