@@ -1,5 +1,6 @@
 // fuzz/dict_fuzzer.cpp — the dict's decoders (src/containers/dict_core.hpp: the header and
-// table checks, lookups, item decoding, the structure check D1-D6) on a dict another process
+// table checks, lookups, item decoding -- big ints, tuple/frozenset images and object
+// references included --, the structure check D1-D6 and R2) on a dict another process
 // could have written anything into. The input first builds a valid dict in a 64 KiB buffer (its
 // first byte: how many entries; then one byte per entry choosing the key's and value's types),
 // then patches it: each later 3-byte record XORs one byte (16-bit offset, 8-bit value). Every
@@ -32,7 +33,29 @@ struct BufferMem {
   }
 };
 
-shoal::Item item_for(uint8_t sel, uint64_t i) {
+// A tuple key as the Python layer stores it: a whole frozen image (i, "t").
+shoal::Item tuple_for(uint64_t i) {
+  shoal::frozen::Builder b;
+  const uint64_t items[] = {b.integer(static_cast<int64_t>(i)), b.str("t")};
+  const std::vector<std::byte> img = b.finish_bytes(b.tuple(items));
+  return shoal::Item{shoal::FrozenKey{std::string(reinterpret_cast<const char*>(img.data()), img.size())}};
+}
+
+// `key`: a hashable item (a reference to another object is a value only).
+shoal::Item item_for(uint8_t sel, uint64_t i, bool key = true) {
+  switch (sel % 9) {
+    case 6: {  // 2**(64 + i % 60) + i: an int beyond 64 bits
+      std::string le(17, '\0');
+      le[0] = static_cast<char>(i);
+      le[8 + (i % 60) / 8] = static_cast<char>(1 << ((i % 60) % 8));
+      return shoal::Item{shoal::BigInt{le}};
+    }
+    case 7: return tuple_for(i);
+    case 8:
+      if (key) return shoal::Item{std::monostate{}};
+      return shoal::Item{shoal::ObjectRef{shoal::Id128{i + 1, 0x5eed}, 4096, 1, shoal::Segment()}};
+    default: break;
+  }
   switch (sel % 6) {
     case 0: return shoal::Item{static_cast<int64_t>(i * 1000003)};
     case 1: return shoal::Item{static_cast<double>(i) + 0.5};
@@ -83,7 +106,7 @@ uint64_t build(std::byte* buf, const uint8_t* data, size_t size) {
     layout::DictEntry& e = tv.entries()[used];
     e.hash = p.hash;
     e.key = store(key);
-    e.value = store(item_for(static_cast<uint8_t>(sel >> 3), i + 7));
+    e.value = store(item_for(static_cast<uint8_t>(sel >> 3), i + 7, false));
     e.seq = used;
     ++used;
   }

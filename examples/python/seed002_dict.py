@@ -16,9 +16,10 @@ reading, changing and storing back, works, made atomic by ``d.lock``. The script
 to an exact total from several processes under ``d.lock``. It exits with status 1 if any
 outcome differs from what the seed's author expected.
 
-(Its list part, ``manager.list(range(10)).reverse()``, waits for shoal.List; nested live
-containers, ``d["a"]["x"] = 1`` seen by every process, come in a later version: today a dict
-stored as a value is a copy, as a manager's is.)
+(Its list part, ``manager.list(range(10)).reverse()``, waits for shoal.List. Its nested
+mutation, with the class replaced by a dict, and its Value/Array example are in
+seed002_nested.py: a dict stored into a shoal.Dict is a live shoal.Dict, so
+``d["a"]["x"] = 1`` is seen by every process.)
 """
 
 from __future__ import annotations

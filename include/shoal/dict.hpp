@@ -20,8 +20,10 @@
 // consistent under concurrent writers: it yields each key present throughout exactly once, in
 // insertion order, never a key twice, never one inserted after the cursor was made, and ends.
 //
-// Differs from std::unordered_map: keys and values are Python's scalar types (Item), copied in
-// and out (no references into shared memory are handed out); equal numbers are one key.
+// Differs from std::unordered_map: keys and values are Python's types (Item: scalars, tuples
+// and frozensets as a FrozenDict holds them), copied in and out (no references into shared
+// memory are handed out), and references to other shoal objects (ObjectRef: the dict keeps the
+// object alive while an entry names it); equal numbers are one key.
 // Layout: src/layout/dict_layout.hpp; design note: docs/design/dict.md.
 #pragma once
 
@@ -34,6 +36,7 @@
 #include <vector>
 
 #include "shoal/heap.hpp"
+#include "shoal/segment.hpp"
 #include "shoal/sync.hpp"
 
 namespace shoal {
@@ -53,9 +56,56 @@ struct Pickled {
   friend bool operator==(const Pickled&, const Pickled&) = default;
 };
 
-/// A key or a value: None (std::monostate), bool, int, float, str (UTF-8), bytes, or (values
-/// only) a pickle.
-using Item = std::variant<std::monostate, bool, int64_t, double, std::string, Bytes, Pickled>;
+/// An int beyond 64 bits: minimal two's complement, little-endian (the codec's kBigInt bytes).
+/// A key or a value; equal to the int or float of the same number (2**70 == 2.0**70).
+struct BigInt {
+  std::string le;
+  friend bool operator==(const BigInt&, const BigInt&) = default;
+};
+
+/// A tuple or frozenset key (or value), as the codec encodes it: a whole frozen image
+/// (include/shoal/frozen.hpp) whose root is the tuple or frozenset, built with the dict's hash
+/// seed (frozen::kDefaultHashSeed). It hashes and compares as frozen::hash_of / keys_equal do,
+/// so a key read from a FrozenDict is found in a Dict. The Python layer makes these; C++ code
+/// may build one with frozen::Builder::finish_bytes.
+struct FrozenKey {
+  std::string image;
+  friend bool operator==(const FrozenKey&, const FrozenKey&) = default;
+};
+
+/// Another shoal object of the same session, stored by reference (values only): while the
+/// dict holds it, the dict's root segment holds a broker reference to it (Segment::
+/// add_reference), so the object lives at least as long as the entry does, whoever else lets
+/// it go; overwriting, erasing or clearing the entry drops that reference (design note:
+/// docs/design/dict.md, "References to other objects"). To store one, `target` must be a
+/// segment this process maps (ObjectRef::to(segment)); read back, `target` is the object
+/// mapped by the reader (get, pop, popitem; the Cursor leaves it empty: Dict::attach_ref).
+struct ObjectRef {
+  Id128 object;
+  uint64_t size = 0;   // the object's usable bytes (its handle's size field)
+  uint32_t kind = 0;   // its ObjectKind
+  Segment target;      // see above
+
+  static ObjectRef to(const Segment& s) {
+    return ObjectRef{s.id(), s.size(), static_cast<uint32_t>(s.kind()), s};
+  }
+  /// One object is one reference, whether mapped or not.
+  friend bool operator==(const ObjectRef& a, const ObjectRef& b) noexcept {
+    return a.object == b.object;
+  }
+};
+
+/// Maps the object an ObjectRef read back names, through a bare handle of `heap`'s session (the
+/// container that holds the reference keeps the object alive). StaleHandleError when it is
+/// gone (its container dropped the reference meanwhile and nobody else held it).
+Segment attach_object_ref(const Heap& heap, const ObjectRef& r);
+
+/// A key or a value: None (std::monostate), bool, int, float, str (UTF-8), bytes, (values
+/// only) a pickle, an int beyond 64 bits, a tuple or frozenset, or (values only) a reference
+/// to another shoal object. Switch on the alternative with std::holds_alternative / visit:
+/// later versions may append alternatives.
+using Item = std::variant<std::monostate, bool, int64_t, double, std::string, Bytes, Pickled,
+                          BigInt, FrozenKey, ObjectRef>;
 
 /// Python's == between items (1 == 1.0 == True, nan != nan, str != bytes; two pickles are
 /// equal when their bytes are).
@@ -102,7 +152,10 @@ class Dict {
   const Heap& heap() const noexcept { return heap_; }
 
   // ---- reads: never block ----
-  std::optional<Item> get(const Item& key) const;
+  /// The value; an ObjectRef comes back with its target mapped (a reference the dict drops
+  /// meanwhile is read again: the value a concurrent writer left), or unmapped when
+  /// !map_refs (the caller maps it with attach_ref, and reads again on StaleHandleError).
+  std::optional<Item> get(const Item& key, bool map_refs = true) const;
   bool contains(const Item& key) const;
   uint64_t size() const;
   bool empty() const { return size() == 0; }
@@ -159,6 +212,11 @@ class Dict {
     uint64_t end_seq_ = 0;   // next_seq when the cursor was made: later inserts are not seen
   };
   Cursor cursor() const { return Cursor(heap_, top_); }
+
+  /// Maps the object an ObjectRef read back names (a reference the Cursor returned): through a
+  /// bare handle of this dict's session. StaleHandleError when the object is gone (the dict
+  /// dropped the reference meanwhile and nobody else held it).
+  Segment attach_ref(const ObjectRef& r) const;
 
   DictStats stats() const;
   /// Takes the lock, repairs a dead writer's operation if one is pending, then verifies

@@ -4,15 +4,11 @@
 // Hot paths in C: d[k], d[k] = v, del d[k], k in d, len(d), iter(d) and d.get(k) are raw
 // CPython slots and methods (Py_mp_subscript, Py_mp_ass_subscript, Py_mp_length,
 // Py_sq_contains, Py_tp_methods) on the nanobind class: no Python frame, no nanobind
-// dispatch. Python objects convert to Items directly (items.cpp, shared by every container):
-//
-//   keys    None, bool, int (64 bits; an int subclass as its int value), float, str, bytes.
-//           Another hashable key is TypeError when stored and simply absent when looked up (no
-//           stored key can equal it); an unhashable key is TypeError, as dict's.
-//   values  None, bool, int (64 bits), float, str, bytes of exactly those types natively;
-//           anything else (an int beyond 64 bits, a subclass, a tuple, a list, a user class)
-//           as a pickle, shoal::Pickled (a kPickle node: never confused with a stored bytes),
-//           when allow_pickle; TypeError otherwise.
+// dispatch. Python objects convert to Items directly (items.hpp, shared by every container:
+// a FrozenDict's key types as keys; scalars, tuples and frozensets natively as values, dicts
+// and lists as new shoal containers held by reference, shoal objects as references to
+// themselves (refs.hpp), anything else pickled when allow_pickle). The nested objects this
+// object hands out are held by it (refs.hpp, HeldRefs), so a nested read maps them once.
 //
 // Writes take the dict's write lock first with the GIL held (a free lock: no release), and
 // when another process holds it wait without the GIL, interruptibly (Ctrl-C raises
@@ -34,6 +30,7 @@
 #include <utility>
 
 #include "bindings.hpp"
+#include "refs.hpp"
 #include "items.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/heap.hpp"
@@ -50,6 +47,7 @@ struct PyDict {
   Dict d;
   bool allow_pickle = true;
   int64_t delta = 0;  // this object's net size changes (the iterators' RuntimeError)
+  HeldRefs held;      // the nested objects this object handed out (refs.hpp)
 };
 
 // The PyDict of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
@@ -139,16 +137,27 @@ PyObject* lookup(PyDict* pd, PyObject* key, bool* found) noexcept {
   const int r = key_item(key, &k, false);
   if (r < 0) return nullptr;
   if (r == 0) return nullptr;
-  std::optional<Item> v;
-  try {
-    v = pd->d.get(k);
-  } catch (...) {
-    set_error_from_current_exception();
-    return nullptr;
+  for (int attempt = 0;; ++attempt) {
+    std::optional<Item> v;
+    try {
+      v = pd->d.get(k, false);  // a reference: mapped below, once per object per process
+    } catch (...) {
+      set_error_from_current_exception();
+      return nullptr;
+    }
+    if (!v) return nullptr;
+    *found = true;
+    PyObject* r = to_py(*v, &pd->d, &pd->held);
+    // A reference whose object went after the read (a writer replaced it and nobody else held
+    // it): read again, as Dict::get does.
+    if (r == nullptr && attempt < 3 && std::holds_alternative<ObjectRef>(*v) &&
+        PyErr_ExceptionMatches(shoal_error_type(Errc::kStaleHandle))) {
+      PyErr_Clear();
+      *found = false;
+      continue;
+    }
+    return r;
   }
-  if (!v) return nullptr;
-  *found = true;
-  return to_py(*v);
 }
 
 PyObject* dict_getitem(PyObject* self, PyObject* key) noexcept {
@@ -192,6 +201,7 @@ int dict_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
     }
     bool removed = false;
     if (write_locked(pd, [&] { removed = pd->d.pop(k).has_value(); }) != 0) return -1;
+    pd->held.clear();  // a removal: what this object held may be gone from the dict
     if (!removed) {
       set_key_error(key);
       return -1;
@@ -250,6 +260,7 @@ PyObject* dict_pop(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noex
   if (r < 0) return nullptr;
   std::optional<Item> v;
   if (r == 1 && write_locked(pd, [&] { v = pd->d.pop(k); }) != 0) return nullptr;
+  if (v) pd->held.clear();
   if (!v) {
     if (nargs == 2) return Py_NewRef(args[1]);
     set_key_error(args[0]);
@@ -265,6 +276,7 @@ PyObject* dict_popitem(PyObject* self, PyObject*) noexcept {
   if (pd == nullptr) return nullptr;
   std::optional<std::pair<Item, Item>> kv;
   if (write_locked(pd, [&] { kv = pd->d.popitem(); }) != 0) return nullptr;
+  pd->held.clear();
   if (!kv) {
     PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
     return nullptr;
@@ -303,7 +315,7 @@ PyObject* dict_setdefault(PyObject* self, PyObject* const* args, Py_ssize_t narg
     return nullptr;
   }
   if (added) ++pd->delta;
-  return old ? to_py(*old) : Py_NewRef(dflt);
+  return old ? to_py(*old, &pd->d, &pd->held) : Py_NewRef(dflt);
 }
 
 PyObject* dict_clear(PyObject* self, PyObject*) noexcept {
@@ -316,6 +328,7 @@ PyObject* dict_clear(PyObject* self, PyObject*) noexcept {
       }) != 0) {
     return nullptr;
   }
+  pd->held.clear();
   pd->delta -= static_cast<int64_t>(n);
   Py_RETURN_NONE;
 }
@@ -345,11 +358,12 @@ PyObject* iter_next(PyDictIter& it) {
     it.done = true;
     return nullptr;
   }
+  PyDict* owner = nb::inst_ptr<PyDict>(it.owner);
   if (it.mode == kKeys) return to_py(k);
-  if (it.mode == kValues) return to_py(v);
+  if (it.mode == kValues) return to_py(v, &owner->d, &owner->held);
   PyObject* ko = to_py(k);
   if (ko == nullptr) return nullptr;
-  PyObject* vo = to_py(v);
+  PyObject* vo = to_py(v, &owner->d, &owner->held);
   if (vo == nullptr) {
     Py_DECREF(ko);
     return nullptr;
@@ -423,10 +437,18 @@ PyMethodDef dict_methods[] = {
 // which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
 int dict_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(Py_TYPE(self));
+  if (nb::inst_ready(self)) return nb::inst_ptr<PyDict>(self)->held.traverse(visit, arg);
+  return 0;
+}
+
+// The GC breaks a cycle through held objects (a dict that holds itself) here.
+int dict_clear_refs(PyObject* self) {
+  if (nb::inst_ready(self)) nb::inst_ptr<PyDict>(self)->held.clear();
   return 0;
 }
 
 PyType_Slot dict_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dict_traverse)},
+                            {Py_tp_clear, reinterpret_cast<void*>(dict_clear_refs)},
                             {Py_mp_length, reinterpret_cast<void*>(dict_len)},
                             {Py_mp_subscript, reinterpret_cast<void*>(dict_getitem)},
                             {Py_mp_ass_subscript, reinterpret_cast<void*>(dict_setitem)},
@@ -449,11 +471,11 @@ nb::list items_list(PyDict& pd, int mode) {
     if (mode == kItems) {
       nb::object ko = nb::steal(to_py(k));
       if (!ko.is_valid()) throw nb::python_error();
-      nb::object vo = nb::steal(to_py(v));
+      nb::object vo = nb::steal(to_py(v, &pd.d, &pd.held));
       if (!vo.is_valid()) throw nb::python_error();
       out.append(nb::make_tuple(ko, vo));
     } else {
-      nb::object o = nb::steal(to_py(mode == kKeys ? k : v));
+      nb::object o = nb::steal(to_py(mode == kKeys ? k : v, &pd.d, &pd.held));
       if (!o.is_valid()) throw nb::python_error();
       out.append(o);
     }
@@ -486,7 +508,7 @@ void register_dict(nb::module_& m) {
               nb::gil_scoped_release nogil;
               d = Dict::attach(handle);
             }
-            new (self) PyDict{std::move(d), allow_pickle, 0};
+            new (self) PyDict{std::move(d), allow_pickle, 0, HeldRefs{}};
           },
           "source"_a.none(), "allow_pickle"_a,
           "A new dict (source None), the dict a handle names, or the dict in a shoal._shoal.Heap "

@@ -186,6 +186,16 @@ void register_frozen(nb::module_& m) {
       },
       "owner"_a, "A Hold of the segment holding an image (shoal.hold).");
   m.def(
+      "frozen_owner_segment",
+      [](nb::handle owner) -> nb::object {
+        OwnerObject* o = as_owner(owner);
+        if (!o->frozen->path().empty()) return nb::none();
+        return nb::cast(PySegment{o->frozen->segment()});
+      },
+      "owner"_a,
+      "The segment holding an image; None for an image loaded from a file (a container "
+      "stores a frozen root by reference to its segment).");
+  m.def(
       "frozen_validate",
       [](nb::handle owner, uint32_t max_depth) {
         OwnerObject* o = as_owner(owner);

@@ -1,6 +1,9 @@
 // python/bindings/items.cpp — Python objects as shoal::Items and back (items.hpp).
 #include "items.hpp"
 
+#include "bindings.hpp"
+#include "refs.hpp"
+
 #include <string>
 #include <utility>
 #include <variant>
@@ -43,10 +46,8 @@ int key_item(PyObject* o, Item* out, bool store) noexcept {
       *out = static_cast<int64_t>(v);
       return 1;
     }
-    if (!store) return 0;
-    PyErr_SetString(PyExc_TypeError,
-                    "shoal.Dict keys: an int key must fit in 64 bits (this version)");
-    return -1;
+    if (bigint_item(o, out) != 0) return -1;
+    return 1;
   }
   if (PyFloat_Check(o)) {
     *out = PyFloat_AS_DOUBLE(o);
@@ -69,10 +70,12 @@ int key_item(PyObject* o, Item* out, bool store) noexcept {
     *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
     return 1;
   }
+  if (is_frozen_key_type(o)) return frozen_key_item(o, out, store);
   if (PyObject_Hash(o) == -1) return -1;  // unhashable: dict's TypeError
   if (!store) return 0;
   PyErr_Format(PyExc_TypeError,
-               "shoal.Dict keys are None, bool, int, float, str or bytes (this version), not %.200s",
+               "shoal.Dict keys are None, bool, int, float, str, bytes, or tuples/frozensets of "
+               "these (the keys a FrozenDict takes), not %.200s",
                Py_TYPE(o)->tp_name);
   return -1;
 }
@@ -112,6 +115,17 @@ int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept {
     *out = Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))};
     return 0;
   }
+  if (t == &PyLong_Type) return bigint_item(o, out);  // beyond 64 bits
+  // A dict or list (a new shoal container), a shoal container, array or sync object: stored by
+  // reference (refs.hpp).
+  const int ref = ref_item(o, allow_pickle, out);
+  if (ref != 0) return ref < 0 ? -1 : 0;
+  if (t == &PyTuple_Type || t == &PyFrozenSet_Type) {
+    // The codec's encoding, when every element is a key type (else pickled below).
+    const int r = frozen_key_item(o, out, false);
+    if (r < 0) PyErr_Clear();  // unhashable elements: pickled
+    if (r == 1) return 0;
+  }
   if (!allow_pickle) {
     PyErr_Format(PyExc_TypeError,
                  "shoal.Dict(allow_pickle=False) stores None, bool, int (64 bits), float, str "
@@ -143,7 +157,7 @@ int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept {
 }
 
 // An Item as a new reference, or nullptr with the error set.
-PyObject* to_py(const Item& v) noexcept {
+PyObject* to_py(const Item& v, const Dict* d, HeldRefs* held) noexcept {
   switch (v.index()) {
     case 0: Py_RETURN_NONE;
     case 1: return PyBool_FromLong(std::get<bool>(v));
@@ -156,6 +170,16 @@ PyObject* to_py(const Item& v) noexcept {
     case 5: {
       const std::string& b = std::get<Bytes>(v).data;
       return PyBytes_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size()));
+    }
+    case 7: return bigint_to_py(std::get<BigInt>(v));
+    case 8: return frozen_key_to_py(std::get<FrozenKey>(v));
+    case 9: {
+      const ObjectRef& r = std::get<ObjectRef>(v);
+      if (d == nullptr && !r.target.valid()) {
+        PyErr_SetString(PyExc_RuntimeError, "shoal: a reference read without its container");
+        return nullptr;
+      }
+      return ref_to_py(d, r, held);
     }
     default: {
       if (import_pickle() != 0) return nullptr;

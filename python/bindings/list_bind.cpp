@@ -41,6 +41,7 @@ PyObject* g_owner_died_warning = nullptr;  // shoal._shoal.OwnerDiedWarning (bor
 struct PyList {
   List l;
   bool allow_pickle = true;
+  HeldRefs held;  // the nested objects this object handed out (refs.hpp)
 };
 
 // The PyList of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
@@ -96,6 +97,7 @@ int write_locked(PyList* pl, F&& f) noexcept {
       throw;
     }
     pl->l.unlock();
+    pl->held.clear();  // a write may have removed what this object held
     return 0;
   } catch (...) {
     set_error_from_current_exception();
@@ -209,7 +211,7 @@ PyObject* list_getitem(PyObject* self, PyObject* key) noexcept {
     PyErr_SetString(PyExc_IndexError, "list index out of range");
     return nullptr;
   }
-  return to_py(*v);
+  return to_py(*v, nullptr, &pl->held);
 }
 
 int list_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
@@ -325,10 +327,18 @@ PyMethodDef list_methods[] = {
 // which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
 int list_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(Py_TYPE(self));
+  if (nb::inst_ready(self)) return nb::inst_ptr<PyList>(self)->held.traverse(visit, arg);
+  return 0;
+}
+
+// The GC breaks a cycle through held objects (a list that holds itself) here.
+int list_clear_refs(PyObject* self) {
+  if (nb::inst_ready(self)) nb::inst_ptr<PyList>(self)->held.clear();
   return 0;
 }
 
 PyType_Slot list_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(list_traverse)},
+                            {Py_tp_clear, reinterpret_cast<void*>(list_clear_refs)},
                             {Py_mp_length, reinterpret_cast<void*>(list_len)},
                             {Py_sq_length, reinterpret_cast<void*>(list_len)},
                             {Py_mp_subscript, reinterpret_cast<void*>(list_getitem)},
@@ -375,7 +385,14 @@ void register_list(nb::module_& m) {
               nb::gil_scoped_release nogil;
               l = List::attach(handle);
             }
-            new (self) PyList{std::move(l), allow_pickle};
+            PyList* pl = new (self) PyList{std::move(l), allow_pickle, HeldRefs{}};
+            const List* lp = &pl->l;  // lives as long as the held objects (both in *pl)
+            pl->held.size = [lp] { return lp->size(); };
+            pl->held.names = [lp](std::vector<Id128>* ids) {
+              for (const Item& v : lp->items()) {
+                if (const auto* r = std::get_if<ObjectRef>(&v)) ids->push_back(r->object);
+              }
+            };
           },
           "source"_a.none(), "allow_pickle"_a,
           "A new list (source None), the list a handle names, or the list in a shoal._shoal.Heap "

@@ -17,4 +17,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_list(m);
   shoal::py::register_pipe(m);
   shoal::py::register_queue(m);
+  shoal::py::register_refs(m);
 }

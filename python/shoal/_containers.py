@@ -12,8 +12,10 @@ docs/design/list.md.
 
 from __future__ import annotations
 
+import copy as _copy
 import operator
 import sys
+import threading
 import types
 import warnings
 from collections.abc import (
@@ -169,6 +171,7 @@ class _DictItems(_ViewMapping, ItemsView[Any, Any]):
 
 
 _MISSING: Any = object()
+_repr_active = threading.local()  # the shared dicts being repr'd by this thread
 
 
 class Dict(_shoal.DictCore):
@@ -182,19 +185,29 @@ class Dict(_shoal.DictCore):
         with d.lock:                # a compound update, atomic against every other writer
             d["n"] = d.get("n", 0) + 1
 
-    **Keys** are None, bool, int (64 bits), float, str and bytes (another hashable key is
-    TypeError when stored and simply absent when looked up; an unhashable one is TypeError, as
-    dict's). An int subclass key (an IntEnum) is stored as its int value. A NaN key is never
-    found again (there is no identity in shared memory).
+    **Keys** are the keys a FrozenDict takes: None, bool, int (any size), float, str, bytes,
+    and tuples and frozensets of these (a FrozenTuple or FrozenSet key is the tuple or frozenset
+    it equals). They hash as in a FrozenDict, so a key read from a FrozenDict is found in a Dict
+    and the other way round. Another hashable key is TypeError when stored and simply absent
+    when looked up; an unhashable one is TypeError, as dict's. An int subclass key (an IntEnum)
+    is stored as its int value. A NaN key is never found again (there is no identity in shared
+    memory).
 
-    **Values** of exactly those types are stored natively; any other value (an int beyond 64
-    bits, a tuple, a list, a dict, a user class instance, a subclass of a builtin) is stored as
-    a *copy*, by pickling, when ``allow_pickle`` (the default; with ``allow_pickle=False``,
-    TypeError): reading it back unpickles a new object, and later changes to the original or to
-    what was read back are not seen by the dict. In particular ``d["a"] = {}; d["a"]["x"] = 1``
-    does not change ``d["a"]`` in this version: reassign (``d["a"] = {**d["a"], "x": 1}``) under
-    ``d.lock``. A pickled value is its own stored kind: a stored bytes value never reads back as
-    unpickled data.
+    **Values** of those types are stored natively. **Nested state stays live**: a plain
+    ``dict`` stored into a Dict becomes a *new* shoal.Dict, held by reference (each store
+    converts afresh: later changes to the original dict are not seen), and a ``list`` a new
+    shoal.List. Reading it back
+    gives a shoal.Dict over the same shared dict, so ``d["a"] = {}; d["a"]["x"] = 1`` is seen
+    by every process. A shoal.Dict stored into a Dict is stored as a reference to that same
+    dict (``d["b"] = d["a"]``: both name one dict), as are a whole shoal.Array, the root of a
+    frozen object (its segment's), and a Lock, RLock, Semaphore, Event or Value: what reads back
+    is the same shared object. A referenced object lives while any entry refers to it or any
+    process holds it; ``del``, an overwrite, ``pop`` and ``clear`` let go of the entry's
+    reference (``pop`` returns the object). Any other value (a user class instance, a subclass
+    of a builtin, a slice of an array) is stored as a *copy*, by pickling, when
+    ``allow_pickle`` (the default; with ``allow_pickle=False``, TypeError): reading it back
+    unpickles a new object, and later changes to it are not seen by the dict. A pickled value is
+    its own stored kind: a stored bytes value never reads back as unpickled data.
 
     **Concurrency.** Reads never block and never see a half-done write. Each single operation
     (``d[k] = v``, ``del``, ``pop``, ``popitem``, ``setdefault``, ``clear``) is atomic across
@@ -216,6 +229,7 @@ class Dict(_shoal.DictCore):
         if len(args) > 1:
             raise TypeError(f"Dict expected at most 1 argument, got {len(args)}")
         super().__init__(None, bool(allow_pickle))
+        _shoal.remember_object(self.segment(), self)
         if args or kwargs:
             self.update(*args, **kwargs)
 
@@ -223,6 +237,7 @@ class Dict(_shoal.DictCore):
     def _from(cls, source: Any, allow_pickle: bool) -> Self:
         obj = cls.__new__(cls)
         _shoal.DictCore.__init__(obj, source, allow_pickle)
+        _shoal.remember_object(obj.segment(), obj)
         return obj
 
     # ---- reads ----
@@ -244,7 +259,8 @@ class Dict(_shoal.DictCore):
         return iter(keys[::-1])
 
     def copy(self) -> Dict:
-        """A new shoal.Dict with the same items (a new shared object, not a plain dict)."""
+        """A new shoal.Dict with the same items (a new shared object, not a plain dict). Shallow,
+        as dict.copy: a nested container is the same one in both."""
         new = Dict(allow_pickle=self.allow_pickle)
         new.update(self._list(_ITEMS))
         return new
@@ -253,9 +269,13 @@ class Dict(_shoal.DictCore):
         return self.copy()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Dict:
-        # A new shared dict: the stored values are copies already (immutable natives, or
-        # pickles that unpickle afresh), so a shallow copy is a deep one.
-        return self.copy()
+        # A new shared dict whose nested containers are new ones too (memo: a cycle stays one).
+        new = Dict(allow_pickle=self.allow_pickle)
+        memo[id(self)] = new
+        with new.lock:
+            for k, v in self._list(_ITEMS):
+                new[k] = _copy.deepcopy(v, memo)
+        return new
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
@@ -277,7 +297,20 @@ class Dict(_shoal.DictCore):
         return eq if eq is NotImplemented else not eq
 
     def __repr__(self) -> str:
-        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in self._list(_ITEMS)) + "}"
+        # A dict that holds itself (through references) prints {1: {...}}, as dict does. The
+        # guard keys on the shared object, not the Python one: two Python objects may stand
+        # for one shared dict.
+        me = self.segment().id
+        active: set[str] | None = getattr(_repr_active, "ids", None)
+        if active is None:
+            active = _repr_active.ids = set()
+        if me in active:
+            return "{...}"
+        active.add(me)
+        try:
+            return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in self._list(_ITEMS)) + "}"
+        finally:
+            active.discard(me)
 
     # ---- writes ----
 
@@ -367,10 +400,11 @@ class List(_shoal.ListCore):
             lst.append(len(lst))
 
     **Values** are what a :class:`shoal.Dict` value can be, converted the same way: None,
-    bool, int (64 bits), float, str and bytes natively; anything else as a *copy*, by
-    pickling, when ``allow_pickle`` (the default; TypeError otherwise). Reading such an element
-    back unpickles a new object: ``lst[0].append(1)`` does not change ``lst[0]``; reassign
-    under ``lst.lock``.
+    bool, int, float, str, bytes, tuples and frozensets natively; a plain dict or list as a
+    *new* shoal.Dict or shoal.List held by reference (so ``lst[0]["y"] = 2`` is seen by every
+    process), a shoal container or other whole shoal object as a reference to itself; anything
+    else as a *copy*, by pickling, when ``allow_pickle`` (the default; TypeError otherwise).
+    Reading a pickled element back unpickles a new object.
 
     **Concurrency.** Reads (``lst[i]``, slices, ``len``, iteration, ``in``) never block and
     never see a half-done write; a slice or ``copy()`` is read at one instant. Each single
@@ -390,6 +424,7 @@ class List(_shoal.ListCore):
 
     def __init__(self, iterable: Iterable[Any] = (), /, *, allow_pickle: bool = True) -> None:
         super().__init__(None, bool(allow_pickle))
+        _shoal.remember_object(self.segment(), self)
         if not isinstance(iterable, tuple) or iterable:
             self.extend(iterable)
 
@@ -397,6 +432,7 @@ class List(_shoal.ListCore):
     def _from(cls, source: Any, allow_pickle: bool) -> Self:
         obj = cls.__new__(cls)
         _shoal.ListCore.__init__(obj, source, allow_pickle)
+        _shoal.remember_object(obj.segment(), obj)
         return obj
 
     # ---- reads ----
@@ -431,7 +467,18 @@ class List(_shoal.ListCore):
         return self.copy()
 
     def __repr__(self) -> str:
-        return repr(self._items())
+        # A list that holds itself (through references) prints [[...]], as list does.
+        me = self.segment().id
+        active: set[str] | None = getattr(_repr_active, "ids", None)
+        if active is None:
+            active = _repr_active.ids = set()
+        if me in active:
+            return "[...]"
+        active.add(me)
+        try:
+            return repr(self._items())
+        finally:
+            active.discard(me)
 
     @staticmethod
     def _other(other: object) -> list[Any] | None:
@@ -568,6 +615,110 @@ MutableSequence.register(List)
 
 # The magic at the top of the header a container's heap root names (src/layout/*_layout.hpp).
 _CONTAINERS: dict[bytes, type[Dict | List]] = {b"SHOALDCT": Dict, b"SHOALLST": List}
+
+
+# ---- nesting: what a container stores by reference ---------------------------------------
+# The bindings (python/bindings/refs.cpp) call _to_ref(value, allow_pickle) for every value that
+# is not a scalar, before pickling it: a Segment makes the value a reference to that object (the
+# container's root segment then holds it alive), None lets it be stored as before. What a
+# reference reads back as is _from_ref(segment): the kind's attach (shoal.attach's), once per
+# object per process while its Python object lives.
+
+
+# What a list stored into a container becomes: a new shoal.List (a replaceable factory,
+# (list, allow_pickle) -> the container), and the container types stored as references to
+# themselves.
+def _new_list(items: list[Any], allow_pickle: bool) -> Any:
+    return List(items, allow_pickle=allow_pickle)
+
+
+_list_factory: Callable[[list[Any], bool], Any] | None = _new_list
+_container_types: tuple[type, ...] = (_shoal.DictCore, _shoal.ListCore)
+# The plain containers being converted by this thread: a dict that holds itself becomes a
+# shoal.Dict that holds itself.
+_converting = threading.local()
+
+
+def _convert(value: Any, make: Callable[[], Any], fill: Callable[[Any], None]) -> _shoal.Segment:
+    memo: dict[int, Any] | None = getattr(_converting, "memo", None)
+    if memo is None:
+        memo = _converting.memo = {}
+    made = memo.get(id(value))
+    if made is not None:
+        seg: _shoal.Segment = made.segment()
+        return seg
+    new = make()
+    memo[id(value)] = new
+    try:
+        fill(new)
+    finally:
+        del memo[id(value)]
+    seg = new.segment()
+    return seg
+
+
+def _to_ref(value: Any, allow_pickle: bool) -> _shoal.Segment | None:
+    t = type(value)
+    if t is dict:
+        return _convert(
+            value,
+            lambda: Dict(allow_pickle=allow_pickle),
+            lambda new: new.update(value),
+        )
+    if t is list:
+        factory = _list_factory
+        if factory is None:
+            return None
+        return _convert(value, lambda: factory([], allow_pickle), lambda new: new.extend(value))
+    if isinstance(value, _container_types):
+        own: _shoal.Segment = value.segment()  # type: ignore[attr-defined]
+        return own
+    return _object_segment(value)
+
+
+def _object_segment(value: Any) -> _shoal.Segment | None:
+    """The segment of a whole shoal object stored by reference: a whole shoal.Array, a frozen
+    root, a lock/semaphore/event/value; None for anything else (a slice, a sub-view)."""
+    from . import _array, _frozen, _hold
+
+    if isinstance(value, _array.Array):
+        ref = value._shoal_ref
+        if ref is None or not isinstance(ref[0], _shoal.Segment):
+            return None
+        whole = _array._view(ref[0])
+        if (
+            whole.shape == value.shape
+            and whole.dtype == value.dtype
+            and whole.strides == value.strides
+            and whole.ctypes.data == value.ctypes.data
+        ):
+            return ref[0]
+        return None
+    if isinstance(value, _frozen._FrozenCommon):
+        owner = value._owner
+        if _shoal.frozen_root(owner)._ref != value._ref:  # type: ignore[attr-defined]
+            return None
+        seg = _shoal.frozen_owner_segment(owner)
+        return seg if isinstance(seg, _shoal.Segment) else None
+    segments = _hold._sync_segments(value)
+    if len(segments) == 1:
+        return segments[0]
+    return None
+
+
+def _from_ref(seg: _shoal.Segment) -> Any:
+    from . import _kinds
+
+    k = _kinds.KINDS.get(seg.kind)
+    if k is None or k.entry is None:
+        raise _shoal.IncompatibleSegmentError(
+            f"a container refers to an object of kind {seg.kind}, which this build's Python "
+            "cannot attach"
+        )
+    return k.entry.attach(seg)
+
+
+_shoal.set_container_hooks(_to_ref, _from_ref)
 
 
 def from_heap(heap: _shoal.Heap) -> Any:

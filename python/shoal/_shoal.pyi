@@ -302,6 +302,11 @@ def frozen_owner_info(owner: object, pin: bool = False, send: bool = False) -> d
 def frozen_owner_hold(owner: object) -> Hold:
     """A Hold of the segment holding an image (shoal.hold)."""
 
+def frozen_owner_segment(owner: object) -> object:
+    """
+    The segment holding an image; None for an image loaded from a file (a container stores a frozen root by reference to its segment).
+    """
+
 def frozen_validate(owner: object, max_depth: int = 1000) -> None:
     """Check every node of the image (DecodeError if corrupt)."""
 
@@ -697,3 +702,13 @@ class QueueCore:
     def segment(self) -> Segment: ...
     def _stats(self) -> dict[str, int]: ...
     def _check(self) -> dict[str, int]: ...
+
+def remember_object(segment: Segment, obj: object) -> None:
+    """
+    Private: make `obj` what a reference to `segment`'s object reads back as in this process while it lives (a Dict made here is `d[k]` for a k that refers to it).
+    """
+
+def set_container_hooks(to_ref: object, from_ref: object) -> None:
+    """
+    Private: what the containers store by reference, to_ref(value, allow_pickle) -> Segment or None, and what a reference reads back as, from_ref(segment) -> object.
+    """

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "containers/dict_core.hpp"
+#include "containers/item_refs.hpp"
 #include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
 #include "sync/recursive_lock.hpp"
@@ -61,8 +62,27 @@ KeyProbe probe_of(const Item& key, uint64_t seed) {
       p.hash = codec::hash::of_bytes(seed, p.data.data(), p.data.size());
       break;
     }
-    default:
+    case 7: {
+      const std::string& b = std::get<BigInt>(key).le;
+      p.kind = KeyProbe::kNumber;
+      p.num = codec::Number::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+      p.hash = static_cast<uint64_t>(codec::hash::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size())));
+      break;
+    }
+    case 8: {
+      p.kind = KeyProbe::kFrozen;
+      p.data = std::get<FrozenKey>(key).image;
+      p.image = open_key_image(p.data.data(), p.data.size());
+      p.hash = frozen::hash_of(p.image.root());
+      break;
+    }
+    case 6:
       throw_error(Errc::kInvalidArgument, "dict: a pickled value cannot be a key (it has no hash)");
+    default:
+      throw_error(Errc::kInvalidArgument,
+                  "dict: a reference to a shoal object cannot be a key (it has no hash)");
   }
   return p;
 }
@@ -92,6 +112,11 @@ codec::Number number_item(const Item& v) {
     case 1: return codec::Number::of_int(std::get<bool>(v));
     case 2: return codec::Number::of_int(std::get<int64_t>(v));
     case 3: return codec::Number::of_float(std::get<double>(v));
+    case 7: {
+      const std::string& b = std::get<BigInt>(v).le;
+      return codec::Number::of_bigint(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+    }
     default: return codec::Number{};
   }
 }
@@ -121,6 +146,17 @@ auto optimistic(const DictHeader* h, F&& f) {
 }
 
 }  // namespace
+
+// The object an ObjectRef names, mapped through a bare handle of the heap's session (the
+// reference the dict holds keeps it alive; a pin is not needed).
+Segment attach_object_ref(const Heap& heap, const ObjectRef& r) {
+  Handle hd;
+  hd.session = heap.root_segment().session();
+  hd.object = r.object;
+  hd.size = r.size;
+  hd.kind = r.kind;
+  return Segment::attach(hd);
+}
 
 bool items_equal(const Item& a, const Item& b) noexcept {
   const codec::Number x = number_item(a), y = number_item(b);
@@ -160,7 +196,10 @@ std::string item_repr(const Item& v) {
     }
     case 4: return quoted(std::get<std::string>(v), "");
     case 5: return quoted(std::get<Bytes>(v).data, "b");
-    default: return "<pickle of " + std::to_string(std::get<Pickled>(v).data.size()) + " bytes>";
+    case 6: return "<pickle of " + std::to_string(std::get<Pickled>(v).data.size()) + " bytes>";
+    case 7: return "<int of " + std::to_string(std::get<BigInt>(v).le.size()) + " bytes>";
+    case 8: return "<tuple or frozenset image of " + std::to_string(std::get<FrozenKey>(v).image.size()) + " bytes>";
+    default: return "<shoal object " + std::get<ObjectRef>(v).object.hex() + ">";
   }
 }
 
@@ -191,8 +230,13 @@ class DictWriter {
     if (containers::item_has_node(item)) heap_.commit(containers::item_ref(item));
   }
   void free_item(uint64_t item) {
-    if (containers::item_has_node(item)) heap_.free(containers::item_ref(item));
+    if (!containers::item_has_node(item)) return;
+    release_ref(item);
+    heap_.free(containers::item_ref(item));
   }
+  // R2, R3 (containers/item_refs.hpp).
+  void add_ref(const Item& value, uint64_t item) { containers::add_item_ref(heap_, value, item); }
+  void release_ref(uint64_t item) { containers::release_item_ref(heap_, item, step); }
   // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
   // this heap between a writer's death and the recovery (every allocation is made under the
   // dict's lock), so a block the dead writer freed still has its free header.
@@ -208,7 +252,16 @@ class DictWriter {
     if (ref != 0 && block_used(ref)) heap_.free(ref);
   }
   void free_item_checked(uint64_t item) {
-    if (containers::item_has_node(item)) free_block_checked(containers::item_ref(item));
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    release_ref(item);
+    heap_.free(containers::item_ref(item));
+  }
+  // A rolled-back write's new item: its reference goes (R3 added it before the intent); its
+  // block too when this process wrote it (a dead writer's pending blocks go to Heap::check).
+  void roll_back_item(uint64_t item, bool writer_gone) {
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    release_ref(item);
+    if (!writer_gone) heap_.free(containers::item_ref(item));
   }
 
   HeapRef new_table(uint32_t log2) {
@@ -295,6 +348,7 @@ class DictWriter {
     if (found >= 0) {
       layout::DictEntry& e = t.entries()[found];
       const uint64_t nv = store_item(containers::encode_item(value));
+      add_ref(value, nv);
       in.table = t.ref;
       in.entry = static_cast<uint64_t>(found);
       in.value = nv;
@@ -320,6 +374,7 @@ class DictWriter {
     uint64_t v = 0;
     try {
       v = store_item(containers::encode_item(value));
+      add_ref(value, v);  // frees v when it throws
     } catch (...) {
       free_item(k);
       throw;
@@ -401,6 +456,9 @@ class DictWriter {
     in.value = e.value.load(std::memory_order_relaxed);
     // Decoded before anything changes: a value with no C++ type leaves the dict as it was.
     Item out = containers::decode_item(heap_, in.value, [] { return true; });
+    // A reference comes back mapped by this process before the dict drops its own, so the
+    // object outlives the pop in the popper's hands (del maps it too: one attach).
+    if (auto* r = std::get_if<ObjectRef>(&out)) r->target = attach_object_ref(heap_, *r);
     if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; });
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
@@ -477,8 +535,7 @@ class DictWriter {
     // after its intent) are freed here.
     const bool writer_gone = in.pid != sync::self_pid();
     auto roll_back = [&](std::initializer_list<uint64_t> items) {
-      if (writer_gone) return;
-      for (uint64_t item : items) free_item_checked(item);
+      for (uint64_t item : items) roll_back_item(item, writer_gone);
     };
     bump_gen();
     step();
@@ -729,17 +786,31 @@ void Dict::clear() {
 
 // ---- reads -------------------------------------------------------------------------------
 
-std::optional<Item> Dict::get(const Item& key) const {
+std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
   const KeyProbe p = containers::probe_of(key, seed_);
   const DictHeader* h = header_of(heap_, top_);
-  return optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
-    const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
-    const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
-    if (e < 0) return std::nullopt;
-    const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
-    return containers::decode_item(heap_, value, still_valid);
-  });
+  for (int attempt = 0;; ++attempt) {
+    std::optional<Item> v = optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
+      const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
+      const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
+      if (e < 0) return std::nullopt;
+      const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
+      return containers::decode_item(heap_, value, still_valid);
+    });
+    auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
+    if (r == nullptr || !map_refs) return v;
+    try {
+      r->target = attach_object_ref(heap_, *r);
+      return v;
+    } catch (const StaleHandleError&) {
+      // Gone: a writer replaced the value and dropped its reference after the read above (a
+      // value the dict holds is alive, R1). Read again; a stale value that stays is corrupt.
+      if (attempt >= 3) throw;
+    }
+  }
 }
+
+Segment Dict::attach_ref(const ObjectRef& r) const { return attach_object_ref(heap_, r); }
 
 bool Dict::contains(const Item& key) const {
   const KeyProbe p = containers::probe_of(key, seed_);

@@ -28,17 +28,29 @@
 #include "shoal/detail/frozen_format.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/error.hpp"
+#include "shoal/frozen.hpp"
 
 namespace shoal::containers {
 
 /// A key as a lookup compares it with stored keys.
 struct KeyProbe {
-  enum Kind : uint8_t { kNone, kNumber, kStr, kBytes } kind = kNone;
+  enum Kind : uint8_t { kNone, kNumber, kStr, kBytes, kFrozen } kind = kNone;
   codec::Number num;
-  std::string_view data;  // kStr (UTF-8), kBytes
+  std::string_view data;  // kStr (UTF-8), kBytes, kFrozen (the image)
+  frozen::Image image;    // kFrozen: over data
   uint64_t hash = 0;
 };
 KeyProbe probe_of(const Item& key, uint64_t seed);
+
+/// The image of a stored tuple/frozenset key item, copied into *buf.
+template <class Mem>
+frozen::Image stored_key_image(const Mem& mem, uint64_t item, std::string* buf) {
+  uint64_t n = 0;
+  const std::byte* d = node_payload(mem, item, &n);
+  buf->resize(n);
+  racy_copy(buf->data(), d, n);
+  return open_key_image(buf->data(), n);
+}
 
 /// Python's == between a probe key and a stored key item.
 template <class Mem>
@@ -57,6 +69,12 @@ bool key_matches(const Mem& mem, uint64_t item, const KeyProbe& p) {
       uint64_t n = 0;
       const std::byte* d = node_payload(mem, item, &n);
       return n == p.data.size() && racy_equal(d, p.data.data(), n);
+    }
+    case KeyProbe::kFrozen: {
+      if (!is_frozen_key_tag(t)) return false;
+      std::string buf;
+      const frozen::Image im = stored_key_image(mem, item, &buf);
+      return frozen::keys_equal(p.image.root(), im.root());
     }
   }
   return false;
@@ -145,6 +163,11 @@ uint64_t hash_of_item(const Mem& mem, uint64_t item, uint64_t seed) {
       racy_copy(buf.data(), p, n);
       return codec::hash::of_bytes(seed, buf.data(), n);
     }
+    case Tag::kTuple:
+    case Tag::kFrozenSet: {
+      std::string buf;
+      return frozen::hash_of(stored_key_image(mem, item, &buf).root());
+    }
     default: {
       std::string buf;
       const codec::Number num = number_of(mem, item, &buf);
@@ -174,6 +197,12 @@ bool stored_keys_equal(const Mem& mem, uint64_t a, uint64_t b) {
     return na == nb && std::memcmp(pa, pb, na) == 0;
   }
   if (ta == Tag::kNone || tb == Tag::kNone) return ta == tb;
+  if (is_frozen_key_tag(ta) || is_frozen_key_tag(tb)) {
+    if (!is_frozen_key_tag(ta) || !is_frozen_key_tag(tb)) return false;
+    std::string ba, bb;
+    return frozen::keys_equal(stored_key_image(mem, a, &ba).root(),
+                              stored_key_image(mem, b, &bb).root());
+  }
   std::string ba, bb;
   const codec::Number x = number_of(mem, a, &ba), y = number_of(mem, b, &bb);
   return x.kind != codec::Number::kNotNumber && y.kind != codec::Number::kNotNumber &&
@@ -256,6 +285,13 @@ StructureReport check_structure(const Mem& mem, uint64_t top) {
     const uint64_t value = racy_load64(&e->value);
     const Tag vt = layout::tag_of(value);
     if (vt == Tag::kReserved) corrupt("an entry's value has the reserved tag");
+    if (vt == layout::kObjectRefTag) {  // R1, R2: a live value's reference is held
+      const std::byte* rp = mem.at(item_ref(value), sizeof(layout::ObjectRefNode));
+      if (racy_load64(rp) != layout::kObjectRefPayload ||
+          racy_load64(rp + offsetof(layout::ObjectRefNode, state)) != layout::kRefHeld) {
+        corrupt("R2: entry " + std::to_string(i) + "'s object reference is not held");
+      }
+    }
     r.node_blocks += (item_has_node(key) ? 1 : 0) + (item_has_node(value) ? 1 : 0);
   }
   const uint64_t hint = racy_load64(&t.header()->pop_hint);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "layout/frozen_layout.hpp"
+#include "shoal/frozen.hpp"
 
 namespace shoal::containers {
 
@@ -59,13 +60,54 @@ Encoded encode_item(const Item& v) {
       node(Tag::kBytes, b.size(), 0, b.data(), b.size());
       break;
     }
-    default: {
+    case 6: {
       const std::string& b = std::get<Pickled>(v).data;
       node(Tag::kPickle, b.size(), 0, b.data(), b.size());
       break;
     }
+    case 7: {  // kBigInt: the codec's canonical length
+      const std::string& b = std::get<BigInt>(v).le;
+      const size_t n = codec::canonical_int_len(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(b.data()), b.size()));
+      if (n == 0) {
+        e.inline_item = static_cast<uint64_t>(Tag::kInt);  // 0
+      } else {
+        node(Tag::kBigInt, n, 0, b.data(), n);
+      }
+      break;
+    }
+    case 8: {  // a tuple or frozenset: a whole frozen image, tagged as its root
+      const std::string& im = std::get<FrozenKey>(v).image;
+      const Tag t = frozen_key_tag(im);
+      node(t, im.size(), 0, im.data(), im.size());
+      break;
+    }
+    default: {
+      const ObjectRef& r = std::get<ObjectRef>(v);
+      layout::ObjectRefNode n{};
+      n.nbytes = layout::kObjectRefPayload;
+      n.object_hi = r.object.hi;
+      n.object_lo = r.object.lo;
+      n.size = r.size;
+      n.kind = r.kind;
+      e.tag = layout::kObjectRefTag;
+      e.node.resize(sizeof n);
+      std::memcpy(e.node.data(), &n, sizeof n);
+      break;
+    }
   }
   return e;
+}
+
+Tag frozen_key_tag(std::string_view image) {
+  Result<frozen::Image> im = frozen::Image::open(
+      reinterpret_cast<const std::byte*>(image.data()), image.size());
+  if (!im) im.status().throw_if_error();
+  const Tag t = layout::tag_of(im.value().root().ref());
+  if (t != Tag::kTuple && t != Tag::kFrozenSet) {
+    throw_error(Errc::kInvalidArgument, "dict: a FrozenKey's image must hold a tuple or frozenset");
+  }
+  return t;
 }
 
 }  // namespace shoal::containers

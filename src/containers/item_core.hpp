@@ -28,6 +28,7 @@
 #include "shoal/detail/frozen_format.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/error.hpp"
+#include "shoal/frozen.hpp"
 
 namespace shoal::containers {
 
@@ -100,6 +101,18 @@ struct Encoded {
 };
 Encoded encode_item(const Item& v);
 
+/// The tag a FrozenKey's image is stored under (its root's: kTuple or kFrozenSet);
+/// InvalidArgumentError / DecodeError for an image of anything else.
+Tag frozen_key_tag(std::string_view image);
+
+/// A tuple/frozenset key's image (DecodeError when its header fails its checks).
+inline frozen::Image open_key_image(const char* data, uint64_t n) {
+  Result<frozen::Image> im = frozen::Image::open(reinterpret_cast<const std::byte*>(data), n);
+  if (!im) im.status().throw_if_error();
+  return im.value();
+}
+inline bool is_frozen_key_tag(Tag t) noexcept { return t == Tag::kTuple || t == Tag::kFrozenSet; }
+
 /// The largest node payload a reader copies (the heap's largest block).
 inline constexpr uint64_t kMaxNodeBytes = uint64_t{1} << 36;
 
@@ -164,8 +177,11 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
       uint64_t n = 0;
       const std::byte* p = node_payload(mem, item, &n);
       if (n > 8) {
-        if (!still_valid()) throw StaleRead{};
-        throw_error(Errc::kInvalidArgument, "dict: an int of more than 64 bits has no C++ type");
+        if (!still_valid()) throw StaleRead{};  // n is trusted from here
+        BigInt big;
+        big.le.resize(n);
+        racy_copy(big.le.data(), p, n);
+        return big;
       }
       unsigned char b[8] = {};
       racy_copy(b, p, n);
@@ -188,6 +204,26 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
       if (layout::tag_of(item) == Tag::kStr) return s;
       if (layout::tag_of(item) == Tag::kPickle) return Pickled{std::move(s)};
       return Bytes{std::move(s)};
+    }
+    case Tag::kTuple:
+    case Tag::kFrozenSet: {
+      uint64_t n = 0;
+      const std::byte* p = node_payload(mem, item, &n);
+      if (!still_valid()) throw StaleRead{};
+      FrozenKey k;
+      k.image.resize(n);
+      racy_copy(k.image.data(), p, n);
+      return k;
+    }
+    case layout::kObjectRefTag: {
+      const std::byte* p = mem.at(item_ref(item), sizeof(layout::ObjectRefNode));
+      if (racy_load64(p) != layout::kObjectRefPayload) corrupt("an object reference node's size is wrong");
+      ObjectRef r;
+      r.object.hi = racy_load64(p + offsetof(layout::ObjectRefNode, object_hi));
+      r.object.lo = racy_load64(p + offsetof(layout::ObjectRefNode, object_lo));
+      r.size = racy_load64(p + offsetof(layout::ObjectRefNode, size));
+      r.kind = static_cast<uint32_t>(racy_load64(p + offsetof(layout::ObjectRefNode, kind)));
+      return r;
     }
     default:
       if (!still_valid()) throw StaleRead{};

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "containers/item_refs.hpp"
 #include "containers/list_core.hpp"
 #include "sync/recursive_lock.hpp"
 #include "sync/robust_mutex.hpp"
@@ -100,7 +101,9 @@ class ListWriter {
     if (e.node.empty()) return e.inline_item;
     const HeapRef r = heap_.allocate_pending(e.node.size());
     std::memcpy(heap_.at(r, e.node.size()), e.node.data(), e.node.size());
-    return r | static_cast<uint64_t>(e.tag);
+    const uint64_t item = r | static_cast<uint64_t>(e.tag);
+    containers::add_item_ref(heap_, v, item);  // R3; frees the node when it throws
+    return item;
   }
   // All of vs stored (pending), or none (the stored ones freed) and the error thrown.
   std::vector<uint64_t> store_items(const std::vector<Item>& vs) {
@@ -118,7 +121,9 @@ class ListWriter {
     if (containers::item_has_node(item)) heap_.commit(containers::item_ref(item));
   }
   void free_item(uint64_t item) {
-    if (containers::item_has_node(item)) heap_.free(containers::item_ref(item));
+    if (!containers::item_has_node(item)) return;
+    containers::release_item_ref(heap_, item, step);  // R2
+    heap_.free(containers::item_ref(item));
   }
   // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
   // this heap between a writer's death and the recovery (every allocation is made under the
@@ -135,7 +140,16 @@ class ListWriter {
     if (ref != 0 && block_used(ref)) heap_.free(ref);
   }
   void free_item_checked(uint64_t item) {
-    if (containers::item_has_node(item)) free_block_checked(containers::item_ref(item));
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    containers::release_item_ref(heap_, item, step);
+    heap_.free(containers::item_ref(item));
+  }
+  // A rolled-back write's new item: its reference goes (R3 added it before the intent); its
+  // block too when this process wrote it (a dead writer's pending blocks go to Heap::check).
+  void roll_back_item(uint64_t item, bool writer_gone) {
+    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
+    containers::release_item_ref(heap_, item, step);
+    if (!writer_gone) heap_.free(containers::item_ref(item));
   }
   Item read(uint64_t item) {
     return containers::decode_item(heap_, item, [] { return true; });
@@ -315,6 +329,8 @@ class ListWriter {
     if (idx < 0) return std::nullopt;
     const uint64_t old = word(a, static_cast<uint64_t>(idx));
     Item out = read(old);
+    // A reference comes back mapped before the list drops its own (it outlives the pop).
+    if (auto* r = std::get_if<ObjectRef>(&out)) r->target = attach_object_ref(heap_, *r);
     erase_at(a, static_cast<uint64_t>(idx));
     return out;
   }
@@ -478,9 +494,7 @@ class ListWriter {
           for (uint64_t j = 0; j < in.count; ++j) commit_item(word(a, in.index + j));
           step();
         } else if (n == in.index) {
-          if (!writer_gone) {
-            for (uint64_t j = 0; j < in.count; ++j) free_item_checked(word(a, in.index + j));
-          }
+          for (uint64_t j = 0; j < in.count; ++j) roll_back_item(word(a, in.index + j), writer_gone);
         } else {
           containers::list_corrupt("an append's intent does not match the size");
         }
@@ -496,8 +510,8 @@ class ListWriter {
           step();
           free_item_checked(in.old_item);
           step();
-        } else if (!writer_gone) {
-          free_item_checked(in.item);
+        } else {
+          roll_back_item(in.item, writer_gone);
         }
         break;
       }
@@ -535,15 +549,15 @@ class ListWriter {
             step();
           }
         } else if (current == in.array) {
-          if (!writer_gone && block_used(in.new_array)) {
+          if (block_used(in.new_array)) {
             const ArrayView oa = containers::open_array(heap_, in.array);
             const ArrayView na = containers::open_array(heap_, in.new_array);
             std::vector<uint64_t> old = words_of(oa);
             std::sort(old.begin(), old.end());
             for (uint64_t it : words_of(na)) {
-              if (!std::binary_search(old.begin(), old.end(), it)) free_item_checked(it);
+              if (!std::binary_search(old.begin(), old.end(), it)) roll_back_item(it, writer_gone);
             }
-            heap_.free(in.new_array);
+            if (!writer_gone) heap_.free(in.new_array);
           }
         } else {
           containers::list_corrupt("a replace's intent names neither the old nor the new array");
@@ -748,7 +762,21 @@ void List::permute(const std::vector<uint64_t>& perm) {
 
 // ---- reads -------------------------------------------------------------------------------
 
-std::optional<Item> List::get(int64_t i) const { return get_at(heap_, top_, i); }
+std::optional<Item> List::get(int64_t i) const {
+  for (int attempt = 0;; ++attempt) {
+    std::optional<Item> v = get_at(heap_, top_, i);
+    auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
+    if (r == nullptr) return v;
+    try {
+      r->target = attach_object_ref(heap_, *r);
+      return v;
+    } catch (const StaleHandleError&) {
+      // Gone: a writer replaced the element and dropped its reference after the read (an
+      // element the list holds is alive, R1). Read again.
+      if (attempt >= 3) throw;
+    }
+  }
+}
 
 std::optional<Item> List::get_at(const Heap& heap, uint64_t top, int64_t i) {
   const ListHeader* h = header_of(heap, top);
@@ -771,7 +799,7 @@ uint64_t List::size() const {
 
 std::vector<Item> List::slice(const Slice& s) const {
   const ListHeader* h = header_of(heap_, top_);
-  return optimistic(h, [&](auto& still_valid) {
+  std::vector<Item> out = optimistic(h, [&](auto& still_valid) {
     const ArrayView a = containers::open_array(heap_, h->array.load(std::memory_order_acquire));
     const containers::SliceRange r = containers::slice_range(s, containers::checked_size(a));
     std::vector<Item> out;
@@ -781,6 +809,12 @@ std::vector<Item> List::slice(const Slice& s) const {
     }
     return out;
   });
+  // References mapped (a slice is read at one instant; one whose object went meanwhile
+  // raises StaleHandleError: read the slice again).
+  for (Item& v : out) {
+    if (auto* ref = std::get_if<ObjectRef>(&v)) ref->target = attach_object_ref(heap_, *ref);
+  }
+  return out;
 }
 
 bool List::Cursor::next(Item* value) {
@@ -791,6 +825,7 @@ bool List::Cursor::next(Item* value) {
     return false;
   }
   ++pos_;
+  if (auto* r = std::get_if<ObjectRef>(&*v)) r->target = attach_object_ref(heap_, *r);
   if (value != nullptr) *value = std::move(*v);
   return true;
 }

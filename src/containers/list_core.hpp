@@ -131,9 +131,19 @@ void check_element(const Mem& mem, uint64_t item, uint64_t i) {
     case Tag::kBigInt:
     case Tag::kStr:
     case Tag::kBytes:
-    case Tag::kPickle: {
+    case Tag::kPickle:
+    case Tag::kTuple:
+    case Tag::kFrozenSet: {
       uint64_t n = 0;
       (void)node_payload(mem, item, &n);
+      return;
+    }
+    case layout::kObjectRefTag: {  // R1, R2 (dict_layout.hpp): a live element's reference is held
+      const std::byte* p = mem.at(item_ref(item), sizeof(layout::ObjectRefNode));
+      if (racy_load64(p) != layout::kObjectRefPayload ||
+          racy_load64(p + offsetof(layout::ObjectRefNode, state)) != layout::kRefHeld) {
+        list_corrupt("R2: element " + std::to_string(i) + "'s object reference is not held");
+      }
       return;
     }
     default:

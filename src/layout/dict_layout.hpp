@@ -16,10 +16,17 @@
 // [-2**59, 2**59)) are inline. Node tags 4..14 are `HeapRef | tag`: the HeapRef (16-byte aligned,
 // so its low 4 bits are free) names a heap block whose payload is exactly the codec's node for
 // that tag: kFloat {f64, 0}, kBigInt {nbytes, 0, bytes}, kStr {nbytes, flags, utf8},
-// kBytes/kPickle {nbytes, 0, bytes}. (The C++ API writes None, bool, int, float, str, bytes and
-// (values only) Pickled, a kPickle node; the tuple/frozenset keys and container values of the
-// Python layer are a later version's: a reader of this version refuses a tag it does not know with DecodeError.) Item 15
-// (kDeletedKey) in an entry's key word marks an erased entry.
+// kBytes/kPickle {nbytes, 0, bytes}. Three more node kinds, of this layout only (a container
+// heap never holds a frozen container node, so their tags are free here):
+//   kTuple / kFrozenSet  a tuple or frozenset key (or value): {nbytes, 0, image}, where image
+//                        is a whole frozen image (docs/design/frozen.md) whose root is the
+//                        tuple or frozenset, hashed with hash_seed (frozen::hash_of).
+//   kObjectRefTag        a reference to another shoal object of the session: ObjectRefNode.
+//                        While a node of this tag is used, the heap's root segment holds one
+//                        broker reference to the object it names (Segment::add_reference),
+//                        made before the node is stored and dropped once, after state is set
+//                        to kRefDropped (R1-R3 below; docs/design/dict.md).
+// Item 15 (kDeletedKey) in an entry's key word marks an erased entry.
 //
 // Index slot values: 0 empty; i + 1 names entry i. Erasing does not touch the index: the
 // entry's key becomes kDeletedKey, so the slot acts as CPython's DKIX_DUMMY (probing goes on).
@@ -46,6 +53,14 @@
 //       or value; no block is pending.
 //   D9  pop_hint == 0, or every entry in [pop_hint - 1, nentries) is erased (popitem's scan
 //       starts below it; an insert clears it before its linearising store).
+//   R1  every used kObjectRefTag node whose state is kRefHeld stands for one broker
+//       reference from the root segment to its object: the object is alive while the node is.
+//   R2  a node's state becomes kRefDropped (under the lock) before its reference is dropped,
+//       and a node in state kRefDropped is never read as a live value (it is unreachable from
+//       the table by then): a death between the two steps leaves one reference too many
+//       (the object lives as long as the dict), never one too few.
+//   R3  a reference is added before its node can become visible (before the intent of the
+//       write that stores it): a value never names an object the dict does not hold.
 // Who writes what: everything but `gen` readers' loads is written under `lock` (a
 // RecursiveMutexState, with the protocol of sync's RecursiveMutex: src/sync/recursive_lock.hpp).
 // Readers take no lock: they load gen (acquire), read, and retry when gen changed (the writer bumps gen,
@@ -63,6 +78,7 @@
 #include <type_traits>
 
 #include "layout/robust_mutex_layout.hpp"
+#include "shoal/detail/frozen_format.hpp"
 #include "layout/sync_layout.hpp"
 
 namespace shoal::layout {
@@ -74,6 +90,25 @@ inline constexpr uint32_t kDictMinLog2 = 3;   // 8 slots, 5 entries
 inline constexpr uint32_t kDictMaxLog2 = 31;  // index values and counts fit 32 bits
 inline constexpr uint64_t kDeletedKey = 15;   // the codec's empty-key word: no item has it
 static_assert((kDeletedKey & 15) == 15, "tag 15 is the one tag no stored item has");
+
+/// The item tag of a reference to another shoal object (Tag::kDict: no frozen dict node is
+/// ever stored in a container heap).
+inline constexpr Tag kObjectRefTag = Tag::kDict;
+inline constexpr uint64_t kRefHeld = 0;
+inline constexpr uint64_t kRefDropped = 1;
+
+/// The block of a kObjectRefTag item: the node's two fixed words, then what names the object.
+struct ObjectRefNode {
+  uint64_t nbytes;             // 32: the bytes after the fixed words
+  std::atomic<uint64_t> state;  // kRefHeld, then kRefDropped before the drop (R2)
+  uint64_t object_hi;          // the object's id
+  uint64_t object_lo;
+  uint64_t size;               // its usable bytes (a handle's size field)
+  uint32_t kind;               // its ObjectKind
+  uint32_t reserved;           // 0
+};
+static_assert(sizeof(ObjectRefNode) == 48);
+inline constexpr uint64_t kObjectRefPayload = sizeof(ObjectRefNode) - kNodeFixedSize;
 
 /// The operation an intent record describes.
 enum DictOp : uint32_t {

@@ -163,3 +163,20 @@ def test_seed001_frozen_dict_cache_in_pool_map_copies_nothing(
         for w in runs["initializer + global"]["workers"]:
             assert w["anonymous_growth"] >= 0.5 * nbytes
     assert "end to end" in stdout
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_seed002_nested_mutation_and_value_array_as_the_author_expected(method: str) -> None:
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "seed002_nested.py"), "--start-method", method],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    # The child's three changes, each seen, and the parent sees the last (a manager: 100).
+    assert lines[:4] == ["Hello!  500", "Hello!  200", "Hello!  201", "Here I am:  201"]
+    assert lines[4:6] == ["3.1415927", str([-i for i in range(10)])]
+    assert "every outcome as the seed's author expected" in r.stdout

@@ -177,6 +177,94 @@ TEST(DictKill, EveryStepOfEveryOperationIsCompletedOrRolledBack) {
   EXPECT_EQ(scenarios_run, 8);
 }
 
+// ---- references to other objects: every step, and what stays alive ----------------------------
+
+// R1-R3 of dict_layout.hpp under a writer killed at every step: after the next writer's
+// recovery every reference a live entry holds names a living object (never a freed one), and
+// once the dict itself goes nothing it referred to is left (a death between a reference's
+// state store and its drop may keep the object until then, never longer).
+TEST(DictKill, EveryStepOfAReferenceWriteLeavesEveryNamedObjectAlive) {
+  ScopedRuntimeDir dir;
+  struct RefOp {
+    const char* name;
+    std::function<void(Dict&)> op;
+  };
+  const std::vector<RefOp> ops = {
+      {"overwrite a reference", [](Dict& d) { d.set(S("a"), I(1)); }},
+      {"erase a reference", [](Dict& d) { d.erase(S("a")); }},
+      {"pop a reference", [](Dict& d) { (void)d.pop(S("b")); }},
+      {"insert a reference",
+       [](Dict& d) { d.set(S("c"), *d.get(S("a"))); }},  // get maps it: a target to store
+      {"overwrite by a reference", [](Dict& d) { d.set(S("x"), *d.get(S("b"))); }},
+      {"clear", [](Dict& d) { d.clear(); }},
+  };
+  int ops_run = 0;
+  for (const RefOp& ro : ops) {
+    bool completed = false;
+    int killed = 0;
+    for (int64_t n = 1; !completed && n < 200; ++n) {
+      std::string target_bare;
+      {
+        Dict d = Dict::create();
+        {
+          Segment t = Segment::create(4096);
+          target_bare = t.handle(false);
+          d.set(S("a"), Item{ObjectRef::to(t)});
+          d.set(S("b"), Item{ObjectRef::to(t)});
+          d.set(S("x"), S(val(1, 1)));
+        }  // only the dict holds the target now
+        const std::string handle = d.handle();
+        ChildProcess child([&] {
+          after_fork_child();
+          Dict c = Dict::attach(handle);
+          detail::dict_kill_at.store(n);
+          ro.op(c);
+          detail::dict_kill_at.store(0);
+          return 0;
+        });
+        const int rc = child.wait();
+        if (rc == 0) {
+          completed = true;
+        } else {
+          ASSERT_EQ(rc, 128 + SIGKILL) << ro.name << " step " << n;
+          ++killed;
+          if (n % 3 == 0) {  // the recovery killed too, every third time
+            ChildProcess again([&] {
+              after_fork_child();
+              Dict c = Dict::attach(handle);
+              detail::dict_kill_at.store(n % 6 == 0 ? 1 : 2);
+              c.lock();
+              c.unlock();
+              detail::dict_kill_at.store(0);
+              return 0;
+            });
+            const int rc2 = again.wait();
+            ASSERT_TRUE(rc2 == 0 || rc2 == 128 + SIGKILL) << rc2;
+          }
+        }
+        ASSERT_NO_THROW(d.check()) << ro.name << " killed at step " << n;  // R2 included
+        // Every reference a live entry holds maps: its object is alive.
+        int refs = 0;
+        for (const auto& [k, v] : d.items()) {
+          if (const auto* r = std::get_if<ObjectRef>(&v)) {
+            ++refs;
+            EXPECT_NO_THROW((void)d.attach_ref(*r)) << ro.name << " killed at step " << n;
+          }
+        }
+        if (refs > 0) {
+          EXPECT_EQ(test::objects_still_listed(target_bare), 1) << ro.name << " step " << n;
+        }
+      }  // the dict goes: the broker drops its references
+      EXPECT_TRUE(test::wait_until([&] { return test::objects_still_listed(target_bare) == 0; }))
+          << ro.name << " killed at step " << n << ": the target outlived the dict";
+    }
+    EXPECT_TRUE(completed) << ro.name;
+    EXPECT_GT(killed, 2) << ro.name;
+    ++ops_run;
+  }
+  EXPECT_EQ(ops_run, 6);
+}
+
 // ---- random kills of a writer in a loop (seeded, bounded) -----------------------------------
 
 struct OpRecord {

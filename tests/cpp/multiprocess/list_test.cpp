@@ -492,5 +492,80 @@ TEST(ListProcesses, AHolderKilledWithTheLockHeldIsReportedAndTheListStaysUsable)
   EXPECT_EQ(l.check().size, 3u);  // a compound update is not rolled back
 }
 
+
+// ---- references to other objects (R1-R3 of dict_layout.hpp, shared through item_refs.hpp) ------
+
+// A writer killed at every step of a write that stores or drops a reference: after the next
+// writer's recovery every reference a live element holds names a living object, and once the
+// list goes nothing it referred to is left.
+TEST(ListKill, EveryStepOfAReferenceWriteLeavesEveryNamedObjectAlive) {
+  ScopedRuntimeDir dir;
+  struct RefOp {
+    const char* name;
+    std::function<void(List&)> op;
+  };
+  const std::vector<RefOp> ops = {
+      {"set over a reference", [](List& l) { l.set(0, I(1)); }},
+      {"pop a reference", [](List& l) { (void)l.pop(1); }},
+      {"append a reference", [](List& l) { l.append(*l.get(0)); }},
+      {"extend by references", [](List& l) { l.extend({*l.get(0), *l.get(1)}); }},
+      {"insert a reference", [](List& l) { l.insert(0, *l.get(1)); }},
+      {"delete a slice of references", [](List& l) { l.del_slice(Slice{0, 2, 1}); }},
+      {"replace a slice by a reference", [](List& l) { l.set_slice(Slice{1, 3, 1}, {*l.get(0)}); }},
+      {"clear", [](List& l) { l.clear(); }},
+  };
+  int ops_run = 0;
+  for (const RefOp& ro : ops) {
+    bool completed = false;
+    int killed = 0;
+    for (int64_t n = 1; !completed && n < 300; ++n) {
+      std::string target_bare;
+      {
+        List l = List::create();
+        {
+          Segment t = Segment::create(4096);
+          target_bare = t.handle(false);
+          l.append(Item{ObjectRef::to(t)});
+          l.append(Item{ObjectRef::to(t)});
+          l.append(S("plain"));
+        }  // only the list holds the target now
+        const std::string handle = l.handle();
+        ChildProcess child([&] {
+          after_fork_child();
+          List c = List::attach(handle);
+          detail::list_kill_at.store(n);
+          ro.op(c);
+          detail::list_kill_at.store(0);
+          return 0;
+        });
+        const int rc = child.wait();
+        if (rc == 0) {
+          completed = true;
+        } else {
+          ASSERT_EQ(rc, 128 + SIGKILL) << ro.name << " step " << n;
+          ++killed;
+        }
+        ASSERT_NO_THROW(l.check()) << ro.name << " killed at step " << n;  // R2 included
+        int refs = 0;
+        for (const Item& v : l.items()) {  // items() maps every reference: each is alive
+          if (const auto* r = std::get_if<ObjectRef>(&v)) {
+            ++refs;
+            EXPECT_TRUE(r->target.valid());
+          }
+        }
+        if (refs > 0) {
+          EXPECT_EQ(test::objects_still_listed(target_bare), 1) << ro.name;
+        }
+      }
+      EXPECT_TRUE(test::wait_until([&] { return test::objects_still_listed(target_bare) == 0; }))
+          << ro.name << " killed at step " << n << ": the target outlived the list";
+    }
+    EXPECT_TRUE(completed) << ro.name;
+    EXPECT_GT(killed, 1) << ro.name;
+    ++ops_run;
+  }
+  EXPECT_EQ(ops_run, 8);
+}
+
 }  // namespace
 }  // namespace shoal

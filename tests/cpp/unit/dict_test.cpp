@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <optional>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "containers/dict_core.hpp"
 #include "layout/dict_layout.hpp"
 #include "shoal/frozen.hpp"
 #include "test_support.hpp"
@@ -421,6 +424,139 @@ TEST(Dict, RandomOperationsMatchAStdMapModel) {
   for (int64_t k : order) want.push_back(I(k));
   expect_keys(d, want);
   for (const auto& [k, v] : model) EXPECT_EQ(*d.get(I(k)), S(v));
+  d.check();
+}
+
+
+// ---- references to other objects, tuple/frozenset and big-int keys --------------------------
+
+// True once the broker has freed the object a bare handle names (asked without attaching).
+bool freed(const std::string& bare_handle) {
+  return test::wait_until([&] { return test::objects_still_listed(bare_handle) == 0; });
+}
+
+TEST(DictRefs, AReferenceKeepsItsObjectAliveUntilTheLastEntryNamingItGoes) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  Segment t = Segment::create(4096);
+  test::fill(t, 7);
+  const std::string bare = t.handle(false);
+  d.set(S("a"), Item{ObjectRef::to(t)});
+  d.set(S("b"), Item{ObjectRef::to(t)});  // counted: two entries, two references
+  t.close();                              // only the dict keeps it now
+  {
+    std::optional<Item> v = d.get(S("a"));
+    ASSERT_TRUE(v && std::holds_alternative<ObjectRef>(*v));
+    const ObjectRef& r = std::get<ObjectRef>(*v);
+    ASSERT_TRUE(r.target.valid());
+    EXPECT_TRUE(test::check(r.target, 7));
+    EXPECT_EQ(r, std::get<ObjectRef>(*d.get(S("b"))));
+  }
+  EXPECT_EQ(d.check().node_blocks, 4u);
+  // pop returns the object mapped: it outlives the entry in the popper's hands.
+  std::optional<Item> popped = d.pop(S("a"));
+  ASSERT_TRUE(popped && std::get<ObjectRef>(*popped).target.valid());
+  EXPECT_TRUE(test::check(std::get<ObjectRef>(*popped).target, 7));
+  popped.reset();
+  EXPECT_EQ(test::objects_still_listed(bare), 1);  // "b" still holds it
+  EXPECT_TRUE(test::check(std::get<ObjectRef>(*d.get(S("b"))).target, 7));
+  d.set(S("b"), I(1));  // an overwrite drops the last reference
+  EXPECT_TRUE(freed(bare));
+  d.check();
+}
+
+TEST(DictRefs, ClearAndTheDictsOwnEndDropEveryReference) {
+  test::ScopedRuntimeDir rd;
+  std::string bare1, bare2;
+  {
+    Dict d = Dict::create();
+    Segment t1 = Segment::create(4096), t2 = Segment::create(4096);
+    bare1 = t1.handle(false);
+    bare2 = t2.handle(false);
+    for (int i = 0; i < 20; ++i) d.set(I(i), Item{ObjectRef::to(i % 2 ? t1 : t2)});
+    t1.close();
+    t2.close();
+    d.clear();
+    EXPECT_TRUE(freed(bare1) && freed(bare2));
+    Segment t3 = Segment::create(4096);
+    bare1 = t3.handle(false);
+    d.set(S("x"), Item{ObjectRef::to(t3)});
+    // A dict that holds itself: a cycle, allowed (the broker's cycle collection frees it).
+    d.set(S("me"), Item{ObjectRef::to(d.heap().root_segment())});
+    EXPECT_EQ(std::get<ObjectRef>(*d.get(S("me"))).object, d.heap().root_segment().id());
+    d.erase(S("me"));
+    d.check();
+  }
+  EXPECT_TRUE(freed(bare1));  // freed with the dict, whose references the broker drops
+}
+
+TEST(DictRefs, AReferenceIsNeverAKeyAndNeedsItsTarget) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  Segment t = Segment::create(4096);
+  EXPECT_THROW(d.set(Item{ObjectRef::to(t)}, I(1)), InvalidArgumentError);
+  ObjectRef unmapped = ObjectRef::to(t);
+  unmapped.target = Segment();
+  EXPECT_THROW(d.set(S("a"), Item{unmapped}), InvalidArgumentError);
+  EXPECT_EQ(d.size(), 0u);
+  EXPECT_EQ(d.check().heap.used_blocks, 2u);  // the refused node was freed
+  // Read back through the Cursor, a reference is unmapped: attach_ref maps it.
+  d.set(S("a"), Item{ObjectRef::to(t)});
+  Dict::Cursor c = d.cursor();
+  Item k, v;
+  ASSERT_TRUE(c.next(&k, &v));
+  EXPECT_FALSE(std::get<ObjectRef>(v).target.valid());
+  EXPECT_EQ(d.attach_ref(std::get<ObjectRef>(v)).id(), t.id());
+}
+
+Item tuple_key(const std::function<uint64_t(frozen::Builder&)>& build) {
+  frozen::Builder b;
+  const uint64_t root = build(b);
+  const std::vector<std::byte> bytes = b.finish_bytes(root);
+  return Item{FrozenKey{std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())}};
+}
+
+TEST(DictRefs, TupleFrozensetAndBigIntKeysHashAndCompareAsInAFrozenDict) {
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  const Item t1 = tuple_key([](frozen::Builder& b) {
+    const uint64_t items[] = {b.integer(1), b.str("a")};
+    return b.tuple(items);
+  });
+  const Item t1f = tuple_key([](frozen::Builder& b) {  // (1.0, "a") == (1, "a")
+    const uint64_t items[] = {b.floating(1.0), b.str("a")};
+    return b.tuple(items);
+  });
+  const Item fs = tuple_key([](frozen::Builder& b) {
+    const uint64_t items[] = {b.integer(2), b.integer(3)};
+    return b.frozenset(items);
+  });
+  const Item fs2 = tuple_key([](frozen::Builder& b) {
+    const uint64_t items[] = {b.integer(3), b.integer(2)};
+    return b.frozenset(items);
+  });
+  EXPECT_TRUE(d.set(t1, S("tuple")));
+  EXPECT_FALSE(d.set(t1f, S("tuple2")));  // an equal key: overwritten in place
+  EXPECT_TRUE(d.set(fs, S("set")));
+  EXPECT_EQ(*d.get(t1f), S("tuple2"));
+  EXPECT_EQ(*d.get(fs2), S("set"));
+  // An int beyond 64 bits: 2**70 as a key, equal to the float 2.0**70.
+  std::string le(9, '\0');
+  le[8] = 0x40;
+  EXPECT_TRUE(d.set(Item{BigInt{le}}, S("big")));
+  EXPECT_EQ(*d.get(Item{std::ldexp(1.0, 70)}), S("big"));
+  EXPECT_EQ(std::get<BigInt>(d.keys().back()).le, le);
+  // The stored hash is the frozen one: the same key is found in a FrozenDict built alike.
+  frozen::Builder b;
+  const uint64_t k[] = {b.tuple(std::vector<uint64_t>{b.integer(1), b.str("a")})};
+  const uint64_t v[] = {b.str("v")};
+  const std::vector<std::byte> img = b.finish_bytes(b.dict(k, v));
+  Result<frozen::Image> im = frozen::Image::open(img.data(), img.size());
+  ASSERT_TRUE(im);
+  EXPECT_EQ(im.value().root().hash_at(0), containers::probe_of(t1, frozen::kDefaultHashSeed).hash);
+  d.check();
+  EXPECT_TRUE(d.erase(t1f) && d.erase(fs2));
+  EXPECT_EQ(d.size(), 1u);
   d.check();
 }
 
