@@ -545,6 +545,12 @@ def _scene_killed_holder(size: int, out: TextIO) -> bool:
     return run_scene(size, out)
 
 
+def _scene_pipe_vs_queue(size: int, out: TextIO) -> bool:
+    from .scene_channels import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -570,6 +576,11 @@ SCENES: list[Scene] = [
         "killed-holder",
         "A lock's holder is SIGKILLed: multiprocessing.Lock stays locked, shoal.Lock comes back",
         _scene_killed_holder,
+    ),
+    Scene(
+        "pipe-vs-queue",
+        "Seed 003: Pipe or Queue, which is faster? multiprocessing's next to shoal's",
+        _scene_pipe_vs_queue,
     ),
 ]
 
