@@ -69,6 +69,19 @@ namespace layout {
 struct QueueHeader;
 }
 
+/// One message as get_messages hands it out: its encoding (the record's tag bits, which the
+/// queue stores but never interprets: 0 for raw bytes, what C++ producers put; the Python
+/// layer's encodings otherwise, src/layout/queue_layout.hpp) and its bytes, either copied into
+/// `data` or, for an out-of-band message taken with hand_out_blocks, the heap block that holds
+/// them, which then belongs to the caller (free it with heap().free(block) when done; if the
+/// caller dies first, the block stays allocated until the queue itself is freed).
+struct QueueMessage {
+  std::string data;     // the message, unless block != 0
+  HeapRef block = 0;    // the out-of-band block handed to the caller, or 0
+  uint64_t length = 0;  // the message's length (== data.size() unless block != 0)
+  uint8_t encoding = 0;
+};
+
 class Queue {
  public:
   struct Options {
@@ -116,7 +129,15 @@ class Queue {
   /// All of msgs or none, in order, under one lock hold: waits until all fit (faster-fifo's
   /// put_many). Throws InvalidArgumentError if together they can never fit.
   QueueStatus put_many(std::span<const std::string_view> msgs,
-                       Deadline deadline = Deadline::never(), bool interruptible = false);
+                       Deadline deadline = Deadline::never(), bool interruptible = false) {
+    return put_encoded(msgs, {}, deadline, interruptible);
+  }
+  /// put_many with each message's encoding (encodings empty: all raw bytes, else one per
+  /// message, each below layout::kEncodingCount, else InvalidArgumentError): the Python
+  /// layer's message header, handed back by get_messages.
+  QueueStatus put_encoded(std::span<const std::string_view> msgs,
+                          std::span<const uint8_t> encodings,
+                          Deadline deadline = Deadline::never(), bool interruptible = false);
 
   // ---- get ----------------------------------------------------------------------------------
   /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
@@ -134,6 +155,13 @@ class Queue {
   QueueStatus get_many(std::vector<std::string>& out, size_t max_messages,
                        Deadline deadline = Deadline::never(), bool interruptible = false,
                        uint64_t max_bytes = 0);
+
+  /// get_many with each message's encoding, appended to `out`; with `hand_out_blocks` an
+  /// out-of-band message is not copied: its block is handed to the caller (QueueMessage), who
+  /// frees it. The zero-copy receive of the Python layer.
+  QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,
+                           Deadline deadline = Deadline::never(), bool interruptible = false,
+                           uint64_t max_bytes = 0, bool hand_out_blocks = false);
 
   // ---- state --------------------------------------------------------------------------------
   /// Messages in the queue: a snapshot without the lock (qsize()).
@@ -155,8 +183,9 @@ class Queue {
  private:
   Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
       : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
-  QueueStatus take(std::vector<std::string>* many, std::string* one, size_t max_messages,
-                   uint64_t max_bytes, Deadline deadline, bool interruptible);
+  template <class Sink>
+  QueueStatus take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
+                   bool interruptible);
   friend struct QueueAccess;
   Heap heap_;
   HeapRef top_ = 0;

@@ -46,4 +46,5 @@ void register_frozen(nanobind::module_& m);
 void register_heap(nanobind::module_& m);
 void register_sync(nanobind::module_& m);
 void register_dict(nanobind::module_& m);  // after register_sync (OwnerDiedWarning)
+void register_queue(nanobind::module_& m);
 }  // namespace shoal::py

@@ -14,4 +14,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_heap(m);
   shoal::py::register_sync(m);
   shoal::py::register_dict(m);
+  shoal::py::register_queue(m);
 }

@@ -13,6 +13,7 @@ from ._containers import Dict
 from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
 from ._hold import hold
 from ._kinds import attach
+from ._queues import JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
     AccessDeniedError,
@@ -61,11 +62,13 @@ __all__ = [
     "FrozenTuple",
     "IncompatibleSegmentError",
     "InvalidArgumentError",
+    "JoinableQueue",
     "Lock",
     "LockTimeoutError",
     "OutOfSpaceError",
     "OwnerDiedError",
     "OwnerDiedWarning",
+    "Queue",
     "RLock",
     "SegmentExistsError",
     "SegmentNotFoundError",
@@ -74,6 +77,7 @@ __all__ = [
     "ShoalError",
     "ShoalOSError",
     "ShoalTimeoutError",
+    "SimpleQueue",
     "StaleHandleError",
     "Value",
     "__version__",

@@ -330,10 +330,29 @@ class Dict(_shoal.DictCore):
 MutableMapping.register(Dict)
 
 
+# The first word of the block a heap's root names: which object the heap holds
+# (src/layout/dict_layout.hpp kDictMagic, src/layout/queue_layout.hpp kQueueMagic).
+_DICT_MAGIC = 0x5443444C414F4853  # "SHOALDCT"
+_QUEUE_MAGIC = 0x4555514C414F4853  # "SHOALQUE"
+
+
 def from_heap(heap: _shoal.Heap) -> Any:
-    """``shoal.attach``'s opener for kind "heap": a Dict when the heap holds one (its root
-    names a dict header), else the heap itself."""
+    """``shoal.attach``'s opener for kind "heap": the object the heap holds, chosen by the magic
+    of the block its root names (a Dict, a Queue), else the heap itself."""
+    root = heap.root
+    if root == 0:
+        return heap
     try:
-        return Dict._from(heap, True)
+        magic = int.from_bytes(heap.read(root, 8), "little")
     except _shoal.ShoalError:
         return heap
+    try:
+        if magic == _DICT_MAGIC:
+            return Dict._from(heap, True)
+        if magic == _QUEUE_MAGIC:
+            from . import _queues
+
+            return _queues.from_heap_queue(heap)
+    except _shoal.ShoalError:
+        pass
+    return heap

@@ -62,3 +62,9 @@ def rebuild_value(handle: str, lock: object) -> object:
 def rebuild_dict(cls: type, handle: str, allow_pickle: bool) -> object:
     """Unpickle a shoal.Dict (or a subclass: cls): attach the dict its handle names."""
     return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]
+
+
+def rebuild_queue(cls: type, handle: str) -> object:
+    """Unpickle a shoal.Queue, JoinableQueue or SimpleQueue (cls): attach the queue its handle
+    names."""
+    return cls._from(handle)  # type: ignore[attr-defined]

@@ -366,12 +366,24 @@ class PendingBlocks {
 }  // namespace
 
 QueueStatus Queue::put(std::string_view msg, Deadline deadline, bool interruptible) {
-  return put_many(std::span<const std::string_view>(&msg, 1), deadline, interruptible);
+  return put_encoded(std::span<const std::string_view>(&msg, 1), {}, deadline, interruptible);
 }
 
-QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline deadline,
-                            bool interruptible) {
+QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
+                               std::span<const uint8_t> encodings, Deadline deadline,
+                               bool interruptible) {
   if (msgs.empty()) return QueueStatus::kOk;
+  if (!encodings.empty()) {
+    if (encodings.size() != msgs.size()) {
+      throw_error(Errc::kInvalidArgument, "queue: one encoding per message, or none");
+    }
+    for (uint8_t e : encodings) {
+      if (e >= layout::kEncodingCount) {
+        throw_error(Errc::kInvalidArgument,
+                    "queue: unknown message encoding " + std::to_string(e));
+      }
+    }
+  }
   const uint64_t ring = h_->ring_bytes;
   uint64_t len = 0, span = 0;
   bool any_oob = false;
@@ -416,12 +428,16 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
       const uint64_t tail = h_->tail.load(std::memory_order_relaxed);
       uint64_t pos = tail;
       size_t next_block = 0;
-      for (std::string_view m : msgs) {
+      for (size_t i = 0; i < msgs.size(); ++i) {
+        const std::string_view m = msgs[i];
+        const uint32_t enc = encodings.empty()
+                                 ? 0
+                                 : uint32_t{encodings[i]} << layout::kRecordEncodingShift;
         if (out_of_band(ring, m.size())) {
           const layout::OutOfBandRef o{blocks.refs()[next_block++], m.size()};
-          pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand, &o, sizeof o);
+          pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand | enc, &o, sizeof o);
         } else {
-          pos = write_record(h_, ring_, pos, layout::kRecordBytes, m.data(), m.size());
+          pos = write_record(h_, ring_, pos, layout::kRecordBytes | enc, m.data(), m.size());
         }
       }
       if (any_oob) {
@@ -455,12 +471,58 @@ QueueStatus Queue::put_many(std::span<const std::string_view> msgs, Deadline dea
 
 // ---- get ------------------------------------------------------------------------------------
 
+// Where take() puts the messages it copies out. One: into one string (whose buffer is reused,
+// so that a consumer of big messages does not allocate and fault in a new one each time);
+// Many: appended to a vector of strings; Messages: QueueMessage records, out-of-band blocks
+// handed out instead of copied when asked.
+namespace {
+struct OneSink {
+  std::string* out;
+  uint8_t* encoding;
+  size_t mark() const noexcept { return 0; }
+  void rollback(size_t) noexcept {}
+  bool hand_out() const noexcept { return false; }
+  std::string& next(uint8_t enc, uint64_t) {
+    if (encoding != nullptr) *encoding = enc;
+    return *out;
+  }
+  void handed(HeapRef, uint64_t, uint8_t) noexcept {}
+};
+struct ManySink {
+  std::vector<std::string>* out;
+  size_t mark() const noexcept { return out->size(); }
+  void rollback(size_t n) { out->resize(n); }
+  bool hand_out() const noexcept { return false; }
+  std::string& next(uint8_t, uint64_t) { return out->emplace_back(); }
+  void handed(HeapRef, uint64_t, uint8_t) noexcept {}
+};
+struct MessageSink {
+  std::vector<QueueMessage>* out;
+  bool blocks;
+  size_t mark() const noexcept { return out->size(); }
+  void rollback(size_t n) { out->resize(n); }
+  bool hand_out() const noexcept { return blocks; }
+  std::string& next(uint8_t enc, uint64_t length) {
+    QueueMessage& m = out->emplace_back();
+    m.encoding = enc;
+    m.length = length;
+    return m.data;
+  }
+  // Inside take's try: a throw here leaves the queue as it was.
+  void handed(HeapRef ref, uint64_t length, uint8_t enc) {
+    QueueMessage& m = out->emplace_back();
+    m.block = ref;
+    m.length = length;
+    m.encoding = enc;
+  }
+};
+}  // namespace
+
 // Waits for a message, then takes up to max_messages (and max_bytes, the first always) under one
-// lock hold: appended to *many, or (max_messages 1) into *one, whose buffer is reused so that a
-// consumer of big messages does not allocate (and fault in) a new one for each.
-QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t max_messages,
-                        uint64_t max_bytes, Deadline deadline, bool interruptible) {
-  if (many == nullptr) max_messages = 1;
+// lock hold into the sink.
+template <class Sink>
+QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
+                        bool interruptible) {
   if (max_messages == 0) max_messages = 1;
   Waiter waiter(deadline, interruptible);
   for (;;) {
@@ -473,22 +535,24 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
     if (head != tail) {
       // Steps: 1 copy the records' messages out (an allocation that throws leaves the queue as
       // it was); [out of band: 1a intent kIntentFreeing over [head, end)]; 2 consume: one store
-      // of head; [2a free the blocks; 2b intent idle]; 3 the derived counts; 4 bump get_seq;
-      // unlock; 5 wake. All are copied out before the head store, so a consumer killed here
-      // loses all of them or none.
-      const size_t first = many != nullptr ? many->size() : 0;
+      // of head; [2a free the blocks not handed out; 2b intent idle]; 3 the derived counts;
+      // 4 bump get_seq; unlock; 5 wake. All are copied out before the head store, so a consumer
+      // killed here loses all of them or none; a block handed out is freed by recovery if its
+      // taker dies before the intent is idle, and is the taker's after.
+      const size_t first = sink.mark();
       uint64_t pos = head, taken_bytes = 0;
       size_t taken = 0;
-      std::vector<HeapRef> blocks;
+      std::vector<HeapRef> blocks;   // to free after the consume store
+      bool any_block = false;        // blocks to free or handed out: the intent covers both
       try {
         while (pos != tail && taken < max_messages) {
           Result<channels::RecordView> r = channels::read_record(ring_, h_->ring_bytes, pos, tail);
           if (!r.has_value()) corrupt(r.status().message());
           const channels::RecordView& v = r.value();
           if (taken != 0 && max_bytes != 0 && taken_bytes + v.message > max_bytes) break;
-          std::string& msg = many != nullptr ? many->emplace_back() : *one;
-          msg.resize(v.message);
           if (v.ref == 0) {
+            std::string& msg = sink.next(v.encoding, v.message);
+            msg.resize(v.message);
             channels::ring_read(ring_, h_->ring_bytes, pos + layout::kRecordHeaderBytes,
                                 msg.data(), v.length);
           } else {
@@ -503,18 +567,25 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
               corrupt("queue: out-of-band block " + std::to_string(v.ref) + " is smaller than " +
                       std::to_string(v.message) + " bytes");
             }
-            if (v.message != 0) std::memcpy(msg.data(), heap_.at(v.ref, v.message), v.message);
-            blocks.push_back(v.ref);
+            any_block = true;
+            if (sink.hand_out()) {
+              sink.handed(v.ref, v.message, v.encoding);
+            } else {
+              std::string& msg = sink.next(v.encoding, v.message);
+              msg.resize(v.message);
+              if (v.message != 0) std::memcpy(msg.data(), heap_.at(v.ref, v.message), v.message);
+              blocks.push_back(v.ref);
+            }
           }
           pos += v.span();
           taken_bytes += v.message;
           ++taken;
         }
       } catch (...) {
-        if (many != nullptr) many->resize(first);
+        sink.rollback(first);
         throw;  // the lock is released by its guard; nothing in the queue changed
       }
-      if (!blocks.empty()) {
+      if (any_block) {
         h_->get_intent_head.store(head, std::memory_order_relaxed);
         h_->get_intent_end.store(pos, std::memory_order_relaxed);
         h_->get_intent_state.store(layout::kIntentFreeing, std::memory_order_release);
@@ -525,9 +596,10 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
       h_->bytes.store(h_->bytes.load(std::memory_order_relaxed) - taken_bytes,
                       std::memory_order_relaxed);
       h_->gets.fetch_add(taken, std::memory_order_relaxed);
-      if (!blocks.empty()) {
+      if (any_block) {
         // The intent stays until every block is freed: a death among the frees leaves the
-        // rest to recovery, which frees only what is still committed (never one twice).
+        // rest to recovery, which frees only what is still committed (never one twice), and
+        // the handed-out ones with them (their taker is dead).
         for (HeapRef b : blocks) heap_.free(b);
         h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
       }
@@ -544,12 +616,21 @@ QueueStatus Queue::take(std::vector<std::string>* many, std::string* one, size_t
 }
 
 QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible) {
-  return take(nullptr, &out, 1, 0, deadline, interruptible);
+  OneSink sink{&out, nullptr};
+  return take(sink, 1, 0, deadline, interruptible);
 }
 
 QueueStatus Queue::get_many(std::vector<std::string>& out, size_t max_messages,
                             Deadline deadline, bool interruptible, uint64_t max_bytes) {
-  return take(&out, nullptr, max_messages, max_bytes, deadline, interruptible);
+  ManySink sink{&out};
+  return take(sink, max_messages, max_bytes, deadline, interruptible);
+}
+
+QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messages,
+                                Deadline deadline, bool interruptible, uint64_t max_bytes,
+                                bool hand_out_blocks) {
+  MessageSink sink{&out, hand_out_blocks};
+  return take(sink, max_messages, max_bytes, deadline, interruptible);
 }
 
 // ---- state ----------------------------------------------------------------------------------

@@ -47,14 +47,14 @@ Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint6
   std::memcpy(&r, ring + pos % ring_bytes, sizeof r);
   RecordView v;
   v.length = r.length;
-  if (r.tag == layout::record_tag(layout::kRecordBytes)) {
-    v.flags = layout::kRecordBytes;
-  } else if (r.tag == layout::record_tag(layout::kRecordOutOfBand)) {
-    v.flags = layout::kRecordOutOfBand;
-  } else {
+  const uint32_t flags = r.tag & 0xFFu;
+  const uint32_t encoding = flags >> layout::kRecordEncodingShift;
+  if (r.tag >> 8 != layout::kRecordMarker || encoding >= layout::kEncodingCount) {
     return Status(Errc::kCorrupt, "queue: bad record tag " + std::to_string(r.tag) +
                                       " at position " + std::to_string(pos));
   }
+  v.flags = flags & layout::kRecordOutOfBand;
+  v.encoding = static_cast<uint8_t>(encoding);
   if (r.length > max_record_payload(ring_bytes) ||
       layout::record_span(r.length) > tail - pos) {
     return Status(Errc::kCorrupt, "queue: record of " + std::to_string(r.length) +

@@ -28,7 +28,8 @@ struct RingWalk {
 /// One record, as read and checked.
 struct RecordView {
   uint32_t length = 0;       // the record's payload bytes (16 for an out-of-band record)
-  uint32_t flags = 0;        // kRecordBytes or kRecordOutOfBand
+  uint32_t flags = 0;        // kRecordBytes or kRecordOutOfBand (bit 0 of the tag's flags)
+  uint8_t encoding = 0;      // kEncoding* (bits 1..3 of the tag's flags)
   uint64_t message = 0;      // the message's length (== length, or the OutOfBandRef's)
   uint64_t ref = 0;          // the block of an out-of-band record; 0 otherwise
   uint64_t span() const noexcept { return layout::record_span(length); }

@@ -17,10 +17,11 @@
 // to a multiple of 8: it spans record_span(length) = 8 + round_up(length, 8) bytes. Records may
 // wrap: the header never does (positions and ring_bytes are multiples of 8), the payload may
 // continue at ring[0]. tag = kRecordMarker << 8 | flags; the marker lets a walk tell a record
-// from garbage; flags (bits 0..7) say what the payload is: kRecordBytes (the message's bytes)
-// or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap that
-// holds the message). Other flags are refused by this version's reader (kCorrupt), so a later
-// version's Python-encoded records are not misread. A message goes out of band when its
+// from garbage; flags (bits 0..7) say what the payload is: bit 0 kRecordBytes (the message's
+// bytes) or kRecordOutOfBand (length == 16: an OutOfBandRef naming a block of the queue's heap
+// that holds the message); bits 1..3 the message's encoding (kEncoding*: raw bytes, or one of
+// the Python layer's), stored and handed back, never interpreted. Other flags are refused by
+// this version's reader (kCorrupt), so a later version's records are not misread. A message goes out of band when its
 // inline record would take more than a quarter of the ring (so a big message never waits for
 // a big contiguous stretch of ring, and any size up to Heap::kMaxAllocation goes through).
 //
@@ -32,7 +33,8 @@
 //       holds header_bytes + ring_bytes bytes. max_messages and max_bytes never change (0: no
 //       bound but the ring).
 //   Q3  head <= tail, tail - head <= ring_bytes, both multiples of 8.
-//   Q4  walking from head, every record's tag holds kRecordMarker and a known flag, its length
+//   Q4  walking from head, every record's tag holds kRecordMarker and known flags (an encoding
+//       below kEncodingCount), its length
 //       <= ring_bytes - 8, and the walk lands exactly on tail.
 //   Q5  at rest (lock free, or recovered) count == the records of Q4 and bytes == the sum of
 //       their message lengths (an out-of-band record's OutOfBandRef::length); count <=
@@ -79,6 +81,16 @@ inline constexpr uint32_t kSeqMask = kSeqWaiters - 1;
 inline constexpr uint32_t kRecordMarker = 0x51524Du;  // "MRQ": 24 bits, in tag bits 8..31
 inline constexpr uint32_t kRecordBytes = 0;           // flags: the payload is the message
 inline constexpr uint32_t kRecordOutOfBand = 1;       // flags: the payload is an OutOfBandRef
+// flags bits 1..3: the message's encoding, which the queue stores and hands back but never
+// interprets (the Python layer's message header): kEncodingBytes is what C++ puts (raw bytes);
+// the others are the Python layer's (python/shoal/_queues.py). A reader refuses encodings it
+// does not know (kCorrupt) rather than misread them.
+inline constexpr uint32_t kRecordEncodingShift = 1;
+inline constexpr uint32_t kRecordEncodingMask = 7;  // after the shift
+inline constexpr uint8_t kEncodingBytes = 0;   // raw bytes (C++ messages, Python bytes)
+inline constexpr uint8_t kEncodingPickle = 1;  // a pickle (multiprocessing's ForkingPickler)
+inline constexpr uint8_t kEncodingPickleBuffers = 2;  // a pickle and its out-of-band buffers
+inline constexpr uint8_t kEncodingCount = 3;   // encodings this version reads
 inline constexpr uint64_t kRecordHeaderBytes = 8;
 // The largest out-of-band message: what one heap block can hold (Heap::kMaxAllocation).
 inline constexpr uint64_t kQueueMaxOutOfBand = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;

@@ -1,0 +1,471 @@
+// python/bindings/queue_bind.cpp — shoal._shoal.QueueCore, the C++ shoal::Queue
+// (include/shoal/queue.hpp) as the base class of shoal.Queue, JoinableQueue and SimpleQueue
+// (python/shoal/_queues.py), and QueueBlock, an out-of-band message handed to its consumer.
+//
+// Messages cross this layer as (encoding, payload): the encoding is the record's tag bits
+// (layout::kEncoding*: 0 raw bytes, what C++ producers put and what a Python bytes is sent as;
+// 1 a pickle; 2 a pickle with its out-of-band buffers), which _queues.py chooses and reads.
+//
+// Hot paths in C: _put and _get are raw CPython methods (METH_FASTCALL, positional arguments, no
+// nanobind dispatch). Each first tries without waiting with the GIL held; when it must wait it
+// releases the GIL and waits interruptibly: on a signal it re-takes the GIL and runs
+// PyErr_CheckSignals(), so Ctrl-C raises KeyboardInterrupt with nothing put or taken, else it
+// waits again with the same absolute deadline (as the sync objects do, sync_bind.cpp).
+//
+// Zero-copy receive: _get(timeout, hand_out=True) takes an out-of-band message without copying
+// it: the payload is a QueueBlock, which exports the heap block's bytes through the buffer
+// protocol (writable: the block is the receiver's) and frees the block when the QueueBlock and
+// every view of it are gone. A receiver that dies first leaves the block allocated until the
+// queue itself is freed (docs/design/queue.md, "The Python layer").
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bindings.hpp"
+#include "layout/queue_layout.hpp"
+#include "shoal/heap.hpp"
+#include "shoal/queue.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace shoal::py {
+namespace {
+
+struct PyQueue {
+  Queue q;
+};
+
+// A message's heap block, handed to its receiver; freed with the last view of it.
+struct PyQueueBlock {
+  nb::object owner;  // the QueueCore: keeps the heap mapped while the block is viewed
+  HeapRef ref = 0;
+  uint64_t length = 0;
+  std::byte* data = nullptr;
+  Py_ssize_t exports = 0;
+  PyQueueBlock() = default;
+  // Moved, never copied: one owner frees the block.
+  PyQueueBlock(PyQueueBlock&& o) noexcept
+      : owner(std::move(o.owner)), ref(o.ref), length(o.length), data(o.data) {
+    o.ref = 0;
+  }
+  PyQueueBlock(const PyQueueBlock&) = delete;
+  PyQueueBlock& operator=(const PyQueueBlock&) = delete;
+  PyQueueBlock& operator=(PyQueueBlock&&) = delete;
+  ~PyQueueBlock() {
+    if (ref == 0 || !owner.is_valid()) return;
+    try {
+      Heap h = nb::inst_ptr<PyQueue>(owner)->q.heap();  // a handle: a copy is cheap
+      h.free(ref);
+    } catch (...) {
+      // The heap refused (corrupt): the block stays until the queue is freed.
+    }
+  }
+};
+
+PyTypeObject* g_block_type = nullptr;
+
+[[gnu::always_inline]] inline PyQueue* queue_of(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s object is not initialised: its __init__ must call super().__init__()",
+                 Py_TYPE(self)->tp_name);
+    return nullptr;
+  }
+  return nb::inst_ptr<PyQueue>(self);
+}
+
+// timeout: None (block for ever) or seconds (0: do not wait). -1 with an error set for a bad one.
+int parse_timeout(PyObject* o, double* out) noexcept {
+  if (o == Py_None) {
+    *out = -1.0;
+    return 0;
+  }
+  const double d = PyFloat_AsDouble(o);
+  if (d == -1.0 && PyErr_Occurred()) return -1;
+  if (std::isnan(d)) {
+    PyErr_SetString(PyExc_ValueError, "timeout is NaN");
+    return -1;
+  }
+  *out = d < 0 ? 0.0 : d;  // as multiprocessing.Queue's semaphores: a negative one is 0
+  return 0;
+}
+
+// Runs op(deadline, interruptible): first with the GIL held and no wait, then (timeout != 0)
+// without the GIL until done, retrying interruptions whose handlers did not raise.
+template <class F>
+QueueStatus run_op(F&& op, QueueStatus would_wait, double timeout) {
+  QueueStatus s = op(Deadline{0}, false);
+  if (s != would_wait || timeout == 0) return s;
+  const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  for (;;) {
+    {
+      nb::gil_scoped_release nogil;
+      s = op(d, true);
+    }
+    if (s != QueueStatus::kInterrupted) return s;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
+// A bytes-like payload's bytes, held for the call.
+struct Payload {
+  Py_buffer view{};
+  bool held = false;
+  int get(PyObject* o) noexcept {
+    if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) != 0) return -1;
+    held = true;
+    return 0;
+  }
+  std::string_view sv() const noexcept {
+    return {static_cast<const char*>(view.buf), static_cast<size_t>(view.len)};
+  }
+  Payload() = default;
+  Payload(const Payload&) = delete;
+  Payload& operator=(const Payload&) = delete;
+  Payload(Payload&& o) noexcept : view(o.view), held(o.held) { o.held = false; }
+  ~Payload() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
+
+int parse_encoding(PyObject* o, uint8_t* out) noexcept {
+  const long e = PyLong_AsLong(o);
+  if (e == -1 && PyErr_Occurred()) return -1;
+  if (e < 0 || e >= layout::kEncodingCount) {
+    PyErr_Format(PyExc_ValueError, "unknown message encoding %ld", e);
+    return -1;
+  }
+  *out = static_cast<uint8_t>(e);
+  return 0;
+}
+
+// _put(payload, encoding, timeout) -> bool: True put, False full (timeout passed; 0: at once).
+PyObject* queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs != 3) {
+    PyErr_Format(PyExc_TypeError, "_put expected 3 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyQueue* pq = queue_of(self);
+  if (pq == nullptr) return nullptr;
+  uint8_t enc;
+  double timeout;
+  if (parse_encoding(args[1], &enc) != 0 || parse_timeout(args[2], &timeout) != 0) return nullptr;
+  Payload p;
+  if (p.get(args[0]) != 0) return nullptr;
+  try {
+    const std::string_view msg = p.sv();
+    const std::span<const std::string_view> msgs(&msg, 1);
+    const std::span<const uint8_t> encs(&enc, 1);
+    QueueStatus s;
+    if (msg.size() > (uint64_t{1} << 16)) {
+      // A big message is copied into its heap block inside put: without the GIL.
+      const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+      for (;;) {
+        {
+          nb::gil_scoped_release nogil;
+          s = pq->q.put_encoded(msgs, encs, d, true);
+        }
+        if (s != QueueStatus::kInterrupted) break;
+        if (PyErr_CheckSignals() != 0) throw nb::python_error();
+      }
+    } else {
+      s = run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
+                 QueueStatus::kFull, timeout);
+    }
+    return PyBool_FromLong(s == QueueStatus::kOk);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+// A received message as (encoding, payload): payload bytes, or a QueueBlock (handed out).
+PyObject* message_tuple(PyObject* self, QueueMessage& m) {
+  PyObject* payload;
+  if (m.block != 0) {
+    PyQueue* pq = nb::inst_ptr<PyQueue>(self);
+    PyQueueBlock b;
+    b.owner = nb::borrow(self);
+    b.length = m.length;
+    b.data = pq->q.heap().at(m.block, m.length);
+    b.ref = m.block;
+    m.block = 0;  // the QueueBlock frees it from here on (also if the cast below throws)
+    payload = nb::cast(std::move(b)).release().ptr();
+  } else {
+    // A message with out-of-band buffers comes as a bytearray, so that the arrays unpickled
+    // over it are writable, as multiprocessing.Queue's are (one copy either way).
+    const auto n = static_cast<Py_ssize_t>(m.data.size());
+    payload = m.encoding == layout::kEncodingPickleBuffers
+                  ? PyByteArray_FromStringAndSize(m.data.data(), n)
+                  : PyBytes_FromStringAndSize(m.data.data(), n);
+    if (payload == nullptr) throw nb::python_error();
+  }
+  PyObject* t = PyTuple_New(2);
+  if (t == nullptr) {
+    Py_DECREF(payload);
+    throw nb::python_error();
+  }
+  PyTuple_SET_ITEM(t, 0, PyLong_FromLong(m.encoding));
+  PyTuple_SET_ITEM(t, 1, payload);
+  return t;
+}
+
+// Frees the blocks of messages not turned into QueueBlocks (an error part-way).
+void free_unclaimed(PyQueue* pq, std::vector<QueueMessage>& msgs) noexcept {
+  for (QueueMessage& m : msgs) {
+    if (m.block == 0) continue;
+    try {
+      Heap h = pq->q.heap();
+      h.free(m.block);
+    } catch (...) {
+    }
+    m.block = 0;
+  }
+}
+
+thread_local std::vector<QueueMessage> t_msgs;  // reused: its strings keep their buffers
+
+// _get(timeout, hand_out) -> (encoding, payload) | None (empty when the timeout passed).
+PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "_get expected 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyQueue* pq = queue_of(self);
+  if (pq == nullptr) return nullptr;
+  double timeout;
+  if (parse_timeout(args[0], &timeout) != 0) return nullptr;
+  const int hand_out = PyObject_IsTrue(args[1]);
+  if (hand_out < 0) return nullptr;
+  std::vector<QueueMessage>& msgs = t_msgs;
+  msgs.clear();
+  try {
+    const QueueStatus s = run_op(
+        [&](Deadline d, bool intr) {
+          return pq->q.get_messages(msgs, 1, d, intr, 0, hand_out != 0);
+        },
+        QueueStatus::kEmpty, timeout);
+    if (s != QueueStatus::kOk) Py_RETURN_NONE;
+    return message_tuple(self, msgs.front());
+  } catch (...) {
+    free_unclaimed(pq, msgs);
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+int queue_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  return 0;
+}
+
+PyMethodDef queue_methods[] = {
+    {"_put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_put)),
+     METH_FASTCALL,
+     "_put($self, payload, encoding, timeout, /)\n--\n\nPut one message (a bytes-like payload "
+     "and its encoding); timeout None waits for room for ever, 0 not at all. True when put, "
+     "False when the queue stayed full."},
+    {"_get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_get)),
+     METH_FASTCALL,
+     "_get($self, timeout, hand_out, /)\n--\n\nTake one message: (encoding, payload), or None "
+     "when the queue stayed empty. payload is bytes, or (hand_out) a QueueBlock for an "
+     "out-of-band message."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyType_Slot queue_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(queue_traverse)},
+                             {Py_tp_methods, queue_methods},
+                             {0, nullptr}};
+
+// ---- QueueBlock: the buffer protocol over a handed-out block ----------------------------
+
+int block_getbuffer(PyObject* self, Py_buffer* view, int flags) noexcept {
+  if (!nb::inst_ready(self)) {
+    PyErr_SetString(PyExc_BufferError, "QueueBlock is not initialised");
+    return -1;
+  }
+  PyQueueBlock* b = nb::inst_ptr<PyQueueBlock>(self);
+  if (PyBuffer_FillInfo(view, self, b->data, static_cast<Py_ssize_t>(b->length), 0, flags) != 0) {
+    return -1;
+  }
+  ++b->exports;
+  return 0;
+}
+
+void block_releasebuffer(PyObject* self, Py_buffer*) noexcept {
+  --nb::inst_ptr<PyQueueBlock>(self)->exports;
+}
+
+int block_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (nb::inst_ready(self)) {
+    PyQueueBlock* b = nb::inst_ptr<PyQueueBlock>(self);
+    if (b->owner.is_valid()) Py_VISIT(b->owner.ptr());
+  }
+  return 0;
+}
+
+Py_ssize_t block_len(PyObject* self) noexcept {
+  if (!nb::inst_ready(self)) return 0;
+  return static_cast<Py_ssize_t>(nb::inst_ptr<PyQueueBlock>(self)->length);
+}
+
+PyType_Slot block_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(block_getbuffer)},
+                             {Py_bf_releasebuffer, reinterpret_cast<void*>(block_releasebuffer)},
+                             {Py_tp_traverse, reinterpret_cast<void*>(block_traverse)},
+                             {Py_sq_length, reinterpret_cast<void*>(block_len)},
+                             {0, nullptr}};
+
+double timeout_arg(nb::handle t) {
+  double d;
+  if (parse_timeout(t.ptr(), &d) != 0) throw nb::python_error();
+  return d;
+}
+
+}  // namespace
+
+void register_queue(nb::module_& m) {
+  nb::class_<PyQueueBlock> block(
+      m, "QueueBlock", nb::type_slots(block_slots),
+      "An out-of-band message's heap block, handed to its receiver (private): its bytes through "
+      "the buffer protocol (memoryview(block)); the block is freed when this object and every "
+      "view of it are gone.");
+  g_block_type = reinterpret_cast<PyTypeObject*>(block.ptr());
+
+  nb::class_<PyQueue>(m, "QueueCore", nb::type_slots(queue_slots), nb::is_weak_referenceable(),
+                      "The C++ shoal::Queue behind shoal.Queue (private): its hot methods, in "
+                      "C.")
+      .def(
+          "__init__",
+          [](PyQueue* self, nb::handle source, uint64_t ring_bytes, uint64_t max_messages,
+             uint64_t max_bytes) {
+            Queue q;
+            if (source.is_none()) {
+              nb::gil_scoped_release nogil;
+              q = Queue::create({ring_bytes, max_messages, max_bytes});
+            } else if (nb::isinstance<Heap>(source)) {
+              q = Queue::attach(nb::cast<Heap>(source));
+            } else {
+              const std::string handle = nb::cast<std::string>(source);
+              nb::gil_scoped_release nogil;
+              q = Queue::attach(handle);
+            }
+            new (self) PyQueue{std::move(q)};
+          },
+          "source"_a.none(), "ring_bytes"_a = uint64_t{1} << 20, "max_messages"_a = 0,
+          "max_bytes"_a = 0,
+          "A new queue (source None) with a ring of ring_bytes, at most max_messages messages and "
+          "max_bytes payload bytes (0: no bound but the ring), the queue a handle names, or the "
+          "queue in a shoal._shoal.Heap (IncompatibleSegmentError when the heap holds no queue).")
+      .def(
+          "_put_many",
+          [](nb::handle self, nb::sequence payloads, nb::sequence encodings, nb::handle timeout) {
+            PyQueue* pq = nb::inst_ptr<PyQueue>(self);
+            const double t = timeout_arg(timeout);
+            const size_t n = nb::len(payloads);
+            if (nb::len(encodings) != n) throw nb::value_error("one encoding per payload");
+            std::vector<Payload> held(n);
+            std::vector<std::string_view> msgs(n);
+            std::vector<uint8_t> encs(n);
+            for (size_t i = 0; i < n; ++i) {
+              nb::object p = payloads[i];
+              if (held[i].get(p.ptr()) != 0) throw nb::python_error();
+              msgs[i] = held[i].sv();
+              nb::object e = encodings[i];
+              if (parse_encoding(e.ptr(), &encs[i]) != 0) throw nb::python_error();
+            }
+            const QueueStatus s = run_op(
+                [&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
+                QueueStatus::kFull, t);
+            return s == QueueStatus::kOk;
+          },
+          "payloads"_a, "encodings"_a, "timeout"_a.none(),
+          "Put all the messages or none, in order (faster-fifo's put_many): True when put, False "
+          "when they did not fit before the timeout.")
+      .def(
+          "_get_many",
+          [](nb::handle self, size_t max_messages, uint64_t max_bytes, nb::handle timeout,
+             bool hand_out) {
+            PyQueue* pq = nb::inst_ptr<PyQueue>(self);
+            const double t = timeout_arg(timeout);
+            std::vector<QueueMessage> msgs;
+            nb::list out;
+            try {
+              const QueueStatus s = run_op(
+                  [&](Deadline d, bool intr) {
+                    return pq->q.get_messages(msgs, max_messages, d, intr, max_bytes, hand_out);
+                  },
+                  QueueStatus::kEmpty, t);
+              if (s != QueueStatus::kOk) return out;
+              for (QueueMessage& msg : msgs) out.append(nb::steal(message_tuple(self.ptr(), msg)));
+            } catch (...) {
+              free_unclaimed(pq, msgs);
+              throw;
+            }
+            return out;
+          },
+          "max_messages"_a, "max_bytes"_a, "timeout"_a.none(), "hand_out"_a,
+          "Wait for one message, then take up to max_messages (and max_bytes payload bytes, 0: "
+          "no bound) at once: a list of (encoding, payload), empty when the timeout passed.")
+      .def(
+          "qsize", [](const PyQueue& q) { return q.q.size(); },
+          "Messages in the queue now (a snapshot: other processes change it at once).")
+      .def(
+          "_full", [](const PyQueue& q, uint64_t length) { return q.q.full(length); },
+          "length"_a = 0, "Whether a put of length bytes would wait now (a snapshot).")
+      .def_prop_ro(
+          "ring_bytes", [](const PyQueue& q) { return q.q.ring_bytes(); }, "The ring's size.")
+      .def_prop_ro(
+          "max_messages", [](const PyQueue& q) { return q.q.max_messages(); },
+          "At most this many messages (0: no bound but the ring).")
+      .def_prop_ro(
+          "max_bytes", [](const PyQueue& q) { return q.q.max_bytes(); },
+          "At most this many payload bytes (0: no bound but the ring).")
+      .def(
+          "send_handle", [](const PyQueue& q) { return send_handle(q.q.heap().root_segment()); },
+          "The handle pickling writes (held inside shoal.hold, else pinned).")
+      .def(
+          "handle", [](const PyQueue& q, bool pin) { return q.q.handle(pin); }, "pin"_a = true,
+          "A handle naming this queue, for shoal.attach in any process of the session.")
+      .def(
+          "segment", [](const PyQueue& q) { return PySegment{q.q.heap().root_segment()}; },
+          "The queue's root segment (what shoal.hold holds).")
+      .def(
+          "_stats",
+          [](const PyQueue& q) {
+            const QueueStats s = q.q.stats();
+            nb::dict r;
+            r["size"] = s.size;
+            r["bytes"] = s.bytes;
+            r["puts"] = s.puts;
+            r["gets"] = s.gets;
+            r["recoveries"] = s.recoveries;
+            return r;
+          },
+          "Counters of the queue (snapshots).")
+      .def(
+          "_check",
+          [](PyQueue& q) {
+            QueueStats s;
+            {
+              nb::gil_scoped_release nogil;
+              s = q.q.check();
+            }
+            nb::dict r;
+            r["size"] = s.size;
+            r["bytes"] = s.bytes;
+            r["out_of_band"] = s.out_of_band;
+            r["stray_blocks"] = s.stray_blocks;
+            r["recoveries"] = s.recoveries;
+            return r;
+          },
+          "Takes the lock (repairing a dead holder's operation) and checks every invariant "
+          "(CorruptSegmentError names the first failure).");
+}
+
+}  // namespace shoal::py

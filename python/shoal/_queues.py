@@ -1,0 +1,327 @@
+"""``shoal.Queue``, ``shoal.JoinableQueue`` and ``shoal.SimpleQueue``: multiprocessing's queues
+over a byte ring in shared memory (the C++ ``shoal::Queue``, include/shoal/queue.hpp).
+
+There is no feeder thread: ``put`` returns when the message is in the queue. The hot calls are
+C methods of ``_shoal.QueueCore`` (python/bindings/queue_bind.cpp): they wait without the GIL,
+honour the timeout, and let Ctrl-C raise KeyboardInterrupt with nothing put or taken.
+
+Message encoding (the record's tag bits, src/layout/queue_layout.hpp): a ``bytes`` travels as
+its raw bytes (encoding 0, what a C++ producer puts, so C++ and Python share a queue); anything
+else is pickled with multiprocessing's reducers (``ForkingPickler``, protocol 5, one pickler
+reused per queue object), so what a multiprocessing.Queue carries (Connections, sockets) travels
+here too (encoding 1). Buffers of at least ``_OOB_THRESHOLD`` bytes that the pickle hands out of
+band (ndarrays, PickleBuffer) are appended after the pickle (encoding 2); a message larger than
+a quarter of the ring goes into a heap block of the queue, which the consumer takes without a
+copy: the arrays it unpickles view the block, freed when the last of them goes. Design note:
+docs/design/queue.md, "The Python layer".
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import queue as _stdqueue
+import struct
+import threading
+from collections.abc import Iterable
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from . import _glue, _shoal
+
+_BYTES, _PICKLE, _PICKLE_BUFFERS = 0, 1, 2
+# A pickled buffer at least this long travels after the pickle, not inside it: one copy into
+# shared memory on the way in, none on the way out when the message goes out of band.
+_OOB_THRESHOLD = 64 * 1024
+# Buffers start at multiples of this in a message (numpy's widest alignment need, and a cache
+# line): a block's payload is 16-aligned, so an array over it is aligned.
+_ALIGN = 64
+_DEFAULT_RING = 1 << 20
+
+
+class _Pickler(ForkingPickler):
+    """ForkingPickler (multiprocessing's reducers: Connections, sockets...) at protocol 5 with
+    a buffer callback, which ForkingPickler's own constructor cannot pass."""
+
+    def __init__(self, file: io.BytesIO, callback: Any) -> None:
+        pickle.Pickler.__init__(self, file, 5, buffer_callback=callback)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.reducers = len(ForkingPickler._extra_reducers)
+        self.dispatch_table = ForkingPickler._copyreg_dispatch_table.copy()
+        self.dispatch_table.update(ForkingPickler._extra_reducers)
+
+
+class _Codec:
+    """One reused ForkingPickler per queue object (and thread): pickling a small message does
+    not build a pickler each time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _state(self) -> tuple[io.BytesIO, Any, list[pickle.PickleBuffer]]:
+        st = getattr(self._local, "st", None)
+        if st is None:
+            buf = io.BytesIO()
+            bufs: list[pickle.PickleBuffer] = []
+
+            def callback(b: pickle.PickleBuffer) -> bool:
+                # True: in band (small); False: out of band, appended after the pickle.
+                if b.raw().nbytes < _OOB_THRESHOLD:
+                    return True
+                bufs.append(b)
+                return False
+
+            p = _Pickler(buf, callback)
+            st = self._local.st = (buf, p, bufs)
+        elif len(ForkingPickler._extra_reducers) != st[1].reducers:
+            st[1].refresh()  # a reducer registered since (multiprocessing.connection's)
+        return st  # type: ignore[no-any-return]
+
+    def encode(self, obj: Any) -> tuple[Any, int]:
+        """(payload, encoding) for one message."""
+        if type(obj) is bytes:
+            return obj, _BYTES
+        buf, p, bufs = self._state()
+        buf.seek(0)
+        buf.truncate()
+        bufs.clear()
+        try:
+            p.dump(obj)
+        finally:
+            p.clear_memo()
+        data = buf.getvalue()
+        if not bufs:
+            return data, _PICKLE
+        raws = [b.raw() for b in bufs]
+        bufs.clear()
+        # [u32 nbufs | u32 0 | u64 pickle length | u64 length per buffer], pickle, then each
+        # buffer at a multiple of _ALIGN.
+        head = struct.pack(f"<IIQ{len(raws)}Q", len(raws), 0, len(data), *(r.nbytes for r in raws))
+        parts: list[Any] = [head, data]
+        pos = len(head) + len(data)
+        for r in raws:
+            pad = -pos % _ALIGN
+            if pad:
+                parts.append(bytes(pad))
+            parts.append(r)
+            pos += pad + r.nbytes
+        return b"".join(parts), _PICKLE_BUFFERS
+
+
+def _decode(encoding: int, payload: Any) -> Any:
+    if encoding == _BYTES:
+        return payload if type(payload) is bytes else bytes(payload)
+    if encoding == _PICKLE:
+        return pickle.loads(payload)
+    mv = memoryview(payload)
+    try:
+        n, _, plen = struct.unpack_from("<IIQ", mv)
+        lens = struct.unpack_from(f"<{n}Q", mv, 16)
+        pos = 16 + 8 * n
+        data = mv[pos : pos + plen]
+        pos += plen
+        buffers = []
+        for ln in lens:
+            pos += -pos % _ALIGN
+            if pos + ln > len(mv):
+                raise ValueError("buffer past the end")
+            buffers.append(mv[pos : pos + ln])
+            pos += ln
+    except (struct.error, ValueError) as e:
+        raise _shoal.DecodeError(f"shoal.Queue: a corrupt message with buffers ({e})") from None
+    return pickle.loads(data, buffers=buffers)
+
+
+class Queue(_shoal.QueueCore):
+    """A process-shared FIFO queue: multiprocessing.Queue's API over shared memory.
+
+    ``Queue(maxsize=0, *, max_size_bytes=0, ring_bytes=2**20)``: at most ``maxsize`` messages
+    and ``max_size_bytes`` bytes of encoded messages (0 or less: no bound but memory; the ring
+    holds small messages, big ones go to blocks of the queue's memory). Any number of producer
+    and consumer processes; it pickles to a handle, so it can be a Process or Pool argument, or
+    travel through another queue, under fork, spawn and forkserver.
+
+    ``put`` returns when the message is in the queue (there is no feeder thread, hence nothing
+    to join); a process killed at any point of ``put`` or ``get`` never wedges it (a consumer
+    killed inside ``get`` loses at most the message it was taking). ``qsize()`` is the number of
+    messages in the queue now, a snapshot that other processes change at once.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        max_size_bytes: int = 0,
+        ring_bytes: int = _DEFAULT_RING,
+        ctx: Any = None,
+    ) -> None:
+        maxsize = max(int(maxsize), 0)
+        max_size_bytes = max(int(max_size_bytes), 0)
+        super().__init__(None, int(ring_bytes), maxsize, max_size_bytes)
+        self._init_local()
+
+    def _init_local(self) -> None:
+        self._closed = False
+        self._codec = _Codec()
+
+    @classmethod
+    def _from(cls, source: Any) -> Any:
+        obj = cls.__new__(cls)
+        _shoal.QueueCore.__init__(obj, source)
+        obj._init_local()
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_glue.rebuild_queue, (type(self), self.send_handle()))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+
+    # ---- put ----
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put obj in the queue, waiting for room while it is full (block, for at most timeout
+        seconds): queue.Full when there was none. ValueError after close()."""
+        self._check_open()
+        payload, enc = self._codec.encode(obj)
+        if not self._put(payload, enc, _timeout(block, timeout)):
+            raise _stdqueue.Full
+
+    def put_nowait(self, obj: Any) -> None:
+        """put(obj, False): queue.Full at once when there is no room."""
+        self.put(obj, False)
+
+    def put_many(self, xs: Iterable[Any], block: bool = True, timeout: float | None = None) -> None:
+        """Put every item of xs, in order, all or none (faster-fifo's put_many): queue.Full when
+        they did not all fit in time."""
+        self._check_open()
+        enc = [self._codec.encode(x) for x in xs]
+        if not enc:
+            return
+        if not self._put_many([e[0] for e in enc], [e[1] for e in enc], _timeout(block, timeout)):
+            raise _stdqueue.Full
+
+    # ---- get ----
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item, waiting for one (block, for at most timeout
+        seconds): queue.Empty when none came. ValueError after close()."""
+        self._check_open()
+        m = self._get(_timeout(block, timeout), True)
+        if m is None:
+            raise _stdqueue.Empty
+        return _decode(m[0], m[1])
+
+    def get_nowait(self) -> Any:
+        """get(False): queue.Empty at once when the queue is empty."""
+        return self.get(False)
+
+    def get_many(
+        self,
+        block: bool = True,
+        timeout: float | None = None,
+        max_messages_to_get: int = 1_000_000_000,
+        max_bytes_to_get: int = 0,
+    ) -> list[Any]:
+        """Wait for one item as get() does, then take as many as are there, up to
+        max_messages_to_get (and max_bytes_to_get encoded bytes, 0: no bound), in one step
+        (faster-fifo's get_many): a non-empty list, or queue.Empty."""
+        self._check_open()
+        ms = self._get_many(
+            max(int(max_messages_to_get), 1),
+            max(int(max_bytes_to_get), 0),
+            _timeout(block, timeout),
+            True,
+        )
+        if not ms:
+            raise _stdqueue.Empty
+        return [_decode(e, p) for e, p in ms]
+
+    # ---- state ----
+
+    def empty(self) -> bool:
+        """Whether the queue holds no message now (a snapshot)."""
+        return bool(self.qsize() == 0)
+
+    def full(self) -> bool:
+        """Whether a put of a small message would wait now (a snapshot)."""
+        return bool(self._full(0))
+
+    @property
+    def maxsize(self) -> int:
+        """The bound on messages (0: none)."""
+        return int(self.max_messages)
+
+    @property
+    def max_size_bytes(self) -> int:
+        """The bound on encoded message bytes (faster-fifo's name; 0: none)."""
+        return int(self.max_bytes)
+
+    def close(self) -> None:
+        """This object can no longer put or get (ValueError); the queue lives on in the other
+        processes, and goes when the last one drops it. Nothing is flushed: put already did."""
+        self._closed = True
+
+    def join_thread(self) -> None:
+        """Nothing to wait for (no feeder thread): returns at once. As multiprocessing's, only
+        after close() (ValueError before)."""
+        if not self._closed:
+            raise ValueError(f"Queue {self!r} not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Nothing to cancel (no feeder thread): kept for multiprocessing's API."""
+
+    def __repr__(self) -> str:
+        bounds = f"maxsize={self.maxsize}" if self.maxsize else "unbounded"
+        return f"<shoal.{type(self).__name__} qsize={self.qsize()} {bounds} pid={os.getpid()}>"
+
+
+class JoinableQueue(Queue):
+    """A Queue whose consumers mark each item done (``task_done``) and whose ``join`` waits
+    until every item put has been marked done (multiprocessing.JoinableQueue)."""
+
+    def task_done(self) -> None:
+        """Mark one item got by this process done. ValueError when called more times than
+        items were put."""
+        self._task_done()
+
+    def join(self) -> None:
+        """Wait until every item put has been marked done."""
+        self._join(-1.0)
+
+
+class SimpleQueue(Queue):
+    """An unbounded queue with only put, get, empty and close (multiprocessing.SimpleQueue)."""
+
+    def __init__(self, *, ring_bytes: int = _DEFAULT_RING, ctx: Any = None) -> None:
+        super().__init__(0, ring_bytes=ring_bytes)
+
+    def put(self, obj: Any) -> None:  # type: ignore[override]
+        """Put obj in the queue (never waits: the queue is unbounded)."""
+        super().put(obj)
+
+    def get(self) -> Any:  # type: ignore[override]
+        """Remove and return the oldest item, waiting for one."""
+        return super().get()
+
+
+def _timeout(block: bool, timeout: float | None) -> float | None:
+    """The bindings' timeout: None (wait for ever) or seconds >= 0 (0: do not wait)."""
+    if not block:
+        return 0.0
+    if timeout is None:
+        return None
+    t = float(timeout)
+    if math.isnan(t):
+        raise ValueError("timeout is NaN")
+    return max(t, 0.0)
+
+
+def from_heap_queue(heap: _shoal.Heap) -> Queue:
+    """The Queue a heap holds (shoal.attach's opener for a heap whose root names a queue)."""
+    return Queue._from(heap)  # type: ignore[no-any-return]

@@ -1,0 +1,391 @@
+"""shoal.Queue, JoinableQueue and SimpleQueue: multiprocessing's queues over shared memory, with
+real processes (fork, spawn, forkserver), real SIGKILLs and the machine's Shmem.
+Design note: docs/design/queue.md, "The Python layer"."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import signal
+import socket
+from typing import Any
+
+import pytest
+from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
+
+import shoal
+from shoal import _shoal
+
+np = pytest.importorskip("numpy")
+
+pytestmark = pytest.mark.usefixtures("runtime_dir")
+
+
+def _join(p: Any) -> None:
+    p.join(DEADLINE)
+    assert p.exitcode is not None, "child did not finish"
+
+
+# ---- multiprocessing.Queue's semantics, in one process ---------------------------------------
+
+
+def test_put_get_fifo_of_every_kind_of_value() -> None:
+    q = shoal.Queue()
+    values: list[Any] = [
+        b"raw bytes",
+        b"",
+        "text",
+        12,
+        2**100,
+        1.5,
+        None,
+        True,
+        (1, "a", b"b"),
+        [1, [2, [3]]],
+        {"k": {1, 2}},
+        frozenset({3}),
+        bytearray(b"ba"),
+        ValueError("an exception"),
+    ]
+    for v in values:
+        q.put(v)
+    assert q.qsize() == len(values) and not q.empty()
+    got = [q.get() for _ in values]
+    assert [type(g) for g in got] == [type(v) for v in values]
+    assert got[:-1] == values[:-1] and got[-1].args == values[-1].args
+    assert q.empty() and q.qsize() == 0
+
+
+def test_empty_full_nowait_and_timeouts() -> None:
+    q = shoal.Queue(2)
+    assert q.maxsize == 2 and q.max_size_bytes == 0
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    with pytest.raises(queue.Empty):
+        q.get(False)
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.01)
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=-1)  # a negative timeout is no wait, as multiprocessing's
+    assert [q.get(), q.get_nowait()] == [1, 2]
+
+
+def test_max_size_bytes_bounds_the_encoded_bytes() -> None:
+    q = shoal.Queue(max_size_bytes=100)
+    assert q.max_size_bytes == 100
+    q.put(b"x" * 60)
+    with pytest.raises(queue.Full):
+        q.put_nowait(b"y" * 60)
+    assert q.get() == b"x" * 60
+    q.put_nowait(b"y" * 60)
+    with pytest.raises(shoal.InvalidArgumentError):
+        q.put(b"z" * 101)  # can never fit: an error, not a wait for ever
+
+
+def test_close_join_thread_and_cancel_join_thread() -> None:
+    q = shoal.Queue()
+    q.put(1)
+    with pytest.raises(ValueError):
+        q.join_thread()  # as multiprocessing's: only after close
+    q.cancel_join_thread()
+    q.close()
+    q.join_thread()
+    with pytest.raises(ValueError, match="is closed"):
+        q.put(2)
+    with pytest.raises(ValueError, match="is closed"):
+        q.get()
+    other = shoal.attach(q.handle())  # the queue itself lives on
+    assert other.get_nowait() == 1
+
+
+def test_put_many_get_many() -> None:
+    q = shoal.Queue(5)
+    q.put_many([1, b"2", "3"])
+    with pytest.raises(queue.Full):
+        q.put_many([4, 5, 6], timeout=0.01)  # all or none
+    assert q.qsize() == 3
+    assert q.get_many(max_messages_to_get=2) == [1, b"2"]
+    assert q.get_many(timeout=0.01) == ["3"]
+    with pytest.raises(queue.Empty):
+        q.get_many(timeout=0.01)
+    q.put_many([])
+
+
+def test_repr_and_attach() -> None:
+    q = shoal.Queue(3)
+    q.put("x")
+    assert "shoal.Queue" in repr(q) and "qsize=1" in repr(q) and "maxsize=3" in repr(q)
+    same = shoal.attach(q.handle())
+    assert isinstance(same, shoal.Queue) and same.get() == "x"
+
+
+def test_simple_queue() -> None:
+    q = shoal.SimpleQueue()
+    assert q.empty()
+    q.put((1, 2))
+    assert not q.empty() and q.get() == (1, 2)
+    q.close()
+    with pytest.raises(ValueError):
+        q.get()
+
+
+def test_big_bytes_and_arrays_travel_out_of_band() -> None:
+    q = shoal.Queue(ring_bytes=4096)
+    big = os.urandom(3 << 20)
+    a = np.arange(1 << 20, dtype=np.float64)
+    mid = np.arange(20_000, dtype=np.int32)  # out-of-band buffer, inline in a big ring
+    q.put(big)
+    q.put(a)
+    q.put({"a": a, "b": [a[::2]]})
+    got = q.get()
+    assert type(got) is bytes and got == big
+    b = q.get()
+    assert b.dtype == a.dtype and np.array_equal(a, b)
+    b[0] = 7.0  # the receiver owns it: writable, as multiprocessing's
+    d = q.get()
+    assert np.array_equal(d["a"], a) and np.array_equal(d["b"][0], a[::2])
+    q2 = shoal.Queue()
+    q2.put(mid)
+    m = q2.get()
+    assert np.array_equal(m, mid) and m.flags.writeable
+    del b, d, m
+    gc.collect()
+    assert q._check()["stray_blocks"] == 0
+
+
+def test_a_received_array_views_the_block_without_a_copy() -> None:
+    q = shoal.Queue(ring_bytes=4096)
+    q.put(np.full(1 << 20, 5, dtype=np.uint8))
+    b = q.get()
+    # Its memory is the queue's block (a QueueBlock exports it), not a private copy.
+    base = b
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    assert isinstance(base, (_shoal.QueueBlock, memoryview))
+    assert int(b.sum()) == 5 << 20
+    h = q._stats()
+    assert h["size"] == 0
+
+
+def test_pickle_round_trip_and_unknown_handle() -> None:
+    q = shoal.Queue()
+    q.put(1)
+    q2 = pickle.loads(pickle.dumps(q))
+    assert type(q2) is shoal.Queue and q2.get() == 1
+    j = shoal.JoinableQueue()
+    assert type(pickle.loads(pickle.dumps(j))) is shoal.JoinableQueue
+    with pytest.raises(shoal.ShoalError):
+        shoal.Queue._from("not a handle")
+
+
+def test_a_cpp_message_is_bytes_and_bytes_are_raw() -> None:
+    # A Python bytes is sent as raw bytes (encoding 0), what a C++ producer puts: the same
+    # record either way, so each side tells bytes from encoded Python objects.
+    q = shoal.Queue()
+    q._put(b"from C++", 0, None)
+    assert q.get() == b"from C++"
+    q.put(b"py")
+    assert q._get(None, False) == (0, b"py")
+    q.put("str")
+    enc, _ = q._get(None, False)
+    assert enc == 1
+
+
+# ---- between processes -----------------------------------------------------------------------
+
+
+def _produce(q: Any, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        q.put((os.getpid(), i, b"x" * (i % 300)))
+
+
+def _consume(q: Any, out: Any, n: int) -> None:
+    got = [q.get(timeout=DEADLINE) for _ in range(n)]
+    out.put(got)
+
+
+def test_many_producers_and_consumers(ctx: mp.context.BaseContext) -> None:
+    q, out = shoal.Queue(50), shoal.Queue()
+    producers = [ctx.Process(target=_produce, args=(q, k * 1000, 300)) for k in range(3)]
+    consumers = [ctx.Process(target=_consume, args=(q, out, 450)) for _ in range(2)]
+    for p in producers + consumers:
+        p.start()
+    got = out.get(timeout=DEADLINE) + out.get(timeout=DEADLINE)
+    for p in producers + consumers:
+        _join(p)
+        assert p.exitcode == 0
+    assert sorted(i for _, i, _ in got) == sorted(
+        k * 1000 + i for k in range(3) for i in range(300)
+    )
+    by_producer: dict[int, list[int]] = {}
+    for pid, i, pad in got:
+        assert pad == b"x" * (i % 300)
+        by_producer.setdefault(pid, []).append(i)
+    assert len(by_producer) == 3
+    assert q.empty()
+
+
+def _square(args: tuple[Any, int]) -> int:
+    q, x = args
+    q.put(x * x)
+    return x
+
+
+def test_a_queue_is_a_pool_argument(ctx: mp.context.BaseContext) -> None:
+    q = shoal.Queue()
+    with ctx.Pool(2) as pool:
+        assert sorted(pool.map(_square, [(q, x) for x in range(8)])) == list(range(8))
+    assert sorted(q.get(timeout=DEADLINE) for _ in range(8)) == [x * x for x in range(8)]
+
+
+def _forward(inbox: Any) -> None:
+    q, out = inbox.get(timeout=DEADLINE)  # queues, received through another queue
+    arr = q.get(timeout=DEADLINE)
+    out.put(("sum", int(arr.sum())))
+
+
+def test_a_queue_travels_through_a_queue_with_an_array(ctx: mp.context.BaseContext) -> None:
+    inbox, q, out = shoal.Queue(), shoal.Queue(ring_bytes=4096), shoal.Queue()
+    p = ctx.Process(target=_forward, args=(inbox,))
+    p.start()
+    inbox.put((q, out))
+    q.put(np.ones(1 << 20, dtype=np.int64))
+    assert out.get(timeout=DEADLINE) == ("sum", 1 << 20)
+    _join(p)
+    assert p.exitcode == 0
+
+
+def _send_shoal_objects(q: Any, out: Any) -> None:
+    a = q.get(timeout=DEADLINE)
+    d = q.get(timeout=DEADLINE)
+    d["seen"] = float(a.sum())
+    out.put("done")
+
+
+def test_shoal_objects_travel_as_handles(ctx: mp.context.BaseContext) -> None:
+    q, out = shoal.Queue(), shoal.Queue()
+    a = shoal.full(1000, 2.0)
+    d = shoal.Dict()
+    p = ctx.Process(target=_send_shoal_objects, args=(q, out))
+    p.start()
+    q.put(a)
+    q.put(d)
+    assert out.get(timeout=DEADLINE) == "done"
+    assert d["seen"] == 2000.0
+    _join(p)
+
+
+def _echo_on_socket(q: Any) -> None:
+    s = q.get(timeout=DEADLINE)
+    s.sendall(b"pong")
+    s.close()
+
+
+def test_a_socket_travels_as_through_a_multiprocessing_queue() -> None:
+    ctx = mp.get_context("spawn")
+    a, b = socket.socketpair()
+    q = shoal.Queue()
+    p = ctx.Process(target=_echo_on_socket, args=(q,))
+    p.start()
+    q.put(b)  # ForkingPickler's reducer: the descriptor itself travels
+    assert a.recv(4) == b"pong"
+    _join(p)
+    a.close()
+    b.close()
+
+
+# multiprocessing's "Joining processes that use queues" example: with multiprocessing.Queue it
+# deadlocks (the child's feeder thread cannot flush a big item, so the child cannot exit, and
+# the parent joins it before getting). put here returns when the item is in the queue.
+def _f(q: Any) -> None:
+    q.put("X" * 1000000)
+
+
+def test_the_documented_joining_deadlock_cannot_happen(ctx: mp.context.BaseContext) -> None:
+    q = shoal.Queue()
+    p = ctx.Process(target=_f, args=(q,))
+    p.start()
+    p.join(DEADLINE)  # this deadlocks with multiprocessing.Queue
+    assert p.exitcode == 0
+    obj = q.get()
+    assert obj == "X" * 1000000
+
+
+# ---- deaths and signals ----------------------------------------------------------------------
+
+
+def _put_forever(q: Any) -> None:
+    i = 0
+    while True:
+        q.put((i, b"p" * (i % 5000)))
+        i += 1
+
+
+def test_a_producer_killed_during_put_never_wedges_the_queue(
+    ctx: mp.context.BaseContext,
+) -> None:
+    q = shoal.Queue(ring_bytes=16384)
+    for round_ in range(5):
+        p = ctx.Process(target=_put_forever, args=(q,))
+        p.start()
+        assert wait_until(lambda: q.qsize() > 3)
+        os.kill(p.pid, signal.SIGKILL)  # at a random point of some put
+        _join(p)
+        # Every message there is whole and in order; the queue goes on.
+        last = -1
+        while True:
+            try:
+                i, pad = q.get_nowait()
+            except queue.Empty:
+                break
+            assert pad == b"p" * (i % 5000) and i == last + 1
+            last = i
+        q.put(("after", round_))
+        assert q.get() == ("after", round_)
+    q._check()
+
+
+def _get_blocking(q: Any, ready: Any, result: Any) -> None:
+    take_ctrl_c()
+    ready.set()
+    try:
+        q.get()
+        result.value = 1  # must not happen: nothing is put
+    except KeyboardInterrupt:
+        result.value = 2
+
+
+def _put_blocking(q: Any, ready: Any, result: Any) -> None:
+    take_ctrl_c()
+    ready.set()
+    try:
+        q.put("second")
+        result.value = 1  # must not happen: the queue is full
+    except KeyboardInterrupt:
+        result.value = 2
+
+
+@pytest.mark.parametrize("side", ["get", "put"])
+def test_ctrl_c_interrupts_a_blocked_get_or_put(ctx: mp.context.BaseContext, side: str) -> None:
+    q = shoal.Queue(1)
+    if side == "put":
+        q.put("first")
+    ready, result = shoal.Event(), shoal.Value("i", 0)
+    p = ctx.Process(
+        target=_get_blocking if side == "get" else _put_blocking, args=(q, ready, result)
+    )
+    p.start()
+    ctrl_c_until_done(p, ready, result)
+    assert result.value == 2
+    assert q.qsize() == (1 if side == "put" else 0)
+    q._check()
