@@ -17,6 +17,7 @@ import pytest
 from conftest import DEADLINE, cpp_env
 
 import shoal
+from shoal import _shoal
 
 N = 200
 _PEER = Path(__file__).resolve().parents[2] / "build" / "dev" / "tests" / "cpp" / "queue_peer"
@@ -30,15 +31,24 @@ def message(i: int) -> bytes:
     return f"m{i}:".encode() + bytes((i * 31 + j * 7) & 0xFF for j in range(extra))
 
 
-def peer(mode: str, handle: str) -> subprocess.Popen[str]:
+def peer(mode: str, handle: str, *, session: bool = True) -> subprocess.Popen[str]:
+    """queue_peer MODE HANDLE N. With `session`, it is told this process's session
+    (SHOAL_SESSION), as a process multiprocessing starts inherits it: the blocks its out-of-band
+    messages need are created there, with the queue."""
     if not os.access(_PEER, os.X_OK):
         pytest.skip(f"{_PEER} is not built: run `make dev` first")
+    env = cpp_env()
+    current = _shoal.current_session()
+    if session and current:
+        env["SHOAL_SESSION"] = current
+    else:
+        env.pop("SHOAL_SESSION", None)
     return subprocess.Popen(
         [str(_PEER), mode, handle, str(N)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cpp_env(),
+        env=env,
     )
 
 
@@ -83,3 +93,20 @@ def test_many_from_python_one_by_one_in_cpp() -> None:
     code, out, err = finish(p)
     assert code == 0, err
     assert out.split() == ["ok", str(N)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a process outside the queue's session (no SHOAL_SESSION) that attaches its handle "
+    "creates the out-of-band block's heap extent in a session of its own, and the queue refuses "
+    "the cross-session reference; the heap should grow in its own session",
+)
+def test_cpp_producer_outside_the_session_puts_out_of_band_messages() -> None:
+    q = shoal.Queue()
+    p = peer("produce", q.handle(), session=False)
+    try:
+        got = [q.get(timeout=10) for _ in range(N)]
+    finally:
+        code, _, err = finish(p)
+    assert code == 0, err
+    assert got == [message(i) for i in range(N)]
