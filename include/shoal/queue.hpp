@@ -48,8 +48,9 @@ enum class QueueStatus : uint8_t {
   kFull,         // put: no room (maxsize, max_bytes or the ring) before the deadline
   kEmpty,        // get: no message before the deadline
   kInterrupted,  // only with interruptible: a signal interrupted the wait
+  kTimeout,      // join: tasks still unfinished at the deadline
 };
-/// "ok", "full", "empty", "interrupted".
+/// "ok", "full", "empty", "interrupted", "timeout".
 const char* queue_status_name(QueueStatus s) noexcept;
 
 struct QueueStats {
@@ -67,6 +68,7 @@ struct QueueStats {
 
 namespace layout {
 struct QueueHeader;
+struct TaskTable;
 }
 
 /// One message as get_messages hands it out: its encoding (the record's tag bits, which the
@@ -92,6 +94,8 @@ class Queue {
     uint64_t max_messages = 0;
     /// At most this many payload bytes in the queue (0: as many as the ring holds).
     uint64_t max_bytes = 0;
+    /// Task accounting (multiprocessing.JoinableQueue): task_done() and join().
+    bool joinable = false;
   };
 
   /// A new, empty queue in this process's session. InvalidArgumentError for a ring size out of
@@ -163,6 +167,21 @@ class Queue {
                            Deadline deadline = Deadline::never(), bool interruptible = false,
                            uint64_t max_bytes = 0, bool hand_out_blocks = false);
 
+  // ---- tasks (a joinable queue) -------------------------------------------------------------
+  // The unfinished tasks are the messages in the queue plus those got and not yet marked done
+  // by live processes: a process killed after taking messages (in get or later) has them
+  // counted done, so join() never waits for ever on a dead consumer (docs/design/queue.md).
+  /// Marks one message got by this process done (or, when it holds none, one got by another
+  /// process). false when no message is unfinished but in the queue (called too many times).
+  /// InvalidArgumentError on a queue that is not joinable.
+  bool task_done();
+  /// Blocks until no task is unfinished (kOk), the deadline passes (kTimeout), or kInterrupted.
+  QueueStatus join(Deadline deadline = Deadline::never(), bool interruptible = false);
+  /// The unfinished tasks now (a snapshot under the lock, dead takers reclaimed); 0 when the
+  /// queue is not joinable.
+  uint64_t unfinished();
+  bool joinable() const noexcept;
+
   // ---- state --------------------------------------------------------------------------------
   /// Messages in the queue: a snapshot without the lock (qsize()).
   uint64_t size() const noexcept;
@@ -181,16 +200,20 @@ class Queue {
   QueueStats check();
 
  private:
-  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring) noexcept
-      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring) {}
+  Queue(Heap heap, HeapRef top, layout::QueueHeader* h, std::byte* ring,
+        layout::TaskTable* tasks) noexcept
+      : heap_(std::move(heap)), top_(top), h_(h), ring_(ring), tasks_(tasks) {}
+  void note_taken(uint64_t n) noexcept;  // under the lock: a joinable get's bookkeeping
   template <class Sink>
   QueueStatus take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
                    bool interruptible);
   friend struct QueueAccess;
+  uint32_t slot_hint_ = 0;  // this process's task slot, last time (checked before use)
   Heap heap_;
   HeapRef top_ = 0;
   layout::QueueHeader* h_ = nullptr;  // in heap_'s root; valid while heap_ lives
   std::byte* ring_ = nullptr;
+  layout::TaskTable* tasks_ = nullptr;  // a joinable queue's task table (heap_'s block)
 };
 
 }  // namespace shoal

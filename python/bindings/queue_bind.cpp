@@ -343,11 +343,11 @@ void register_queue(nb::module_& m) {
       .def(
           "__init__",
           [](PyQueue* self, nb::handle source, uint64_t ring_bytes, uint64_t max_messages,
-             uint64_t max_bytes) {
+             uint64_t max_bytes, bool joinable) {
             Queue q;
             if (source.is_none()) {
               nb::gil_scoped_release nogil;
-              q = Queue::create({ring_bytes, max_messages, max_bytes});
+              q = Queue::create({ring_bytes, max_messages, max_bytes, joinable});
             } else if (nb::isinstance<Heap>(source)) {
               q = Queue::attach(nb::cast<Heap>(source));
             } else {
@@ -358,10 +358,49 @@ void register_queue(nb::module_& m) {
             new (self) PyQueue{std::move(q)};
           },
           "source"_a.none(), "ring_bytes"_a = uint64_t{1} << 20, "max_messages"_a = 0,
-          "max_bytes"_a = 0,
+          "max_bytes"_a = 0, "joinable"_a = false,
           "A new queue (source None) with a ring of ring_bytes, at most max_messages messages and "
-          "max_bytes payload bytes (0: no bound but the ring), the queue a handle names, or the "
-          "queue in a shoal._shoal.Heap (IncompatibleSegmentError when the heap holds no queue).")
+          "max_bytes payload bytes (0: no bound but the ring), with task accounting when "
+          "joinable; the queue a handle names, or the queue in a shoal._shoal.Heap "
+          "(IncompatibleSegmentError when the heap holds no queue).")
+      .def_prop_ro(
+          "joinable", [](const PyQueue& q) { return q.q.joinable(); },
+          "Whether the queue counts tasks (task_done, join).")
+      .def(
+          "_task_done",
+          [](PyQueue& q) {
+            bool ok;
+            {
+              nb::gil_scoped_release nogil;  // the queue's lock may be held a moment
+              ok = q.q.task_done();
+            }
+            if (!ok) throw nb::value_error("task_done() called too many times");
+          },
+          "Mark one task done; ValueError when none is unfinished but in the queue.")
+      .def(
+          "_join",
+          [](PyQueue& q, nb::handle timeout) {
+            const double t = timeout_arg(timeout);
+            const Deadline d = t < 0 ? Deadline::never() : Deadline::after(t);
+            for (;;) {
+              QueueStatus s;
+              {
+                nb::gil_scoped_release nogil;
+                s = q.q.join(d, true);
+              }
+              if (s != QueueStatus::kInterrupted) return s == QueueStatus::kOk;
+              if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            }
+          },
+          "timeout"_a.none(),
+          "Wait until no task is unfinished: True, or False when the timeout passed.")
+      .def(
+          "_unfinished",
+          [](PyQueue& q) {
+            nb::gil_scoped_release nogil;
+            return q.q.unfinished();
+          },
+          "The unfinished tasks now (dead takers' counted done).")
       .def(
           "_put_many",
           [](nb::handle self, nb::sequence payloads, nb::sequence encodings, nb::handle timeout) {

@@ -18,6 +18,7 @@ docs/design/queue.md, "The Python layer".
 
 from __future__ import annotations
 
+import copyreg
 import io
 import math
 import os
@@ -41,6 +42,11 @@ _ALIGN = 64
 _DEFAULT_RING = 1 << 20
 
 
+def _extra_reducers() -> dict[Any, Any]:
+    """The reducers multiprocessing registered with ForkingPickler.register."""
+    return getattr(ForkingPickler, "_extra_reducers", {})
+
+
 class _Pickler(ForkingPickler):
     """ForkingPickler (multiprocessing's reducers: Connections, sockets...) at protocol 5 with
     a buffer callback, which ForkingPickler's own constructor cannot pass."""
@@ -50,9 +56,10 @@ class _Pickler(ForkingPickler):
         self.refresh()
 
     def refresh(self) -> None:
-        self.reducers = len(ForkingPickler._extra_reducers)
-        self.dispatch_table = ForkingPickler._copyreg_dispatch_table.copy()
-        self.dispatch_table.update(ForkingPickler._extra_reducers)
+        extra = _extra_reducers()
+        self.reducers = len(extra)
+        self.dispatch_table = copyreg.dispatch_table.copy()
+        self.dispatch_table.update(extra)
 
 
 class _Codec:
@@ -77,9 +84,9 @@ class _Codec:
 
             p = _Pickler(buf, callback)
             st = self._local.st = (buf, p, bufs)
-        elif len(ForkingPickler._extra_reducers) != st[1].reducers:
+        elif len(_extra_reducers()) != st[1].reducers:
             st[1].refresh()  # a reducer registered since (multiprocessing.connection's)
-        return st  # type: ignore[no-any-return]
+        return st
 
     def encode(self, obj: Any) -> tuple[Any, int]:
         """(payload, encoding) for one message."""
@@ -161,8 +168,10 @@ class Queue(_shoal.QueueCore):
     ) -> None:
         maxsize = max(int(maxsize), 0)
         max_size_bytes = max(int(max_size_bytes), 0)
-        super().__init__(None, int(ring_bytes), maxsize, max_size_bytes)
+        super().__init__(None, int(ring_bytes), maxsize, max_size_bytes, self._joinable)
         self._init_local()
+
+    _joinable = False
 
     def _init_local(self) -> None:
         self._closed = False
@@ -283,16 +292,23 @@ class Queue(_shoal.QueueCore):
 
 class JoinableQueue(Queue):
     """A Queue whose consumers mark each item done (``task_done``) and whose ``join`` waits
-    until every item put has been marked done (multiprocessing.JoinableQueue)."""
+    until every item put has been marked done (multiprocessing.JoinableQueue).
+
+    The count is kept per process in the queue (its C++ core): a consumer killed after getting
+    items, in ``get`` or later, has them counted done, so ``join`` never waits for ever on it.
+    """
+
+    _joinable = True
 
     def task_done(self) -> None:
-        """Mark one item got by this process done. ValueError when called more times than
-        items were put."""
+        """Mark one item got by this process done (or, when this process holds none, one got
+        by another). ValueError when called more times than items were put."""
         self._task_done()
 
     def join(self) -> None:
-        """Wait until every item put has been marked done."""
-        self._join(-1.0)
+        """Wait until every item put has been marked done. An item whose consumer was killed
+        after getting it counts as done, so join never waits for ever on a dead process."""
+        self._join(None)
 
 
 class SimpleQueue(Queue):

@@ -30,6 +30,8 @@ const char* queue_status_name(QueueStatus s) noexcept {
       return "empty";
     case QueueStatus::kInterrupted:
       return "interrupted";
+    case QueueStatus::kTimeout:
+      return "timeout";
   }
   return "?";
 }
@@ -275,8 +277,17 @@ Queue Queue::create(Options opts) {
   h->ring_bytes = ring;
   h->max_messages = opts.max_messages;
   h->max_bytes = opts.max_bytes;
+  layout::TaskTable* tasks = nullptr;
+  if (opts.joinable) {
+    const HeapRef t = heap.allocate(sizeof(layout::TaskTable));
+    tasks = reinterpret_cast<layout::TaskTable*>(heap.at(t, sizeof(layout::TaskTable)));
+    std::memset(static_cast<void*>(tasks), 0, sizeof(layout::TaskTable));
+    tasks->magic = layout::kTaskMagic;
+    tasks->slots = layout::kTaskSlots;
+    h->tasks = t;
+  }
   heap.root().store(top, std::memory_order_release);  // Q1: the header is complete
-  return Queue(std::move(heap), top, h, p + sizeof(QueueHeader));
+  return Queue(std::move(heap), top, h, p + sizeof(QueueHeader), tasks);
 }
 
 Queue Queue::attach(std::string_view handle) { return attach(Heap::attach(handle)); }
@@ -291,8 +302,22 @@ Queue Queue::attach(Heap heap) {
   std::memcpy(static_cast<void*>(&copy), p, sizeof copy);
   channels::check_header_constants(copy, avail).throw_if_error();
   std::byte* all = heap.at(top, sizeof(QueueHeader) + copy.ring_bytes);
+  layout::TaskTable* tasks = nullptr;
+  if (copy.tasks != 0) {  // Q7
+    uint64_t n = 0;
+    try {
+      n = heap.usable_size(copy.tasks);
+    } catch (const Error&) {
+      corrupt("queue: Q7: the task table names no used block");
+    }
+    if (n < sizeof(layout::TaskTable)) corrupt("queue: Q7: the task table's block is too small");
+    tasks = reinterpret_cast<layout::TaskTable*>(heap.at(copy.tasks, sizeof(layout::TaskTable)));
+    if (tasks->magic != layout::kTaskMagic || tasks->slots != layout::kTaskSlots) {
+      corrupt("queue: Q7: the task table's magic or size is wrong");
+    }
+  }
   return Queue(std::move(heap), top, reinterpret_cast<QueueHeader*>(all),
-               all + sizeof(QueueHeader));
+               all + sizeof(QueueHeader), tasks);
 }
 
 // ---- put ------------------------------------------------------------------------------------
@@ -585,6 +610,9 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
         sink.rollback(first);
         throw;  // the lock is released by its guard; nothing in the queue changed
       }
+      // A joinable queue: the messages are this process's tasks before they leave the ring, so
+      // a death on either side of the consume store leaves them counted once (TaskTable).
+      if (tasks_ != nullptr) note_taken(taken);
       if (any_block) {
         h_->get_intent_head.store(head, std::memory_order_relaxed);
         h_->get_intent_end.store(pos, std::memory_order_relaxed);
@@ -631,6 +659,148 @@ QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messa
                                 bool hand_out_blocks) {
   MessageSink sink{&out, hand_out_blocks};
   return take(sink, max_messages, max_bytes, deadline, interruptible);
+}
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+namespace {
+// Under the lock: frees the slots of processes that are gone (their messages count as done).
+// Returns whether any was freed.
+bool reclaim_dead(layout::TaskTable* t) noexcept {
+  bool any = false;
+  for (layout::TaskSlot& s : t->slot) {
+    if (s.pid == 0) continue;
+    if (s.taken == 0 || sync::process_gone(s.pid, s.tag)) {
+      t->reclaimed += s.taken;
+      any = any || s.taken != 0;
+      s.taken = 0;
+      s.tag = 0;
+      s.pid = 0;
+    }
+  }
+  return any;
+}
+
+uint64_t unfinished_locked(const QueueHeader* h, const layout::TaskTable* t) noexcept {
+  uint64_t n = h->count.load(std::memory_order_relaxed) + t->orphans;
+  for (const layout::TaskSlot& s : t->slot) n += s.taken;
+  return n;
+}
+}  // namespace
+
+// Under the lock, before the consume store: n more messages are this process's tasks. A slot is
+// a process's while its taken > 0; a process without one takes a free slot, reclaiming dead
+// ones when none is free, and counts into orphans when every slot is a live process's.
+void Queue::note_taken(uint64_t n) noexcept {
+  const uint32_t pid = sync::self_pid(), tag = sync::self_tag();
+  layout::TaskSlot* slots = tasks_->slot;
+  auto mine = [&](uint32_t i) { return slots[i].pid == pid && slots[i].tag == tag; };
+  uint32_t i = slot_hint_ < layout::kTaskSlots ? slot_hint_ : 0;
+  if (!mine(i)) {
+    uint32_t found = layout::kTaskSlots, free = layout::kTaskSlots;
+    for (uint32_t k = 0; k < layout::kTaskSlots; ++k) {
+      if (mine(k)) {
+        found = k;
+        break;
+      }
+      if (free == layout::kTaskSlots && slots[k].pid == 0) free = k;
+    }
+    if (found == layout::kTaskSlots && free == layout::kTaskSlots) {
+      reclaim_dead(tasks_);
+      for (uint32_t k = 0; k < layout::kTaskSlots; ++k) {
+        if (slots[k].pid == 0) {
+          free = k;
+          break;
+        }
+      }
+      if (free == layout::kTaskSlots) {
+        tasks_->orphans += n;
+        return;
+      }
+    }
+    i = found != layout::kTaskSlots ? found : free;
+    if (found == layout::kTaskSlots) {
+      // Claim (under the lock, as every write here): a death before taken is added leaves a
+      // slot whose owner is gone, which reclaim_dead frees.
+      slots[i].tag = tag;
+      slots[i].pid = pid;
+    }
+    slot_hint_ = i;
+  }
+  slots[i].taken += n;
+}
+
+bool Queue::joinable() const noexcept { return tasks_ != nullptr; }
+
+bool Queue::task_done() {
+  if (tasks_ == nullptr) throw_error(Errc::kInvalidArgument, "queue: not a joinable queue");
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: task_done could not take the lock");
+  }
+  const uint32_t pid = sync::self_pid(), tag = sync::self_tag();
+  layout::TaskSlot* slots = tasks_->slot;
+  layout::TaskSlot* pick = nullptr;
+  if (slot_hint_ < layout::kTaskSlots && slots[slot_hint_].pid == pid &&
+      slots[slot_hint_].tag == tag && slots[slot_hint_].taken != 0) {
+    pick = &slots[slot_hint_];
+  } else {
+    // This process holds none (it may have got nothing: another process passed the work on):
+    // one got by another process, as multiprocessing's one global count would; first its own
+    // slot if the hint was stale.
+    for (layout::TaskSlot& s : tasks_->slot) {
+      if (s.taken == 0) continue;
+      if (s.pid == pid && s.tag == tag) {
+        pick = &s;
+        break;
+      }
+      if (pick == nullptr) pick = &s;
+    }
+  }
+  bool ok = true;
+  if (pick != nullptr) {
+    if (--pick->taken == 0) {
+      pick->pid = 0;
+      pick->tag = 0;
+    }
+  } else if (tasks_->orphans != 0) {
+    --tasks_->orphans;
+  } else {
+    ok = false;
+  }
+  bool sleepers = false;
+  if (ok && unfinished_locked(h_, tasks_) == 0) sleepers = bump(h_->done_seq);
+  lock.unlock();
+  if (sleepers) wake(h_->done_seq);
+  return ok;
+}
+
+uint64_t Queue::unfinished() {
+  if (tasks_ == nullptr) return 0;
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: unfinished could not take the lock");
+  }
+  reclaim_dead(tasks_);
+  return unfinished_locked(h_, tasks_);
+}
+
+QueueStatus Queue::join(Deadline deadline, bool interruptible) {
+  if (tasks_ == nullptr) throw_error(Errc::kInvalidArgument, "queue: not a joinable queue");
+  // Sleeps in slices (Waiter): a taker that dies is noticed at the next look, within a slice.
+  Waiter waiter(deadline, interruptible);
+  for (;;) {
+    QueueLock lock(heap_, h_, ring_);
+    const LockOutcome lo = lock.lock(deadline, interruptible);
+    if (lo == LockOutcome::kInterrupted) return QueueStatus::kInterrupted;
+    if (lo == LockOutcome::kTimeout) return QueueStatus::kTimeout;
+    reclaim_dead(tasks_);
+    if (unfinished_locked(h_, tasks_) == 0) return QueueStatus::kOk;
+    if (waiter.passed()) return QueueStatus::kTimeout;
+    waiter.prepare(h_->done_seq);
+    lock.unlock();
+    if (!waiter.wait(h_->done_seq)) return QueueStatus::kInterrupted;
+  }
 }
 
 // ---- state ----------------------------------------------------------------------------------
@@ -710,11 +880,19 @@ QueueStats Queue::check() {
   // The heap's own invariants, under the queue's lock so that no put or get is between two
   // steps meanwhile: every committed block is then the queue's or a record's, unless a death in
   // one of the narrow windows of docs/design/queue.md leaked it (counted, not an error).
+  if (tasks_ != nullptr) {  // Q7 (the constants were checked at attach)
+    for (const layout::TaskSlot& t : tasks_->slot) {
+      if (t.taken == 0 && t.pid != 0) corrupt("queue: Q7: a task slot with nothing taken is owned");
+    }
+  }
   const HeapReport hr = heap_.check();
   QueueStats s = stats();
   s.out_of_band = named.size();
+  // Committed blocks beyond the queue's own (its header and ring, its task table) and those
+  // the records name: blocks handed to live consumers (get_messages) and leaks.
+  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size();
   const uint64_t committed = hr.used_blocks - hr.pending_blocks;
-  s.stray_blocks = committed > 1 + named.size() ? committed - 1 - named.size() : 0;
+  s.stray_blocks = committed > own ? committed - own : 0;
   return s;
 }
 

@@ -65,7 +65,8 @@
 namespace shoal::layout {
 
 inline constexpr uint64_t kQueueMagic = 0x4555514C414F4853ULL;  // ASCII "SHOALQUE" in memory order
-inline constexpr uint32_t kQueueVersion = 1;
+// 2: encodings in the record tags; the task table of a joinable queue.
+inline constexpr uint32_t kQueueVersion = 2;
 inline constexpr uint64_t kQueueMinRing = 64;
 // Positions are 64-bit and lengths 32-bit: a ring of at most 1 GiB keeps every record's length
 // (<= ring_bytes - 8) in 32 bits with room to spare.
@@ -131,7 +132,8 @@ struct alignas(16) QueueHeader {
   uint64_t ring_bytes;     // the ring's size (Q2)
   uint64_t max_messages;   // maxsize: a put waits while count == max_messages (0: unbounded)
   uint64_t max_bytes;      // a put waits while bytes + its length > max_bytes (0: unbounded)
-  uint64_t reserved0[3];   // zero
+  uint64_t tasks;          // a joinable queue's TaskTable block (a HeapRef), else 0 (Q7)
+  uint64_t reserved0[2];   // zero
 
   // The lock and what it guards (64: its own cache line with the positions).
   RobustMutexWord lock;             // guards everything below but the stats' lock-free reads
@@ -144,7 +146,9 @@ struct alignas(16) QueueHeader {
   // Futex words (128: consumers sleep on put_seq, producers on get_seq).
   std::atomic<uint32_t> put_seq;    // bumped under the lock after each publish (kSeqMask bits)
   std::atomic<uint32_t> get_seq;    // bumped under the lock after each consume
-  uint32_t reserved2[14];
+  std::atomic<uint32_t> done_seq;  // joiners sleep on it; bumped under the lock when the
+                                   // unfinished tasks may have reached 0 (task_done, reclaim)
+  uint32_t reserved2[13];
 
   // Statistics (192), written under the lock, read without it (may be stale).
   std::atomic<uint64_t> puts;        // messages published
@@ -158,6 +162,34 @@ struct alignas(16) QueueHeader {
   std::atomic<uint64_t> get_intent_end;    // the head after it
 };
 static_assert(sizeof(QueueHeader) == 256, "layout is ABI: bump kQueueVersion");
+
+// A joinable queue's task accounting (JoinableQueue's task_done/join), in its own heap block
+// named by QueueHeader::tasks, every field under the queue's lock. The unfinished tasks are
+// derived, never stored: count (messages in the ring) + the sum of the slots' `taken` (messages
+// a live process got and has not marked done) + orphans. A get adds what it takes to its
+// process's slot BEFORE its consume store, so a consumer killed at any instant either left the
+// messages in the ring or holds them in its slot; a slot whose process is gone
+// (sync::process_gone on pid and tag) is reclaimed -- its messages count as done -- by the next
+// join, task_done or slot claim. A slot is a process's only while taken > 0.
+//   Q7  tasks == 0, or it names a used block of sizeof(TaskTable) bytes with magic ==
+//       kTaskMagic and slots == kTaskSlots; every slot with taken == 0 has pid == 0 at rest.
+inline constexpr uint64_t kTaskMagic = 0x4B5341544C414F48ULL;  // "HOALTASK"
+inline constexpr uint32_t kTaskSlots = 1024;
+struct TaskSlot {
+  uint32_t pid;    // the process that got the messages (0: free)
+  uint32_t tag;    // its robust tag (start time), so a reused pid is not taken for it
+  uint64_t taken;  // messages it got and has not marked done
+};
+struct TaskTable {
+  uint64_t magic;    // kTaskMagic
+  uint32_t slots;    // kTaskSlots
+  uint32_t reserved;
+  uint64_t orphans;  // messages taken when every slot was busy: never reclaimed (queue.md)
+  uint64_t reclaimed;  // messages counted done because their taker died (statistics)
+  TaskSlot slot[kTaskSlots];
+};
+static_assert(sizeof(TaskSlot) == 16 && sizeof(TaskTable) == 32 + 16 * kTaskSlots,
+              "layout is ABI: bump kQueueVersion");
 static_assert(alignof(QueueHeader) <= 16, "a heap block's payload is only 16-byte aligned");
 static_assert(offsetof(QueueHeader, lock) == 64, "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, put_seq) == 128, "layout is ABI: bump kQueueVersion");

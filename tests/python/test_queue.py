@@ -14,10 +14,11 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, ctrl_c_until_done, take_ctrl_c, wait_until
+from conftest import DEADLINE, ctrl_c_until_done, shmem_baseline, take_ctrl_c, wait_until
 
 import shoal
 from shoal import _shoal
+from shoal._tools.measure import machine_shmem
 
 np = pytest.importorskip("numpy")
 
@@ -389,3 +390,146 @@ def test_ctrl_c_interrupts_a_blocked_get_or_put(ctx: mp.context.BaseContext, sid
     assert result.value == 2
     assert q.qsize() == (1 if side == "put" else 0)
     q._check()
+
+
+# ---- JoinableQueue -----------------------------------------------------------------------------
+
+
+def test_joinable_task_done_and_join_in_one_process() -> None:
+    q = shoal.JoinableQueue()
+    assert q.joinable and not shoal.Queue().joinable
+    q.join()  # nothing put: at once
+    q.put(1)
+    q.put(2)
+    assert q._unfinished() == 2
+    assert q._join(0.01) is False
+    q.get()
+    q.task_done()
+    assert q._unfinished() == 1
+    q.get()
+    q.task_done()
+    q.join()
+    with pytest.raises(ValueError, match="too many times"):
+        q.task_done()
+    q._check()
+
+
+def _work(q: Any, results: Any) -> None:
+    while True:
+        item = q.get(timeout=DEADLINE)
+        if item is None:
+            q.task_done()
+            return
+        results.put(item * 2)
+        q.task_done()
+
+
+def test_joinable_join_waits_for_workers(ctx: mp.context.BaseContext) -> None:
+    q, results = shoal.JoinableQueue(), shoal.Queue()
+    workers = [ctx.Process(target=_work, args=(q, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for i in range(50):
+        q.put(i)
+    q.join()
+    assert results.qsize() == 50
+    assert sorted(results.get() for _ in range(50)) == [2 * i for i in range(50)]
+    for _ in workers:
+        q.put(None)
+    q.join()
+    for w in workers:
+        _join(w)
+        assert w.exitcode == 0
+
+
+def _take_and_hang(q: Any, got: Any) -> None:
+    q.get(timeout=DEADLINE)
+    got.set()
+    signal.pause()  # holds the item, never marks it done
+
+
+def test_joinable_join_never_waits_for_a_killed_consumer(ctx: mp.context.BaseContext) -> None:
+    q = shoal.JoinableQueue()
+    q.put("taken by the one that dies")
+    q.put("left for the living")
+    got = shoal.Event()
+    p = ctx.Process(target=_take_and_hang, args=(q, got))
+    p.start()
+    assert got.wait(DEADLINE)
+    assert q._unfinished() == 2
+    os.kill(p.pid, signal.SIGKILL)
+    _join(p)
+    # The dead consumer's item counts as done; the one in the queue does not.
+    assert wait_until(lambda: q._unfinished() == 1)
+    assert q._join(0.05) is False
+    assert q.get() == "left for the living"
+    q.task_done()
+    q.join()
+    q._check()
+
+
+def _get_forever(q: Any) -> None:
+    while True:
+        q.get()
+
+
+def test_joinable_consumers_killed_inside_get_never_block_join(
+    ctx: mp.context.BaseContext,
+) -> None:
+    q = shoal.JoinableQueue(ring_bytes=8192)
+    for _ in range(3):
+        p = ctx.Process(target=_get_forever, args=(q,))
+        p.start()
+        for i in range(200):
+            q.put((i, b"j" * (i * 37 % 3000)))
+        os.kill(p.pid, signal.SIGKILL)  # somewhere in a get, or between two
+        _join(p)
+    # Whatever is left in the queue is unfinished until done; whatever the dead took is done.
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            break
+        q.task_done()
+    assert q._join(DEADLINE) is True
+    q._check()
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+
+def _fill_and_exit(q: Any) -> None:
+    for _ in range(8):
+        q.put(np.ones(8 << 20, dtype=np.uint8))  # 8 x 8 MiB, out of band, never read
+    q.put(b"small")
+
+
+@pytest.mark.serial
+def test_unread_messages_are_freed_with_the_queue(ctx: mp.context.BaseContext) -> None:
+    mib = 1 << 20
+    base = shmem_baseline()
+    q = shoal.Queue()
+    p = ctx.Process(target=_fill_and_exit, args=(q,))
+    p.start()
+    _join(p)  # the producer is gone; its 64 MiB are the queue's
+    assert p.exitcode == 0 and q.qsize() == 9
+    assert q._check()["out_of_band"] == 8
+    assert machine_shmem() >= base + 32 * mib
+    del q
+    gc.collect()
+    assert wait_until(lambda: machine_shmem() <= base + 8 * mib), (machine_shmem() - base) // mib
+
+
+@pytest.mark.serial
+def test_a_received_block_is_freed_when_its_last_view_goes() -> None:
+    q = shoal.Queue()
+    q.put(np.ones(16 << 20, dtype=np.uint8))
+    a = q.get()
+    view = a[::2]
+    del a
+    gc.collect()
+    assert q._check()["stray_blocks"] == 1  # the array's block: the receiver's now
+    assert int(view.sum()) == 8 << 20
+    del view
+    gc.collect()
+    assert q._check()["stray_blocks"] == 0

@@ -344,7 +344,11 @@ TEST(QueueDecoder, WalksRecordsAcrossTheEndAndRejectsBadOnes) {
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 40).has_value());
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 0, 72).has_value());
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 4, 12).has_value());
-  put(48, 20, ok + 2);  // an unknown flag
+  put(48, 20, ok + (uint32_t{layout::kEncodingPickleBuffers} << layout::kRecordEncodingShift));
+  EXPECT_TRUE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());  // an encoding
+  put(48, 20, ok + (uint32_t{layout::kEncodingCount} << layout::kRecordEncodingShift));
+  EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());  // unknown one
+  put(48, 20, ok + 0x80);  // an unknown flag
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
   put(48, 20, layout::record_tag(layout::kRecordOutOfBand));  // out of band: 16 bytes only
   EXPECT_FALSE(channels::walk_ring(ring.data(), 64, 48, 48 + 40).has_value());
