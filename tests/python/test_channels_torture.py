@@ -49,8 +49,6 @@ CONSUMERS = 2
 MAXSIZE = 64  # a bound, so producers block in put too
 LARGE = 256 << 10
 
-pytestmark = pytest.mark.skipif(not hasattr(shoal, "Queue"), reason="no shoal.Queue here")
-
 
 def _payload(rng: random.Random, s: int) -> Any:
     if s % 8 == 7:
@@ -117,6 +115,7 @@ def _records(path: str) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # its last check reads the machine's Shmem
 def test_torture_sigkill_producers_and_consumers(tmp_path: os.PathLike[str]) -> None:
     seed = int(os.environ.get("SHOAL_CHANNELS_TORTURE_SEED", str(random.randrange(1 << 32))))
     rng = random.Random(seed)

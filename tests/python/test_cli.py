@@ -524,8 +524,7 @@ def test_demo_pipe_vs_queue_scene(capsys: pytest.CaptureFixture[str]) -> None:
     assert "multiprocessing.Queue" in out and "multiprocessing.Pipe" in out
     assert "The stdlib's answer: Pipe" in out
     assert "PROBLEM" not in out
-    if hasattr(shoal, "Queue"):
-        assert "shoal.Queue:" in out
+    assert "shoal.Queue:" in out
 
 
 def test_demo_unknown_scene_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,8 +22,6 @@ from shoal import _shoal
 N = 200
 _PEER = Path(__file__).resolve().parents[2] / "build" / "dev" / "tests" / "cpp" / "queue_peer"
 
-pytestmark = pytest.mark.skipif(not hasattr(shoal, "Queue"), reason="no shoal.Queue here")
-
 
 def message(i: int) -> bytes:
     """queue_peer.cpp's message(i)."""
