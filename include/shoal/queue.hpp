@@ -160,7 +160,8 @@ class Queue {
                        Deadline deadline = Deadline::never(), bool interruptible = false,
                        uint64_t max_bytes = 0);
 
-  /// get_many with each message's encoding, appended to `out`; with `hand_out_blocks` an
+  /// get_many with each message's encoding: `out` holds the messages taken (none unless kOk;
+  /// its elements are reused, so their buffers are not allocated again); with `hand_out_blocks` an
   /// out-of-band message is not copied: its block is handed to the caller (QueueMessage), who
   /// frees it. The zero-copy receive of the Python layer.
   QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,

@@ -244,7 +244,6 @@ PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   const int hand_out = PyObject_IsTrue(args[1]);
   if (hand_out < 0) return nullptr;
   std::vector<QueueMessage>& msgs = t_msgs;
-  msgs.clear();
   try {
     const QueueStatus s = run_op(
         [&](Deadline d, bool intr) {

@@ -196,9 +196,16 @@ class Queue(_shoal.QueueCore):
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put obj in the queue, waiting for room while it is full (block, for at most timeout
         seconds): queue.Full when there was none. ValueError after close()."""
-        self._check_open()
-        payload, enc = self._codec.encode(obj)
-        if not self._put(payload, enc, _timeout(block, timeout)):
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        # The binding takes the timeout as is: None (for ever), seconds (negative: 0), NaN:
+        # ValueError.
+        if type(obj) is bytes:
+            ok = self._put(obj, _BYTES, timeout if block else 0.0)
+        else:
+            payload, enc = self._codec.encode(obj)
+            ok = self._put(payload, enc, timeout if block else 0.0)
+        if not ok:
             raise _stdqueue.Full
 
     def put_nowait(self, obj: Any) -> None:
@@ -220,11 +227,15 @@ class Queue(_shoal.QueueCore):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting for one (block, for at most timeout
         seconds): queue.Empty when none came. ValueError after close()."""
-        self._check_open()
-        m = self._get(_timeout(block, timeout), True)
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        m = self._get(timeout if block else 0.0, True)
         if m is None:
             raise _stdqueue.Empty
-        return _decode(m[0], m[1])
+        enc, payload = m
+        if enc == _BYTES and type(payload) is bytes:
+            return payload
+        return _decode(enc, payload)
 
     def get_nowait(self) -> Any:
         """get(False): queue.Empty at once when the queue is empty."""
@@ -318,12 +329,12 @@ class SimpleQueue(Queue):
         super().__init__(0, ring_bytes=ring_bytes)
 
     def put(self, obj: Any) -> None:  # type: ignore[override]
-        """Put obj in the queue (never waits: the queue is unbounded)."""
-        super().put(obj)
+        """Put obj in the queue (waits only while the ring is full of unread messages)."""
+        Queue.put(self, obj)
 
     def get(self) -> Any:  # type: ignore[override]
         """Remove and return the oldest item, waiting for one."""
-        return super().get()
+        return Queue.get(self)
 
 
 def _timeout(block: bool, timeout: float | None) -> float | None:

@@ -522,24 +522,35 @@ struct ManySink {
   void handed(HeapRef, uint64_t, uint8_t) noexcept {}
 };
 struct MessageSink {
+  // Replaces out's contents, reusing its elements (their strings keep their buffers, so a
+  // consumer calling again with the same vector does not allocate for each message).
   std::vector<QueueMessage>* out;
   bool blocks;
-  size_t mark() const noexcept { return out->size(); }
-  void rollback(size_t n) { out->resize(n); }
+  size_t n = 0;
+  size_t mark() const noexcept { return 0; }
+  void rollback(size_t) { out->clear(); }
   bool hand_out() const noexcept { return blocks; }
+  QueueMessage& slot() {
+    if (n == out->size()) out->emplace_back();
+    QueueMessage& m = (*out)[n++];
+    m.block = 0;
+    return m;
+  }
   std::string& next(uint8_t enc, uint64_t length) {
-    QueueMessage& m = out->emplace_back();
+    QueueMessage& m = slot();
     m.encoding = enc;
     m.length = length;
     return m.data;
   }
   // Inside take's try: a throw here leaves the queue as it was.
   void handed(HeapRef ref, uint64_t length, uint8_t enc) {
-    QueueMessage& m = out->emplace_back();
+    QueueMessage& m = slot();
+    m.data.clear();
     m.block = ref;
     m.length = length;
     m.encoding = enc;
   }
+  void done() { out->resize(n); }
 };
 }  // namespace
 
@@ -658,7 +669,9 @@ QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messa
                                 Deadline deadline, bool interruptible, uint64_t max_bytes,
                                 bool hand_out_blocks) {
   MessageSink sink{&out, hand_out_blocks};
-  return take(sink, max_messages, max_bytes, deadline, interruptible);
+  const QueueStatus s = take(sink, max_messages, max_bytes, deadline, interruptible);
+  sink.done();  // n is 0 unless kOk
+  return s;
 }
 
 // ---- tasks ----------------------------------------------------------------------------------
