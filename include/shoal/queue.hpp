@@ -143,6 +143,12 @@ class Queue {
                           std::span<const uint8_t> encodings,
                           Deadline deadline = Deadline::never(), bool interruptible = false);
 
+  /// One message that is the concatenation of `parts`, with its encoding (put_encoded's):
+  /// copied from the parts straight into the ring or its out-of-band block, never joined
+  /// first (the Python layer's pickle and its buffers).
+  QueueStatus put_parts(std::span<const std::string_view> parts, uint8_t encoding,
+                        Deadline deadline = Deadline::never(), bool interruptible = false);
+
   // ---- get ----------------------------------------------------------------------------------
   /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
   /// the deadline passes (kEmpty), or kInterrupted. `out` is left unchanged unless kOk (or an
@@ -205,6 +211,9 @@ class Queue {
         layout::TaskTable* tasks) noexcept
       : heap_(std::move(heap)), top_(top), h_(h), ring_(ring), tasks_(tasks) {}
   void note_taken(uint64_t n) noexcept;  // under the lock: a joinable get's bookkeeping
+  template <class M>
+  QueueStatus put_msgs(std::span<const M> msgs, std::span<const uint8_t> encodings,
+                       Deadline deadline, bool interruptible);
   template <class Sink>
   QueueStatus take(Sink& sink, size_t max_messages, uint64_t max_bytes, Deadline deadline,
                    bool interruptible);

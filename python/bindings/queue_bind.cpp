@@ -20,6 +20,8 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -48,17 +50,20 @@ struct PyQueueBlock {
   uint64_t length = 0;
   std::byte* data = nullptr;
   Py_ssize_t exports = 0;
+  // The process that took the block: a forked child inherits this object but not the block
+  // (the parent may still view it), so only the taker frees it.
+  pid_t taker = ::getpid();
   PyQueueBlock() = default;
   // Moved, never copied: one owner frees the block.
   PyQueueBlock(PyQueueBlock&& o) noexcept
-      : owner(std::move(o.owner)), ref(o.ref), length(o.length), data(o.data) {
+      : owner(std::move(o.owner)), ref(o.ref), length(o.length), data(o.data), taker(o.taker) {
     o.ref = 0;
   }
   PyQueueBlock(const PyQueueBlock&) = delete;
   PyQueueBlock& operator=(const PyQueueBlock&) = delete;
   PyQueueBlock& operator=(PyQueueBlock&&) = delete;
   ~PyQueueBlock() {
-    if (ref == 0 || !owner.is_valid()) return;
+    if (ref == 0 || !owner.is_valid() || taker != ::getpid()) return;
     try {
       Heap h = nb::inst_ptr<PyQueue>(owner)->q.heap();  // a handle: a copy is cheap
       h.free(ref);
@@ -400,6 +405,35 @@ void register_queue(nb::module_& m) {
             return q.q.unfinished();
           },
           "The unfinished tasks now (dead takers' counted done).")
+      .def(
+          "_put_parts",
+          [](PyQueue& q, nb::sequence parts, nb::handle encoding, nb::handle timeout) {
+            const double t = timeout_arg(timeout);
+            uint8_t enc;
+            if (parse_encoding(encoding.ptr(), &enc) != 0) throw nb::python_error();
+            const size_t n = nb::len(parts);
+            std::vector<Payload> held(n);
+            std::vector<std::string_view> views(n);
+            for (size_t i = 0; i < n; ++i) {
+              nb::object p = parts[i];
+              if (held[i].get(p.ptr()) != 0) throw nb::python_error();
+              views[i] = held[i].sv();
+            }
+            // The copy into the block runs without the GIL (the parts are held buffers).
+            const Deadline d = t < 0 ? Deadline::never() : Deadline::after(t);
+            for (;;) {
+              QueueStatus s;
+              {
+                nb::gil_scoped_release nogil;
+                s = q.q.put_parts(views, enc, d, true);
+              }
+              if (s != QueueStatus::kInterrupted) return s == QueueStatus::kOk;
+              if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            }
+          },
+          "parts"_a, "encoding"_a, "timeout"_a.none(),
+          "Put one message made of the bytes-like parts, copied once (into the ring or its "
+          "block): True when put, False when the queue stayed full.")
       .def(
           "_put_many",
           [](nb::handle self, nb::sequence payloads, nb::sequence encodings, nb::handle timeout) {

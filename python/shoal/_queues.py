@@ -42,69 +42,80 @@ _ALIGN = 64
 _DEFAULT_RING = 1 << 20
 
 
-def _extra_reducers() -> dict[Any, Any]:
-    """The reducers multiprocessing registered with ForkingPickler.register."""
-    return getattr(ForkingPickler, "_extra_reducers", {})
+# The dict ForkingPickler.register adds to (multiprocessing's reducers: Connections, sockets,
+# bound methods...): the same object for the life of the process.
+_EXTRA_REDUCERS: dict[Any, Any] = getattr(ForkingPickler, "_extra_reducers", {})
 
 
 class _Pickler(ForkingPickler):
     """ForkingPickler (multiprocessing's reducers: Connections, sockets...) at protocol 5 with
-    a buffer callback, which ForkingPickler's own constructor cannot pass."""
+    a buffer callback, which ForkingPickler's own constructor cannot pass; with its BytesIO and
+    the buffers its callback set aside."""
 
-    def __init__(self, file: io.BytesIO, callback: Any) -> None:
-        pickle.Pickler.__init__(self, file, 5, buffer_callback=callback)
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.bufs: list[pickle.PickleBuffer] = []
+        pickle.Pickler.__init__(self, self.buf, 5, buffer_callback=self._callback)
         self.refresh()
 
+    def _callback(self, b: pickle.PickleBuffer) -> bool:
+        # True: in band (small); False: out of band, appended after the pickle.
+        if b.raw().nbytes < _OOB_THRESHOLD:
+            return True
+        self.bufs.append(b)
+        return False
+
     def refresh(self) -> None:
-        extra = _extra_reducers()
-        self.reducers = len(extra)
+        self.reducers = len(_EXTRA_REDUCERS)
         self.dispatch_table = copyreg.dispatch_table.copy()
-        self.dispatch_table.update(extra)
+        self.dispatch_table.update(_EXTRA_REDUCERS)
 
 
 class _Codec:
-    """One reused ForkingPickler per queue object (and thread): pickling a small message does
-    not build a pickler each time."""
+    """One reused ForkingPickler per queue object and thread: pickling a small message does not
+    build a pickler (and copy its dispatch table) each time. The thread that made the codec
+    uses an attribute; other threads a thread-local one."""
 
     def __init__(self) -> None:
+        self._tid = threading.get_ident()
+        self._main: _Pickler | None = None
         self._local = threading.local()
 
-    def _state(self) -> tuple[io.BytesIO, Any, list[pickle.PickleBuffer]]:
-        st = getattr(self._local, "st", None)
-        if st is None:
-            buf = io.BytesIO()
-            bufs: list[pickle.PickleBuffer] = []
-
-            def callback(b: pickle.PickleBuffer) -> bool:
-                # True: in band (small); False: out of band, appended after the pickle.
-                if b.raw().nbytes < _OOB_THRESHOLD:
-                    return True
-                bufs.append(b)
-                return False
-
-            p = _Pickler(buf, callback)
-            st = self._local.st = (buf, p, bufs)
-        elif len(_extra_reducers()) != st[1].reducers:
-            st[1].refresh()  # a reducer registered since (multiprocessing.connection's)
-        return st
+    def _pickler(self) -> _Pickler:
+        if threading.get_ident() == self._tid:
+            if self._main is None:
+                self._main = _Pickler()
+            return self._main
+        local: _Pickler | None = getattr(self._local, "p", None)
+        if local is None:
+            local = self._local.p = _Pickler()
+        return local
 
     def encode(self, obj: Any) -> tuple[Any, int]:
-        """(payload, encoding) for one message."""
+        """(payload, encoding) for one message: bytes, or for _PICKLE_BUFFERS the list of its
+        parts (put copies them once, straight into shared memory)."""
         if type(obj) is bytes:
             return obj, _BYTES
-        buf, p, bufs = self._state()
-        buf.seek(0)
-        buf.truncate()
-        bufs.clear()
+        p = self._main if self._main is not None and threading.get_ident() == self._tid else None
+        if p is None:
+            p = self._pickler()
+        if p.reducers != len(_EXTRA_REDUCERS):
+            p.refresh()  # a reducer registered since (multiprocessing.connection's)
+        buf = p.buf
         try:
             p.dump(obj)
+        except BaseException:
+            p.bufs.clear()
+            raise
         finally:
             p.clear_memo()
-        data = buf.getvalue()
-        if not bufs:
+            data = buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+        if not p.bufs:
             return data, _PICKLE
-        raws = [b.raw() for b in bufs]
-        bufs.clear()
+        raws = [b.raw() for b in p.bufs]
+        p.bufs.clear()
         # [u32 nbufs | u32 0 | u64 pickle length | u64 length per buffer], pickle, then each
         # buffer at a multiple of _ALIGN.
         head = struct.pack(f"<IIQ{len(raws)}Q", len(raws), 0, len(data), *(r.nbytes for r in raws))
@@ -116,7 +127,7 @@ class _Codec:
                 parts.append(bytes(pad))
             parts.append(r)
             pos += pad + r.nbytes
-        return b"".join(parts), _PICKLE_BUFFERS
+        return parts, _PICKLE_BUFFERS  # a list: put copies the parts once, into shared memory
 
 
 def _decode(encoding: int, payload: Any) -> Any:
@@ -204,7 +215,10 @@ class Queue(_shoal.QueueCore):
             ok = self._put(obj, _BYTES, timeout if block else 0.0)
         else:
             payload, enc = self._codec.encode(obj)
-            ok = self._put(payload, enc, timeout if block else 0.0)
+            if enc == _PICKLE_BUFFERS:
+                ok = self._put_parts(payload, enc, timeout if block else 0.0)
+            else:
+                ok = self._put(payload, enc, timeout if block else 0.0)
         if not ok:
             raise _stdqueue.Full
 
@@ -217,6 +231,7 @@ class Queue(_shoal.QueueCore):
         they did not all fit in time."""
         self._check_open()
         enc = [self._codec.encode(x) for x in xs]
+        enc = [(b"".join(p), e) if e == _PICKLE_BUFFERS else (p, e) for p, e in enc]
         if not enc:
             return
         if not self._put_many([e[0] for e in enc], [e[1] for e in enc], _timeout(block, timeout)):

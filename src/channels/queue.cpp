@@ -357,6 +357,43 @@ uint64_t write_record(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t fl
   return pos + layout::record_span(length);
 }
 
+// One message given as the concatenation of parts (Queue::put_parts): copied from its parts
+// straight into its block or its record, with no joined copy first.
+struct GatheredMessage {
+  std::span<const std::string_view> parts;
+  uint64_t length = 0;
+  uint64_t size() const noexcept { return length; }
+  void copy_to(std::byte* dst) const noexcept {
+    for (std::string_view p : parts) {
+      if (p.empty()) continue;
+      std::memcpy(dst, p.data(), p.size());
+      dst += p.size();
+    }
+  }
+};
+
+// Under the lock: a message's record at `pos` (flags give its kind and encoding).
+uint64_t write_message(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t flags,
+                       std::string_view m) noexcept {
+  return write_record(h, ring, pos, flags, m.data(), m.size());
+}
+uint64_t write_message(QueueHeader* h, std::byte* ring, uint64_t pos, uint32_t flags,
+                       const GatheredMessage& m) noexcept {
+  const layout::QueueRecord rec{static_cast<uint32_t>(m.size()), layout::record_tag(flags)};
+  channels::ring_write(ring, h->ring_bytes, pos, &rec, sizeof rec);
+  uint64_t at = pos + sizeof rec;
+  for (std::string_view p : m.parts) {
+    channels::ring_write(ring, h->ring_bytes, at, p.data(), p.size());
+    at += p.size();
+  }
+  const uint64_t pad = layout::record_span(m.size()) - sizeof rec - m.size();
+  if (pad != 0) {
+    static constexpr std::byte kZeros[8] = {};
+    channels::ring_write(ring, h->ring_bytes, at, kZeros, pad);
+  }
+  return pos + layout::record_span(m.size());
+}
+
 // The out-of-band blocks of one put: allocated pending and filled before the lock is taken;
 // freed again unless the put committed them (a put that times out, is interrupted or throws).
 class PendingBlocks {
@@ -381,6 +418,13 @@ class PendingBlocks {
     if (!msg.empty()) std::memcpy(heap_.at(r, msg.size()), msg.data(), msg.size());
     return r;
   }
+  HeapRef add(const GatheredMessage& msg) {
+    refs_.reserve(refs_.size() + 1);
+    const HeapRef r = heap_.allocate_pending(msg.size());
+    refs_.push_back(r);
+    if (msg.size() != 0) msg.copy_to(heap_.at(r, msg.size()));
+    return r;
+  }
   const std::vector<HeapRef>& refs() const noexcept { return refs_; }
   void committed() noexcept { refs_.clear(); }
 
@@ -397,6 +441,21 @@ QueueStatus Queue::put(std::string_view msg, Deadline deadline, bool interruptib
 QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
                                std::span<const uint8_t> encodings, Deadline deadline,
                                bool interruptible) {
+  return put_msgs(msgs, encodings, deadline, interruptible);
+}
+
+QueueStatus Queue::put_parts(std::span<const std::string_view> parts, uint8_t encoding,
+                             Deadline deadline, bool interruptible) {
+  uint64_t n = 0;
+  for (std::string_view p : parts) n += p.size();
+  const GatheredMessage m{parts, n};
+  return put_msgs(std::span<const GatheredMessage>(&m, 1), std::span<const uint8_t>(&encoding, 1),
+                  deadline, interruptible);
+}
+
+template <class M>
+QueueStatus Queue::put_msgs(std::span<const M> msgs, std::span<const uint8_t> encodings,
+                            Deadline deadline, bool interruptible) {
   if (msgs.empty()) return QueueStatus::kOk;
   if (!encodings.empty()) {
     if (encodings.size() != msgs.size()) {
@@ -412,7 +471,7 @@ QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
   const uint64_t ring = h_->ring_bytes;
   uint64_t len = 0, span = 0;
   bool any_oob = false;
-  for (std::string_view m : msgs) {
+  for (const M& m : msgs) {
     if (m.size() > max_message_bytes()) {
       throw_error(Errc::kInvalidArgument,
                   "queue: a message of " + std::to_string(m.size()) +
@@ -436,7 +495,7 @@ QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
   // Big messages are copied into pending heap blocks without the queue's lock.
   PendingBlocks blocks(heap_);
   if (any_oob) {
-    for (std::string_view m : msgs) {
+    for (const M& m : msgs) {
       if (out_of_band(ring, m.size())) blocks.add(m);
     }
   }
@@ -454,7 +513,7 @@ QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
       uint64_t pos = tail;
       size_t next_block = 0;
       for (size_t i = 0; i < msgs.size(); ++i) {
-        const std::string_view m = msgs[i];
+        const M& m = msgs[i];
         const uint32_t enc = encodings.empty()
                                  ? 0
                                  : uint32_t{encodings[i]} << layout::kRecordEncodingShift;
@@ -462,7 +521,7 @@ QueueStatus Queue::put_encoded(std::span<const std::string_view> msgs,
           const layout::OutOfBandRef o{blocks.refs()[next_block++], m.size()};
           pos = write_record(h_, ring_, pos, layout::kRecordOutOfBand | enc, &o, sizeof o);
         } else {
-          pos = write_record(h_, ring_, pos, layout::kRecordBytes | enc, m.data(), m.size());
+          pos = write_message(h_, ring_, pos, layout::kRecordBytes | enc, m);
         }
       }
       if (any_oob) {

@@ -533,3 +533,53 @@ def test_a_received_block_is_freed_when_its_last_view_goes() -> None:
     del view
     gc.collect()
     assert q._check()["stray_blocks"] == 0
+
+
+def _drop_inherited(a: Any) -> None:
+    del a  # the parent's block: a forked child must not free it
+    gc.collect()
+
+
+def test_a_forked_child_dropping_an_inherited_array_leaves_the_parents_block() -> None:
+    q = shoal.Queue()
+    q.put(np.full(1 << 20, 9, dtype=np.uint8))
+    a = q.get()
+    p = mp.get_context("fork").Process(target=_drop_inherited, args=(a,))
+    p.start()
+    _join(p)
+    q.put(np.zeros(1 << 20, dtype=np.uint8))  # would reuse the block had the child freed it
+    b = q.get()
+    assert int(a.sum()) == 9 << 20 and int(b.sum()) == 0
+
+
+def test_threads_share_a_queue_object() -> None:
+    import threading
+
+    q = shoal.Queue()
+    n = 500
+
+    def produce(k: int) -> None:
+        for i in range(n):
+            q.put((k, i, [i] * (i % 5)))
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    got = [q.get(timeout=DEADLINE) for _ in range(4 * n)]
+    for t in threads:
+        t.join()
+    assert sorted((k, i) for k, i, _ in got) == [(k, i) for k in range(4) for i in range(n)]
+    assert all(pad == [i] * (i % 5) for _, i, pad in got)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x01", b"\xff" * 40, b"\x02\x00\x00\x00\x00\x00\x00\x00\x05" + b"\x00" * 40],
+)
+def test_a_corrupt_message_with_buffers_is_decode_error(payload: bytes) -> None:
+    q = shoal.Queue()
+    q._put(payload, 2, None)  # what only a hostile writer puts
+    with pytest.raises((shoal.DecodeError, pickle.UnpicklingError, EOFError)):
+        q.get()
+    q.put("next")
+    assert q.get() == "next"  # the queue goes on

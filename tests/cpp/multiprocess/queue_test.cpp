@@ -257,6 +257,65 @@ TEST(QueueProcesses, AConsumerKilledInGetLosesAtMostTheMessageItWasTaking) {
   got.check();
 }
 
+TEST(QueueProcesses, TheTasksOfAKilledConsumerCountAsDoneSoJoinReturns) {
+  ScopedRuntimeDir dir;
+  Queue q = Queue::create({.ring_bytes = 1 << 16, .joinable = true});
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(q.put(u64(i)), QueueStatus::kOk);
+  // A consumer that takes two messages and hangs without marking them done.
+  ChildProcess holder([&] {
+    after_fork_child();
+    std::string m;
+    if (q.get(m) != QueueStatus::kOk || q.get(m) != QueueStatus::kOk) return 2;
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(test::wait_until([&] { return q.size() == 3; }));
+  EXPECT_EQ(q.unfinished(), 5u);
+  EXPECT_EQ(q.join(Deadline::after(0.02)), QueueStatus::kTimeout);
+  holder.kill(SIGKILL);
+  EXPECT_EQ(holder.wait(), 128 + SIGKILL);
+  EXPECT_EQ(q.unfinished(), 3u);  // its two: done
+  std::string m;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(q.get(m), QueueStatus::kOk);
+    EXPECT_TRUE(q.task_done());
+  }
+  EXPECT_EQ(q.join(Deadline::after(60.0)), QueueStatus::kOk);
+  EXPECT_FALSE(q.task_done());
+  q.check();
+}
+
+TEST(QueueProcesses, ConsumersKilledAtRandomInstantsOfGetNeverLeaveJoinWaiting) {
+  ScopedRuntimeDir dir;
+  const uint32_t seed = static_cast<uint32_t>(::getpid());
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  // Room for every round's messages even if no consumer took any (a put never waits here).
+  Queue q = Queue::create({.ring_bytes = 1 << 18, .joinable = true});
+  for (int k = 0; k < 10; ++k) {
+    for (uint64_t i = 0; i < 300; ++i) {
+      // One in ten out of band (a 256 KiB ring's quarter is 64 KiB).
+      ASSERT_EQ(q.put(i % 10 == 0 ? std::string(70000, 'b') : u64(i)), QueueStatus::kOk);
+    }
+    ChildProcess consumer([&] {
+      after_fork_child();
+      std::string m;
+      while (q.get(m, Deadline::after(60.0)) == QueueStatus::kOk) {
+        if ((m.size() & 1) == 0) (void)q.task_done();  // some done, some not
+      }
+      return 0;
+    });
+    ASSERT_TRUE(test::wait_until([&] { return q.size() < 300; }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    consumer.kill(SIGKILL);
+    EXPECT_EQ(consumer.wait(), 128 + SIGKILL);
+  }
+  std::string m;
+  while (q.try_get(m) == QueueStatus::kOk) EXPECT_TRUE(q.task_done());
+  EXPECT_EQ(q.join(Deadline::after(60.0)), QueueStatus::kOk);
+  const QueueStats s = q.check();
+  EXPECT_EQ(s.stray_blocks, 0u);
+}
+
 TEST(QueueProcesses, AConsumerKilledInGetOfOutOfBandMessagesLosesAtMostOneAndLeaksNothing) {
   ScopedRuntimeDir dir;
   const uint32_t seed = static_cast<uint32_t>(::getpid());

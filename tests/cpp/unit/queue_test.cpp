@@ -325,6 +325,123 @@ TEST(Queue, ACorruptRecordIsCorruptSegmentErrorNotACrash) {
 }
 
 // The decoder on hand-built bytes (the fuzz target's functions).
+TEST(Queue, EncodingsTravelWithTheirMessagesAndUnknownOnesAreRefused) {
+  Queue q = Queue::create({.ring_bytes = 4096});
+  const std::string_view msgs[] = {"raw", "pickled", std::string_view("")};
+  const uint8_t encs[] = {layout::kEncodingBytes, layout::kEncodingPickle,
+                          layout::kEncodingPickleBuffers};
+  ASSERT_EQ(q.put_encoded(msgs, encs), QueueStatus::kOk);
+  ASSERT_EQ(q.put("plain"), QueueStatus::kOk);  // put: raw bytes
+  std::vector<QueueMessage> out;
+  ASSERT_EQ(q.get_messages(out, 10), QueueStatus::kOk);
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0].data, "raw");
+  EXPECT_EQ(out[0].encoding, layout::kEncodingBytes);
+  EXPECT_EQ(out[1].data, "pickled");
+  EXPECT_EQ(out[1].encoding, layout::kEncodingPickle);
+  EXPECT_EQ(out[2].length, 0u);
+  EXPECT_EQ(out[2].encoding, layout::kEncodingPickleBuffers);
+  EXPECT_EQ(out[3].data, "plain");
+  EXPECT_EQ(out[3].encoding, layout::kEncodingBytes);
+  // get_messages replaces out's contents; nothing when empty.
+  EXPECT_EQ(q.get_messages(out, 10, Deadline{0}), QueueStatus::kEmpty);
+  EXPECT_TRUE(out.empty());
+  const uint8_t bad[] = {layout::kEncodingCount};
+  const std::string_view one[] = {"x"};
+  EXPECT_THROW(q.put_encoded(one, bad), InvalidArgumentError);
+  const uint8_t two[] = {0, 0};
+  EXPECT_THROW(q.put_encoded(one, two), InvalidArgumentError);
+  // A C++ consumer of a Python-encoded message gets its bytes (get) or also its encoding.
+  ASSERT_EQ(q.put_encoded(one, std::span<const uint8_t>(encs + 1, 1)), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  EXPECT_EQ(m, "x");
+  q.check();
+}
+
+TEST(Queue, PutPartsSendsTheirConcatenationInlineOrOutOfBand) {
+  Queue q = Queue::create({.ring_bytes = 1024});
+  const std::string a = message(1, 100), b = message(2, 5000), c;
+  for (size_t n : {size_t{1}, size_t{3}}) {  // 100 bytes inline; 5100 out of band
+    const std::string_view parts[] = {a, n == 3 ? std::string_view(b) : std::string_view(c), c};
+    ASSERT_EQ(q.put_parts(parts, layout::kEncodingPickleBuffers), QueueStatus::kOk);
+    std::vector<QueueMessage> out;
+    ASSERT_EQ(q.get_messages(out, 1), QueueStatus::kOk);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].data, n == 3 ? a + b : a);
+    EXPECT_EQ(out[0].encoding, layout::kEncodingPickleBuffers);
+  }
+  const std::string_view none[] = {c};
+  ASSERT_EQ(q.put_parts(none, 0), QueueStatus::kOk);  // an empty message
+  std::string m = "x";
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  EXPECT_TRUE(m.empty());
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+}
+
+TEST(Queue, AHandedOutBlockIsTheCallersUntilItFreesIt) {
+  Queue q = Queue::create({.ring_bytes = 256});
+  const std::string big = message(7, 100000), small = message(8, 20);
+  ASSERT_EQ(q.put(big), QueueStatus::kOk);
+  ASSERT_EQ(q.put(small), QueueStatus::kOk);
+  std::vector<QueueMessage> out;
+  ASSERT_EQ(q.get_messages(out, 2, Deadline::never(), false, 0, true), QueueStatus::kOk);
+  ASSERT_EQ(out.size(), 2u);
+  ASSERT_NE(out[0].block, 0u);  // out of band: handed out, not copied
+  EXPECT_TRUE(out[0].data.empty());
+  EXPECT_EQ(out[0].length, big.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(q.heap().at(out[0].block, big.size())),
+                        big.size()),
+            big);
+  EXPECT_EQ(out[1].block, 0u);  // inline: copied as ever
+  EXPECT_EQ(out[1].data, small);
+  EXPECT_EQ(q.check().stray_blocks, 1u);  // the caller's block: named by no record
+  Heap h = q.heap();
+  h.free(out[0].block);
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+  EXPECT_EQ(q.size(), 0u);
+}
+
+TEST(Queue, AJoinableQueueCountsTasksUntilDone) {
+  Queue q = Queue::create({.ring_bytes = 4096, .joinable = true});
+  ASSERT_TRUE(q.joinable());
+  EXPECT_FALSE(Queue::create().joinable());
+  EXPECT_THROW(Queue::create().task_done(), InvalidArgumentError);
+  EXPECT_EQ(q.join(Deadline{0}), QueueStatus::kOk);
+  EXPECT_FALSE(q.task_done());  // nothing to mark done
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(q.put("t"), QueueStatus::kOk);
+  EXPECT_EQ(q.unfinished(), 3u);
+  std::string m;
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  std::vector<std::string> two;
+  ASSERT_EQ(q.get_many(two, 2), QueueStatus::kOk);
+  EXPECT_EQ(q.unfinished(), 3u);  // taken, not done
+  EXPECT_EQ(q.join(Deadline::after(0.01)), QueueStatus::kTimeout);
+  EXPECT_TRUE(q.task_done());
+  EXPECT_TRUE(q.task_done());
+  EXPECT_EQ(q.unfinished(), 1u);
+  EXPECT_TRUE(q.task_done());
+  EXPECT_EQ(q.join(Deadline{0}), QueueStatus::kOk);
+  EXPECT_FALSE(q.task_done());
+  // Another mapping sees the same table.
+  Queue same = Queue::attach(q.handle());
+  ASSERT_TRUE(same.joinable());
+  ASSERT_EQ(q.put("u"), QueueStatus::kOk);
+  EXPECT_EQ(same.unfinished(), 1u);
+  q.check();
+}
+
+TEST(Queue, AJoinWaitingInAThreadReturnsWhenTheLastTaskIsDone) {
+  Queue q = Queue::create({.ring_bytes = 4096, .joinable = true});
+  ASSERT_EQ(q.put("t"), QueueStatus::kOk);
+  std::string m;
+  ASSERT_EQ(q.get(m), QueueStatus::kOk);
+  std::thread joiner([&] { EXPECT_EQ(q.join(Deadline::after(60.0)), QueueStatus::kOk); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(q.task_done());
+  joiner.join();
+}
+
 TEST(QueueDecoder, WalksRecordsAcrossTheEndAndRejectsBadOnes) {
   std::vector<std::byte> ring(64);
   auto put = [&](uint64_t pos, uint32_t len, uint32_t tag) {
