@@ -9,7 +9,7 @@ DICT_TORTURE_ROUNDS ?= 3000
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-test install dev asan tsan fuzz-build test test-cpp test-python test-pythons test-install test-asan test-tsan \
-        fuzz-smoke fuzz fuzz-views torture torture-dict torture-list torture-containers stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
+        fuzz-smoke fuzz fuzz-views torture torture-dict torture-list torture-containers torture-channels stubs stub-check demo bench bench-heap heap-bench-build docs lint lint-python lint-layers clean
 
 # setup: what building shoal needs (make install, make demo); setup-test: also GoogleTest and
 # clang-16, which only the test builds use.
@@ -98,6 +98,14 @@ torture: install
 	SHOAL_TORTURE_SECONDS=$(TORTURE_SECONDS) $(PY) -m pytest -q -s -p no:cacheprovider \
 	  tests/python/test_sync_torture.py
 
+# The channels torture test (tests/python/test_channels_torture.py): producers and consumers of
+# a shoal.Queue SIGKILLed at random for CHANNELS_TORTURE_SECONDS, a random seed (printed;
+# SHOAL_CHANNELS_TORTURE_SEED=N repeats one). `make test` runs it for 20 s.
+CHANNELS_TORTURE_SECONDS ?= 300
+torture-channels: install
+	SHOAL_CHANNELS_TORTURE_SECONDS=$(CHANNELS_TORTURE_SECONDS) $(PY) -m pytest -q -s \
+	  -p no:cacheprovider tests/python/test_channels_torture.py
+
 # The dict's random-kill torture at length (make test runs 120 rounds of it in the C++ tests):
 # one writer, then two concurrent writers, SIGKILLed DICT_TORTURE_ROUNDS times; seeded.
 torture-dict: dev
@@ -164,7 +172,7 @@ bench: setup-bench install heap-bench-build
 # section of BENCHMARKS.md comes from bench/python/heap.py, which runs the same program.
 heap-bench-build: setup-test
 	cmake --preset release $(CMAKE_PY) >/dev/null
-	cmake --build --preset release --target heap_bench shoal-broker
+	cmake --build --preset release --target heap_bench channel_floors shoal-broker
 
 bench-heap: heap-bench-build
 	build/release/bench/cpp/heap_bench

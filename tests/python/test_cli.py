@@ -526,6 +526,15 @@ def test_demo_shared_dict_scene(capsys: pytest.CaptureFixture[str]) -> None:
     assert "as promised" in out and "PROBLEM" not in out
 
 
+def test_demo_pipe_vs_queue_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--scene", "pipe-vs-queue")
+    assert code == 0, out + err
+    assert "multiprocessing.Queue" in out and "multiprocessing.Pipe" in out
+    assert "The stdlib's answer: Pipe" in out
+    assert "PROBLEM" not in out
+    assert "shoal.Queue:" in out
+
+
 def test_demo_unknown_scene_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "demo", "--scene", "nope")
     assert code == 1

@@ -551,6 +551,12 @@ def _scene_shared_dict(size: int, out: TextIO) -> bool:
     return run_scene(size, out)
 
 
+def _scene_pipe_vs_queue(size: int, out: TextIO) -> bool:
+    from .scene_channels import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -581,6 +587,11 @@ SCENES: list[Scene] = [
         "shared-dict",
         "Seed 002: a dict shared by processes: Manager().dict() vs shoal.Dict",
         _scene_shared_dict,
+    ),
+    Scene(
+        "pipe-vs-queue",
+        "Seed 003: Pipe or Queue, which is faster? multiprocessing's next to shoal's",
+        _scene_pipe_vs_queue,
     ),
 ]
 
