@@ -67,6 +67,8 @@ def rebuild_dict(cls: type, handle: str, allow_pickle: bool) -> object:
 def rebuild_list(cls: type, handle: str, allow_pickle: bool) -> object:
     """Unpickle a shoal.List (or a subclass: cls): attach the list its handle names."""
     return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]
+
+
 def rebuild_queue(cls: type, handle: str) -> object:
     """Unpickle a shoal.Queue, JoinableQueue or SimpleQueue (cls): attach the queue its handle
     names."""
