@@ -4,7 +4,11 @@
 //
 // Messages cross this layer as (encoding, payload): the encoding is the record's tag bits
 // (layout::kEncoding*: 0 raw bytes, what C++ producers put and what a Python bytes is sent as;
-// 1 a pickle; 2 a pickle with its out-of-band buffers), which _queues.py chooses and reads.
+// 1 a pickle; 2 a pickle with its out-of-band buffers; 3 a plain value in the shared codec's
+// format), which _queues.py chooses and reads. Encoding 3 is written and read here, in C++:
+// _put_value encodes (codec::encode_message) or answers NotImplemented for a value the codec
+// does not take (the caller pickles it), and a received encoding-3 message comes back already
+// thawed into objects (codec::decode_message), so a small message costs no Python-level call.
 //
 // Hot paths in C: _put and _get are raw CPython methods (METH_FASTCALL, positional arguments, no
 // nanobind dispatch). Each first tries without waiting with the GIL held; when it must wait it
@@ -29,6 +33,7 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "codec.hpp"
 #include "layout/queue_layout.hpp"
 #include "shoal/heap.hpp"
 #include "shoal/queue.hpp"
@@ -190,10 +195,81 @@ PyObject* queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   }
 }
 
-// A received message as (encoding, payload): payload bytes, or a QueueBlock (handed out).
+// _put_value(obj, timeout) -> True put, False full, NotImplemented when the value codec does not
+// take obj (the caller pickles it).
+PyObject* queue_put_value(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "_put_value expected 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyQueue* pq = queue_of(self);
+  if (pq == nullptr) return nullptr;
+  double timeout;
+  if (parse_timeout(args[1], &timeout) != 0) return nullptr;
+  try {
+    const std::optional<std::span<const std::byte>> img = codec::encode_message(args[0]);
+    if (!img) Py_RETURN_NOTIMPLEMENTED;
+    const std::string_view msg(reinterpret_cast<const char*>(img->data()), img->size());
+    const std::span<const std::string_view> msgs(&msg, 1);
+    const uint8_t enc = layout::kEncodingValue;
+    const std::span<const uint8_t> encs(&enc, 1);
+    // The image lives in this thread's builder, which no other call touches while this one
+    // waits without the GIL (a thread encodes only its own messages).
+    QueueStatus s;
+    if (msg.size() > (uint64_t{1} << 16)) {
+      const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+      for (;;) {
+        {
+          nb::gil_scoped_release nogil;
+          s = pq->q.put_encoded(msgs, encs, d, true);
+        }
+        if (s != QueueStatus::kInterrupted) break;
+        if (PyErr_CheckSignals() != 0) throw nb::python_error();
+      }
+    } else {
+      s = run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
+                 QueueStatus::kFull, timeout);
+    }
+    return PyBool_FromLong(s == QueueStatus::kOk);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+// A received message as (encoding, payload): payload bytes, or a QueueBlock (handed out); for
+// a value message (encoding 3), the value itself, thawed here. A corrupt value message raises
+// DecodeError; it has been taken, so the next get goes on with the next message.
 PyObject* message_tuple(PyObject* self, QueueMessage& m) {
   PyObject* payload;
-  if (m.block != 0) {
+  if (m.encoding == layout::kEncodingValue) {
+    if (m.block != 0) {
+      PyQueue* pq = nb::inst_ptr<PyQueue>(self);
+      Heap h = pq->q.heap();
+      const HeapRef ref = m.block;
+      m.block = 0;  // freed below, whatever the decode does
+      const std::byte* data = nullptr;
+      try {
+        data = h.at(ref, m.length);
+      } catch (...) {
+        try {
+          h.free(ref);
+        } catch (...) {
+        }
+        throw;
+      }
+      payload = codec::decode_message(data, m.length);
+      try {
+        h.free(ref);
+      } catch (...) {
+        // The heap refused (corrupt): the block stays until the queue is freed.
+      }
+    } else {
+      payload = codec::decode_message(reinterpret_cast<const std::byte*>(m.data.data()),
+                                      m.data.size());
+    }
+    if (payload == nullptr) throw nb::python_error();
+  } else if (m.block != 0) {
     PyQueue* pq = nb::inst_ptr<PyQueue>(self);
     PyQueueBlock b;
     b.owner = nb::borrow(self);
@@ -280,6 +356,11 @@ PyMethodDef queue_methods[] = {
      "_get($self, timeout, hand_out, /)\n--\n\nTake one message: (encoding, payload), or None "
      "when the queue stayed empty. payload is bytes, or (hand_out) a QueueBlock for an "
      "out-of-band message."},
+    {"_put_value", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_put_value)),
+     METH_FASTCALL,
+     "_put_value($self, obj, timeout, /)\n--\n\nPut obj in the shared value codec's format "
+     "(encoding 3): True when put, False when the queue stayed full, NotImplemented when obj is "
+     "not a plain value (pickle it instead)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot queue_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(queue_traverse)},

@@ -6,8 +6,11 @@ C methods of ``_shoal.QueueCore`` (python/bindings/queue_bind.cpp): they wait wi
 honour the timeout, and let Ctrl-C raise KeyboardInterrupt with nothing put or taken.
 
 Message encoding (the record's tag bits, src/layout/queue_layout.hpp): a ``bytes`` travels as
-its raw bytes (encoding 0, what a C++ producer puts, so C++ and Python share a queue); anything
-else is pickled with multiprocessing's reducers (``ForkingPickler``, protocol 5, one pickler
+its raw bytes (encoding 0, what a C++ producer puts, so C++ and Python share a queue); a plain
+value (exact None, bool, int, float, str, bytes, and lists, tuples, dicts, sets and frozensets of
+them, no cycles) in the shared value codec's format, encoded and thawed in C++ by the binding
+(encoding 3, ``_put_value``; docs/design/queue.md, "Message encodings"); anything else is
+pickled with multiprocessing's reducers (``ForkingPickler``, protocol 5, one pickler
 reused per queue object), so what a multiprocessing.Queue carries (Connections, sockets) travels
 here too (encoding 1). Buffers of at least ``_OOB_THRESHOLD`` bytes that the pickle hands out of
 band (ndarrays, PickleBuffer) are appended after the pickle (encoding 2); a message larger than
@@ -32,7 +35,7 @@ from typing import Any
 
 from . import _glue, _shoal
 
-_BYTES, _PICKLE, _PICKLE_BUFFERS = 0, 1, 2
+_BYTES, _PICKLE, _PICKLE_BUFFERS, _VALUE = 0, 1, 2, 3
 # A pickled buffer at least this long travels after the pickle, not inside it: one copy into
 # shared memory on the way in, none on the way out when the message goes out of band.
 _OOB_THRESHOLD = 64 * 1024
@@ -131,6 +134,8 @@ class _Codec:
 
 
 def _decode(encoding: int, payload: Any) -> Any:
+    if encoding == _VALUE:
+        return payload  # thawed by the binding
     if encoding == _BYTES:
         return payload if type(payload) is bytes else bytes(payload)
     if encoding == _PICKLE:
@@ -213,7 +218,7 @@ class Queue(_shoal.QueueCore):
         # ValueError.
         if type(obj) is bytes:
             ok = self._put(obj, _BYTES, timeout if block else 0.0)
-        else:
+        elif (ok := self._put_value(obj, timeout if block else 0.0)) is NotImplemented:
             payload, enc = self._codec.encode(obj)
             if enc == _PICKLE_BUFFERS:
                 ok = self._put_parts(payload, enc, timeout if block else 0.0)
@@ -248,7 +253,7 @@ class Queue(_shoal.QueueCore):
         if m is None:
             raise _stdqueue.Empty
         enc, payload = m
-        if enc == _BYTES and type(payload) is bytes:
+        if enc == _VALUE or (enc == _BYTES and type(payload) is bytes):
             return payload
         return _decode(enc, payload)
 
