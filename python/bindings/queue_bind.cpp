@@ -26,6 +26,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -310,9 +311,48 @@ void free_unclaimed(PyQueue* pq, std::vector<QueueMessage>& msgs) noexcept {
   }
 }
 
+// get_messages that also reports end of stream (kClosed): the queue is empty and its producer
+// end was opened and no live process holds it (docs/design/queue.md, "End of stream for
+// shoal.Queue"). As Queue::recv: waits in slices (2 ms doubling to 100 ms, so a producer's
+// death, which wakes nobody, is noticed within 100 ms; a close wakes the waiters at once),
+// checking the end table after each empty one; a message put just before the last producer
+// closed is taken first. First try without waiting, with the GIL held (the common case).
+QueueStatus get_or_end(PyQueue* pq, std::vector<QueueMessage>& msgs, size_t max_messages,
+                       uint64_t max_bytes, bool hand_out, double timeout) {
+  Queue& q = pq->q;
+  QueueStatus s = q.get_messages(msgs, max_messages, Deadline{0}, false, max_bytes, hand_out);
+  if (s != QueueStatus::kEmpty) return s;
+  const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  double slice = 0.002;
+  for (;;) {
+    bool closed;
+    {
+      nb::gil_scoped_release nogil;
+      closed = q.end_closed(QueueEnd::kProducer);
+      if (closed) {
+        s = q.get_messages(msgs, max_messages, Deadline{0}, false, max_bytes, hand_out);
+      } else if (timeout != 0) {
+        const Deadline step = Deadline::after(slice);
+        s = q.get_messages(msgs, max_messages, step.ns < d.ns ? step : d, true, max_bytes,
+                           hand_out);
+      }
+    }
+    if (closed) return s == QueueStatus::kOk ? s : QueueStatus::kClosed;
+    if (timeout == 0) return QueueStatus::kEmpty;
+    if (s == QueueStatus::kInterrupted) {
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+      continue;
+    }
+    if (s != QueueStatus::kEmpty) return s;
+    if (!d.is_never() && Deadline::after(0.0).ns >= d.ns) return QueueStatus::kEmpty;
+    slice = std::min(slice * 2, 0.1);
+  }
+}
+
 thread_local std::vector<QueueMessage> t_msgs;  // reused: its strings keep their buffers
 
-// _get(timeout, hand_out) -> (encoding, payload) | None (empty when the timeout passed).
+// _get(timeout, hand_out) -> (encoding, payload) | None (empty when the timeout passed) | 5
+// (QueueStatus::kClosed: empty, and every producer closed it or died).
 PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
   if (nargs != 2) {
     PyErr_Format(PyExc_TypeError, "_get expected 2 arguments, got %zd", nargs);
@@ -326,11 +366,8 @@ PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   if (hand_out < 0) return nullptr;
   std::vector<QueueMessage>& msgs = t_msgs;
   try {
-    const QueueStatus s = run_op(
-        [&](Deadline d, bool intr) {
-          return pq->q.get_messages(msgs, 1, d, intr, 0, hand_out != 0);
-        },
-        QueueStatus::kEmpty, timeout);
+    const QueueStatus s = get_or_end(pq, msgs, 1, 0, hand_out != 0, timeout);
+    if (s == QueueStatus::kClosed) return PyLong_FromLong(static_cast<long>(s));
     if (s != QueueStatus::kOk) Py_RETURN_NONE;
     return message_tuple(self, msgs.front());
   } catch (...) {
@@ -549,22 +586,34 @@ void register_queue(nb::module_& m) {
             std::vector<QueueMessage> msgs;
             nb::list out;
             try {
-              const QueueStatus s = run_op(
-                  [&](Deadline d, bool intr) {
-                    return pq->q.get_messages(msgs, max_messages, d, intr, max_bytes, hand_out);
-                  },
-                  QueueStatus::kEmpty, t);
-              if (s != QueueStatus::kOk) return out;
+              const QueueStatus s = get_or_end(pq, msgs, max_messages, max_bytes, hand_out, t);
+              if (s == QueueStatus::kClosed) return nb::object(nb::int_(static_cast<int>(s)));
+              if (s != QueueStatus::kOk) return nb::object(out);
               for (QueueMessage& msg : msgs) out.append(nb::steal(message_tuple(self.ptr(), msg)));
             } catch (...) {
               free_unclaimed(pq, msgs);
               throw;
             }
-            return out;
+            return nb::object(out);
           },
           "max_messages"_a, "max_bytes"_a, "timeout"_a.none(), "hand_out"_a,
           "Wait for one message, then take up to max_messages (and max_bytes payload bytes, 0: "
-          "no bound) at once: a list of (encoding, payload), empty when the timeout passed.")
+          "no bound) at once: a list of (encoding, payload), empty when the timeout passed, or 5 "
+          "when the queue is empty and every producer closed it or died.")
+      .def(
+          "_open_end",
+          [](PyQueue& q, int side) {
+            nb::gil_scoped_release nogil;
+            q.q.open_end(side == 0 ? QueueEnd::kProducer : QueueEnd::kConsumer);
+          },
+          "side"_a, "This process holds one more of the end (0 producer, 1 consumer).")
+      .def(
+          "_close_end",
+          [](PyQueue& q, int side) {
+            nb::gil_scoped_release nogil;
+            q.q.close_end(side == 0 ? QueueEnd::kProducer : QueueEnd::kConsumer);
+          },
+          "side"_a, "One hold of the end less (the last live one wakes the other side).")
       .def(
           "qsize", [](const PyQueue& q) { return q.q.size(); },
           "Messages in the queue now (a snapshot: other processes change it at once).")

@@ -36,6 +36,17 @@ from typing import Any
 from . import _glue, _shoal
 
 _BYTES, _PICKLE, _PICKLE_BUFFERS, _VALUE = 0, 1, 2, 3
+_CLOSED = 5  # what _get / _get_many return at end of stream (QueueStatus::kClosed)
+_PRODUCER = 0  # the end table's producer side
+
+
+# The stub names ShoalError through the package (a cycle mypy cannot resolve): it is a class.
+class EndOfStreamError(_shoal.ShoalError, _stdqueue.Empty, EOFError):  # type: ignore[misc]
+    """A get on an empty shoal.Queue whose every producer (a process that put into it) has
+    closed it or died: nothing more can come. A ``queue.Empty`` (code written for
+    multiprocessing.Queue handles it as a timeout) and an ``EOFError`` (as Connection.recv)."""
+
+
 # A pickled buffer at least this long travels after the pickle, not inside it: one copy into
 # shared memory on the way in, none on the way out when the message goes out of band.
 _OOB_THRESHOLD = 64 * 1024
@@ -192,6 +203,16 @@ class Queue(_shoal.QueueCore):
     def _init_local(self) -> None:
         self._closed = False
         self._codec = _Codec()
+        # The pid that holds the producer end through this object (None: none yet). A process
+        # becomes a producer at its first put and stops at close() or its death; a forked child
+        # inherits the object but not the hold, so the pid is checked.
+        self._producer: int | None = None
+
+    def _become_producer(self) -> None:
+        pid = os.getpid()
+        if self._producer != pid:
+            self._open_end(_PRODUCER)
+            self._producer = pid
 
     @classmethod
     def _from(cls, source: Any) -> Any:
@@ -214,6 +235,8 @@ class Queue(_shoal.QueueCore):
         seconds): queue.Full when there was none. ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
+        if self._producer is None or self._producer != os.getpid():
+            self._become_producer()
         # The binding takes the timeout as is: None (for ever), seconds (negative: 0), NaN:
         # ValueError.
         if type(obj) is bytes:
@@ -235,6 +258,7 @@ class Queue(_shoal.QueueCore):
         """Put every item of xs, in order, all or none (faster-fifo's put_many): queue.Full when
         they did not all fit in time."""
         self._check_open()
+        self._become_producer()
         enc = [self._codec.encode(x) for x in xs]
         enc = [(b"".join(p), e) if e == _PICKLE_BUFFERS else (p, e) for p, e in enc]
         if not enc:
@@ -246,12 +270,18 @@ class Queue(_shoal.QueueCore):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting for one (block, for at most timeout
-        seconds): queue.Empty when none came. ValueError after close()."""
+        seconds): queue.Empty when none came; EndOfStreamError (a queue.Empty and an EOFError)
+        when the queue is empty and every process that put into it has closed it or died.
+        ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         m = self._get(timeout if block else 0.0, True)
         if m is None:
             raise _stdqueue.Empty
+        if isinstance(m, int):
+            raise EndOfStreamError(
+                "the queue is empty and every process that put into it has closed it or died"
+            )
         enc, payload = m
         if enc == _VALUE or (enc == _BYTES and type(payload) is bytes):
             return payload
@@ -278,6 +308,10 @@ class Queue(_shoal.QueueCore):
             _timeout(block, timeout),
             True,
         )
+        if isinstance(ms, int):
+            raise EndOfStreamError(
+                "the queue is empty and every process that put into it has closed it or died"
+            )
         if not ms:
             raise _stdqueue.Empty
         return [_decode(e, p) for e, p in ms]
@@ -304,7 +338,12 @@ class Queue(_shoal.QueueCore):
 
     def close(self) -> None:
         """This object can no longer put or get (ValueError); the queue lives on in the other
-        processes, and goes when the last one drops it. Nothing is flushed: put already did."""
+        processes, and goes when the last one drops it. Nothing is flushed: put already did.
+        If this object made its process a producer (it put), the process stops being one:
+        once no producer is left, a get on the empty queue raises EndOfStreamError."""
+        if not self._closed and self._producer == os.getpid():
+            self._close_end(_PRODUCER)
+        self._producer = None
         self._closed = True
 
     def join_thread(self) -> None:
