@@ -317,9 +317,17 @@ void free_unclaimed(PyQueue* pq, std::vector<QueueMessage>& msgs) noexcept {
 // death, which wakes nobody, is noticed within 100 ms; a close wakes the waiters at once),
 // checking the end table after each empty one; a message put just before the last producer
 // closed is taken first. First try without waiting, with the GIL held (the common case).
+// Without end_of_stream, exactly multiprocessing's get: wait for a message or the timeout.
 QueueStatus get_or_end(PyQueue* pq, std::vector<QueueMessage>& msgs, size_t max_messages,
-                       uint64_t max_bytes, bool hand_out, double timeout) {
+                       uint64_t max_bytes, bool hand_out, double timeout, bool end_of_stream) {
   Queue& q = pq->q;
+  if (!end_of_stream) {
+    return run_op(
+        [&](Deadline d, bool intr) {
+          return q.get_messages(msgs, max_messages, d, intr, max_bytes, hand_out);
+        },
+        QueueStatus::kEmpty, timeout);
+  }
   QueueStatus s = q.get_messages(msgs, max_messages, Deadline{0}, false, max_bytes, hand_out);
   if (s != QueueStatus::kEmpty) return s;
   const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
@@ -351,11 +359,12 @@ QueueStatus get_or_end(PyQueue* pq, std::vector<QueueMessage>& msgs, size_t max_
 
 thread_local std::vector<QueueMessage> t_msgs;  // reused: its strings keep their buffers
 
-// _get(timeout, hand_out) -> (encoding, payload) | None (empty when the timeout passed) | 5
-// (QueueStatus::kClosed: empty, and every producer closed it or died).
+// _get(timeout, hand_out[, end_of_stream]) -> (encoding, payload) | None (empty when the
+// timeout passed) | 5 (QueueStatus::kClosed, only with end_of_stream: empty, and every
+// producer closed it or died).
 PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
-  if (nargs != 2) {
-    PyErr_Format(PyExc_TypeError, "_get expected 2 arguments, got %zd", nargs);
+  if (nargs != 2 && nargs != 3) {
+    PyErr_Format(PyExc_TypeError, "_get expected 2 or 3 arguments, got %zd", nargs);
     return nullptr;
   }
   PyQueue* pq = queue_of(self);
@@ -364,9 +373,11 @@ PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   if (parse_timeout(args[0], &timeout) != 0) return nullptr;
   const int hand_out = PyObject_IsTrue(args[1]);
   if (hand_out < 0) return nullptr;
+  const int eos = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+  if (eos < 0) return nullptr;
   std::vector<QueueMessage>& msgs = t_msgs;
   try {
-    const QueueStatus s = get_or_end(pq, msgs, 1, 0, hand_out != 0, timeout);
+    const QueueStatus s = get_or_end(pq, msgs, 1, 0, hand_out != 0, timeout, eos != 0);
     if (s == QueueStatus::kClosed) return PyLong_FromLong(static_cast<long>(s));
     if (s != QueueStatus::kOk) Py_RETURN_NONE;
     return message_tuple(self, msgs.front());
@@ -390,8 +401,9 @@ PyMethodDef queue_methods[] = {
      "False when the queue stayed full."},
     {"_get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_get)),
      METH_FASTCALL,
-     "_get($self, timeout, hand_out, /)\n--\n\nTake one message: (encoding, payload), or None "
-     "when the queue stayed empty. payload is bytes, or (hand_out) a QueueBlock for an "
+     "_get($self, timeout, hand_out, end_of_stream=False, /)\n--\n\nTake one message: "
+     "(encoding, payload), None when the queue stayed empty, 5 (end_of_stream) when it is empty "
+     "and every producer closed it or died. payload is bytes, or (hand_out) a QueueBlock for an "
      "out-of-band message."},
     {"_put_value", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_put_value)),
      METH_FASTCALL,
@@ -580,13 +592,14 @@ void register_queue(nb::module_& m) {
       .def(
           "_get_many",
           [](nb::handle self, size_t max_messages, uint64_t max_bytes, nb::handle timeout,
-             bool hand_out) {
+             bool hand_out, bool end_of_stream) {
             PyQueue* pq = nb::inst_ptr<PyQueue>(self);
             const double t = timeout_arg(timeout);
             std::vector<QueueMessage> msgs;
             nb::list out;
             try {
-              const QueueStatus s = get_or_end(pq, msgs, max_messages, max_bytes, hand_out, t);
+              const QueueStatus s =
+                  get_or_end(pq, msgs, max_messages, max_bytes, hand_out, t, end_of_stream);
               if (s == QueueStatus::kClosed) return nb::object(nb::int_(static_cast<int>(s)));
               if (s != QueueStatus::kOk) return nb::object(out);
               for (QueueMessage& msg : msgs) out.append(nb::steal(message_tuple(self.ptr(), msg)));
@@ -597,9 +610,10 @@ void register_queue(nb::module_& m) {
             return nb::object(out);
           },
           "max_messages"_a, "max_bytes"_a, "timeout"_a.none(), "hand_out"_a,
+          "end_of_stream"_a = false,
           "Wait for one message, then take up to max_messages (and max_bytes payload bytes, 0: "
           "no bound) at once: a list of (encoding, payload), empty when the timeout passed, or 5 "
-          "when the queue is empty and every producer closed it or died.")
+          "(end_of_stream) when the queue is empty and every producer closed it or died.")
       .def(
           "_open_end",
           [](PyQueue& q, int side) {

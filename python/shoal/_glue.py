@@ -67,7 +67,11 @@ def rebuild_dict(cls: type, handle: str, allow_pickle: bool) -> object:
 def rebuild_list(cls: type, handle: str, allow_pickle: bool) -> object:
     """Unpickle a shoal.List (or a subclass: cls): attach the list its handle names."""
     return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]
-def rebuild_queue(cls: type, handle: str) -> object:
+
+
+def rebuild_queue(cls: type, handle: str, end_of_stream: bool = False) -> object:
     """Unpickle a shoal.Queue, JoinableQueue or SimpleQueue (cls): attach the queue its handle
-    names."""
-    return cls._from(handle)  # type: ignore[attr-defined]
+    names (with the end_of_stream choice of the object pickled)."""
+    q = cls._from(handle)  # type: ignore[attr-defined]
+    q._end_of_stream = end_of_stream
+    return q

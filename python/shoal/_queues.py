@@ -179,6 +179,12 @@ class Queue(_shoal.QueueCore):
     and consumer processes; it pickles to a handle, so it can be a Process or Pool argument, or
     travel through another queue, under fork, spawn and forkserver.
 
+    ``end_of_stream=True`` (kept when the queue is pickled to another process): a get on the
+    empty queue whose every producer -- a process that put into it -- has closed it or died
+    raises ``EndOfStreamError`` (a ``queue.Empty`` and an ``EOFError``) instead of waiting; off
+    by default, since a producer that has not put yet does not count (docs/design/queue.md,
+    "End of stream for shoal.Queue").
+
     ``put`` returns when the message is in the queue (there is no feeder thread, hence nothing
     to join); a process killed at any point of ``put`` or ``get`` never wedges it (a consumer
     killed inside ``get`` loses at most the message it was taking). ``qsize()`` is the number of
@@ -191,12 +197,14 @@ class Queue(_shoal.QueueCore):
         *,
         max_size_bytes: int = 0,
         ring_bytes: int = _DEFAULT_RING,
+        end_of_stream: bool = False,
         ctx: Any = None,
     ) -> None:
         maxsize = max(int(maxsize), 0)
         max_size_bytes = max(int(max_size_bytes), 0)
         super().__init__(None, int(ring_bytes), maxsize, max_size_bytes, self._joinable)
         self._init_local()
+        self._end_of_stream = bool(end_of_stream)
 
     _joinable = False
 
@@ -207,6 +215,7 @@ class Queue(_shoal.QueueCore):
         # becomes a producer at its first put and stops at close() or its death; a forked child
         # inherits the object but not the hold, so the pid is checked.
         self._producer: int | None = None
+        self._end_of_stream = False  # whether get reports end of stream (pickled along)
 
     def _become_producer(self) -> None:
         pid = os.getpid()
@@ -222,7 +231,7 @@ class Queue(_shoal.QueueCore):
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_glue.rebuild_queue, (type(self), self.send_handle()))
+        return (_glue.rebuild_queue, (type(self), self.send_handle(), self._end_of_stream))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -275,7 +284,7 @@ class Queue(_shoal.QueueCore):
         ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        m = self._get(timeout if block else 0.0, True)
+        m = self._get(timeout if block else 0.0, True, self._end_of_stream)
         if m is None:
             raise _stdqueue.Empty
         if isinstance(m, int):
@@ -307,6 +316,7 @@ class Queue(_shoal.QueueCore):
             max(int(max_bytes_to_get), 0),
             _timeout(block, timeout),
             True,
+            self._end_of_stream,
         )
         if isinstance(ms, int):
             raise EndOfStreamError(
@@ -384,8 +394,10 @@ class JoinableQueue(Queue):
 class SimpleQueue(Queue):
     """An unbounded queue with only put, get, empty and close (multiprocessing.SimpleQueue)."""
 
-    def __init__(self, *, ring_bytes: int = _DEFAULT_RING, ctx: Any = None) -> None:
-        super().__init__(0, ring_bytes=ring_bytes)
+    def __init__(
+        self, *, ring_bytes: int = _DEFAULT_RING, end_of_stream: bool = False, ctx: Any = None
+    ) -> None:
+        super().__init__(0, ring_bytes=ring_bytes, end_of_stream=end_of_stream)
 
     def put(self, obj: Any) -> None:  # type: ignore[override]
         """Put obj in the queue (waits only while the ring is full of unread messages)."""

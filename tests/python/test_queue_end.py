@@ -27,10 +27,26 @@ def test_the_error_is_a_shoal_error_a_queue_empty_and_an_eof_error() -> None:
     assert issubclass(shoal.EndOfStreamError, EOFError)
 
 
+def test_off_by_default_a_get_waits_as_multiprocessing_s() -> None:
+    q = shoal.Queue()
+    producer = pickle.loads(pickle.dumps(q))
+    producer.put(1)
+    producer.close()
+    assert q.get() == 1
+    with pytest.raises(queue.Empty) as e:
+        q.get(timeout=0.05)
+    assert type(e.value) is queue.Empty
+
+
+def test_the_choice_travels_with_the_queue() -> None:
+    assert pickle.loads(pickle.dumps(shoal.Queue(end_of_stream=True)))._end_of_stream
+    assert not pickle.loads(pickle.dumps(shoal.Queue()))._end_of_stream
+
+
 def test_before_any_put_an_empty_get_is_a_plain_timeout() -> None:
     # No process has put yet: nothing says the stream ended (the documented race with a
     # producer that has not put yet).
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     with pytest.raises(queue.Empty) as e:
         q.get(timeout=0.05)
     assert type(e.value) is queue.Empty
@@ -40,7 +56,7 @@ def test_before_any_put_an_empty_get_is_a_plain_timeout() -> None:
 
 
 def test_a_producer_that_closes_ends_the_stream_after_its_messages() -> None:
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     producer = pickle.loads(pickle.dumps(q))  # another object on the same queue
     producer.put((1, "a"))
     producer.put(b"raw")
@@ -74,7 +90,7 @@ def _put_and_exit(q: Any, n: int, both: Any) -> None:
 
 
 def test_producers_that_close_or_exit_end_the_stream(ctx: mp.context.BaseContext) -> None:
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     both = ctx.Barrier(2)
     ps = [
         ctx.Process(target=_put_and_close, args=(q, 50, both)),
@@ -93,7 +109,7 @@ def test_producers_that_close_or_exit_end_the_stream(ctx: mp.context.BaseContext
 
 
 def test_one_producer_left_keeps_the_stream_open() -> None:
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     a = pickle.loads(pickle.dumps(q))
     a.put(1)
     a.close()
@@ -123,7 +139,7 @@ def _get_twice(q: Any, out: Any, waiting: Any) -> None:
 def test_a_producer_killed_while_a_consumer_blocks_wakes_it_with_the_error(
     ctx: mp.context.BaseContext,
 ) -> None:
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     out = ctx.SimpleQueue()
     ready, waiting = ctx.Event(), ctx.Event()
     producer = ctx.Process(target=_put_then_hang, args=(q, ready))
@@ -149,7 +165,7 @@ def _put_in_fork(q: Any) -> None:
 
 def test_a_forked_child_is_its_own_producer() -> None:
     fork = mp.get_context("fork")
-    q = shoal.Queue()
+    q = shoal.Queue(end_of_stream=True)
     q.put("parent")
     p = fork.Process(target=_put_in_fork, args=(q,))
     p.start()

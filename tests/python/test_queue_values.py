@@ -272,3 +272,46 @@ def test_get_many_mixes_encodings() -> None:
     got = q.get_many()
     assert [type(g) for g in got] == [type(v) for v in vals]
     assert got[:4] == vals[:4] and (got[4] == vals[4]).all()
+
+
+# ---- shoal.Pipe / Connection: the same value encoding ------------------------------------------
+
+
+def _send_plain(conn: Any) -> None:
+    for v in PLAIN:
+        conn.send(v)
+    for v in NOT_PLAIN[:6]:
+        conn.send(v)
+    conn.close()
+
+
+def test_a_connection_sends_plain_values_in_the_value_encoding(
+    ctx: mp.context.BaseContext,
+) -> None:
+    r, w = shoal.Pipe(duplex=False)
+    p = ctx.Process(target=_send_plain, args=(w,))
+    p.start()
+    w.close()
+    got = [r.recv() for _ in PLAIN]
+    assert all(_same(g, v) for g, v in zip(got, PLAIN))
+    rest = [r.recv() for _ in NOT_PLAIN[:6]]
+    assert [type(x) for x in rest] == [type(v) for v in NOT_PLAIN[:6]]
+    assert rest == NOT_PLAIN[:6]
+    with pytest.raises(EOFError):
+        r.recv()
+    p.join(DEADLINE)
+    assert p.exitcode == 0
+
+
+def test_recv_bytes_of_a_value_message_is_its_pickle_as_the_stdlib_s() -> None:
+    import pickle
+
+    a, b = shoal.Pipe()
+    a.send({"k": (1, 2.5)})
+    assert pickle.loads(b.recv_bytes()) == {"k": (1, 2.5)}
+    a.send([1, "x"])
+    buf = bytearray(100)
+    n = b.recv_bytes_into(buf)
+    assert pickle.loads(buf[:n]) == [1, "x"]
+    a.send_bytes(pickle.dumps((3, "raw pickle")))
+    assert b.recv() == (3, "raw pickle")  # send_bytes of a pickle, then recv: the stdlib's pairing
