@@ -313,6 +313,24 @@ class Encoder {
   }
 
   Ref container(PyObject* o) {
+    if (plain_ && depth_ == 0 && PyTuple_CheckExact(o)) {
+      // A message's root tuple (the common small message) skips the memo (its allocations
+      // cost as much as the rest of the encoding): the root is encoded once, and a cycle
+      // through it runs through a list, dict or set, which the memo catches.
+      if (enter_nested(" while encoding") != 0) throw nb::python_error();
+      ++depth_;
+      Ref r;
+      try {
+        r = container_body(o);
+      } catch (...) {
+        leave_nested();
+        --depth_;
+        throw;
+      }
+      leave_nested();
+      --depth_;
+      return r;
+    }
     auto found = memo_.find(o);
     if (found != memo_.end()) {
       if (found->second == kInProgress) {

@@ -55,6 +55,11 @@ _OOB_THRESHOLD = 64 * 1024
 _ALIGN = 64
 _DEFAULT_RING = 1 << 20
 
+# This process's pid, kept current across fork: put compares it with the pid that opened the
+# producer end on every call, and os.getpid() is a system call.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
 
 # The dict ForkingPickler.register adds to (multiprocessing's reducers: Connections, sockets,
 # bound methods...): the same object for the life of the process.
@@ -218,7 +223,7 @@ class Queue(_shoal.QueueCore):
         self._end_of_stream = False  # whether get reports end of stream (pickled along)
 
     def _become_producer(self) -> None:
-        pid = os.getpid()
+        pid = _PID[0]
         if self._producer != pid:
             self._open_end(_PRODUCER)
             self._producer = pid
@@ -244,7 +249,7 @@ class Queue(_shoal.QueueCore):
         seconds): queue.Full when there was none. ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        if self._producer is None or self._producer != os.getpid():
+        if self._producer != _PID[0]:
             self._become_producer()
         # The binding takes the timeout as is: None (for ever), seconds (negative: 0), NaN:
         # ValueError.
@@ -351,7 +356,7 @@ class Queue(_shoal.QueueCore):
         processes, and goes when the last one drops it. Nothing is flushed: put already did.
         If this object made its process a producer (it put), the process stops being one:
         once no producer is left, a get on the empty queue raises EndOfStreamError."""
-        if not self._closed and self._producer == os.getpid():
+        if not self._closed and self._producer == _PID[0]:
             self._close_end(_PRODUCER)
         self._producer = None
         self._closed = True

@@ -195,6 +195,12 @@ def test_a_cycle_is_pickled() -> None:
     q.put(v)
     got = q.get()
     assert got[0] == 1 and got[1] is got
+    t: tuple[list[Any]] = ([],)
+    t[0].append(t)  # a root tuple reached again through a list
+    assert q._put_value(t, 0) is NotImplemented
+    q.put(t)
+    got = q.get()
+    assert got[0][0] is got
 
 
 def test_depth_bound_deep_values_use_the_codec_deeper_ones_are_left_to_pickle() -> None:
