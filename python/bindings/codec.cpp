@@ -292,8 +292,8 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
 namespace {
 
 // This thread's builder, reused: a message is encoded into it, put (copied into the channel),
-// and the builder cleared by the next message. One that grew for a big message is dropped, so
-// an idle thread does not keep its memory.
+// and the builder given back (EncodedMessage's destructor). One that grew for a big message is
+// dropped, so an idle thread does not keep its memory.
 thread_local std::unique_ptr<frozen::Builder> t_builder;
 constexpr uint64_t kKeepBuilderBytes = uint64_t{1} << 20;
 
@@ -343,16 +343,23 @@ struct PyOut {
 
 }  // namespace
 
-std::optional<std::span<const std::byte>> encode_message(PyObject* o) {
-  if (!t_builder || t_builder->size() > kKeepBuilderBytes) {
-    t_builder = std::make_unique<frozen::Builder>();
+EncodedMessage::~EncodedMessage() {
+  if (builder && !t_builder && builder->size() <= kKeepBuilderBytes) {
+    builder->clear();
+    t_builder = std::move(builder);
   }
-  frozen::Builder& b = *t_builder;
+}
+
+std::optional<EncodedMessage> encode_message(PyObject* o) {
+  EncodedMessage m;
+  m.builder = t_builder ? std::move(t_builder) : std::make_unique<frozen::Builder>();
+  frozen::Builder& b = *m.builder;
   b.clear();
   try {
     Encoder<frozen::Builder> enc(b, Encoder<frozen::Builder>::Plain{});
     const Ref root = enc.value(o);
-    return b.finish_view(root);
+    m.bytes = b.finish_view(root);
+    return m;
   } catch (const NotPlain&) {
     return std::nullopt;
   } catch (const nb::python_error& e) {

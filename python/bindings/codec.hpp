@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -96,10 +97,21 @@ int utf8_of(PyObject* s, const char** data, Py_ssize_t* n, PyObject** tmp);
 int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth);
 
 // ---- channel messages (the queues' value encoding, layout::kEncodingValue) ---------------
-/// The value encoding of `o`: a frozen image written by this thread's builder, valid until the
-/// thread's next encode_message; nullopt when `o` is not plain (the caller pickles it). Throws
-/// nb::python_error for other errors (KeyboardInterrupt, MemoryError).
-std::optional<std::span<const std::byte>> encode_message(PyObject* o);
+/// An encoded message: the image's bytes, in a builder this object owns while it lives (taken
+/// from the thread's reusable one, given back on destruction). Owning it matters: a put that
+/// waits runs signal handlers between its tries, and a handler that puts a message of its own
+/// on this thread must not overwrite these bytes (it finds no reusable builder, makes one).
+struct EncodedMessage {
+  std::unique_ptr<frozen::Builder> builder;
+  std::span<const std::byte> bytes;
+  EncodedMessage() = default;
+  EncodedMessage(EncodedMessage&&) noexcept = default;
+  EncodedMessage& operator=(EncodedMessage&&) noexcept = default;
+  ~EncodedMessage();
+};
+/// The value encoding of `o` (a frozen image); nullopt when `o` is not plain (the caller
+/// pickles it). Throws nb::python_error for other errors (KeyboardInterrupt, MemoryError).
+std::optional<EncodedMessage> encode_message(PyObject* o);
 /// A value-encoded message thawed into plain objects: a new reference, or nullptr with
 /// DecodeError set for corrupt bytes (never a crash).
 PyObject* decode_message(const std::byte* data, uint64_t n) noexcept;

@@ -149,11 +149,12 @@ void register_pipe(nb::module_& m) {
       .def(
           "send_value",
           [](Queue& q, nb::handle obj, double timeout) -> nb::object {
-            const std::optional<std::span<const std::byte>> img =
-                codec::encode_message(obj.ptr());
+            const std::optional<codec::EncodedMessage> img = codec::encode_message(obj.ptr());
             if (!img) return nb::borrow(Py_NotImplemented);
-            // The image lives in this thread's builder, untouched while this call waits.
-            const std::string_view msg(reinterpret_cast<const char*>(img->data()), img->size());
+            // img owns the image's builder until this call returns (signal handlers between
+            // two tries may send messages of their own).
+            const std::string_view msg(reinterpret_cast<const char*>(img->bytes.data()),
+                                img->bytes.size());
             const Deadline d = deadline_of(timeout);
             constexpr uint8_t kValue = layout::kEncodingValue;
             QueueStatus s;

@@ -208,14 +208,15 @@ PyObject* queue_put_value(PyObject* self, PyObject* const* args, Py_ssize_t narg
   double timeout;
   if (parse_timeout(args[1], &timeout) != 0) return nullptr;
   try {
-    const std::optional<std::span<const std::byte>> img = codec::encode_message(args[0]);
+    const std::optional<codec::EncodedMessage> img = codec::encode_message(args[0]);
     if (!img) Py_RETURN_NOTIMPLEMENTED;
-    const std::string_view msg(reinterpret_cast<const char*>(img->data()), img->size());
+    const std::string_view msg(reinterpret_cast<const char*>(img->bytes.data()),
+                                img->bytes.size());
     const std::span<const std::string_view> msgs(&msg, 1);
     const uint8_t enc = layout::kEncodingValue;
     const std::span<const uint8_t> encs(&enc, 1);
-    // The image lives in this thread's builder, which no other call touches while this one
-    // waits without the GIL (a thread encodes only its own messages).
+    // img owns the image's builder until this call returns: a signal handler run between
+    // two tries (it may put a message itself) cannot overwrite it.
     QueueStatus s;
     if (msg.size() > (uint64_t{1} << 16)) {
       const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);

@@ -321,3 +321,30 @@ def test_recv_bytes_of_a_value_message_is_its_pickle_as_the_stdlib_s() -> None:
     assert pickle.loads(buf[:n]) == [1, "x"]
     a.send_bytes(pickle.dumps((3, "raw pickle")))
     assert b.recv() == (3, "raw pickle")  # send_bytes of a pickle, then recv: the stdlib's pairing
+
+
+def test_a_signal_handler_that_puts_while_a_put_waits_does_not_change_its_message() -> None:
+    # The waiting put retries after each signal with its own encoded bytes, whatever the
+    # handler encoded and put on the same thread meanwhile.
+    import signal
+
+    q, other = shoal.Queue(1), shoal.Queue()
+    q.put("occupant")
+    calls: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        calls.append(signum)
+        if len(calls) == 1:
+            other.put(("from the handler", list(range(100))))
+            assert q.get_nowait() == "occupant"  # room for the waiting put
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        q.put(("the waiting put", "x" * 50), timeout=DEADLINE)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert calls
+    assert q.get_nowait() == ("the waiting put", "x" * 50)
+    assert other.get_nowait() == ("from the handler", list(range(100)))
