@@ -72,7 +72,7 @@ test-tsan: tsan
 	ctest --preset tsan
 
 fuzz-smoke: fuzz-build
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue thaw; do \
 	  echo "fuzz: $$f ($(FUZZ_RUNS) runs, seed 1)"; \
 	  mkdir -p build/fuzz/work/$$f; \
 	  build/fuzz/fuzz/$${f}_fuzzer -seed=1 -runs=$(FUZZ_RUNS) -artifact_prefix=build/fuzz/ \
@@ -80,7 +80,7 @@ fuzz-smoke: fuzz-build
 	done
 
 fuzz: fuzz-build fuzz-views
-	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue; do \
+	@for f in handle segment_header array_header frozen hold_ring heap robust_mutex sync_header dict list queue thaw; do \
 	  build/fuzz/fuzz/$${f}_fuzzer -max_total_time=60 -artifact_prefix=build/fuzz/ \
 	    fuzz/corpus/$$f || exit 1; \
 	done

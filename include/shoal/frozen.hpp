@@ -284,6 +284,11 @@ class Builder {
   void save(Ref root, const std::string& path);
   /// The image as bytes (tests, golden files, fuzz corpora). The builder is empty afterwards.
   std::vector<std::byte> finish_bytes(Ref root);
+  /// The image as bytes, without a copy (channel messages): valid until the builder is next
+  /// written to or cleared. Unlike finish_bytes, the builder is NOT emptied: call clear().
+  std::span<const std::byte> finish_view(Ref root);
+  /// Drops everything written (an encoding abandoned part-way, or after finish_view).
+  void clear() noexcept;
 
  private:
   Ref nd_node(std::string_view descr, uint64_t itemsize, std::span<const uint64_t> shape,

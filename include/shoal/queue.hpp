@@ -157,9 +157,12 @@ class Queue {
   /// Blocks until a message is there and copies it into `out` (kOk; out's buffer is reused), or
   /// the deadline passes (kEmpty), or kInterrupted. `out` is left unchanged unless kOk (or an
   /// exception: CorruptSegmentError, bad_alloc, which leave the queue unchanged).
+  /// `encoding`, when given, receives the message's encoding (put_encoded's).
   QueueStatus get(std::string& out, Deadline deadline = Deadline::never(),
-                  bool interruptible = false);
-  QueueStatus try_get(std::string& out) { return get(out, Deadline{0}); }
+                  bool interruptible = false, uint8_t* encoding = nullptr);
+  QueueStatus try_get(std::string& out, uint8_t* encoding = nullptr) {
+    return get(out, Deadline{0}, false, encoding);
+  }
   QueueStatus get_for(std::string& out, double seconds) {
     return get(out, Deadline::after(seconds));
   }
@@ -199,12 +202,14 @@ class Queue {
   bool end_closed(QueueEnd end);
   /// get that returns kClosed when the queue is empty and the producer end is closed, and
   /// notices a producer's death within 100 ms.
+  /// `encoding`, when given, receives the message's encoding (the Pipe's value messages).
   QueueStatus recv(std::string& out, Deadline deadline = Deadline::never(),
-                   bool interruptible = false);
+                   bool interruptible = false, uint8_t* encoding = nullptr);
   /// put that returns kClosed when the consumer end is closed (checked before each put, from
   /// a hint without system calls, and while it waits for room).
+  /// `encoding` as put_encoded's (below layout::kEncodingCount; 0: raw bytes).
   QueueStatus send(std::string_view msg, Deadline deadline = Deadline::never(),
-                   bool interruptible = false);
+                   bool interruptible = false, uint8_t encoding = 0);
   /// The flag a consumer that waits in a selector sets (watch) so that producers also signal
   /// the queue's wake-up FIFO; read without the lock.
   void set_watched(QueueEnd end, bool on) noexcept;

@@ -288,4 +288,104 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth) {
 }
 
 
+// ---- channel messages ------------------------------------------------------------------------
+namespace {
+
+// This thread's builder, reused: a message is encoded into it, put (copied into the channel),
+// and the builder given back (EncodedMessage's destructor). One that grew for a big message is
+// dropped, so an idle thread does not keep its memory.
+thread_local std::unique_ptr<frozen::Builder> t_builder;
+constexpr uint64_t kKeepBuilderBytes = uint64_t{1} << 20;
+
+// Thaw's output policy: Python objects. nb::object owns each reference, so an error part-way
+// frees whatever was built.
+struct PyOut {
+  using Obj = nb::object;
+  static Obj checked(PyObject* o) {
+    if (o == nullptr) throw nb::python_error();
+    return nb::steal(o);
+  }
+  Obj leaf(const Image& im, Ref r) { return checked(decode_leaf(im, r, nullptr, false)); }
+  Obj again(const Obj& o) { return o; }
+  Obj sequence(bool tuple, uint64_t n) {
+    const auto k = static_cast<Py_ssize_t>(n);
+    return checked(tuple ? PyTuple_New(k) : PyList_New(k));  // NULL items: safe to free
+  }
+  void set_item(Obj& seq, uint64_t i, Obj item) {
+    const auto k = static_cast<Py_ssize_t>(i);
+    if (PyTuple_CheckExact(seq.ptr())) {
+      PyTuple_SET_ITEM(seq.ptr(), k, item.release().ptr());
+    } else {
+      PyList_SET_ITEM(seq.ptr(), k, item.release().ptr());
+    }
+  }
+  Obj table(layout::Tag t) {
+    if (t == layout::Tag::kDict) return checked(PyDict_New());
+    return checked(t == layout::Tag::kSet ? PySet_New(nullptr) : PyFrozenSet_New(nullptr));
+  }
+  static void unhashable() {
+    // Only a forged message puts a list, dict or set where a key goes.
+    if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+      PyErr_Clear();
+      PyErr_SetString(shoal_error_type(Errc::kDecode),
+                      "a value message holds an unhashable dict key or set element (the "
+                      "message is corrupt)");
+    }
+    throw nb::python_error();
+  }
+  void add_key(Obj& set, Obj key) {
+    if (PySet_Add(set.ptr(), key.ptr()) != 0) unhashable();
+  }
+  void add_entry(Obj& dict, Obj key, Obj value) {
+    if (PyDict_SetItem(dict.ptr(), key.ptr(), value.ptr()) != 0) unhashable();
+  }
+};
+
+}  // namespace
+
+EncodedMessage::~EncodedMessage() {
+  if (builder && !t_builder && builder->size() <= kKeepBuilderBytes) {
+    builder->clear();
+    t_builder = std::move(builder);
+  }
+}
+
+std::optional<EncodedMessage> encode_message(PyObject* o) {
+  EncodedMessage m;
+  m.builder = t_builder ? std::move(t_builder) : std::make_unique<frozen::Builder>();
+  frozen::Builder& b = *m.builder;
+  b.clear();
+  try {
+    Encoder<frozen::Builder> enc(b, Encoder<frozen::Builder>::Plain{});
+    const Ref root = enc.value(o);
+    m.bytes = b.finish_view(root);
+    return m;
+  } catch (const NotPlain&) {
+    return std::nullopt;
+  } catch (const nb::python_error& e) {
+    // Too deep for the C stack (RecursionError) and the like: pickle decides. Only what the
+    // user must see (Ctrl-C, no memory) goes up.
+    if (e.matches(PyExc_KeyboardInterrupt) || e.matches(PyExc_MemoryError)) throw;
+    return std::nullopt;
+  } catch (const Error&) {
+    return std::nullopt;  // the builder refused (a key it cannot hash): pickle decides
+  }
+}
+
+PyObject* decode_message(const std::byte* data, uint64_t n) noexcept {
+  try {
+    Result<Image> im = Image::open(data, n);
+    if (!im) throw_error(im.status().code(), "a value message: " + im.status().message());
+    PyOut out;
+    frozen::Thaw<PyOut> thaw(im.value(), out);
+    return thaw.root().release().ptr();
+  } catch (nb::python_error& e) {
+    e.restore();
+    return nullptr;
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
 }  // namespace shoal::py::codec

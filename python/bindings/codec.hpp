@@ -13,10 +13,15 @@
 #pragma once
 
 #include <nanobind/nanobind.h>
+// nb::cast<std::string> below: without the std::string caster in every unit that includes this
+// file, the generic (bound class) instantiation of nb::cast<std::string> can win at link time
+// and break every other unit's cast to std::string (std::bad_cast).
+#include <nanobind/stl/string.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -26,6 +31,7 @@
 #include "bindings.hpp"
 #include "layout/frozen_layout.hpp"
 #include "pycompat.hpp"
+#include "frozen/thaw.hpp"
 #include "shoal/frozen.hpp"
 
 namespace shoal::py::codec {
@@ -90,6 +96,26 @@ int utf8_of(PyObject* s, const char** data, Py_ssize_t* n, PyObject** tmp);
 /// no stored key can equal (never found); -1 with a Python error set (unhashable: TypeError).
 int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth);
 
+// ---- channel messages (the queues' value encoding, layout::kEncodingValue) ---------------
+/// An encoded message: the image's bytes, in a builder this object owns while it lives (taken
+/// from the thread's reusable one, given back on destruction). Owning it matters: a put that
+/// waits runs signal handlers between its tries, and a handler that puts a message of its own
+/// on this thread must not overwrite these bytes (it finds no reusable builder, makes one).
+struct EncodedMessage {
+  std::unique_ptr<frozen::Builder> builder;
+  std::span<const std::byte> bytes;
+  EncodedMessage() = default;
+  EncodedMessage(EncodedMessage&&) noexcept = default;
+  EncodedMessage& operator=(EncodedMessage&&) noexcept = default;
+  ~EncodedMessage();
+};
+/// The value encoding of `o` (a frozen image); nullopt when `o` is not plain (the caller
+/// pickles it). Throws nb::python_error for other errors (KeyboardInterrupt, MemoryError).
+std::optional<EncodedMessage> encode_message(PyObject* o);
+/// A value-encoded message thawed into plain objects: a new reference, or nullptr with
+/// DecodeError set for corrupt bytes (never a crash).
+PyObject* decode_message(const std::byte* data, uint64_t n) noexcept;
+
 // ---- the encoder ---------------------------------------------------------------------------
 // Python objects to values written into `Sink`: frozen::Builder today (its member functions
 // none(), boolean(), integer(), big_integer(), floating(), str(), bytes(), pickle(), ndarray(),
@@ -97,10 +123,20 @@ int key_hash(PyObject* key, uint64_t seed, uint64_t* h, int depth);
 // sink interface), the mutable containers' writer next, so that every object shoal stores
 // encodes and hashes its values the same way. Containers go depth first (children before
 // parents); enter_nested bounds the depth by the C stack.
+/// Thrown by an Encoder in plain mode at a value it does not take: the caller pickles the
+/// whole message instead (channels, docs/design/queue.md "Message encodings").
+struct NotPlain {};
+
 template <class Sink>
 class Encoder {
  public:
   Encoder(Sink& sink, bool allow_pickle) : b_(sink), allow_pickle_(allow_pickle) {}
+  /// Plain mode (channel messages): only exact None, bool, int, float, str, bytes, list, tuple,
+  /// dict, set and frozenset, trees at most frozen::kThawMaxDepth deep, no cycles; anything
+  /// else (a subclass, an ndarray, a shoal view, a cycle) throws NotPlain, so a message
+  /// thaws back to objects of exactly the types that were put.
+  struct Plain {};
+  Encoder(Sink& sink, Plain) : b_(sink), allow_pickle_(false), plain_(true) {}
   ~Encoder() {
     for (PyObject* o : keep_) Py_DECREF(o);
   }
@@ -117,6 +153,13 @@ class Encoder {
     if (PyBytes_CheckExact(o)) {
       return b_.bytes({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(o)),
                        static_cast<size_t>(PyBytes_GET_SIZE(o))});
+    }
+    if (plain_) {
+      if (PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyDict_CheckExact(o) ||
+          PySet_CheckExact(o) || PyFrozenSet_CheckExact(o)) {
+        return container(o);
+      }
+      throw NotPlain{};
     }
     if (PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyDict_Check(o) || PyAnySet_Check(o)) {
       return container(o);
@@ -139,6 +182,11 @@ class Encoder {
   // A key (dict key or set element): the Ref and its table hash.
   Ref key(PyObject* o, uint64_t* h) {
     Ref r;
+    if (plain_ && !(o == Py_None || PyBool_Check(o) || PyLong_CheckExact(o) ||
+                    PyFloat_CheckExact(o) || PyUnicode_CheckExact(o) || PyBytes_CheckExact(o) ||
+                    PyTuple_CheckExact(o) || PyFrozenSet_CheckExact(o))) {
+      throw NotPlain{};
+    }
     if (o == Py_None) {
       r = b_.none();
     } else if (PyBool_Check(o)) {
@@ -153,6 +201,7 @@ class Encoder {
       r = b_.bytes({reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(o)),
                     static_cast<size_t>(PyBytes_GET_SIZE(o))});
     } else if (PyTuple_Check(o) || PyFrozenSet_Check(o)) {
+      if (++depth_ > frozen::kThawMaxDepth && plain_) throw NotPlain{};
       if (enter_nested(" while freezing a key") != 0) throw nb::python_error();
       std::vector<Ref> refs;
       std::vector<uint64_t> hashes;
@@ -173,6 +222,7 @@ class Encoder {
         throw;
       }
       leave_nested();
+      --depth_;
       if (PyErr_Occurred()) throw nb::python_error();
       if (PyTuple_Check(o)) {
         r = b_.tuple(refs);
@@ -275,9 +325,28 @@ class Encoder {
   }
 
   Ref container(PyObject* o) {
+    if (plain_ && depth_ == 0 && PyTuple_CheckExact(o)) {
+      // A message's root tuple (the common small message) skips the memo (its allocations
+      // cost as much as the rest of the encoding): the root is encoded once, and a cycle
+      // through it runs through a list, dict or set, which the memo catches.
+      if (enter_nested(" while encoding") != 0) throw nb::python_error();
+      ++depth_;
+      Ref r;
+      try {
+        r = container_body(o);
+      } catch (...) {
+        leave_nested();
+        --depth_;
+        throw;
+      }
+      leave_nested();
+      --depth_;
+      return r;
+    }
     auto found = memo_.find(o);
     if (found != memo_.end()) {
       if (found->second == kInProgress) {
+        if (plain_) throw NotPlain{};  // pickle keeps cycles
         PyErr_Format(PyExc_ValueError,
                      "shoal.freeze: the %.200s contains itself (a cycle); a frozen object is a "
                      "tree (shared subtrees are fine, cycles are not)",
@@ -286,7 +355,9 @@ class Encoder {
       }
       return found->second;
     }
+    if (plain_ && depth_ >= frozen::kThawMaxDepth) throw NotPlain{};
     if (enter_nested(" while freezing") != 0) throw nb::python_error();
+    ++depth_;
     keep(o);  // the memo keys on the address: keep the object alive while it is in the memo
     memo_[o] = kInProgress;
     Ref r;
@@ -294,9 +365,11 @@ class Encoder {
       r = container_body(o);
     } catch (...) {
       leave_nested();
+      --depth_;
       throw;
     }
     leave_nested();
+    --depth_;
     memo_[o] = r;
     return r;
   }
@@ -399,6 +472,8 @@ class Encoder {
   static constexpr Ref kInProgress = ~Ref{0};
   Sink& b_;
   bool allow_pickle_;
+  bool plain_ = false;
+  int depth_ = 0;  // containers and key tuples being encoded (plain mode's bound)
   std::unordered_map<PyObject*, Ref> memo_;
   std::vector<PyObject*> keep_;
 };

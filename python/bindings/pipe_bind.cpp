@@ -7,6 +7,11 @@
 // on a signal the GIL is re-taken and PyErr_CheckSignals() runs; if a handler raised (Ctrl-C:
 // KeyboardInterrupt) it propagates with nothing moved, else the call waits again with the same
 // absolute deadline.
+//
+// Messages: send puts raw bytes (encoding 0: send_bytes, and Connection.send's pickles);
+// send_value puts a plain value in the shared codec's format (encoding 3, as shoal.Queue's,
+// docs/design/queue.md "Message encodings") or answers NotImplemented (the caller pickles);
+// recv returns bytes for encoding 0 and (3, value) for a value message, thawed here.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
@@ -15,6 +20,8 @@
 #include <string_view>
 
 #include "bindings.hpp"
+#include "codec.hpp"
+#include "layout/queue_layout.hpp"
 #include "shoal/queue.hpp"
 
 namespace nb = nanobind;
@@ -140,15 +147,49 @@ void register_pipe(nb::module_& m) {
           },
           "data"_a, "timeout"_a)
       .def(
+          "send_value",
+          [](Queue& q, nb::handle obj, double timeout) -> nb::object {
+            const std::optional<codec::EncodedMessage> img = codec::encode_message(obj.ptr());
+            if (!img) return nb::borrow(Py_NotImplemented);
+            // img owns the image's builder until this call returns (signal handlers between
+            // two tries may send messages of their own).
+            const std::string_view msg(reinterpret_cast<const char*>(img->bytes.data()),
+                                img->bytes.size());
+            const Deadline d = deadline_of(timeout);
+            constexpr uint8_t kValue = layout::kEncodingValue;
+            QueueStatus s;
+            if (msg.size() >= kReleaseGilBytes) {
+              nb::gil_scoped_release nogil;
+              s = q.send(msg, Deadline{0}, false, kValue);
+            } else {
+              s = q.send(msg, Deadline{0}, false, kValue);
+            }
+            if (s == QueueStatus::kFull && timeout != 0) {
+              s = run_released([&] { return q.send(msg, d, true, kValue); });
+            }
+            int r = static_cast<int>(s);
+            if (s == QueueStatus::kOk && q.watched(QueueEnd::kConsumer)) r |= kWatched;
+            return nb::int_(r);
+          },
+          "obj"_a.none(), "timeout"_a)
+      .def(
           "recv",
           [](Queue& q, double timeout) -> nb::object {
             std::string out;
+            uint8_t enc = 0;
             const Deadline d = deadline_of(timeout);
-            QueueStatus s = q.try_get(out);
+            QueueStatus s = q.try_get(out, &enc);
             if (s == QueueStatus::kEmpty) {
-              s = run_released([&] { return q.recv(out, timeout == 0 ? Deadline{0} : d, true); });
+              s = run_released(
+                  [&] { return q.recv(out, timeout == 0 ? Deadline{0} : d, true, &enc); });
             }
             if (s != QueueStatus::kOk) return nb::int_(static_cast<int>(s));
+            if (enc == layout::kEncodingValue) {
+              PyObject* v = codec::decode_message(reinterpret_cast<const std::byte*>(out.data()),
+                                                  out.size());
+              if (v == nullptr) throw nb::python_error();
+              return nb::make_tuple(static_cast<int>(enc), nb::steal(v));
+            }
             PyObject* b =
                 PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
             if (b == nullptr) throw nb::python_error();

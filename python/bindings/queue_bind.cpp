@@ -4,7 +4,11 @@
 //
 // Messages cross this layer as (encoding, payload): the encoding is the record's tag bits
 // (layout::kEncoding*: 0 raw bytes, what C++ producers put and what a Python bytes is sent as;
-// 1 a pickle; 2 a pickle with its out-of-band buffers), which _queues.py chooses and reads.
+// 1 a pickle; 2 a pickle with its out-of-band buffers; 3 a plain value in the shared codec's
+// format), which _queues.py chooses and reads. Encoding 3 is written and read here, in C++:
+// _put_value encodes (codec::encode_message) or answers NotImplemented for a value the codec
+// does not take (the caller pickles it), and a received encoding-3 message comes back already
+// thawed into objects (codec::decode_message), so a small message costs no Python-level call.
 //
 // Hot paths in C: _put and _get are raw CPython methods (METH_FASTCALL, positional arguments, no
 // nanobind dispatch). Each first tries without waiting with the GIL held; when it must wait it
@@ -22,6 +26,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -29,6 +34,7 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "codec.hpp"
 #include "layout/queue_layout.hpp"
 #include "shoal/heap.hpp"
 #include "shoal/queue.hpp"
@@ -190,10 +196,82 @@ PyObject* queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   }
 }
 
-// A received message as (encoding, payload): payload bytes, or a QueueBlock (handed out).
+// _put_value(obj, timeout) -> True put, False full, NotImplemented when the value codec does not
+// take obj (the caller pickles it).
+PyObject* queue_put_value(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "_put_value expected 2 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyQueue* pq = queue_of(self);
+  if (pq == nullptr) return nullptr;
+  double timeout;
+  if (parse_timeout(args[1], &timeout) != 0) return nullptr;
+  try {
+    const std::optional<codec::EncodedMessage> img = codec::encode_message(args[0]);
+    if (!img) Py_RETURN_NOTIMPLEMENTED;
+    const std::string_view msg(reinterpret_cast<const char*>(img->bytes.data()),
+                                img->bytes.size());
+    const std::span<const std::string_view> msgs(&msg, 1);
+    const uint8_t enc = layout::kEncodingValue;
+    const std::span<const uint8_t> encs(&enc, 1);
+    // img owns the image's builder until this call returns: a signal handler run between
+    // two tries (it may put a message itself) cannot overwrite it.
+    QueueStatus s;
+    if (msg.size() > (uint64_t{1} << 16)) {
+      const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+      for (;;) {
+        {
+          nb::gil_scoped_release nogil;
+          s = pq->q.put_encoded(msgs, encs, d, true);
+        }
+        if (s != QueueStatus::kInterrupted) break;
+        if (PyErr_CheckSignals() != 0) throw nb::python_error();
+      }
+    } else {
+      s = run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
+                 QueueStatus::kFull, timeout);
+    }
+    return PyBool_FromLong(s == QueueStatus::kOk);
+  } catch (...) {
+    set_error_from_current_exception();
+    return nullptr;
+  }
+}
+
+// A received message as (encoding, payload): payload bytes, or a QueueBlock (handed out); for
+// a value message (encoding 3), the value itself, thawed here. A corrupt value message raises
+// DecodeError; it has been taken, so the next get goes on with the next message.
 PyObject* message_tuple(PyObject* self, QueueMessage& m) {
   PyObject* payload;
-  if (m.block != 0) {
+  if (m.encoding == layout::kEncodingValue) {
+    if (m.block != 0) {
+      PyQueue* pq = nb::inst_ptr<PyQueue>(self);
+      Heap h = pq->q.heap();
+      const HeapRef ref = m.block;
+      m.block = 0;  // freed below, whatever the decode does
+      const std::byte* data = nullptr;
+      try {
+        data = h.at(ref, m.length);
+      } catch (...) {
+        try {
+          h.free(ref);
+        } catch (...) {
+        }
+        throw;
+      }
+      payload = codec::decode_message(data, m.length);
+      try {
+        h.free(ref);
+      } catch (...) {
+        // The heap refused (corrupt): the block stays until the queue is freed.
+      }
+    } else {
+      payload = codec::decode_message(reinterpret_cast<const std::byte*>(m.data.data()),
+                                      m.data.size());
+    }
+    if (payload == nullptr) throw nb::python_error();
+  } else if (m.block != 0) {
     PyQueue* pq = nb::inst_ptr<PyQueue>(self);
     PyQueueBlock b;
     b.owner = nb::borrow(self);
@@ -234,12 +312,60 @@ void free_unclaimed(PyQueue* pq, std::vector<QueueMessage>& msgs) noexcept {
   }
 }
 
+// get_messages that also reports end of stream (kClosed): the queue is empty and its producer
+// end was opened and no live process holds it (docs/design/queue.md, "End of stream for
+// shoal.Queue"). As Queue::recv: waits in slices (2 ms doubling to 100 ms, so a producer's
+// death, which wakes nobody, is noticed within 100 ms; a close wakes the waiters at once),
+// checking the end table after each empty one; a message put just before the last producer
+// closed is taken first. First try without waiting, with the GIL held (the common case).
+// Without end_of_stream, exactly multiprocessing's get: wait for a message or the timeout.
+QueueStatus get_or_end(PyQueue* pq, std::vector<QueueMessage>& msgs, size_t max_messages,
+                       uint64_t max_bytes, bool hand_out, double timeout, bool end_of_stream) {
+  Queue& q = pq->q;
+  if (!end_of_stream) {
+    return run_op(
+        [&](Deadline d, bool intr) {
+          return q.get_messages(msgs, max_messages, d, intr, max_bytes, hand_out);
+        },
+        QueueStatus::kEmpty, timeout);
+  }
+  QueueStatus s = q.get_messages(msgs, max_messages, Deadline{0}, false, max_bytes, hand_out);
+  if (s != QueueStatus::kEmpty) return s;
+  const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  double slice = 0.002;
+  for (;;) {
+    bool closed;
+    {
+      nb::gil_scoped_release nogil;
+      closed = q.end_closed(QueueEnd::kProducer);
+      if (closed) {
+        s = q.get_messages(msgs, max_messages, Deadline{0}, false, max_bytes, hand_out);
+      } else if (timeout != 0) {
+        const Deadline step = Deadline::after(slice);
+        s = q.get_messages(msgs, max_messages, step.ns < d.ns ? step : d, true, max_bytes,
+                           hand_out);
+      }
+    }
+    if (closed) return s == QueueStatus::kOk ? s : QueueStatus::kClosed;
+    if (timeout == 0) return QueueStatus::kEmpty;
+    if (s == QueueStatus::kInterrupted) {
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+      continue;
+    }
+    if (s != QueueStatus::kEmpty) return s;
+    if (!d.is_never() && Deadline::after(0.0).ns >= d.ns) return QueueStatus::kEmpty;
+    slice = std::min(slice * 2, 0.1);
+  }
+}
+
 thread_local std::vector<QueueMessage> t_msgs;  // reused: its strings keep their buffers
 
-// _get(timeout, hand_out) -> (encoding, payload) | None (empty when the timeout passed).
+// _get(timeout, hand_out[, end_of_stream]) -> (encoding, payload) | None (empty when the
+// timeout passed) | 5 (QueueStatus::kClosed, only with end_of_stream: empty, and every
+// producer closed it or died).
 PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
-  if (nargs != 2) {
-    PyErr_Format(PyExc_TypeError, "_get expected 2 arguments, got %zd", nargs);
+  if (nargs != 2 && nargs != 3) {
+    PyErr_Format(PyExc_TypeError, "_get expected 2 or 3 arguments, got %zd", nargs);
     return nullptr;
   }
   PyQueue* pq = queue_of(self);
@@ -248,13 +374,12 @@ PyObject* queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   if (parse_timeout(args[0], &timeout) != 0) return nullptr;
   const int hand_out = PyObject_IsTrue(args[1]);
   if (hand_out < 0) return nullptr;
+  const int eos = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+  if (eos < 0) return nullptr;
   std::vector<QueueMessage>& msgs = t_msgs;
   try {
-    const QueueStatus s = run_op(
-        [&](Deadline d, bool intr) {
-          return pq->q.get_messages(msgs, 1, d, intr, 0, hand_out != 0);
-        },
-        QueueStatus::kEmpty, timeout);
+    const QueueStatus s = get_or_end(pq, msgs, 1, 0, hand_out != 0, timeout, eos != 0);
+    if (s == QueueStatus::kClosed) return PyLong_FromLong(static_cast<long>(s));
     if (s != QueueStatus::kOk) Py_RETURN_NONE;
     return message_tuple(self, msgs.front());
   } catch (...) {
@@ -277,9 +402,15 @@ PyMethodDef queue_methods[] = {
      "False when the queue stayed full."},
     {"_get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_get)),
      METH_FASTCALL,
-     "_get($self, timeout, hand_out, /)\n--\n\nTake one message: (encoding, payload), or None "
-     "when the queue stayed empty. payload is bytes, or (hand_out) a QueueBlock for an "
+     "_get($self, timeout, hand_out, end_of_stream=False, /)\n--\n\nTake one message: "
+     "(encoding, payload), None when the queue stayed empty, 5 (end_of_stream) when it is empty "
+     "and every producer closed it or died. payload is bytes, or (hand_out) a QueueBlock for an "
      "out-of-band message."},
+    {"_put_value", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(queue_put_value)),
+     METH_FASTCALL,
+     "_put_value($self, obj, timeout, /)\n--\n\nPut obj in the shared value codec's format "
+     "(encoding 3): True when put, False when the queue stayed full, NotImplemented when obj is "
+     "not a plain value (pickle it instead)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot queue_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(queue_traverse)},
@@ -462,28 +593,42 @@ void register_queue(nb::module_& m) {
       .def(
           "_get_many",
           [](nb::handle self, size_t max_messages, uint64_t max_bytes, nb::handle timeout,
-             bool hand_out) {
+             bool hand_out, bool end_of_stream) {
             PyQueue* pq = nb::inst_ptr<PyQueue>(self);
             const double t = timeout_arg(timeout);
             std::vector<QueueMessage> msgs;
             nb::list out;
             try {
-              const QueueStatus s = run_op(
-                  [&](Deadline d, bool intr) {
-                    return pq->q.get_messages(msgs, max_messages, d, intr, max_bytes, hand_out);
-                  },
-                  QueueStatus::kEmpty, t);
-              if (s != QueueStatus::kOk) return out;
+              const QueueStatus s =
+                  get_or_end(pq, msgs, max_messages, max_bytes, hand_out, t, end_of_stream);
+              if (s == QueueStatus::kClosed) return nb::object(nb::int_(static_cast<int>(s)));
+              if (s != QueueStatus::kOk) return nb::object(out);
               for (QueueMessage& msg : msgs) out.append(nb::steal(message_tuple(self.ptr(), msg)));
             } catch (...) {
               free_unclaimed(pq, msgs);
               throw;
             }
-            return out;
+            return nb::object(out);
           },
           "max_messages"_a, "max_bytes"_a, "timeout"_a.none(), "hand_out"_a,
+          "end_of_stream"_a = false,
           "Wait for one message, then take up to max_messages (and max_bytes payload bytes, 0: "
-          "no bound) at once: a list of (encoding, payload), empty when the timeout passed.")
+          "no bound) at once: a list of (encoding, payload), empty when the timeout passed, or 5 "
+          "(end_of_stream) when the queue is empty and every producer closed it or died.")
+      .def(
+          "_open_end",
+          [](PyQueue& q, int side) {
+            nb::gil_scoped_release nogil;
+            q.q.open_end(side == 0 ? QueueEnd::kProducer : QueueEnd::kConsumer);
+          },
+          "side"_a, "This process holds one more of the end (0 producer, 1 consumer).")
+      .def(
+          "_close_end",
+          [](PyQueue& q, int side) {
+            nb::gil_scoped_release nogil;
+            q.q.close_end(side == 0 ? QueueEnd::kProducer : QueueEnd::kConsumer);
+          },
+          "side"_a, "One hold of the end less (the last live one wakes the other side).")
       .def(
           "qsize", [](const PyQueue& q) { return q.q.size(); },
           "Messages in the queue now (a snapshot: other processes change it at once).")

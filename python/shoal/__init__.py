@@ -14,7 +14,7 @@ from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, loa
 from ._hold import hold
 from ._kinds import attach
 from ._pipes import Connection, Pipe
-from ._queues import JoinableQueue, Queue, SimpleQueue
+from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
     AccessDeniedError,
@@ -57,6 +57,7 @@ __all__ = [
     "CorruptSegmentError",
     "DecodeError",
     "Dict",
+    "EndOfStreamError",
     "Event",
     "FrozenDict",
     "FrozenList",

@@ -69,7 +69,9 @@ def rebuild_list(cls: type, handle: str, allow_pickle: bool) -> object:
     return cls._from(handle, allow_pickle)  # type: ignore[attr-defined]
 
 
-def rebuild_queue(cls: type, handle: str) -> object:
+def rebuild_queue(cls: type, handle: str, end_of_stream: bool = False) -> object:
     """Unpickle a shoal.Queue, JoinableQueue or SimpleQueue (cls): attach the queue its handle
-    names."""
-    return cls._from(handle)  # type: ignore[attr-defined]
+    names (with the end_of_stream choice of the object pickled)."""
+    q = cls._from(handle)  # type: ignore[attr-defined]
+    q._end_of_stream = end_of_stream
+    return q

@@ -108,7 +108,7 @@ class Connection:
         self._readable = rq is not None
         self._writable = wq is not None
         self._closed = False
-        self._pending: bytes | None = None
+        self._pending: bytes | tuple[int, Any] | None = None
         self._rfd = -1
         self._wfd = -1
         self._wpath: str | None = None
@@ -276,7 +276,17 @@ class Connection:
         """Send a (picklable) object."""
         self._check_closed()
         self._check_writable()
-        self._send(ForkingPickler.dumps(obj))
+        # A plain value (None, bool, int, float, str, bytes, and lists, tuples, dicts, sets,
+        # frozensets of them) in the shared value codec's format, encoded in C++ (as
+        # shoal.Queue's, docs/design/queue.md "Message encodings"); anything else pickled.
+        assert self._wq is not None
+        r = self._wq.send_value(obj, -1.0)
+        if r is NotImplemented:
+            self._send(ForkingPickler.dumps(obj))
+        elif r & _WATCHED:
+            self._signal_peer()
+        elif r == _CLOSED:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
     def _send(self, data: Any) -> None:
         assert self._wq is not None
@@ -303,19 +313,20 @@ class Connection:
                 pass  # no reader holds the FIFO: nobody waits on it
 
     # ---- receiving ---------------------------------------------------------------------
-    def _take(self, timeout: float) -> bytes | None:
-        """A message, or None at the timeout; EOFError at end of stream."""
+    def _take(self, timeout: float) -> bytes | tuple[int, Any] | None:
+        """A message (bytes, or (3, value) for a value message, thawed by the binding), or None
+        at the timeout; EOFError at end of stream."""
         if self._pending is not None:
             data, self._pending = self._pending, None
             return data
         assert self._rq is not None
         r = self._rq.recv(timeout)
-        if isinstance(r, bytes):
+        if not isinstance(r, int):
             # Only once a reader asked for the FIFO (fileno(), in any process): before that no
             # byte is written, and a recv makes no system call.
             if self._rfd >= 0 and self._rq.size() == 0 and self._rq.watched(_CONSUMER):
                 self._drain()
-            return r
+            return r  # type: ignore[no-any-return]
         if r == _CLOSED:
             raise EOFError
         return None
@@ -326,8 +337,7 @@ class Connection:
         self._check_readable()
         if maxlength is not None and maxlength < 0:
             raise ValueError("negative maxlength")
-        data = self._take(-1.0)
-        assert data is not None
+        data = self._take_bytes()
         if maxlength is not None and len(data) > maxlength:
             # As the stdlib's _bad_message_length (its stream is out of step then).
             if self._writable:
@@ -348,13 +358,21 @@ class Connection:
                 raise ValueError("negative offset")
             elif offset > bytesize:
                 raise ValueError("offset too large")
-            data = self._take(-1.0)
-            assert data is not None
+            data = self._take_bytes()
             size = len(data)
             if bytesize < offset + size:
                 raise BufferTooShort(data)
             m.cast("B")[offset : offset + size] = data
             return size
+
+    def _take_bytes(self) -> bytes:
+        """A message as bytes: a value message as its pickle, so that send(obj) then
+        recv_bytes() gives what the stdlib's would (a pickle of obj)."""
+        data = self._take(-1.0)
+        assert data is not None
+        if isinstance(data, tuple):
+            return bytes(ForkingPickler.dumps(data[1]))
+        return data
 
     def recv(self) -> Any:
         """Receive a (picklable) object."""
@@ -362,6 +380,8 @@ class Connection:
         self._check_readable()
         data = self._take(-1.0)
         assert data is not None
+        if isinstance(data, tuple):
+            return data[1]  # a value message, thawed by the binding
         return ForkingPickler.loads(data)
 
     def poll(self, timeout: float | None = 0.0) -> bool:

@@ -6,8 +6,11 @@ C methods of ``_shoal.QueueCore`` (python/bindings/queue_bind.cpp): they wait wi
 honour the timeout, and let Ctrl-C raise KeyboardInterrupt with nothing put or taken.
 
 Message encoding (the record's tag bits, src/layout/queue_layout.hpp): a ``bytes`` travels as
-its raw bytes (encoding 0, what a C++ producer puts, so C++ and Python share a queue); anything
-else is pickled with multiprocessing's reducers (``ForkingPickler``, protocol 5, one pickler
+its raw bytes (encoding 0, what a C++ producer puts, so C++ and Python share a queue); a plain
+value (exact None, bool, int, float, str, bytes, and lists, tuples, dicts, sets and frozensets of
+them, no cycles) in the shared value codec's format, encoded and thawed in C++ by the binding
+(encoding 3, ``_put_value``; docs/design/queue.md, "Message encodings"); anything else is
+pickled with multiprocessing's reducers (``ForkingPickler``, protocol 5, one pickler
 reused per queue object), so what a multiprocessing.Queue carries (Connections, sockets) travels
 here too (encoding 1). Buffers of at least ``_OOB_THRESHOLD`` bytes that the pickle hands out of
 band (ndarrays, PickleBuffer) are appended after the pickle (encoding 2); a message larger than
@@ -32,7 +35,18 @@ from typing import Any
 
 from . import _glue, _shoal
 
-_BYTES, _PICKLE, _PICKLE_BUFFERS = 0, 1, 2
+_BYTES, _PICKLE, _PICKLE_BUFFERS, _VALUE = 0, 1, 2, 3
+_CLOSED = 5  # what _get / _get_many return at end of stream (QueueStatus::kClosed)
+_PRODUCER = 0  # the end table's producer side
+
+
+# The stub names ShoalError through the package (a cycle mypy cannot resolve): it is a class.
+class EndOfStreamError(_shoal.ShoalError, _stdqueue.Empty, EOFError):  # type: ignore[misc]
+    """A get on an empty shoal.Queue whose every producer (a process that put into it) has
+    closed it or died: nothing more can come. A ``queue.Empty`` (code written for
+    multiprocessing.Queue handles it as a timeout) and an ``EOFError`` (as Connection.recv)."""
+
+
 # A pickled buffer at least this long travels after the pickle, not inside it: one copy into
 # shared memory on the way in, none on the way out when the message goes out of band.
 _OOB_THRESHOLD = 64 * 1024
@@ -40,6 +54,11 @@ _OOB_THRESHOLD = 64 * 1024
 # line): a block's payload is 16-aligned, so an array over it is aligned.
 _ALIGN = 64
 _DEFAULT_RING = 1 << 20
+
+# This process's pid, kept current across fork: put compares it with the pid that opened the
+# producer end on every call, and os.getpid() is a system call.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 # The dict ForkingPickler.register adds to (multiprocessing's reducers: Connections, sockets,
@@ -131,6 +150,8 @@ class _Codec:
 
 
 def _decode(encoding: int, payload: Any) -> Any:
+    if encoding == _VALUE:
+        return payload  # thawed by the binding
     if encoding == _BYTES:
         return payload if type(payload) is bytes else bytes(payload)
     if encoding == _PICKLE:
@@ -163,6 +184,12 @@ class Queue(_shoal.QueueCore):
     and consumer processes; it pickles to a handle, so it can be a Process or Pool argument, or
     travel through another queue, under fork, spawn and forkserver.
 
+    ``end_of_stream=True`` (kept when the queue is pickled to another process): a get on the
+    empty queue whose every producer -- a process that put into it -- has closed it or died
+    raises ``EndOfStreamError`` (a ``queue.Empty`` and an ``EOFError``) instead of waiting; off
+    by default, since a producer that has not put yet does not count (docs/design/queue.md,
+    "End of stream for shoal.Queue").
+
     ``put`` returns when the message is in the queue (there is no feeder thread, hence nothing
     to join); a process killed at any point of ``put`` or ``get`` never wedges it (a consumer
     killed inside ``get`` loses at most the message it was taking). ``qsize()`` is the number of
@@ -175,18 +202,31 @@ class Queue(_shoal.QueueCore):
         *,
         max_size_bytes: int = 0,
         ring_bytes: int = _DEFAULT_RING,
+        end_of_stream: bool = False,
         ctx: Any = None,
     ) -> None:
         maxsize = max(int(maxsize), 0)
         max_size_bytes = max(int(max_size_bytes), 0)
         super().__init__(None, int(ring_bytes), maxsize, max_size_bytes, self._joinable)
         self._init_local()
+        self._end_of_stream = bool(end_of_stream)
 
     _joinable = False
 
     def _init_local(self) -> None:
         self._closed = False
         self._codec = _Codec()
+        # The pid that holds the producer end through this object (None: none yet). A process
+        # becomes a producer at its first put and stops at close() or its death; a forked child
+        # inherits the object but not the hold, so the pid is checked.
+        self._producer: int | None = None
+        self._end_of_stream = False  # whether get reports end of stream (pickled along)
+
+    def _become_producer(self) -> None:
+        pid = _PID[0]
+        if self._producer != pid:
+            self._open_end(_PRODUCER)
+            self._producer = pid
 
     @classmethod
     def _from(cls, source: Any) -> Any:
@@ -196,7 +236,7 @@ class Queue(_shoal.QueueCore):
         return obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_glue.rebuild_queue, (type(self), self.send_handle()))
+        return (_glue.rebuild_queue, (type(self), self.send_handle(), self._end_of_stream))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -209,11 +249,13 @@ class Queue(_shoal.QueueCore):
         seconds): queue.Full when there was none. ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
+        if self._producer != _PID[0]:
+            self._become_producer()
         # The binding takes the timeout as is: None (for ever), seconds (negative: 0), NaN:
         # ValueError.
         if type(obj) is bytes:
             ok = self._put(obj, _BYTES, timeout if block else 0.0)
-        else:
+        elif (ok := self._put_value(obj, timeout if block else 0.0)) is NotImplemented:
             payload, enc = self._codec.encode(obj)
             if enc == _PICKLE_BUFFERS:
                 ok = self._put_parts(payload, enc, timeout if block else 0.0)
@@ -230,6 +272,7 @@ class Queue(_shoal.QueueCore):
         """Put every item of xs, in order, all or none (faster-fifo's put_many): queue.Full when
         they did not all fit in time."""
         self._check_open()
+        self._become_producer()
         enc = [self._codec.encode(x) for x in xs]
         enc = [(b"".join(p), e) if e == _PICKLE_BUFFERS else (p, e) for p, e in enc]
         if not enc:
@@ -241,14 +284,20 @@ class Queue(_shoal.QueueCore):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting for one (block, for at most timeout
-        seconds): queue.Empty when none came. ValueError after close()."""
+        seconds): queue.Empty when none came; EndOfStreamError (a queue.Empty and an EOFError)
+        when the queue is empty and every process that put into it has closed it or died.
+        ValueError after close()."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        m = self._get(timeout if block else 0.0, True)
+        m = self._get(timeout if block else 0.0, True, self._end_of_stream)
         if m is None:
             raise _stdqueue.Empty
+        if isinstance(m, int):
+            raise EndOfStreamError(
+                "the queue is empty and every process that put into it has closed it or died"
+            )
         enc, payload = m
-        if enc == _BYTES and type(payload) is bytes:
+        if enc == _VALUE or (enc == _BYTES and type(payload) is bytes):
             return payload
         return _decode(enc, payload)
 
@@ -272,7 +321,12 @@ class Queue(_shoal.QueueCore):
             max(int(max_bytes_to_get), 0),
             _timeout(block, timeout),
             True,
+            self._end_of_stream,
         )
+        if isinstance(ms, int):
+            raise EndOfStreamError(
+                "the queue is empty and every process that put into it has closed it or died"
+            )
         if not ms:
             raise _stdqueue.Empty
         return [_decode(e, p) for e, p in ms]
@@ -299,7 +353,12 @@ class Queue(_shoal.QueueCore):
 
     def close(self) -> None:
         """This object can no longer put or get (ValueError); the queue lives on in the other
-        processes, and goes when the last one drops it. Nothing is flushed: put already did."""
+        processes, and goes when the last one drops it. Nothing is flushed: put already did.
+        If this object made its process a producer (it put), the process stops being one:
+        once no producer is left, a get on the empty queue raises EndOfStreamError."""
+        if not self._closed and self._producer == _PID[0]:
+            self._close_end(_PRODUCER)
+        self._producer = None
         self._closed = True
 
     def join_thread(self) -> None:
@@ -340,8 +399,10 @@ class JoinableQueue(Queue):
 class SimpleQueue(Queue):
     """An unbounded queue with only put, get, empty and close (multiprocessing.SimpleQueue)."""
 
-    def __init__(self, *, ring_bytes: int = _DEFAULT_RING, ctx: Any = None) -> None:
-        super().__init__(0, ring_bytes=ring_bytes)
+    def __init__(
+        self, *, ring_bytes: int = _DEFAULT_RING, end_of_stream: bool = False, ctx: Any = None
+    ) -> None:
+        super().__init__(0, ring_bytes=ring_bytes, end_of_stream=end_of_stream)
 
     def put(self, obj: Any) -> None:  # type: ignore[override]
         """Put obj in the queue (waits only while the ring is full of unread messages)."""

@@ -729,8 +729,9 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
   }
 }
 
-QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible) {
-  OneSink sink{&out, nullptr};
+QueueStatus Queue::get(std::string& out, Deadline deadline, bool interruptible,
+                       uint8_t* encoding) {
+  OneSink sink{&out, encoding};
   return take(sink, 1, 0, deadline, interruptible);
 }
 
@@ -1048,14 +1049,15 @@ bool Queue::end_closed(QueueEnd end) {
 constexpr uint64_t kFirstEndSliceNs = 2'000'000;
 constexpr uint64_t kMaxEndSliceNs = 100'000'000;
 
-QueueStatus Queue::recv(std::string& out, Deadline deadline, bool interruptible) {
+QueueStatus Queue::recv(std::string& out, Deadline deadline, bool interruptible,
+                        uint8_t* encoding) {
   uint64_t slice = kFirstEndSliceNs;
   for (;;) {
-    const QueueStatus s = get(out, min_deadline(deadline, slice), interruptible);
+    const QueueStatus s = get(out, min_deadline(deadline, slice), interruptible, encoding);
     if (s != QueueStatus::kEmpty) return s;
     if (end_closed(QueueEnd::kProducer)) {
       // The last producer may have put just before it closed: take that first.
-      const QueueStatus last = try_get(out);
+      const QueueStatus last = try_get(out, encoding);
       return last == QueueStatus::kOk ? last : QueueStatus::kClosed;
     }
     if (pd(deadline).passed()) return QueueStatus::kEmpty;
@@ -1063,7 +1065,10 @@ QueueStatus Queue::recv(std::string& out, Deadline deadline, bool interruptible)
   }
 }
 
-QueueStatus Queue::send(std::string_view msg, Deadline deadline, bool interruptible) {
+QueueStatus Queue::send(std::string_view msg, Deadline deadline, bool interruptible,
+                        uint8_t encoding) {
+  const std::span<const std::string_view> msgs(&msg, 1);
+  const std::span<const uint8_t> encs(&encoding, 1);
   if (end_gone_hint(h_, layout::kEndConsumer) && end_closed(QueueEnd::kConsumer)) {
     return QueueStatus::kClosed;
   }
@@ -1076,7 +1081,7 @@ QueueStatus Queue::send(std::string_view msg, Deadline deadline, bool interrupti
   }
   uint64_t slice = kFirstEndSliceNs;
   for (;;) {
-    const QueueStatus s = put(msg, min_deadline(deadline, slice), interruptible);
+    const QueueStatus s = put_encoded(msgs, encs, min_deadline(deadline, slice), interruptible);
     if (s != QueueStatus::kFull) return s;
     if (end_closed(QueueEnd::kConsumer)) return QueueStatus::kClosed;
     if (pd(deadline).passed()) return QueueStatus::kFull;

@@ -577,6 +577,13 @@ std::vector<std::string> remove_dead_save_temps(const std::string& dir) {
   return removed;
 }
 
+std::span<const std::byte> Builder::finish_view(Ref root) {
+  const uint64_t size = impl_->publish(root);
+  return {impl_->buf, size};
+}
+
+void Builder::clear() noexcept { impl_->reset(); }
+
 std::vector<std::byte> Builder::finish_bytes(Ref root) {
   const uint64_t size = impl_->publish(root);
   std::vector<std::byte> out(impl_->buf, impl_->buf + size);

@@ -96,7 +96,11 @@ inline constexpr uint32_t kRecordEncodingMask = 7;  // after the shift
 inline constexpr uint8_t kEncodingBytes = 0;   // raw bytes (C++ messages, Python bytes)
 inline constexpr uint8_t kEncodingPickle = 1;  // a pickle (multiprocessing's ForkingPickler)
 inline constexpr uint8_t kEncodingPickleBuffers = 2;  // a pickle and its out-of-band buffers
-inline constexpr uint8_t kEncodingCount = 3;   // encodings this version reads
+// a frozen image (docs/design/frozen.md) of a plain value, the shared value codec's format:
+// what Python puts for None/bool/int/float/str/bytes and lists, tuples, dicts, sets and
+// frozensets of them (python/bindings/codec.hpp, encode_message / decode_message)
+inline constexpr uint8_t kEncodingValue = 3;
+inline constexpr uint8_t kEncodingCount = 4;   // encodings this version reads
 inline constexpr uint64_t kRecordHeaderBytes = 8;
 // The largest out-of-band message: what one heap block can hold (Heap::kMaxAllocation).
 inline constexpr uint64_t kQueueMaxOutOfBand = (uint64_t{1} << 36) - (uint64_t{64} << 10) - 16;

@@ -198,8 +198,10 @@ def test_a_cpp_message_is_bytes_and_bytes_are_raw() -> None:
     q.put(b"py")
     assert q._get(None, False) == (0, b"py")
     q.put("str")
+    assert q._get(None, False) == (3, "str")  # a plain value: the value codec's format
+    q.put(ValueError("e"))
     enc, _ = q._get(None, False)
-    assert enc == 1
+    assert enc == 1  # anything else: a pickle
 
 
 # ---- between processes -----------------------------------------------------------------------
