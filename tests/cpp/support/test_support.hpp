@@ -99,6 +99,7 @@ void expect_freed_after_kill(ChildProcess& child, const std::string& handles);
 
 // SIGUSR1 without SA_RESTART (as CPython installs its handlers), sent to one thread every
 // 2 ms while the object lives: waits that signals interrupt must go on with their deadline.
+// Installs a no-op SIGUSR1 handler for the rest of the process (see the destructor).
 class SignalStorm {
  public:
   explicit SignalStorm(pthread_t target) : target_(target) {
@@ -106,7 +107,7 @@ class SignalStorm {
     sa.sa_handler = [](int) {};
     sa.sa_flags = 0;  // no SA_RESTART, as CPython installs its handlers
     ::sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGUSR1, &sa, &old_);
+    ::sigaction(SIGUSR1, &sa, nullptr);
     t_ = std::thread([this] {
       while (!stop_) {
         ::pthread_kill(target_, SIGUSR1);
@@ -118,13 +119,14 @@ class SignalStorm {
   ~SignalStorm() {
     stop_ = true;
     t_.join();
-    ::sigaction(SIGUSR1, &old_, nullptr);
+    // The no-op handler stays installed: a signal sent by pthread_kill is only pending until its
+    // target thread next runs, and on a busy machine that can be after this destructor. With
+    // the default action restored, that late SIGUSR1 killed the whole test binary.
   }
   int sent() const { return sent_.load(); }
 
  private:
   pthread_t target_;
-  struct sigaction old_ {};
   std::atomic<bool> stop_{false};
   std::atomic<int> sent_{0};
   std::thread t_;
