@@ -14,6 +14,7 @@ from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, loa
 from ._hold import hold
 from ._kinds import attach
 from ._pipes import Connection, Pipe
+from ._pool import Pool, ProcessPoolExecutor, WorkerDiedError
 from ._queues import JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
@@ -64,14 +65,16 @@ __all__ = [
     "FrozenTuple",
     "IncompatibleSegmentError",
     "InvalidArgumentError",
-    "List",
     "JoinableQueue",
+    "List",
     "Lock",
     "LockTimeoutError",
     "OutOfSpaceError",
     "OwnerDiedError",
     "OwnerDiedWarning",
     "Pipe",
+    "Pool",
+    "ProcessPoolExecutor",
     "Queue",
     "RLock",
     "SegmentExistsError",
@@ -84,6 +87,7 @@ __all__ = [
     "SimpleQueue",
     "StaleHandleError",
     "Value",
+    "WorkerDiedError",
     "__version__",
     "attach",
     "empty",
