@@ -479,17 +479,16 @@ class Pool:
             for s in ready:
                 if s not in by_sentinel:
                     continue
-                wid, proc = by_sentinel[s]
-                p: Any = proc
-                p.join()
+                wid, dead = by_sentinel[s]
+                dead.join()
                 with self._lock:
-                    if self._workers.get(wid) is not p:
+                    if wid not in self._workers or self._workers[wid] is not dead:
                         continue
                     del self._workers[wid]
                     row = [int(x) for x in self._slots[wid]]
                     if self._state == _TERMINATE:
                         continue
-                    self._results.put(("D", wid, p.pid, p.exitcode, row))
+                    self._results.put(("D", wid, dead.pid, dead.exitcode, row))
                     if self._state == _RUN or self._jobs:
                         self._start_worker(wid)
 
