@@ -27,6 +27,7 @@ import itertools
 import math
 import os
 import pickle
+import queue as _stdqueue
 import signal
 import threading
 import time
@@ -64,6 +65,8 @@ _CHUNK_SECONDS = 0.01
 _MAX_AUTO_CHUNK = 4096
 # How many calls' functions a worker keeps unpickled (older calls are over, or nearly).
 _FN_CACHE = 4
+# An idle worker checks this often (seconds) that the pool's process still lives.
+_PARENT_CHECK = 1.0
 
 
 # The stub re-exports ShoalError from shoal itself, a cycle mypy cannot resolve here.
@@ -105,6 +108,7 @@ def _worker(
     initargs: tuple[Any, ...],
     maxtasks: int | None,
     initret: bool,
+    parent: int,
 ) -> None:
     # Ctrl-C is the parent's to handle: it stops the workers (a terminal sends SIGINT to the
     # whole foreground process group).
@@ -121,8 +125,14 @@ def _worker(
     done = 0
     put = results.put
     perf = time.perf_counter
+    get = tasks.get
     while True:
-        msg = tasks.get()
+        try:
+            msg = get(True, _PARENT_CHECK)
+        except _stdqueue.Empty:
+            if not _alive(parent):
+                return  # the parent was killed: no one will send or read anything more
+            continue
         if msg is None:
             break
         job, fn_ref, start, mode, args = msg
@@ -172,6 +182,22 @@ def _worker(
                 slot[base + _S_STATE] = _IDLE
                 return
         slot[base + _S_STATE] = _IDLE
+
+
+def _alive(pid: int) -> bool:
+    """Whether process pid runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _load_fn(fn_ref: Any) -> Any:
@@ -458,6 +484,7 @@ class Pool:
                 self._initargs,
                 self._maxtasks,
                 self._initret,
+                os.getpid(),
             ),
             name=f"shoal.Pool worker {wid}",
             daemon=True,

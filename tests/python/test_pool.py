@@ -15,7 +15,15 @@ from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # type: ig
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, _alive, ctrl_c_until_done, shmem_baseline, take_ctrl_c, wait_until
+from conftest import (
+    DEADLINE,
+    _alive,
+    ctrl_c_until_done,
+    run_python,
+    shmem_baseline,
+    take_ctrl_c,
+    wait_until,
+)
 
 import shoal
 from shoal._tools.measure import machine_shmem
@@ -306,3 +314,18 @@ def test_a_calls_function_is_pickled_once_and_unpickled_once_per_worker() -> Non
         assert list(pool.imap_unordered(sq, range(10))) is not None
         assert _Counted.pickles == 1
         assert 1 <= unpickles.value <= 2
+
+
+def test_workers_exit_when_the_parent_is_killed() -> None:
+    code = (
+        "import os, signal, shoal\n"
+        "pool = shoal.Pool(2, context='fork')\n"
+        "assert pool.map(abs, range(10)) == list(range(10))\n"
+        "print(*[p.pid for p in pool._workers.values()], flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = run_python(code)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    pids = [int(x) for x in r.stdout.split()]
+    assert len(pids) == 2
+    assert wait_until(lambda: not any(_alive(w) for w in pids))
