@@ -20,6 +20,7 @@ The engine (design note: docs/design/pool.md):
 
 from __future__ import annotations
 
+import bisect
 import collections
 import concurrent.futures as _cf
 import functools
@@ -373,6 +374,7 @@ class _Job:
         "received",
         "seconds",
         "sink",
+        "starts",
         "timed",
         "total",
         "what",
@@ -386,6 +388,7 @@ class _Job:
         self.mode = mode
         # start -> [args, received flags, count left]; gone when the chunk is complete.
         self.chunks: dict[int, list[Any]] = {}
+        self.starts: list[int] = []
         self.total: int | None = None
         self.received = 0
         self.seconds = 0.0
@@ -565,12 +568,17 @@ class Pool:
         self._maybe_complete(job)
 
     def _chunk_of(self, job: _Job, idx: int) -> int | None:
-        # Most deliveries hit the chunk that starts at the last start <= idx; the chunks of a
-        # job are few and small, so a scan is cheap next to the rest (and deaths are rare).
-        for s, rec in job.chunks.items():
-            if s <= idx < s + len(rec[0]):
-                return s
-        return None
+        """The start of the live chunk of job that holds task idx (None: none does)."""
+        # job.starts lists every chunk start the feeder made, increasing; a chunk sent again
+        # after a death keeps its record under its first start.
+        k = bisect.bisect_right(job.starts, idx) - 1
+        if k < 0:
+            return None
+        s = job.starts[k]
+        rec = job.chunks.get(s)
+        if rec is None or idx >= s + len(rec[0]):
+            return None
+        return s
 
     def _maybe_complete(self, job: _Job) -> None:
         if job.total is None or job.received < job.total:
@@ -696,6 +704,7 @@ class Pool:
                 break
             with self._lock:
                 job.chunks[start] = [args, bytearray(len(args)), len(args)]
+                job.starts.append(start)
             self._tasks.put((job.id, job.fn_ref, start, job.mode, args))
             start += len(args)
         with self._lock:
