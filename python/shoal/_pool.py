@@ -740,6 +740,8 @@ class Pool:
         callback: Any = None,
         error_callback: Any = None,
     ) -> AsyncResult:
+        """Run func(*args, **kwds) in a worker: an AsyncResult; callback or error_callback gets its
+        outcome (in the pool's result thread)."""
         self._check_running()
         res = AsyncResult(self, callback, error_callback)
         kwds = dict(kwds or {})
@@ -750,6 +752,7 @@ class Pool:
     def apply(
         self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
     ) -> Any:
+        """func(*args, **kwds) run in a worker, waiting for it."""
         return self.apply_async(func, args, kwds).get()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _cf.Future[Any]:
@@ -787,6 +790,8 @@ class Pool:
         callback: Any = None,
         error_callback: Any = None,
     ) -> MapResult:
+        """map without waiting: a MapResult whose get() is the list of results, or raises the first
+        task's error."""
         return self._map_async(func, iterable, _ONE, chunksize, callback, error_callback)
 
     def starmap_async(
@@ -797,16 +802,20 @@ class Pool:
         callback: Any = None,
         error_callback: Any = None,
     ) -> MapResult:
+        """starmap without waiting: a MapResult."""
         return self._map_async(func, iterable, _STAR, chunksize, callback, error_callback)
 
     def map(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[Any]:
+        """[func(x) for x in iterable], run in the workers in chunks (chunksize None: sized from the
+        measured task cost); raises the first task's error."""
         return self.map_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
 
     def starmap(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[Any]:
+        """[func(*args) for args in iterable], as map."""
         return self.starmap_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
 
     def _imap(
@@ -822,11 +831,14 @@ class Pool:
     def imap(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
+        """An iterator of func(x) for x in iterable, in order, as the results come; a task's error
+        is raised at its place and the iteration goes on after it."""
         return self._imap(func, iterable, chunksize, True, _ONE)
 
     def imap_unordered(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapIterator:
+        """As imap, in the order the results come."""
         return self._imap(func, iterable, chunksize, False, _ONE)
 
     def close(self) -> None:
