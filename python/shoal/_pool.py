@@ -66,6 +66,8 @@ _CHUNK_SECONDS = 0.01
 _MAX_AUTO_CHUNK = 4096
 # How many calls' functions a worker keeps unpickled (older calls are over, or nearly).
 _FN_CACHE = 4
+# With calls outstanding and no result for this long, the result thread looks for lost tasks.
+_SWEEP_SECONDS = 0.25
 # An idle worker checks this often (seconds) that the pool's process still lives.
 _PARENT_CHECK = 1.0
 
@@ -532,8 +534,16 @@ class Pool:
 
     def _handle_results(self) -> None:
         get = self._results.get
+        suspects: set[tuple[int, int]] = set()
         while True:
-            msg = get()
+            try:
+                # While calls are outstanding, a quiet result queue is the moment to look for
+                # tasks no one holds (below); otherwise wait for ever.
+                msg = get(True, _SWEEP_SECONDS if self._jobs else None)
+            except _stdqueue.Empty:
+                with self._lock:
+                    suspects = self._sweep(suspects)
+                continue
             if msg is None:
                 return
             with self._lock:
@@ -544,6 +554,37 @@ class Pool:
                 job = self._jobs.get(jid)
                 if job is not None:
                     self._deliver(job, idx, ok, value, seconds)
+
+    def _sweep(self, suspects: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Send again the tasks that no one holds: taken from the task queue by a process that
+        died before its slot named them (killed inside the queue's get, or between get and the
+        slot's first store). Called with no result waiting; a task is sent again only when two
+        sweeps in a row (_SWEEP_SECONDS apart) found it neither received, nor in the task queue
+        (the queue is empty), nor inside a running worker's chunk: a live worker between get
+        and its slot store is a few stores long, never _SWEEP_SECONDS. Returns this sweep's
+        suspects."""
+        if not self._jobs or self._tasks.qsize() != 0:
+            return set()
+        held: dict[int, list[tuple[int, int]]] = {}
+        for row in self._slots.tolist():
+            if row[_S_STATE] == _RUNNING:
+                held.setdefault(row[_S_JOB], []).append((row[_S_INDEX], row[_S_END]))
+        now: set[tuple[int, int]] = set()
+        for job in self._jobs.values():
+            ranges = held.get(job.id, [])
+            for cs, rec in job.chunks.items():
+                for k, got in enumerate(rec[1]):
+                    i = cs + k
+                    if not got and not any(a <= i < b for a, b in ranges):
+                        now.add((job.id, i))
+        lost = now & suspects
+        for jid, i in sorted(lost):
+            job = self._jobs[jid]
+            start = self._chunk_of(job, i)
+            if start is not None:
+                arg = job.chunks[start][0][i - start]
+                self._tasks.put((jid, job.fn_ref, i, job.mode, [arg]))
+        return now - lost
 
     def _deliver(self, job: _Job, idx: int, ok: bool, value: Any, seconds: float) -> None:
         chunk_start = self._chunk_of(job, idx)

@@ -329,3 +329,23 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
     pids = [int(x) for x in r.stdout.split()]
     assert len(pids) == 2
     assert wait_until(lambda: not any(_alive(w) for w in pids))
+
+
+def _take_and_die(tasks: Any) -> None:
+    tasks.get()  # a chunk taken by a process that dies before any slot names it
+    os._exit(1)
+
+
+def test_a_chunk_taken_by_a_process_that_died_is_sent_again() -> None:
+    ctx = mp.get_context("fork")
+    with shoal.Pool(1, context=ctx) as pool:
+        hold = pool.apply_async(time.sleep, (0.5,))  # the one worker is busy meanwhile
+        assert wait_until(functools.partial(_all_running, pool))
+        r = pool.map_async(sq, range(10), chunksize=10)
+        assert wait_until(lambda: pool._tasks.qsize() == 1)
+        thief = ctx.Process(target=_take_and_die, args=(pool._tasks,))
+        thief.start()
+        thief.join(DEADLINE)
+        assert thief.exitcode == 1 and pool._tasks.qsize() == 0
+        assert r.get(DEADLINE) == [x * x for x in range(10)]
+        hold.get(DEADLINE)
