@@ -20,6 +20,7 @@ The engine (design note: docs/design/pool.md):
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import collections
 import concurrent.futures as _cf
@@ -33,6 +34,7 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import TimeoutError as _MpTimeoutError
 from multiprocessing import connection as _mpconn
@@ -401,6 +403,17 @@ class _Job:
 
 _RUN, _CLOSE, _TERMINATE = 0, 1, 2
 
+# Pools still running at interpreter exit are terminated first (atexit runs this before
+# multiprocessing's own exit handler, registered earlier): their threads stop and drop the
+# queues, and no supervisor starts a replacement for a worker that exit handler ended.
+_LIVE: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _terminate_live_pools() -> None:
+    for pool in list(_LIVE):
+        pool.terminate()
+
 
 class Pool:
     """A process pool with multiprocessing.Pool's API (``map``, ``imap``, ``imap_unordered``,
@@ -474,6 +487,7 @@ class Pool:
             target=self._run_feeder, name="shoal.Pool feeder", daemon=True
         )
         self._feeder.start()
+        _LIVE.add(self)
 
     # ---- workers ----
 

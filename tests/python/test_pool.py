@@ -349,3 +349,18 @@ def test_a_chunk_taken_by_a_process_that_died_is_sent_again() -> None:
         assert thief.exitcode == 1 and pool._tasks.qsize() == 0
         assert r.get(DEADLINE) == [x * x for x in range(10)]
         hold.get(DEADLINE)
+
+
+def test_a_pool_left_open_at_exit_ends_cleanly() -> None:
+    code = (
+        "import shoal\n"
+        "pool = shoal.Pool(2, context='fork')\n"
+        "assert pool.map(abs, range(10)) == list(range(10))\n"
+        "print(*[p.pid for p in pool._workers.values()], flush=True)\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert "leaked" not in r.stderr, r.stderr
+    pids = [int(x) for x in r.stdout.split()]
+    assert len(pids) == 2
+    assert wait_until(lambda: not any(_alive(w) for w in pids))
