@@ -123,7 +123,14 @@ def _worker(
     slot[base + _S_STATE] = _IDLE
     kw: dict[str, Any] = {}
     if initializer is not None:
-        value = initializer(*initargs)
+        try:
+            value = initializer(*initargs)
+        except Exception as e:  # noqa: BLE001 - the pool is broken: say so, do not loop
+            try:
+                results.put(("I", wid, ExceptionWithTraceback(e, e.__traceback__)))
+            except Exception:  # noqa: BLE001 - an unpicklable error: its text then
+                results.put(("I", wid, RuntimeError(f"the initializer raised {e!r}")))
+            return
         if initret:
             kw = {"initret": value}
     fns: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -465,6 +472,7 @@ class Pool:
         self._slots = _empty((processes, 5), dtype=np.int64)
         self._slots[:] = 0
         self._state = _RUN
+        self._broken: BaseException | None = None
         self._lock = threading.RLock()  # jobs, workers
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
@@ -535,7 +543,7 @@ class Pool:
                     if self._state == _TERMINATE:
                         continue
                     self._results.put(("D", wid, dead.pid, dead.exitcode, row))
-                    if self._state == _RUN or self._jobs:
+                    if (self._state == _RUN or self._jobs) and self._broken is None:
                         self._start_worker(wid)
 
     def _wake(self) -> None:
@@ -563,6 +571,15 @@ class Pool:
             with self._lock:
                 if msg[0] == "D":
                     self._worker_died(*msg[1:])
+                    continue
+                if msg[0] == "I":
+                    # A worker's initializer raised: every call fails with its error, no
+                    # worker is started again (multiprocessing's pool would restart it for
+                    # ever, its calls never completing).
+                    if self._broken is None:
+                        self._broken = msg[2]
+                    for failed in list(self._jobs.values()):
+                        self._fail_job(failed, msg[2])
                     continue
                 jid, idx, ok, value, seconds = msg
                 job = self._jobs.get(jid)
@@ -683,6 +700,8 @@ class Pool:
     def _check_running(self) -> None:
         if self._state != _RUN:
             raise ValueError("Pool not running")
+        if self._broken is not None:
+            raise self._broken
 
     def _new_job(self, fn: Any, sink: Any, mode: int, kwargs: dict[str, Any] | None = None) -> _Job:
         if self._initret:
@@ -704,6 +723,10 @@ class Pool:
         what = getattr(fn, "__qualname__", None) or type(fn).__name__
         job = _Job(next(self._ids), sink, fn_ref, hold, mode, f"a call of {what}")
         with self._lock:
+            if self._broken is not None:  # an initializer raised since _check_running
+                if hold is not None:
+                    hold.release()
+                raise self._broken
             self._jobs[job.id] = job
         return job
 
@@ -979,7 +1002,8 @@ class Pool:
             raise
 
     def __enter__(self) -> Self:
-        self._check_running()
+        if self._state != _RUN:
+            raise ValueError("Pool not running")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -364,3 +364,18 @@ def test_a_pool_left_open_at_exit_ends_cleanly() -> None:
     pids = [int(x) for x in r.stdout.split()]
     assert len(pids) == 2
     assert wait_until(lambda: not any(_alive(w) for w in pids))
+
+
+def _bad_init() -> None:
+    raise OSError("no cache here")
+
+
+def test_an_initializer_that_raises_fails_the_calls_instead_of_hanging(
+    ctx: mp.context.BaseContext,
+) -> None:
+    with shoal.Pool(2, initializer=_bad_init, context=ctx) as pool:
+        with pytest.raises(OSError, match="no cache here") as ei:
+            pool.map(sq, range(10))
+        assert isinstance(ei.value.__cause__, RemoteTraceback)
+        with pytest.raises(OSError, match="no cache here"):
+            pool.apply(sq, (1,))
