@@ -540,6 +540,9 @@ class Pool:
                         continue
                     del self._workers[wid]
                     row = [int(x) for x in self._slots[wid]]
+                    # The row is read: clear it, so that a replacement killed before its first
+                    # store is not taken for this worker again (its tasks sent twice).
+                    self._slots[wid, _S_STATE] = _IDLE
                     if self._state == _TERMINATE:
                         continue
                     self._results.put(("D", wid, dead.pid, dead.exitcode, row))

@@ -4,12 +4,14 @@ results, maxtasksperchild, Ctrl-C, and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
@@ -379,3 +381,36 @@ def test_an_initializer_that_raises_fails_the_calls_instead_of_hanging(
         assert isinstance(ei.value.__cause__, RemoteTraceback)
         with pytest.raises(OSError, match="no cache here"):
             pool.apply(sq, (1,))
+
+
+def _nap(x: int) -> int:
+    time.sleep(0.001)
+    return x
+
+
+def test_workers_killed_at_random_never_lose_or_hang_a_task() -> None:
+    with shoal.Pool(3, context="fork") as pool:
+        stop = threading.Event()
+
+        def killer() -> None:
+            while not stop.wait(0.05):
+                for p in list(pool._workers.values())[:1]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGKILL)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            it = pool.imap(_nap, range(1500))
+            died = 0
+            for i in range(1500):
+                try:
+                    assert it.next(DEADLINE) == i
+                except shoal.WorkerDiedError:
+                    died += 1
+        finally:
+            stop.set()
+            t.join()
+        assert died < 1500
+        with pytest.raises(StopIteration):
+            next(it)
