@@ -14,6 +14,7 @@ from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, loa
 from ._hold import hold
 from ._kinds import attach
 from ._pipes import Connection, Pipe
+from ._pool import Pool, ProcessPoolExecutor, WorkerDiedError
 from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
@@ -73,6 +74,8 @@ __all__ = [
     "OwnerDiedError",
     "OwnerDiedWarning",
     "Pipe",
+    "Pool",
+    "ProcessPoolExecutor",
     "Queue",
     "RLock",
     "SegmentExistsError",
@@ -85,6 +88,7 @@ __all__ = [
     "SimpleQueue",
     "StaleHandleError",
     "Value",
+    "WorkerDiedError",
     "__version__",
     "attach",
     "empty",

@@ -1,0 +1,416 @@
+"""shoal.Pool and shoal.ProcessPoolExecutor with real worker processes: multiprocessing.Pool's
+API, initret, a worker killed (SIGKILL, os._exit, a segfault) failing only its task, unpicklable
+results, maxtasksperchild, Ctrl-C, and nothing left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import gc
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # type: ignore[attr-defined]
+from typing import Any
+
+import pytest
+from conftest import (
+    DEADLINE,
+    _alive,
+    ctrl_c_until_done,
+    run_python,
+    shmem_baseline,
+    take_ctrl_c,
+    wait_until,
+)
+
+import shoal
+from shoal._tools.measure import machine_shmem
+
+
+def sq(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def boom(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def ident(x: Any) -> Any:
+    return x
+
+
+def lookup(i: int, initret: dict[int, str]) -> int:
+    return initret[i].count("1")
+
+
+def lookup_kw(i: int, initret: Any = None, **kw: Any) -> Any:
+    return (i, initret, kw)
+
+
+def die_at(x: int, at: int, how: str, **_: Any) -> int:
+    """Task x == at kills its worker, `how`; the others return x."""
+    if x == at:
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "exit":
+            os._exit(7)
+        else:
+            ctypes.string_at(0)  # a segfault
+        time.sleep(DEADLINE)
+    return x
+
+
+def pid_of(_: Any) -> int:
+    return os.getpid()
+
+
+def unpicklable(x: int) -> Any:
+    return (lambda: x) if x == 1 else x
+
+
+def test_the_api_under_each_start_method(ctx: mp.context.BaseContext) -> None:
+    with shoal.Pool(2, context=ctx) as pool:
+        assert pool.map(sq, range(200)) == [x * x for x in range(200)]
+        assert pool.map(sq, []) == []
+        assert pool.map(sq, range(50), chunksize=7) == [x * x for x in range(50)]
+        assert list(pool.imap(sq, iter(range(500)))) == [x * x for x in range(500)]
+        assert sorted(pool.imap_unordered(sq, range(500), 3)) == [x * x for x in range(500)]
+        assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
+        assert pool.apply(add, (1,), {"b": 5}) == 6
+        assert pool.submit(add, 2, b=3).result(DEADLINE) == 5
+        got: list[Any] = []
+        r = pool.apply_async(add, (2, 2), callback=got.append)
+        assert r.get(DEADLINE) == 4 and r.ready() and r.successful() and got == [4]
+        errs: list[BaseException] = []
+        m = pool.map_async(boom, range(3), error_callback=errs.append)
+        m.wait(DEADLINE)
+        assert m.ready() and not m.successful()
+        with pytest.raises(ValueError, match="bad") as ei:
+            m.get()
+        assert isinstance(ei.value.__cause__, RemoteTraceback)
+        assert "in boom" in str(ei.value.__cause__)
+        assert len(errs) == 1 and isinstance(errs[0], ValueError)
+        # An exception in imap arrives at its place; the iteration goes on after it.
+        it = pool.imap(boom, range(2))
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                next(it)
+        with pytest.raises(StopIteration):
+            next(it)
+        # A big partial: its bound arguments travel once, through shared memory.
+        big = functools.partial(lookup_kw, initret=b"x" * 100_000)
+        assert [r[0] for r in pool.map(big, range(20))] == list(range(20))
+    with pytest.raises(ValueError, match="not running"):
+        pool.map(sq, [1])
+
+
+def test_initret_the_seeds_proposed_solution(ctx: mp.context.BaseContext) -> None:
+    cache = {i: bin(i) for i in range(2**12)}
+    with shoal.Pool(2, initializer=ident, initargs=(cache,), initret=True, context=ctx) as pool:
+        assert pool.map(lookup, range(2**12)) == [i.bit_count() for i in range(2**12)]
+        # Every way of sending a task passes it.
+        assert pool.apply(lookup, (5,)) == 2
+        assert pool.submit(lookup, 7).result(DEADLINE) == 3
+        assert pool.starmap(lookup, [(3,)]) == [2]
+        assert list(pool.imap_unordered(lookup, [1])) == [1]
+        with pytest.raises(TypeError, match="initret"):
+            pool.apply(lookup_kw, (1,), {"initret": 3})
+        with pytest.raises(TypeError, match="initret"):
+            pool.map(functools.partial(lookup_kw, initret=3), [1])
+    with pytest.raises(ValueError, match="initializer"):
+        shoal.Pool(1, initret=True)
+    # Without initret, the initializer's value is not passed.
+    with shoal.Pool(1, initializer=ident, initargs=(1,), context=ctx) as pool:
+        assert pool.apply(lookup_kw, (1,)) == (1, None, {})
+
+
+@pytest.mark.parametrize("how", ["sigkill", "exit", "segfault"])
+def test_a_dead_worker_fails_only_its_task(how: str) -> None:
+    ctx = mp.get_context("fork")
+    _dead_worker_case(ctx, how)
+
+
+def test_a_killed_worker_is_replaced_and_reruns_the_initializer(
+    ctx: mp.context.BaseContext,
+) -> None:
+    _dead_worker_case(ctx, "sigkill", initret=True)
+
+
+def _dead_worker_case(ctx: mp.context.BaseContext, how: str, initret: bool = False) -> None:
+    kw: dict[str, Any] = {}
+    if initret:
+        kw = {"initializer": ident, "initargs": ({i: bin(i) for i in range(64)},), "initret": True}
+    with shoal.Pool(2, context=ctx, **kw) as pool:
+        before = {p.pid for p in pool._workers.values()}
+        # One chunk of 10: task 3 kills its worker, 4..9 were not started and run elsewhere.
+        it = pool.imap(functools.partial(die_at, at=3, how=how), range(10), chunksize=10)
+        out: list[Any] = []
+        for _ in range(10):
+            try:
+                out.append(it.next(DEADLINE))
+            except shoal.WorkerDiedError as e:
+                out.append(e)
+        err = out[3]
+        assert isinstance(err, shoal.WorkerDiedError), out
+        assert [x for i, x in enumerate(out) if i != 3] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+        assert err.pid in before
+        assert "task 3" in str(err) and str(err.pid) in str(err)
+        if how == "sigkill":
+            assert err.exitcode == -signal.SIGKILL and err.signal == "SIGKILL"
+        elif how == "exit":
+            assert err.exitcode == 7 and "exit code 7" in str(err)
+        else:
+            assert err.exitcode == -signal.SIGSEGV and err.signal == "SIGSEGV"
+        # The pool goes on with a replacement worker (which ran the initializer again).
+        assert wait_until(lambda: len(pool._workers) == 2)
+        if initret:
+            assert pool.map(lookup, range(64)) == [i.bit_count() for i in range(64)]
+        else:
+            assert pool.map(sq, range(100)) == [x * x for x in range(100)]
+        # A future and an error callback get the error too.
+        errs: list[BaseException] = []
+        r = pool.apply_async(die_at, (1, 1, how), error_callback=errs.append)
+        with pytest.raises(shoal.WorkerDiedError):
+            r.get(DEADLINE)
+        assert isinstance(errs[0], shoal.WorkerDiedError)
+        f = pool.submit(die_at, 1, 1, how)
+        assert isinstance(f.exception(DEADLINE), shoal.WorkerDiedError)
+        assert isinstance(err, shoal.ShoalError)
+
+
+def test_an_unpicklable_result_fails_only_its_task() -> None:
+    with shoal.Pool(2, context="fork") as pool:
+        out: list[Any] = []
+        it = pool.imap(unpicklable, range(3), chunksize=3)
+        for _ in range(3):
+            try:
+                out.append(next(it))
+            except MaybeEncodingError as e:
+                out.append(e)
+        assert out[0] == 0 and out[2] == 2
+        assert isinstance(out[1], MaybeEncodingError) and "lambda" in str(out[1])
+
+
+def test_maxtasksperchild_counts_tasks_not_chunks(ctx: mp.context.BaseContext) -> None:
+    with shoal.Pool(2, maxtasksperchild=4, context=ctx) as pool:
+        pids = pool.map(pid_of, range(12), chunksize=6)
+    assert len(pids) == 12
+    assert max(pids.count(p) for p in set(pids)) <= 4
+    assert len(set(pids)) >= 3
+
+
+def test_executor(ctx: mp.context.BaseContext) -> None:
+    with shoal.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        assert ex.submit(add, 1, b=2).result(DEADLINE) == 3
+        assert list(ex.map(add, range(50), range(50))) == [2 * x for x in range(50)]
+        assert list(ex.map(add, range(50), range(50), chunksize=8)) == [2 * x for x in range(50)]
+        assert isinstance(ex.submit(boom, 1).exception(DEADLINE), ValueError)
+    with pytest.raises(RuntimeError):
+        ex.submit(add, 1)
+    ex = shoal.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+    futs = [ex.submit(time.sleep, 0.2) for _ in range(5)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert any(f.cancelled() for f in futs) or all(f.done() for f in futs)
+    assert all(f.done() for f in futs)
+
+
+def test_close_and_join_wait_for_the_work() -> None:
+    pool = shoal.Pool(2, context="fork")
+    r = pool.map_async(sq, range(1000))
+    pool.close()
+    with pytest.raises(ValueError):
+        pool.apply(sq, (1,))
+    pool.join()
+    assert r.get(0) == [x * x for x in range(1000)]
+    assert not any(p.is_alive() for p in mp.active_children() if "shoal.Pool" in p.name)
+
+
+def _hang(_: Any) -> None:
+    time.sleep(DEADLINE)
+
+
+def _interrupted_pool(method: str, ready: Any, result: Any, pids: Any) -> None:
+    take_ctrl_c()
+    pool = shoal.Pool(2, context=method)
+    for i, p in enumerate(pool._workers.values()):
+        pids[i] = p.pid
+    ready.set()
+    try:
+        pool.map(_hang, range(4))
+    except KeyboardInterrupt:
+        result.value = 1
+    else:
+        result.value = 2
+
+
+def test_ctrl_c_stops_the_workers_and_raises_keyboard_interrupt(
+    ctx: mp.context.BaseContext,
+) -> None:
+    ready, result, pids = ctx.Event(), ctx.Value("i", 0), ctx.Array("i", 2)
+    p = ctx.Process(target=_interrupted_pool, args=(ctx.get_start_method(), ready, result, pids))
+    p.start()
+    ctrl_c_until_done(p, ready, result)
+    assert result.value == 1
+    assert wait_until(lambda: not any(_alive(w) for w in pids[:]))
+
+
+def _all_running(pool: shoal.Pool) -> bool:
+    return bool((pool._slots[:, 0] == 1).all())
+
+
+@pytest.mark.serial
+def test_terminate_leaves_no_process_and_no_shared_memory(ctx: mp.context.BaseContext) -> None:
+    mib = 1 << 20
+    base = shmem_baseline()
+    with shoal.Pool(2, context=ctx) as pool:
+        pids = [p.pid for p in pool._workers.values()]
+        big = functools.partial(lookup_kw, initret=b"x" * (8 * mib))
+        assert len(pool.map(big, range(4))) == 4
+        r = pool.map_async(_hang, range(4), chunksize=1)
+        # Both workers are inside a task (their slots say so) when the pool is terminated.
+        assert wait_until(functools.partial(_all_running, pool))
+    assert not any(_alive(w) for w in pids)
+    with pytest.raises(RuntimeError, match="terminated"):
+        r.get(DEADLINE)
+    del pool, r, big
+    gc.collect()
+    assert wait_until(lambda: machine_shmem() <= base + 4 * mib), (machine_shmem() - base) // mib
+
+
+class _Counted:
+    """Counts its pickles here and its unpickles (in the workers) in a shoal.Value."""
+
+    pickles = 0
+
+    def __init__(self, unpickles: Any) -> None:
+        self.unpickles = unpickles
+
+    def __reduce__(self) -> Any:
+        _Counted.pickles += 1
+        return (_rebuild_counted, (self.unpickles,))
+
+
+def _rebuild_counted(unpickles: Any) -> _Counted:
+    unpickles.add(1)
+    return _Counted(unpickles)
+
+
+def _with_counted(x: int, counted: _Counted) -> int:
+    return x
+
+
+def test_a_calls_function_is_pickled_once_and_unpickled_once_per_worker() -> None:
+    unpickles = shoal.Value("q", 0)
+    with shoal.Pool(2, context="spawn") as pool:
+        _Counted.pickles = 0
+        fn = functools.partial(_with_counted, counted=_Counted(unpickles))
+        assert pool.map(fn, range(3000), chunksize=10) == list(range(3000))
+        assert list(pool.imap_unordered(sq, range(10))) is not None
+        assert _Counted.pickles == 1
+        assert 1 <= unpickles.value <= 2
+
+
+def test_workers_exit_when_the_parent_is_killed() -> None:
+    code = (
+        "import os, signal, shoal\n"
+        "pool = shoal.Pool(2, context='fork')\n"
+        "assert pool.map(abs, range(10)) == list(range(10))\n"
+        "print(*[p.pid for p in pool._workers.values()], flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = run_python(code)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    pids = [int(x) for x in r.stdout.split()]
+    assert len(pids) == 2
+    assert wait_until(lambda: not any(_alive(w) for w in pids))
+
+
+def _take_and_die(tasks: Any) -> None:
+    tasks.get()  # a chunk taken by a process that dies before any slot names it
+    os._exit(1)
+
+
+def test_a_chunk_taken_by_a_process_that_died_is_sent_again() -> None:
+    ctx = mp.get_context("fork")
+    with shoal.Pool(1, context=ctx) as pool:
+        hold = pool.apply_async(time.sleep, (0.5,))  # the one worker is busy meanwhile
+        assert wait_until(functools.partial(_all_running, pool))
+        r = pool.map_async(sq, range(10), chunksize=10)
+        assert wait_until(lambda: pool._tasks.qsize() == 1)
+        thief = ctx.Process(target=_take_and_die, args=(pool._tasks,))
+        thief.start()
+        thief.join(DEADLINE)
+        assert thief.exitcode == 1 and pool._tasks.qsize() == 0
+        assert r.get(DEADLINE) == [x * x for x in range(10)]
+        hold.get(DEADLINE)
+
+
+def test_a_pool_left_open_at_exit_ends_cleanly() -> None:
+    code = (
+        "import shoal\n"
+        "pool = shoal.Pool(2, context='fork')\n"
+        "assert pool.map(abs, range(10)) == list(range(10))\n"
+        "print(*[p.pid for p in pool._workers.values()], flush=True)\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert "leaked" not in r.stderr, r.stderr
+    pids = [int(x) for x in r.stdout.split()]
+    assert len(pids) == 2
+    assert wait_until(lambda: not any(_alive(w) for w in pids))
+
+
+def _bad_init() -> None:
+    raise OSError("no cache here")
+
+
+def test_an_initializer_that_raises_fails_the_calls_instead_of_hanging(
+    ctx: mp.context.BaseContext,
+) -> None:
+    with shoal.Pool(2, initializer=_bad_init, context=ctx) as pool:
+        with pytest.raises(OSError, match="no cache here") as ei:
+            pool.map(sq, range(10))
+        assert isinstance(ei.value.__cause__, RemoteTraceback)
+        with pytest.raises(OSError, match="no cache here"):
+            pool.apply(sq, (1,))
+
+
+def _nap(x: int) -> int:
+    time.sleep(0.001)
+    return x
+
+
+def test_workers_killed_at_random_never_lose_or_hang_a_task() -> None:
+    with shoal.Pool(3, context="fork") as pool:
+        stop = threading.Event()
+
+        def killer() -> None:
+            while not stop.wait(0.05):
+                for p in list(pool._workers.values())[:1]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGKILL)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            it = pool.imap(_nap, range(1500))
+            died = 0
+            for i in range(1500):
+                try:
+                    assert it.next(DEADLINE) == i
+                except shoal.WorkerDiedError:
+                    died += 1
+        finally:
+            stop.set()
+            t.join()
+        assert died < 1500
+        with pytest.raises(StopIteration):
+            next(it)
