@@ -83,6 +83,8 @@ class WorkerDiedError(_shoal.ShoalError):  # type: ignore[misc]
     The pool replaced the worker and sent the rest of its chunk again; other tasks go on.
     """
 
+    __module__ = "shoal"  # as every exported error: shoal.WorkerDiedError in reprs and pickles
+
     def __init__(self, pid: int, exitcode: int | None, task: str) -> None:
         self.pid = pid
         self.exitcode = exitcode

@@ -46,6 +46,8 @@ class EndOfStreamError(_shoal.ShoalError, _stdqueue.Empty, EOFError):  # type: i
     closed it or died: nothing more can come. A ``queue.Empty`` (code written for
     multiprocessing.Queue handles it as a timeout) and an ``EOFError`` (as Connection.recv)."""
 
+    __module__ = "shoal"  # as every exported error: shoal.EndOfStreamError in reprs and pickles
+
 
 # A pickled buffer at least this long travels after the pickle, not inside it: one copy into
 # shared memory on the way in, none on the way out when the message goes out of band.
