@@ -31,6 +31,7 @@ import os
 import pickle
 import queue as _stdqueue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -443,6 +444,7 @@ class _Job:
         "keys",
         "measured",
         "mode",
+        "progress",
         "received",
         "recur",
         "refdata",
@@ -481,6 +483,7 @@ class _Job:
         self.seen: dict[int, Any] = {}
         self.held: set[int] = set()
         self.argholds: list[Any] = []
+        self.progress: _Progress | None = None
 
     def release(self) -> None:
         """The call is over: its holds end and the pool lets go of its arguments."""
@@ -494,6 +497,9 @@ class _Job:
         self.seen = {}
         self.refdata = {}
         self.keys = {}
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
 
 
 _RUN, _CLOSE, _TERMINATE = 0, 1, 2
@@ -726,6 +732,8 @@ class Pool:
         job.measured.set()
         try:
             job.sink._task(idx, ok, value)
+            if job.progress is not None:
+                job.progress.tick()
         except Exception:  # noqa: BLE001 - a callback's error must not stop the pool
             traceback.print_exc()
         self._maybe_complete(job)
@@ -997,12 +1005,15 @@ class Pool:
         chunksize: int | None,
         callback: Any,
         error_callback: Any,
+        progress: bool | str = False,
     ) -> MapResult:
         self._check_running()
+        _check_progress(progress)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)  # type: ignore[arg-type]
         res = MapResult(self, n, callback, error_callback)
         job = self._new_job(func, res, mode)
+        job.progress = _make_progress(progress, n)
         self._enqueue(job, items, _check_chunksize(chunksize), n)
         return res
 
@@ -1013,10 +1024,12 @@ class Pool:
         chunksize: int | None = None,
         callback: Any = None,
         error_callback: Any = None,
+        *,
+        progress: bool | str = False,
     ) -> MapResult:
         """map without waiting: a MapResult whose get() is the list of results, or raises the first
         task's error."""
-        return self._map_async(func, iterable, _ONE, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _ONE, chunksize, callback, error_callback, progress)
 
     def starmap_async(
         self,
@@ -1025,45 +1038,79 @@ class Pool:
         chunksize: int | None = None,
         callback: Any = None,
         error_callback: Any = None,
+        *,
+        progress: bool | str = False,
     ) -> MapResult:
         """starmap without waiting: a MapResult."""
-        return self._map_async(func, iterable, _STAR, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _STAR, chunksize, callback, error_callback, progress)
 
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> list[Any]:
         """[func(x) for x in iterable], run in the workers in chunks (chunksize None: sized from the
-        measured task cost); raises the first task's error."""
-        return self.map_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
+        measured task cost); raises the first task's error. ``progress=True`` shows a progress
+        bar on stderr (tqdm's when it is installed; ``"plain"``: a plain line): tasks done,
+        rate and ETA."""
+        res = self.map_async(func, iterable, chunksize, progress=progress)
+        return res.get()  # type: ignore[no-any-return]
 
     def starmap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> list[Any]:
         """[func(*args) for args in iterable], as map."""
-        return self.starmap_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
+        res = self.starmap_async(func, iterable, chunksize, progress=progress)
+        return res.get()  # type: ignore[no-any-return]
 
     def _imap(
-        self, func: Any, iterable: Iterable[Any], chunksize: int | None, ordered: bool, mode: int
+        self,
+        func: Any,
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        mode: int,
+        progress: bool | str = False,
     ) -> IMapIterator:
         self._check_running()
+        _check_progress(progress)
         it = IMapIterator(self, ordered)
         job = self._new_job(func, it, mode)
         n = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        job.progress = _make_progress(progress, n)
         self._enqueue(job, iterable, _check_chunksize(chunksize), n)
         return it
 
     def imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> IMapIterator:
         """An iterator of func(x) for x in iterable, in order, as the results come; a task's error
-        is raised at its place and the iteration goes on after it."""
-        return self._imap(func, iterable, chunksize, True, _ONE)
+        is raised at its place and the iteration goes on after it. ``progress`` as map's."""
+        return self._imap(func, iterable, chunksize, True, _ONE, progress)
 
     def imap_unordered(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> IMapIterator:
         """As imap, in the order the results come."""
-        return self._imap(func, iterable, chunksize, False, _ONE)
+        return self._imap(func, iterable, chunksize, False, _ONE, progress)
 
     def close(self) -> None:
         """No more tasks; the workers exit once the tasks sent are done (join waits for that)."""
@@ -1161,6 +1208,89 @@ class Pool:
     def __repr__(self) -> str:
         state = {_RUN: "RUN", _CLOSE: "CLOSE", _TERMINATE: "TERMINATE"}[self._state]
         return f"<shoal.Pool state={state} pool_size={self._processes}>"
+
+
+# A progress bar is redrawn at most this often (seconds), from the result thread.
+_PROGRESS_EVERY = 0.1
+
+
+class _Progress:
+    """A call's progress on stderr: tasks done, rate and ETA. A tqdm bar when tqdm is installed
+    (and not ``plain``), else one line redrawn with a carriage return. ``tick`` (one per
+    result, in the result thread) costs a counter and a clock read; the bar is redrawn at most
+    every _PROGRESS_EVERY seconds, so tiny tasks are not slowed."""
+
+    def __init__(self, total: int | None, plain: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.shown = 0
+        self.t0 = time.monotonic()
+        self.next = self.t0 + _PROGRESS_EVERY
+        self.bar: Any = None
+        if not plain:
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+            except ImportError:
+                pass
+            else:
+                # The pool, not tqdm, decides when to redraw (mininterval 0: every update).
+                self.bar = tqdm(total=total, unit="task", mininterval=0, smoothing=0.1)
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + _PROGRESS_EVERY
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.done - self.shown)
+            self.shown = self.done
+            return
+        spent = now - self.t0
+        rate = self.done / spent if spent > 0 else 0.0
+        line = f"{self.done}"
+        if self.total is not None:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            pct = 100 * self.done // self.total if self.total else 100
+            line = (
+                f"{pct:3d}% {self.done}/{self.total} tasks, {rate:,.0f} tasks/s, ETA {_fmt_s(eta)}"
+            )
+        else:
+            line = f"{self.done} tasks, {rate:,.0f} tasks/s"
+        sys.stderr.write(f"\r{line}  ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        self._show(time.monotonic())
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    m, sec = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def _check_progress(progress: object) -> None:
+    if progress not in (True, False, None, "plain"):
+        raise ValueError(
+            f"progress must be True (a tqdm bar, or a plain line without tqdm), 'plain' or "
+            f"False, not {progress!r}"
+        )
+
+
+def _make_progress(progress: bool | str, total: int | None) -> _Progress | None:
+    if not progress:
+        return None
+    return _Progress(total, plain=progress == "plain")
 
 
 def _pickle_once(obj: Any) -> tuple[Any, Any]:

@@ -407,6 +407,34 @@ def test_one_shoal_array_to_many_tasks_costs_no_pin_and_one_attach_per_worker() 
     assert [g for i, g in enumerate(got) if i != 7] == [want + i for i in range(2000) if i != 7]
 
 
+@pytest.mark.parametrize("kind", [True, "plain"])
+def test_progress_shows_tasks_done_rate_and_eta_on_stderr(kind: object) -> None:
+    code = (
+        "import shoal, sys\n"
+        "with shoal.Pool(2, context='fork') as pool:\n"
+        f"    assert pool.map(abs, range(3000), progress={kind!r}) == list(range(3000))\n"
+        f"    assert pool.starmap(max, [(i, 0) for i in range(500)], progress={kind!r})[-1] == 499\n"
+        f"    it = pool.imap_unordered(abs, iter(range(700)), progress={kind!r})\n"
+        "    assert sorted(it) == list(range(700))\n"
+        f"    assert len(list(pool.imap(abs, range(300), progress={kind!r}))) == 300\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    for n in (3000, 500, 300):
+        assert f"{n}/{n}" in err, err  # a bar with a total ends at it
+    assert "700" in err  # an iterator of no length: a count
+    if kind == "plain":
+        assert "100% 3000/3000 tasks" in err and "tasks/s" in err and "ETA" in err, err
+    else:
+        assert "task/s" in err or "s/task" in err, err  # tqdm's rate
+
+
+def test_progress_refuses_what_it_does_not_know() -> None:
+    with shoal.Pool(1, context="fork") as pool, pytest.raises(ValueError, match="progress"):
+        pool.map(abs, range(3), progress="fancy")
+
+
 def test_workers_exit_when_the_parent_is_killed() -> None:
     code = (
         "import os, signal, shoal\n"
