@@ -4,11 +4,15 @@ queues, that pickles a call's function once and never hangs when a worker dies.
 The engine (design note: docs/design/pool.md):
 
 - one task queue and one result queue (``shoal.Queue``); a task message is one chunk
-  ``(job, fn_ref, start, mode, args)``; a result message is one task's
+  ``(job, fn_ref, start, mode, args, refs, floor)``; a result message is one task's
   ``(job, index, ok, value, seconds)``, so results are per task whatever the chunking;
 - a call's function (a ``functools.partial`` with its bound arguments included) is pickled once;
   a big pickle goes once into a shoal array held for the call (``fn_ref`` is then its held
   handle, a few dozen bytes); each worker unpickles it at most once per call;
+- so is an argument object that recurs by identity across the call's tasks: the chunks carry
+  an ``_Arg(key)`` in its place and ``refs`` (key -> its one pickle); a worker unpickles it once
+  per call and drops it when the call is over (``floor``: the oldest call still outstanding);
+  the call's shoal arguments are held (``shoal.hold``) for the call, so they pickle with no pin;
 - each worker writes what it is running into its row of a shared ``int64`` table (its *slot*):
   ``[state, job, chunk start, chunk end, index]``;
 - a supervisor thread in the parent waits on the workers' sentinels; when one exits it reads the
@@ -24,6 +28,7 @@ import atexit
 import bisect
 import collections
 import concurrent.futures as _cf
+import contextlib
 import functools
 import itertools
 import math
@@ -913,10 +918,10 @@ class Pool:
             if key is None:
                 if i not in job.held and _is_shoal(o):
                     job.held.add(i)
-                    try:
+                    # Holding only saves pins: an object that cannot be held (not a handle-
+                    # pickling shoal object, a named one, a closed one) pickles as it is.
+                    with contextlib.suppress(Exception):
                         job.argholds.append(_hold(o))
-                    except (TypeError, ValueError):
-                        pass  # not a handle-pickling shoal object (or a named one)
                 if recur is not None:
                     if i not in recur:
                         return o
