@@ -4,11 +4,15 @@ queues, that pickles a call's function once and never hangs when a worker dies.
 The engine (design note: docs/design/pool.md):
 
 - one task queue and one result queue (``shoal.Queue``); a task message is one chunk
-  ``(job, fn_ref, start, mode, args)``; a result message is one task's
+  ``(job, fn_ref, start, mode, args, refs, floor)``; a result message is one task's
   ``(job, index, ok, value, seconds)``, so results are per task whatever the chunking;
 - a call's function (a ``functools.partial`` with its bound arguments included) is pickled once;
   a big pickle goes once into a shoal array held for the call (``fn_ref`` is then its held
   handle, a few dozen bytes); each worker unpickles it at most once per call;
+- so is an argument object that recurs by identity across the call's tasks: the chunks carry
+  an ``_Arg(key)`` in its place and ``refs`` (key -> its one pickle); a worker unpickles it once
+  per call and drops it when the call is over (``floor``: the oldest call still outstanding);
+  the call's shoal arguments are held (``shoal.hold``) for the call, so they pickle with no pin;
 - each worker writes what it is running into its row of a shared ``int64`` table (its *slot*):
   ``[state, job, chunk start, chunk end, index]``;
 - a supervisor thread in the parent waits on the workers' sentinels; when one exits it reads the
@@ -24,6 +28,7 @@ import atexit
 import bisect
 import collections
 import concurrent.futures as _cf
+import contextlib
 import functools
 import itertools
 import math
@@ -31,6 +36,7 @@ import os
 import pickle
 import queue as _stdqueue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -72,6 +78,22 @@ _FN_CACHE = 4
 _SWEEP_SECONDS = 0.25
 # An idle worker checks this often (seconds) that the pool's process still lives.
 _PARENT_CHECK = 1.0
+# Arguments of these types are never looked up by identity (small, and interned or cheap).
+_ATOMIC = frozenset({int, float, bool, type(None), str, bytes, complex})
+
+
+class _Arg:
+    """Stands in a chunk message for an argument that recurs across the call's tasks: the
+    chunk's ``refs`` map its key to the argument's one pickle (inline bytes, or a held shoal
+    array's handle), which a worker unpickles once per call."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Arg, (self.key,))
 
 
 # The stub re-exports ShoalError from shoal itself, a cycle mypy cannot resolve here.
@@ -136,6 +158,9 @@ def _worker(
         if initret:
             kw = {"initret": value}
     fns: collections.OrderedDict[int, Any] = collections.OrderedDict()
+    # job -> {key: unpickled recurring argument}: one unpickle per call, dropped once the call
+    # is over (older than the message's floor) or the worker has been idle for a while.
+    argcache: dict[int, dict[int, Any]] = {}
     done = 0
     put = results.put
     perf = time.perf_counter
@@ -144,12 +169,16 @@ def _worker(
         try:
             msg = get(True, _PARENT_CHECK)
         except _stdqueue.Empty:
+            argcache.clear()  # idle: the calls whose arguments these were are over, or nearly
             if not _alive(parent):
                 return  # the parent was killed: no one will send or read anything more
             continue
         if msg is None:
             break
-        job, fn_ref, start, mode, args = msg
+        job, fn_ref, start, mode, args, refs, floor = msg
+        if argcache and min(argcache) < floor:
+            for old in [j for j in argcache if j < floor]:
+                del argcache[old]
         slot[base + _S_JOB] = job
         slot[base + _S_START] = start
         slot[base + _S_END] = start + len(args)
@@ -169,6 +198,16 @@ def _worker(
             fns[job] = fn
             if len(fns) > _FN_CACHE:
                 fns.popitem(last=False)
+        if refs:
+            try:
+                args = _resolve_args(args, mode, refs, argcache.setdefault(job, {}))
+            except BaseException as e:  # noqa: BLE001 - every task of the chunk fails with it
+                err = ExceptionWithTraceback(e, e.__traceback__)
+                for i in range(len(args)):
+                    slot[base + _S_INDEX] = start + i
+                    put((job, start + i, False, err, 0.0))
+                slot[base + _S_STATE] = _IDLE
+                continue
         for i, a in enumerate(args):
             idx = start + i
             slot[base + _S_INDEX] = idx
@@ -192,7 +231,8 @@ def _worker(
             if maxtasks is not None and done >= maxtasks:
                 if i + 1 < len(args):
                     # Retire: the rest of the chunk goes back to the queue for another worker.
-                    tasks.put((job, fn_ref, idx + 1, mode, list(args[i + 1 :])))
+                    rest = list(msg[4][i + 1 :])  # as sent (recurring arguments as keys)
+                    tasks.put((job, fn_ref, idx + 1, mode, rest, refs, floor))
                 slot[base + _S_STATE] = _IDLE
                 return
         slot[base + _S_STATE] = _IDLE
@@ -219,6 +259,29 @@ def _load_fn(fn_ref: Any) -> Any:
         return pickle.loads(fn_ref)
     arr = pickle.loads(fn_ref[0])  # the held array's handle
     return pickle.loads(memoryview(arr).cast("B"))
+
+
+def _resolve_args(
+    args: list[Any], mode: int, refs: dict[int, Any], cache: dict[int, Any]
+) -> list[Any]:
+    """The chunk's arguments with each _Arg replaced by its object, unpickled at most once per
+    call in this worker (cache)."""
+
+    def get(a: _Arg) -> Any:
+        try:
+            return cache[a.key]
+        except KeyError:
+            v = cache[a.key] = _load_fn(refs[a.key])
+            return v
+
+    def one(a: Any) -> Any:
+        return get(a) if type(a) is _Arg else a
+
+    if mode == _ONE:  # a tuple argument: its items are looked at (imap(f, [(big, i), ...]))
+        return [tuple(one(x) for x in a) if type(a) is tuple else one(a) for a in args]
+    if mode == _STAR:
+        return [tuple(one(x) for x in a) if type(a) in (tuple, list) else a for a in args]
+    return [(tuple(one(x) for x in a[0]), {k: one(v) for k, v in a[1].items()}) for a in args]
 
 
 def _safe_repr(x: Any) -> str:
@@ -378,14 +441,22 @@ class IMapIterator:
 
 class _Job:
     __slots__ = (
+        "argholds",
         "chunks",
         "fn_ref",
+        "held",
         "hold",
         "id",
+        "keep",
+        "keys",
         "measured",
         "mode",
+        "progress",
         "received",
+        "recur",
+        "refdata",
         "seconds",
+        "seen",
         "sink",
         "starts",
         "timed",
@@ -408,6 +479,34 @@ class _Job:
         self.timed = 0
         self.what = what
         self.measured = threading.Event()
+        # Recurring arguments (see _Pool._substitute): the ids known to recur (None: the
+        # iterable has no length, found as they come), id -> key, key -> the one pickle, the
+        # objects so keyed (kept so that their ids stay theirs for the call), the previous
+        # chunk's objects (unsized iterables), the holds of the call's shoal arguments.
+        self.recur: set[int] | None = None
+        self.keys: dict[int, int] = {}
+        self.refdata: dict[int, Any] = {}
+        self.keep: list[Any] = []
+        self.seen: dict[int, Any] = {}
+        self.held: set[int] = set()
+        self.argholds: list[Any] = []
+        self.progress: _Progress | None = None
+
+    def release(self) -> None:
+        """The call is over: its holds end and the pool lets go of its arguments."""
+        if self.hold is not None:
+            self.hold.release()
+            self.hold = None
+        for h in self.argholds:
+            h.release()
+        self.argholds = []
+        self.keep = []
+        self.seen = {}
+        self.refdata = {}
+        self.keys = {}
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
 
 
 _RUN, _CLOSE, _TERMINATE = 0, 1, 2
@@ -619,7 +718,7 @@ class Pool:
             start = self._chunk_of(job, i)
             if start is not None:
                 arg = job.chunks[start][0][i - start]
-                self._tasks.put((jid, job.fn_ref, i, job.mode, [arg]))
+                self._tasks.put((jid, job.fn_ref, i, job.mode, [arg], job.refdata, jid))
         return now - lost
 
     def _deliver(self, job: _Job, idx: int, ok: bool, value: Any, seconds: float) -> None:
@@ -640,6 +739,8 @@ class Pool:
         job.measured.set()
         try:
             job.sink._task(idx, ok, value)
+            if job.progress is not None:
+                job.progress.tick()
         except Exception:  # noqa: BLE001 - a callback's error must not stop the pool
             traceback.print_exc()
         self._maybe_complete(job)
@@ -661,8 +762,7 @@ class Pool:
         if job.total is None or job.received < job.total:
             return
         del self._jobs[job.id]
-        if job.hold is not None:
-            job.hold.release()
+        job.release()
         sink = job.sink
         try:
             if isinstance(sink, MapResult):
@@ -694,11 +794,12 @@ class Pool:
         if left is not None and rest:
             args = [left[0][i - cs] for i in rest if not left[1][i - cs]]
             if args and len(args) == len(rest):
-                self._tasks.put((job.id, job.fn_ref, idx + 1, job.mode, args))
+                self._tasks.put((job.id, job.fn_ref, idx + 1, job.mode, args, job.refdata, jid))
             else:
                 for i in rest:
                     if not left[1][i - cs]:
-                        self._tasks.put((job.id, job.fn_ref, i, job.mode, [left[0][i - cs]]))
+                        msg = (job.id, job.fn_ref, i, job.mode, [left[0][i - cs]])
+                        self._tasks.put((*msg, job.refdata, jid))
 
     # ---- submitting ----
 
@@ -716,15 +817,7 @@ class Pool:
                     "shoal.Pool(initret=True) passes initret to every task itself; a task "
                     "cannot pass it too"
                 )
-        data = ForkingPickler.dumps(fn)  # the one pickle of this call's function
-        hold = None
-        if len(data) <= _INLINE_FN:
-            fn_ref: Any = bytes(data)
-        else:
-            arr = _empty(len(data), dtype=np.uint8)
-            arr[:] = np.frombuffer(data, dtype=np.uint8)
-            hold = _hold(arr)
-            fn_ref = (ForkingPickler.dumps(arr).tobytes(),)
+        fn_ref, hold = _pickle_once(fn)  # the one pickle of this call's function
         what = getattr(fn, "__qualname__", None) or type(fn).__name__
         job = _Job(next(self._ids), sink, fn_ref, hold, mode, f"a call of {what}")
         with self._lock:
@@ -761,13 +854,17 @@ class Pool:
     def _feed_job(
         self, job: _Job, items: Iterable[Any], chunksize: int | None, n: int | None
     ) -> None:
+        if n is not None:
+            # One pass over the call's arguments finds the objects that recur by identity: each
+            # is pickled once, not once per chunk (_substitute).
+            job.recur = _recurring(items, job.mode)
         it = iter(items)
         start = 0
         probes = 0
         cap = _MAX_AUTO_CHUNK
         if n is not None:
             cap = max(1, min(cap, math.ceil(n / (4 * self._processes))))
-        while self._state != _TERMINATE:
+        while self._state != _TERMINATE and job.id in self._jobs:
             if chunksize is not None:
                 size = chunksize
             elif probes < self._processes:
@@ -785,20 +882,79 @@ class Pool:
             args = list(itertools.islice(it, size))
             if not args:
                 break
+            refs = self._substitute(job, args) if job.recur is None or job.recur else None
             with self._lock:
                 job.chunks[start] = [args, bytearray(len(args)), len(args)]
                 job.starts.append(start)
-            self._tasks.put((job.id, job.fn_ref, start, job.mode, args))
+                floor = min(self._jobs, default=job.id)
+            self._tasks.put((job.id, job.fn_ref, start, job.mode, args, refs, floor))
             start += len(args)
         with self._lock:
             job.total = start
             if job.id in self._jobs:
                 self._maybe_complete(job)
+            else:
+                job.release()  # failed while fed: what the feeder took since goes too
+
+    def _substitute(self, job: _Job, args: list[Any]) -> dict[int, Any] | None:
+        """Replace (in place) each argument of the chunk that recurs across the call's tasks
+        with an _Arg key; return the chunk's refs (key -> the argument's one pickle), or None.
+
+        A recurring object is pickled once per call (inside the holds of the call's shoal
+        objects, so a shoal object pickles as a held handle: no pin, no broker round trip) and
+        a worker unpickles it once per call. With a sized iterable the recurring ids are known
+        beforehand (job.recur); otherwise an object recurs when it was in this chunk or the
+        previous one already, so its first chunk carried it inline (a second pickle)."""
+        mode = job.mode
+        refs: dict[int, Any] = {}
+        recur = job.recur
+        keys = job.keys
+        seen_now: dict[int, Any] = {}
+        atomic = _ATOMIC
+
+        def sub(o: Any) -> Any:
+            if type(o) in atomic:
+                return o
+            i = id(o)
+            key = keys.get(i)
+            if key is None:
+                if i not in job.held and _is_shoal(o):
+                    job.held.add(i)
+                    # Holding only saves pins: an object that cannot be held (not a handle-
+                    # pickling shoal object, a named one, a closed one) pickles as it is.
+                    with contextlib.suppress(Exception):
+                        job.argholds.append(_hold(o))
+                if recur is not None:
+                    if i not in recur:
+                        return o
+                elif i not in job.seen and i not in seen_now:
+                    seen_now[i] = o
+                    return o
+                key = keys[i] = len(keys)
+                ref, hold = _pickle_once(o)
+                with self._lock:  # a resend (the result thread) pickles refdata under it
+                    job.refdata[key] = ref
+                job.keep.append(o)
+                if hold is not None:
+                    job.argholds.append(hold)
+            refs[key] = job.refdata[key]
+            return _Arg(key)
+
+        for k, a in enumerate(args):
+            if mode == _ONE:
+                args[k] = tuple(sub(o) for o in a) if type(a) is tuple else sub(a)
+            elif mode == _STAR:
+                if type(a) in (tuple, list):
+                    args[k] = tuple(sub(o) for o in a)
+            else:
+                args[k] = (tuple(sub(o) for o in a[0]), {kk: sub(v) for kk, v in a[1].items()})
+        if recur is None:
+            job.seen = seen_now
+        return refs or None
 
     def _fail_job(self, job: _Job, e: BaseException) -> None:
         self._jobs.pop(job.id, None)
-        if job.hold is not None:
-            job.hold.release()
+        job.release()
         sink = job.sink
         if isinstance(sink, IMapIterator):
             with sink._cond:
@@ -856,12 +1012,15 @@ class Pool:
         chunksize: int | None,
         callback: Any,
         error_callback: Any,
+        progress: bool | str = False,
     ) -> MapResult:
         self._check_running()
+        _check_progress(progress)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)  # type: ignore[arg-type]
         res = MapResult(self, n, callback, error_callback)
         job = self._new_job(func, res, mode)
+        job.progress = _make_progress(progress, n)
         self._enqueue(job, items, _check_chunksize(chunksize), n)
         return res
 
@@ -872,10 +1031,12 @@ class Pool:
         chunksize: int | None = None,
         callback: Any = None,
         error_callback: Any = None,
+        *,
+        progress: bool | str = False,
     ) -> MapResult:
         """map without waiting: a MapResult whose get() is the list of results, or raises the first
         task's error."""
-        return self._map_async(func, iterable, _ONE, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _ONE, chunksize, callback, error_callback, progress)
 
     def starmap_async(
         self,
@@ -884,45 +1045,79 @@ class Pool:
         chunksize: int | None = None,
         callback: Any = None,
         error_callback: Any = None,
+        *,
+        progress: bool | str = False,
     ) -> MapResult:
         """starmap without waiting: a MapResult."""
-        return self._map_async(func, iterable, _STAR, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _STAR, chunksize, callback, error_callback, progress)
 
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> list[Any]:
         """[func(x) for x in iterable], run in the workers in chunks (chunksize None: sized from the
-        measured task cost); raises the first task's error."""
-        return self.map_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
+        measured task cost); raises the first task's error. ``progress=True`` shows a progress
+        bar on stderr (tqdm's when it is installed; ``"plain"``: a plain line): tasks done,
+        rate and ETA."""
+        res = self.map_async(func, iterable, chunksize, progress=progress)
+        return res.get()  # type: ignore[no-any-return]
 
     def starmap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> list[Any]:
         """[func(*args) for args in iterable], as map."""
-        return self.starmap_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
+        res = self.starmap_async(func, iterable, chunksize, progress=progress)
+        return res.get()  # type: ignore[no-any-return]
 
     def _imap(
-        self, func: Any, iterable: Iterable[Any], chunksize: int | None, ordered: bool, mode: int
+        self,
+        func: Any,
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        mode: int,
+        progress: bool | str = False,
     ) -> IMapIterator:
         self._check_running()
+        _check_progress(progress)
         it = IMapIterator(self, ordered)
         job = self._new_job(func, it, mode)
         n = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        job.progress = _make_progress(progress, n)
         self._enqueue(job, iterable, _check_chunksize(chunksize), n)
         return it
 
     def imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> IMapIterator:
         """An iterator of func(x) for x in iterable, in order, as the results come; a task's error
-        is raised at its place and the iteration goes on after it."""
-        return self._imap(func, iterable, chunksize, True, _ONE)
+        is raised at its place and the iteration goes on after it. ``progress`` as map's."""
+        return self._imap(func, iterable, chunksize, True, _ONE, progress)
 
     def imap_unordered(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | str = False,
     ) -> IMapIterator:
         """As imap, in the order the results come."""
-        return self._imap(func, iterable, chunksize, False, _ONE)
+        return self._imap(func, iterable, chunksize, False, _ONE, progress)
 
     def close(self) -> None:
         """No more tasks; the workers exit once the tasks sent are done (join waits for that)."""
@@ -1020,6 +1215,140 @@ class Pool:
     def __repr__(self) -> str:
         state = {_RUN: "RUN", _CLOSE: "CLOSE", _TERMINATE: "TERMINATE"}[self._state]
         return f"<shoal.Pool state={state} pool_size={self._processes}>"
+
+
+# A progress bar is redrawn at most this often (seconds), from the result thread.
+_PROGRESS_EVERY = 0.1
+
+
+class _Progress:
+    """A call's progress on stderr: tasks done, rate and ETA. A tqdm bar when tqdm is installed
+    (and not ``plain``), else one line redrawn with a carriage return. ``tick`` (one per
+    result, in the result thread) costs a counter and a clock read; the bar is redrawn at most
+    every _PROGRESS_EVERY seconds, so tiny tasks are not slowed."""
+
+    def __init__(self, total: int | None, plain: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.shown = 0
+        self.t0 = time.monotonic()
+        self.next = self.t0 + _PROGRESS_EVERY
+        self.bar: Any = None
+        if not plain:
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+            except ImportError:
+                pass
+            else:
+                # The pool, not tqdm, decides when to redraw (mininterval 0: every update).
+                self.bar = tqdm(total=total, unit="task", mininterval=0, smoothing=0.1)
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + _PROGRESS_EVERY
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.done - self.shown)
+            self.shown = self.done
+            return
+        spent = now - self.t0
+        rate = self.done / spent if spent > 0 else 0.0
+        line = f"{self.done}"
+        if self.total is not None:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            pct = 100 * self.done // self.total if self.total else 100
+            line = (
+                f"{pct:3d}% {self.done}/{self.total} tasks, {rate:,.0f} tasks/s, ETA {_fmt_s(eta)}"
+            )
+        else:
+            line = f"{self.done} tasks, {rate:,.0f} tasks/s"
+        sys.stderr.write(f"\r{line}  ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        self._show(time.monotonic())
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    m, sec = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def _check_progress(progress: object) -> None:
+    if progress not in (True, False, None, "plain"):
+        raise ValueError(
+            f"progress must be True (a tqdm bar, or a plain line without tqdm), 'plain' or "
+            f"False, not {progress!r}"
+        )
+
+
+def _make_progress(progress: bool | str, total: int | None) -> _Progress | None:
+    if not progress:
+        return None
+    return _Progress(total, plain=progress == "plain")
+
+
+def _pickle_once(obj: Any) -> tuple[Any, Any]:
+    """(ref, hold): obj pickled once (multiprocessing's reducers); a pickle of at most
+    _INLINE_FN bytes is the ref itself, a bigger one is copied once into a shoal array held for
+    the call (hold), the ref then carrying the held handle's pickle (tens of bytes)."""
+    data = ForkingPickler.dumps(obj)
+    if len(data) <= _INLINE_FN:
+        return bytes(data), None
+    arr = _empty(len(data), dtype=np.uint8)
+    arr[:] = np.frombuffer(data, dtype=np.uint8)
+    hold = _hold(arr)
+    return (ForkingPickler.dumps(arr).tobytes(),), hold
+
+
+def _objects_of(a: Any, mode: int) -> Any:
+    """The argument objects of one task (those worth a look by identity)."""
+    if mode == _ONE:
+        return a if type(a) is tuple else (a,)
+    if mode == _STAR:
+        return a if type(a) in (tuple, list) else ()
+    return (*a[0], *a[1].values())
+
+
+def _recurring(items: Iterable[Any], mode: int) -> set[int]:
+    """The ids of the argument objects that occur more than once in items."""
+    counts: dict[int, int] = {}
+    get = counts.get
+    atomic = _ATOMIC
+    if mode == _ONE:
+        for a in items:
+            t = type(a)
+            if t is tuple:
+                for o in a:
+                    if type(o) not in atomic:
+                        i = id(o)
+                        counts[i] = get(i, 0) + 1
+            elif t not in atomic:
+                i = id(a)
+                counts[i] = get(i, 0) + 1
+    else:
+        for a in items:
+            for o in _objects_of(a, mode):
+                if type(o) not in atomic:
+                    i = id(o)
+                    counts[i] = get(i, 0) + 1
+    return {i for i, c in counts.items() if c > 1}
+
+
+def _is_shoal(o: Any) -> bool:
+    return type(o).__module__.startswith("shoal")
 
 
 def _check_chunksize(chunksize: int | None) -> int | None:

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
@@ -316,6 +317,122 @@ def test_a_calls_function_is_pickled_once_and_unpickled_once_per_worker() -> Non
         assert list(pool.imap_unordered(sq, range(10))) is not None
         assert _Counted.pickles == 1
         assert 1 <= unpickles.value <= 2
+
+
+def _first_of(counted: _Counted, x: int) -> int:
+    return x
+
+
+def test_an_argument_that_recurs_is_pickled_once_and_unpickled_once_per_worker() -> None:
+    unpickles = shoal.Value("q", 0)
+    counted = _Counted(unpickles)
+    with shoal.Pool(2, context="spawn") as pool:
+        # map: the same object as every task's argument.
+        _Counted.pickles = 0
+        assert pool.map(type, [counted] * 3000, chunksize=10) == [_Counted] * 3000
+        assert _Counted.pickles == 1
+        assert 1 <= unpickles.value <= 2
+        # starmap: the same object in every task's tuple, chunks sized automatically.
+        _Counted.pickles = 0
+        unpickles.value = 0
+        tasks = [(counted, i) for i in range(3000)]
+        assert pool.starmap(_first_of, tasks) == list(range(3000))
+        assert _Counted.pickles == 1
+        assert 1 <= unpickles.value <= 2
+        # imap over a generator (no length): found as it comes, at most one pickle more.
+        _Counted.pickles = 0
+        unpickles.value = 0
+        got = list(pool.imap(_first_of_star, ((counted, i) for i in range(3000)), chunksize=10))
+        assert got == list(range(3000))
+        assert _Counted.pickles <= 2
+        assert unpickles.value <= 4
+
+
+def _first_of_star(t: tuple[Any, int]) -> int:
+    return t[1]
+
+
+class Big:
+    pass
+
+
+def test_the_pool_keeps_no_reference_to_a_recurring_argument_after_the_call() -> None:
+    with shoal.Pool(2, context="fork") as pool:
+        big = Big()
+        ref = weakref.ref(big)
+        assert pool.map(_is_big, [big] * 200) == [True] * 200
+        assert list(pool.imap_unordered(_is_big, iter([big] * 200), chunksize=5)) == [True] * 200
+        del big
+        gc.collect()
+        assert ref() is None
+
+
+def _is_big(x: Any) -> bool:
+    return type(x).__name__ == "Big"
+
+
+def _sum_and_die(t: tuple[Any, int]) -> float:
+    a, i = t
+    if i == 7 and not os.environ.get("SHOAL_TEST_DIED"):
+        os.environ["SHOAL_TEST_DIED"] = "1"
+        os.kill(os.getpid(), signal.SIGKILL)
+    return float(a[::97].sum()) + i
+
+
+def test_one_shoal_array_to_many_tasks_costs_no_pin_and_one_attach_per_worker() -> None:
+    import numpy as np
+    from conftest import describe_here
+
+    big = shoal.share(np.arange(1 << 16, dtype=np.float64))
+    want = float(big[::97].sum())
+    session = big.segment.session
+    with shoal.Pool(2, context="spawn") as pool:
+        assert pool.map(sq, range(4)) == [0, 1, 4, 9]  # the workers are connected
+        before = describe_here(session)
+        tasks = [(big, i) for i in range(100, 2100)]
+        assert pool.map(_sum_and_die, tasks) == [want + i for i in range(100, 2100)]
+        after = describe_here(session)
+        assert int(after["pins_made"]) == int(before["pins_made"])  # held for the call: no pin
+        assert int(after["attaches"]) - int(before["attaches"]) <= 2  # one per worker at most
+        # Task 7 kills its worker: it alone fails; the rest of its chunk runs elsewhere, with
+        # the array's reference sent again.
+        got: list[Any] = []
+        it = pool.imap(_sum_and_die, [(big, i) for i in range(2000)], chunksize=50)
+        for _ in range(2000):
+            try:
+                got.append(it.next(DEADLINE))
+            except shoal.WorkerDiedError as e:
+                got.append(e)
+    assert isinstance(got[7], shoal.WorkerDiedError)
+    assert [g for i, g in enumerate(got) if i != 7] == [want + i for i in range(2000) if i != 7]
+
+
+@pytest.mark.parametrize("kind", [True, "plain"])
+def test_progress_shows_tasks_done_rate_and_eta_on_stderr(kind: object) -> None:
+    code = (
+        "import shoal, sys\n"
+        "with shoal.Pool(2, context='fork') as pool:\n"
+        f"    assert pool.map(abs, range(3000), progress={kind!r}) == list(range(3000))\n"
+        f"    assert pool.starmap(max, [(i, 0) for i in range(500)], progress={kind!r})[-1] == 499\n"
+        f"    it = pool.imap_unordered(abs, iter(range(700)), progress={kind!r})\n"
+        "    assert sorted(it) == list(range(700))\n"
+        f"    assert len(list(pool.imap(abs, range(300), progress={kind!r}))) == 300\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    for n in (3000, 500, 300):
+        assert f"{n}/{n}" in err, err  # a bar with a total ends at it
+    assert "700" in err  # an iterator of no length: a count
+    if kind == "plain":
+        assert "100% 3000/3000 tasks" in err and "tasks/s" in err and "ETA" in err, err
+    else:
+        assert "task/s" in err or "s/task" in err, err  # tqdm's rate
+
+
+def test_progress_refuses_what_it_does_not_know() -> None:
+    with shoal.Pool(1, context="fork") as pool, pytest.raises(ValueError, match="progress"):
+        pool.map(abs, range(3), progress="fancy")
 
 
 def test_workers_exit_when_the_parent_is_killed() -> None:
