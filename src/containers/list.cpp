@@ -86,15 +86,20 @@ class ListWriter {
   }
 
   // Gen protocol: bumped before every linearising store (so that a reader that saw any store of
-  // an operation sees gen moved: its multi-word reads are snapshots) and so before any free of
-  // memory a reader may be reading. The fence keeps the later stores after the bump for every
-  // reader that sees them.
+  // an operation sees gen moved: its multi-word reads are snapshots), and again after that store
+  // and before any free of memory a reader may be reading (retire_gen): a reader may have loaded
+  // gen after the first bump and the old word before the store, and go on copying the old item
+  // while it is freed and reused by the next write, whose own bump may come after that reader's
+  // last gen check. The fence keeps the later stores after the bump for every reader that sees
+  // them.
   void bump_gen() {
     h_->gen.fetch_add(1, std::memory_order_seq_cst);
 #if !defined(__SANITIZE_THREAD__)
     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
   }
+  // After an operation's linearising store, before it frees what that store unlinked.
+  void retire_gen() { bump_gen(); }
 
   uint64_t store_item(const Item& v) {
     const Encoded e = containers::encode_item(v);
@@ -218,6 +223,7 @@ class ListWriter {
     for (uint64_t it : added) commit_item(it);
     step();
     h_->stats.replaces.fetch_add(1, std::memory_order_relaxed);
+    retire_gen();
     for (uint64_t it : removed) {
       free_item(it);
       step();
@@ -316,6 +322,7 @@ class ListWriter {
     step();
     commit_item(nv);
     step();
+    retire_gen();
     free_item(in.old_item);
     step();
     end();
@@ -349,6 +356,7 @@ class ListWriter {
       bump_gen();
       a.header()->size.store(idx, std::memory_order_release);  // linearises
       step();
+      retire_gen();
       free_item(old);
       step();
       end();
