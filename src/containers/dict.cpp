@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "containers/dict_core.hpp"
+#include "containers/write_lock.hpp"
 #include "containers/item_refs.hpp"
 #include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
@@ -710,27 +711,9 @@ uint32_t Dict::lock_depth() const noexcept {
 }
 
 SyncStatus Dict::lock(Deadline deadline, bool interruptible) {
-  DictHeader* h = header_of(heap_, top_);
-  sync::RecursiveLock lk(&h->lock);
-  Result<sync::Locked> r = lk.lock(platform::Deadline{deadline.ns}, interruptible);
-  if (!r.has_value()) {
-    if (r.status().code() == Errc::kLockTimeout) return SyncStatus::kTimeout;
-    r.status().throw_if_error();
-  }
-  if (r.value() == sync::Locked::kInterrupted) return SyncStatus::kInterrupted;
-  if (lk.depth() > 1) return SyncStatus::kOk;  // re-entered: the dict is as this thread left it
-  bool repaired = false;
-  try {
-    repaired = DictWriter(*this).recover();
-    // A dead writer's pending blocks that no operation kept (allocated before its intent, or
-    // of an operation rolled back) are reclaimed now: after the recovery committed the ones it
-    // keeps, and under the dict's lock, so nothing allocates meanwhile.
-    if (r.value() == sync::Locked::kOwnerDied) (void)heap_.check();
-  } catch (...) {
-    unlock();
-    throw;
-  }
-  return r.value() == sync::Locked::kOwnerDied || repaired ? SyncStatus::kOwnerDied : SyncStatus::kOk;
+  return containers::lock_and_repair(&header_of(heap_, top_)->lock, heap_, deadline,
+                                     interruptible,
+                                     [&] { return DictWriter(*this).recover(); });
 }
 
 void Dict::unlock() {

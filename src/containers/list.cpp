@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "containers/item_refs.hpp"
+#include "containers/write_lock.hpp"
 #include "containers/list_core.hpp"
 #include "sync/recursive_lock.hpp"
 #include "sync/robust_mutex.hpp"
@@ -670,26 +671,9 @@ uint32_t List::lock_depth() const noexcept {
 }
 
 SyncStatus List::lock(Deadline deadline, bool interruptible) {
-  ListHeader* h = header_of(heap_, top_);
-  sync::RecursiveLock lk(&h->lock);
-  Result<sync::Locked> r = lk.lock(platform::Deadline{deadline.ns}, interruptible);
-  if (!r.has_value()) {
-    if (r.status().code() == Errc::kLockTimeout) return SyncStatus::kTimeout;
-    r.status().throw_if_error();
-  }
-  if (r.value() == sync::Locked::kInterrupted) return SyncStatus::kInterrupted;
-  if (lk.depth() > 1) return SyncStatus::kOk;  // re-entered: the list is as this thread left it
-  bool repaired = false;
-  try {
-    repaired = ListWriter(*this).recover();
-    // A dead writer's pending blocks that no operation kept are reclaimed now: after the
-    // recovery committed the ones it keeps, and under the list's lock, so nothing allocates.
-    if (r.value() == sync::Locked::kOwnerDied) (void)heap_.check();
-  } catch (...) {
-    unlock();
-    throw;
-  }
-  return r.value() == sync::Locked::kOwnerDied || repaired ? SyncStatus::kOwnerDied : SyncStatus::kOk;
+  return containers::lock_and_repair(&header_of(heap_, top_)->lock, heap_, deadline,
+                                     interruptible,
+                                     [&] { return ListWriter(*this).recover(); });
 }
 
 void List::unlock() {
