@@ -13,7 +13,10 @@ before the rest of its arguments are unpickled.
 
 Seed 000 (lists): ``iterate``, the seed's ``for x in data``, over ``data`` (the seed's global,
 inherited under fork) or over its argument. Seed 001 (a dict cache in ``Pool.map``): ``func``
-and its variants, and ``pool_map``, which runs one of them the way the seed asks.
+and its variants, and ``pool_map``, which runs one of them the way the seed asks; and, for a
+pool that is already running (shoal.Pool next to its peers: the demo's ``pool`` scene and
+bench/python/pool.py), ``warm`` (until every worker has run a task) and ``workers_memory``
+(each worker's figures read from the parent, to set against a bare pool's worker).
 """
 
 from __future__ import annotations
@@ -37,12 +40,20 @@ __all__ = [
     "dismiss",
     "finish",
     "func",
+    "func_global",
+    "func_initret",
+    "func_no_cache",
     "gather",
+    "identity",
     "iterate",
     "memory_now",
     "pool_map",
     "private_limit",
+    "set_global",
     "start",
+    "warm",
+    "worker_pid",
+    "workers_memory",
 ]
 
 DEADLINE = 300.0
@@ -169,6 +180,50 @@ def func_no_cache(i: int) -> int:
 def func_global(i: int) -> int:
     """The seed's function for the initializer way: the cache is a global."""
     return int(global_cache[i].count("1"))
+
+
+def func_initret(i: int, initret: Any) -> int:
+    """The seed's proposal: the initializer's return value, the cache, as ``initret``."""
+    return int(initret[i].count("1"))
+
+
+def identity(cache: Any) -> Any:
+    """The seed's initializer for ``initret``: the value it returns is every task's."""
+    return cache
+
+
+def set_global(cache: Any) -> None:
+    """The seed's ``make_global``: the initializer that stores the cache in a global."""
+    global global_cache
+    global_cache = cache
+
+
+def worker_pid(_: Any = None, *__: Any, **___: Any) -> int:
+    """The pid of the worker that runs it; slow enough (a few ms) that every worker of a pool
+    takes some of a handful of tasks. Any arguments (a shared object, ``initret``) are
+    ignored."""
+    time.sleep(0.005)
+    return os.getpid()
+
+
+def warm(run_tasks: Callable[[range], Iterable[int]], workers: int) -> list[int]:
+    """Run ``worker_pid`` tasks through a pool (``run_tasks(range(k))`` maps them, one task a
+    chunk) until every one of its ``workers`` has run one; returns their pids. A worker that
+    is still starting (unpickling its initializer's arguments, say) is waited for: the pool
+    is then started and warm."""
+    seen: set[int] = set()
+    end = time.monotonic() + DEADLINE
+    while len(seen) < workers:
+        if time.monotonic() > end:
+            raise RuntimeError(f"only {len(seen)} of {workers} pool workers ran a task")
+        seen.update(run_tasks(range(4 * workers)))
+    return sorted(seen)
+
+
+def workers_memory(pids: Iterable[int]) -> list[tuple[ProcMem, int]]:
+    """Each process's smaps_rollup figures and its private anonymous bytes, read now from
+    this process (the workers of a pool, still running)."""
+    return [(proc_mem(pid), private_anonymous(pid)) for pid in pids]
 
 
 def _init(mark: Any, barrier: Any, cache: Any) -> None:
