@@ -535,6 +535,14 @@ def test_demo_pipe_vs_queue_scene(capsys: pytest.CaptureFixture[str]) -> None:
     assert "shoal.Queue:" in out
 
 
+def test_demo_pool_initret_scene(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--scene", "pool-initret", "--size-mb", "4")
+    assert code == 0, out + err
+    assert "multiprocessing.Pool + partial(dict)" in out and "shoal.Pool + initret (frozen)" in out
+    assert "results" in out and "right" in out and "WRONG" not in out
+    assert "hold no copy" in out and "PROBLEM" not in out
+
+
 def test_demo_unknown_scene_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "demo", "--scene", "nope")
     assert code == 1

@@ -557,6 +557,12 @@ def _scene_pipe_vs_queue(size: int, out: TextIO) -> bool:
     return run_scene(size, out)
 
 
+def _scene_pool_initret(size: int, out: TextIO) -> bool:
+    from .scene_pool import run_scene
+
+    return run_scene(size, out)
+
+
 SCENES: list[Scene] = [
     Scene(
         "killed-creator",
@@ -592,6 +598,11 @@ SCENES: list[Scene] = [
         "pipe-vs-queue",
         "Seed 003: Pipe or Queue, which is faster? multiprocessing's next to shoal's",
         _scene_pipe_vs_queue,
+    ),
+    Scene(
+        "pool-initret",
+        "Seed 001 on shoal.Pool: the cache pickled per chunk vs frozen once and passed as initret",
+        _scene_pool_initret,
     ),
 ]
 
