@@ -452,7 +452,7 @@ def _memory_rows(
         ref_mem = ref[0][0]
         grow = [p - int(ref_private) for _, p in m.workers]
         worst[w.name] = max(grow)
-        rows = [
+        rows: list[tuple[str, ProcMem, int | None]] = [
             (f"worker {i + 1}", mem, g)
             for i, ((mem, _), g) in enumerate(zip(m.workers, grow, strict=True))
         ]
