@@ -4,20 +4,22 @@
 Measures, in one run, interleaved, with medians and spreads over 3 repetitions:
 
 0. seed 001 end to end (5 a): ``Pool(2)`` maps T tasks (T = 2**16; each looks up
-   ``cache[k].count("1")``, the keys spread evenly over the cache) over a cache of N entries
-   (``{i: bin(i)}``, N = 2**20), every way the seed and its peers give the workers the cache:
+   ``cache[k].count("1")``, the keys spread evenly over the cache) over a cache of C entries
+   (``{i: bin(i)}``, C = 2**20), every way the seed and its peers give the workers the cache:
    multiprocessing.Pool with ``functools.partial`` (spawn), with an initializer + global (spawn,
    forkserver) and with the global inherited over fork; Manager().dict() (spawn); mpire's
    ``shared_objects`` (fork); loky's executor with an initializer + global and joblib's
    ``Parallel`` with the cache as an argument (where they install); shoal.Pool with the plain dict
    in the partial (spawn), with the cache frozen by ``shoal.freeze`` (fork, spawn, forkserver),
-   and with ``initret`` (the plain dict and the frozen one, spawn). Each repetition times, apart:
+   and with ``initret`` (the plain dict and the frozen one, spawn); and, as a diagnosis,
+   shoal.Pool with the global inherited over fork (the baseline's data flow: what the pool
+   itself adds). Each repetition times, apart:
    the start-up (the constructor until every worker has run a task, its initializer included)
    and the task phase (from the call's first task to its last result, on the started, warm pool;
    the cache frozen beforehand); ``shoal.freeze`` is timed on its own next to
    ``pickle.dumps``. Then each worker's memory, read from the parent while the pool still runs,
    over a worker of a bare pool of the same kind (same start method, the same tasks without the
-   cache), and the machine's Shmem growth. ``--quick``: N and T a 16th. Knobs
+   cache), and the machine's Shmem growth. ``--quick``: C and T a 16th. Knobs
    ``SHOAL_BENCH_POOL_SEED_N``, ``SHOAL_BENCH_POOL_SEED_TASKS``.
 1. N trivial tasks (``abs``; N = 10**5, ``--quick``: 10**4; knob ``SHOAL_BENCH_POOL_TASKS``)
    through ``map`` and ``imap_unordered`` on warm 2-worker pools (fork), with the default
@@ -28,8 +30,9 @@ Measures, in one run, interleaved, with medians and spreads over 3 repetitions:
    first result of a 2-task ``map`` (the pool's teardown is not timed), shoal.Pool next to
    multiprocessing.Pool.
 
-Run ``python bench/python/pool.py [--quick]`` to print the section; ``shoal bench`` calls
-``run(quick)``.
+Run ``python bench/python/pool.py [--quick] [--seed-only]`` to print the section (``--seed-only``:
+part 0 alone, a few minutes at full size; the whole script about 11 minutes on a loaded 2-core
+machine, 3 in ``--quick``); ``shoal bench`` calls ``run(quick)``.
 """
 
 from __future__ import annotations
