@@ -14,7 +14,7 @@ from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, loa
 from ._hold import hold
 from ._kinds import attach
 from ._pipes import Connection, Pipe
-from ._pool import Pool, ProcessPoolExecutor, WorkerDiedError
+from ._pool import BrokenPoolError, Pool, ProcessPoolExecutor, WorkerDiedError
 from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
 from ._share import share
 from ._shoal import (
@@ -53,6 +53,7 @@ __all__ = [
     "Array",
     "Barrier",
     "BoundedSemaphore",
+    "BrokenPoolError",
     "Condition",
     "Connection",
     "CorruptSegmentError",

@@ -42,6 +42,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 from multiprocessing import TimeoutError as _MpTimeoutError
 from multiprocessing import connection as _mpconn
 from multiprocessing import get_context
@@ -59,19 +60,41 @@ from ._array import empty as _empty
 from ._hold import hold as _hold
 from ._queues import Queue
 
-__all__ = ["AsyncResult", "MapResult", "Pool", "ProcessPoolExecutor", "WorkerDiedError"]
+__all__ = [
+    "AsyncResult",
+    "BrokenPoolError",
+    "MapResult",
+    "Pool",
+    "ProcessPoolExecutor",
+    "WorkerDiedError",
+]
 
 # Task modes: fn(x), fn(*x), fn(*args, **kwargs).
 _ONE, _STAR, _KW = 0, 1, 2
-# Slot columns and states.
+# Slot columns and states. The parent writes _NEW into a row before it starts the row's
+# worker; the worker writes _IDLE once its initializer has returned, then _RUNNING / _IDLE
+# around each chunk.
 _S_STATE, _S_JOB, _S_START, _S_END, _S_INDEX = range(5)
-_IDLE, _RUNNING = 0, 1
+_COLS = 5
+_IDLE, _RUNNING, _NEW = 0, 1, 2
 # A function pickle longer than this goes into shared memory once per call instead of riding
 # in every chunk message.
 _INLINE_FN = 1024
-# Automatic chunks aim at this many seconds of work each.
+# Automatic chunks aim at this many seconds of work each; _TASK_OVERHEAD is what the pool adds
+# per task beyond the measured seconds (the parent's share: the chunk's pickle, the result's
+# delivery).
 _CHUNK_SECONDS = 0.01
-_MAX_AUTO_CHUNK = 4096
+_TASK_OVERHEAD = 1e-6
+_MAX_AUTO_CHUNK = 1 << 14
+# Automatic chunks are cut when needed, not all at once: at most this many of a call's chunks
+# per worker are out (sent, not yet complete), so each is sized from the latest measurement.
+_AHEAD = 2
+# A worker sends the results it holds at its chunk's end and whenever this many seconds have
+# passed since it last sent some (a long chunk streams its results).
+_FLUSH_SECONDS = 0.02
+# The pool is broken when a row's workers died this many times in a row before their
+# initializer returned (a spawn child that cannot start, an initializer that kills its process).
+_START_DEATHS = 3
 # How many calls' functions a worker keeps unpickled (older calls are over, or nearly).
 _FN_CACHE = 4
 # With calls outstanding and no result for this long, the result thread looks for lost tasks.
@@ -110,18 +133,64 @@ class WorkerDiedError(_shoal.ShoalError):  # type: ignore[misc]
     def __init__(self, pid: int, exitcode: int | None, task: str) -> None:
         self.pid = pid
         self.exitcode = exitcode
-        self.signal: str | None = None
-        if exitcode is not None and exitcode < 0:
-            try:
-                self.signal = signal.Signals(-exitcode).name
-            except ValueError:
-                self.signal = f"signal {-exitcode}"
+        self.signal = _signal_name(exitcode)
         self.task = task
         how = f"killed by {self.signal}" if self.signal else f"exit code {exitcode}"
         super().__init__(f"pool worker {pid} died ({how}) while running {task}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (WorkerDiedError, (self.pid, self.exitcode, self.task))
+
+
+class BrokenPoolError(_shoal.ShoalError, _BrokenProcessPool):  # type: ignore[misc]
+    """The pool cannot run tasks: its workers died, _START_DEATHS times in a row in one of its
+    rows, before their initializer returned (a spawn child that cannot import its main module,
+    an initializer that kills its process). Every outstanding task fails with it and every
+    new call raises it; no worker is started again. ``pid``, ``exitcode`` and ``signal`` name
+    the last such death.
+
+    A ``concurrent.futures.process.BrokenProcessPool`` too, as ProcessPoolExecutor's users
+    expect.
+    """
+
+    __module__ = "shoal"
+
+    def __init__(self, pid: int, exitcode: int | None, deaths: int) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = _signal_name(exitcode)
+        self.deaths = deaths
+        how = f"killed by {self.signal}" if self.signal else f"exit code {exitcode}"
+        super().__init__(
+            f"shoal.Pool is broken: {deaths} workers in a row died before their initializer "
+            f"returned (the last, pid {pid}: {how}); no worker is started again"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BrokenPoolError, (self.pid, self.exitcode, self.deaths))
+
+
+def _signal_name(exitcode: int | None) -> str | None:
+    """The name of the signal that ended a process (a negative exit code), else None."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+class _Pickled:
+    """The pool's initializer and initargs pickled once (ref: as _pickle_once's), for the
+    workers of a spawn or forkserver pool to unpickle each."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Pickled, (self.ref,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +202,7 @@ def _worker(
     tasks: Queue,
     results: Queue,
     slots: Any,
-    initializer: Callable[..., Any] | None,
-    initargs: tuple[Any, ...],
+    init: Any,
     maxtasks: int | None,
     initret: bool,
     parent: int,
@@ -143,11 +211,14 @@ def _worker(
     # whole foreground process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     slot = memoryview(slots).cast("B").cast("q")
-    base = wid * 5
-    slot[base + _S_STATE] = _IDLE
-    kw: dict[str, Any] = {}
-    if initializer is not None:
+    base = wid * _COLS
+    value: Any = None
+    if init is not None:
         try:
+            # The initializer and its arguments: pickled once for the pool (a _Pickled), or
+            # the objects themselves (inherited under fork, or pickled by Process when they
+            # pickle only while spawning).
+            initializer, initargs = _load_fn(init.ref) if type(init) is _Pickled else init
             value = initializer(*initargs)
         except Exception as e:  # noqa: BLE001 - the pool is broken: say so, do not loop
             try:
@@ -155,15 +226,15 @@ def _worker(
             except Exception:  # noqa: BLE001 - an unpicklable error: its text then
                 results.put(("I", wid, RuntimeError(f"the initializer raised {e!r}")))
             return
-        if initret:
-            kw = {"initret": value}
+    # Started and initialized (the parent wrote _NEW before starting this process): a death
+    # from here on is not a failed start (Pool._supervise counts those).
+    slot[base + _S_STATE] = _IDLE
     fns: collections.OrderedDict[int, Any] = collections.OrderedDict()
     # job -> {key: unpickled recurring argument}: one unpickle per call, dropped once the call
     # is over (older than the message's floor) or the worker has been idle for a while.
     argcache: dict[int, dict[int, Any]] = {}
     done = 0
     put = results.put
-    perf = time.perf_counter
     get = tasks.get
     while True:
         try:
@@ -179,63 +250,133 @@ def _worker(
         if argcache and min(argcache) < floor:
             for old in [j for j in argcache if j < floor]:
                 del argcache[old]
+        total = len(args)
+        # maxtasksperchild counts tasks: run only what is left of the quota.
+        n = total if maxtasks is None else min(total, maxtasks - done)
         slot[base + _S_JOB] = job
         slot[base + _S_START] = start
-        slot[base + _S_END] = start + len(args)
+        slot[base + _S_END] = start + total
         slot[base + _S_INDEX] = start
-        slot[base + _S_STATE] = _RUNNING
+        slot[base + _S_STATE] = _RUNNING  # last: a RUNNING row is whole
         fn = fns.get(job)
+        failed: BaseException | None = None
         if fn is None:
             try:
                 fn = _load_fn(fn_ref)
+                if initret:
+                    fn = functools.partial(fn, initret=value)
             except BaseException as e:  # noqa: BLE001 - every task of the chunk fails with it
-                err = ExceptionWithTraceback(e, e.__traceback__)
-                for i in range(len(args)):
-                    slot[base + _S_INDEX] = start + i
-                    put((job, start + i, False, err, 0.0))
-                slot[base + _S_STATE] = _IDLE
-                continue
-            fns[job] = fn
-            if len(fns) > _FN_CACHE:
-                fns.popitem(last=False)
-        if refs:
+                failed = e
+            else:
+                fns[job] = fn
+                if len(fns) > _FN_CACHE:
+                    fns.popitem(last=False)
+        if refs and failed is None:
             try:
                 args = _resolve_args(args, mode, refs, argcache.setdefault(job, {}))
             except BaseException as e:  # noqa: BLE001 - every task of the chunk fails with it
-                err = ExceptionWithTraceback(e, e.__traceback__)
-                for i in range(len(args)):
-                    slot[base + _S_INDEX] = start + i
-                    put((job, start + i, False, err, 0.0))
-                slot[base + _S_STATE] = _IDLE
-                continue
-        for i, a in enumerate(args):
-            idx = start + i
-            slot[base + _S_INDEX] = idx
-            t0 = perf()
+                failed = e
+        if failed is not None:
+            err = ExceptionWithTraceback(failed, failed.__traceback__)
+            _flush(put, job, start, [None] * total, dict.fromkeys(range(total), err), 0.0)
+            slot[base + _S_STATE] = _IDLE
+            continue
+        _run_tasks(fn, mode, args, n, job, start, slot, base + _S_INDEX, put)
+        done += n
+        if n < total:
+            # Retire mid-chunk: the rest goes back to the queue for another worker.
+            rest = list(msg[4][n:])  # as sent (recurring arguments as keys)
+            tasks.put((job, fn_ref, start + n, mode, rest, refs, floor))
+        slot[base + _S_STATE] = _IDLE
+        if maxtasks is not None and done >= maxtasks:
+            return
+
+
+def _run_tasks(
+    fn: Any,
+    mode: int,
+    args: list[Any],
+    n: int,
+    job: int,
+    start: int,
+    slot: memoryview,
+    at: int,
+    put: Callable[[Any], None],
+) -> None:
+    """Run the first n tasks of a chunk, sending their results in batches: one message at the
+    chunk's end, and one whenever _FLUSH_SECONDS have passed since the last (so a long chunk
+    still streams). Before each task its index goes into the slot (slot[at]): that store is
+    what lets the parent tell, after a death, the task that was running from the ones whose
+    results died buffered here. The clock is read between pieces of the chunk, not per task:
+    pieces double in length while they take under a quarter of _FLUSH_SECONDS."""
+    perf = time.perf_counter
+    vals: list[Any] = []
+    app = vals.append
+    errs: dict[int, Any] | None = None
+    first = idx = start
+    pos, step = 0, 1
+    t_flush = t_piece = perf()
+    while pos < n:
+        end = min(n, pos + step)
+        for a in args[pos:end]:
+            slot[at] = idx
             try:
                 if mode == _ONE:
-                    r = (job, idx, True, fn(a, **kw), 0.0)
+                    app(fn(a))
                 elif mode == _STAR:
-                    r = (job, idx, True, fn(*a, **kw), 0.0)
+                    app(fn(*a))
                 else:
-                    r = (job, idx, True, fn(*a[0], **a[1], **kw), 0.0)
+                    app(fn(*a[0], **a[1]))
             except Exception as e:  # noqa: BLE001 - a task's error is its result
-                r = (job, idx, False, ExceptionWithTraceback(e, e.__traceback__), 0.0)
-            r = (*r[:4], perf() - t0)
+                if errs is None:
+                    errs = {}
+                errs[idx - first] = ExceptionWithTraceback(e, e.__traceback__)
+                app(None)
+            idx += 1
+        pos = end
+        now = perf()
+        if now - t_piece < _FLUSH_SECONDS / 4:
+            step += step
+        t_piece = now
+        if pos >= n or now - t_flush >= _FLUSH_SECONDS:
+            # seconds: the batch's tasks and the previous flush (a result's pickle is part of
+            # what a task costs the pool).
+            _flush(put, job, first, vals, errs, now - t_flush)
+            vals = []
+            app = vals.append
+            errs = None
+            first = idx
+            t_flush = now
+
+
+def _flush(
+    put: Callable[[Any], None],
+    job: int,
+    first: int,
+    vals: list[Any],
+    errs: dict[int, Any] | None,
+    seconds: float,
+) -> None:
+    """Send one batch of results: tasks first .. first + len(vals) - 1 of the call, errs mapping
+    an offset to its task's error (vals holds None there). A result that cannot be pickled
+    fails its task only, with multiprocessing's MaybeEncodingError."""
+    try:
+        put((job, first, vals, errs, seconds))
+    except Exception:  # noqa: BLE001 - find the culprits, one pickle per result
+        good: list[Any] = []
+        bad: dict[int, Any] = {}
+        for j, v in enumerate(vals):
+            x = errs[j] if errs is not None and j in errs else v
             try:
-                put(r)
-            except Exception as e:  # noqa: BLE001 - an unpicklable result fails its task only
-                wrapped = MaybeEncodingError(e, _safe_repr(r[3]))
-                put((job, idx, False, wrapped, r[4]))
-            done += 1
-            if maxtasks is not None and done >= maxtasks:
-                if i + 1 < len(args):
-                    # Retire: the rest of the chunk goes back to the queue for another worker.
-                    rest = list(msg[4][i + 1 :])  # as sent (recurring arguments as keys)
-                    tasks.put((job, fn_ref, idx + 1, mode, rest, refs, floor))
-                slot[base + _S_STATE] = _IDLE
-                return
-        slot[base + _S_STATE] = _IDLE
+                ForkingPickler.dumps(x)
+            except Exception as e:  # noqa: BLE001
+                bad[j] = MaybeEncodingError(e, _safe_repr(x))
+                good.append(None)
+            else:
+                if errs is not None and j in errs:
+                    bad[j] = x
+                good.append(v)
+        put((job, first, good, bad or None, seconds))
 
 
 def _alive(pid: int) -> bool:
@@ -293,6 +434,11 @@ def _safe_repr(x: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Results
+#
+# A job's sink takes its results a batch at a time, from the result thread:
+# ``_batch(first, vals, errs)``: tasks first .. first + len(vals) - 1, each batch delivered
+# once (the pool drops a task's second result), errs None or offset -> that task's error
+# (vals holds None there).
 
 
 class AsyncResult:
@@ -325,9 +471,12 @@ class AsyncResult:
             return self._value
         raise self._value
 
-    # Called by the result thread.
-    def _task(self, idx: int, ok: bool, value: Any) -> None:
-        self._finish(ok, value)
+    # Called by the result thread (one task).
+    def _batch(self, first: int, vals: list[Any], errs: dict[int, Any] | None) -> None:
+        if errs:
+            self._finish(False, errs[0])
+        else:
+            self._finish(True, vals[0])
 
     def _finish(self, ok: bool, value: Any) -> None:
         self._success, self._value = ok, value
@@ -351,11 +500,10 @@ class MapResult(AsyncResult):
         self._list: list[Any] = [None] * n
         self._error: BaseException | None = None
 
-    def _task(self, idx: int, ok: bool, value: Any) -> None:
-        if ok:
-            self._list[idx] = value
-        elif self._error is None:
-            self._error = value
+    def _batch(self, first: int, vals: list[Any], errs: dict[int, Any] | None) -> None:
+        self._list[first : first + len(vals)] = vals
+        if errs and self._error is None:
+            self._error = errs[min(errs)]
 
     def _complete(self) -> None:
         if self._error is None:
@@ -366,18 +514,27 @@ class MapResult(AsyncResult):
 
 
 class _FutureResult:
-    """A concurrent.futures.Future as a job's sink."""
+    """A concurrent.futures.Future as a job's sink (one task)."""
 
     def __init__(self, fut: _cf.Future[Any]) -> None:
         self.fut = fut
 
-    def _task(self, idx: int, ok: bool, value: Any) -> None:
+    def _batch(self, first: int, vals: list[Any], errs: dict[int, Any] | None) -> None:
         if self.fut.cancelled():
             return
-        if ok:
-            self.fut.set_result(value)
+        if errs:
+            self.fut.set_exception(errs[0])
         else:
-            self.fut.set_exception(value)
+            self.fut.set_result(vals[0])
+
+
+class _Err:
+    """A task's error in an IMapIterator's items (next raises it)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class IMapIterator:
@@ -387,20 +544,36 @@ class IMapIterator:
         self._pool = pool
         self._ordered = ordered
         self._cond = threading.Condition(threading.Lock())
-        self._items: collections.deque[tuple[bool, Any]] = collections.deque()
-        self._pending: dict[int, tuple[bool, Any]] = {}
+        # Results ready to yield, in order (an _Err for a failed task); for imap, the batches
+        # that came before their turn, by first index. The result thread adds under _cond; a
+        # consumer takes with one popleft (atomic), and waits under _cond when there is none.
+        self._items: collections.deque[Any] = collections.deque()
+        self._pending: dict[int, list[Any]] = {}
         self._next = 0
-        self._length: int | None = None
-        self._yielded = 0
+        # Set (under _cond) once every result is in _items: the call completed, or failed.
+        self._done = False
 
     def __iter__(self) -> IMapIterator:
         return self
 
     def next(self, timeout: float | None = None) -> Any:
+        try:
+            value = self._items.popleft()
+        except IndexError:
+            value = self._wait(timeout)
+        if type(value) is _Err:
+            raise value.exc
+        return value
+
+    __next__ = next
+
+    def _wait(self, timeout: float | None) -> Any:
+        """The next item, waited for under _cond: StopIteration at the end, the pool's
+        TimeoutError after timeout seconds."""
         with self._cond:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._items:
-                if self._length is not None and self._yielded >= self._length:
+                if self._done:
                     raise StopIteration
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -410,29 +583,38 @@ class IMapIterator:
                 except KeyboardInterrupt:
                     self._pool._interrupted()
                     raise
-            ok, value = self._items.popleft()
-            self._yielded += 1
-        if ok:
-            return value
-        raise value
+            return self._items.popleft()
 
-    __next__ = next
-
-    def _task(self, idx: int, ok: bool, value: Any) -> None:
+    def _batch(self, first: int, vals: list[Any], errs: dict[int, Any] | None) -> None:
+        if errs:
+            vals = [_Err(errs[j]) if j in errs else v for j, v in enumerate(vals)]
         with self._cond:
             if not self._ordered:
-                self._items.append((ok, value))
+                self._items.extend(vals)
+            elif first != self._next:
+                self._pending[first] = vals
             else:
-                self._pending[idx] = (ok, value)
+                # Batches partition the call's tasks into runs (each task is delivered once),
+                # so the one that holds task _next starts at it.
+                self._items.extend(vals)
+                self._next += len(vals)
                 while self._next in self._pending:
-                    self._items.append(self._pending.pop(self._next))
-                    self._next += 1
-            self._cond.notify()
+                    more = self._pending.pop(self._next)
+                    self._items.extend(more)
+                    self._next += len(more)
+            self._cond.notify_all()
 
-    def _set_length(self, n: int) -> None:
+    def _fail(self, e: BaseException) -> None:
+        """The call failed as a whole: e is the last item."""
         with self._cond:
-            self._length = n
-            self._cond.notify()
+            self._items.append(_Err(e))
+            self._done = True
+            self._cond.notify_all()
+
+    def _complete(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,23 +625,22 @@ class _Job:
     __slots__ = (
         "argholds",
         "chunks",
+        "est_n",
+        "est_s",
         "fn_ref",
         "held",
         "hold",
         "id",
         "keep",
         "keys",
-        "measured",
         "mode",
         "progress",
         "received",
         "recur",
         "refdata",
-        "seconds",
         "seen",
         "sink",
         "starts",
-        "timed",
         "total",
         "what",
     )
@@ -475,10 +656,11 @@ class _Job:
         self.starts: list[int] = []
         self.total: int | None = None
         self.received = 0
-        self.seconds = 0.0
-        self.timed = 0
+        # The measured task cost: seconds and tasks of the batches received, each halved at
+        # every batch (an early outlier, a first call that imports, fades).
+        self.est_s = 0.0
+        self.est_n = 0.0
         self.what = what
-        self.measured = threading.Event()
         # Recurring arguments (see _Pool._substitute): the ids known to recur (None: the
         # iterable has no length, found as they come), id -> key, key -> the one pickle, the
         # objects so keyed (kept so that their ids stay theirs for the call), the previous
@@ -564,13 +746,12 @@ class Pool:
         if isinstance(self._ctx, str):
             self._ctx = get_context(self._ctx)
         self._processes = processes
-        self._initializer = initializer
-        self._initargs = tuple(initargs)
         self._maxtasks = maxtasksperchild
         self._initret = bool(initret)
+        self._init, self._init_hold = self._prepare_init(initializer, tuple(initargs))
         self._tasks = Queue()
         self._results = Queue()
-        self._slots = _empty((processes, 5), dtype=np.int64)
+        self._slots = _empty((processes, _COLS), dtype=np.int64)
         self._slots[:] = 0
         self._state = _RUN
         self._broken: BaseException | None = None
@@ -578,6 +759,12 @@ class Pool:
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
         self._idle = threading.Condition(self._lock)
+        # Notified when a chunk completes or a call ends: the feeder waits on it for room.
+        self._room = threading.Condition(self._lock)
+        # Per row: how many of its workers in a row died before their initializer returned.
+        self._start_deaths = [0] * processes
+        # (job, chunk size) of the last chunks the feeder sent: for tests and curious readers.
+        self._chunk_log: collections.deque[tuple[int, int]] = collections.deque(maxlen=1 << 12)
         self._workers: dict[int, Any] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._feed: collections.deque[Any] = collections.deque()
@@ -600,7 +787,32 @@ class Pool:
 
     # ---- workers ----
 
+    def _prepare_init(
+        self, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        """(what each worker is given to run the initializer, the hold to release with the pool).
+
+        Under fork a worker inherits the objects: nothing is pickled (and a big initarg stays
+        one copy-on-write copy). Otherwise the initializer and initargs are pickled once here
+        (_pickle_once: a big pickle goes into a held shoal array), not once per worker by
+        Process; a replacement worker unpickles the same pickle. Objects that pickle only while
+        a process is being spawned (multiprocessing's Lock, Queue, Value...) refuse that one
+        pickle: those go to Process as multiprocessing's pool gives them, one pickle per worker.
+        """
+        if initializer is None:
+            return None, None
+        if self._ctx.get_start_method() == "fork":
+            return (initializer, initargs), None
+        try:
+            ref, hold = _pickle_once((initializer, initargs))
+        except RuntimeError:  # multiprocessing's "should only be shared ... through inheritance"
+            return (initializer, initargs), None
+        return _Pickled(ref), hold
+
     def _start_worker(self, wid: int) -> None:
+        # _NEW until the worker has run its initializer (it writes _IDLE then): a death before
+        # that is a failed start (_supervise).
+        self._slots[wid, _S_STATE] = _NEW
         p = self._ctx.Process(
             target=_worker,
             args=(
@@ -608,8 +820,7 @@ class Pool:
                 self._tasks,
                 self._results,
                 self._slots,
-                self._initializer,
-                self._initargs,
+                self._init,
                 self._maxtasks,
                 self._initret,
                 os.getpid(),
@@ -647,6 +858,16 @@ class Pool:
                     if self._state == _TERMINATE:
                         continue
                     self._results.put(("D", wid, dead.pid, dead.exitcode, row))
+                    if row[_S_STATE] == _NEW:
+                        self._start_deaths[wid] += 1
+                    else:
+                        self._start_deaths[wid] = 0
+                    if self._start_deaths[wid] >= _START_DEATHS and self._broken is None:
+                        # Replacing it again would fail again, for ever: the pool is broken.
+                        # The result thread fails every outstanding call with the error.
+                        err = BrokenPoolError(dead.pid, dead.exitcode, self._start_deaths[wid])
+                        self._broken = err
+                        self._results.put(("I", wid, err))
                     if (self._state == _RUN or self._jobs) and self._broken is None:
                         self._start_worker(wid)
 
@@ -685,25 +906,25 @@ class Pool:
                     for failed in list(self._jobs.values()):
                         self._fail_job(failed, msg[2])
                     continue
-                jid, idx, ok, value, seconds = msg
+                jid, first, vals, errs, seconds = msg
                 job = self._jobs.get(jid)
                 if job is not None:
-                    self._deliver(job, idx, ok, value, seconds)
+                    self._deliver(job, first, vals, errs, seconds)
 
     def _sweep(self, suspects: set[tuple[int, int]]) -> set[tuple[int, int]]:
         """Send again the tasks that no one holds: taken from the task queue by a process that
         died before its slot named them (killed inside the queue's get, or between get and the
         slot's first store). Called with no result waiting; a task is sent again only when two
         sweeps in a row (_SWEEP_SECONDS apart) found it neither received, nor in the task queue
-        (the queue is empty), nor inside a running worker's chunk: a live worker between get
-        and its slot store is a few stores long, never _SWEEP_SECONDS. Returns this sweep's
-        suspects."""
+        (the queue is empty), nor inside a running worker's chunk (the whole chunk: the tasks
+        it ran may have results still buffered in it): a live worker between get and its slot
+        store is a few stores long, never _SWEEP_SECONDS. Returns this sweep's suspects."""
         if not self._jobs or self._tasks.qsize() != 0:
             return set()
         held: dict[int, list[tuple[int, int]]] = {}
         for row in self._slots.tolist():
             if row[_S_STATE] == _RUNNING:
-                held.setdefault(row[_S_JOB], []).append((row[_S_INDEX], row[_S_END]))
+                held.setdefault(row[_S_JOB], []).append((row[_S_START], row[_S_END]))
         now: set[tuple[int, int]] = set()
         for job in self._jobs.values():
             ranges = held.get(job.id, [])
@@ -721,29 +942,62 @@ class Pool:
                 self._tasks.put((jid, job.fn_ref, i, job.mode, [arg], job.refdata, jid))
         return now - lost
 
-    def _deliver(self, job: _Job, idx: int, ok: bool, value: Any, seconds: float) -> None:
-        chunk_start = self._chunk_of(job, idx)
-        if chunk_start is None:
+    def _deliver(
+        self, job: _Job, first: int, vals: list[Any], errs: dict[int, Any] | None, seconds: float
+    ) -> None:
+        """A batch of results, tasks first .. first + len(vals) - 1 (all in one chunk): each task
+        not yet delivered goes to the call's sink, the others are dropped."""
+        cs = self._chunk_of(job, first)
+        if cs is None:
             return
-        rec = job.chunks[chunk_start]
+        rec = job.chunks[cs]
         flags = rec[1]
-        if flags[idx - chunk_start]:
-            return  # already failed by a death notice, or a duplicate
-        flags[idx - chunk_start] = 1
-        rec[2] -= 1
+        off = first - cs
+        k = len(vals)
+        if seconds > 0:
+            job.est_s = job.est_s * 0.5 + seconds
+            job.est_n = job.est_n * 0.5 + k
+        if flags.find(1, off, off + k) < 0:
+            self._deliver_run(job, rec, cs, first, vals, errs)
+        else:
+            # Some were delivered already (failed by a death notice, or run twice after a
+            # resend): deliver the others, run by run.
+            j = 0
+            while j < k:
+                if flags[off + j]:
+                    j += 1
+                    continue
+                e = j
+                while e < k and not flags[off + e]:
+                    e += 1
+                sub = {i - j: x for i, x in errs.items() if j <= i < e} if errs else None
+                self._deliver_run(job, rec, cs, first + j, vals[j:e], sub or None)
+                j = e
+        self._maybe_complete(job)
+
+    def _deliver_run(
+        self,
+        job: _Job,
+        rec: list[Any],
+        cs: int,
+        first: int,
+        vals: list[Any],
+        errs: dict[int, Any] | None,
+    ) -> None:
+        k = len(vals)
+        off = first - cs
+        rec[1][off : off + k] = b"\x01" * k
+        rec[2] -= k
         if rec[2] == 0:
-            del job.chunks[chunk_start]
-        job.received += 1
-        job.seconds += seconds
-        job.timed += 1
-        job.measured.set()
+            del job.chunks[cs]
+            self._room.notify_all()
+        job.received += k
         try:
-            job.sink._task(idx, ok, value)
+            job.sink._batch(first, vals, errs)
             if job.progress is not None:
-                job.progress.tick()
+                job.progress.tick(k)
         except Exception:  # noqa: BLE001 - a callback's error must not stop the pool
             traceback.print_exc()
-        self._maybe_complete(job)
 
     def _chunk_of(self, job: _Job, idx: int) -> int | None:
         """The start of the live chunk of job that holds task idx (None: none does)."""
@@ -765,17 +1019,15 @@ class Pool:
         job.release()
         sink = job.sink
         try:
-            if isinstance(sink, MapResult):
+            if isinstance(sink, (MapResult, IMapIterator)):
                 sink._complete()
-            elif isinstance(sink, IMapIterator):
-                sink._set_length(job.total)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         if not self._jobs:
             self._idle.notify_all()
 
     def _worker_died(self, wid: int, pid: int, exitcode: int | None, row: list[int]) -> None:
-        state, jid, _start, end, idx = row
+        state, jid, start, end, idx = row
         if state != _RUNNING:
             return
         job = self._jobs.get(jid)
@@ -784,22 +1036,20 @@ class Pool:
         cs = self._chunk_of(job, idx)
         if cs is None:
             return
-        rec = job.chunks[cs]
-        if not rec[1][idx - cs]:
+        if not job.chunks[cs][1][idx - cs]:
             err = WorkerDiedError(pid, exitcode, f"task {idx} of {job.what}")
-            self._deliver(job, idx, False, err, 0.0)
-        # The chunk's tasks after idx did not start: send them again.
-        rest = list(range(idx + 1, end))
-        left = job.chunks.get(cs)
-        if left is not None and rest:
-            args = [left[0][i - cs] for i in rest if not left[1][i - cs]]
-            if args and len(args) == len(rest):
-                self._tasks.put((job.id, job.fn_ref, idx + 1, job.mode, args, job.refdata, jid))
-            else:
-                for i in rest:
-                    if not left[1][i - cs]:
-                        msg = (job.id, job.fn_ref, i, job.mode, [left[0][i - cs]])
-                        self._tasks.put((*msg, job.refdata, jid))
+            self._deliver(job, idx, [None], {0: err}, 0.0)
+        rec = job.chunks.get(cs)
+        if rec is None:
+            return
+        # The chunk's other tasks with no result are sent again: those after idx had not
+        # started; those before it had run, but their results were still in the worker's batch
+        # (they run twice: at least once, as in any system that survives a death).
+        lo, hi = max(start, cs), min(end, cs + len(rec[0]))
+        todo = [i for i in range(lo, hi) if i != idx and not rec[1][i - cs]]
+        for run in _runs(todo):
+            args = [rec[0][i - cs] for i in run]
+            self._tasks.put((job.id, job.fn_ref, run[0], job.mode, args, job.refdata, jid))
 
     # ---- submitting ----
 
@@ -860,24 +1110,29 @@ class Pool:
             job.recur = _recurring(items, job.mode)
         it = iter(items)
         start = 0
-        probes = 0
         cap = _MAX_AUTO_CHUNK
         if n is not None:
+            # At least four chunks per worker (multiprocessing's map uses this size), so that
+            # the last ones still balance.
             cap = max(1, min(cap, math.ceil(n / (4 * self._processes))))
+        ahead = _AHEAD * self._processes
         while self._state != _TERMINATE and job.id in self._jobs:
             if chunksize is not None:
                 size = chunksize
-            elif probes < self._processes:
-                size = 1
-                probes += 1
             else:
-                if probes == self._processes:
-                    # Wait briefly for a first measurement of this call's task cost.
-                    job.measured.wait(0.05)
-                    probes += 1
                 with self._lock:
-                    avg = job.seconds / job.timed if job.timed else None
-                size = cap if avg is None or avg <= 0 else int(_CHUNK_SECONDS / (avg + 2e-6))
+                    # Cut the next chunk when a worker is about to need it: with `ahead` of the
+                    # call's chunks out, wait for one to complete (its results are the newest
+                    # measurement).
+                    while (
+                        len(job.chunks) >= ahead
+                        and self._state != _TERMINATE
+                        and job.id in self._jobs
+                    ):
+                        self._room.wait(_SWEEP_SECONDS)
+                    est = job.est_s / job.est_n if job.est_n else None
+                # Nothing measured yet: one task (the first chunks probe the cost).
+                size = 1 if est is None else int(_CHUNK_SECONDS / (est + _TASK_OVERHEAD))
                 size = max(1, min(cap, size))
             args = list(itertools.islice(it, size))
             if not args:
@@ -887,6 +1142,7 @@ class Pool:
                 job.chunks[start] = [args, bytearray(len(args)), len(args)]
                 job.starts.append(start)
                 floor = min(self._jobs, default=job.id)
+            self._chunk_log.append((job.id, len(args)))
             self._tasks.put((job.id, job.fn_ref, start, job.mode, args, refs, floor))
             start += len(args)
         with self._lock:
@@ -955,12 +1211,10 @@ class Pool:
     def _fail_job(self, job: _Job, e: BaseException) -> None:
         self._jobs.pop(job.id, None)
         job.release()
+        self._room.notify_all()
         sink = job.sink
         if isinstance(sink, IMapIterator):
-            with sink._cond:
-                sink._items.append((False, e))
-                sink._length = sink._yielded + len(sink._items)
-                sink._cond.notify()
+            sink._fail(e)
         elif isinstance(sink, _FutureResult):
             if not sink.fut.done():
                 sink.fut.set_exception(e)
@@ -1157,6 +1411,7 @@ class Pool:
             self._state = _TERMINATE
             workers = list(self._workers.values())
             self._workers.clear()
+            self._room.notify_all()
         with self._feed_cond:
             self._feed.clear()
             self._feed.append(None)
@@ -1193,6 +1448,9 @@ class Pool:
         # now (the workers that shared them are gone).
         self._tasks = self._results = None  # type: ignore[assignment]
         self._slots = None  # type: ignore[assignment]
+        if self._init_hold is not None:
+            self._init_hold.release()
+            self._init_hold = None
 
     def _wait_event(self, event: threading.Event, timeout: float | None) -> None:
         try:
@@ -1243,8 +1501,8 @@ class _Progress:
                 # The pool, not tqdm, decides when to redraw (mininterval 0: every update).
                 self.bar = tqdm(total=total, unit="task", mininterval=0, smoothing=0.1)
 
-    def tick(self) -> None:
-        self.done += 1
+    def tick(self, k: int = 1) -> None:
+        self.done += k
         now = time.monotonic()
         if now >= self.next:
             self.next = now + _PROGRESS_EVERY
@@ -1313,6 +1571,17 @@ def _pickle_once(obj: Any) -> tuple[Any, Any]:
     return (ForkingPickler.dumps(arr).tobytes(),), hold
 
 
+def _runs(xs: list[int]) -> list[list[int]]:
+    """xs (increasing) cut into runs of consecutive integers."""
+    out: list[list[int]] = []
+    for x in xs:
+        if out and out[-1][-1] == x - 1:
+            out[-1].append(x)
+        else:
+            out.append([x])
+    return out
+
+
 def _objects_of(a: Any, mode: int) -> Any:
     """The argument objects of one task (those worth a look by identity)."""
     if mode == _ONE:
@@ -1324,6 +1593,11 @@ def _objects_of(a: Any, mode: int) -> Any:
 
 def _recurring(items: Iterable[Any], mode: int) -> set[int]:
     """The ids of the argument objects that occur more than once in items."""
+    if type(items) is range:
+        return set()
+    kinds = set(map(type, items))  # one pass in C: most calls' arguments are all atomic
+    if kinds <= _ATOMIC:
+        return set()
     counts: dict[int, int] = {}
     get = counts.get
     atomic = _ATOMIC

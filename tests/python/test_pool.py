@@ -12,9 +12,12 @@ import importlib.util
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
@@ -534,3 +537,221 @@ def test_workers_killed_at_random_never_lose_or_hang_a_task() -> None:
         assert died < 1500
         with pytest.raises(StopIteration):
             next(it)
+
+
+def _sleep_ret(x: int) -> int:
+    time.sleep(0.05)
+    return x
+
+
+def _sizes(pool: shoal.Pool) -> list[int]:
+    """The sizes of the chunks the pool's last call was sent in."""
+    log = list(pool._chunk_log)
+    last = log[-1][0]
+    return [size for job, size in log if job == last]
+
+
+def test_automatic_chunks_batch_tiny_tasks_and_not_long_ones() -> None:
+    with shoal.Pool(2, context="fork") as pool:
+        # Long tasks travel one per chunk: the first chunks (nothing measured yet) are one
+        # task each, and 50 ms a task asks for chunks of one.
+        assert sorted(pool.imap_unordered(_sleep_ret, range(12))) == list(range(12))
+        assert _sizes(pool) == [1] * 12
+        # Tiny ones are batched once the first chunks have measured them: 20 000 tasks in a few
+        # dozen messages, not 20 000 (map: at most a quarter of a worker's share each).
+        n = 20_000
+        assert pool.map(abs, range(n)) == list(range(n))
+        sizes = _sizes(pool)
+        assert sum(sizes) == n and sizes[0] == 1
+        assert len(sizes) < n // 50 and max(sizes) <= n // 8, sizes
+        assert sorted(pool.imap_unordered(abs, iter(range(n)))) == list(range(n))
+        sizes = _sizes(pool)
+        assert sum(sizes) == n and len(sizes) < n // 50, sizes
+        # A given chunksize is used as is.
+        assert pool.map(abs, range(100), chunksize=7) == list(range(100))
+        assert _sizes(pool) == [7] * 14 + [2]
+
+
+def _first_slow_then_wait(x: int, go: Any) -> int:
+    if x == 0:
+        time.sleep(0.05)  # longer than a worker holds a result (_FLUSH_SECONDS)
+    else:
+        go.wait(DEADLINE)
+    return x
+
+
+def test_a_long_chunk_streams_its_results() -> None:
+    # One chunk of 5: task 0 takes 50 ms, tasks 1..4 wait for the test. Task 0's result comes
+    # while the chunk runs (the worker sends what it holds every _FLUSH_SECONDS), not at its end.
+    go = shoal.Event()
+    with shoal.Pool(1, context="fork") as pool:
+        it = pool.imap(functools.partial(_first_slow_then_wait, go=go), range(5), chunksize=5)
+        assert it.next(DEADLINE) == 0
+        go.set()
+        assert list(it) == [1, 2, 3, 4]
+
+
+class _Runs:
+    """How many times each task ran, counted in shared memory by every worker."""
+
+    def __init__(self, n: int) -> None:
+        import numpy as np
+
+        self.lock = shoal.Lock()
+        self.counts = shoal.zeros(n, dtype=np.int64)
+
+    def add(self, x: int) -> int:
+        with self.lock:
+            self.counts[x] += 1
+            return int(self.counts[x])
+
+
+def _count_run(x: int, runs: _Runs) -> int:
+    runs.add(x)
+    if x == 3:
+        time.sleep(0.8)  # several sweeps (_SWEEP_SECONDS) with no result coming
+    return x
+
+
+def test_results_held_in_a_running_chunk_are_not_taken_for_lost() -> None:
+    # Tasks 0..2 are quick and their results wait in the worker's batch while task 3 runs for
+    # 0.8 s: the parent's sweep for lost tasks must not send them again.
+    runs = _Runs(4)
+    with shoal.Pool(1, context="fork") as pool:
+        fn = functools.partial(_count_run, runs=runs)
+        assert pool.map(fn, range(4), chunksize=4) == [0, 1, 2, 3]
+    assert runs.counts.tolist() == [1, 1, 1, 1]
+
+
+def _die_after_batch(x: int, at: int, runs: _Runs) -> int:
+    if runs.add(x) == 1 and x == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_death_sends_again_the_results_the_worker_held_and_fails_the_running_task() -> None:
+    # A chunk of 8: tasks 0..4 ran and their results were still in the worker's batch when
+    # task 5 killed it. Task 5 fails with WorkerDiedError; 0..4 run again (at least once), 6 and
+    # 7 run once, elsewhere; every other task gets its result.
+    runs = _Runs(8)
+    with shoal.Pool(2, context="fork") as pool:
+        fn = functools.partial(_die_after_batch, at=5, runs=runs)
+        out = list(_results(pool.imap(fn, range(8), chunksize=8), 8))
+    assert isinstance(out[5], shoal.WorkerDiedError) and "task 5" in str(out[5])
+    assert [x for i, x in enumerate(out) if i != 5] == [0, 1, 2, 3, 4, 6, 7]
+    assert runs.counts.tolist() == [2, 2, 2, 2, 2, 1, 1, 1]
+
+
+def _results(it: Any, n: int) -> Iterator[Any]:
+    """n results of an imap iterator, a task's error in its place."""
+    for _ in range(n):
+        try:
+            yield it.next(DEADLINE)
+        except Exception as e:  # noqa: BLE001 - the error is the result looked at
+            yield e
+
+
+def _unpicklable_some(x: int) -> Any:
+    if x % 3 == 1:
+        return lambda: x
+    if x == 5:
+        raise KeyError(x)
+    return x
+
+
+def test_unpicklable_results_fail_only_their_tasks_in_a_batch() -> None:
+    with shoal.Pool(1, context="fork") as pool:
+        out = list(_results(pool.imap(_unpicklable_some, range(9), chunksize=9), 9))
+    for i, r in enumerate(out):
+        if i % 3 == 1:
+            assert isinstance(r, MaybeEncodingError), (i, r)
+        elif i == 5:
+            assert isinstance(r, KeyError), (i, r)
+        else:
+            assert r == i
+
+
+def _init_counted(counted: _Counted) -> None:
+    pass
+
+
+def test_initargs_are_pickled_once_for_the_pool_and_unpickled_once_per_worker() -> None:
+    unpickles = shoal.Value("q", 0)
+    _Counted.pickles = 0
+    counted = _Counted(unpickles)
+    with shoal.Pool(2, initializer=_init_counted, initargs=(counted,), context="spawn") as pool:
+        assert pool.map(sq, range(10)) == [x * x for x in range(10)]
+        assert wait_until(lambda: unpickles.value == 2)
+        assert _Counted.pickles == 1
+        # A replacement unpickles the same pickle: no pickle more.
+        os.kill(next(iter(pool._workers.values())).pid, signal.SIGKILL)
+        assert wait_until(lambda: unpickles.value == 3)
+        assert pool.map(sq, range(10)) == [x * x for x in range(10)]
+        assert _Counted.pickles == 1
+
+
+def _init_with_lock(lock: Any) -> None:
+    with lock:
+        pass
+
+
+def test_initargs_that_pickle_only_while_spawning_still_work(ctx: mp.context.BaseContext) -> None:
+    # multiprocessing's Lock refuses a pickle outside a process start: it goes to each worker
+    # as multiprocessing's pool gives it.
+    with shoal.Pool(2, initializer=_init_with_lock, initargs=(ctx.Lock(),), context=ctx) as pool:
+        assert pool.map(sq, range(10)) == [x * x for x in range(10)]
+
+
+def _exit_init() -> None:
+    os._exit(3)
+
+
+def test_workers_that_die_before_their_initializer_returns_break_the_pool(
+    ctx: mp.context.BaseContext,
+) -> None:
+    # The initializer ends its process: multiprocessing's pool would start workers for ever.
+    with shoal.Pool(1, initializer=_exit_init, context=ctx) as pool:
+        with pytest.raises(shoal.BrokenPoolError, match="exit code 3") as ei:
+            pool.map(sq, range(10))
+        assert ei.value.exitcode == 3 and ei.value.deaths == 3
+        assert isinstance(ei.value, shoal.ShoalError)
+        with pytest.raises(shoal.BrokenPoolError):
+            pool.apply(sq, (1,))
+        assert wait_until(lambda: not pool._workers)  # none started again
+
+
+def test_a_broken_executor_raises_broken_process_pool() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("fork")
+    with shoal.ProcessPoolExecutor(2, mp_context=ctx, initializer=_exit_init) as ex:
+        assert isinstance(ex.submit(sq, 2).exception(DEADLINE), BrokenProcessPool)
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(sq, 2)
+
+
+def test_a_spawn_child_that_cannot_start_breaks_the_pool(tmp_path: Any) -> None:
+    # The child dies importing the main module (as __mp_main__), before the worker runs.
+    script = tmp_path / "main.py"
+    script.write_text(
+        "import os\n"
+        "if __name__ != '__main__':\n"
+        "    os._exit(4)\n"
+        "import shoal\n"
+        "with shoal.Pool(1, context='spawn') as pool:\n"
+        "    try:\n"
+        "        pool.map(abs, range(10))\n"
+        "    except shoal.BrokenPoolError as e:\n"
+        "        print('broken', e.exitcode, flush=True)\n"
+        "    else:\n"
+        "        print('not broken', flush=True)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "broken 4", (r.stdout, r.stderr)
