@@ -4,22 +4,30 @@ queues, that pickles a call's function once and never hangs when a worker dies.
 The engine (design note: docs/design/pool.md):
 
 - one task queue and one result queue (``shoal.Queue``); a task message is one chunk
-  ``(job, fn_ref, start, mode, args, refs, floor)``; a result message is one task's
-  ``(job, index, ok, value, seconds)``, so results are per task whatever the chunking;
+  ``(job, fn_ref, start, mode, args, refs, floor)``; a result message is one batch of a chunk's
+  results ``(job, first, values, errors, seconds)``, sent at the chunk's end and every
+  _FLUSH_SECONDS of a long chunk; results stay per task (``errors`` maps an offset to its
+  task's error) whatever the chunking;
+- with ``chunksize=None`` chunks are cut when needed (a few per worker out at a time): one
+  task each until the first results measure the call's task cost, then about _CHUNK_SECONDS
+  of work each;
 - a call's function (a ``functools.partial`` with its bound arguments included) is pickled once;
   a big pickle goes once into a shoal array held for the call (``fn_ref`` is then its held
-  handle, a few dozen bytes); each worker unpickles it at most once per call;
+  handle, a few dozen bytes); each worker unpickles it at most once per call; so are the
+  initializer and initargs, once for the pool (under spawn and forkserver; fork inherits them);
 - so is an argument object that recurs by identity across the call's tasks: the chunks carry
   an ``_Arg(key)`` in its place and ``refs`` (key -> its one pickle); a worker unpickles it once
   per call and drops it when the call is over (``floor``: the oldest call still outstanding);
   the call's shoal arguments are held (``shoal.hold``) for the call, so they pickle with no pin;
 - each worker writes what it is running into its row of a shared ``int64`` table (its *slot*):
-  ``[state, job, chunk start, chunk end, index]``;
+  ``[state, job, chunk start, chunk end, index]``, the index before each task;
 - a supervisor thread in the parent waits on the workers' sentinels; when one exits it reads the
   dead worker's slot, puts a death notice into the result queue (after everything the worker
-  put, as the worker is gone) and starts a replacement. The result thread, the only one that
-  changes the jobs' state, then fails the task the worker was running with WorkerDiedError and
-  sends the rest of its chunk again.
+  put, as the worker is gone) and starts a replacement (or, after _START_DEATHS deaths in a row
+  before the initializer returned, breaks the pool: BrokenPoolError). The result thread, the
+  only one that changes the jobs' state, then fails the task the worker was running with
+  WorkerDiedError and sends again the rest of its chunk that has no result (the tasks whose
+  results were still in the dead worker's batch run twice).
 """
 
 from __future__ import annotations
@@ -318,21 +326,25 @@ def _run_tasks(
     t_flush = t_piece = perf()
     while pos < n:
         end = min(n, pos + step)
-        for a in args[pos:end]:
-            slot[at] = idx
-            try:
-                if mode == _ONE:
+        # Two loops, so that map's (fn(x)) tests no mode per task.
+        if mode == _ONE:
+            for a in args[pos:end]:
+                slot[at] = idx
+                try:
                     app(fn(a))
-                elif mode == _STAR:
-                    app(fn(*a))
-                else:
-                    app(fn(*a[0], **a[1]))
-            except Exception as e:  # noqa: BLE001 - a task's error is its result
-                if errs is None:
-                    errs = {}
-                errs[idx - first] = ExceptionWithTraceback(e, e.__traceback__)
-                app(None)
-            idx += 1
+                except Exception as e:  # noqa: BLE001 - a task's error is its result
+                    errs = _task_error(errs, idx - first, e)
+                    app(None)
+                idx += 1
+        else:
+            for a in args[pos:end]:
+                slot[at] = idx
+                try:
+                    app(fn(*a) if mode == _STAR else fn(*a[0], **a[1]))
+                except Exception as e:  # noqa: BLE001 - a task's error is its result
+                    errs = _task_error(errs, idx - first, e)
+                    app(None)
+                idx += 1
         pos = end
         now = perf()
         if now - t_piece < _FLUSH_SECONDS / 4:
@@ -347,6 +359,14 @@ def _run_tasks(
             errs = None
             first = idx
             t_flush = now
+
+
+def _task_error(errs: dict[int, Any] | None, off: int, e: Exception) -> dict[int, Any]:
+    """errs (made if None) with the task at offset off failed with e, its traceback kept."""
+    if errs is None:
+        errs = {}
+    errs[off] = ExceptionWithTraceback(e, e.__traceback__)
+    return errs
 
 
 def _flush(
@@ -714,7 +734,10 @@ class Pool:
     every task function is called with it as the keyword argument ``initret``.
 
     A worker that dies (a signal, ``os._exit``, a crash) is replaced; the task it was running
-    fails with :class:`WorkerDiedError`, the rest of its chunk runs elsewhere, nothing hangs.
+    fails with :class:`WorkerDiedError`, the rest of its chunk runs elsewhere (the tasks whose
+    results it had not sent yet run again), nothing hangs. Workers that keep dying before their
+    initializer returns break the pool (:class:`BrokenPoolError`) instead of being replaced for
+    ever.
     """
 
     def __init__(
@@ -1116,6 +1139,7 @@ class Pool:
             # the last ones still balance.
             cap = max(1, min(cap, math.ceil(n / (4 * self._processes))))
         ahead = _AHEAD * self._processes
+        probes = 0
         while self._state != _TERMINATE and job.id in self._jobs:
             if chunksize is not None:
                 size = chunksize
@@ -1123,17 +1147,22 @@ class Pool:
                 with self._lock:
                     # Cut the next chunk when a worker is about to need it: with `ahead` of the
                     # call's chunks out, wait for one to complete (its results are the newest
-                    # measurement).
+                    # measurement). The first chunks are one task each, one per worker
+                    # (probes); then wait for the first result before cutting more: one probe
+                    # done means a worker is free, and the cost is measured.
                     while (
                         len(job.chunks) >= ahead
-                        and self._state != _TERMINATE
-                        and job.id in self._jobs
-                    ):
+                        or (probes >= self._processes and job.received == 0)
+                    ) and (self._state != _TERMINATE and job.id in self._jobs):
                         self._room.wait(_SWEEP_SECONDS)
+                    if self._state == _TERMINATE or job.id not in self._jobs:
+                        break  # terminated, or the call failed, while waiting
                     est = job.est_s / job.est_n if job.est_n else None
-                # Nothing measured yet: one task (the first chunks probe the cost).
-                size = 1 if est is None else int(_CHUNK_SECONDS / (est + _TASK_OVERHEAD))
-                size = max(1, min(cap, size))
+                if est is None:  # nothing measured (yet; or the tasks so far killed workers)
+                    size = 1
+                    probes += 1
+                else:
+                    size = max(1, min(cap, int(_CHUNK_SECONDS / (est + _TASK_OVERHEAD))))
             args = list(itertools.islice(it, size))
             if not args:
                 break

@@ -698,7 +698,7 @@ def _init_with_lock(lock: Any) -> None:
 def test_initargs_that_pickle_only_while_spawning_still_work(ctx: mp.context.BaseContext) -> None:
     # multiprocessing's Lock refuses a pickle outside a process start: it goes to each worker
     # as multiprocessing's pool gives it.
-    with shoal.Pool(2, initializer=_init_with_lock, initargs=(ctx.Lock(),), context=ctx) as pool:
+    with shoal.Pool(1, initializer=_init_with_lock, initargs=(ctx.Lock(),), context=ctx) as pool:
         assert pool.map(sq, range(10)) == [x * x for x in range(10)]
 
 
