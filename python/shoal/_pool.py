@@ -1145,15 +1145,9 @@ class Pool:
                 size = chunksize
             else:
                 with self._lock:
-                    # Cut the next chunk when a worker is about to need it: with `ahead` of the
-                    # call's chunks out, wait for one to complete (its results are the newest
-                    # measurement). The first chunks are one task each, one per worker
-                    # (probes); then wait for the first result before cutting more: one probe
-                    # done means a worker is free, and the cost is measured.
-                    while (
-                        len(job.chunks) >= ahead
-                        or (probes >= self._processes and job.received == 0)
-                    ) and (self._state != _TERMINATE and job.id in self._jobs):
+                    while self._feed_full(job, start, probes, ahead) and (
+                        self._state != _TERMINATE and job.id in self._jobs
+                    ):
                         self._room.wait(_SWEEP_SECONDS)
                     if self._state == _TERMINATE or job.id not in self._jobs:
                         break  # terminated, or the call failed, while waiting
@@ -1180,6 +1174,22 @@ class Pool:
                 self._maybe_complete(job)
             else:
                 job.release()  # failed while fed: what the feeder took since goes too
+
+    def _feed_full(self, job: _Job, sent: int, probes: int, ahead: int) -> bool:
+        """Whether the feeder must wait before cutting job's next automatic chunk (sent: the
+        tasks cut so far). It cuts a chunk when a worker is about to need it, from the newest
+        measurement: it waits while `ahead` of the call's chunks are out (sent, not complete)
+        and they hold at least `ahead` chunks' worth of work (_CHUNK_SECONDS each; chunks of
+        tiny tasks capped by the call's length are shorter, and more of them go out, so that
+        the workers do not starve while this thread waits for a CPU). The first chunks are
+        one task each, one per worker (probes); then it waits for the first result: one probe
+        done means a worker is free, and the cost is measured."""
+        if probes >= self._processes and job.received == 0:
+            return True
+        if len(job.chunks) < ahead:
+            return False
+        est = job.est_s / job.est_n if job.est_n else None
+        return est is None or (sent - job.received) * est >= ahead * _CHUNK_SECONDS
 
     def _substitute(self, job: _Job, args: list[Any]) -> dict[int, Any] | None:
         """Replace (in place) each argument of the chunk that recurs across the call's tasks
