@@ -101,7 +101,8 @@ _AHEAD = 2
 # passed since it last sent some (a long chunk streams its results).
 _FLUSH_SECONDS = 0.02
 # The pool is broken when a row's workers died this many times in a row before their
-# initializer returned (a spawn child that cannot start, an initializer that kills its process).
+# initializer returned (a spawn child that cannot start, an initializer that kills its process),
+# with no other worker past its initializer meanwhile.
 _START_DEATHS = 3
 # How many calls' functions a worker keeps unpickled (older calls are over, or nearly).
 _FN_CACHE = 4
@@ -881,7 +882,11 @@ class Pool:
                     if self._state == _TERMINATE:
                         continue
                     self._results.put(("D", wid, dead.pid, dead.exitcode, row))
-                    if row[_S_STATE] == _NEW:
+                    # A failed start counts only while no other worker of the pool has got
+                    # past its initializer: then the initializer can succeed, and a worker
+                    # killed from outside while starting is no sign of a broken pool.
+                    up = any(int(self._slots[w, _S_STATE]) != _NEW for w in self._workers)
+                    if row[_S_STATE] == _NEW and not up:
                         self._start_deaths[wid] += 1
                     else:
                         self._start_deaths[wid] = 0
