@@ -58,7 +58,7 @@ constexpr uint64_t kLockGraceNs = 1'000'000'000;
 // 50). Measured trade-offs: docs/design/queue.md, "Waiting".
 constexpr uint64_t kSpinMinNs = 2'000;
 constexpr uint64_t kSpinMaxNs = 50'000;
-platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
+constinit platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
 // Sleeps are bounded slices, doubling from the first to the last: a waker that died between
 // changing the queue and calling futex_wake strands a sleeper for one slice at most.
 constexpr uint64_t kFirstSliceNs = 5'000'000;

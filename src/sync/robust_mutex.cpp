@@ -97,7 +97,7 @@ bool holder_gone(uint32_t holder, uint32_t tag, uint32_t me, uint32_t my_tag) no
 // then sleeps almost at once instead of burning its core. docs/design/robust_mutex.md, "Spinning".
 constexpr uint64_t kSpinMinNs = 2'000;
 constexpr uint64_t kSpinMaxNs = 20'000;
-platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
+constinit platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
 
 }  // namespace
 
