@@ -12,6 +12,7 @@
 #include "layout/queue_layout.hpp"
 #include "platform/futex.hpp"
 #include "platform/platform.hpp"
+#include "platform/spin.hpp"
 #include "sync/robust_mutex.hpp"
 
 namespace shoal {
@@ -46,11 +47,18 @@ namespace {
 // stopped (SIGSTOP) cannot make it block for ever. A dead holder is detected by the lock itself
 // within its first sleep slice (10 ms), well inside this.
 constexpr uint64_t kLockGraceNs = 1'000'000'000;
-// A side that finds the queue full (empty) first spins this many rounds watching the other
-// side's futex word without the lock and without announcing itself, so that a peer that is
-// awake hands over without any system call on either side; then it sets the waiters bit and
-// sleeps. About 1-3 us on x86-64 (pause is ~10-40 ns): shorter than a futex sleep/wake pair.
-constexpr int kSpinRounds = 100;
+// A side that finds the queue full (empty) first spins watching the other side's futex word,
+// without the lock and without announcing itself, so that a peer that is awake hands over
+// without any system call on either side; then it sets the waiters bit and sleeps. The spin's
+// budget adapts (platform::AdaptiveSpin, one per process for every queue): up to 50 us, which
+// covers a Python peer's get-and-put round (several us) with room to spare, so on a machine with
+// idle cores a ping-pong never sleeps; down to 2 us (about the fixed 100 pauses this used to
+// spin on x86-64) when spins keep failing, because the peer is not running (more runnable
+// processes than cores) or has nothing to send (an idle consumer burns 2 us per wait, not
+// 50). Measured trade-offs: docs/design/queue.md, "Waiting".
+constexpr uint64_t kSpinMinNs = 2'000;
+constexpr uint64_t kSpinMaxNs = 50'000;
+constinit platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
 // Sleeps are bounded slices, doubling from the first to the last: a waker that died between
 // changing the queue and calling futex_wake strands a sleeper for one slice at most.
 constexpr uint64_t kFirstSliceNs = 5'000'000;
@@ -236,12 +244,11 @@ class Waiter {
   bool wait(std::atomic<uint32_t>& word) noexcept {
     if (!spun_) {
       spun_ = true;
-      for (int i = 0; i < kSpinRounds; ++i) {
-        platform::cpu_relax();
-        // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
-        if (word.load(std::memory_order_acquire) != seen_) return true;
-      }
-      return true;  // sleep next round, announced
+      // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
+      // Bounded by the deadline too: a put or get with a timeout never spins past it.
+      (void)g_spin.spin([&] { return word.load(std::memory_order_acquire) != seen_; },
+                        deadline_);
+      return true;  // changed: look again; unchanged: sleep next round, announced
     }
     platform::Deadline end = platform::Deadline::after_ns(slice_);
     if (end.ns > deadline_.ns) end = deadline_;

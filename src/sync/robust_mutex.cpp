@@ -10,6 +10,7 @@
 #include <string>
 
 #include "platform/platform.hpp"
+#include "platform/spin.hpp"
 
 namespace shoal::sync {
 namespace {
@@ -88,8 +89,15 @@ bool holder_gone(uint32_t holder, uint32_t tag, uint32_t me, uint32_t my_tag) no
 
 // Spins before the first sleep: a holder on another core usually releases within a few hundred
 // nanoseconds (a counter update under the lock), and a futex sleep and wake costs two system
-// calls and a context switch on each side. Bounded so that a long hold costs little CPU.
-constexpr int kSpinRounds = 100;
+// calls and a context switch on each side. The budget adapts (platform::AdaptiveSpin, one per
+// process for every robust mutex): up to 20 us, for holds of a few us (a dict resize, a large
+// value's copy) and a holder briefly interrupted; down to 2 us (about the fixed 100 pauses this
+// used to spin on x86-64) when spins keep failing, because holders hold long (a user's `with
+// d.lock:` block) or are not running (more runnable processes than cores), so that a waiter
+// then sleeps almost at once instead of burning its core. docs/design/robust_mutex.md, "Spinning".
+constexpr uint64_t kSpinMinNs = 2'000;
+constexpr uint64_t kSpinMaxNs = 20'000;
+constinit platform::AdaptiveSpin g_spin(kSpinMinNs, kSpinMaxNs);
 
 }  // namespace
 
@@ -191,11 +199,13 @@ Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline
     check_holder = false;
     if (!spun && !self_held) {
       spun = true;
-      for (int i = 0; i < kSpinRounds; ++i) {
-        platform::cpu_relax();
-        p = pair.load(std::memory_order_relaxed);
-        if (layout::robust_state(p) == 0) break;
-      }
+      // Bounded by the caller's deadline too: a lock with a timeout never spins past it.
+      (void)g_spin.spin(
+          [&] {
+            p = pair.load(std::memory_order_relaxed);
+            return layout::robust_state(p) == 0;
+          },
+          deadline);
       continue;
     }
     if ((v & kRobustWaiters) == 0) {

@@ -1,0 +1,100 @@
+// src/platform/spin.hpp — a spin-wait bounded in time, before a futex sleep.
+// A waiter that expects a peer on another core to change a word soon polls it for a while
+// instead of sleeping at once: a hand-off caught while spinning costs neither side a system
+// call, and the waiter is not left to be woken on an idle core (a futex wake-up there costs
+// tens of microseconds when the core has gone idle). The budget is in nanoseconds, not in pause
+// instructions, because a pause lasts anywhere from a few to 140 cycles depending on the CPU: a
+// count of pauses is no budget. Nothing here knows what the word means; the callers' notes
+// (docs/design/queue.md, docs/design/robust_mutex.md) say which budgets they chose and why.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "platform/futex.hpp"
+#include "platform/platform.hpp"
+
+namespace shoal::platform {
+
+/// Pauses between two reads of CLOCK_MONOTONIC in spin_until: a read is about 20-50 ns (vDSO),
+/// a pause 3-50 ns, so the clock costs at most a few per cent of the spin and the spin overruns
+/// its budget by at most this many pauses (under a microsecond).
+inline constexpr int kSpinClockEvery = 16;
+
+/// Spins until `ready()` returns true, `budget_ns` nanoseconds have passed since the call, or
+/// `deadline` has passed, whichever comes first. Returns true as soon as `ready()` is true
+/// (it is asked before the first pause, and after every pause), false when time ran out.
+///
+/// What must stay true:
+///  - the spin never outlasts its deadline or budget by more than kSpinClockEvery pauses: a
+///    caller with a deadline sees it honoured, and a budget of 0 or a deadline that has passed
+///    asks `ready()` at most kSpinClockEvery + 1 times and returns;
+///  - `ready()` is a cheap check (a load of a word another process changes): it is called
+///    tens of times per microsecond;
+///  - nothing here sleeps or yields: the spinner is never interrupted by a signal, so callers
+///    keep budgets to microseconds and look for signals in the futex sleep that follows. (A
+///    sched_yield inside the spin was measured and left out: with CPU-bound processes on the
+///    spinner's core, each yield hands the core to one of them for a whole time slice, and
+///    the hand-off's p99 grew from tens of microseconds to milliseconds; docs/design/queue.md.)
+template <class Ready>
+bool spin_until(Ready&& ready, uint64_t budget_ns, Deadline deadline) noexcept {
+  if (ready()) return true;
+  if (budget_ns == 0) return false;
+  const uint64_t start = monotonic_ns();
+  uint64_t end = budget_ns > Deadline::kNeverNs - start ? Deadline::kNeverNs : start + budget_ns;
+  if (deadline.ns < end) end = deadline.ns;
+  for (;;) {
+    for (int i = 0; i < kSpinClockEvery; ++i) {
+      cpu_relax();
+      if (ready()) return true;
+    }
+    if (monotonic_ns() >= end) return false;
+  }
+}
+
+/// A spin budget that adapts to how the spins of one call site in this process end, between
+/// min_ns and max_ns. A spin that sees its condition within the budget doubles the budget;
+/// one that runs out, or that sees it only after the budget (the spinner was preempted
+/// meanwhile), halves it. With idle cores the peer answers while we spin and the budget stays
+/// at max_ns: hand-offs cost no system call. With more runnable processes than cores the peer
+/// is often not running at all, spins fail, and the budget falls to min_ns, so the waiter
+/// sleeps almost at once and leaves its core to the peer (a fixed budget of tens of
+/// microseconds was measured to burn all of it on most hand-offs there, tripling latency). A
+/// waiter that waits long for a peer with nothing to say (an idle consumer) likewise burns
+/// min_ns, not max_ns, per wait once its first spins have failed.
+class AdaptiveSpin {
+ public:
+  /// 0 < min_ns <= max_ns: a budget of 0 would never grow again.
+  constexpr AdaptiveSpin(uint64_t min_ns, uint64_t max_ns) noexcept
+      : min_ns_(min_ns), max_ns_(max_ns), budget_ns_(max_ns) {}
+
+  /// spin_until(ready, the current budget, deadline); then the budget adapts to how it ended.
+  /// A spin cut short by the caller's deadline says nothing about the peer and leaves it.
+  template <class Ready>
+  bool spin(Ready&& ready, Deadline deadline) noexcept {
+    if (ready()) return true;
+    const uint64_t budget = budget_ns_.load(std::memory_order_relaxed);
+    const uint64_t start = monotonic_ns();
+    const bool seen = spin_until(ready, budget, deadline);
+    const uint64_t spent = monotonic_ns() - start;
+    if (seen && spent <= budget) {
+      budget_ns_.store(std::min(max_ns_, budget * 2), std::memory_order_relaxed);
+    } else if (spent >= budget) {
+      budget_ns_.store(std::max(min_ns_, budget / 2), std::memory_order_relaxed);
+    }
+    return seen;
+  }
+
+  /// The budget the next spin gets.
+  uint64_t budget_ns() const noexcept { return budget_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  uint64_t min_ns_;
+  uint64_t max_ns_;
+  // Process-local, shared by the call site's threads. Relaxed: a lost update only delays the
+  // adaptation by one spin, and any value stored is within [min_ns, max_ns].
+  std::atomic<uint64_t> budget_ns_;
+};
+
+}  // namespace shoal::platform

@@ -1,0 +1,126 @@
+// platform::spin_until, the clock-bounded spin before a futex sleep: it returns as soon as the
+// condition holds, and gives up once its budget or the caller's deadline has passed. No test
+// asserts a duration: "gave up at the deadline" is proven by the deadline having passed on
+// return, and "the budget bounds the spin" by a spin on a word nobody changes returning at all.
+#include "platform/spin.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+
+#include "platform/futex.hpp"
+#include "platform/platform.hpp"
+
+namespace shoal::platform {
+namespace {
+
+constexpr uint64_t kMinuteNs = 60'000'000'000;
+
+TEST(SpinUntil, ReadyAtOnceReturnsTrueAfterOneLook) {
+  int asked = 0;
+  EXPECT_TRUE(spin_until([&] { return ++asked > 0; }, kMinuteNs, Deadline::never()));
+  EXPECT_EQ(asked, 1);
+}
+
+TEST(SpinUntil, ZeroBudgetLooksOnceAndGivesUp) {
+  int asked = 0;
+  EXPECT_FALSE(spin_until([&] { return ++asked < 0; }, 0, Deadline::never()));
+  EXPECT_EQ(asked, 1);
+}
+
+TEST(SpinUntil, PassedDeadlineGivesUpWithinOneClockRead) {
+  // A huge budget does not outlive a deadline that has passed: at most one stretch of pauses
+  // between two clock reads, and the deadline has passed on return.
+  int asked = 0;
+  const Deadline passed{0};
+  EXPECT_FALSE(spin_until([&] { return ++asked < 0; }, kMinuteNs, passed));
+  EXPECT_LE(asked, 1 + kSpinClockEvery);
+}
+
+TEST(SpinUntil, GivesUpOnceTheDeadlinePassed) {
+  const Deadline d = Deadline::after_ns(2'000'000);  // 2 ms
+  std::atomic<uint32_t> word{0};
+  EXPECT_FALSE(spin_until([&] { return word.load(std::memory_order_acquire) != 0; },
+                          kMinuteNs, d));
+  EXPECT_TRUE(d.passed());
+}
+
+TEST(SpinUntil, GivesUpOnceTheBudgetIsSpent) {
+  // A word nobody changes and no deadline: only the budget can end the spin, so returning at
+  // all (false) shows it is bounded; the clock has moved by at least the budget meanwhile.
+  std::atomic<uint32_t> word{0};
+  const uint64_t before = monotonic_ns();
+  EXPECT_FALSE(spin_until([&] { return word.load(std::memory_order_acquire) != 0; }, 1'000'000,
+                          Deadline::never()));
+  EXPECT_GE(monotonic_ns() - before, uint64_t{1'000'000});
+}
+
+TEST(SpinUntil, HugeBudgetDoesNotOverflowTheEnd) {
+  // start + budget would wrap past 2**64: the end saturates at never rather than wrapping to a
+  // time already passed (which would give up at once, without the deadline passing).
+  std::atomic<uint32_t> word{0};
+  const Deadline d = Deadline::after_ns(1'000'000);
+  EXPECT_FALSE(spin_until([&] { return word.load(std::memory_order_acquire) != 0; },
+                          Deadline::kNeverNs, d));
+  EXPECT_TRUE(d.passed());
+}
+
+TEST(SpinUntil, ReturnsTrueWhenAnotherThreadChangesTheWord) {
+  // The budget and the deadline are a minute away: only the change can end this spin in time
+  // for the test, and it must be reported as a change, not as time running out.
+  std::atomic<uint32_t> word{0};
+  std::atomic<bool> spinning{false};
+  std::thread t([&] {
+    while (!spinning.load(std::memory_order_acquire)) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    word.store(1, std::memory_order_release);
+  });
+  const bool changed = spin_until(
+      [&] {
+        spinning.store(true, std::memory_order_release);
+        return word.load(std::memory_order_acquire) != 0;
+      },
+      kMinuteNs, Deadline::after_ns(kMinuteNs));
+  t.join();
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(word.load(), 1u);
+}
+
+TEST(AdaptiveSpin, FailedSpinsHalveTheBudgetDownToTheFloor) {
+  AdaptiveSpin s(1'000'000, 8'000'000);  // 1 ms .. 8 ms
+  EXPECT_EQ(s.budget_ns(), 8'000'000u);
+  std::atomic<uint32_t> word{0};
+  const uint64_t want[] = {4'000'000, 2'000'000, 1'000'000, 1'000'000};
+  for (uint64_t w : want) {
+    EXPECT_FALSE(s.spin([&] { return word.load(std::memory_order_acquire) != 0; },
+                        Deadline::never()));
+    EXPECT_EQ(s.budget_ns(), w);
+  }
+}
+
+TEST(AdaptiveSpin, SpinsThatSeeTheChangeDoubleTheBudgetUpToTheCap) {
+  // Bring the budget down with one failed spin, then succeed: each spin sees the change on its
+  // third look, microseconds in, far inside a budget of 50 ms or more.
+  AdaptiveSpin s(50'000'000, 200'000'000);  // 50 ms .. 200 ms
+  EXPECT_FALSE(s.spin([] { return false; }, Deadline::never()));
+  EXPECT_EQ(s.budget_ns(), 100'000'000u);
+  for (uint64_t w : {uint64_t{200'000'000}, uint64_t{200'000'000}}) {
+    int asked = 0;
+    EXPECT_TRUE(s.spin([&] { return ++asked >= 3; }, Deadline::never()));
+    EXPECT_EQ(s.budget_ns(), w);
+  }
+}
+
+TEST(AdaptiveSpin, ASpinCutShortByTheDeadlineLeavesTheBudget) {
+  AdaptiveSpin s(1'000'000, 60'000'000'000);
+  EXPECT_FALSE(s.spin([] { return false; }, Deadline{0}));
+  EXPECT_EQ(s.budget_ns(), 60'000'000'000u);
+  EXPECT_TRUE(s.spin([] { return true; }, Deadline{0}));  // ready at once: nothing learnt
+  EXPECT_EQ(s.budget_ns(), 60'000'000'000u);
+}
+
+}  // namespace
+}  // namespace shoal::platform
