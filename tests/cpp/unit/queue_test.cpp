@@ -7,6 +7,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <thread>
@@ -512,6 +515,31 @@ TEST(QueueDecoder, HeaderConstantsAreChecked) {
   h.ring_bytes = 64;
   h.magic ^= 1;
   EXPECT_EQ(channels::check_header_constants(h, UINT64_MAX).code(), Errc::kIncompatible);
+}
+
+
+// The fuzz target's seeds (fuzz/corpus/queue) pass the header checks of this build's layout: a
+// layout bump that leaves them behind makes the fuzzer refuse them at the first check, and a
+// fuzz run then starts from nothing. Each seed's ring walks (what the fuzzer goes on to read).
+// Reads the files next to this source (run from build/<preset>/tests/cpp, as ctest does).
+TEST(QueueDecoder, EveryFuzzSeedIsAtThisLayoutVersionAndWalks) {
+  std::string dir = __FILE__;
+  dir = dir.substr(0, dir.rfind("tests/cpp/unit/")) + "fuzz/corpus/queue";
+  int seeds = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    SCOPED_TRACE(entry.path().string());
+    std::ifstream f(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    ASSERT_GE(bytes.size(), sizeof(QueueHeader));
+    QueueHeader h;
+    std::memcpy(static_cast<void*>(&h), bytes.data(), sizeof h);
+    ASSERT_TRUE(channels::check_header_constants(h, bytes.size()).is_ok());
+    EXPECT_TRUE(channels::check_ends(h.ends).has_value());
+    const auto* ring = reinterpret_cast<const std::byte*>(bytes.data()) + sizeof(QueueHeader);
+    EXPECT_TRUE(channels::walk_ring(ring, h.ring_bytes, h.head.load(), h.tail.load()).has_value());
+    ++seeds;
+  }
+  EXPECT_GE(seeds, 5);
 }
 
 }  // namespace
