@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -156,6 +158,29 @@ int parse_encoding(PyObject* o, uint8_t* out) noexcept {
   return 0;
 }
 
+// Puts the messages (all or none, in order). A batch that holds a big message is copied into its
+// heap block inside put: without the GIL, from the first try; a small one tries with the GIL
+// held first (run_op). _put, _put_value and _put_many all put through here.
+QueueStatus put_messages(PyQueue* pq, std::span<const std::string_view> msgs,
+                         std::span<const uint8_t> encs, double timeout) {
+  const bool big = std::any_of(msgs.begin(), msgs.end(),
+                               [](std::string_view m) { return m.size() > (uint64_t{1} << 16); });
+  if (!big) {
+    return run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
+                  QueueStatus::kFull, timeout);
+  }
+  const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
+  for (;;) {
+    QueueStatus s;
+    {
+      nb::gil_scoped_release nogil;
+      s = pq->q.put_encoded(msgs, encs, d, true);
+    }
+    if (s != QueueStatus::kInterrupted) return s;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
 // _put(payload, encoding, timeout) -> bool: True put, False full (timeout passed; 0: at once).
 PyObject* queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
   if (nargs != 3) {
@@ -171,24 +196,7 @@ PyObject* queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noe
   if (p.get(args[0]) != 0) return nullptr;
   try {
     const std::string_view msg = p.sv();
-    const std::span<const std::string_view> msgs(&msg, 1);
-    const std::span<const uint8_t> encs(&enc, 1);
-    QueueStatus s;
-    if (msg.size() > (uint64_t{1} << 16)) {
-      // A big message is copied into its heap block inside put: without the GIL.
-      const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
-      for (;;) {
-        {
-          nb::gil_scoped_release nogil;
-          s = pq->q.put_encoded(msgs, encs, d, true);
-        }
-        if (s != QueueStatus::kInterrupted) break;
-        if (PyErr_CheckSignals() != 0) throw nb::python_error();
-      }
-    } else {
-      s = run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
-                 QueueStatus::kFull, timeout);
-    }
+    const QueueStatus s = put_messages(pq, {&msg, 1}, {&enc, 1}, timeout);
     return PyBool_FromLong(s == QueueStatus::kOk);
   } catch (...) {
     set_error_from_current_exception();
@@ -212,26 +220,10 @@ PyObject* queue_put_value(PyObject* self, PyObject* const* args, Py_ssize_t narg
     if (!img) Py_RETURN_NOTIMPLEMENTED;
     const std::string_view msg(reinterpret_cast<const char*>(img->bytes.data()),
                                 img->bytes.size());
-    const std::span<const std::string_view> msgs(&msg, 1);
     const uint8_t enc = layout::kEncodingValue;
-    const std::span<const uint8_t> encs(&enc, 1);
     // img owns the image's builder until this call returns: a signal handler run between
     // two tries (it may put a message itself) cannot overwrite it.
-    QueueStatus s;
-    if (msg.size() > (uint64_t{1} << 16)) {
-      const Deadline d = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
-      for (;;) {
-        {
-          nb::gil_scoped_release nogil;
-          s = pq->q.put_encoded(msgs, encs, d, true);
-        }
-        if (s != QueueStatus::kInterrupted) break;
-        if (PyErr_CheckSignals() != 0) throw nb::python_error();
-      }
-    } else {
-      s = run_op([&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
-                 QueueStatus::kFull, timeout);
-    }
+    const QueueStatus s = put_messages(pq, {&msg, 1}, {&enc, 1}, timeout);
     return PyBool_FromLong(s == QueueStatus::kOk);
   } catch (...) {
     set_error_from_current_exception();
@@ -566,6 +558,20 @@ void register_queue(nb::module_& m) {
           "Put one message made of the bytes-like parts, copied once (into the ring or its "
           "block): True when put, False when the queue stayed full.")
       .def(
+          "_encode_value",
+          [](nb::handle, nb::handle obj) -> nb::object {
+            const std::optional<codec::EncodedMessage> img = codec::encode_message(obj.ptr());
+            if (!img) return nb::borrow(Py_NotImplemented);
+            PyObject* b = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(img->bytes.data()),
+                                                    static_cast<Py_ssize_t>(img->bytes.size()));
+            if (b == nullptr) throw nb::python_error();
+            return nb::steal(b);
+          },
+          "obj"_a,
+          "obj in the shared value codec's format (the payload of an encoding-3 message, as "
+          "_put_value puts it), or NotImplemented when obj is not a plain value (pickle it "
+          "instead). put_many encodes with it.")
+      .def(
           "_put_many",
           [](nb::handle self, nb::sequence payloads, nb::sequence encodings, nb::handle timeout) {
             PyQueue* pq = nb::inst_ptr<PyQueue>(self);
@@ -582,10 +588,7 @@ void register_queue(nb::module_& m) {
               nb::object e = encodings[i];
               if (parse_encoding(e.ptr(), &encs[i]) != 0) throw nb::python_error();
             }
-            const QueueStatus s = run_op(
-                [&](Deadline d, bool intr) { return pq->q.put_encoded(msgs, encs, d, intr); },
-                QueueStatus::kFull, t);
-            return s == QueueStatus::kOk;
+            return put_messages(pq, msgs, encs, t) == QueueStatus::kOk;
           },
           "payloads"_a, "encodings"_a, "timeout"_a.none(),
           "Put all the messages or none, in order (faster-fifo's put_many): True when put, False "

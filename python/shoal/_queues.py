@@ -275,11 +275,24 @@ class Queue(_shoal.QueueCore):
         they did not all fit in time."""
         self._check_open()
         self._become_producer()
-        enc = [self._codec.encode(x) for x in xs]
-        enc = [(b"".join(p), e) if e == _PICKLE_BUFFERS else (p, e) for p, e in enc]
-        if not enc:
+        payloads: list[Any] = []
+        encodings: list[int] = []
+        for x in xs:
+            # As put encodes: bytes raw, a plain value by the value codec, anything else
+            # pickled with its big buffers after the pickle (one message of its parts here).
+            if type(x) is bytes:
+                p, e = x, _BYTES
+            elif (p := self._encode_value(x)) is not NotImplemented:
+                e = _VALUE
+            else:
+                p, e = self._codec.encode(x)
+                if e == _PICKLE_BUFFERS:
+                    p = b"".join(p)
+            payloads.append(p)
+            encodings.append(e)
+        if not payloads:
             return
-        if not self._put_many([e[0] for e in enc], [e[1] for e in enc], _timeout(block, timeout)):
+        if not self._put_many(payloads, encodings, _timeout(block, timeout)):
             raise _stdqueue.Full
 
     # ---- get ----

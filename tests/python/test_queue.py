@@ -122,6 +122,59 @@ def test_put_many_get_many() -> None:
     q.put_many([])
 
 
+def _mixed_batch() -> list[Any]:
+    # Raw bytes, plain values (the value codec), pickled objects, and an 8 MiB ndarray (a
+    # pickle with an out-of-band buffer, past a quarter of the ring: a heap block).
+    return [
+        b"raw",
+        7,
+        "text",
+        [1, (2.5, None)],
+        {"k": {1, 2}},
+        2**100,
+        ValueError("pickled"),
+        bytearray(b"pickled too"),
+        np.arange(1 << 20, dtype=np.float64),
+    ]
+
+
+def _assert_batch_equal(got: list[Any], want: list[Any]) -> None:
+    assert [type(g) for g in got] == [type(w) for w in want]
+    assert got[:6] == want[:6] and got[7] == want[7]
+    assert got[6].args == want[6].args
+    assert got[8].dtype == want[8].dtype and np.array_equal(got[8], want[8])
+
+
+def _put_many_batch(q: Any) -> None:
+    q.put_many(_mixed_batch())
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_put_many_encodes_each_message_as_put_does(method: str) -> None:
+    # Each message of a put_many travels in the encoding put gives it: raw bytes, the value
+    # codec's format for a plain value, a pickle for anything else, its big buffers after it.
+    q = shoal.Queue()
+    batch = _mixed_batch()
+    q.put_many(batch)
+    for b in batch:
+        q.put(b)
+    by_put_many = [q._get(None, False)[0] for _ in batch]
+    by_put = [q._get(None, False)[0] for _ in batch]
+    assert by_put_many == by_put == [0, 3, 3, 3, 3, 3, 1, 1, 2]
+    # ... and arrives equal, by get and by get_many, from another process.
+    for _ in range(2):
+        p = mp.get_context(method).Process(target=_put_many_batch, args=(q,))
+        p.start()
+        _join(p)
+        assert p.exitcode == 0
+    _assert_batch_equal([q.get(timeout=DEADLINE) for _ in batch], batch)
+    got: list[Any] = []
+    while len(got) < len(batch):
+        got += q.get_many(timeout=DEADLINE)
+    _assert_batch_equal(got, batch)
+    assert q.empty()
+
+
 def test_repr_and_attach() -> None:
     q = shoal.Queue(3)
     q.put("x")
