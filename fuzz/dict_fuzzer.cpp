@@ -85,7 +85,7 @@ uint64_t build(std::byte* buf, const uint8_t* data, size_t size) {
   c::TableView tv{tref, buf + tref, log2, t->capacity};
   uint64_t next = (tref + layout::dict_table_bytes(log2) + 15) & ~uint64_t{15};
   auto store = [&](const shoal::Item& v) -> uint64_t {
-    const c::Encoded e = c::encode_item(v);
+    const c::Encoded e = c::encode_item(v, "dict");
     if (e.node.empty()) return e.inline_item;
     if (next + e.node.size() > kBytes) return 0;
     std::memcpy(buf + next, e.node.data(), e.node.size());
@@ -145,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (uint64_t i = 0; i < n; ++i) {
       for (uint64_t item : {c::racy_load64(&t.entry(i)->key), c::racy_load64(&t.entry(i)->value)}) {
         try {
-          (void)c::decode_item(mem, item, [] { return true; });
+          (void)c::decode_item(mem, item, [] { return true; }, "dict");
         } catch (const shoal::Error&) {
         }
       }

@@ -60,7 +60,7 @@ uint64_t build(std::byte* buf, const uint8_t* data, size_t size) {
   uint64_t count = 0;
   for (uint64_t i = 0; i < n; ++i) {
     const uint8_t sel = 2 + i < size ? data[2 + i] : 0;
-    const c::Encoded e = c::encode_item(item_for(sel, i));
+    const c::Encoded e = c::encode_item(item_for(sel, i), "list");
     uint64_t w = e.inline_item;
     if (!e.node.empty()) {
       if (next + e.node.size() > kBytes) break;
@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (uint64_t k = 0; k < r.length; ++k) {
         if (r.at(k) >= n) std::abort();  // the slice arithmetic stays inside the list
         try {
-          (void)c::decode_item(mem, a.word(r.at(k)), [] { return true; });
+          (void)c::decode_item(mem, a.word(r.at(k)), [] { return true; }, "list");
         } catch (const shoal::Error&) {
         }
       }

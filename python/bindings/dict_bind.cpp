@@ -211,7 +211,7 @@ int dict_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
   }
   if (key_item(key, &k, true) < 0) return -1;
   Item v;
-  if (value_item(pd->allow_pickle, value, &v) != 0) return -1;  // before the lock: pickling runs Python
+  if (value_item(pd->allow_pickle, value, &v, "shoal.Dict") != 0) return -1;  // before the lock: pickling runs Python
   bool added = false;
   if (write_locked(pd, [&] { added = pd->d.set(k, v); }) != 0) return -1;
   if (added) ++pd->delta;
@@ -305,7 +305,7 @@ PyObject* dict_setdefault(PyObject* self, PyObject* const* args, Py_ssize_t narg
   if (pd == nullptr) return nullptr;
   PyObject* dflt = nargs == 2 ? args[1] : Py_None;
   Item k, v;
-  if (key_item(args[0], &k, true) < 0 || value_item(pd->allow_pickle, dflt, &v) != 0) return nullptr;
+  if (key_item(args[0], &k, true) < 0 || value_item(pd->allow_pickle, dflt, &v, "shoal.Dict") != 0) return nullptr;
   std::optional<Item> old;
   bool added = false;
   if (write_locked(pd, [&] {

@@ -81,8 +81,8 @@ int key_item(PyObject* o, Item* out, bool store) noexcept {
 }
 
 // A value as an Item: 0, or -1 with the error set (allow_pickle: anything else is pickled,
-// else TypeError).
-int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept {
+// else TypeError naming `container`).
+int value_item(bool allow_pickle, PyObject* o, Item* out, const char* container) noexcept {
   if (o == Py_None) {
     *out = std::monostate{};
     return 0;
@@ -128,9 +128,9 @@ int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept {
   }
   if (!allow_pickle) {
     PyErr_Format(PyExc_TypeError,
-                 "shoal.Dict(allow_pickle=False) stores None, bool, int (64 bits), float, str "
+                 "%s(allow_pickle=False) stores None, bool, int (64 bits), float, str "
                  "and bytes, not %.200s",
-                 t->tp_name);
+                 container, t->tp_name);
     return -1;
   }
   if (import_pickle() != 0) return -1;

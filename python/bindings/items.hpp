@@ -30,8 +30,8 @@ int import_pickle() noexcept;
 /// TypeError instead), or -1 with the error set (unhashable: TypeError as dict's).
 int key_item(PyObject* o, Item* out, bool store) noexcept;
 /// A value as an Item: 0, or -1 with the error set (allow_pickle: anything else is pickled,
-/// else TypeError).
-int value_item(bool allow_pickle, PyObject* o, Item* out) noexcept;
+/// else TypeError naming `container`, "shoal.Dict" or "shoal.List").
+int value_item(bool allow_pickle, PyObject* o, Item* out, const char* container) noexcept;
 /// An Item as a new reference, or nullptr with the error set. A reference read unmapped (a
 /// Cursor's) is mapped through `d` (StaleHandleError when its object went meanwhile: read
 /// again); one read mapped needs no `d`.

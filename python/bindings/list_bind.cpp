@@ -115,7 +115,7 @@ int values_of(const PyList* pl, PyObject* seq, const char* what, std::vector<Ite
     out->reserve(static_cast<size_t>(n));
     for (Py_ssize_t i = 0; i < n; ++i) {
       Item v;
-      if (value_item(pl->allow_pickle, items[i], &v) != 0) {
+      if (value_item(pl->allow_pickle, items[i], &v, "shoal.List") != 0) {
         Py_DECREF(fast);
         return -1;
       }
@@ -232,7 +232,7 @@ int list_setitem(PyObject* self, PyObject* key, PyObject* value) noexcept {
     if (write_locked(pl, [&] { ok = pl->l.pop(i).has_value(); }) != 0) return -1;
   } else {
     Item v;
-    if (value_item(pl->allow_pickle, value, &v) != 0) return -1;
+    if (value_item(pl->allow_pickle, value, &v, "shoal.List") != 0) return -1;
     if (write_locked(pl, [&] { ok = pl->l.set(i, v); }) != 0) return -1;
   }
   if (!ok) {
@@ -268,7 +268,7 @@ PyObject* list_append(PyObject* self, PyObject* value) noexcept {
   PyList* pl = list_of(self);
   if (pl == nullptr) return nullptr;
   Item v;
-  if (value_item(pl->allow_pickle, value, &v) != 0) return nullptr;
+  if (value_item(pl->allow_pickle, value, &v, "shoal.List") != 0) return nullptr;
   if (write_locked(pl, [&] { pl->l.append(v); }) != 0) return nullptr;
   Py_RETURN_NONE;
 }
@@ -420,7 +420,7 @@ void register_list(nb::module_& m) {
           "_insert",
           [](PyList& l, int64_t i, nb::handle value) {
             Item v;
-            if (value_item(l.allow_pickle, value.ptr(), &v) != 0) throw nb::python_error();
+            if (value_item(l.allow_pickle, value.ptr(), &v, "shoal.List") != 0) throw nb::python_error();
             locked(l, [&] { l.l.insert(i, v); });
           },
           "index"_a, "value"_a.none(), "Insert before index (clamped as list.insert).")

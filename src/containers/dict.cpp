@@ -348,7 +348,7 @@ class DictWriter {
     DictIntent& in = h_->intent;
     if (found >= 0) {
       layout::DictEntry& e = t.entries()[found];
-      const uint64_t nv = store_item(containers::encode_item(value));
+      const uint64_t nv = store_item(containers::encode_item(value, "dict"));
       add_ref(value, nv);
       in.table = t.ref;
       in.entry = static_cast<uint64_t>(found);
@@ -371,10 +371,10 @@ class DictWriter {
       t = table();
       counts = t.header()->counts.load(std::memory_order_relaxed);
     }
-    const uint64_t k = store_item(containers::encode_item(key));
+    const uint64_t k = store_item(containers::encode_item(key, "dict"));
     uint64_t v = 0;
     try {
-      v = store_item(containers::encode_item(value));
+      v = store_item(containers::encode_item(value, "dict"));
       add_ref(value, v);  // frees v when it throws
     } catch (...) {
       free_item(k);
@@ -456,11 +456,11 @@ class DictWriter {
     in.key = e.key.load(std::memory_order_relaxed);
     in.value = e.value.load(std::memory_order_relaxed);
     // Decoded before anything changes: a value with no C++ type leaves the dict as it was.
-    Item out = containers::decode_item(heap_, in.value, [] { return true; });
+    Item out = containers::decode_item(heap_, in.value, [] { return true; }, "dict");
     // A reference comes back mapped by this process before the dict drops its own, so the
     // object outlives the pop in the popper's hands (del maps it too: one attach).
     if (auto* r = std::get_if<ObjectRef>(&out)) r->target = attach_object_ref(heap_, *r);
-    if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; });
+    if (key_out != nullptr) *key_out = containers::decode_item(heap_, in.key, [] { return true; }, "dict");
     begin(layout::kDictErase);
     e.key.store(layout::kDeletedKey, std::memory_order_release);  // linearises
     step();
@@ -778,7 +778,7 @@ std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
       const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
       if (e < 0) return std::nullopt;
       const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
-      return containers::decode_item(heap_, value, still_valid);
+      return containers::decode_item(heap_, value, still_valid, "dict");
     });
     auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
     if (r == nullptr || !map_refs) return v;
@@ -853,8 +853,8 @@ bool Dict::Cursor::next(Item* key, Item* value) {
       const uint64_t v = racy_load64(&e->value);
       // Only what the caller asked for: iterating keys must not copy every value (a 16 MiB
       // value made each keys() walk cost milliseconds).
-      if (key != nullptr) r.key = containers::decode_item(heap_, k, still_valid);
-      if (value != nullptr) r.value = containers::decode_item(heap_, v, still_valid);
+      if (key != nullptr) r.key = containers::decode_item(heap_, k, still_valid, "dict");
+      if (value != nullptr) r.value = containers::decode_item(heap_, v, still_valid, "dict");
       r.found = true;
       r.seq = seq;
       break;

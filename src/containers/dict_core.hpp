@@ -46,7 +46,7 @@ KeyProbe probe_of(const Item& key, uint64_t seed);
 template <class Mem>
 frozen::Image stored_key_image(const Mem& mem, uint64_t item, std::string* buf) {
   uint64_t n = 0;
-  const std::byte* d = node_payload(mem, item, &n);
+  const std::byte* d = node_payload(mem, item, &n, "dict");
   buf->resize(n);
   racy_copy(buf->data(), d, n);
   return open_key_image(buf->data(), n);
@@ -67,7 +67,7 @@ bool key_matches(const Mem& mem, uint64_t item, const KeyProbe& p) {
     case KeyProbe::kBytes: {
       if (t != (p.kind == KeyProbe::kStr ? Tag::kStr : Tag::kBytes)) return false;
       uint64_t n = 0;
-      const std::byte* d = node_payload(mem, item, &n);
+      const std::byte* d = node_payload(mem, item, &n, "dict");
       return n == p.data.size() && racy_equal(d, p.data.data(), n);
     }
     case KeyProbe::kFrozen: {
@@ -158,7 +158,7 @@ uint64_t hash_of_item(const Mem& mem, uint64_t item, uint64_t seed) {
     case Tag::kStr:
     case Tag::kBytes: {
       uint64_t n = 0;
-      const std::byte* p = node_payload(mem, item, &n);
+      const std::byte* p = node_payload(mem, item, &n, "dict");
       std::string buf(n, '\0');
       racy_copy(buf.data(), p, n);
       return codec::hash::of_bytes(seed, buf.data(), n);
@@ -192,8 +192,8 @@ bool stored_keys_equal(const Mem& mem, uint64_t a, uint64_t b) {
   if (ta == Tag::kStr || ta == Tag::kBytes || tb == Tag::kStr || tb == Tag::kBytes) {
     if (ta != tb) return false;
     uint64_t na = 0, nb = 0;
-    const std::byte* pa = node_payload(mem, a, &na);
-    const std::byte* pb = node_payload(mem, b, &nb);
+    const std::byte* pa = node_payload(mem, a, &na, "dict");
+    const std::byte* pb = node_payload(mem, b, &nb, "dict");
     return na == nb && std::memcmp(pa, pb, na) == 0;
   }
   if (ta == Tag::kNone || tb == Tag::kNone) return ta == tb;

@@ -9,7 +9,7 @@
 
 namespace shoal::containers {
 
-Encoded encode_item(const Item& v) {
+Encoded encode_item(const Item& v, const char* who) {
   Encoded e;
   auto node = [&](Tag tag, uint64_t w0, uint64_t w1, const void* data, uint64_t n) {
     e.tag = tag;
@@ -78,7 +78,7 @@ Encoded encode_item(const Item& v) {
     }
     case 8: {  // a tuple or frozenset: a whole frozen image, tagged as its root
       const std::string& im = std::get<FrozenKey>(v).image;
-      const Tag t = frozen_key_tag(im);
+      const Tag t = frozen_key_tag(im, who);
       node(t, im.size(), 0, im.data(), im.size());
       break;
     }
@@ -99,13 +99,14 @@ Encoded encode_item(const Item& v) {
   return e;
 }
 
-Tag frozen_key_tag(std::string_view image) {
+Tag frozen_key_tag(std::string_view image, const char* who) {
   Result<frozen::Image> im = frozen::Image::open(
       reinterpret_cast<const std::byte*>(image.data()), image.size());
   if (!im) im.status().throw_if_error();
   const Tag t = layout::tag_of(im.value().root().ref());
   if (t != Tag::kTuple && t != Tag::kFrozenSet) {
-    throw_error(Errc::kInvalidArgument, "dict: a FrozenKey's image must hold a tuple or frozenset");
+    throw_error(Errc::kInvalidArgument,
+                std::string(who) + ": a FrozenKey's image must hold a tuple or frozenset");
   }
   return t;
 }

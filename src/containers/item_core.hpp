@@ -79,9 +79,13 @@ SHOAL_RACY_READ inline bool racy_equal(const std::byte* src, const char* want, s
 /// retries; never escapes Dict's API).
 struct StaleRead {};
 
-[[noreturn]] inline void corrupt(const std::string& what) {
-  throw_error(Errc::kCorrupt, "dict: " + what + "; the dict's memory is corrupt");
+/// CorruptSegmentError naming the container whose memory failed a check: `who` is "dict" or
+/// "list" (the items below are every container's, so their checks are told which one reads).
+[[noreturn]] inline void corrupt_in(const char* who, const std::string& what) {
+  throw_error(Errc::kCorrupt, std::string(who) + ": " + what + "; the " + who +
+                                  "'s memory is corrupt");
 }
+[[noreturn]] inline void corrupt(const std::string& what) { corrupt_in("dict", what); }
 
 // ---- items ------------------------------------------------------------------------------
 
@@ -99,11 +103,11 @@ struct Encoded {
   Tag tag = Tag::kNone;
   std::string node;  // empty: inline
 };
-Encoded encode_item(const Item& v);
+Encoded encode_item(const Item& v, const char* who);
 
 /// The tag a FrozenKey's image is stored under (its root's: kTuple or kFrozenSet);
 /// InvalidArgumentError / DecodeError for an image of anything else.
-Tag frozen_key_tag(std::string_view image);
+Tag frozen_key_tag(std::string_view image, const char* who);
 
 /// A tuple/frozenset key's image (DecodeError when its header fails its checks).
 inline frozen::Image open_key_image(const char* data, uint64_t n) {
@@ -124,9 +128,9 @@ const std::byte* node_fixed(const Mem& mem, uint64_t item) {
 
 /// The payload length of a str/bytes/bigint/pickle node, and the payload (checked).
 template <class Mem>
-const std::byte* node_payload(const Mem& mem, uint64_t item, uint64_t* n) {
+const std::byte* node_payload(const Mem& mem, uint64_t item, uint64_t* n, const char* who) {
   *n = racy_load64(node_fixed(mem, item));
-  if (*n > kMaxNodeBytes) corrupt("a node's length is larger than any block");
+  if (*n > kMaxNodeBytes) corrupt_in(who, "a node's length is larger than any block");
   return mem.at(item_ref(item), layout::kNodeFixedSize + *n) + layout::kNodeFixedSize;
 }
 
@@ -145,7 +149,7 @@ codec::Number number_of(const Mem& mem, uint64_t item, std::string* big_buf) {
     }
     case Tag::kBigInt: {
       uint64_t n = 0;
-      const std::byte* p = node_payload(mem, item, &n);
+      const std::byte* p = node_payload(mem, item, &n, "dict");
       if (n > (uint64_t{1} << 20)) corrupt("a big int key longer than 1 MiB");
       big_buf->resize(n);
       racy_copy(big_buf->data(), p, n);
@@ -159,9 +163,9 @@ codec::Number number_of(const Mem& mem, uint64_t item, std::string* big_buf) {
 /// An item read back as the C++ API's Item. `still_valid()` is asked before a length read from
 /// the memory is trusted for an allocation (a reader then throws StaleRead when it says no).
 /// A stored value the C++ API has no type for (a big int beyond 64 bits, a container) is
-/// InvalidArgumentError.
+/// InvalidArgumentError. `who` ("dict", "list") names the container in its errors.
 template <class Mem, class Valid>
-Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
+Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid, const char* who) {
   switch (layout::tag_of(item)) {
     case Tag::kNone: return std::monostate{};
     case Tag::kFalse: return false;
@@ -175,7 +179,7 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
     }
     case Tag::kBigInt: {
       uint64_t n = 0;
-      const std::byte* p = node_payload(mem, item, &n);
+      const std::byte* p = node_payload(mem, item, &n, who);
       if (n > 8) {
         if (!still_valid()) throw StaleRead{};  // n is trusted from here
         BigInt big;
@@ -197,7 +201,7 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
     case Tag::kBytes:
     case Tag::kPickle: {
       uint64_t n = 0;
-      const std::byte* p = node_payload(mem, item, &n);
+      const std::byte* p = node_payload(mem, item, &n, who);
       if (!still_valid()) throw StaleRead{};  // n is trusted from here
       std::string s(n, '\0');
       racy_copy(s.data(), p, n);
@@ -208,7 +212,7 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
     case Tag::kTuple:
     case Tag::kFrozenSet: {
       uint64_t n = 0;
-      const std::byte* p = node_payload(mem, item, &n);
+      const std::byte* p = node_payload(mem, item, &n, who);
       if (!still_valid()) throw StaleRead{};
       FrozenKey k;
       k.image.resize(n);
@@ -217,7 +221,7 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
     }
     case layout::kObjectRefTag: {
       const std::byte* p = mem.at(item_ref(item), sizeof(layout::ObjectRefNode));
-      if (racy_load64(p) != layout::kObjectRefPayload) corrupt("an object reference node's size is wrong");
+      if (racy_load64(p) != layout::kObjectRefPayload) corrupt_in(who, "an object reference node's size is wrong");
       ObjectRef r;
       r.object.hi = racy_load64(p + offsetof(layout::ObjectRefNode, object_hi));
       r.object.lo = racy_load64(p + offsetof(layout::ObjectRefNode, object_lo));
@@ -228,7 +232,7 @@ Item decode_item(const Mem& mem, uint64_t item, Valid&& still_valid) {
     default:
       if (!still_valid()) throw StaleRead{};
       throw_error(Errc::kInvalidArgument,
-                  "dict: a stored value of tag " +
+                  std::string(who) + ": a stored value of tag " +
                       std::to_string(static_cast<int>(layout::tag_of(item))) +
                       " has no C++ type (written by the Python layer)");
   }

@@ -103,7 +103,7 @@ class ListWriter {
   void retire_gen() { bump_gen(); }
 
   uint64_t store_item(const Item& v) {
-    const Encoded e = containers::encode_item(v);
+    const Encoded e = containers::encode_item(v, "list");
     if (e.node.empty()) return e.inline_item;
     const HeapRef r = heap_.allocate_pending(e.node.size());
     std::memcpy(heap_.at(r, e.node.size()), e.node.data(), e.node.size());
@@ -158,7 +158,7 @@ class ListWriter {
     if (!writer_gone) heap_.free(containers::item_ref(item));
   }
   Item read(uint64_t item) {
-    return containers::decode_item(heap_, item, [] { return true; });
+    return containers::decode_item(heap_, item, [] { return true; }, "list");
   }
 
   HeapRef new_array(uint64_t capacity) {
@@ -777,7 +777,7 @@ std::optional<Item> List::get_at(const Heap& heap, uint64_t top, int64_t i) {
     const uint64_t n = containers::checked_size(a);
     const int64_t idx = normalize(i, n);
     if (idx < 0) return std::nullopt;
-    return containers::decode_item(heap, a.word(static_cast<uint64_t>(idx)), still_valid);
+    return containers::decode_item(heap, a.word(static_cast<uint64_t>(idx)), still_valid, "list");
   });
 }
 
@@ -797,7 +797,7 @@ std::vector<Item> List::slice(const Slice& s) const {
     std::vector<Item> out;
     out.reserve(r.length);
     for (uint64_t k = 0; k < r.length; ++k) {
-      out.push_back(containers::decode_item(heap_, a.word(r.at(k)), still_valid));
+      out.push_back(containers::decode_item(heap_, a.word(r.at(k)), still_valid, "list"));
     }
     return out;
   });

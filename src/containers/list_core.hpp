@@ -19,9 +19,7 @@
 
 namespace shoal::containers {
 
-[[noreturn]] inline void list_corrupt(const std::string& what) {
-  throw_error(Errc::kCorrupt, "list: " + what + "; the list's memory is corrupt");
-}
+[[noreturn]] inline void list_corrupt(const std::string& what) { corrupt_in("list", what); }
 
 struct ArrayView {
   uint64_t ref = 0;
@@ -135,7 +133,7 @@ void check_element(const Mem& mem, uint64_t item, uint64_t i) {
     case Tag::kTuple:
     case Tag::kFrozenSet: {
       uint64_t n = 0;
-      (void)node_payload(mem, item, &n);
+      (void)node_payload(mem, item, &n, "list");
       return;
     }
     case layout::kObjectRefTag: {  // R1, R2 (dict_layout.hpp): a live element's reference is held

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "shoal/dict.hpp"
+#include "shoal/frozen.hpp"
 #include "test_support.hpp"
 
 namespace shoal {
@@ -74,6 +75,31 @@ TEST(List, EveryItemTypeRoundTrips) {
   EXPECT_FALSE(l.get(11).has_value());
   EXPECT_FALSE(l.get(-12).has_value());
   EXPECT_EQ(l.check().node_blocks, 7u);  // two big ints, a float, two strs, bytes, a pickle
+}
+
+// The item encoding and decoding are every container's: their errors name the list, not the
+// dict, when a list stores or reads the item.
+TEST(List, ItemErrorsNameTheList) {
+  test::ScopedRuntimeDir rd;
+  List l = List::create();
+  frozen::Builder b;
+  const std::vector<std::byte> img = b.finish_bytes(b.integer(1));  // not a tuple or frozenset
+  const Item not_a_key{FrozenKey{std::string(reinterpret_cast<const char*>(img.data()), img.size())}};
+  try {
+    l.append(not_a_key);
+    ADD_FAILURE() << "a FrozenKey of an int was stored";
+  } catch (const InvalidArgumentError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("list: a FrozenKey's image", 0), 0u) << e.what();
+  }
+  Dict d = Dict::create();
+  try {
+    d.set(I(1), not_a_key);
+    ADD_FAILURE() << "a FrozenKey of an int was stored";
+  } catch (const InvalidArgumentError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("dict: a FrozenKey's image", 0), 0u) << e.what();
+  }
+  EXPECT_EQ(l.size(), 0u);
+  EXPECT_EQ(d.size(), 0u);
 }
 
 TEST(List, InsertSetPopRemoveAsPythonDoes) {
