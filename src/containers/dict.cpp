@@ -3,8 +3,6 @@
 // invariants: src/layout/dict_layout.hpp; the protocol step by step: docs/design/dict.md.
 #include "shoal/dict.hpp"
 
-#include <sched.h>
-#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -13,9 +11,10 @@
 #include <cstring>
 #include <tuple>
 
+#include "containers/container_common.hpp"
 #include "containers/dict_core.hpp"
-#include "containers/write_lock.hpp"
 #include "containers/item_refs.hpp"
+#include "containers/write_lock.hpp"
 #include "layout/frozen_layout.hpp"
 #include "shoal/frozen.hpp"
 #include "sync/recursive_lock.hpp"
@@ -92,8 +91,8 @@ KeyProbe probe_of(const Item& key, uint64_t seed) {
 
 using containers::Encoded;
 using containers::KeyProbe;
+using containers::optimistic;
 using containers::racy_load64;
-using containers::StaleRead;
 using containers::TableView;
 using layout::DictHeader;
 using layout::DictIntent;
@@ -101,12 +100,7 @@ using layout::DictIntent;
 namespace {
 
 // A point between two steps of a write (the test hook detail::dict_kill_at).
-inline void step() {
-  if (detail::dict_kill_at.load(std::memory_order_relaxed) > 0 &&
-      detail::dict_kill_at.fetch_sub(1, std::memory_order_relaxed) == 1) {
-    ::raise(SIGKILL);
-  }
-}
+inline void step() { containers::kill_point(detail::dict_kill_at); }
 
 codec::Number number_item(const Item& v) {
   switch (v.index()) {
@@ -123,27 +117,7 @@ codec::Number number_item(const Item& v) {
 }
 
 DictHeader* header_of(const Heap& heap, uint64_t top) {
-  return reinterpret_cast<DictHeader*>(heap.at(top, sizeof(DictHeader)));
-}
-
-// Readers: run f(still_valid) until it completes with gen unchanged across it. A read that
-// failed (a bounds check, a bad tag) while gen moved was reading freed memory: retried. One that
-// failed while gen stood still read the dict as it is: the error is real, and thrown.
-template <class F>
-auto optimistic(const DictHeader* h, F&& f) {
-  for (uint32_t attempt = 0;; ++attempt) {
-    const uint64_t g0 = h->gen.load(std::memory_order_acquire);  // pairs with bump_gen
-    auto still_valid = [&] { return h->gen.load(std::memory_order_acquire) == g0; };
-    try {
-      auto r = f(still_valid);
-      // The reads above were acquire loads (racy_load*): this load cannot move before them.
-      if (h->gen.load(std::memory_order_relaxed) == g0) return r;
-    } catch (const StaleRead&) {
-    } catch (const Error&) {
-      if (still_valid()) throw;
-    }
-    if (attempt >= 64) ::sched_yield();  // a writer that frees in a loop: let it run
-  }
+  return containers::header_at<DictHeader>(heap, top);
 }
 
 }  // namespace
@@ -206,9 +180,9 @@ std::string item_repr(const Item& v) {
 
 // ---- the writer: everything here runs under the dict's lock --------------------------------
 
-class DictWriter {
+class DictWriter : containers::ItemBlocks<detail::dict_kill_at> {
  public:
-  explicit DictWriter(Dict& d) : heap_(d.heap_), h_(header_of(d.heap_, d.top_)) {}
+  explicit DictWriter(Dict& d) : ItemBlocks(d.heap_), h_(header_of(d.heap_, d.top_)) {}
 
   TableView table() const { return containers::open_table(heap_, h_->table.load(std::memory_order_acquire)); }
 
@@ -221,49 +195,7 @@ class DictWriter {
 #endif
   }
 
-  uint64_t store_item(const Encoded& e) {
-    if (e.node.empty()) return e.inline_item;
-    const HeapRef r = heap_.allocate_pending(e.node.size());
-    std::memcpy(heap_.at(r, e.node.size()), e.node.data(), e.node.size());
-    return r | static_cast<uint64_t>(e.tag);
-  }
-  void commit_item(uint64_t item) {
-    if (containers::item_has_node(item)) heap_.commit(containers::item_ref(item));
-  }
-  void free_item(uint64_t item) {
-    if (!containers::item_has_node(item)) return;
-    release_ref(item);
-    heap_.free(containers::item_ref(item));
-  }
-  // R2, R3 (containers/item_refs.hpp).
-  void add_ref(const Item& value, uint64_t item) { containers::add_item_ref(heap_, value, item); }
-  void release_ref(uint64_t item) { containers::release_item_ref(heap_, item, step); }
-  // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
-  // this heap between a writer's death and the recovery (every allocation is made under the
-  // dict's lock), so a block the dead writer freed still has its free header.
-  bool block_used(HeapRef ref) {
-    try {
-      (void)heap_.usable_size(ref);
-      return true;
-    } catch (const InvalidArgumentError&) {
-      return false;
-    }
-  }
-  void free_block_checked(HeapRef ref) {
-    if (ref != 0 && block_used(ref)) heap_.free(ref);
-  }
-  void free_item_checked(uint64_t item) {
-    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
-    release_ref(item);
-    heap_.free(containers::item_ref(item));
-  }
-  // A rolled-back write's new item: its reference goes (R3 added it before the intent); its
-  // block too when this process wrote it (a dead writer's pending blocks go to Heap::check).
-  void roll_back_item(uint64_t item, bool writer_gone) {
-    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
-    release_ref(item);
-    if (!writer_gone) heap_.free(containers::item_ref(item));
-  }
+  uint64_t store_item(const Encoded& e) { return store_encoded(e); }
 
   HeapRef new_table(uint32_t log2) {
     const uint64_t bytes = layout::dict_table_bytes(log2);
@@ -638,24 +570,12 @@ class DictWriter {
   DictHeader* header() const noexcept { return h_; }
 
  private:
-  Heap& heap_;
   DictHeader* h_;
 };
 
 namespace {
-
 // Holds the dict's lock for one write (recursively when the caller holds it already).
-class WriteScope {
- public:
-  explicit WriteScope(Dict& d) : d_(d) { d_.lock(); }
-  ~WriteScope() { d_.unlock(); }
-  WriteScope(const WriteScope&) = delete;
-  WriteScope& operator=(const WriteScope&) = delete;
-
- private:
-  Dict& d_;
-};
-
+using WriteScope = containers::WriteScope<Dict>;
 }  // namespace
 
 // ---- creation and attach --------------------------------------------------------------------
@@ -663,13 +583,8 @@ class WriteScope {
 Dict Dict::create(Options opts) {
   Heap heap = Heap::create(Heap::Options{opts.initial_bytes});
   // Private until handle() is called: plain allocations, written before the root names them.
-  const HeapRef top = heap.allocate(sizeof(DictHeader));
-  std::byte* p = heap.at(top, sizeof(DictHeader));
-  std::memset(p, 0, sizeof(DictHeader));
-  auto* h = reinterpret_cast<DictHeader*>(p);
-  h->magic = layout::kDictMagic;
-  h->version = layout::kDictVersion;
-  h->header_bytes = sizeof(DictHeader);
+  const auto [top, h] =
+      containers::new_header<DictHeader>(heap, layout::kDictMagic, layout::kDictVersion);
   h->hash_seed = frozen::kDefaultHashSeed;
   Dict d(heap, top, h->hash_seed);
   DictWriter w(d);
@@ -683,21 +598,10 @@ Dict Dict::create(Options opts) {
 Dict Dict::attach(std::string_view handle) { return attach(Heap::attach(handle)); }
 
 Dict Dict::attach(Heap heap) {
-  const uint64_t top = heap.root().load(std::memory_order_acquire);  // pairs with create
-  if (top == 0) throw_error(Errc::kIncompatible, "dict: the heap holds no dict");
-  const DictHeader* h = header_of(heap, top);
-  if (h->magic != layout::kDictMagic) {
-    throw_error(Errc::kIncompatible, "dict: the heap holds something else than a dict");
-  }
-  if (h->version != layout::kDictVersion) {
-    throw_error(Errc::kIncompatible, "dict: layout version " + std::to_string(h->version) +
-                                         ", this build reads " +
-                                         std::to_string(layout::kDictVersion));
-  }
-  if (h->header_bytes != sizeof(DictHeader)) {
-    throw_error(Errc::kCorrupt, "dict: the header's size is wrong");
-  }
-  return Dict(std::move(heap), top, h->hash_seed);
+  const auto [top, h] = containers::attached_header<DictHeader>(heap, "dict", layout::kDictMagic,
+                                                                layout::kDictVersion);
+  const uint64_t seed = h->hash_seed;
+  return Dict(std::move(heap), top, seed);
 }
 
 // ---- the lock ----------------------------------------------------------------------------
@@ -717,28 +621,16 @@ SyncStatus Dict::lock(Deadline deadline, bool interruptible) {
 }
 
 void Dict::unlock() {
-  if (!sync::RecursiveLock(&header_of(heap_, top_)->lock).unlock()) {
-    throw_error(Errc::kInvalidArgument, "Dict::unlock: this thread does not hold the dict's lock");
-  }
+  containers::unlock_held(&header_of(heap_, top_)->lock, "Dict::unlock", "dict");
 }
 
 // ---- writes ------------------------------------------------------------------------------
 
 namespace {
-// An operation that throws half-way (only a corrupt heap can make a step after the intent
-// throw) is repaired at once by this process, as the next writer would.
+// An operation that throws half-way is repaired at once by this process (repair_on_throw).
 template <class F>
 auto guarded(Dict& d, F&& f) {
-  DictWriter w(d);
-  try {
-    return f(w);
-  } catch (...) {
-    try {
-      w.recover();
-    } catch (...) {
-    }
-    throw;
-  }
+  return containers::repair_on_throw<DictWriter>(d, std::forward<F>(f));
 }
 }  // namespace
 
@@ -772,25 +664,17 @@ void Dict::clear() {
 std::optional<Item> Dict::get(const Item& key, bool map_refs) const {
   const KeyProbe p = containers::probe_of(key, seed_);
   const DictHeader* h = header_of(heap_, top_);
-  for (int attempt = 0;; ++attempt) {
-    std::optional<Item> v = optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
+  auto read = [&] {
+    return optimistic(h, [&](auto& still_valid) -> std::optional<Item> {
       const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
       const int64_t e = containers::find_entry(heap_, t, t.counts(), p);
       if (e < 0) return std::nullopt;
       const uint64_t value = racy_load64(&t.entry(static_cast<uint64_t>(e))->value);
       return containers::decode_item(heap_, value, still_valid, "dict");
     });
-    auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
-    if (r == nullptr || !map_refs) return v;
-    try {
-      r->target = attach_object_ref(heap_, *r);
-      return v;
-    } catch (const StaleHandleError&) {
-      // Gone: a writer replaced the value and dropped its reference after the read above (a
-      // value the dict holds is alive, R1). Read again; a stale value that stays is corrupt.
-      if (attempt >= 3) throw;
-    }
-  }
+  };
+  if (!map_refs) return read();
+  return containers::read_mapped(heap_, read);
 }
 
 Segment Dict::attach_ref(const ObjectRef& r) const { return attach_object_ref(heap_, r); }
@@ -913,15 +797,7 @@ DictReport Dict::check() {
   r.size = s.used;
   r.entries = s.nentries;
   r.node_blocks = s.node_blocks;
-  r.heap = heap_.check();
-  if (r.heap.pending_blocks != 0) {
-    containers::corrupt("D8: " + std::to_string(r.heap.pending_blocks) +
-                        " pending blocks while the dict is at rest");
-  }
-  if (r.heap.used_blocks != 2 + s.node_blocks) {
-    containers::corrupt("D8: the heap has " + std::to_string(r.heap.used_blocks) +
-                        " used blocks; the dict reaches " + std::to_string(2 + s.node_blocks));
-  }
+  r.heap = containers::check_heap_at_rest(heap_, s.node_blocks, "dict", "D8");
   return r;
 }
 

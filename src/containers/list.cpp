@@ -3,17 +3,16 @@
 // invariants: src/layout/list_layout.hpp; the protocol step by step: docs/design/list.md.
 #include "shoal/list.hpp"
 
-#include <sched.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <tuple>
 
+#include "containers/container_common.hpp"
 #include "containers/item_refs.hpp"
-#include "containers/write_lock.hpp"
 #include "containers/list_core.hpp"
+#include "containers/write_lock.hpp"
 #include "sync/recursive_lock.hpp"
 #include "sync/robust_mutex.hpp"
 
@@ -25,42 +24,17 @@ std::atomic<int64_t> list_kill_at{0};
 
 using containers::ArrayView;
 using containers::Encoded;
-using containers::StaleRead;
+using containers::optimistic;
 using layout::ListHeader;
 using layout::ListIntent;
 
 namespace {
 
 // A point between two steps of a write (the test hook detail::list_kill_at).
-inline void step() {
-  if (detail::list_kill_at.load(std::memory_order_relaxed) > 0 &&
-      detail::list_kill_at.fetch_sub(1, std::memory_order_relaxed) == 1) {
-    ::raise(SIGKILL);
-  }
-}
+inline void step() { containers::kill_point(detail::list_kill_at); }
 
 ListHeader* header_of(const Heap& heap, uint64_t top) {
-  return reinterpret_cast<ListHeader*>(heap.at(top, sizeof(ListHeader)));
-}
-
-// Readers: run f(still_valid) until it completes with gen unchanged across it. A read that
-// failed (a bounds check, a bad tag) while gen moved was reading freed memory: retried. One that
-// failed while gen stood still read the list as it is: the error is real, and thrown.
-template <class F>
-auto optimistic(const ListHeader* h, F&& f) {
-  for (uint32_t attempt = 0;; ++attempt) {
-    const uint64_t g0 = h->gen.load(std::memory_order_acquire);  // pairs with bump_gen
-    auto still_valid = [&] { return h->gen.load(std::memory_order_acquire) == g0; };
-    try {
-      auto r = f(still_valid);
-      // The reads above were acquire loads (racy_load*): this load cannot move before them.
-      if (h->gen.load(std::memory_order_relaxed) == g0) return r;
-    } catch (const StaleRead&) {
-    } catch (const Error&) {
-      if (still_valid()) throw;
-    }
-    if (attempt >= 64) ::sched_yield();  // a writer in a tight loop: let it run
-  }
+  return containers::header_at<ListHeader>(heap, top);
 }
 
 // The index i (negative: from the end) names among n elements, or -1.
@@ -74,9 +48,9 @@ int64_t normalize(int64_t i, uint64_t n) noexcept {
 
 // ---- the writer: everything here runs under the list's lock --------------------------------
 
-class ListWriter {
+class ListWriter : containers::ItemBlocks<detail::list_kill_at> {
  public:
-  explicit ListWriter(List& l) : heap_(l.heap_), h_(header_of(l.heap_, l.top_)) {}
+  explicit ListWriter(List& l) : ItemBlocks(l.heap_), h_(header_of(l.heap_, l.top_)) {}
 
   ArrayView array() const {
     return containers::open_array(heap_, h_->array.load(std::memory_order_acquire));
@@ -103,12 +77,8 @@ class ListWriter {
   void retire_gen() { bump_gen(); }
 
   uint64_t store_item(const Item& v) {
-    const Encoded e = containers::encode_item(v, "list");
-    if (e.node.empty()) return e.inline_item;
-    const HeapRef r = heap_.allocate_pending(e.node.size());
-    std::memcpy(heap_.at(r, e.node.size()), e.node.data(), e.node.size());
-    const uint64_t item = r | static_cast<uint64_t>(e.tag);
-    containers::add_item_ref(heap_, v, item);  // R3; frees the node when it throws
+    const uint64_t item = store_encoded(containers::encode_item(v, "list"));
+    add_ref(v, item);  // R3; frees the node when it throws
     return item;
   }
   // All of vs stored (pending), or none (the stored ones freed) and the error thrown.
@@ -122,40 +92,6 @@ class ListWriter {
       throw;
     }
     return out;
-  }
-  void commit_item(uint64_t item) {
-    if (containers::item_has_node(item)) heap_.commit(containers::item_ref(item));
-  }
-  void free_item(uint64_t item) {
-    if (!containers::item_has_node(item)) return;
-    containers::release_item_ref(heap_, item, step);  // R2
-    heap_.free(containers::item_ref(item));
-  }
-  // Whether a Ref still names a used block. Reliable in recovery because nothing allocates in
-  // this heap between a writer's death and the recovery (every allocation is made under the
-  // list's lock), so a block the dead writer freed still has its free header.
-  bool block_used(HeapRef ref) {
-    try {
-      (void)heap_.usable_size(ref);
-      return true;
-    } catch (const InvalidArgumentError&) {
-      return false;
-    }
-  }
-  void free_block_checked(HeapRef ref) {
-    if (ref != 0 && block_used(ref)) heap_.free(ref);
-  }
-  void free_item_checked(uint64_t item) {
-    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
-    containers::release_item_ref(heap_, item, step);
-    heap_.free(containers::item_ref(item));
-  }
-  // A rolled-back write's new item: its reference goes (R3 added it before the intent); its
-  // block too when this process wrote it (a dead writer's pending blocks go to Heap::check).
-  void roll_back_item(uint64_t item, bool writer_gone) {
-    if (!containers::item_has_node(item) || !block_used(containers::item_ref(item))) return;
-    containers::release_item_ref(heap_, item, step);
-    if (!writer_gone) heap_.free(containers::item_ref(item));
   }
   Item read(uint64_t item) {
     return containers::decode_item(heap_, item, [] { return true; }, "list");
@@ -581,40 +517,20 @@ class ListWriter {
   }
 
  private:
-  Heap& heap_;
   ListHeader* h_;
 };
 
 namespace {
 
 // Holds the list's lock for one write (recursively when the caller holds it already).
-class WriteScope {
- public:
-  explicit WriteScope(List& l) : l_(l) { l_.lock(); }
-  ~WriteScope() { l_.unlock(); }
-  WriteScope(const WriteScope&) = delete;
-  WriteScope& operator=(const WriteScope&) = delete;
+using WriteScope = containers::WriteScope<List>;
 
- private:
-  List& l_;
-};
-
-// Runs f(writer) under the lock. An operation that throws half-way (only a corrupt heap can
-// make a step after the intent throw) is repaired at once by this process, as the next writer
-// would.
+// Runs f(writer) under the lock; an operation that throws half-way is repaired at once by this
+// process (repair_on_throw).
 template <class F>
 auto locked_write(List& l, F&& f) {
   WriteScope g(l);
-  ListWriter w(l);
-  try {
-    return f(w);
-  } catch (...) {
-    try {
-      w.recover();
-    } catch (...) {
-    }
-    throw;
-  }
+  return containers::repair_on_throw<ListWriter>(l, std::forward<F>(f));
 }
 
 }  // namespace
@@ -624,13 +540,8 @@ auto locked_write(List& l, F&& f) {
 List List::create(Options opts) {
   Heap heap = Heap::create(Heap::Options{opts.initial_bytes});
   // Private until handle() is called: plain allocations, written before the root names them.
-  const HeapRef top = heap.allocate(sizeof(ListHeader));
-  std::byte* p = heap.at(top, sizeof(ListHeader));
-  std::memset(p, 0, sizeof(ListHeader));
-  auto* h = reinterpret_cast<ListHeader*>(p);
-  h->magic = layout::kListMagic;
-  h->version = layout::kListVersion;
-  h->header_bytes = sizeof(ListHeader);
+  const auto [top, h] =
+      containers::new_header<ListHeader>(heap, layout::kListMagic, layout::kListVersion);
   List l(heap, top);
   ListWriter w(l);
   const HeapRef a = w.new_array(layout::kListMinCapacity);
@@ -643,20 +554,9 @@ List List::create(Options opts) {
 List List::attach(std::string_view handle) { return attach(Heap::attach(handle)); }
 
 List List::attach(Heap heap) {
-  const uint64_t top = heap.root().load(std::memory_order_acquire);  // pairs with create
-  if (top == 0) throw_error(Errc::kIncompatible, "list: the heap holds no list");
-  const ListHeader* h = header_of(heap, top);
-  if (h->magic != layout::kListMagic) {
-    throw_error(Errc::kIncompatible, "list: the heap holds something else than a list");
-  }
-  if (h->version != layout::kListVersion) {
-    throw_error(Errc::kIncompatible, "list: layout version " + std::to_string(h->version) +
-                                         ", this build reads " +
-                                         std::to_string(layout::kListVersion));
-  }
-  if (h->header_bytes != sizeof(ListHeader)) {
-    throw_error(Errc::kCorrupt, "list: the header's size is wrong");
-  }
+  const uint64_t top = containers::attached_header<ListHeader>(heap, "list", layout::kListMagic,
+                                                               layout::kListVersion)
+                           .first;
   return List(std::move(heap), top);
 }
 
@@ -677,9 +577,7 @@ SyncStatus List::lock(Deadline deadline, bool interruptible) {
 }
 
 void List::unlock() {
-  if (!sync::RecursiveLock(&header_of(heap_, top_)->lock).unlock()) {
-    throw_error(Errc::kInvalidArgument, "List::unlock: this thread does not hold the list's lock");
-  }
+  containers::unlock_held(&header_of(heap_, top_)->lock, "List::unlock", "list");
 }
 
 // ---- writes ------------------------------------------------------------------------------
@@ -755,19 +653,7 @@ void List::permute(const std::vector<uint64_t>& perm) {
 // ---- reads -------------------------------------------------------------------------------
 
 std::optional<Item> List::get(int64_t i) const {
-  for (int attempt = 0;; ++attempt) {
-    std::optional<Item> v = get_at(heap_, top_, i);
-    auto* r = v ? std::get_if<ObjectRef>(&*v) : nullptr;
-    if (r == nullptr) return v;
-    try {
-      r->target = attach_object_ref(heap_, *r);
-      return v;
-    } catch (const StaleHandleError&) {
-      // Gone: a writer replaced the element and dropped its reference after the read (an
-      // element the list holds is alive, R1). Read again.
-      if (attempt >= 3) throw;
-    }
-  }
+  return containers::read_mapped(heap_, [&] { return get_at(heap_, top_, i); });
 }
 
 std::optional<Item> List::get_at(const Heap& heap, uint64_t top, int64_t i) {
@@ -848,15 +734,7 @@ ListReport List::check() {
   r.size = s.size;
   r.capacity = s.capacity;
   r.node_blocks = s.node_blocks;
-  r.heap = heap_.check();
-  if (r.heap.pending_blocks != 0) {
-    containers::list_corrupt("L7: " + std::to_string(r.heap.pending_blocks) +
-                             " pending blocks while the list is at rest");
-  }
-  if (r.heap.used_blocks != 2 + s.node_blocks) {
-    containers::list_corrupt("L7: the heap has " + std::to_string(r.heap.used_blocks) +
-                             " used blocks; the list reaches " + std::to_string(2 + s.node_blocks));
-  }
+  r.heap = containers::check_heap_at_rest(heap_, s.node_blocks, "list", "L7");
   return r;
 }
 

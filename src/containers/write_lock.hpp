@@ -1,7 +1,10 @@
 // src/containers/write_lock.hpp — taking a container's write lock, shared by shoal::Dict and
 // shoal::List: the robust recursive lock in the container's header, and, when this thread
-// enters it first, the repair of a dead (or failed) writer's operation.
+// enters it first, the repair of a dead (or failed) writer's operation; the scope that holds it
+// for one write, and the release that refuses a thread that does not hold it.
 #pragma once
+
+#include <string>
 
 #include "shoal/error.hpp"
 #include "shoal/heap.hpp"
@@ -36,6 +39,29 @@ SyncStatus lock_and_repair(layout::RecursiveMutexState* state, Heap& heap, Deadl
   }
   return r.value() == sync::Locked::kOwnerDied || repaired ? SyncStatus::kOwnerDied
                                                             : SyncStatus::kOk;
+}
+
+/// Holds a container's lock (C: Dict, List) for one write, recursively when the caller holds
+/// it already; released when the scope ends, a throw included.
+template <class C>
+class WriteScope {
+ public:
+  explicit WriteScope(C& c) : c_(c) { c_.lock(); }
+  ~WriteScope() { c_.unlock(); }
+  WriteScope(const WriteScope&) = delete;
+  WriteScope& operator=(const WriteScope&) = delete;
+
+ private:
+  C& c_;
+};
+
+/// Releases the lock at `state` once: InvalidArgumentError naming `what` (the method, e.g.
+/// "Dict::unlock") and `who` when the calling thread does not hold it.
+inline void unlock_held(layout::RecursiveMutexState* state, const char* what, const char* who) {
+  if (!sync::RecursiveLock(state).unlock()) {
+    throw_error(Errc::kInvalidArgument, std::string(what) + ": this thread does not hold the " +
+                                            who + "'s lock");
+  }
 }
 
 }  // namespace shoal::containers
