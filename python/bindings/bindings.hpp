@@ -24,6 +24,20 @@ struct PyHold {
 /// round trip then runs without the GIL).
 std::string send_handle(const Segment& seg);
 
+/// The T behind `self` (a nanobind instance) for a raw CPython slot or method, or nullptr with
+/// TypeError set when its __init__ never ran (a subclass whose __init__ did not call
+/// super().__init__()).
+template <class T>
+[[gnu::always_inline]] inline T* ready_inst(PyObject* self) noexcept {
+  if (!nanobind::inst_ready(self)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s object is not initialised: its __init__ must call super().__init__()",
+                 Py_TYPE(self)->tp_name);
+    return nullptr;
+  }
+  return nanobind::inst_ptr<T>(self);
+}
+
 void register_errors(nanobind::module_& m);
 /// For raw CPython slot functions (which nanobind does not wrap): inside a catch block, set the
 /// Python error that matches the exception being handled (ShoalError subclasses, IndexError for

@@ -30,8 +30,9 @@
 #include <utility>
 
 #include "bindings.hpp"
-#include "refs.hpp"
+#include "container_bind.hpp"
 #include "items.hpp"
+#include "refs.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/heap.hpp"
 
@@ -50,16 +51,9 @@ struct PyDict {
   HeldRefs held;      // the nested objects this object handed out (refs.hpp)
 };
 
-// The PyDict of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
-// super().__init__()).
+// The PyDict of `self`, or nullptr with TypeError set (bindings.hpp).
 [[gnu::always_inline]] inline PyDict* dict_of(PyObject* self) noexcept {
-  if (!nb::inst_ready(self)) {
-    PyErr_Format(PyExc_TypeError,
-                 "%s object is not initialised: its __init__ must call super().__init__()",
-                 Py_TYPE(self)->tp_name);
-    return nullptr;
-  }
-  return nb::inst_ptr<PyDict>(self);
+  return ready_inst<PyDict>(self);
 }
 
 void set_key_error(PyObject* key) noexcept {
@@ -69,52 +63,14 @@ void set_key_error(PyObject* key) noexcept {
   Py_DECREF(t);
 }
 
-// Takes the dict's lock: the try with the GIL held, then (taken by another process) the
-// interruptible wait without the GIL; a signal handler's exception (Ctrl-C) propagates with
-// nothing taken. timeout < 0: none. Returns kOk, kOwnerDied or kTimeout; may throw.
-SyncStatus take_lock(Dict& d, bool block, double timeout) {
-  SyncStatus s = d.lock(Deadline{0}, false);
-  if (s != SyncStatus::kTimeout || !block || timeout == 0) return s;
-  const Deadline dl = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
-  for (;;) {
-    {
-      nb::gil_scoped_release nogil;
-      s = d.lock(dl, true);
-    }
-    if (s != SyncStatus::kInterrupted) return s;
-    if (PyErr_CheckSignals() != 0) throw nb::python_error();
-  }
-}
-
-int warn_owner_died() noexcept {
-  return PyErr_WarnEx(g_owner_died_warning,
-                      "shoal.Dict: a writer died holding the dict's lock; its last single "
-                      "operation was completed or rolled back (a compound update it made under "
-                      "d.lock is not rolled back)",
-                      1);
-}
-
 // Runs f() (which may throw) under the dict's lock: 0, or -1 with the error set.
 template <class F>
 int write_locked(PyDict* pd, F&& f) noexcept {
-  try {
-    const SyncStatus s = take_lock(pd->d, true, -1.0);
-    if (s == SyncStatus::kOwnerDied && warn_owner_died() != 0) {
-      pd->d.unlock();
-      return -1;
-    }
-    try {
-      f();
-    } catch (...) {
-      pd->d.unlock();
-      throw;
-    }
-    pd->d.unlock();
-    return 0;
-  } catch (...) {
-    set_error_from_current_exception();
-    return -1;
-  }
+  return write_locked_core(pd->d, g_owner_died_warning,
+                           "shoal.Dict: a writer died holding the dict's lock; its last single "
+                           "operation was completed or rolled back (a compound update it made "
+                           "under d.lock is not rolled back)",
+                           std::forward<F>(f));
 }
 
 // ---- the slots --------------------------------------------------------------------------
@@ -492,24 +448,13 @@ void register_dict(nb::module_& m) {
                          "An iterator over a shoal.Dict (private): weakly consistent across "
                          "processes; RuntimeError when this process changed the size.");
 
-  nb::class_<PyDict>(m, "DictCore", nb::type_slots(dict_slots), nb::is_weak_referenceable(),
-                     "The C++ shoal::Dict behind shoal.Dict (private): its hot methods, in C.")
-      .def(
-          "__init__",
-          [](PyDict* self, nb::handle source, bool allow_pickle) {
-            Dict d;
-            if (source.is_none()) {
-              nb::gil_scoped_release nogil;
-              d = Dict::create();
-            } else if (nb::isinstance<Heap>(source)) {
-              d = Dict::attach(nb::cast<Heap>(source));
-            } else {
-              const std::string handle = nb::cast<std::string>(source);
-              nb::gil_scoped_release nogil;
-              d = Dict::attach(handle);
-            }
-            new (self) PyDict{std::move(d), allow_pickle, 0, HeldRefs{}};
-          },
+  nb::class_<PyDict> cls(m, "DictCore", nb::type_slots(dict_slots), nb::is_weak_referenceable(),
+                         "The C++ shoal::Dict behind shoal.Dict (private): its hot methods, in C.");
+  cls.def(
+         "__init__",
+         [](PyDict* self, nb::handle source, bool allow_pickle) {
+           new (self) PyDict{open_container<Dict>(source), allow_pickle, 0, HeldRefs{}};
+         },
           "source"_a.none(), "allow_pickle"_a,
           "A new dict (source None), the dict a handle names, or the dict in a shoal._shoal.Heap "
           "(IncompatibleSegmentError when the heap holds no dict).")
@@ -524,54 +469,26 @@ void register_dict(nb::module_& m) {
           "_list", [](PyDict& d, int mode) { return items_list(d, mode); }, "mode"_a,
           "One walk as a list: 0 keys, 1 values, 2 (key, value) pairs.")
       .def(
-          "_lock",
-          [](PyDict& d, bool block, double timeout) {
-            if (std::isnan(timeout)) throw InvalidArgumentError("acquire(): timeout is NaN");
-            return static_cast<int>(take_lock(d.d, block, timeout));
-          },
-          "block"_a, "timeout"_a,
-          "Take the write lock: 0 taken, 1 taken from a dead holder, 2 timed out. timeout < 0: "
-          "none.")
-      .def("_unlock", [](PyDict& d) { d.d.unlock(); }, "Release the write lock once.")
-      .def_prop_ro(
-          "_lock_depth", [](const PyDict& d) { return d.d.lock_depth(); },
-          "This thread's recursion depth on the write lock (0: not held).")
-      .def(
-          "send_handle", [](const PyDict& d) { return send_handle(d.d.heap().root_segment()); },
-          "The handle pickling writes (held inside shoal.hold, else pinned).")
-      .def(
-          "handle", [](const PyDict& d, bool pin) { return d.d.handle(pin); }, "pin"_a = true,
-          "A handle naming this dict, for shoal.attach in any process of the session.")
-      .def(
-          "segment", [](const PyDict& d) { return PySegment{d.d.heap().root_segment()}; },
-          "The dict's root segment (what shoal.hold holds).")
-      .def(
           "_stats",
           [](const PyDict& d) {
             const DictStats s = d.d.stats();
-            nb::dict r;
-            r["size"] = s.size;
-            r["capacity"] = s.capacity;
+            nb::dict r = stats_dict(s);
             r["slots"] = s.slots;
-            r["recoveries"] = s.recoveries;
             r["resizes"] = s.resizes;
-            r["heap_live_bytes"] = s.heap_live_bytes;
-            r["heap_reserved_bytes"] = s.heap_reserved_bytes;
             return r;
           },
           "Counters of the dict and its heap.")
       .def(
           "_check",
           [](PyDict& d) {
-            DictReport r;
-            {
-              nb::gil_scoped_release nogil;
-              r = d.d.check();
-            }
+            const DictReport r = check_without_gil(d.d);
             return nb::make_tuple(r.size, r.entries, r.node_blocks);
           },
           "Takes the lock (repairing a dead writer's operation) and checks every invariant "
           "(CorruptSegmentError names the first failure): (size, entries, node blocks).");
+  def_lock_and_handle<&PyDict::d>(
+      cls, "A handle naming this dict, for shoal.attach in any process of the session.",
+      "The dict's root segment (what shoal.hold holds).");
 }
 
 }  // namespace shoal::py

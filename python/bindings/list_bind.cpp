@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "container_bind.hpp"
 #include "items.hpp"
 #include "shoal/heap.hpp"
 #include "shoal/list.hpp"
@@ -44,65 +45,23 @@ struct PyList {
   HeldRefs held;  // the nested objects this object handed out (refs.hpp)
 };
 
-// The PyList of `self`, or nullptr with TypeError set (a subclass whose __init__ did not call
-// super().__init__()).
+// The PyList of `self`, or nullptr with TypeError set (bindings.hpp).
 [[gnu::always_inline]] inline PyList* list_of(PyObject* self) noexcept {
-  if (!nb::inst_ready(self)) {
-    PyErr_Format(PyExc_TypeError,
-                 "%s object is not initialised: its __init__ must call super().__init__()",
-                 Py_TYPE(self)->tp_name);
-    return nullptr;
-  }
-  return nb::inst_ptr<PyList>(self);
-}
-
-// Takes the list's lock: the try with the GIL held, then (taken by another process) the
-// interruptible wait without the GIL; a signal handler's exception (Ctrl-C) propagates with
-// nothing taken. timeout < 0: none. Returns kOk, kOwnerDied or kTimeout; may throw.
-SyncStatus take_lock(List& l, bool block, double timeout) {
-  SyncStatus s = l.lock(Deadline{0}, false);
-  if (s != SyncStatus::kTimeout || !block || timeout == 0) return s;
-  const Deadline dl = timeout < 0 ? Deadline::never() : Deadline::after(timeout);
-  for (;;) {
-    {
-      nb::gil_scoped_release nogil;
-      s = l.lock(dl, true);
-    }
-    if (s != SyncStatus::kInterrupted) return s;
-    if (PyErr_CheckSignals() != 0) throw nb::python_error();
-  }
-}
-
-int warn_owner_died() noexcept {
-  return PyErr_WarnEx(g_owner_died_warning,
-                      "shoal.List: a writer died holding the list's lock; its last single "
-                      "operation was completed or rolled back (a compound update it made under "
-                      "l.lock is not rolled back)",
-                      1);
+  return ready_inst<PyList>(self);
 }
 
 // Runs f() (which may throw) under the list's lock: 0, or -1 with the error set.
 template <class F>
 int write_locked(PyList* pl, F&& f) noexcept {
-  try {
-    const SyncStatus s = take_lock(pl->l, true, -1.0);
-    if (s == SyncStatus::kOwnerDied && warn_owner_died() != 0) {
-      pl->l.unlock();
-      return -1;
-    }
-    try {
-      f();
-    } catch (...) {
-      pl->l.unlock();
-      throw;
-    }
-    pl->l.unlock();
-    pl->held.clear();  // a write may have removed what this object held
-    return 0;
-  } catch (...) {
-    set_error_from_current_exception();
+  if (write_locked_core(pl->l, g_owner_died_warning,
+                        "shoal.List: a writer died holding the list's lock; its last single "
+                        "operation was completed or rolled back (a compound update it made "
+                        "under l.lock is not rolled back)",
+                        std::forward<F>(f)) != 0) {
     return -1;
   }
+  pl->held.clear();  // a write may have removed what this object held
+  return 0;
 }
 
 // The values of a Python iterable as Items: 0, or -1 with the error set.
@@ -369,23 +328,12 @@ void register_list(nb::module_& m) {
                          "An iterator over a shoal.List (private): by index, weakly consistent "
                          "across processes.");
 
-  nb::class_<PyList>(m, "ListCore", nb::type_slots(list_slots), nb::is_weak_referenceable(),
-                     "The C++ shoal::List behind shoal.List (private): its hot methods, in C.")
-      .def(
-          "__init__",
-          [](PyList* self, nb::handle source, bool allow_pickle) {
-            List l;
-            if (source.is_none()) {
-              nb::gil_scoped_release nogil;
-              l = List::create();
-            } else if (nb::isinstance<Heap>(source)) {
-              l = List::attach(nb::cast<Heap>(source));
-            } else {
-              const std::string handle = nb::cast<std::string>(source);
-              nb::gil_scoped_release nogil;
-              l = List::attach(handle);
-            }
-            PyList* pl = new (self) PyList{std::move(l), allow_pickle, HeldRefs{}};
+  nb::class_<PyList> cls(m, "ListCore", nb::type_slots(list_slots), nb::is_weak_referenceable(),
+                         "The C++ shoal::List behind shoal.List (private): its hot methods, in C.");
+  cls.def(
+         "__init__",
+         [](PyList* self, nb::handle source, bool allow_pickle) {
+           PyList* pl = new (self) PyList{open_container<List>(source), allow_pickle, HeldRefs{}};
             const List* lp = &pl->l;  // lives as long as the held objects (both in *pl)
             pl->held.size = [lp] { return lp->size(); };
             pl->held.names = [lp](std::vector<Id128>* ids) {
@@ -453,53 +401,25 @@ void register_list(nb::module_& m) {
           },
           "values"_a, "Replace every element by the values of a sequence, in one step.")
       .def(
-          "_lock",
-          [](PyList& l, bool block, double timeout) {
-            if (std::isnan(timeout)) throw InvalidArgumentError("acquire(): timeout is NaN");
-            return static_cast<int>(take_lock(l.l, block, timeout));
-          },
-          "block"_a, "timeout"_a,
-          "Take the write lock: 0 taken, 1 taken from a dead holder, 2 timed out. timeout < 0: "
-          "none.")
-      .def("_unlock", [](PyList& l) { l.l.unlock(); }, "Release the write lock once.")
-      .def_prop_ro(
-          "_lock_depth", [](const PyList& l) { return l.l.lock_depth(); },
-          "This thread's recursion depth on the write lock (0: not held).")
-      .def(
-          "send_handle", [](const PyList& l) { return send_handle(l.l.heap().root_segment()); },
-          "The handle pickling writes (held inside shoal.hold, else pinned).")
-      .def(
-          "handle", [](const PyList& l, bool pin) { return l.l.handle(pin); }, "pin"_a = true,
-          "A handle naming this list, for shoal.attach in any process of the session.")
-      .def(
-          "segment", [](const PyList& l) { return PySegment{l.l.heap().root_segment()}; },
-          "The list's root segment (what shoal.hold holds).")
-      .def(
           "_stats",
           [](const PyList& l) {
             const ListStats s = l.l.stats();
-            nb::dict r;
-            r["size"] = s.size;
-            r["capacity"] = s.capacity;
-            r["recoveries"] = s.recoveries;
+            nb::dict r = stats_dict(s);
             r["replaces"] = s.replaces;
-            r["heap_live_bytes"] = s.heap_live_bytes;
-            r["heap_reserved_bytes"] = s.heap_reserved_bytes;
             return r;
           },
           "Counters of the list and its heap.")
       .def(
           "_check",
           [](PyList& l) {
-            ListReport r;
-            {
-              nb::gil_scoped_release nogil;
-              r = l.l.check();
-            }
+            const ListReport r = check_without_gil(l.l);
             return nb::make_tuple(r.size, r.capacity, r.node_blocks);
           },
           "Takes the lock (repairing a dead writer's operation) and checks every invariant "
           "(CorruptSegmentError names the first failure): (size, capacity, node blocks).");
+  def_lock_and_handle<&PyList::l>(
+      cls, "A handle naming this list, for shoal.attach in any process of the session.",
+      "The list's root segment (what shoal.hold holds).");
 }
 
 }  // namespace shoal::py

@@ -84,13 +84,7 @@ struct PyQueueBlock {
 PyTypeObject* g_block_type = nullptr;
 
 [[gnu::always_inline]] inline PyQueue* queue_of(PyObject* self) noexcept {
-  if (!nb::inst_ready(self)) {
-    PyErr_Format(PyExc_TypeError,
-                 "%s object is not initialised: its __init__ must call super().__init__()",
-                 Py_TYPE(self)->tp_name);
-    return nullptr;
-  }
-  return nb::inst_ptr<PyQueue>(self);
+  return ready_inst<PyQueue>(self);
 }
 
 // timeout: None (block for ever) or seconds (0: do not wait). -1 with an error set for a bad one.

@@ -154,12 +154,8 @@ struct PyLock {
 // name, its policy): `self`'s own, or its given lock's. nullptr with TypeError set when
 // SyncLock.__init__ never ran (a subclass whose __init__ did not call it).
 [[gnu::always_inline]] inline PyLock* lock_of(PyObject* self, PyObject** owner) noexcept {
-  if (!nb::inst_ready(self)) {
-    PyErr_Format(PyExc_TypeError, "%s object is not initialised: its __init__ must call "
-                 "super().__init__()", Py_TYPE(self)->tp_name);
-    return nullptr;
-  }
-  PyLock* l = nb::inst_ptr<PyLock>(self);
+  PyLock* l = ready_inst<PyLock>(self);
+  if (l == nullptr) return nullptr;
   if (!l->given.is_valid()) {
     *owner = self;
     return l;
