@@ -195,6 +195,25 @@ std::pair<uint64_t, const Header*> attached_header(const Heap& heap, const char*
   return {top, h};
 }
 
+/// stats()'s counters that both containers keep: the recoveries in the header's stats and the
+/// heap's bytes.
+template <class Stats, class Header>
+void recovery_and_heap_stats(Stats& s, const Header* h, const Heap& heap) {
+  s.recoveries = h->stats.recoveries.load(std::memory_order_relaxed);
+  const HeapStats hs = heap.stats();
+  s.heap_live_bytes = hs.live_bytes;
+  s.heap_reserved_bytes = hs.reserved_bytes;
+}
+
+/// check()'s first rule, under the lock after lock() repaired a dead writer's operation: no
+/// intent is left pending (`idle`: the container's idle op). `rule` ("D7", "L6") names it.
+template <class Header>
+void check_no_intent(const Header* h, uint32_t idle, const char* who, const char* rule) {
+  if (h->intent.op.load(std::memory_order_acquire) != idle) {
+    corrupt_in(who, std::string(rule) + ": an intent is pending after recovery");
+  }
+}
+
 /// check()'s heap side, the container at rest under its lock: no pending block, and exactly
 /// the header, the array or table, and `node_blocks` used. `rule` names the invariant ("D8",
 /// "L7"), `who` the container; CorruptSegmentError otherwise.

@@ -778,20 +778,15 @@ DictStats Dict::stats() const {
     const TableView t = containers::open_table(heap_, h->table.load(std::memory_order_acquire));
     return std::make_tuple(layout::dict_used(t.counts()), t.capacity, t.slots());
   });
-  s.recoveries = h->stats.recoveries.load(std::memory_order_relaxed);
   s.resizes = h->stats.resizes.load(std::memory_order_relaxed);
-  const HeapStats hs = heap_.stats();
-  s.heap_live_bytes = hs.live_bytes;
-  s.heap_reserved_bytes = hs.reserved_bytes;
+  containers::recovery_and_heap_stats(s, h, heap_);
   return s;
 }
 
 DictReport Dict::check() {
   WriteScope g(*this);  // lock() has repaired a dead writer's operation
   const DictHeader* h = header_of(heap_, top_);
-  if (h->intent.op.load(std::memory_order_acquire) != layout::kDictIdle) {
-    containers::corrupt("D7: an intent is pending after recovery");
-  }
+  containers::check_no_intent(h, layout::kDictIdle, "dict", "D7");
   const containers::StructureReport s = containers::check_structure(heap_, top_);
   DictReport r;
   r.size = s.used;

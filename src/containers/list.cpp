@@ -715,20 +715,15 @@ ListStats List::stats() const {
     const ArrayView a = containers::open_array(heap_, h->array.load(std::memory_order_acquire));
     return std::make_tuple(containers::checked_size(a), a.capacity);
   });
-  s.recoveries = h->stats.recoveries.load(std::memory_order_relaxed);
   s.replaces = h->stats.replaces.load(std::memory_order_relaxed);
-  const HeapStats hs = heap_.stats();
-  s.heap_live_bytes = hs.live_bytes;
-  s.heap_reserved_bytes = hs.reserved_bytes;
+  containers::recovery_and_heap_stats(s, h, heap_);
   return s;
 }
 
 ListReport List::check() {
   WriteScope g(*this);  // lock() has repaired a dead writer's operation
   const ListHeader* h = header_of(heap_, top_);
-  if (h->intent.op.load(std::memory_order_acquire) != layout::kListIdle) {
-    containers::list_corrupt("L6: an intent is pending after recovery");
-  }
+  containers::check_no_intent(h, layout::kListIdle, "list", "L6");
   const containers::ListStructureReport s = containers::check_list_structure(heap_, top_);
   ListReport r;
   r.size = s.size;
