@@ -30,20 +30,9 @@ namespace shoal {
 namespace {
 
 using test::ChildProcess;
+using test::release_struct;
+using test::shared_struct;
 using test::ScopedRuntimeDir;
-
-// Anonymous shared memory a test and its forked children both write (not a shoal object).
-template <class T>
-T* shared_struct() {
-  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) std::abort();
-  return new (p) T();
-}
-template <class T>
-void release_struct(T* p) {
-  p->~T();
-  ::munmap(p, sizeof(T));
-}
 
 using Contents = std::vector<Item>;
 

@@ -1,6 +1,7 @@
 // tests/cpp/support/test_support.hpp — what every C++ test that touches a session needs.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include <pthread.h>
@@ -8,7 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +35,20 @@ class ScopedRuntimeDir {
  private:
   std::string path_;
 };
+
+/// Anonymous shared memory a test and its forked children both write (not a shoal object): a
+/// T constructed in a MAP_SHARED page; release_struct destroys and unmaps it.
+template <class T>
+T* shared_struct() {
+  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) std::abort();
+  return new (p) T();
+}
+template <class T>
+void release_struct(T* p) {
+  p->~T();
+  ::munmap(p, sizeof(T));
+}
 
 /// A forked child running `fn`; its exit code is fn's return value (an exception: 99).
 class ChildProcess {
