@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "container_fuzz.hpp"
 #include "containers/list_core.hpp"
 
 namespace layout = shoal::layout;
@@ -18,17 +19,8 @@ namespace c = shoal::containers;
 
 namespace {
 
-constexpr uint64_t kBytes = 64 * 1024;
-
-struct BufferMem {
-  std::byte* base;
-  std::byte* at(uint64_t ref, uint64_t len) const {
-    if (ref == 0 || ref > kBytes || len > kBytes - ref) {
-      shoal::throw_error(shoal::Errc::kCorrupt, "fuzz: outside the buffer");
-    }
-    return base + ref;
-  }
-};
+using shoal::fuzz::BufferMem;
+using shoal::fuzz::kBytes;
 
 shoal::Item item_for(uint8_t sel, uint64_t i) {
   switch (sel % 7) {
@@ -80,10 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto storage = std::make_unique<uint64_t[]>(kBytes / 8);  // zeroed, 8-byte aligned
   auto* buf = reinterpret_cast<std::byte*>(storage.get());
   const uint64_t used = build(buf, data, size);
-  for (size_t i = used; i + 3 <= size; i += 3) {
-    const uint64_t off = (uint64_t{data[i]} | uint64_t{data[i + 1]} << 8) % kBytes;
-    buf[off] ^= static_cast<std::byte>(data[i + 2]);
-  }
+  shoal::fuzz::patch(buf, data, size, used);
   const BufferMem mem{buf};
   try {
     (void)c::check_list_structure(mem, 64);
