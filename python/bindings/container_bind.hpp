@@ -79,6 +79,23 @@ C open_container(nanobind::handle source) {
   return C::attach(handle);
 }
 
+/// Py_tp_traverse of a container class (Py has a HeldRefs `held`). Our own: nanobind's
+/// (installed for a weak-referenceable type) reads tp_dictoffset, which is -1 (a managed dict)
+/// for a Python subclass on 3.11+: a wild read during GC.
+template <class Py>
+int held_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (nanobind::inst_ready(self)) return nanobind::inst_ptr<Py>(self)->held.traverse(visit, arg);
+  return 0;
+}
+
+/// Py_tp_clear: the GC breaks a cycle through held objects (a container that holds itself).
+template <class Py>
+int held_clear(PyObject* self) {
+  if (nanobind::inst_ready(self)) nanobind::inst_ptr<Py>(self)->held.clear();
+  return 0;
+}
+
 /// The counters both containers' stats have, as a dict (the caller adds its own).
 template <class Stats>
 nanobind::dict stats_dict(const Stats& s) {

@@ -389,22 +389,9 @@ PyMethodDef dict_methods[] = {
      "clear($self, /)\n--\n\nRemove every item. Atomic across processes."},
     {nullptr, nullptr, 0, nullptr}};
 
-// Our own traverse: nanobind's (installed for a weak-referenceable type) reads tp_dictoffset,
-// which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
-int dict_traverse(PyObject* self, visitproc visit, void* arg) {
-  Py_VISIT(Py_TYPE(self));
-  if (nb::inst_ready(self)) return nb::inst_ptr<PyDict>(self)->held.traverse(visit, arg);
-  return 0;
-}
-
-// The GC breaks a cycle through held objects (a dict that holds itself) here.
-int dict_clear_refs(PyObject* self) {
-  if (nb::inst_ready(self)) nb::inst_ptr<PyDict>(self)->held.clear();
-  return 0;
-}
-
-PyType_Slot dict_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dict_traverse)},
-                            {Py_tp_clear, reinterpret_cast<void*>(dict_clear_refs)},
+// Traverse and clear: container_bind.hpp (a dict that holds itself is a cycle the GC breaks).
+PyType_Slot dict_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(held_traverse<PyDict>)},
+                            {Py_tp_clear, reinterpret_cast<void*>(held_clear<PyDict>)},
                             {Py_mp_length, reinterpret_cast<void*>(dict_len)},
                             {Py_mp_subscript, reinterpret_cast<void*>(dict_getitem)},
                             {Py_mp_ass_subscript, reinterpret_cast<void*>(dict_setitem)},

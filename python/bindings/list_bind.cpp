@@ -282,22 +282,9 @@ PyMethodDef list_methods[] = {
      "processes."},
     {nullptr, nullptr, 0, nullptr}};
 
-// Our own traverse: nanobind's (installed for a weak-referenceable type) reads tp_dictoffset,
-// which is -1 (a managed dict) for a Python subclass on 3.11+: a wild read during GC.
-int list_traverse(PyObject* self, visitproc visit, void* arg) {
-  Py_VISIT(Py_TYPE(self));
-  if (nb::inst_ready(self)) return nb::inst_ptr<PyList>(self)->held.traverse(visit, arg);
-  return 0;
-}
-
-// The GC breaks a cycle through held objects (a list that holds itself) here.
-int list_clear_refs(PyObject* self) {
-  if (nb::inst_ready(self)) nb::inst_ptr<PyList>(self)->held.clear();
-  return 0;
-}
-
-PyType_Slot list_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(list_traverse)},
-                            {Py_tp_clear, reinterpret_cast<void*>(list_clear_refs)},
+// Traverse and clear: container_bind.hpp (a list that holds itself is a cycle the GC breaks).
+PyType_Slot list_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(held_traverse<PyList>)},
+                            {Py_tp_clear, reinterpret_cast<void*>(held_clear<PyList>)},
                             {Py_mp_length, reinterpret_cast<void*>(list_len)},
                             {Py_sq_length, reinterpret_cast<void*>(list_len)},
                             {Py_mp_subscript, reinterpret_cast<void*>(list_getitem)},

@@ -575,7 +575,7 @@ class DictWriter : containers::ItemBlocks<detail::dict_kill_at> {
 
 namespace {
 // Holds the dict's lock for one write (recursively when the caller holds it already).
-using WriteScope = containers::WriteScope<Dict>;
+using WriteScope = Dict::Guard;
 }  // namespace
 
 // ---- creation and attach --------------------------------------------------------------------

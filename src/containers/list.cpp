@@ -523,7 +523,7 @@ class ListWriter : containers::ItemBlocks<detail::list_kill_at> {
 namespace {
 
 // Holds the list's lock for one write (recursively when the caller holds it already).
-using WriteScope = containers::WriteScope<List>;
+using WriteScope = List::Guard;
 
 // Runs f(writer) under the lock; an operation that throws half-way is repaired at once by this
 // process (repair_on_throw).

@@ -1,7 +1,7 @@
 // src/containers/write_lock.hpp — taking a container's write lock, shared by shoal::Dict and
 // shoal::List: the robust recursive lock in the container's header, and, when this thread
-// enters it first, the repair of a dead (or failed) writer's operation; the scope that holds it
-// for one write, and the release that refuses a thread that does not hold it.
+// enters it first, the repair of a dead (or failed) writer's operation; and the release that
+// refuses a thread that does not hold it.
 #pragma once
 
 #include <string>
@@ -40,20 +40,6 @@ SyncStatus lock_and_repair(layout::RecursiveMutexState* state, Heap& heap, Deadl
   return r.value() == sync::Locked::kOwnerDied || repaired ? SyncStatus::kOwnerDied
                                                             : SyncStatus::kOk;
 }
-
-/// Holds a container's lock (C: Dict, List) for one write, recursively when the caller holds
-/// it already; released when the scope ends, a throw included.
-template <class C>
-class WriteScope {
- public:
-  explicit WriteScope(C& c) : c_(c) { c_.lock(); }
-  ~WriteScope() { c_.unlock(); }
-  WriteScope(const WriteScope&) = delete;
-  WriteScope& operator=(const WriteScope&) = delete;
-
- private:
-  C& c_;
-};
 
 /// Releases the lock at `state` once: InvalidArgumentError naming `what` (the method, e.g.
 /// "Dict::unlock") and `who` when the calling thread does not hold it.
