@@ -244,6 +244,7 @@ class Waiter {
   bool wait(std::atomic<uint32_t>& word) noexcept {
     if (!spun_) {
       spun_ = true;
+      spin_start_ns_ = platform::monotonic_ns();
       // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
       // Bounded by the deadline too: a put or get with a timeout never spins past it.
       (void)g_spin.spin([&] { return word.load(std::memory_order_acquire) != seen_; },
@@ -257,6 +258,14 @@ class Waiter {
     if (r.has_value() && r.value() == platform::FutexWait::kInterrupted && interruptible_) {
       return false;
     }
+    // The first sleep of the operation ended by the peer (not a timed-out slice): tell the
+    // budget how long after the spin began that was (AdaptiveSpin::woken_after).
+    if (!slept_ && r.has_value() &&
+        (r.value() == platform::FutexWait::kWoken ||
+         r.value() == platform::FutexWait::kValueChanged)) {
+      g_spin.woken_after(platform::monotonic_ns() - spin_start_ns_);
+    }
+    slept_ = true;
     return true;
   }
 
@@ -266,6 +275,8 @@ class Waiter {
   platform::Deadline deadline_;
   bool interruptible_;
   bool spun_ = false;
+  bool slept_ = false;
+  uint64_t spin_start_ns_ = 0;
   uint32_t seen_ = 0;
   uint64_t slice_ = kFirstSliceNs;
 };

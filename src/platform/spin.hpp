@@ -86,6 +86,20 @@ class AdaptiveSpin {
     return seen;
   }
 
+  /// A spin of this call site ran out, the caller then slept, and the change it waited for
+  /// woke it `waited_ns` after the spin began. When that is within max_ns, a spin of max_ns
+  /// would have caught it without a sleep, so the budget doubles. Without this a budget that has
+  /// fallen to min_ns (the peer was idle or preempted for a while) could only grow back through
+  /// a change seen within min_ns; a ping-pong whose replies take longer than that (a Python
+  /// peer's round is several us) would sleep on every hand-off for ever, both sides at min_ns.
+  /// waited_ns includes the sleeper's wake-up latency, so this errs towards spinning: spins
+  /// that then fail halve the budget again.
+  void woken_after(uint64_t waited_ns) noexcept {
+    if (waited_ns > max_ns_) return;
+    const uint64_t budget = budget_ns_.load(std::memory_order_relaxed);
+    budget_ns_.store(std::min(max_ns_, budget * 2), std::memory_order_relaxed);
+  }
+
   /// The budget the next spin gets.
   uint64_t budget_ns() const noexcept { return budget_ns_.load(std::memory_order_relaxed); }
 

@@ -122,5 +122,20 @@ TEST(AdaptiveSpin, ASpinCutShortByTheDeadlineLeavesTheBudget) {
   EXPECT_EQ(s.budget_ns(), 60'000'000'000u);
 }
 
+TEST(AdaptiveSpin, AWakeWithinTheCapDoublesTheBudgetAndALaterOneLeavesIt) {
+  // A budget at its floor grows back through wakes that a spin of max_ns would have caught,
+  // not only through spins that succeed within the floor.
+  AdaptiveSpin s(1'000'000, 8'000'000);  // 1 ms .. 8 ms
+  for (int i = 0; i < 3; ++i) (void)s.spin([] { return false; }, Deadline::never());
+  EXPECT_EQ(s.budget_ns(), 1'000'000u);
+  s.woken_after(8'000'001);  // later than any spin would wait: nothing learnt
+  EXPECT_EQ(s.budget_ns(), 1'000'000u);
+  const uint64_t want[] = {2'000'000, 4'000'000, 8'000'000, 8'000'000};
+  for (uint64_t w : want) {
+    s.woken_after(8'000'000);
+    EXPECT_EQ(s.budget_ns(), w);
+  }
+}
+
 }  // namespace
 }  // namespace shoal::platform
