@@ -23,7 +23,8 @@ Measures, in one run, interleaved, with medians and spreads over 3 repetitions:
    ``SHOAL_BENCH_POOL_SEED_N``, ``SHOAL_BENCH_POOL_SEED_TASKS``.
 1. N trivial tasks (``abs``; N = 10**5, ``--quick``: 10**4; knob ``SHOAL_BENCH_POOL_TASKS``)
    through ``map`` and ``imap_unordered`` on warm 2-worker pools (fork), with the default
-   chunk size and with a tuned one (1000): shoal.Pool, multiprocessing.Pool,
+   chunk size and with a tuned one (1000), and shoal.Pool's ``map`` with ``progress=True`` (the
+   bar drawn into a buffer): shoal.Pool, multiprocessing.Pool,
    concurrent.futures.ProcessPoolExecutor (``map``; it has no ``imap_unordered``), mpire's
    WorkerPool and loky's executor (where they install);
 2. the start-up time of a 2-worker pool under each start method: from the constructor to the
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import functools
 import gc
+import io
 import math
 import multiprocessing as mp
 import pickle
@@ -587,11 +590,22 @@ def _check(got: Any, n: int) -> None:
         raise AssertionError("a pool lost or changed a task's result")
 
 
+def _with_progress(call: Callable[[], Any], n: int) -> None:
+    # The bar (tqdm's when installed) is drawn as it would be on a terminal, into a buffer, so
+    # that the row costs what a user's bar costs and the bench's output stays readable.
+    with contextlib.redirect_stderr(io.StringIO()):
+        _check(call(), n)
+
+
 def _task_ways(pools: dict[str, Any], n: int) -> list[Way]:
     items = range(n)
     sh, mpp, ppe = pools["shoal"], pools["mp"], pools["ppe"]
     ways = [
         Way("shoal.Pool.map, default", lambda: _check(sh.map(abs, items), n)),
+        Way(
+            "shoal.Pool.map, default, progress=True (the bar drawn into a buffer)",
+            lambda: _with_progress(lambda: sh.map(abs, items, progress=True), n),
+        ),
         Way(
             "shoal.Pool.imap_unordered, default",
             lambda: _check(sh.imap_unordered(abs, items), n),
