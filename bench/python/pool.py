@@ -22,7 +22,7 @@ Measures, in one run, interleaved, with medians and spreads over 3 repetitions:
    cache), and the machine's Shmem growth. ``--quick``: C and T a 16th. Knobs
    ``SHOAL_BENCH_POOL_SEED_N``, ``SHOAL_BENCH_POOL_SEED_TASKS``.
 1. N trivial tasks (``abs``; N = 10**5, ``--quick``: 10**4; knob ``SHOAL_BENCH_POOL_TASKS``)
-   through ``map`` and ``imap_unordered`` on warm 2-worker pools (fork), with the default
+   through ``map``, ``imap`` and ``imap_unordered`` on warm 2-worker pools (fork), with the default
    chunk size and with a tuned one (1000), and shoal.Pool's ``map`` with ``progress=True`` (the
    bar drawn into a buffer): shoal.Pool, multiprocessing.Pool,
    concurrent.futures.ProcessPoolExecutor (``map``; it has no ``imap_unordered``), mpire's
@@ -610,6 +610,7 @@ def _task_ways(pools: dict[str, Any], n: int) -> list[Way]:
             "shoal.Pool.imap_unordered, default",
             lambda: _check(sh.imap_unordered(abs, items), n),
         ),
+        Way("shoal.Pool.imap, default", lambda: _check(sh.imap(abs, items), n)),
         Way(f"shoal.Pool.map, chunksize={TUNED}", lambda: _check(sh.map(abs, items, TUNED), n)),
         Way(
             f"shoal.Pool.imap_unordered, chunksize={TUNED}",
@@ -619,6 +620,10 @@ def _task_ways(pools: dict[str, Any], n: int) -> list[Way]:
         Way(
             "multiprocessing.Pool.imap_unordered, default (chunksize 1)",
             lambda: _check(mpp.imap_unordered(abs, items), n),
+        ),
+        Way(
+            "multiprocessing.Pool.imap, default (chunksize 1)",
+            lambda: _check(mpp.imap(abs, items), n),
         ),
         Way(
             f"multiprocessing.Pool.imap_unordered, chunksize={TUNED}",
