@@ -233,7 +233,7 @@ class Waiter {
 
   // Under the lock: note the word's value; announce a sleeper unless this round spins.
   void prepare(std::atomic<uint32_t>& word) noexcept {
-    if (!spun_) {
+    if (!spin_.spun()) {
       seen_ = word.load(std::memory_order_relaxed);
     } else {
       seen_ = word.fetch_or(kSeqWaiters, std::memory_order_relaxed) | kSeqWaiters;
@@ -242,13 +242,11 @@ class Waiter {
 
   // After unlocking.
   bool wait(std::atomic<uint32_t>& word) noexcept {
-    if (!spun_) {
-      spun_ = true;
-      spin_start_ns_ = platform::monotonic_ns();
+    if (!spin_.spun()) {
       // Acquire: pairs with bump()'s release (the caller re-takes the lock before reading).
       // Bounded by the deadline too: a put or get with a timeout never spins past it.
-      (void)g_spin.spin([&] { return word.load(std::memory_order_acquire) != seen_; },
-                        deadline_);
+      (void)spin_.spin([&] { return word.load(std::memory_order_acquire) != seen_; },
+                       deadline_);
       return true;  // changed: look again; unchanged: sleep next round, announced
     }
     platform::Deadline end = platform::Deadline::after_ns(slice_);
@@ -258,14 +256,7 @@ class Waiter {
     if (r.has_value() && r.value() == platform::FutexWait::kInterrupted && interruptible_) {
       return false;
     }
-    // The first sleep of the operation ended by the peer (not a timed-out slice): tell the
-    // budget how long after the spin began that was (AdaptiveSpin::woken_after).
-    if (!slept_ && r.has_value() &&
-        (r.value() == platform::FutexWait::kWoken ||
-         r.value() == platform::FutexWait::kValueChanged)) {
-      g_spin.woken_after(platform::monotonic_ns() - spin_start_ns_);
-    }
-    slept_ = true;
+    spin_.slept(r);
     return true;
   }
 
@@ -274,9 +265,7 @@ class Waiter {
  private:
   platform::Deadline deadline_;
   bool interruptible_;
-  bool spun_ = false;
-  bool slept_ = false;
-  uint64_t spin_start_ns_ = 0;
+  platform::SpinWait spin_{g_spin};
   uint32_t seen_ = 0;
   uint64_t slice_ = kFirstSliceNs;
 };

@@ -111,4 +111,40 @@ class AdaptiveSpin {
   std::atomic<uint64_t> budget_ns_;
 };
 
+/// One wait's use of an AdaptiveSpin: it spins once, before its first sleep, and its first
+/// futex sleep that the peer ends (woken, or the word changed before it slept) tells the budget
+/// how long after the spin began that came (AdaptiveSpin::woken_after). A timed-out slice, an
+/// interruption or an error says nothing about the peer. What the queue's waiters and the
+/// robust mutex both keep per operation.
+class SpinWait {
+ public:
+  explicit SpinWait(AdaptiveSpin& budget) noexcept : budget_(budget) {}
+
+  /// Whether spin() has run for this wait.
+  bool spun() const noexcept { return spun_; }
+
+  /// AdaptiveSpin::spin, noting when it began.
+  template <class Ready>
+  bool spin(Ready&& ready, Deadline deadline) noexcept {
+    spun_ = true;
+    start_ns_ = monotonic_ns();
+    return budget_.spin(ready, deadline);
+  }
+
+  /// After each futex sleep of the wait, with what futex_wait returned.
+  void slept(const Result<FutexWait>& r) noexcept {
+    if (!slept_ && spun_ && r.has_value() &&
+        (r.value() == FutexWait::kWoken || r.value() == FutexWait::kValueChanged)) {
+      budget_.woken_after(monotonic_ns() - start_ns_);
+    }
+    slept_ = true;
+  }
+
+ private:
+  AdaptiveSpin& budget_;
+  bool spun_ = false;
+  bool slept_ = false;
+  uint64_t start_ns_ = 0;
+};
+
 }  // namespace shoal::platform

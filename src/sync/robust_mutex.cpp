@@ -166,9 +166,7 @@ Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline
   uint32_t mine = me;
   uint64_t slice = kFirstSliceNs;
   bool check_holder = false;  // set after a slice that timed out
-  bool spun = false;
-  bool slept = false;
-  uint64_t spin_start_ns = 0;
+  platform::SpinWait spin(g_spin);
   for (;;) {
     if (!valid_pair(p)) return corrupt(&pair, p);
     const uint32_t v = layout::robust_state(p);
@@ -199,11 +197,9 @@ Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline
       return timed_out(holder, self_held, me);
     }
     check_holder = false;
-    if (!spun && !self_held) {
-      spun = true;
-      spin_start_ns = platform::monotonic_ns();
+    if (!spin.spun() && !self_held) {
       // Bounded by the caller's deadline too: a lock with a timeout never spins past it.
-      (void)g_spin.spin(
+      (void)spin.spin(
           [&] {
             p = pair.load(std::memory_order_relaxed);
             return layout::robust_state(p) == 0;
@@ -229,12 +225,8 @@ Result<Locked> lock_word(layout::RobustMutexWord* w, platform::Deadline deadline
     if (r.value() == platform::FutexWait::kTimedOut) {
       check_holder = true;
       slice = std::min(slice * 2, kMaxSliceNs);
-    } else if (!slept && spun && r.value() != platform::FutexWait::kInterrupted) {
-      // The first sleep, ended by an unlock: how long after the spin began it came tells the
-      // budget whether a longer spin would have caught it (AdaptiveSpin::woken_after).
-      g_spin.woken_after(platform::monotonic_ns() - spin_start_ns);
     }
-    slept = true;
+    spin.slept(r);  // the first sleep an unlock ended tells the budget when that came
     // kWoken, kValueChanged, kInterrupted (retried with the same deadline): read again.
     p = pair.load(std::memory_order_relaxed);
   }

@@ -137,5 +137,33 @@ TEST(AdaptiveSpin, AWakeWithinTheCapDoublesTheBudgetAndALaterOneLeavesIt) {
   }
 }
 
+TEST(SpinWait, OnlyTheFirstSleepThePeerEndedGrowsTheBudget) {
+  AdaptiveSpin s(1'000'000, 8'000'000);  // 1 ms .. 8 ms: the wakes below come within the cap
+  {
+    SpinWait w(s);
+    EXPECT_FALSE(w.spun());
+    EXPECT_FALSE(w.spin([] { return false; }, Deadline{0}));  // cut short: budget left as is
+    EXPECT_TRUE(w.spun());
+    w.slept(Result<FutexWait>(FutexWait::kTimedOut));  // a slice ran out: nothing learnt
+    w.slept(Result<FutexWait>(FutexWait::kWoken));     // not the wait's first sleep
+    EXPECT_EQ(s.budget_ns(), 8'000'000u);
+  }
+  for (int i = 0; i < 3; ++i) (void)s.spin([] { return false; }, Deadline::never());
+  EXPECT_EQ(s.budget_ns(), 1'000'000u);
+  for (FutexWait r : {FutexWait::kWoken, FutexWait::kValueChanged}) {
+    SpinWait w(s);
+    const uint64_t before = s.budget_ns();
+    (void)w.spin([] { return false; }, Deadline{0});
+    w.slept(Result<FutexWait>(r));
+    EXPECT_EQ(s.budget_ns(), before * 2);
+    w.slept(Result<FutexWait>(r));  // the second sleep of the same wait: nothing more
+    EXPECT_EQ(s.budget_ns(), before * 2);
+  }
+  SpinWait never_spun(s);
+  const uint64_t before = s.budget_ns();
+  never_spun.slept(Result<FutexWait>(FutexWait::kWoken));  // no spin began: nothing to time
+  EXPECT_EQ(s.budget_ns(), before);
+}
+
 }  // namespace
 }  // namespace shoal::platform
