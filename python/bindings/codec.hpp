@@ -64,7 +64,9 @@ inline Ref load_ref(const std::byte* p) {
 
 /// The Python pieces the codec calls, set once at import (shoal._frozen calls _frozen_init).
 struct Hooks {
-  PyObject* ndarray_type = nullptr;   // (numpy.ndarray, numpy.generic): arrays and scalars
+  // (numpy.ndarray, numpy.generic): arrays and scalars; set by numpy_leaf_types() once numpy
+  // is imported (shoal._frozen does not import it: see there)
+  PyObject* ndarray_type = nullptr;
   // a -> (descr, itemsize, shape, order, buffer) | None; order is 0 (C), 1 (F) or 2 (a numpy
   // scalar, shape ()), as layout::kNdOrder*
   PyObject* ndarray_parts = nullptr;
@@ -78,6 +80,35 @@ struct Hooks {
   PyObject* (*plain_copy)(PyObject*) = nullptr;
 };
 extern Hooks g_hooks;
+
+/// (numpy.ndarray, numpy.generic) once numpy is in sys.modules, else nullptr. shoal._frozen does
+/// not import numpy, so that a process that freezes and reads no array never loads it (a Pool
+/// worker reading a frozen dict of str, say); an object can only be an ndarray or a numpy scalar
+/// once numpy is imported, so nullptr means "not a numpy leaf". Found once, then kept.
+inline PyObject* numpy_leaf_types() {
+  if (g_hooks.ndarray_type != nullptr) return g_hooks.ndarray_type;
+  static PyObject* const name = PyUnicode_InternFromString("numpy");
+  if (name == nullptr) throw nb::python_error();
+  nb::object np = nb::steal(PyImport_GetModule(name));
+  if (!np.is_valid()) {
+    if (PyErr_Occurred()) throw nb::python_error();
+    return nullptr;
+  }
+  // numpy part-imported (this runs inside its import): not yet; try again next time.
+  PyObject* nd = PyObject_GetAttrString(np.ptr(), "ndarray");
+  PyObject* gen = nd != nullptr ? PyObject_GetAttrString(np.ptr(), "generic") : nullptr;
+  if (nd == nullptr || gen == nullptr) {
+    Py_XDECREF(nd);
+    PyErr_Clear();
+    return nullptr;
+  }
+  PyObject* types = PyTuple_Pack(2, nd, gen);
+  Py_DECREF(nd);
+  Py_DECREF(gen);
+  if (types == nullptr) throw nb::python_error();
+  g_hooks.ndarray_type = types;  // a strong reference for the life of the process
+  return types;
+}
 
 // ---- leaves: value -> Python ----------------------------------------------------------------
 /// The bytes of a kStr / kBytes / kBigInt / kPickle node, bounds-checked (DecodeError).
@@ -164,7 +195,7 @@ class Encoder {
     if (PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyDict_Check(o) || PyAnySet_Check(o)) {
       return container(o);
     }
-    if (g_hooks.ndarray_type != nullptr && PyObject_IsInstance(o, g_hooks.ndarray_type) == 1) {
+    if (PyObject* nd = numpy_leaf_types(); nd != nullptr && PyObject_IsInstance(o, nd) == 1) {
       if (auto r = ndarray(o)) return *r;
     }
     if (g_hooks.plain_copy != nullptr) {

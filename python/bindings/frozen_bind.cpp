@@ -36,7 +36,10 @@ void register_frozen(nb::module_& m) {
         set_view_classes(dict_cls, list_cls, tuple_cls, set_cls, ndarray_type, ndarray_parts,
                          ndarray_leaf, pickle_dumps, pickle_loads);
       },
-      "Wires the Python view classes and helpers in (shoal._frozen calls it once).");
+      "dict_cls"_a, "list_cls"_a, "tuple_cls"_a, "set_cls"_a, "ndarray_type"_a.none(),
+      "ndarray_parts"_a, "ndarray_leaf"_a, "pickle_dumps"_a, "pickle_loads"_a,
+      "Wires the Python view classes and helpers in (shoal._frozen calls it once; ndarray_type\n"
+      "None: numpy's types are found once numpy is imported).");
 
   m.def(
       "frozen_freeze",

@@ -854,7 +854,8 @@ void set_view_classes(nb::type_object dict_cls, nb::type_object list_cls,
   g.tuple_cls = check(tuple_cls, g_tuple_base);
   g.set_cls = check(set_cls, g_set_base);
   codec::Hooks& h = codec::g_hooks;
-  h.ndarray_type = ndarray_type.inc_ref().ptr();
+  // None: found when numpy is imported (codec::numpy_leaf_types).
+  if (!ndarray_type.is_none()) h.ndarray_type = ndarray_type.inc_ref().ptr();
   h.ndarray_parts = ndarray_parts.inc_ref().ptr();
   h.ndarray_leaf = ndarray_leaf.inc_ref().ptr();
   h.pickle_dumps = pickle_dumps.inc_ref().ptr();

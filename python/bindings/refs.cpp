@@ -19,6 +19,21 @@ namespace {
 PyObject* g_to_ref = nullptr;    // (value, allow_pickle) -> Segment | None; lives forever
 PyObject* g_from_ref = nullptr;  // Segment -> the Python object over it
 
+// Set by shoal._containers when it is imported. `import shoal` loads its submodules on first
+// use, so a process can reach a container's items before anything imported that module: import
+// it here then. Returns false with a Python error set when it cannot be imported.
+bool ensure_hooks() noexcept {
+  if (g_to_ref != nullptr && g_from_ref != nullptr) return true;
+  PyObject* mod = PyImport_ImportModule("shoal._containers");
+  if (mod == nullptr) return false;
+  Py_DECREF(mod);
+  if (g_to_ref == nullptr || g_from_ref == nullptr) {
+    PyErr_SetString(PyExc_ImportError, "shoal._containers did not set the container hooks");
+    return false;
+  }
+  return true;
+}
+
 // One Python object per shared object per process, while it lives: weak references by object
 // id (dead ones are pruned as the map grows).
 std::unordered_map<Id128, PyObject*, Id128Hash> g_cache;
@@ -164,7 +179,7 @@ int bigint_item(PyObject* o, Item* out) noexcept {
 }
 
 int ref_item(PyObject* o, bool allow_pickle, Item* out) noexcept {
-  if (g_to_ref == nullptr) return 0;
+  if (!ensure_hooks()) return -1;
   PyObject* args[] = {o, allow_pickle ? Py_True : Py_False};
   PyObject* seg = PyObject_Vectorcall(g_to_ref, args, 2, nullptr);
   if (seg == nullptr) return -1;
@@ -280,10 +295,7 @@ PyObject* ref_to_py(const Dict* d, const ObjectRef& r, HeldRefs* held) noexcept 
     }
     return c;
   }
-  if (g_from_ref == nullptr) {
-    PyErr_SetString(PyExc_RuntimeError, "shoal: container hooks are not set (import shoal)");
-    return nullptr;
-  }
+  if (!ensure_hooks()) return nullptr;
   try {
     if (!r.target.valid() && d == nullptr) throw InvalidArgumentError("an unmapped reference");
     Segment seg = r.target.valid() ? r.target : d->attach_ref(r);

@@ -7,16 +7,9 @@ this module only re-exports it.
 
 from __future__ import annotations
 
+import importlib
+
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
-from ._array import Array, empty, full, zeros
-from ._containers import Dict, List
-from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
-from ._hold import hold
-from ._kinds import attach
-from ._pipes import Connection, Pipe
-from ._pool import BrokenPoolError, Pool, ProcessPoolExecutor, WorkerDiedError
-from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
-from ._share import share
 from ._shoal import (
     AccessDeniedError,
     CorruptSegmentError,
@@ -34,17 +27,92 @@ from ._shoal import (
     ShoalTimeoutError,
     StaleHandleError,
 )
-from ._sync import (
-    Barrier,
-    BoundedSemaphore,
-    Condition,
-    Event,
-    Lock,
-    OwnerDiedWarning,
-    RLock,
-    Semaphore,
-    Value,
-)
+
+# The rest of the public names load on first use (PEP 562): a process that needs only part
+# of shoal -- a Pool worker under spawn or forkserver above all, which imports this package
+# before its first task -- does not pay for numpy and the other modules at start-up.
+# `shoal.X` and `from shoal import X` work as if imported here. What must stay true: every
+# name of __all__ is either imported above or listed here (test_api checks both ways).
+_LAZY: dict[str, str] = {
+    "Array": "_array",
+    "empty": "_array",
+    "full": "_array",
+    "zeros": "_array",
+    "Dict": "_containers",
+    "List": "_containers",
+    "FrozenDict": "_frozen",
+    "FrozenList": "_frozen",
+    "FrozenSet": "_frozen",
+    "FrozenTuple": "_frozen",
+    "freeze": "_frozen",
+    "load": "_frozen",
+    "save": "_frozen",
+    "hold": "_hold",
+    "attach": "_kinds",
+    "Connection": "_pipes",
+    "Pipe": "_pipes",
+    "BrokenPoolError": "_pool",
+    "Pool": "_pool",
+    "ProcessPoolExecutor": "_pool",
+    "WorkerDiedError": "_pool",
+    "EndOfStreamError": "_queues",
+    "JoinableQueue": "_queues",
+    "Queue": "_queues",
+    "SimpleQueue": "_queues",
+    "share": "_share",
+    "Barrier": "_sync",
+    "BoundedSemaphore": "_sync",
+    "Condition": "_sync",
+    "Event": "_sync",
+    "Lock": "_sync",
+    "OwnerDiedWarning": "_sync",
+    "RLock": "_sync",
+    "Semaphore": "_sync",
+    "Value": "_sync",
+}
+
+# The lazy names as type checkers see them. Not `if typing.TYPE_CHECKING:` (typing costs a spawn
+# worker 3 ms to import, and mypy analyses imports under TYPE_CHECKING after this module, where
+# the import cycle with shoal._shoal's stub, which names the errors as shoal.X, then hides the
+# classes derived from ShoalError): a plain False that type checkers do not evaluate.
+_FOR_TYPE_CHECKERS = False
+if _FOR_TYPE_CHECKERS:
+    from typing import Any
+
+    from ._array import Array, empty, full, zeros
+    from ._containers import Dict, List
+    from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
+    from ._hold import hold
+    from ._kinds import attach
+    from ._pipes import Connection, Pipe
+    from ._pool import BrokenPoolError, Pool, ProcessPoolExecutor, WorkerDiedError
+    from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
+    from ._share import share
+    from ._sync import (
+        Barrier,
+        BoundedSemaphore,
+        Condition,
+        Event,
+        Lock,
+        OwnerDiedWarning,
+        RLock,
+        Semaphore,
+        Value,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.2.0"
 

@@ -38,9 +38,14 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, Va
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
-import numpy as np
-
 from . import _shoal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported by the functions that meet an array leaf, not here: a process that freezes
+# or reads no array (a Pool worker over a frozen dict of str) never loads it (75 ms, 6 MiB). The
+# encoder finds numpy's types once numpy is in sys.modules (bindings: codec::numpy_leaf_types).
 
 # Called first by every method below that recurses into nested views through Python (repr, ==,
 # <, hash): it raises RecursionError while the C stack still has room, so a deep tree cannot
@@ -336,6 +341,8 @@ _ORDER_C, _ORDER_F, _ORDER_SCALAR = 0, 1, 2  # layout::kNdOrder* (src/layout/fro
 def _ndarray_parts(a: np.ndarray | np.generic) -> tuple[str, int, tuple[int, ...], int, Any] | None:
     """(descr, itemsize, shape, order, contiguous buffer) of an array or numpy scalar leaf;
     None: pickle it (object dtype)."""
+    import numpy as np
+
     from ._array import _descr_of
 
     if a.dtype.hasobject:
@@ -376,6 +383,8 @@ def _ndarray_leaf(
 ) -> Any:
     """A read-only shoal.Array over an image's bytes (the owner's buffer keeps the mapping
     alive), or the numpy scalar a scalar leaf holds."""
+    import numpy as np
+
     from ._array import Array, _dtype_from_descr
 
     dtype = _dtype_from_descr(descr)
@@ -431,7 +440,7 @@ _shoal._frozen_init(
     FrozenList,
     FrozenTuple,
     FrozenSet,
-    (np.ndarray, np.generic),
+    None,  # (numpy.ndarray, numpy.generic): found by the encoder once numpy is imported
     _ndarray_parts,
     _ndarray_leaf,
     _dumps,
@@ -510,6 +519,8 @@ def _rebuild_leaf(where: tuple[Any, ...], ref: int, view: tuple[Any, ...]) -> An
     """A pickled shoal.Array read out of a frozen image: the leaf `ref`, then the view of it
     (offset of its first element from the leaf's start, shape, strides, dtype descr), checked
     to lie inside the leaf."""
+    import numpy as np
+
     from ._array import Array, _dtype_from_descr
 
     leaf = _shoal.frozen_view(_owner_at(where), ref)

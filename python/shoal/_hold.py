@@ -11,6 +11,7 @@ without a round trip either (docs/design/segment.md, "Held handles").
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Self
 
 from . import _shoal
@@ -19,12 +20,13 @@ from . import _shoal
 def _origin(obj: Any) -> tuple[str, Any]:
     """("segment", Segment), ("frozen", FrozenImage owner) or ("segments", [Segment, ...]) that
     `obj` pickles through."""
-    from ._array import Array
     from ._frozen import _FrozenCommon, _Leaf
 
     if isinstance(obj, _shoal.Segment):
         return ("segment", obj)
-    if isinstance(obj, Array):
+    # Not imported: obj is no shoal.Array (and a Pool holding a raw segment loads no numpy).
+    array_mod = sys.modules.get("shoal._array")
+    if array_mod is not None and isinstance(obj, array_mod.Array):
         ref = obj._shoal_ref
         if ref is None:
             raise ValueError(

@@ -12,7 +12,7 @@ The engine (design note: docs/design/pool.md):
   task each until the first results measure the call's task cost, then about _CHUNK_SECONDS
   of work each;
 - a call's function (a ``functools.partial`` with its bound arguments included) is pickled once;
-  a big pickle goes once into a shoal array held for the call (``fn_ref`` is then its held
+  a big pickle goes once into a shoal segment held for the call (``fn_ref`` is then its held
   handle, a few dozen bytes); each worker unpickles it at most once per call; so are the
   initializer and initargs, once for the pool (under spawn and forkserver; fork inherits them);
 - so is an argument object that recurs by identity across the call's tasks: the chunks carry
@@ -41,7 +41,6 @@ import functools
 import itertools
 import math
 import os
-import pickle
 import queue as _stdqueue
 import signal
 import sys
@@ -54,18 +53,27 @@ from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 from multiprocessing import TimeoutError as _MpTimeoutError
 from multiprocessing import connection as _mpconn
 from multiprocessing import get_context
-from multiprocessing.pool import (  # type: ignore[attr-defined]  # not in typeshed
-    ExceptionWithTraceback,
-    MaybeEncodingError,
-)
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Self
 
-import numpy as np
-
 from . import _shoal
-from ._array import empty as _empty
 from ._hold import hold as _hold
+from ._pool_worker import (
+    _COLS,
+    _IDLE,
+    _KW,
+    _NEW,
+    _ONE,
+    _RUNNING,
+    _S_END,
+    _S_JOB,
+    _S_START,
+    _S_STATE,
+    _STAR,
+    _Arg,
+    _Pickled,
+    _worker,
+)
 from ._queues import Queue
 
 __all__ = [
@@ -77,14 +85,6 @@ __all__ = [
     "WorkerDiedError",
 ]
 
-# Task modes: fn(x), fn(*x), fn(*args, **kwargs).
-_ONE, _STAR, _KW = 0, 1, 2
-# Slot columns and states. The parent writes _NEW into a row before it starts the row's
-# worker; the worker writes _IDLE once its initializer has returned, then _RUNNING / _IDLE
-# around each chunk.
-_S_STATE, _S_JOB, _S_START, _S_END, _S_INDEX = range(5)
-_COLS = 5
-_IDLE, _RUNNING, _NEW = 0, 1, 2
 # A function pickle longer than this goes into shared memory once per call instead of riding
 # in every chunk message.
 _INLINE_FN = 1024
@@ -97,38 +97,16 @@ _MAX_AUTO_CHUNK = 1 << 14
 # Automatic chunks are cut when needed, not all at once: at most this many of a call's chunks
 # per worker are out (sent, not yet complete), so each is sized from the latest measurement.
 _AHEAD = 2
-# A worker sends the results it holds at its chunk's end and whenever this many seconds have
-# passed since it last sent some (a long chunk streams its results).
-_FLUSH_SECONDS = 0.02
 # The pool is broken when a row's workers died this many times in a row before their
 # initializer returned (a spawn child that cannot start, an initializer that kills its process),
 # with no other worker past its initializer meanwhile.
 _START_DEATHS = 3
-# How many calls' functions a worker keeps unpickled (older calls are over, or nearly).
-_FN_CACHE = 4
 # With calls outstanding and no result for this long, the result thread looks for lost tasks.
 _SWEEP_SECONDS = 0.25
-# An idle worker checks this often (seconds) that the pool's process still lives.
-_PARENT_CHECK = 1.0
 # Arguments of these types are never looked up by identity (small, and interned or cheap).
 _ATOMIC = frozenset({int, float, bool, type(None), str, bytes, complex})
 
 
-class _Arg:
-    """Stands in a chunk message for an argument that recurs across the call's tasks: the
-    chunk's ``refs`` map its key to the argument's one pickle (inline bytes, or a held shoal
-    array's handle), which a worker unpickles once per call."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: int) -> None:
-        self.key = key
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Arg, (self.key,))
-
-
-# The stub re-exports ShoalError from shoal itself, a cycle mypy cannot resolve here.
 class WorkerDiedError(_shoal.ShoalError):  # type: ignore[misc]
     """A pool worker died (killed by a signal, os._exit, a crash) while running this task.
 
@@ -189,268 +167,8 @@ def _signal_name(exitcode: int | None) -> str | None:
         return f"signal {-exitcode}"
 
 
-class _Pickled:
-    """The pool's initializer and initargs pickled once (ref: as _pickle_once's), for the
-    workers of a spawn or forkserver pool to unpickle each."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Pickled, (self.ref,))
-
-
 # ---------------------------------------------------------------------------------------------
 # The worker
-
-
-def _worker(
-    wid: int,
-    tasks: Queue,
-    results: Queue,
-    slots: Any,
-    init: Any,
-    maxtasks: int | None,
-    initret: bool,
-    parent: int,
-) -> None:
-    # Ctrl-C is the parent's to handle: it stops the workers (a terminal sends SIGINT to the
-    # whole foreground process group).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    slot = memoryview(slots).cast("B").cast("q")
-    base = wid * _COLS
-    value: Any = None
-    if init is not None:
-        try:
-            # The initializer and its arguments: pickled once for the pool (a _Pickled), or
-            # the objects themselves (inherited under fork, or pickled by Process when they
-            # pickle only while spawning).
-            initializer, initargs = _load_fn(init.ref) if type(init) is _Pickled else init
-            value = initializer(*initargs)
-        except Exception as e:  # noqa: BLE001 - the pool is broken: say so, do not loop
-            try:
-                results.put(("I", wid, ExceptionWithTraceback(e, e.__traceback__)))
-            except Exception:  # noqa: BLE001 - an unpicklable error: its text then
-                results.put(("I", wid, RuntimeError(f"the initializer raised {e!r}")))
-            return
-    # Started and initialized (the parent wrote _NEW before starting this process): a death
-    # from here on is not a failed start (Pool._supervise counts those).
-    slot[base + _S_STATE] = _IDLE
-    fns: collections.OrderedDict[int, Any] = collections.OrderedDict()
-    # job -> {key: unpickled recurring argument}: one unpickle per call, dropped once the call
-    # is over (older than the message's floor) or the worker has been idle for a while.
-    argcache: dict[int, dict[int, Any]] = {}
-    done = 0
-    put = results.put
-    get = tasks.get
-    while True:
-        try:
-            msg = get(True, _PARENT_CHECK)
-        except _stdqueue.Empty:
-            argcache.clear()  # idle: the calls whose arguments these were are over, or nearly
-            if not _alive(parent):
-                return  # the parent was killed: no one will send or read anything more
-            continue
-        if msg is None:
-            break
-        job, fn_ref, start, mode, args, refs, floor = msg
-        if argcache and min(argcache) < floor:
-            for old in [j for j in argcache if j < floor]:
-                del argcache[old]
-        total = len(args)
-        # maxtasksperchild counts tasks: run only what is left of the quota.
-        n = total if maxtasks is None else min(total, maxtasks - done)
-        slot[base + _S_JOB] = job
-        slot[base + _S_START] = start
-        slot[base + _S_END] = start + total
-        slot[base + _S_INDEX] = start
-        slot[base + _S_STATE] = _RUNNING  # last: a RUNNING row is whole
-        fn = fns.get(job)
-        failed: BaseException | None = None
-        if fn is None:
-            try:
-                fn = _load_fn(fn_ref)
-                if initret:
-                    fn = functools.partial(fn, initret=value)
-            except BaseException as e:  # noqa: BLE001 - every task of the chunk fails with it
-                failed = e
-            else:
-                fns[job] = fn
-                if len(fns) > _FN_CACHE:
-                    fns.popitem(last=False)
-        if refs and failed is None:
-            try:
-                args = _resolve_args(args, mode, refs, argcache.setdefault(job, {}))
-            except BaseException as e:  # noqa: BLE001 - every task of the chunk fails with it
-                failed = e
-        if failed is not None:
-            err = ExceptionWithTraceback(failed, failed.__traceback__)
-            _flush(put, job, start, [None] * total, dict.fromkeys(range(total), err), 0.0)
-            slot[base + _S_STATE] = _IDLE
-            continue
-        _run_tasks(fn, mode, args, n, job, start, slot, base + _S_INDEX, put)
-        done += n
-        if n < total:
-            # Retire mid-chunk: the rest goes back to the queue for another worker.
-            rest = list(msg[4][n:])  # as sent (recurring arguments as keys)
-            tasks.put((job, fn_ref, start + n, mode, rest, refs, floor))
-        slot[base + _S_STATE] = _IDLE
-        if maxtasks is not None and done >= maxtasks:
-            return
-
-
-def _run_tasks(
-    fn: Any,
-    mode: int,
-    args: list[Any],
-    n: int,
-    job: int,
-    start: int,
-    slot: memoryview,
-    at: int,
-    put: Callable[[Any], None],
-) -> None:
-    """Run the first n tasks of a chunk, sending their results in batches: one message at the
-    chunk's end, and one whenever _FLUSH_SECONDS have passed since the last (so a long chunk
-    still streams). Before each task its index goes into the slot (slot[at]): that store is
-    what lets the parent tell, after a death, the task that was running from the ones whose
-    results died buffered here. The clock is read between pieces of the chunk, not per task:
-    pieces double in length while they take under a quarter of _FLUSH_SECONDS."""
-    perf = time.perf_counter
-    vals: list[Any] = []
-    app = vals.append
-    errs: dict[int, Any] | None = None
-    first = idx = start
-    pos, step = 0, 1
-    t_flush = t_piece = perf()
-    while pos < n:
-        end = min(n, pos + step)
-        # Two loops, so that map's (fn(x)) tests no mode per task.
-        if mode == _ONE:
-            for a in args[pos:end]:
-                slot[at] = idx
-                try:
-                    app(fn(a))
-                except Exception as e:  # noqa: BLE001 - a task's error is its result
-                    errs = _task_error(errs, idx - first, e)
-                    app(None)
-                idx += 1
-        else:
-            for a in args[pos:end]:
-                slot[at] = idx
-                try:
-                    app(fn(*a) if mode == _STAR else fn(*a[0], **a[1]))
-                except Exception as e:  # noqa: BLE001 - a task's error is its result
-                    errs = _task_error(errs, idx - first, e)
-                    app(None)
-                idx += 1
-        pos = end
-        now = perf()
-        if now - t_piece < _FLUSH_SECONDS / 4:
-            step += step
-        t_piece = now
-        if pos >= n or now - t_flush >= _FLUSH_SECONDS:
-            # seconds: the batch's tasks and the previous flush (a result's pickle is part of
-            # what a task costs the pool).
-            _flush(put, job, first, vals, errs, now - t_flush)
-            vals = []
-            app = vals.append
-            errs = None
-            first = idx
-            t_flush = now
-
-
-def _task_error(errs: dict[int, Any] | None, off: int, e: Exception) -> dict[int, Any]:
-    """errs (made if None) with the task at offset off failed with e, its traceback kept."""
-    if errs is None:
-        errs = {}
-    errs[off] = ExceptionWithTraceback(e, e.__traceback__)
-    return errs
-
-
-def _flush(
-    put: Callable[[Any], None],
-    job: int,
-    first: int,
-    vals: list[Any],
-    errs: dict[int, Any] | None,
-    seconds: float,
-) -> None:
-    """Send one batch of results: tasks first .. first + len(vals) - 1 of the call, errs mapping
-    an offset to its task's error (vals holds None there). A result that cannot be pickled
-    fails its task only, with multiprocessing's MaybeEncodingError."""
-    try:
-        put((job, first, vals, errs, seconds))
-    except Exception:  # noqa: BLE001 - find the culprits, one pickle per result
-        good: list[Any] = []
-        bad: dict[int, Any] = {}
-        for j, v in enumerate(vals):
-            x = errs[j] if errs is not None and j in errs else v
-            try:
-                ForkingPickler.dumps(x)
-            except Exception as e:  # noqa: BLE001
-                bad[j] = MaybeEncodingError(e, _safe_repr(x))
-                good.append(None)
-            else:
-                if errs is not None and j in errs:
-                    bad[j] = x
-                good.append(v)
-        put((job, first, good, bad or None, seconds))
-
-
-def _alive(pid: int) -> bool:
-    """Whether process pid runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _load_fn(fn_ref: Any) -> Any:
-    if type(fn_ref) is bytes:
-        return pickle.loads(fn_ref)
-    arr = pickle.loads(fn_ref[0])  # the held array's handle
-    return pickle.loads(memoryview(arr).cast("B"))
-
-
-def _resolve_args(
-    args: list[Any], mode: int, refs: dict[int, Any], cache: dict[int, Any]
-) -> list[Any]:
-    """The chunk's arguments with each _Arg replaced by its object, unpickled at most once per
-    call in this worker (cache)."""
-
-    def get(a: _Arg) -> Any:
-        try:
-            return cache[a.key]
-        except KeyError:
-            v = cache[a.key] = _load_fn(refs[a.key])
-            return v
-
-    def one(a: Any) -> Any:
-        return get(a) if type(a) is _Arg else a
-
-    if mode == _ONE:  # a tuple argument: its items are looked at (imap(f, [(big, i), ...]))
-        return [tuple(one(x) for x in a) if type(a) is tuple else one(a) for a in args]
-    if mode == _STAR:
-        return [tuple(one(x) for x in a) if type(a) in (tuple, list) else a for a in args]
-    return [(tuple(one(x) for x in a[0]), {k: one(v) for k, v in a[1].items()}) for a in args]
-
-
-def _safe_repr(x: Any) -> str:
-    try:
-        return repr(x)[:200]
-    except Exception:  # noqa: BLE001
-        return f"<unprintable {type(x).__name__}>"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,8 +493,13 @@ class Pool:
         self._init, self._init_hold = self._prepare_init(initializer, tuple(initargs))
         self._tasks = Queue()
         self._results = Queue()
-        self._slots = _empty((processes, _COLS), dtype=np.int64)
-        self._slots[:] = 0
+        # The slot table: a raw segment (the workers get it whole; no numpy on their side), seen
+        # here as a (processes, _COLS) int64 table.
+        self._slot_seg = _shoal.Segment.create(processes * _COLS * 8)
+        self._slots = memoryview(self._slot_seg).cast("q", (processes, _COLS))
+        for w in range(processes):
+            for c in range(_COLS):
+                self._slots[w, c] = 0
         self._state = _RUN
         self._broken: BaseException | None = None
         self._lock = threading.RLock()  # jobs, workers
@@ -818,7 +541,7 @@ class Pool:
 
         Under fork a worker inherits the objects: nothing is pickled (and a big initarg stays
         one copy-on-write copy). Otherwise the initializer and initargs are pickled once here
-        (_pickle_once: a big pickle goes into a held shoal array), not once per worker by
+        (_pickle_once: a big pickle goes into a held shoal segment), not once per worker by
         Process; a replacement worker unpickles the same pickle. Objects that pickle only while
         a process is being spawned (multiprocessing's Lock, Queue, Value...) refuse that one
         pickle: those go to Process as multiprocessing's pool gives them, one pickle per worker.
@@ -833,6 +556,10 @@ class Pool:
             return (initializer, initargs), None
         return _Pickled(ref), hold
 
+    def _rows(self) -> list[list[int]]:
+        """The slot table, read now: one [state, job, start, end, index] per worker."""
+        return self._slots.tolist()  # type: ignore[return-value]  # 2-D: a list of rows
+
     def _start_worker(self, wid: int) -> None:
         # _NEW until the worker has run its initializer (it writes _IDLE then): a death before
         # that is a failed start (_supervise).
@@ -843,7 +570,7 @@ class Pool:
                 wid,
                 self._tasks,
                 self._results,
-                self._slots,
+                self._slot_seg,
                 self._init,
                 self._maxtasks,
                 self._initret,
@@ -875,7 +602,7 @@ class Pool:
                     if wid not in self._workers or self._workers[wid] is not dead:
                         continue
                     del self._workers[wid]
-                    row = [int(x) for x in self._slots[wid]]
+                    row = self._rows()[wid]
                     # The row is read: clear it, so that a replacement killed before its first
                     # store is not taken for this worker again (its tasks sent twice).
                     self._slots[wid, _S_STATE] = _IDLE
@@ -885,7 +612,7 @@ class Pool:
                     # A failed start counts only while no other worker of the pool has got
                     # past its initializer: then the initializer can succeed, and a worker
                     # killed from outside while starting is no sign of a broken pool.
-                    up = any(int(self._slots[w, _S_STATE]) != _NEW for w in self._workers)
+                    up = any(self._slots[w, _S_STATE] != _NEW for w in self._workers)
                     if row[_S_STATE] == _NEW and not up:
                         self._start_deaths[wid] += 1
                     else:
@@ -950,7 +677,7 @@ class Pool:
         if not self._jobs or self._tasks.qsize() != 0:
             return set()
         held: dict[int, list[tuple[int, int]]] = {}
-        for row in self._slots.tolist():
+        for row in self._rows():
             if row[_S_STATE] == _RUNNING:
                 held.setdefault(row[_S_JOB], []).append((row[_S_START], row[_S_END]))
         now: set[tuple[int, int]] = set()
@@ -1491,7 +1218,10 @@ class Pool:
         # Nothing of the pool's shared memory outlives it: the queues and the slot table go
         # now (the workers that shared them are gone).
         self._tasks = self._results = None  # type: ignore[assignment]
+        self._slots.release()
         self._slots = None  # type: ignore[assignment]
+        self._slot_seg.close()
+        self._slot_seg = None  # type: ignore[assignment]
         if self._init_hold is not None:
             self._init_hold.release()
             self._init_hold = None
@@ -1604,15 +1334,15 @@ def _make_progress(progress: bool | str, total: int | None) -> _Progress | None:
 
 def _pickle_once(obj: Any) -> tuple[Any, Any]:
     """(ref, hold): obj pickled once (multiprocessing's reducers); a pickle of at most
-    _INLINE_FN bytes is the ref itself, a bigger one is copied once into a shoal array held for
+    _INLINE_FN bytes is the ref itself, a bigger one is copied once into a shoal segment held for
     the call (hold), the ref then carrying the held handle's pickle (tens of bytes)."""
     data = ForkingPickler.dumps(obj)
     if len(data) <= _INLINE_FN:
         return bytes(data), None
-    arr = _empty(len(data), dtype=np.uint8)
-    arr[:] = np.frombuffer(data, dtype=np.uint8)
-    hold = _hold(arr)
-    return (ForkingPickler.dumps(arr).tobytes(),), hold
+    seg = _shoal.Segment.create(len(data))
+    memoryview(seg)[:] = data
+    hold = _hold(seg)
+    return (ForkingPickler.dumps(seg).tobytes(),), hold
 
 
 def _runs(xs: list[int]) -> list[list[int]]:

@@ -31,7 +31,12 @@ import struct
 import threading
 from collections.abc import Iterable
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+
+# typing is not imported at run time (a spawn worker imports this module; typing costs it 3 ms):
+# the annotations are strings, and TYPE_CHECKING is True only for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import _glue, _shoal
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import overload
+import sys
+from typing import TYPE_CHECKING, overload
 
-import numpy as np
-
-from ._array import Array, share_array
 from ._frozen import freeze
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._array import Array
 
 
 @overload
@@ -23,7 +26,10 @@ def share(obj: object, *, writable: bool = False) -> object:
     Anything else -- trees of dict/list/tuple/set/str/bytes/numbers -- becomes a read-only
     frozen view (``shoal.freeze(obj)``); ``writable=True`` is refused for those.
     """
-    if isinstance(obj, np.ndarray):
+    np = sys.modules.get("numpy")  # not imported: obj is no ndarray, and numpy stays unloaded
+    if np is not None and isinstance(obj, np.ndarray):
+        from ._array import share_array
+
         return share_array(obj, writable=writable)
     if writable:
         raise TypeError(

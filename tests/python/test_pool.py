@@ -268,7 +268,7 @@ def test_ctrl_c_stops_the_workers_and_raises_keyboard_interrupt(
 
 
 def _all_running(pool: shoal.Pool) -> bool:
-    return bool((pool._slots[:, 0] == 1).all())
+    return all(row[0] == 1 for row in pool._slots.tolist())  # state RUNNING
 
 
 @pytest.mark.serial
@@ -454,6 +454,36 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
     pids = [int(x) for x in r.stdout.split()]
     assert len(pids) == 2
     assert wait_until(lambda: not any(_alive(w) for w in pids))
+
+
+_PROBE = """
+import sys
+
+def loaded(_):
+    return sorted(m for m in ("numpy", "concurrent.futures", "shoal._array", "shoal._pool")
+                  if m in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_spawn_worker_does_not_import_numpy(method: str, tmp_path: Any) -> None:
+    # A spawn or forkserver worker imports only the worker's side of the pool (its start-up is
+    # compared with multiprocessing's, which imports no numpy): not numpy, not the parent's side.
+    # The parent here imports shoal and starts the pool without touching numpy either.
+    (tmp_path / "probe_mod.py").write_text(_PROBE)
+    code = (
+        "import sys, shoal, probe_mod\n"
+        f"with shoal.Pool(2, context={method!r}) as pool:\n"
+        "    print(pool.map(probe_mod.loaded, range(4), chunksize=1))\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    r = run_python(code, env=env)
+    assert r.returncode == 0, r.stderr
+    workers, parent = r.stdout.splitlines()
+    assert workers == str([[]] * 4)
+    assert parent == "False"
 
 
 def _take_and_die(tasks: Any) -> None:
