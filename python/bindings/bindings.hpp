@@ -64,4 +64,5 @@ void register_list(nanobind::module_& m);  // after register_sync (OwnerDiedWarn
 void register_pipe(nanobind::module_& m);
 void register_queue(nanobind::module_& m);
 void register_refs(nanobind::module_& m);
+void register_pool(nanobind::module_& m);
 }  // namespace shoal::py

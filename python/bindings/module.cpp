@@ -18,4 +18,5 @@ NB_MODULE(_shoal, m) {
   shoal::py::register_pipe(m);
   shoal::py::register_queue(m);
   shoal::py::register_refs(m);
+  shoal::py::register_pool(m);
 }

@@ -28,6 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+from . import _shoal
 from ._queues import Queue
 
 # Task modes: fn(x), fn(*x), fn(*args, **kwargs).
@@ -161,7 +162,7 @@ def _worker(
             _flush(put, job, start, [None] * total, dict.fromkeys(range(total), err), 0.0)
             slot[base + _S_STATE] = _IDLE
             continue
-        _run_tasks(fn, mode, args, n, job, start, slot, base + _S_INDEX, put)
+        _run_tasks(fn, mode, args, n, job, start, slots, base + _S_INDEX, put)
         done += n
         if n < total:
             # Retire mid-chunk: the rest goes back to the queue for another worker.
@@ -179,45 +180,41 @@ def _run_tasks(
     n: int,
     job: int,
     start: int,
-    slot: memoryview,
+    slots: Any,
     at: int,
     put: Callable[[Any], None],
 ) -> None:
     """Run the first n tasks of a chunk, sending their results in batches: one message at the
     chunk's end, and one whenever _FLUSH_SECONDS have passed since the last (so a long chunk
-    still streams). Before each task its index goes into the slot (slot[at]): that store is
-    what lets the parent tell, after a death, the task that was running from the ones whose
-    results died buffered here. The clock is read between pieces of the chunk, not per task:
-    pieces double in length while they take under a quarter of _FLUSH_SECONDS."""
+    still streams). Before each task its index goes into the slot table (word `at` of the
+    segment slots): that store is what lets the parent tell, after a death, the task that was
+    running from the ones whose results died buffered here. fn(x) and fn(*x) run in C
+    (_shoal.run_tasks: the call and the store, no Python loop); fn(*args, **kwargs) here. The
+    clock is read between pieces of the chunk, not per task: pieces double in length while
+    they take under a quarter of _FLUSH_SECONDS."""
     perf = time.perf_counter
+    run = _shoal.run_tasks
+    if type(args) is not list:
+        args = list(args)
+    star = mode == _STAR
     vals: list[Any] = []
-    app = vals.append
     errs: dict[int, Any] | None = None
-    first = idx = start
+    first = start  # the index of the batch's first task
     pos, step = 0, 1
     t_flush = t_piece = perf()
     while pos < n:
         end = min(n, pos + step)
-        # Two loops, so that map's (fn(x)) tests no mode per task.
-        if mode == _ONE:
-            for a in args[pos:end]:
-                slot[at] = idx
-                try:
-                    app(fn(a))
-                except Exception as e:  # noqa: BLE001 - a task's error is its result
-                    errs = _task_error(errs, idx - first, e)
-                    app(None)
-                idx += 1
-        else:
-            for a in args[pos:end]:
-                slot[at] = idx
-                try:
-                    app(fn(*a) if mode == _STAR else fn(*a[0], **a[1]))
-                except Exception as e:  # noqa: BLE001 - a task's error is its result
-                    errs = _task_error(errs, idx - first, e)
-                    app(None)
-                idx += 1
-        pos = end
+        while pos < end:
+            if mode == _KW:
+                stop, exc = _run_kw(fn, args, pos, end, slots, at, start + pos, vals)
+            else:
+                stop, exc = run(fn, args, pos, end, star, slots, at, start + pos, vals)
+            if exc is None:
+                pos = stop
+            else:  # the task at stop raised: its error is its result; go on with the next
+                errs = _task_error(errs, start + stop - first, exc)
+                vals.append(None)
+                pos = stop + 1
         now = perf()
         if now - t_piece < _FLUSH_SECONDS / 4:
             step += step
@@ -227,10 +224,24 @@ def _run_tasks(
             # what a task costs the pool).
             _flush(put, job, first, vals, errs, now - t_flush)
             vals = []
-            app = vals.append
             errs = None
-            first = idx
+            first = start + pos
             t_flush = now
+
+
+def _run_kw(
+    fn: Any, args: list[Any], pos: int, end: int, slots: Any, at: int, index: int, out: list[Any]
+) -> tuple[int, BaseException | None]:
+    """_shoal.run_tasks for fn(*a[0], **a[1]) (apply, submit: one task a chunk, as a rule)."""
+    slot = memoryview(slots).cast("q")
+    for i in range(pos, end):
+        slot[at] = index + (i - pos)
+        a = args[i]
+        try:
+            out.append(fn(*a[0], **a[1]))
+        except Exception as e:  # noqa: BLE001 - a task's error is its result
+            return i, e
+    return end, None
 
 
 def _with_traceback(e: BaseException) -> Any:
@@ -243,7 +254,7 @@ def _with_traceback(e: BaseException) -> Any:
     return ExceptionWithTraceback(e, e.__traceback__)
 
 
-def _task_error(errs: dict[int, Any] | None, off: int, e: Exception) -> dict[int, Any]:
+def _task_error(errs: dict[int, Any] | None, off: int, e: BaseException) -> dict[int, Any]:
     """errs (made if None) with the task at offset off failed with e, its traceback kept."""
     if errs is None:
         errs = {}

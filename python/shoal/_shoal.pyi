@@ -718,3 +718,13 @@ def set_container_hooks(to_ref: object, from_ref: object) -> None:
     """
     Private: what the containers store by reference, to_ref(value, allow_pickle) -> Segment or None, and what a reference reads back as, from_ref(segment) -> object.
     """
+
+def run_tasks(fn: object, args: list, pos: int, end: int, star: bool, slot: Segment, at: int, index: int, out: list) -> tuple:
+    """
+    Private (shoal.Pool's worker): call fn(a), or fn(*a) when star, for a in args[pos:end],
+    appending each result to out; before each call store the task's index (index for
+    args[pos], then one more each) into int64 word `at` of the slot table segment.
+    Returns (end, None), or (i, exc) when the task at position i raised the Exception exc
+    (its traceback kept; the tasks before it have their results in out). A BaseException
+    that is not an Exception propagates.
+    """

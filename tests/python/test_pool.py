@@ -456,6 +456,40 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
     assert wait_until(lambda: not any(_alive(w) for w in pids))
 
 
+def _interrupt(_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def test_the_workers_c_loop_stores_each_index_and_returns_a_tasks_error() -> None:
+    # _shoal.run_tasks, the loop a worker runs a chunk with (the pool's tests above run it
+    # through real workers; this checks its contract and its refusals directly).
+    from shoal import _shoal
+
+    seg = _shoal.Segment.create(16)  # a table of two int64 words
+    words = memoryview(seg).cast("q")
+    out: list[Any] = []
+    assert _shoal.run_tasks(abs, [-1, -2, -3], 0, 3, False, seg, 1, 7, out) == (3, None)
+    assert out == [1, 2, 3] and words[1] == 9  # the last task's index
+    out = []
+    stop, exc = _shoal.run_tasks(int, ["1", "x", "3"], 0, 3, False, seg, 0, 40, out)
+    assert stop == 1 and isinstance(exc, ValueError)
+    assert out == [1] and words[0] == 41  # stopped at the failing task, its index stored
+    stop, exc = _shoal.run_tasks(boom, [5], 0, 1, False, seg, 0, 0, [])
+    assert stop == 0 and "bad 5" in str(exc)
+    assert exc is not None and exc.__traceback__ is not None  # boom's frame, for the parent
+    out = []
+    assert _shoal.run_tasks(pow, [(2, 3), [2, 2], iter((3, 2))], 0, 3, True, seg, 0, 0, out)[0] == 3
+    assert out == [8, 4, 9]
+    with pytest.raises(shoal.InvalidArgumentError, match="slot word"):
+        _shoal.run_tasks(abs, [1], 0, 1, False, seg, 2, 0, [])
+    with pytest.raises(IndexError):
+        _shoal.run_tasks(abs, [1], 0, 2, False, seg, 0, 0, [])
+    with pytest.raises(KeyboardInterrupt):  # not a task's error: it stops the worker
+        _shoal.run_tasks(_interrupt, [1], 0, 1, False, seg, 0, 0, [])
+    words.release()
+    seg.close()
+
+
 _PROBE = """
 import sys
 
