@@ -413,6 +413,10 @@ class _Job:
         self.argholds: list[Any] = []
         self.progress: _Progress | None = None
 
+    def est(self) -> float | None:
+        """The call's measured seconds per task so far (None: nothing measured yet)."""
+        return self.est_s / self.est_n if self.est_n else None
+
     def release(self) -> None:
         """The call is over: its holds end and the pool lets go of its arguments."""
         if self.hold is not None:
@@ -883,7 +887,7 @@ class Pool:
                         self._room.wait(_SWEEP_SECONDS)
                     if self._state == _TERMINATE or job.id not in self._jobs:
                         break  # terminated, or the call failed, while waiting
-                    est = job.est_s / job.est_n if job.est_n else None
+                    est = job.est()
                 if est is None:  # nothing measured (yet; or the tasks so far killed workers)
                     size = 1
                     probes += 1
@@ -920,7 +924,7 @@ class Pool:
             return True
         if len(job.chunks) < ahead:
             return False
-        est = job.est_s / job.est_n if job.est_n else None
+        est = job.est()
         return est is None or (sent - job.received) * est >= ahead * _CHUNK_SECONDS
 
     def _substitute(self, job: _Job, args: list[Any]) -> dict[int, Any] | None:
