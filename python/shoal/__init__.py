@@ -7,7 +7,7 @@ this module only re-exports it.
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 
 from . import _session  # noqa: F401  (the broker's path, the at-fork reconnect)
 from ._shoal import (
@@ -105,7 +105,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # the next lookup is a plain module attribute
     return value
 
