@@ -29,7 +29,9 @@ Measures, in one run, interleaved, with medians and spreads over 3 repetitions:
    WorkerPool and loky's executor (where they install);
 2. the start-up time of a 2-worker pool under each start method: from the constructor to the
    first result of a 2-task ``map`` (the pool's teardown is not timed), shoal.Pool next to
-   multiprocessing.Pool.
+   multiprocessing.Pool, interleaved, 15 repetitions, in a fresh interpreter whose main module
+   imports only shoal and multiprocessing (a spawn worker re-imports the main module: this
+   script's would weigh on both pools alike).
 
 Run ``python bench/python/pool.py [--quick] [--seed-only]`` to print the section (``--seed-only``:
 part 0 alone, a few minutes at full size; the whole script about 11 minutes on a loaded 2-core
@@ -44,10 +46,12 @@ import contextlib
 import functools
 import gc
 import io
+import json
 import math
 import multiprocessing as mp
 import pickle
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -74,6 +78,7 @@ N_QUICK = 10**4
 TUNED = 1000
 REPEAT = 3
 WARMUP = 1
+STARTUP_REPEAT = 15  # start-ups are short: more repetitions, for a ratio the noise moves less
 WORKERS = 2
 METHODS = ("fork", "spawn", "forkserver")
 
@@ -685,25 +690,50 @@ def _stop_pools(pools: dict[str, Any]) -> None:
         pools["loky"].shutdown()
 
 
-def _startup_ways(method: str) -> list[Way]:
-    box: list[Any] = []
+# Start-up is timed in a fresh interpreter whose main module imports only shoal and
+# multiprocessing, as a user's script would: under spawn a worker re-imports the main module,
+# and this script's (the harness, the seeds, numpy) would add the same weight to both pools.
+# Interleaved repetitions, the first WARMUP of each way dropped (the forkserver's own start).
+_STARTUP_CODE = """
+import json, multiprocessing as mp, sys, time
+import shoal
+method, workers, repeat, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out = {"shoal": [], "mp": []}
+for r in range(warmup + repeat):
+    for name in ("shoal", "mp"):
+        t0 = time.perf_counter()
+        if name == "shoal":
+            pool = shoal.Pool(workers, context=method)
+        else:
+            pool = mp.get_context(method).Pool(workers)
+        if sorted(pool.map(abs, range(2))) != [0, 1]:
+            raise SystemExit("a pool lost a result")
+        t = time.perf_counter() - t0
+        pool.terminate()
+        pool.join()
+        if r >= warmup:
+            out[name].append(t)
+print(json.dumps(out))
+"""
 
-    def teardown() -> None:
-        while box:
-            box.pop().terminate()
 
-    def shoal_start() -> None:
-        box.append(shoal.Pool(WORKERS, context=method))
-        _check(box[-1].map(abs, range(2)), 2)
-
-    def mp_start() -> None:
-        box.append(mp.get_context(method).Pool(WORKERS))
-        _check(box[-1].map(abs, range(2)), 2)
-
-    return [
-        Way(f"shoal.Pool({WORKERS}), {method}", shoal_start, teardown=teardown),
-        Way(f"multiprocessing.Pool({WORKERS}), {method}", mp_start, teardown=teardown),
-    ]
+def _startup(method: str, repeat: int) -> Result:
+    """Start-up of shoal.Pool and multiprocessing.Pool under `method`, timed in a fresh
+    interpreter (_STARTUP_CODE)."""
+    args = [method, str(WORKERS), str(repeat), str(WARMUP)]
+    r = subprocess.run(
+        [sys.executable, "-c", _STARTUP_CODE, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"start-up timing under {method} failed: {r.stderr[-2000:]}")
+    got = json.loads(r.stdout)
+    shoal_name = f"shoal.Pool({WORKERS}), {method}"
+    mp_name = f"multiprocessing.Pool({WORKERS}), {method}"
+    return Result({shoal_name: got["shoal"], mp_name: got["mp"]}, baseline=mp_name)
 
 
 def _rates(res: Result, n: int) -> str:
@@ -726,12 +756,7 @@ def run(quick: bool) -> str:
         )
     finally:
         _stop_pools(pools)
-    starts = [
-        run_side_by_side(
-            _startup_ways(m), REPEAT, WARMUP, baseline=f"multiprocessing.Pool({WORKERS}), {m}"
-        )
-        for m in METHODS
-    ]
+    starts = [_startup(m, STARTUP_REPEAT) for m in METHODS]
     elapsed = time.monotonic() - started
     missing = [name for name, mod in (("mpire", _mpire), ("loky", _loky)) if mod is None]
     parts = [
@@ -747,7 +772,8 @@ def run(quick: bool) -> str:
         parts += [
             res.to_markdown(
                 f"Start-up, {m}: constructor to the first result of a 2-task map (teardown not "
-                "timed)"
+                f"timed; {STARTUP_REPEAT} repetitions in a fresh interpreter whose main module "
+                "imports only shoal and multiprocessing)"
             ),
             "",
         ]
