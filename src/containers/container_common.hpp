@@ -186,8 +186,13 @@ std::pair<uint64_t, const Header*> attached_header(const Heap& heap, const char*
     throw_error(Errc::kIncompatible, name + ": the heap holds something else than a " + name);
   }
   if (h->version != version) {
-    throw_error(Errc::kIncompatible, name + ": layout version " + std::to_string(h->version) +
-                                         ", this build reads " + std::to_string(version));
+    // Refused, never misread: a build of another version would take items or fields it does
+    // not know for its own. Say what to do: the processes sharing it must run one shoal.
+    throw_error(Errc::kIncompatible,
+                name + ": layout version " + std::to_string(h->version) + ", this build reads " +
+                    std::to_string(version) + ": every process sharing a " + name +
+                    " must run the same shoal version; attach it from the version that created "
+                    "it, or create a new " + name + " with this one");
   }
   if (h->header_bytes != sizeof(Header)) {
     throw_error(Errc::kCorrupt, name + ": the header's size is wrong");

@@ -85,7 +85,17 @@ namespace shoal::layout {
 
 inline constexpr uint64_t kDictMagic = 0x5443444C414F4853;       // "SHOALDCT" on disk
 inline constexpr uint64_t kDictTableMagic = 0x4254444C414F4853;  // "SHOALDTB" on disk
-inline constexpr uint32_t kDictVersion = 1;
+// Version 1 (7f78bc3) was the first dict: a 160-byte header whose lock was a RobustMutexWord
+// plus owner_tid and depth, no pop_hint, and items of None, bool, int, float, str and bytes.
+// Version 2 is everything since, which a version-1 build would misread or break instead of
+// refusing: the lock became a RecursiveMutexState (header 176 bytes, e6b6ca7); the table's
+// pop_hint (D9, b8b584e), which a version-1 writer would not clear on insert, so that popitem
+// skipped the new entry; and item tags a version-1 build does not know: kPickle values
+// (9888742), and kObjectRefTag values, kTuple/kFrozenSet nodes and keys of ints beyond 64 bits
+// (9ba0512) -- a version-1 writer would free a reference's node without dropping the broker
+// reference it stands for (R1). Bump on any change a build of the current version would misread:
+// a field given a meaning, an item tag, a step of the writers' protocol.
+inline constexpr uint32_t kDictVersion = 2;
 inline constexpr uint32_t kDictMinLog2 = 3;   // 8 slots, 5 entries
 inline constexpr uint32_t kDictMaxLog2 = 31;  // index values and counts fit 32 bits
 inline constexpr uint64_t kDeletedKey = 15;   // the codec's empty-key word: no item has it

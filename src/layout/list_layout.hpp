@@ -53,7 +53,16 @@ namespace shoal::layout {
 
 inline constexpr uint64_t kListMagic = 0x54534C4C414F4853;       // "SHOALLST" on disk
 inline constexpr uint64_t kListArrayMagic = 0x52414C4C414F4853;  // "SHOALLAR" on disk
-inline constexpr uint32_t kListVersion = 1;
+// Version 1 (36ade4d) was the first list: elements of None, bool, int, float, str, bytes and
+// pickles, and writers that bumped gen only before their linearising store. Version 2 is what
+// came after, which a version-1 build would misread or break instead of refusing: elements that
+// are kObjectRefTag references to other shoal objects (R1-R3 of dict_layout.hpp) or
+// kTuple/kFrozenSet nodes (27b0165), tags a version-1 build does not know (its writers would free
+// a reference's node without dropping the broker reference it stands for); and writers that bump
+// gen again after the linearising store, before freeing what it unlinked (84f38da), without which
+// a reader could copy an element while it is freed and reused. Bump on any change a build of the
+// current version would misread: a field given a meaning, an item tag, a step of the protocol.
+inline constexpr uint32_t kListVersion = 2;
 inline constexpr uint64_t kListMinCapacity = 8;
 inline constexpr uint64_t kListMaxCapacity = uint64_t{1} << 32;  // 32 GiB of item words
 

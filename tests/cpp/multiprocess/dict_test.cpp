@@ -3,6 +3,8 @@
 // processes that never see a torn value and keep going while the writer is dead, and a lock
 // holder killed with the lock held. After every kill: check() (D1-D8, no block leaked) and the
 // contents equal the operations that returned, plus or minus the one in flight.
+// The every-step walk, the random-kill loop and the killed holder are kill_walk.hpp's harnesses,
+// shared with the List's tests.
 #include "shoal/dict.hpp"
 #include "shoal/session.hpp"
 
@@ -23,12 +25,20 @@
 #include <vector>
 
 #include "containers/dict_core.hpp"
+#include "kill_walk.hpp"
 #include "test_support.hpp"
 
 namespace shoal {
 namespace {
 
 using test::ChildProcess;
+using test::env_int;
+using test::holder_killed_with_the_lock_held;
+using test::kill_walk;
+using test::KillWalk;
+using test::random_kills;
+using test::ref_kill_walk;
+using test::RefKillWalk;
 using test::release_struct;
 using test::shared_struct;
 using test::ScopedRuntimeDir;
@@ -114,53 +124,33 @@ TEST(DictKill, EveryStepOfEveryOperationIsCompletedOrRolledBack) {
     sc.op(ref);
     const Contents after = ref.items();
     ref.check();
-    bool completed = false;
-    int killed = 0;
-    for (int64_t n = 1; !completed && n < 200; ++n) {
-      Dict d = Dict::create();
-      sc.setup(d);
-      const std::string handle = d.handle();
-      ChildProcess child([&] {
-        after_fork_child();
-        Dict c = Dict::attach(handle);
-        detail::dict_kill_at.store(n);
-        sc.op(c);
-        detail::dict_kill_at.store(0);
-        return 0;
-      });
-      const int rc = child.wait();
-      if (rc == 0) {
-        completed = true;
-      } else {
-        ASSERT_EQ(rc, 128 + SIGKILL) << sc.name << " step " << n;
-        ++killed;
-        // Every third time, the next writer is killed in the middle of its recovery too.
-        if (n % 3 == 0) {
-          ChildProcess again([&] {
-            after_fork_child();
-            Dict c = Dict::attach(handle);
-            detail::dict_kill_at.store(n % 6 == 0 ? 1 : 2);
-            c.lock();
-            c.unlock();
-            detail::dict_kill_at.store(0);
-            return 0;
-          });
-          const int rc2 = again.wait();
-          ASSERT_TRUE(rc2 == 0 || rc2 == 128 + SIGKILL) << rc2;
-        }
-      }
-      ASSERT_NO_THROW(d.check()) << sc.name << " killed at step " << n;
-      const Contents now = d.items();
-      EXPECT_TRUE(same_contents(now, before) || same_contents(now, after))
-          << sc.name << " killed at step " << n << ": " << show(now) << "\nbefore: " << show(before)
-          << "\nafter: " << show(after);
-      // The dict goes on working.
-      d.set(S("later"), I(1));
-      EXPECT_EQ(*d.get(S("later")), I(1));
-      d.check();
-    }
-    EXPECT_TRUE(completed) << sc.name;
-    EXPECT_GT(killed, 3) << sc.name << ": the operation has more steps than that";
+    const KillWalk<Dict> walk{
+        .name = sc.name,
+        .kill_at = &detail::dict_kill_at,
+        .max_steps = 200,
+        .more_kills_than = 3,
+        .kill_recoveries = true,
+        .make =
+            [&] {
+              Dict d = Dict::create();
+              sc.setup(d);
+              return d;
+            },
+        .write = sc.op,
+        .check =
+            [&](Dict& d, int64_t n) {
+              ASSERT_NO_THROW(d.check()) << sc.name << " killed at step " << n;
+              const Contents now = d.items();
+              EXPECT_TRUE(same_contents(now, before) || same_contents(now, after))
+                  << sc.name << " killed at step " << n << ": " << show(now)
+                  << "\nbefore: " << show(before) << "\nafter: " << show(after);
+              // The dict goes on working.
+              d.set(S("later"), I(1));
+              EXPECT_EQ(*d.get(S("later")), I(1));
+              d.check();
+            },
+    };
+    ASSERT_NO_FATAL_FAILURE(kill_walk(walk));
     ++scenarios_run;
   }
   EXPECT_EQ(scenarios_run, 8);
@@ -189,66 +179,27 @@ TEST(DictKill, EveryStepOfAReferenceWriteLeavesEveryNamedObjectAlive) {
   };
   int ops_run = 0;
   for (const RefOp& ro : ops) {
-    bool completed = false;
-    int killed = 0;
-    for (int64_t n = 1; !completed && n < 200; ++n) {
-      std::string target_bare;
-      {
-        Dict d = Dict::create();
-        {
-          Segment t = Segment::create(4096);
-          target_bare = t.handle(false);
-          d.set(S("a"), Item{ObjectRef::to(t)});
-          d.set(S("b"), Item{ObjectRef::to(t)});
-          d.set(S("x"), S(val(1, 1)));
-        }  // only the dict holds the target now
-        const std::string handle = d.handle();
-        ChildProcess child([&] {
-          after_fork_child();
-          Dict c = Dict::attach(handle);
-          detail::dict_kill_at.store(n);
-          ro.op(c);
-          detail::dict_kill_at.store(0);
-          return 0;
-        });
-        const int rc = child.wait();
-        if (rc == 0) {
-          completed = true;
-        } else {
-          ASSERT_EQ(rc, 128 + SIGKILL) << ro.name << " step " << n;
-          ++killed;
-          if (n % 3 == 0) {  // the recovery killed too, every third time
-            ChildProcess again([&] {
-              after_fork_child();
-              Dict c = Dict::attach(handle);
-              detail::dict_kill_at.store(n % 6 == 0 ? 1 : 2);
-              c.lock();
-              c.unlock();
-              detail::dict_kill_at.store(0);
-              return 0;
-            });
-            const int rc2 = again.wait();
-            ASSERT_TRUE(rc2 == 0 || rc2 == 128 + SIGKILL) << rc2;
-          }
-        }
-        ASSERT_NO_THROW(d.check()) << ro.name << " killed at step " << n;  // R2 included
+    const RefKillWalk<Dict> walk{
+        .name = ro.name,
+        .who = "dict",
+        .kill_at = &detail::dict_kill_at,
+        .max_steps = 200,
+        .more_kills_than = 2,
+        .kill_recoveries = true,
+        .hold =
+            [](Dict& d, const Segment& t) {
+              d.set(S("a"), Item{ObjectRef::to(t)});
+              d.set(S("b"), Item{ObjectRef::to(t)});
+              d.set(S("x"), S(val(1, 1)));
+            },
+        .write = ro.op,
         // Every reference a live entry holds maps: its object is alive.
-        int refs = 0;
-        for (const auto& [k, v] : d.items()) {
-          if (const auto* r = std::get_if<ObjectRef>(&v)) {
-            ++refs;
-            EXPECT_NO_THROW((void)d.attach_ref(*r)) << ro.name << " killed at step " << n;
-          }
-        }
-        if (refs > 0) {
-          EXPECT_EQ(test::objects_still_listed(target_bare), 1) << ro.name << " step " << n;
-        }
-      }  // the dict goes: the broker drops its references
-      EXPECT_TRUE(test::wait_until([&] { return test::objects_still_listed(target_bare) == 0; }))
-          << ro.name << " killed at step " << n << ": the target outlived the dict";
-    }
-    EXPECT_TRUE(completed) << ro.name;
-    EXPECT_GT(killed, 2) << ro.name;
+        .expect_alive =
+            [&](Dict& d, const ObjectRef& r, int64_t n) {
+              EXPECT_NO_THROW((void)d.attach_ref(r)) << ro.name << " killed at step " << n;
+            },
+    };
+    ASSERT_NO_FATAL_FAILURE(ref_kill_walk(walk));
     ++ops_run;
   }
   EXPECT_EQ(ops_run, 6);
@@ -261,13 +212,7 @@ struct OpRecord {
   int32_t key = 0;
   uint32_t round = 0, index = 0, len = 0;
 };
-struct OpLog {
-  static constexpr uint32_t kMax = 1 << 16;
-  std::atomic<uint64_t> done{0};      // records[0, done) returned
-  std::atomic<uint64_t> inflight{0};  // index + 1 of the operation begun last
-  OpRecord inflight_rec;
-  OpRecord records[kMax];
-};
+using OpLog = test::OpLog<OpRecord, 1 << 16>;
 
 Item key_of(int32_t k) { return k % 3 == 0 ? S("k" + std::to_string(k)) : I(k); }
 Item value_of(const OpRecord& r) {
@@ -281,83 +226,39 @@ void apply_op(Contents& m, const OpRecord& r) {
   if (r.op == 2) m.clear();
   if (r.op == 3 && !m.empty()) m.pop_back();
 }
+void run_op(Dict& d, const OpRecord& r) {
+  if (r.op == 0) d.set(key_of(r.key), value_of(r));
+  if (r.op == 1) d.erase(key_of(r.key));
+  if (r.op == 2) d.clear();
+  if (r.op == 3) d.popitem();
+}
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+OpRecord random_op(std::mt19937_64& r, uint32_t round, uint32_t i) {
+  OpRecord rec;
+  const uint64_t what = r() % 1000;
+  rec.op = what < 600 ? 0 : what < 960 ? 1 : what < 998 ? 3 : 2;
+  rec.key = static_cast<int32_t>(r() % 400);
+  rec.round = round;
+  rec.index = i;
+  // Log-uniform lengths up to 64 KiB: big copies and frees make for long operations.
+  rec.len = static_cast<uint32_t>(std::exp2(static_cast<double>(r() % 1700) / 100.0));
+  return rec;
 }
 
 TEST(DictKill, RandomKillsOfAWriterKeepEveryOperationThatReturned) {
   ScopedRuntimeDir dir;
-  const int rounds = env_int("SHOAL_DICT_TORTURE_ROUNDS", 120);
-  const uint64_t seed = static_cast<uint64_t>(env_int("SHOAL_DICT_TORTURE_SEED", 15));
-  std::mt19937_64 rng(seed);
-  Dict d = Dict::create(Dict::Options{64 * 1024});
-  const std::string handle = d.handle();
-  OpLog* log = shared_struct<OpLog>();
-  // The states the dict may be in: one, or two while a killed operation is unresolved.
-  std::vector<Contents> candidates{Contents{}};
-  uint64_t recoveries_before = d.stats().recoveries;
-  int kills_mid_op = 0;
-  for (int round = 0; round < rounds; ++round) {
-    log->done = 0;
-    log->inflight = 0;
-    const uint64_t child_seed = rng();
-    ChildProcess child([&] {
-      after_fork_child();
-      Dict c = Dict::attach(handle);
-      std::mt19937_64 r(child_seed);
-      for (uint32_t i = 0; i < OpLog::kMax; ++i) {
-        OpRecord rec;
-        const uint64_t what = r() % 1000;
-        rec.op = what < 600 ? 0 : what < 960 ? 1 : what < 998 ? 3 : 2;
-        rec.key = static_cast<int32_t>(r() % 400);
-        rec.round = static_cast<uint32_t>(round);
-        rec.index = i;
-        // Log-uniform lengths up to 64 KiB: big copies and frees make for long operations.
-        rec.len = static_cast<uint32_t>(std::exp2(static_cast<double>(r() % 1700) / 100.0));
-        log->inflight_rec = rec;
-        log->inflight.store(i + 1, std::memory_order_release);
-        if (rec.op == 0) c.set(key_of(rec.key), value_of(rec));
-        if (rec.op == 1) c.erase(key_of(rec.key));
-        if (rec.op == 2) c.clear();
-        if (rec.op == 3) c.popitem();
-        log->records[i] = rec;
-        log->done.store(i + 1, std::memory_order_release);
-      }
-      return 0;
-    });
-    std::this_thread::sleep_for(std::chrono::microseconds(200 + rng() % 20000));
-    child.kill(SIGKILL);
-    ASSERT_EQ(child.wait(), 128 + SIGKILL);
-    const uint64_t done = log->done.load();
-    const bool in_flight = log->inflight.load() == done + 1;
-    std::vector<Contents> next;
-    for (Contents c : candidates) {
-      for (uint64_t i = 0; i < done; ++i) apply_op(c, log->records[i]);
-      next.push_back(c);
-      if (in_flight) {
-        apply_op(c, log->inflight_rec);
-        next.push_back(c);
-      }
-    }
-    candidates = std::move(next);
-    // Half of the rounds leave the repair to the next child (killed in its recovery, maybe).
-    if (round % 2 == 1 || round == rounds - 1) {
-      ASSERT_NO_THROW(d.check()) << "round " << round;
-      const Contents now = d.items();
-      auto it = std::find_if(candidates.begin(), candidates.end(),
-                             [&](const Contents& c) { return same_contents(c, now); });
-      ASSERT_NE(it, candidates.end()) << "round " << round << ": " << show(now);
-      candidates = {now};
-      const uint64_t rec = d.stats().recoveries;
-      kills_mid_op += rec > recoveries_before;
-      recoveries_before = rec;
-    }
-  }
-  release_struct(log);
-  // Not an assertion on timing: most kills land between operations; say how many did not.
-  std::printf("dict torture: %d rounds, %d checks found an operation to repair\n", rounds, kills_mid_op);
+  random_kills<Dict, OpRecord, OpLog::kMax>({
+      .name = "dict",
+      .rounds_env = "SHOAL_DICT_TORTURE_ROUNDS",
+      .default_rounds = 120,
+      .seed_env = "SHOAL_DICT_TORTURE_SEED",
+      .default_seed = 15,
+      .next_op = random_op,
+      .run = run_op,
+      .model = apply_op,
+      .same = same_contents,
+      .show = show,
+  });
 }
 
 // Two writers at once, each on its own keys (key % 2 == writer), no clear: both killed at a
@@ -402,8 +303,7 @@ TEST(DictKill, RandomKillsOfTwoConcurrentWritersKeepEveryOperationThatReturned) 
           rec.len = static_cast<uint32_t>(std::exp2(static_cast<double>(r() % 1500) / 100.0));
           log->inflight_rec = rec;
           log->inflight.store(i + 1, std::memory_order_release);
-          if (rec.op == 0) c.set(key_of(rec.key), value_of(rec));
-          if (rec.op == 1) c.erase(key_of(rec.key));
+          run_op(c, rec);
           log->records[i] = rec;
           log->done.store(i + 1, std::memory_order_release);
         }
@@ -418,17 +318,7 @@ TEST(DictKill, RandomKillsOfTwoConcurrentWritersKeepEveryOperationThatReturned) 
     ASSERT_NO_THROW(d.check()) << "round " << round;
     const Contents now = d.items();
     for (int w = 0; w < 2; ++w) {
-      const uint64_t done = logs[w]->done.load();
-      const bool in_flight = logs[w]->inflight.load() == done + 1;
-      std::vector<Contents> next;
-      for (Contents c : candidates[w]) {
-        for (uint64_t i = 0; i < done; ++i) apply_op(c, logs[w]->records[i]);
-        next.push_back(c);
-        if (in_flight) {
-          apply_op(c, logs[w]->inflight_rec);
-          next.push_back(c);
-        }
-      }
+      const std::vector<Contents> next = test::replay(candidates[w], *logs[w], apply_op);
       const Contents mine = project(now, w);
       const bool ok = std::any_of(next.begin(), next.end(),
                                   [&](const Contents& c) { return same_contents(c, mine); });
@@ -536,32 +426,8 @@ TEST(DictProcesses, ReadersNeverSeeATornValueAndKeepReadingWhileTheWriterIsDead)
 
 TEST(DictProcesses, AHolderKilledWithTheLockHeldIsReportedAndTheDictStaysUsable) {
   ScopedRuntimeDir dir;
-  Dict d = Dict::create();
-  d.set(I(1), I(1));
-  const std::string handle = d.handle();
-  test::HandlePipe pipe;
-  ChildProcess child([&] {
-    after_fork_child();
-    Dict c = Dict::attach(handle);
-    c.lock();
-    c.set(I(2), I(2));  // a compound update, half done
-    c.lock();           // and recursively held
-    pipe.send("held");
-    ::pause();
-    return 0;
-  });
-  ASSERT_EQ(pipe.receive(), "held");
-  EXPECT_EQ(d.try_lock(), SyncStatus::kTimeout);
-  EXPECT_EQ(*d.get(I(2)), I(2));  // reads do not wait
-  child.kill(SIGKILL);
-  ASSERT_EQ(child.wait(), 128 + SIGKILL);
-  EXPECT_EQ(d.lock(), SyncStatus::kOwnerDied);
-  EXPECT_EQ(d.lock_depth(), 1u);  // the dead holder's depth is not inherited
-  d.set(I(3), I(3));
-  d.unlock();
-  EXPECT_FALSE(d.held_by_this_thread());
-  const DictReport r = d.check();
-  EXPECT_EQ(r.size, 3u);  // a compound update is not rolled back (only single operations are)
+  holder_killed_with_the_lock_held<Dict>([](Dict& d, int64_t v) { d.set(I(v), I(v)); },
+                                         [](const Dict& d, int64_t v) { return d.get(I(v)); });
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 // and keep going while the writer is dead, and a lock holder killed with the lock held. After
 // every kill: check() (L1-L7, no block leaked) and the contents equal the operations that
 // returned, plus or minus the one in flight.
+// The every-step walk, the random-kill loop and the killed holder are kill_walk.hpp's harnesses,
+// shared with the Dict's tests.
 #include "shoal/list.hpp"
 #include "shoal/session.hpp"
 
@@ -24,12 +26,20 @@
 #include <vector>
 
 #include "containers/list_core.hpp"
+#include "kill_walk.hpp"
 #include "test_support.hpp"
 
 namespace shoal {
 namespace {
 
 using test::ChildProcess;
+using test::env_int;
+using test::holder_killed_with_the_lock_held;
+using test::kill_walk;
+using test::KillWalk;
+using test::random_kills;
+using test::ref_kill_walk;
+using test::RefKillWalk;
 using test::release_struct;
 using test::shared_struct;
 using test::ScopedRuntimeDir;
@@ -95,57 +105,38 @@ TEST(ListKill, EveryStepOfEveryOperationIsCompletedOrRolledBack) {
     sc.op(ref);
     const Contents after = ref.items();
     ref.check();
-    bool completed = false;
-    int killed = 0;
-    for (int64_t n = 1; !completed && n < 400; ++n) {
-      List l = List::create();
-      fill(l, sc.fill);
-      const std::string handle = l.handle();
-      ChildProcess child([&] {
-        after_fork_child();
-        List c = List::attach(handle);
-        detail::list_kill_at.store(n);
-        sc.op(c);
-        detail::list_kill_at.store(0);
-        return 0;
-      });
-      const int rc = child.wait();
-      if (rc == 0) {
-        completed = true;
-      } else {
-        ASSERT_EQ(rc, 128 + SIGKILL) << sc.name << " step " << n;
-        ++killed;
-        // Every third time, the next writer is killed in the middle of its recovery too.
-        if (n % 3 == 0) {
-          ChildProcess again([&] {
-            after_fork_child();
-            List c = List::attach(handle);
-            detail::list_kill_at.store(n % 6 == 0 ? 1 : 2);
-            c.lock();
-            c.unlock();
-            detail::list_kill_at.store(0);
-            return 0;
-          });
-          const int rc2 = again.wait();
-          ASSERT_TRUE(rc2 == 0 || rc2 == 128 + SIGKILL) << rc2;
-        }
-      }
-      ASSERT_NO_THROW(l.check()) << sc.name << " killed at step " << n;
-      const Contents now = l.items();
-      bool ok = now == before || now == after;
-      if (!ok && std::string(sc.name) == "pop that shrinks") {
-        Contents mid(before.begin(), before.begin() + 2);  // the del_slice done, the pop not
-        ok = now == mid;
-      }
-      EXPECT_TRUE(ok) << sc.name << " killed at step " << n << ": " << show(now)
-                      << "\nbefore: " << show(before) << "\nafter: " << show(after);
-      // The list goes on working.
-      l.append(S("later"));
-      EXPECT_EQ(*l.get(-1), S("later"));
-      l.check();
-    }
-    EXPECT_TRUE(completed) << sc.name;
-    EXPECT_GT(killed, 3) << sc.name << ": the operation has more steps than that";
+    const KillWalk<List> walk{
+        .name = sc.name,
+        .kill_at = &detail::list_kill_at,
+        .max_steps = 400,
+        .more_kills_than = 3,
+        .kill_recoveries = true,
+        .make =
+            [&] {
+              List l = List::create();
+              fill(l, sc.fill);
+              return l;
+            },
+        .write = sc.op,
+        .check =
+            [&](List& l, int64_t n) {
+              ASSERT_NO_THROW(l.check()) << sc.name << " killed at step " << n;
+              const Contents now = l.items();
+              bool ok = now == before || now == after;
+              if (!ok && std::string(sc.name) == "pop that shrinks") {
+                // The del_slice done, the pop not.
+                Contents mid(before.begin(), before.begin() + 2);
+                ok = now == mid;
+              }
+              EXPECT_TRUE(ok) << sc.name << " killed at step " << n << ": " << show(now)
+                              << "\nbefore: " << show(before) << "\nafter: " << show(after);
+              // The list goes on working.
+              l.append(S("later"));
+              EXPECT_EQ(*l.get(-1), S("later"));
+              l.check();
+            },
+    };
+    ASSERT_NO_FATAL_FAILURE(kill_walk(walk));
     ++scenarios_run;
   }
   EXPECT_EQ(scenarios_run, 16);
@@ -158,13 +149,7 @@ struct OpRecord {
   uint32_t a = 0, b = 0;
   uint32_t round = 0, index = 0, len = 0;
 };
-struct OpLog {
-  static constexpr uint32_t kMax = 1 << 15;
-  std::atomic<uint64_t> done{0};      // records[0, done) returned
-  std::atomic<uint64_t> inflight{0};  // index + 1 of the operation begun last
-  OpRecord inflight_rec;
-  OpRecord records[kMax];
-};
+using OpLog = test::OpLog<OpRecord, 1 << 15>;
 
 Item value_of(const OpRecord& r) {
   std::string v = "r" + std::to_string(r.round) + "i" + std::to_string(r.index) + ":";
@@ -231,11 +216,6 @@ void run_op(List* l, Contents* m, const OpRecord& r) {
   }
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
-}
-
 OpRecord random_op(std::mt19937_64& r, uint32_t round, uint32_t i) {
   OpRecord rec;
   const uint64_t what = r() % 1000;
@@ -253,64 +233,18 @@ OpRecord random_op(std::mt19937_64& r, uint32_t round, uint32_t i) {
 
 TEST(ListKill, RandomKillsOfAWriterKeepEveryOperationThatReturned) {
   ScopedRuntimeDir dir;
-  const int rounds = env_int("SHOAL_LIST_TORTURE_ROUNDS", 100);
-  const uint64_t seed = static_cast<uint64_t>(env_int("SHOAL_LIST_TORTURE_SEED", 15));
-  std::printf("list torture: seed %llu, %d rounds\n", static_cast<unsigned long long>(seed), rounds);
-  std::mt19937_64 rng(seed);
-  List l = List::create(List::Options{64 * 1024});
-  const std::string handle = l.handle();
-  OpLog* log = shared_struct<OpLog>();
-  std::vector<Contents> candidates{Contents{}};
-  uint64_t recoveries_before = l.stats().recoveries;
-  int kills_mid_op = 0;
-  for (int round = 0; round < rounds; ++round) {
-    log->done = 0;
-    log->inflight = 0;
-    const uint64_t child_seed = rng();
-    ChildProcess child([&] {
-      after_fork_child();
-      List c = List::attach(handle);
-      std::mt19937_64 r(child_seed);
-      for (uint32_t i = 0; i < OpLog::kMax; ++i) {
-        const OpRecord rec = random_op(r, static_cast<uint32_t>(round), i);
-        log->inflight_rec = rec;
-        log->inflight.store(i + 1, std::memory_order_release);
-        run_op(&c, nullptr, rec);
-        log->records[i] = rec;
-        log->done.store(i + 1, std::memory_order_release);
-      }
-      return 0;
-    });
-    std::this_thread::sleep_for(std::chrono::microseconds(200 + rng() % 20000));
-    child.kill(SIGKILL);
-    ASSERT_EQ(child.wait(), 128 + SIGKILL);
-    const uint64_t done = log->done.load();
-    const bool in_flight = log->inflight.load() == done + 1;
-    std::vector<Contents> next;
-    for (Contents c : candidates) {
-      for (uint64_t i = 0; i < done; ++i) run_op(nullptr, &c, log->records[i]);
-      next.push_back(c);
-      if (in_flight) {
-        run_op(nullptr, &c, log->inflight_rec);
-        next.push_back(c);
-      }
-    }
-    candidates = std::move(next);
-    // Half of the rounds leave the repair to the next child (killed in its recovery, maybe).
-    if (round % 2 == 1 || round == rounds - 1) {
-      ASSERT_NO_THROW(l.check()) << "round " << round;
-      const Contents now = l.items();
-      auto it = std::find(candidates.begin(), candidates.end(), now);
-      ASSERT_NE(it, candidates.end()) << "round " << round << ": " << show(now);
-      candidates = {now};
-      const uint64_t rec = l.stats().recoveries;
-      kills_mid_op += rec > recoveries_before;
-      recoveries_before = rec;
-    }
-  }
-  release_struct(log);
-  // Not an assertion on timing: most kills land between operations; say how many did not.
-  std::printf("list torture: %d rounds, %d checks found an operation to repair\n", rounds, kills_mid_op);
+  random_kills<List, OpRecord, OpLog::kMax>({
+      .name = "list",
+      .rounds_env = "SHOAL_LIST_TORTURE_ROUNDS",
+      .default_rounds = 100,
+      .seed_env = "SHOAL_LIST_TORTURE_SEED",
+      .default_seed = 15,
+      .next_op = random_op,
+      .run = [](List& l, const OpRecord& r) { run_op(&l, nullptr, r); },
+      .model = [](Contents& m, const OpRecord& r) { run_op(nullptr, &m, r); },
+      .same = [](const Contents& a, const Contents& b) { return a == b; },
+      .show = show,
+  });
 }
 
 // Two writers at once, both killed at a random time each round: each appends its own tagged
@@ -455,30 +389,9 @@ TEST(ListProcesses, ReadersNeverSeeAHalfDoneOperationAndKeepReadingWhileTheWrite
 
 TEST(ListProcesses, AHolderKilledWithTheLockHeldIsReportedAndTheListStaysUsable) {
   ScopedRuntimeDir dir;
-  List l = List::create();
-  l.append(I(1));
-  const std::string handle = l.handle();
-  test::HandlePipe pipe;
-  ChildProcess child([&] {
-    after_fork_child();
-    List c = List::attach(handle);
-    c.lock();
-    c.append(I(2));  // a compound update, half done
-    c.lock();        // and recursively held
-    pipe.send("held");
-    ::pause();
-    return 0;
-  });
-  ASSERT_EQ(pipe.receive(), "held");
-  EXPECT_EQ(l.try_lock(), SyncStatus::kTimeout);
-  EXPECT_EQ(*l.get(1), I(2));  // reads do not wait
-  child.kill(SIGKILL);
-  ASSERT_EQ(child.wait(), 128 + SIGKILL);
-  EXPECT_EQ(l.lock(), SyncStatus::kOwnerDied);
-  EXPECT_EQ(l.lock_depth(), 1u);
-  l.append(I(3));
-  l.unlock();
-  EXPECT_EQ(l.check().size, 3u);  // a compound update is not rolled back
+  // Element v is appended at index v - 1.
+  holder_killed_with_the_lock_held<List>([](List& l, int64_t v) { l.append(I(v)); },
+                                         [](const List& l, int64_t v) { return l.get(v - 1); });
 }
 
 
@@ -505,52 +418,24 @@ TEST(ListKill, EveryStepOfAReferenceWriteLeavesEveryNamedObjectAlive) {
   };
   int ops_run = 0;
   for (const RefOp& ro : ops) {
-    bool completed = false;
-    int killed = 0;
-    for (int64_t n = 1; !completed && n < 300; ++n) {
-      std::string target_bare;
-      {
-        List l = List::create();
-        {
-          Segment t = Segment::create(4096);
-          target_bare = t.handle(false);
-          l.append(Item{ObjectRef::to(t)});
-          l.append(Item{ObjectRef::to(t)});
-          l.append(S("plain"));
-        }  // only the list holds the target now
-        const std::string handle = l.handle();
-        ChildProcess child([&] {
-          after_fork_child();
-          List c = List::attach(handle);
-          detail::list_kill_at.store(n);
-          ro.op(c);
-          detail::list_kill_at.store(0);
-          return 0;
-        });
-        const int rc = child.wait();
-        if (rc == 0) {
-          completed = true;
-        } else {
-          ASSERT_EQ(rc, 128 + SIGKILL) << ro.name << " step " << n;
-          ++killed;
-        }
-        ASSERT_NO_THROW(l.check()) << ro.name << " killed at step " << n;  // R2 included
-        int refs = 0;
-        for (const Item& v : l.items()) {  // items() maps every reference: each is alive
-          if (const auto* r = std::get_if<ObjectRef>(&v)) {
-            ++refs;
-            EXPECT_TRUE(r->target.valid());
-          }
-        }
-        if (refs > 0) {
-          EXPECT_EQ(test::objects_still_listed(target_bare), 1) << ro.name;
-        }
-      }
-      EXPECT_TRUE(test::wait_until([&] { return test::objects_still_listed(target_bare) == 0; }))
-          << ro.name << " killed at step " << n << ": the target outlived the list";
-    }
-    EXPECT_TRUE(completed) << ro.name;
-    EXPECT_GT(killed, 1) << ro.name;
+    const RefKillWalk<List> walk{
+        .name = ro.name,
+        .who = "list",
+        .kill_at = &detail::list_kill_at,
+        .max_steps = 300,
+        .more_kills_than = 1,
+        .kill_recoveries = false,
+        .hold =
+            [](List& l, const Segment& t) {
+              l.append(Item{ObjectRef::to(t)});
+              l.append(Item{ObjectRef::to(t)});
+              l.append(S("plain"));
+            },
+        .write = ro.op,
+        // items() maps every reference: each is alive.
+        .expect_alive = [](List&, const ObjectRef& r, int64_t) { EXPECT_TRUE(r.target.valid()); },
+    };
+    ASSERT_NO_FATAL_FAILURE(ref_kill_walk(walk));
     ++ops_run;
   }
   EXPECT_EQ(ops_run, 8);

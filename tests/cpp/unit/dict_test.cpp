@@ -324,6 +324,29 @@ TEST(Dict, AttachSeesTheSameDictAndRefusesAPlainHeap) {
   EXPECT_THROW(Dict::attach(plain.handle()), Error);
 }
 
+// A dict made by a version-1 build (no pop_hint, no reference or tuple items) is refused when
+// attached, with a message that says what to do, not misread by this build.
+TEST(Dict, AVersionOneHeaderIsRefusedWithWhatToDo) {
+  static_assert(layout::kDictVersion == 2, "a new version: extend this test to the older ones");
+  test::ScopedRuntimeDir rd;
+  Dict d = Dict::create();
+  d.set(S("a"), I(1));
+  auto* h = reinterpret_cast<layout::DictHeader*>(
+      d.heap().at(d.heap().root().load(), sizeof(layout::DictHeader)));
+  h->version = 1;
+  try {
+    (void)Dict::attach(d.handle());
+    ADD_FAILURE() << "a version-1 dict was attached";
+  } catch (const IncompatibleSegmentError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("dict: layout version 1, this build reads 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("must run the same shoal version"), std::string::npos) << what;
+    EXPECT_NE(what.find("create a new dict"), std::string::npos) << what;
+  }
+  h->version = layout::kDictVersion;
+  EXPECT_EQ(*Dict::attach(d.handle()).get(S("a")), I(1));
+}
+
 TEST(Dict, TheLockIsRecursiveAndWritesTakeItRecursively) {
   test::ScopedRuntimeDir rd;
   Dict d = Dict::create();

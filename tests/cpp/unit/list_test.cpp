@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "layout/list_layout.hpp"
 #include "shoal/dict.hpp"
 #include "shoal/frozen.hpp"
 #include "test_support.hpp"
@@ -216,6 +217,34 @@ TEST(List, LockIsRecursiveAndAttachChecksTheKind) {
   Dict d = Dict::create();
   EXPECT_THROW(List::attach(d.handle()), IncompatibleSegmentError);
   EXPECT_THROW(Dict::attach(l.handle()), IncompatibleSegmentError);
+}
+
+// A list made by a version-1 build (no reference or tuple elements, one gen bump per write) is
+// refused when attached, with a message that says what to do, not misread by this build; so is
+// one of a later version.
+TEST(List, AnotherLayoutVersionIsRefusedWithWhatToDo) {
+  static_assert(layout::kListVersion == 2, "a new version: extend this test to the older ones");
+  test::ScopedRuntimeDir rd;
+  List l = List::create();
+  l.append(I(7));
+  auto* h = reinterpret_cast<layout::ListHeader*>(
+      l.heap().at(l.heap().root().load(), sizeof(layout::ListHeader)));
+  for (uint32_t v : {1u, layout::kListVersion + 1}) {
+    h->version = v;
+    try {
+      (void)List::attach(l.handle());
+      ADD_FAILURE() << "a version-" << v << " list was attached";
+    } catch (const IncompatibleSegmentError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("list: layout version " + std::to_string(v) + ", this build reads 2"),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find("must run the same shoal version"), std::string::npos) << what;
+      EXPECT_NE(what.find("create a new list"), std::string::npos) << what;
+    }
+  }
+  h->version = layout::kListVersion;
+  EXPECT_EQ(*List::attach(l.handle()).get(0), I(7));
 }
 
 TEST(List, CursorWalksByIndex) {
