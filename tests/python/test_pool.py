@@ -460,6 +460,7 @@ def _interrupt(_: Any) -> None:
     raise KeyboardInterrupt
 
 
+@pytest.mark.asan
 def test_the_workers_c_loop_stores_each_index_and_returns_a_tasks_error() -> None:
     # _shoal.run_tasks, the loop a worker runs a chunk with (the pool's tests above run it
     # through real workers; this checks its contract and its refusals directly).
