@@ -85,6 +85,11 @@ __all__ = [
     "WorkerDiedError",
 ]
 
+# The task and result queues' rings: a quarter of the queues' default (1 MiB). Creating a
+# queue reserves its ring's pages (fallocate), most of a pool's start-up beyond the processes
+# and threads under fork; a chunk of tasks or a batch of results over a quarter of the ring
+# (64 KiB) travels in a heap block instead.
+_RING = 1 << 18
 # A function pickle longer than this goes into shared memory once per call instead of riding
 # in every chunk message.
 _INLINE_FN = 1024
@@ -495,8 +500,8 @@ class Pool:
         self._maxtasks = maxtasksperchild
         self._initret = bool(initret)
         self._init, self._init_hold = self._prepare_init(initializer, tuple(initargs))
-        self._tasks = Queue()
-        self._results = Queue()
+        self._tasks = Queue(ring_bytes=_RING)
+        self._results = Queue(ring_bytes=_RING)
         # The slot table: a raw segment (the workers get it whole; no numpy on their side), seen
         # here as a (processes, _COLS) int64 table.
         self._slot_seg = _shoal.Segment.create(processes * _COLS * 8)

@@ -460,6 +460,16 @@ def _interrupt(_: Any) -> None:
     raise KeyboardInterrupt
 
 
+def test_big_chunks_and_result_batches_travel_outside_the_queues_rings() -> None:
+    # The pool's rings are 256 KiB: a chunk or a batch over a quarter of that goes in a heap
+    # block of the queue (docs/design/queue.md); both directions here, under and over it.
+    with shoal.Pool(2, context="fork") as pool:
+        sizes = [10, 70_000, 300_000, 1_000_000] * 3
+        assert [len(b) for b in pool.map(bytes, sizes, chunksize=2)] == sizes
+        blobs = [bytes([i]) * 200_000 for i in range(4)]
+        assert pool.map(len, blobs, chunksize=4) == [200_000] * 4
+
+
 @pytest.mark.asan
 def test_the_workers_c_loop_stores_each_index_and_returns_a_tasks_error() -> None:
     # _shoal.run_tasks, the loop a worker runs a chunk with (the pool's tests above run it
