@@ -2,7 +2,8 @@
 
 One physical copy per machine, whatever the multiprocessing start method; nothing leaked when a
 process is killed. The engine is C++ (``shoal._shoal``); this package is its public face, and
-this module only re-exports it.
+this module only re-exports it, each part loaded on first use (``__init__.pyi`` is what type
+checkers see).
 """
 
 from __future__ import annotations
@@ -71,37 +72,8 @@ _LAZY: dict[str, str] = {
     "Value": "_sync",
 }
 
-# The lazy names as type checkers see them. Not `if typing.TYPE_CHECKING:` (typing costs a spawn
-# worker 3 ms to import, and mypy analyses imports under TYPE_CHECKING after this module, where
-# the import cycle with shoal._shoal's stub, which names the errors as shoal.X, then hides the
-# classes derived from ShoalError): a plain False that type checkers do not evaluate.
-_FOR_TYPE_CHECKERS = False
-if _FOR_TYPE_CHECKERS:
-    from typing import Any
 
-    from ._array import Array, empty, full, zeros
-    from ._containers import Dict, List
-    from ._frozen import FrozenDict, FrozenList, FrozenSet, FrozenTuple, freeze, load, save
-    from ._hold import hold
-    from ._kinds import attach
-    from ._pipes import Connection, Pipe
-    from ._pool import BrokenPoolError, Pool, ProcessPoolExecutor, WorkerDiedError
-    from ._queues import EndOfStreamError, JoinableQueue, Queue, SimpleQueue
-    from ._share import share
-    from ._sync import (
-        Barrier,
-        BoundedSemaphore,
-        Condition,
-        Event,
-        Lock,
-        OwnerDiedWarning,
-        RLock,
-        Semaphore,
-        Value,
-    )
-
-
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")

@@ -33,6 +33,26 @@ def test_the_lazy_names_are_exactly_the_public_names_not_imported_eagerly() -> N
     assert set(shoal._LAZY) | eager | {"__version__"} == set(shoal.__all__)
 
 
+def test_the_stub_imports_every_public_name_from_where_it_is_loaded() -> None:
+    # Type checkers read __init__.pyi, not the lazy __init__.py: the same names, from the same
+    # modules, or a name would type as missing (or as the wrong object).
+    stub = ast.parse(pathlib.Path(shoal.__file__).with_suffix(".pyi").read_text())
+    imported: dict[str, str] = {}
+    stub_all: list[str] = []
+    for node in stub.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                imported[alias.asname or alias.name] = str(node.module)
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            stub_all = ast.literal_eval(node.value)
+    assert stub_all == shoal.__all__
+    assert set(imported) == set(shoal.__all__) - {"__version__"}
+    for name, module in imported.items():
+        assert module == shoal._LAZY.get(name, "_shoal"), name
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         shoal.no_such_name  # noqa: B018
