@@ -128,8 +128,9 @@ int value_item(bool allow_pickle, PyObject* o, Item* out, const char* container)
   }
   if (!allow_pickle) {
     PyErr_Format(PyExc_TypeError,
-                 "%s(allow_pickle=False) stores None, bool, int (64 bits), float, str "
-                 "and bytes, not %.200s",
+                 "%s(allow_pickle=False) stores None, bool, int, float, str, bytes, tuples "
+                 "and frozensets of those, and shoal objects and dicts and lists by reference, "
+                 "not %.200s (allow_pickle=True stores it pickled)",
                  container, t->tp_name);
     return -1;
   }
