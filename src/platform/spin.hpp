@@ -62,15 +62,21 @@ bool spin_until(Ready&& ready, uint64_t budget_ns, Deadline deadline) noexcept {
 /// sleeps almost at once and leaves its core to the peer (a fixed budget of tens of
 /// microseconds was measured to burn all of it on most hand-offs there, tripling latency). A
 /// waiter that waits long for a peer with nothing to say (an idle consumer) likewise burns
-/// min_ns, not max_ns, per wait once its first spins have failed.
+/// min_ns, not max_ns, per wait once its first spins have failed. How the budget grows back
+/// from min_ns: woken_after.
 class AdaptiveSpin {
  public:
+  /// After this many failed probes in a row a probe is tried once per 1024 wakes that ask for
+  /// one (woken_after): its cost, one failed spin of at most max_ns, is then negligible.
+  static constexpr uint32_t kMaxProbeBackoff = 1024;
+
   /// 0 < min_ns <= max_ns: a budget of 0 would never grow again.
   constexpr AdaptiveSpin(uint64_t min_ns, uint64_t max_ns) noexcept
       : min_ns_(min_ns), max_ns_(max_ns), budget_ns_(max_ns) {}
 
   /// spin_until(ready, the current budget, deadline); then the budget adapts to how it ended.
-  /// A spin cut short by the caller's deadline says nothing about the peer and leaves it.
+  /// A spin cut short by the caller's deadline says nothing about the peer and leaves it. A
+  /// probe (woken_after) that fails sends the budget back to min_ns, not to half the probe.
   template <class Ready>
   bool spin(Ready&& ready, Deadline deadline) noexcept {
     if (ready()) return true;
@@ -79,25 +85,55 @@ class AdaptiveSpin {
     const bool seen = spin_until(ready, budget, deadline);
     const uint64_t spent = monotonic_ns() - start;
     if (seen && spent <= budget) {
+      if (probing_.exchange(false, std::memory_order_relaxed)) {
+        probe_backoff_.store(0, std::memory_order_relaxed);
+      }
       budget_ns_.store(std::min(max_ns_, budget * 2), std::memory_order_relaxed);
     } else if (spent >= budget) {
-      budget_ns_.store(std::max(min_ns_, budget / 2), std::memory_order_relaxed);
+      if (probing_.exchange(false, std::memory_order_relaxed)) {
+        const uint32_t b = probe_backoff_.load(std::memory_order_relaxed);
+        const uint32_t next = b == 0 ? 1 : std::min(kMaxProbeBackoff, b * 2);
+        probe_backoff_.store(next, std::memory_order_relaxed);
+        probe_skip_.store(next, std::memory_order_relaxed);
+        budget_ns_.store(min_ns_, std::memory_order_relaxed);
+      } else {
+        budget_ns_.store(std::max(min_ns_, budget / 2), std::memory_order_relaxed);
+      }
     }
     return seen;
   }
 
   /// A spin of this call site ran out, the caller then slept, and the change it waited for
-  /// woke it `waited_ns` after the spin began. When that is within max_ns, a spin of max_ns
-  /// would have caught it without a sleep, so the budget doubles. Without this a budget that has
-  /// fallen to min_ns (the peer was idle or preempted for a while) could only grow back through
-  /// a change seen within min_ns; a ping-pong whose replies take longer than that (a Python
-  /// peer's round is several us) would sleep on every hand-off for ever, both sides at min_ns.
-  /// waited_ns includes the sleeper's wake-up latency, so this errs towards spinning: spins
-  /// that then fail halve the budget again.
+  /// woke it `waited_ns` after the spin began. When that is within max_ns, a spin that long
+  /// would have caught it without a sleep. Without this rule a budget that has fallen to min_ns
+  /// (the peer was idle or preempted for a while) could only grow back through a change seen
+  /// within min_ns; a ping-pong whose replies take longer than that (a Python peer's round is
+  /// several us) would sleep on every hand-off for ever, both sides at min_ns.
+  ///
+  /// When doubling the budget covers waited_ns, it doubles. When it does not, the next spin is
+  /// a probe of waited_ns: doubling alone cannot get out once both sides sleep on every
+  /// hand-off, because each side's reply then comes only after the other's wake-up (tens of us
+  /// from an idle core), every spin of 2-4 us fails and halves what the wake doubled
+  /// (measured: a Pipe ping-pong stuck at 0.97 sleeps per round and 57 us one way for 4000
+  /// rounds; docs/design/queue.md "The spin budget"). waited_ns includes the sleeper's own
+  /// wake-up, so a probe that long covers the peer's wake-up and reply. A probe that sees the
+  /// change doubles as any spin; one that fails (the peer had no core: CPU-bound processes on
+  /// every core, where wakes come within tens of us too) drops the budget to min_ns, and the
+  /// next probe comes only after 1, 2, 4 ... kMaxProbeBackoff such wakes (doubling between
+  /// them as before), so that a loaded machine pays for one failed probe in a thousand wakes.
   void woken_after(uint64_t waited_ns) noexcept {
     if (waited_ns > max_ns_) return;
-    const uint64_t budget = budget_ns_.load(std::memory_order_relaxed);
-    budget_ns_.store(std::min(max_ns_, budget * 2), std::memory_order_relaxed);
+    const uint64_t doubled = std::min(max_ns_, budget_ns_.load(std::memory_order_relaxed) * 2);
+    if (waited_ns > doubled) {
+      const uint32_t skip = probe_skip_.load(std::memory_order_relaxed);
+      if (skip == 0) {
+        probing_.store(true, std::memory_order_relaxed);
+        budget_ns_.store(waited_ns, std::memory_order_relaxed);
+        return;
+      }
+      probe_skip_.store(skip - 1, std::memory_order_relaxed);
+    }
+    budget_ns_.store(doubled, std::memory_order_relaxed);
   }
 
   /// The budget the next spin gets.
@@ -107,8 +143,12 @@ class AdaptiveSpin {
   uint64_t min_ns_;
   uint64_t max_ns_;
   // Process-local, shared by the call site's threads. Relaxed: a lost update only delays the
-  // adaptation by one spin, and any value stored is within [min_ns, max_ns].
+  // adaptation by one spin (or counts a probe as another thread's plain spin), and any value
+  // stored is within [min_ns, max_ns], any backoff within [0, kMaxProbeBackoff].
   std::atomic<uint64_t> budget_ns_;
+  std::atomic<bool> probing_{false};        // the next spin is a probe (woken_after)
+  std::atomic<uint32_t> probe_backoff_{0};  // wakes skipped after the last failed probe
+  std::atomic<uint32_t> probe_skip_{0};     // wakes still to skip before the next probe
 };
 
 /// One wait's use of an AdaptiveSpin: it spins once, before its first sleep, and its first

@@ -122,7 +122,7 @@ TEST(AdaptiveSpin, ASpinCutShortByTheDeadlineLeavesTheBudget) {
   EXPECT_EQ(s.budget_ns(), 60'000'000'000u);
 }
 
-TEST(AdaptiveSpin, AWakeWithinTheCapDoublesTheBudgetAndALaterOneLeavesIt) {
+TEST(AdaptiveSpin, AWakeThatDoublingCoversDoublesTheBudgetAndALaterOneLeavesIt) {
   // A budget at its floor grows back through wakes that a spin of max_ns would have caught,
   // not only through spins that succeed within the floor.
   AdaptiveSpin s(1'000'000, 8'000'000);  // 1 ms .. 8 ms
@@ -130,11 +130,69 @@ TEST(AdaptiveSpin, AWakeWithinTheCapDoublesTheBudgetAndALaterOneLeavesIt) {
   EXPECT_EQ(s.budget_ns(), 1'000'000u);
   s.woken_after(8'000'001);  // later than any spin would wait: nothing learnt
   EXPECT_EQ(s.budget_ns(), 1'000'000u);
+  // Each wake comes within twice the budget: the budget doubles, up to the cap.
   const uint64_t want[] = {2'000'000, 4'000'000, 8'000'000, 8'000'000};
   for (uint64_t w : want) {
-    s.woken_after(8'000'000);
+    s.woken_after(w);
     EXPECT_EQ(s.budget_ns(), w);
   }
+}
+
+// Spins that fail from the cap down to the floor: 8, 4, 2 ms -> 1 ms (14 ms of spinning).
+void to_floor(AdaptiveSpin& s) {
+  while (s.budget_ns() > 1'000'000) (void)s.spin([] { return false; }, Deadline::never());
+}
+
+TEST(AdaptiveSpin, AWakeBeyondTheDoubledBudgetProbesThatLongAndAFailedProbeBacksOff) {
+  // Both sides of a ping-pong sleeping on every hand-off: each wake comes 6 ms after the spin
+  // began, beyond the doubled floor (2 ms), so doubling alone (1 -> 2 ms, then a failed 2 ms
+  // spin halving it back) never gets out. The next spin is a probe of 6 ms instead.
+  AdaptiveSpin s(1'000'000, 8'000'000);  // 1 ms .. 8 ms
+  to_floor(s);
+  // A probe failing means the peer had no core: the budget goes back to the floor, not to
+  // half the probe, and the next probes come after 1, 2, 4, ... such wakes, doubling between.
+  for (int skipped : {0, 1, 2, 4, 8}) {
+    for (int i = 0; i < skipped; ++i) {
+      s.woken_after(6'000'000);
+      EXPECT_EQ(s.budget_ns(), 2'000'000u) << "skipped " << i << " of " << skipped;
+      EXPECT_FALSE(s.spin([] { return false; }, Deadline::never()));  // a plain spin: halves
+      EXPECT_EQ(s.budget_ns(), 1'000'000u);
+    }
+    s.woken_after(6'000'000);
+    EXPECT_EQ(s.budget_ns(), 6'000'000u) << "the probe after " << skipped << " skipped wakes";
+    EXPECT_FALSE(s.spin([] { return false; }, Deadline::never()));
+    EXPECT_EQ(s.budget_ns(), 1'000'000u);
+  }
+  // A wake that doubling covers doubles as before; one beyond the cap teaches nothing.
+  s.woken_after(2'000'000);
+  EXPECT_EQ(s.budget_ns(), 2'000'000u);
+  s.woken_after(8'000'001);
+  EXPECT_EQ(s.budget_ns(), 2'000'000u);
+}
+
+TEST(AdaptiveSpin, AProbeThatSeesTheChangeKeepsTheBudgetAndEndsTheBackoff) {
+  // Budgets of tens of ms: the successful spins below see the change on their third look,
+  // microseconds in, far inside the budget even on a loaded machine.
+  AdaptiveSpin s(5'000'000, 40'000'000);  // 5 ms .. 40 ms
+  for (int i = 0; i < 3; ++i) (void)s.spin([] { return false; }, Deadline::never());
+  EXPECT_EQ(s.budget_ns(), 5'000'000u);
+  s.woken_after(30'000'000);
+  EXPECT_EQ(s.budget_ns(), 30'000'000u);  // a probe
+  EXPECT_FALSE(s.spin([] { return false; }, Deadline::never()));  // fails: the floor, skip 1
+  EXPECT_EQ(s.budget_ns(), 5'000'000u);
+  s.woken_after(30'000'000);
+  EXPECT_EQ(s.budget_ns(), 10'000'000u);  // skipped: doubled
+  s.woken_after(30'000'000);
+  EXPECT_EQ(s.budget_ns(), 30'000'000u);  // the next probe
+  int asked = 0;
+  EXPECT_TRUE(s.spin([&] { return ++asked >= 3; }, Deadline::never()));
+  EXPECT_EQ(s.budget_ns(), 40'000'000u);  // doubled, to the cap
+  // Back at the floor, a wake beyond the doubled budget probes at once: the success ended the
+  // backoff.
+  for (int i = 0; i < 3; ++i) (void)s.spin([] { return false; }, Deadline::never());
+  EXPECT_EQ(s.budget_ns(), 5'000'000u);
+  s.woken_after(30'000'000);
+  EXPECT_EQ(s.budget_ns(), 30'000'000u);
 }
 
 TEST(SpinWait, OnlyTheFirstSleepThePeerEndedGrowsTheBudget) {
