@@ -2,8 +2,9 @@
 // standing for a queue's heap block: a QueueHeader (zero-padded to its size when the input is
 // shorter) followed by the ring. check_header_constants, then walk_ring over [head, tail) and a
 // copy of every record it accepts, on a buffer of exactly header + ring_bytes bytes, so ASan
-// sees any read past the ring, out-of-band records included (their 16-byte payload may wrap).
-// Never crashes; a walk it accepts must add up (Q3, Q4).
+// sees any read past the ring, out-of-band records included (their 16-byte payload may wrap);
+// the end table (Q8) and the hand-out table (Q9) decode or are refused. Never crashes; a walk
+// it accepts must add up (Q3, Q4).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -27,6 +28,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto e = channels::check_ends(h.ends); e.has_value()) {
     for (int side = 0; side < 2; ++side) {
       if (e.value().slots[side] > layout::kQueueEndSlots) std::abort();
+    }
+  }
+  // Q9: the hand-out table decodes or is refused; what it accepts names distinct blocks.
+  if (auto t = channels::check_handouts(h.handouts); t.has_value()) {
+    if (t.value().size() > layout::kQueueHandoutSlots) std::abort();
+    for (uint64_t b : t.value()) {
+      if (b == 0) std::abort();
     }
   }
   // Exactly the ring: nothing after it is readable without ASan noticing.

@@ -61,11 +61,15 @@ struct QueueStats {
   uint64_t puts = 0;
   uint64_t gets = 0;
   uint64_t recoveries = 0;  // times a lock holder found the previous one dead and repaired
+  // Zero-copy receive (get_messages with hand_out_blocks; snapshots without the lock):
+  uint64_t handed_out = 0;  // blocks handed to processes that have not released them (a
+                            // dead holder's count until the next reclaim)
+  uint64_t handouts_reclaimed = 0;  // blocks freed because their holder died
+  uint64_t handouts_copied = 0;     // hand-outs copied instead: the hand-out table was full
   // check() only (0 from stats()):
   uint64_t out_of_band = 0;   // messages held in heap blocks (larger than a quarter ring)
-  uint64_t stray_blocks = 0;  // committed heap blocks no record names: leaked by a death in
-                              // one of the narrow windows of docs/design/queue.md; freed with
-                              // the queue
+  uint64_t stray_blocks = 0;  // committed heap blocks that neither a record nor a hand-out
+                              // slot names: none unless the heap or the queue is corrupt
 };
 
 namespace layout {
@@ -79,8 +83,9 @@ enum class QueueEnd : uint8_t { kProducer = 0, kConsumer = 1 };
 /// queue stores but never interprets: 0 for raw bytes, what C++ producers put; the Python
 /// layer's encodings otherwise, src/layout/queue_layout.hpp) and its bytes, either copied into
 /// `data` or, for an out-of-band message taken with hand_out_blocks, the heap block that holds
-/// them, which then belongs to the caller (free it with heap().free(block) when done; if the
-/// caller dies first, the block stays allocated until the queue itself is freed).
+/// them, which then belongs to the calling process (release it with Queue::release(block) when
+/// done, never heap().free: the queue's hand-out table names it; if the process dies first, the
+/// next reclaim frees it, docs/design/queue.md "Zero-copy receive").
 struct QueueMessage {
   std::string data;     // the message, unless block != 0
   HeapRef block = 0;    // the out-of-band block handed to the caller, or 0
@@ -217,11 +222,23 @@ class Queue {
 
   /// get_many with each message's encoding: `out` holds the messages taken (none unless kOk;
   /// its elements are reused, so their buffers are not allocated again); with `hand_out_blocks` an
-  /// out-of-band message is not copied: its block is handed to the caller (QueueMessage), who
-  /// frees it. The zero-copy receive of the Python layer.
+  /// out-of-band message is not copied: its block is handed to this process (QueueMessage), which
+  /// releases it with release(). The zero-copy receive of the Python layer. The hand-out table
+  /// holds layout::kQueueHandoutSlots blocks: when every slot is a live process's, the message
+  /// is copied into `data` as without hand_out_blocks (counted in stats().handouts_copied).
   QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,
                            Deadline deadline = Deadline::never(), bool interruptible = false,
                            uint64_t max_bytes = 0, bool hand_out_blocks = false);
+  /// Frees a block get_messages handed to this process and clears its hand-out slot (under the
+  /// queue's lock). InvalidArgumentError when no slot names `block` as this process's (never
+  /// handed out, released already, or handed to another process, such as this forked child's
+  /// parent): nothing is freed then.
+  void release(HeapRef block);
+  /// Frees the handed-out blocks whose holding process is gone (exited, or its pid reused) and
+  /// clears their slots; returns how many. System calls: about two per distinct live holder.
+  /// Also run by recovery, check(), a hand-out that finds the table full, and an out-of-band put
+  /// (at most once per 100 ms for the whole queue, and only while a slot is owned).
+  uint64_t reclaim_handouts();
 
   // ---- tasks (a joinable queue) -------------------------------------------------------------
   // The unfinished tasks are the messages in the queue plus those got and not yet marked done
@@ -260,6 +277,7 @@ class Queue {
         layout::TaskTable* tasks) noexcept
       : heap_(std::move(heap)), top_(top), h_(h), ring_(ring), tasks_(tasks) {}
   void note_taken(uint64_t n) noexcept;  // under the lock: a joinable get's bookkeeping
+
   template <class M>
   QueueStatus put_msgs(std::span<const M> msgs, std::span<const uint8_t> encodings,
                        Deadline deadline, bool interruptible);

@@ -18,9 +18,10 @@
 //
 // Zero-copy receive: _get(timeout, hand_out=True) takes an out-of-band message without copying
 // it: the payload is a QueueBlock, which exports the heap block's bytes through the buffer
-// protocol (writable: the block is the receiver's) and frees the block when the QueueBlock and
-// every view of it are gone. A receiver that dies first leaves the block allocated until the
-// queue itself is freed (docs/design/queue.md, "The Python layer").
+// protocol (writable: the block is the receiver's) and releases the block (Queue::release: freed,
+// its hand-out slot cleared) when the QueueBlock and every view of it are gone. A receiver that
+// dies first leaves a hand-out slot naming a dead process: the next reclaim frees the block
+// (docs/design/queue.md, "Zero-copy receive").
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
@@ -51,7 +52,7 @@ struct PyQueue {
   Queue q;
 };
 
-// A message's heap block, handed to its receiver; freed with the last view of it.
+// A message's heap block, handed to its receiver; released with the last view of it.
 struct PyQueueBlock {
   nb::object owner;  // the QueueCore: keeps the heap mapped while the block is viewed
   HeapRef ref = 0;
@@ -73,8 +74,7 @@ struct PyQueueBlock {
   ~PyQueueBlock() {
     if (ref == 0 || !owner.is_valid() || taker != ::getpid()) return;
     try {
-      Heap h = nb::inst_ptr<PyQueue>(owner)->q.heap();  // a handle: a copy is cheap
-      h.free(ref);
+      nb::inst_ptr<PyQueue>(owner)->q.release(ref);
     } catch (...) {
       // The heap refused (corrupt): the block stays until the queue is freed.
     }
@@ -233,22 +233,21 @@ PyObject* message_tuple(PyObject* self, QueueMessage& m) {
   if (m.encoding == layout::kEncodingValue) {
     if (m.block != 0) {
       PyQueue* pq = nb::inst_ptr<PyQueue>(self);
-      Heap h = pq->q.heap();
       const HeapRef ref = m.block;
-      m.block = 0;  // freed below, whatever the decode does
+      m.block = 0;  // released below, whatever the decode does
       const std::byte* data = nullptr;
       try {
-        data = h.at(ref, m.length);
+        data = pq->q.heap().at(ref, m.length);
       } catch (...) {
         try {
-          h.free(ref);
+          pq->q.release(ref);
         } catch (...) {
         }
         throw;
       }
       payload = codec::decode_message(data, m.length);
       try {
-        h.free(ref);
+        pq->q.release(ref);
       } catch (...) {
         // The heap refused (corrupt): the block stays until the queue is freed.
       }
@@ -285,13 +284,12 @@ PyObject* message_tuple(PyObject* self, QueueMessage& m) {
   return t;
 }
 
-// Frees the blocks of messages not turned into QueueBlocks (an error part-way).
+// Releases the blocks of messages not turned into QueueBlocks (an error part-way).
 void free_unclaimed(PyQueue* pq, std::vector<QueueMessage>& msgs) noexcept {
   for (QueueMessage& m : msgs) {
     if (m.block == 0) continue;
     try {
-      Heap h = pq->q.heap();
-      h.free(m.block);
+      pq->q.release(m.block);
     } catch (...) {
     }
     m.block = 0;
@@ -659,9 +657,14 @@ void register_queue(nb::module_& m) {
             r["puts"] = s.puts;
             r["gets"] = s.gets;
             r["recoveries"] = s.recoveries;
+            r["handed_out"] = s.handed_out;
+            r["handouts_reclaimed"] = s.handouts_reclaimed;
+            r["handouts_copied"] = s.handouts_copied;
+            r["heap_bytes"] = q.q.heap().stats().live_bytes;
             return r;
           },
-          "Counters of the queue (snapshots).")
+          "Counters of the queue (snapshots): heap_bytes is its heap's used bytes (its header "
+          "and ring, and every message block in the queue or handed out).")
       .def(
           "_check",
           [](PyQueue& q) {
@@ -675,11 +678,14 @@ void register_queue(nb::module_& m) {
             r["bytes"] = s.bytes;
             r["out_of_band"] = s.out_of_band;
             r["stray_blocks"] = s.stray_blocks;
+            r["handed_out"] = s.handed_out;
+            r["handouts_reclaimed"] = s.handouts_reclaimed;
             r["recoveries"] = s.recoveries;
             return r;
           },
-          "Takes the lock (repairing a dead holder's operation) and checks every invariant "
-          "(CorruptSegmentError names the first failure).");
+          "Takes the lock (repairing a dead holder's operation), frees the blocks handed to "
+          "processes that are gone, and checks every invariant (CorruptSegmentError names the "
+          "first failure).");
 }
 
 }  // namespace shoal::py

@@ -3,9 +3,11 @@
 #include "shoal/queue.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "channels/queue_core.hpp"
@@ -70,6 +72,101 @@ platform::Deadline pd(Deadline d) noexcept { return platform::Deadline{d.ns}; }
 
 enum class LockOutcome { kHeld, kTimeout, kInterrupted };
 
+// Owner words of the end table and the hand-out table: pid << 32 | tag (sync::self_tag), so a
+// dead owner is told from a process that was given its pid (sync::process_gone).
+uint64_t owner_word(uint32_t pid, uint32_t tag) noexcept { return uint64_t{pid} << 32 | tag; }
+uint64_t self_owner() noexcept { return owner_word(sync::self_pid(), sync::self_tag()); }
+bool owner_gone(uint64_t owner) noexcept {
+  return sync::process_gone(static_cast<uint32_t>(owner >> 32), static_cast<uint32_t>(owner));
+}
+
+// ---- the hand-out table (Q9; docs/design/queue.md "Zero-copy receive") ----------------------
+// Every function here runs under the queue's lock. A slot is claimed (block, then owner) before
+// the consume store of the get that hands the block out, and cleared (owner 0) after the block
+// is freed, by its holder (Queue::release) or by a reclaim once the holder is gone. Under the
+// lock a committed block that an owned slot names can only be that slot's: blocks are committed
+// only under this lock, so memory freed and allocated again meanwhile is pending.
+
+constexpr uint32_t kNoSlot = layout::kQueueHandoutSlots;
+
+// Frees `b` if it is still the start of a committed block (never a second time); a heap that
+// refuses (corrupt) leaves it: leaking is the safe side, check() reports it.
+void free_if_committed(Heap& heap, HeapRef b) noexcept {
+  try {
+    if (heap.committed_block(b)) heap.free(b);
+  } catch (...) {
+  }
+}
+
+// Frees the blocks of the slots whose owner is gone and clears those slots: free first, so a
+// death in between leaves an owned slot naming a freed block, which the recovery that death
+// causes clears (drop_stale_handouts) before anyone can commit that memory again. Each distinct
+// owner is judged once (process_gone: a system call or two). Returns the slots reclaimed.
+uint64_t reclaim_handouts_locked(Heap& heap, QueueHeader* h) noexcept {
+  std::array<uint64_t, layout::kQueueHandoutSlots> judged{};  // owners judged, this pass
+  std::array<bool, layout::kQueueHandoutSlots> gone{};
+  uint32_t n_judged = 0;
+  uint64_t n = 0;
+  for (layout::QueueHandout& slot : h->handouts.slots) {
+    const uint64_t owner = slot.owner.load(std::memory_order_relaxed);
+    if (owner == 0) continue;
+    uint32_t j = 0;
+    while (j < n_judged && judged[j] != owner) ++j;
+    if (j == n_judged) {
+      judged[j] = owner;
+      gone[j] = owner_gone(owner);
+      ++n_judged;
+    }
+    if (!gone[j]) continue;
+    free_if_committed(heap, slot.block.load(std::memory_order_relaxed));
+    slot.owner.store(0, std::memory_order_release);
+    ++n;
+  }
+  if (n != 0) h->handouts.reclaimed.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+// Recovery only: clears the owned slots whose block is no longer committed, which only a holder
+// that died between its release's free and its clear leaves (it held the lock: this recovery is
+// the first lock hold since, so nobody can have committed that memory again). No system call.
+void drop_stale_handouts(Heap& heap, QueueHeader* h) noexcept {
+  for (layout::QueueHandout& slot : h->handouts.slots) {
+    if (slot.owner.load(std::memory_order_relaxed) == 0) continue;
+    bool committed = false;
+    try {
+      committed = heap.committed_block(slot.block.load(std::memory_order_relaxed));
+    } catch (...) {
+    }
+    if (!committed) slot.owner.store(0, std::memory_order_release);
+  }
+}
+
+// Clears the owned slots that name one of `refs`: a dead consumer's claims for the blocks of the
+// records its get intent covers (recovery; those blocks are the ring's, or were freed with the
+// intent).
+void clear_handouts_naming(QueueHeader* h, const std::vector<HeapRef>& refs) noexcept {
+  if (refs.empty()) return;
+  for (layout::QueueHandout& slot : h->handouts.slots) {
+    if (slot.owner.load(std::memory_order_relaxed) == 0) continue;
+    const HeapRef b = slot.block.load(std::memory_order_relaxed);
+    if (std::find(refs.begin(), refs.end(), b) != refs.end()) {
+      slot.owner.store(0, std::memory_order_release);
+    }
+  }
+}
+
+// A free slot that this get has not chosen already (`chosen`: its claims to come), or kNoSlot.
+uint32_t free_handout_slot(const QueueHeader* h,
+                           const std::vector<std::pair<uint32_t, HeapRef>>& chosen) noexcept {
+  for (uint32_t i = 0; i < layout::kQueueHandoutSlots; ++i) {
+    if (h->handouts.slots[i].owner.load(std::memory_order_relaxed) != 0) continue;
+    bool taken = false;
+    for (const auto& c : chosen) taken = taken || c.first == i;
+    if (!taken) return i;
+  }
+  return kNoSlot;
+}
+
 // The queue's lock, held for the scope of one operation. Recovery runs inside lock() when the
 // previous holder died, before the caller looks at anything.
 class QueueLock {
@@ -125,6 +222,11 @@ class QueueLock {
     h_->bytes.store(w.value().bytes, std::memory_order_relaxed);
     h_->recoveries.fetch_add(1, std::memory_order_relaxed);
     recover_intents(head, tail);
+    // After the intents (which clear a dead consumer's claims for blocks still in the ring, or
+    // freed with its intent): a release cut between its free and its clear, then the blocks
+    // of every holder that is gone.
+    drop_stale_handouts(heap_, h_);
+    (void)reclaim_handouts_locked(heap_, h_);
     for (std::atomic<uint32_t>* word : {&h_->put_seq, &h_->get_seq}) {
       const uint32_t v = word->load(std::memory_order_relaxed);
       word->store((v + 1) & kSeqMask, std::memory_order_release);
@@ -154,11 +256,14 @@ class QueueLock {
       const uint64_t from = h_->get_intent_head.load(std::memory_order_relaxed);
       const uint64_t end = h_->get_intent_end.load(std::memory_order_relaxed);
       std::vector<HeapRef> refs;
-      // Consumed (head == end): the records [from, end) are still intact (nobody could write
-      // the ring since: the dead consumer held the lock), and their blocks that are still
-      // committed are freed. Not consumed: nothing to do.
-      if (head == end) collect(from, end, end, refs);
-      free_committed(refs);
+      // The records [from, end) are still intact (nobody could write the ring since: the dead
+      // consumer held the lock). Consumed (head == end): their blocks that are still committed
+      // are freed, handed out or not (the taker is dead). Not consumed: the blocks are the
+      // ring's again. Either way the hand-out slots the dead consumer claimed for them are
+      // cleared (after the frees: a death in between leaves the intent, and this again).
+      collect(from, end, head == end ? end : head, refs);
+      if (head == end) free_committed(refs);
+      clear_handouts_naming(h_, refs);
       h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
     }
   }
@@ -183,13 +288,7 @@ class QueueLock {
   }
 
   void free_committed(const std::vector<HeapRef>& refs) noexcept {
-    for (HeapRef r : refs) {
-      try {
-        if (heap_.committed_block(r)) heap_.free(r);
-      } catch (...) {
-        // The heap refused (corrupt): leaving the block is the safe side; check() reports it.
-      }
-    }
+    for (HeapRef r : refs) free_if_committed(heap_, r);
   }
 
   Heap& heap_;
@@ -355,6 +454,23 @@ bool fits(const QueueHeader* h, uint64_t n, uint64_t len, uint64_t span) noexcep
     return false;
   }
   return true;
+}
+
+// Under the lock, from an out-of-band put: reclaim_handouts_locked when some slot is owned and
+// the last such reclaim (any process's) is kHandoutScanNs old. The scan of the slots is 256 loads;
+// the system calls (one or two per distinct holder) are then at most ten a second per queue.
+constexpr uint64_t kHandoutScanNs = 100'000'000;
+void reclaim_handouts_now_and_then(Heap& heap, QueueHeader* h) noexcept {
+  const uint64_t now = platform::monotonic_ns();
+  const uint64_t last = h->handouts.scanned_ns.load(std::memory_order_relaxed);
+  if (now >= last && now - last < kHandoutScanNs) return;
+  bool any = false;
+  for (const layout::QueueHandout& slot : h->handouts.slots) {
+    any = any || slot.owner.load(std::memory_order_relaxed) != 0;
+  }
+  if (!any) return;
+  h->handouts.scanned_ns.store(now, std::memory_order_relaxed);
+  (void)reclaim_handouts_locked(heap, h);
 }
 
 // Whether a message of `len` bytes goes out of band: when its inline record would take more
@@ -527,6 +643,10 @@ QueueStatus Queue::put_msgs(std::span<const M> msgs, std::span<const uint8_t> en
     if (lo == LockOutcome::kInterrupted) return QueueStatus::kInterrupted;
     if (lo == LockOutcome::kTimeout) return QueueStatus::kFull;
     if (fits(h_, msgs.size(), len, span)) {
+      // A stream of big messages is what leaks when consumers die holding them: its puts free
+      // the dead holders' blocks, at most once per kHandoutScanNs for the whole queue, and only
+      // while some block is handed out (a get of big messages that copies leaves none).
+      if (any_oob) reclaim_handouts_now_and_then(heap_, h_);
       // Steps (docs/design/queue.md): 1 write the records past tail; [out of band: 2a intent
       // kIntentCommitting; 2b commit each block; 2c kIntentCommitted]; 3 publish: one store of
       // tail; [3a intent idle]; 4 the derived counts; 5 bump put_seq; unlock; 6 wake.
@@ -661,6 +781,9 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
       size_t taken = 0;
       std::vector<HeapRef> blocks;   // to free after the consume store
       bool any_block = false;        // blocks to free or handed out: the intent covers both
+      std::vector<std::pair<uint32_t, HeapRef>> handed;  // hand-out slots to claim
+      bool reclaimed = false;        // this get ran reclaim_handouts_locked (the table was full)
+      uint64_t copied = 0;           // to hand out, but no slot was free: copied instead
       try {
         while (pos != tail && taken < max_messages) {
           Result<channels::RecordView> r = channels::read_record(ring_, h_->ring_bytes, pos, tail);
@@ -685,8 +808,19 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
                       std::to_string(v.message) + " bytes");
             }
             any_block = true;
+            uint32_t slot = kNoSlot;
             if (sink.hand_out()) {
+              slot = free_handout_slot(h_, handed);
+              if (slot == kNoSlot && !reclaimed) {
+                reclaimed = true;  // system calls: once per get, and only with a full table
+                if (reclaim_handouts_locked(heap_, h_) != 0) slot = free_handout_slot(h_, handed);
+              }
+              if (slot == kNoSlot) ++copied;
+            }
+            if (slot != kNoSlot) {
+              handed.reserve(handed.size() + 1);  // before handed(): no throw after it
               sink.handed(v.ref, v.message, v.encoding);
+              handed.emplace_back(slot, v.ref);
             } else {
               std::string& msg = sink.next(v.encoding, v.message);
               msg.resize(v.message);
@@ -710,6 +844,16 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
         h_->get_intent_end.store(pos, std::memory_order_relaxed);
         h_->get_intent_state.store(layout::kIntentFreeing, std::memory_order_release);
       }
+      // Under the intent, before the consume store: a death from here on leaves the slots to
+      // recovery, which clears them (consumed or not) after freeing what the intent says.
+      if (!handed.empty()) {
+        const uint64_t me = self_owner();
+        for (const auto& [i, ref] : handed) {
+          h_->handouts.slots[i].block.store(ref, std::memory_order_relaxed);
+          h_->handouts.slots[i].owner.store(me, std::memory_order_release);  // the claim
+        }
+      }
+      if (copied != 0) h_->handouts.copied.fetch_add(copied, std::memory_order_relaxed);
       h_->head.store(pos, std::memory_order_release);
       h_->count.store(h_->count.load(std::memory_order_relaxed) - taken,
                       std::memory_order_relaxed);
@@ -719,7 +863,9 @@ QueueStatus Queue::take(Sink& sink, size_t max_messages, uint64_t max_bytes, Dea
       if (any_block) {
         // The intent stays until every block is freed: a death among the frees leaves the
         // rest to recovery, which frees only what is still committed (never one twice), and
-        // the handed-out ones with them (their taker is dead).
+        // the handed-out ones with them (their taker is dead), and clears their slots. Once it
+        // is idle, a handed-out block is its slot's: freed by release, or by a reclaim when
+        // its holder is gone.
         for (HeapRef b : blocks) heap_.free(b);
         h_->get_intent_state.store(layout::kIntentIdle, std::memory_order_release);
       }
@@ -755,6 +901,37 @@ QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messa
   const QueueStatus s = take(sink, max_messages, max_bytes, deadline, interruptible);
   sink.done();  // n is 0 unless kOk
   return s;
+}
+
+// Free, then clear the slot, both under the lock: a death in between is recovered by the next
+// holder (drop_stale_handouts: the slot names a block no longer committed), a death before the
+// free leaves the slot of a dead holder (reclaimed). Never the other order: a death between a
+// clear and a free would leak the block for the queue's life.
+void Queue::release(HeapRef block) {
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: release could not take the lock");
+  }
+  const uint64_t me = self_owner();
+  for (layout::QueueHandout& slot : h_->handouts.slots) {
+    if (slot.owner.load(std::memory_order_relaxed) != me ||
+        slot.block.load(std::memory_order_relaxed) != block) {
+      continue;
+    }
+    heap_.free(block);  // throws only for a corrupt heap: the slot stays, as the block does
+    slot.owner.store(0, std::memory_order_release);
+    return;
+  }
+  throw_error(Errc::kInvalidArgument, "queue: block " + std::to_string(block) +
+                                          " is not a block handed to this process");
+}
+
+uint64_t Queue::reclaim_handouts() {
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: reclaim_handouts could not take the lock");
+  }
+  return reclaim_handouts_locked(heap_, h_);
 }
 
 // ---- tasks ----------------------------------------------------------------------------------
@@ -906,9 +1083,6 @@ QueueStatus Queue::join(Deadline deadline, bool interruptible) {
 // owner is set and whose counts are 0 belongs to a process that died mid-update: reclaimed.
 
 namespace {
-uint64_t owner_word(uint32_t pid, uint32_t tag) noexcept { return uint64_t{pid} << 32 | tag; }
-uint64_t self_owner() noexcept { return owner_word(sync::self_pid(), sync::self_tag()); }
-
 layout::QueueEndSlot* find_slot(QueueHeader* h, uint32_t side, uint64_t owner) noexcept {
   for (layout::QueueEndSlot& s : h->ends.slots[side]) {
     if (s.owner.load(std::memory_order_relaxed) == owner) return &s;
@@ -930,8 +1104,7 @@ void reclaim_ends(QueueHeader* h, uint32_t side, bool verify) noexcept {
     if (owner == 0) continue;
     const bool empty = s.refs.load(std::memory_order_relaxed) == 0 &&
                        s.lent.load(std::memory_order_relaxed) == 0;
-    if (empty || (verify && sync::process_gone(static_cast<uint32_t>(owner >> 32),
-                                               static_cast<uint32_t>(owner)))) {
+    if (empty || (verify && owner_gone(owner))) {
       s.owner.store(0, std::memory_order_release);
     }
   }
@@ -1130,6 +1303,11 @@ QueueStats Queue::stats() const noexcept {
   s.puts = h_->puts.load(std::memory_order_relaxed);
   s.gets = h_->gets.load(std::memory_order_relaxed);
   s.recoveries = h_->recoveries.load(std::memory_order_relaxed);
+  for (const layout::QueueHandout& slot : h_->handouts.slots) {
+    if (slot.owner.load(std::memory_order_relaxed) != 0) ++s.handed_out;
+  }
+  s.handouts_reclaimed = h_->handouts.reclaimed.load(std::memory_order_relaxed);
+  s.handouts_copied = h_->handouts.copied.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -1180,9 +1358,25 @@ QueueStats Queue::check() {
     }
     pos += v.span();
   }
+  // Q9: first the blocks of holders that are gone are freed; then each owned slot names its
+  // own used block, which no record names.
+  (void)reclaim_handouts_locked(heap_, h_);
+  Result<std::vector<uint64_t>> handed = channels::check_handouts(h_->handouts);
+  if (!handed.has_value()) corrupt(handed.status().message());
+  for (HeapRef b : handed.value()) {
+    try {
+      (void)heap_.usable_size(b);
+    } catch (const Error& e) {
+      corrupt("queue: Q9: a hand-out slot names block " + std::to_string(b) +
+              ", which is not a used block (" + e.what() + ")");
+    }
+    if (named.count(b) != 0) {
+      corrupt("queue: Q9: block " + std::to_string(b) + " is handed out and named by a record");
+    }
+  }
   // The heap's own invariants, under the queue's lock so that no put or get is between two
-  // steps meanwhile: every committed block is then the queue's or a record's, unless a death in
-  // one of the narrow windows of docs/design/queue.md leaked it (counted, not an error).
+  // steps meanwhile: every committed block is then the queue's, a record's or a hand-out
+  // slot's (a death anywhere leaves none else; stray blocks are counted, not an error).
   if (tasks_ != nullptr) {  // Q7 (the constants were checked at attach)
     for (const layout::TaskSlot& t : tasks_->slot) {
       if (t.taken == 0 && t.pid != 0) corrupt("queue: Q7: a task slot with nothing taken is owned");
@@ -1191,9 +1385,9 @@ QueueStats Queue::check() {
   const HeapReport hr = heap_.check();
   QueueStats s = stats();
   s.out_of_band = named.size();
-  // Committed blocks beyond the queue's own (its header and ring, its task table) and those
-  // the records name: blocks handed to live consumers (get_messages) and leaks.
-  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size();
+  // Committed blocks beyond the queue's own (its header and ring, its task table), those the
+  // records name and those handed to live processes: leaks.
+  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size() + handed.value().size();
   const uint64_t committed = hr.used_blocks - hr.pending_blocks;
   s.stray_blocks = committed > own ? committed - own : 0;
   return s;

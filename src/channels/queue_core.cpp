@@ -1,6 +1,7 @@
 // src/channels/queue_core.cpp — the queue's decoder (see queue_core.hpp).
 #include "channels/queue_core.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace shoal::channels {
@@ -63,6 +64,27 @@ Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
     }
   }
   return v;
+}
+
+Result<std::vector<uint64_t>> check_handouts(const layout::QueueHandouts& t) {
+  std::vector<uint64_t> blocks;
+  for (uint32_t i = 0; i < layout::kQueueHandoutSlots; ++i) {
+    const uint64_t owner = t.slots[i].owner.load(std::memory_order_relaxed);
+    if (owner == 0) continue;
+    const uint64_t block = t.slots[i].block.load(std::memory_order_relaxed);
+    if ((owner >> 32) == 0 || (owner >> 32) >= layout::kQueueMaxPid || block == 0) {
+      return Status(Errc::kCorrupt, "queue: Q9: hand-out slot " + std::to_string(i) +
+                                        " names pid " + std::to_string(owner >> 32) +
+                                        " and block " + std::to_string(block));
+    }
+    blocks.push_back(block);
+  }
+  std::vector<uint64_t> sorted = blocks;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+    return Status(Errc::kCorrupt, "queue: Q9: two hand-out slots name one block");
+  }
+  return blocks;
 }
 
 Result<RecordView> read_record(const std::byte* ring, uint64_t ring_bytes, uint64_t pos,

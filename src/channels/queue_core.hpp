@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "layout/queue_layout.hpp"
 #include "shoal/error.hpp"
@@ -74,6 +75,12 @@ struct EndsView {
   uint64_t holds[2] = {0, 0};   // their refs + lent, plus the overflow, per side
 };
 Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept;
+
+/// Q9 on the hand-out table (a snapshot: each field read once): kCorrupt names the first bad
+/// slot (an owner with pid 0 or past kQueueMaxPid, an owned slot naming block 0, two owned
+/// slots naming one block). Returns the owned slots' blocks, in slot order; whether their
+/// holders live, and whether the blocks are the heap's, is the caller's to judge.
+Result<std::vector<uint64_t>> check_handouts(const layout::QueueHandouts& t);
 
 /// The largest payload one record can carry in a ring of ring_bytes.
 constexpr uint64_t max_record_payload(uint64_t ring_bytes) noexcept {

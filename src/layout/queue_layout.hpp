@@ -4,7 +4,7 @@
 // A queue is a shoal::Heap (include/shoal/heap.hpp) whose root word names one block holding a
 // QueueHeader followed by the ring: `ring_bytes` bytes of variable-size records.
 //
-//   heap root word ──> [ QueueHeader (256 bytes) | ring: ring_bytes bytes ............ ]
+//   heap root word ──> [ QueueHeader (6,528 bytes) | ring: ring_bytes bytes ............ ]
 //                        magic, version, sizes      records at positions head .. tail
 //                        lock, head, tail           (mod ring_bytes), 8-byte aligned
 //                        counts, futex words, stats
@@ -45,6 +45,11 @@
 //       whose owner is 0 is free (its counts mean nothing); an owner's pid half is below
 //       kQueueMaxPid; at rest a slot of a live owner holds refs + lent > 0 (a slot whose counts
 //       are 0 is one whose owner died mid-update: reclaimed like a dead owner's).
+//   Q9  the hand-out table (QueueHandouts, docs/design/queue.md "Zero-copy receive"): a slot
+//       whose owner is 0 is free (its block means nothing); an owned slot's pid half is
+//       nonzero and below kQueueMaxPid and its block is nonzero; no two owned slots name one
+//       block. At rest every owned slot names a used, committed block of the heap that no
+//       record names: a block get_messages handed to that process, which it has not released.
 // Who writes what: every field but the statistics' lock-free readers' view is written under
 // `lock` (a RobustMutexWord, src/sync/robust_mutex.hpp). count and bytes are also read without
 // the lock (size(), empty(): a hint, stale at once). The futex words put_seq and get_seq change
@@ -57,7 +62,10 @@
 // committed (Heap::committed_block), never one twice; see queue.md. So a producer killed anywhere in put leaves either
 // no message (bytes past tail are ignored and overwritten) or the whole message; a consumer
 // killed in get leaves its messages in the queue (before the head store) or takes them with it
-// (after). docs/design/queue.md has the table, step by step.
+// (after). A block handed out (zero-copy receive) is named by a hand-out slot, claimed before the
+// consume store and cleared after the release's free, so a holder that dies holding it leaves a
+// slot naming a dead process, and the next reclaim frees the block (Q9). docs/design/queue.md has
+// the table, step by step.
 #pragma once
 
 #include <atomic>
@@ -70,8 +78,9 @@ namespace shoal::layout {
 
 inline constexpr uint64_t kQueueMagic = 0x4555514C414F4853ULL;  // ASCII "SHOALQUE" in memory order
 // 2: encodings in the record tags; the task table of a joinable queue. 3: the end table
-// (QueueEnds).
-inline constexpr uint32_t kQueueVersion = 3;
+// (QueueEnds). 4: the hand-out table (QueueHandouts), so a handed-out block whose holder died is
+// reclaimed while the queue lives.
+inline constexpr uint32_t kQueueVersion = 4;
 inline constexpr uint64_t kQueueMinRing = 64;
 // Positions are 64-bit and lengths 32-bit: a ring of at most 1 GiB keeps every record's length
 // (<= ring_bytes - 8) in 32 bits with room to spare.
@@ -153,6 +162,34 @@ struct QueueEnds {
 };
 static_assert(sizeof(QueueEnds) == 64 + 2 * 16 * kQueueEndSlots);
 
+// The hand-out table (Q9). get_messages with hand_out_blocks gives an out-of-band message's
+// block to the consumer instead of copying it (the Python layer's zero-copy receive); the slot
+// records which process holds it (owner: pid << 32 | tag, sync::self_tag(), as the end table's
+// owners, so a reused pid is never taken for the dead holder: sync::process_gone). The holder
+// releases the block with Queue::release (free, then clear the slot); a slot whose owner is gone
+// is reclaimed (its block freed, then the slot cleared) by the next reclaim: recovery, check(),
+// an out-of-band put, or a hand-out that finds the table full. A hand-out that finds no free
+// slot copies the message out instead. Every field is written under `lock`; owner is also read
+// without it (the put's scan for dead holders, stats(): hints).
+inline constexpr uint32_t kQueueHandoutSlots = 256;
+
+struct QueueHandout {
+  std::atomic<uint64_t> owner;  // pid << 32 | tag of the holder; 0: free
+  std::atomic<uint64_t> block;  // the HeapRef handed out; written before owner, meaningless at 0
+};
+static_assert(sizeof(QueueHandout) == 16);
+
+struct QueueHandouts {
+  std::atomic<uint64_t> reclaimed;  // blocks freed because their holder died (statistics)
+  std::atomic<uint64_t> copied;     // hand-outs copied out because no slot was free (statistics)
+  // CLOCK_MONOTONIC (system-wide) ns of the last reclaim an out-of-band put ran: puts run one at
+  // most every kHandoutScanNs (queue.cpp), so its system calls stay rare.
+  std::atomic<uint64_t> scanned_ns;
+  uint64_t reserved[5];
+  QueueHandout slots[kQueueHandoutSlots];
+};
+static_assert(sizeof(QueueHandouts) == 64 + 16 * kQueueHandoutSlots);
+
 struct QueueRecord {
   uint32_t length;  // payload bytes
   uint32_t tag;     // record_tag(flags)
@@ -208,9 +245,13 @@ struct alignas(16) QueueHeader {
   std::atomic<uint64_t> get_intent_end;    // the head after it
   // The end table (256), Q8.
   QueueEnds ends;
+  // The hand-out table (2368), Q9.
+  QueueHandouts handouts;
 };
-static_assert(sizeof(QueueHeader) == 256 + sizeof(QueueEnds), "layout is ABI: bump kQueueVersion");
+static_assert(sizeof(QueueHeader) == 256 + sizeof(QueueEnds) + sizeof(QueueHandouts),
+              "layout is ABI: bump kQueueVersion");
 static_assert(offsetof(QueueHeader, ends) == 256, "layout is ABI: bump kQueueVersion");
+static_assert(offsetof(QueueHeader, handouts) == 2368, "layout is ABI: bump kQueueVersion");
 
 // A joinable queue's task accounting (JoinableQueue's task_done/join), in its own heap block
 // named by QueueHeader::tasks, every field under the queue's lock. The unfinished tasks are

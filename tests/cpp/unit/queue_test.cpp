@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -382,8 +383,9 @@ TEST(Queue, PutPartsSendsTheirConcatenationInlineOrOutOfBand) {
   EXPECT_EQ(q.check().stray_blocks, 0u);
 }
 
-TEST(Queue, AHandedOutBlockIsTheCallersUntilItFreesIt) {
+TEST(Queue, AHandedOutBlockIsTheCallersUntilItReleasesIt) {
   Queue q = Queue::create({.ring_bytes = 256});
+  const uint64_t base_bytes = q.heap().stats().live_bytes;
   const std::string big = message(7, 100000), small = message(8, 20);
   ASSERT_EQ(q.put(big), QueueStatus::kOk);
   ASSERT_EQ(q.put(small), QueueStatus::kOk);
@@ -398,11 +400,122 @@ TEST(Queue, AHandedOutBlockIsTheCallersUntilItFreesIt) {
             big);
   EXPECT_EQ(out[1].block, 0u);  // inline: copied as ever
   EXPECT_EQ(out[1].data, small);
-  EXPECT_EQ(q.check().stray_blocks, 1u);  // the caller's block: named by no record
-  Heap h = q.heap();
-  h.free(out[0].block);
+  // The hand-out table names it (Q9): handed out to a live process, not a stray block, and
+  // not reclaimed while this process lives.
+  const QueueStats c = q.check();
+  EXPECT_EQ(c.handed_out, 1u);
+  EXPECT_EQ(c.stray_blocks, 0u);
+  EXPECT_EQ(q.reclaim_handouts(), 0u);
+  EXPECT_GT(q.heap().stats().live_bytes, base_bytes + big.size());
+  q.release(out[0].block);
   EXPECT_EQ(q.check().stray_blocks, 0u);
+  EXPECT_EQ(q.stats().handed_out, 0u);
+  EXPECT_EQ(q.heap().stats().live_bytes, base_bytes);
   EXPECT_EQ(q.size(), 0u);
+  // Released already: refused, nothing freed a second time.
+  EXPECT_THROW(q.release(out[0].block), InvalidArgumentError);
+  EXPECT_THROW(q.release(12345), InvalidArgumentError);
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+}
+
+// A full hand-out table (every slot a live process's) does not hand out: the message is copied
+// as a small one is, and its block freed at once. A slot released is used again.
+TEST(Queue, AHandOutWithTheTableFullCopiesTheMessageInstead) {
+  Queue q = Queue::create({.ring_bytes = 256});
+  const uint64_t base_bytes = q.heap().stats().live_bytes;
+  constexpr uint32_t kSlots = layout::kQueueHandoutSlots;
+  std::vector<HeapRef> held;
+  std::vector<QueueMessage> out;
+  for (uint32_t i = 0; i < kSlots + 2; ++i) {
+    const std::string m = message(i, 200);  // > a quarter of the ring: out of band
+    ASSERT_EQ(q.put(m), QueueStatus::kOk);
+    ASSERT_EQ(q.get_messages(out, 1, Deadline::never(), false, 0, true), QueueStatus::kOk);
+    ASSERT_EQ(out.size(), 1u);
+    if (i < kSlots) {
+      ASSERT_NE(out[0].block, 0u) << i;
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(q.heap().at(out[0].block, 200)), 200),
+                m);
+      held.push_back(out[0].block);
+    } else {
+      EXPECT_EQ(out[0].block, 0u) << i;  // copied: no slot was free
+      EXPECT_EQ(out[0].data, m);
+    }
+  }
+  QueueStats s = q.check();
+  EXPECT_EQ(s.handed_out, kSlots);
+  EXPECT_EQ(s.handouts_copied, 2u);
+  EXPECT_EQ(s.stray_blocks, 0u);
+  q.release(held[17]);
+  ASSERT_EQ(q.put(message(1000, 200)), QueueStatus::kOk);
+  ASSERT_EQ(q.get_messages(out, 1, Deadline::never(), false, 0, true), QueueStatus::kOk);
+  ASSERT_NE(out[0].block, 0u);  // the freed slot
+  held[17] = out[0].block;
+  EXPECT_EQ(q.stats().handouts_copied, 2u);
+  for (HeapRef b : held) q.release(b);
+  s = q.check();
+  EXPECT_EQ(s.handed_out, 0u);
+  EXPECT_EQ(s.stray_blocks, 0u);
+  EXPECT_EQ(q.heap().stats().live_bytes, base_bytes);
+}
+
+// The holder's identity is pid and start time: a slot that names this process's pid with
+// another tag is a dead process whose pid was given to this one (its block is reclaimed); a
+// slot that names this process is never reclaimed, nor one whose pid is 0 or a stranger's.
+TEST(Queue, AHandOutSlotWhosePidWasReusedIsReclaimedAndALiveOnesIsNot) {
+  Queue q = Queue::create({.ring_bytes = 256});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  std::vector<QueueMessage> out;
+  std::vector<HeapRef> blocks;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(q.put(message(i, 1000)), QueueStatus::kOk);
+    ASSERT_EQ(q.get_messages(out, 1, Deadline::never(), false, 0, true), QueueStatus::kOk);
+    ASSERT_NE(out[0].block, 0u);
+    blocks.push_back(out[0].block);
+  }
+  QueueHeader* h = header_of(q);
+  layout::QueueHandout* reused = nullptr;
+  for (layout::QueueHandout& slot : h->handouts.slots) {
+    if (slot.owner.load() != 0 && slot.block.load() == blocks[0]) reused = &slot;
+  }
+  ASSERT_NE(reused, nullptr);
+  const uint64_t me = reused->owner.load();
+  ASSERT_EQ(me >> 32, static_cast<uint64_t>(::getpid()));
+  ASSERT_NE(static_cast<uint32_t>(me), 0u) << "this test needs /proc to read a start time";
+  reused->owner.store(me ^ 1);  // the same pid, another start time: a process gone
+  EXPECT_EQ(q.reclaim_handouts(), 1u);
+  EXPECT_EQ(q.stats().handed_out, 1u);
+  EXPECT_EQ(q.stats().handouts_reclaimed, 1u);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks + 1);  // blocks[1] only
+  EXPECT_THROW(q.release(blocks[0]), InvalidArgumentError);  // no longer this process's
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+  q.release(blocks[1]);
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+}
+
+// Q9 on hand-built tables: an owned slot with pid 0, a pid past the limit, block 0, or a block
+// named twice is refused; free slots' blocks mean nothing.
+TEST(QueueDecoder, HandOutTablesAreChecked) {
+  layout::QueueHandouts t{};
+  auto set = [&](uint32_t i, uint64_t owner, uint64_t block) {
+    t.slots[i].owner.store(owner);
+    t.slots[i].block.store(block);
+  };
+  EXPECT_TRUE(channels::check_handouts(t).value().empty());
+  set(3, uint64_t{42} << 32 | 7, 4096);
+  set(4, 0, 4096);  // free: a stale block is no duplicate
+  set(9, uint64_t{43} << 32, 8192);
+  ASSERT_TRUE(channels::check_handouts(t).has_value());
+  EXPECT_EQ(channels::check_handouts(t).value(), (std::vector<uint64_t>{4096, 8192}));
+  set(10, uint64_t{44} << 32 | 1, 8192);
+  EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(10, uint64_t{44} << 32 | 1, 0);
+  EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(10, 5, 16384);  // pid 0
+  EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(10, layout::kQueueMaxPid << 32, 16384);
+  EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(10, 0, 0);
+  EXPECT_TRUE(channels::check_handouts(t).has_value());
 }
 
 TEST(Queue, AJoinableQueueCountsTasksUntilDone) {
@@ -535,11 +648,12 @@ TEST(QueueDecoder, EveryFuzzSeedIsAtThisLayoutVersionAndWalks) {
     std::memcpy(static_cast<void*>(&h), bytes.data(), sizeof h);
     ASSERT_TRUE(channels::check_header_constants(h, bytes.size()).is_ok());
     EXPECT_TRUE(channels::check_ends(h.ends).has_value());
+    EXPECT_TRUE(channels::check_handouts(h.handouts).has_value());
     const auto* ring = reinterpret_cast<const std::byte*>(bytes.data()) + sizeof(QueueHeader);
     EXPECT_TRUE(channels::walk_ring(ring, h.ring_bytes, h.head.load(), h.tail.load()).has_value());
     ++seeds;
   }
-  EXPECT_GE(seeds, 5);
+  EXPECT_GE(seeds, 6);
 }
 
 }  // namespace
