@@ -594,11 +594,61 @@ def test_a_received_block_is_freed_when_its_last_view_goes() -> None:
     view = a[::2]
     del a
     gc.collect()
-    assert q._check()["stray_blocks"] == 1  # the array's block: the receiver's now
+    report = q._check()
+    assert report["handed_out"] == 1  # the array's block: the receiver's now
+    assert report["stray_blocks"] == 0
     assert int(view.sum()) == 8 << 20
     del view
     gc.collect()
-    assert q._check()["stray_blocks"] == 0
+    report = q._check()
+    assert report["handed_out"] == 0 and report["stray_blocks"] == 0
+
+
+def _hold_until_killed(q: Any, held: Any) -> None:
+    a = q.get(timeout=DEADLINE)  # the queue's block, handed out: the array views it
+    held.put(int(a[::4096].sum()))
+    signal.pause()
+
+
+@pytest.mark.serial
+def test_a_consumer_killed_holding_a_received_array_gives_its_block_back(
+    ctx: mp.context.BaseContext,
+) -> None:
+    q, held = shoal.Queue(), shoal.Queue()
+    before = q._stats()["heap_bytes"]
+    q.put(np.full(8 << 20, 3, dtype=np.uint8))
+    p = ctx.Process(target=_hold_until_killed, args=(q, held))
+    p.start()
+    assert held.get(timeout=DEADLINE) == 3 * 2048
+    stats = q._stats()
+    assert stats["handed_out"] == 1 and stats["heap_bytes"] >= before + (8 << 20)
+    assert q._check()["handed_out"] == 1  # alive: its block is not taken
+    os.kill(p.pid, signal.SIGKILL)
+    _join(p)
+    assert p.exitcode == -signal.SIGKILL
+    report = q._check()  # the reclaim: the holder is gone
+    assert report["handed_out"] == 0 and report["stray_blocks"] == 0
+    stats = q._stats()
+    assert stats["heap_bytes"] == before and stats["handouts_reclaimed"] == 1
+
+
+@pytest.mark.serial
+def test_the_next_big_put_reclaims_a_killed_consumers_array() -> None:
+    q, held = shoal.Queue(), shoal.Queue()
+    before = q._stats()["heap_bytes"]
+    q.put(np.full(8 << 20, 3, dtype=np.uint8))
+    p = mp.get_context("spawn").Process(target=_hold_until_killed, args=(q, held))
+    p.start()
+    assert held.get(timeout=DEADLINE) == 3 * 2048
+    os.kill(p.pid, signal.SIGKILL)
+    _join(p)
+    # An out-of-band put frees the blocks of dead holders (at most every 100 ms per queue; this
+    # queue's first since a block was handed out): the dead consumer's block is freed before any
+    # check() runs.
+    q.put(b"x" * (1 << 20))
+    assert q._stats()["handed_out"] == 0
+    assert q.get() == b"x" * (1 << 20)
+    assert q._stats()["heap_bytes"] == before
 
 
 def _drop_inherited(a: Any) -> None:
