@@ -66,6 +66,8 @@ struct QueueStats {
                             // dead holder's count until the next reclaim)
   uint64_t handouts_reclaimed = 0;  // blocks freed because their holder died
   uint64_t handouts_copied = 0;     // hand-outs copied instead: the hand-out table was full
+  uint64_t handouts_kept = 0;  // of handed_out: kept slots (share_handout), which no death frees:
+                               // reserved for a forked child to adopt, or kept for the queue's life
   // check() only (0 from stats()):
   uint64_t out_of_band = 0;   // messages held in heap blocks (larger than a quarter ring)
   uint64_t stray_blocks = 0;  // committed heap blocks that neither a record nor a hand-out
@@ -229,11 +231,25 @@ class Queue {
   QueueStatus get_messages(std::vector<QueueMessage>& out, size_t max_messages,
                            Deadline deadline = Deadline::never(), bool interruptible = false,
                            uint64_t max_bytes = 0, bool hand_out_blocks = false);
-  /// Frees a block get_messages handed to this process and clears its hand-out slot (under the
-  /// queue's lock). InvalidArgumentError when no slot names `block` as this process's (never
-  /// handed out, released already, or handed to another process, such as this forked child's
-  /// parent): nothing is freed then.
+  /// Gives up this process's claim on a block get_messages handed to it (or that it adopted):
+  /// clears its hand-out slot and frees the block unless another slot names it (a co-owner: a
+  /// child this process forked, or its parent), all under the queue's lock.
+  /// InvalidArgumentError when no slot names `block` as this process's (never handed out,
+  /// released already, or another process's): nothing is freed then.
   void release(HeapRef block);
+  /// Fork support (the Python layer's at-fork handlers): before forking, a holder of `block`
+  /// claims one more slot for it, kept (layout::kQueueHandoutKept: no death frees it), and passes
+  /// the returned slot to the child, which adopts it (adopt_handout) as its own claim; from then
+  /// on the block is freed only when both have released it or died. Returns
+  /// layout::kQueueHandoutSlots when the table has no free slot even after a reclaim: this
+  /// process's own claim is then made kept instead, so the block stays allocated until the queue
+  /// is freed, and neither this process nor the child may release it (release would throw).
+  /// InvalidArgumentError when `block` is not this process's.
+  uint32_t share_handout(HeapRef block);
+  /// In the child forked after share_handout(block) returned `slot`: makes the kept slot this
+  /// process's claim on `block`, released with release(block). false when `slot` is not a kept
+  /// slot naming `block` (nothing changes then: the block stays allocated, never released).
+  bool adopt_handout(uint32_t slot, HeapRef block);
   /// Frees the handed-out blocks whose holding process is gone (exited, or its pid reused) and
   /// clears their slots; returns how many. System calls: about two per distinct live holder.
   /// Also run by recovery, check(), a hand-out that finds the table full, and an out-of-band put

@@ -22,6 +22,13 @@
 // its hand-out slot cleared) when the QueueBlock and every view of it are gone. A receiver that
 // dies first leaves a hand-out slot naming a dead process: the next reclaim frees the block
 // (docs/design/queue.md, "Zero-copy receive").
+//
+// Fork: a child inherits the QueueBlocks (and the arrays over them), so it must co-own their
+// blocks, or its parent's release or death would free memory the child still reads, and a later
+// put would change its arrays' bytes. _queues.py registers the three at-fork steps below: before
+// the fork each live QueueBlock this process holds gets a kept slot for the child
+// (Queue::share_handout), which the child adopts right after it (Queue::adopt_handout); from
+// then on each releases its own claim, and the block is freed by the last.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
@@ -34,6 +41,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "bindings.hpp"
@@ -53,14 +62,24 @@ struct PyQueue {
 };
 
 // A message's heap block, handed to its receiver; released with the last view of it.
+struct PyQueueBlock;
+// The live QueueBlocks of this process that may hold a claim (the at-fork steps share them):
+// GIL-guarded; never destroyed (a QueueBlock may be freed during interpreter teardown).
+std::unordered_set<PyQueueBlock*>& live_blocks() {
+  static auto* s = new std::unordered_set<PyQueueBlock*>();
+  return *s;
+}
+
 struct PyQueueBlock {
   nb::object owner;  // the QueueCore: keeps the heap mapped while the block is viewed
   HeapRef ref = 0;
   uint64_t length = 0;
   std::byte* data = nullptr;
   Py_ssize_t exports = 0;
-  // The process that took the block: a forked child inherits this object but not the block
-  // (the parent may still view it), so only the taker frees it.
+  // The process whose claim (hand-out slot) this object holds: the receiver, or a forked child
+  // once it adopted the slot its parent shared. 0: nobody's (the block is kept for the queue's
+  // life: the table had no slot for a child). Any other process (a child that could not adopt)
+  // views the block without releasing it.
   pid_t taker = ::getpid();
   PyQueueBlock() = default;
   // Moved, never copied: one owner frees the block.
@@ -72,6 +91,7 @@ struct PyQueueBlock {
   PyQueueBlock& operator=(const PyQueueBlock&) = delete;
   PyQueueBlock& operator=(PyQueueBlock&&) = delete;
   ~PyQueueBlock() {
+    live_blocks().erase(this);
     if (ref == 0 || !owner.is_valid() || taker != ::getpid()) return;
     try {
       nb::inst_ptr<PyQueue>(owner)->q.release(ref);
@@ -264,7 +284,9 @@ PyObject* message_tuple(PyObject* self, QueueMessage& m) {
     b.data = pq->q.heap().at(m.block, m.length);
     b.ref = m.block;
     m.block = 0;  // the QueueBlock frees it from here on (also if the cast below throws)
-    payload = nb::cast(std::move(b)).release().ptr();
+    nb::object o = nb::cast(std::move(b));
+    live_blocks().insert(nb::inst_ptr<PyQueueBlock>(o));
+    payload = o.release().ptr();
   } else {
     // A message with out-of-band buffers comes as a bytearray, so that the arrays unpickled
     // over it are writable, as multiprocessing.Queue's are (one copy either way).
@@ -440,6 +462,48 @@ PyType_Slot block_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(block_get
                              {Py_sq_length, reinterpret_cast<void*>(block_len)},
                              {0, nullptr}};
 
+// ---- fork: a child co-owns the blocks it inherits ------------------------------------------
+// Shares made by before_fork for the child: (QueueBlock, kept slot). Filled and read under the
+// GIL, which the forking thread holds from the before step to the after steps.
+std::vector<std::pair<PyQueueBlock*, uint32_t>>& fork_shares() {
+  static auto* v = new std::vector<std::pair<PyQueueBlock*, uint32_t>>();
+  return *v;
+}
+
+void before_fork() noexcept {
+  auto& shares = fork_shares();
+  shares.clear();
+  const pid_t me = ::getpid();
+  for (PyQueueBlock* b : live_blocks()) {
+    if (b->ref == 0 || !b->owner.is_valid() || b->taker != me) continue;
+    try {
+      shares.reserve(shares.size() + 1);
+      const uint32_t slot = nb::inst_ptr<PyQueue>(b->owner)->q.share_handout(b->ref);
+      if (slot == layout::kQueueHandoutSlots) {
+        b->taker = 0;  // kept for the queue's life: nobody releases it (share_handout)
+      } else {
+        shares.emplace_back(b, slot);
+      }
+    } catch (...) {
+      // A corrupt queue: the child views the block without a claim (as before the table).
+    }
+  }
+}
+
+void after_fork_parent() noexcept { fork_shares().clear(); }
+
+void after_fork_child() noexcept {
+  const pid_t me = ::getpid();
+  for (const auto& [b, slot] : fork_shares()) {
+    try {
+      if (nb::inst_ptr<PyQueue>(b->owner)->q.adopt_handout(slot, b->ref)) b->taker = me;
+    } catch (...) {
+      // A corrupt queue: the kept slot stays, and so does the block (never released).
+    }
+  }
+  fork_shares().clear();
+}
+
 double timeout_arg(nb::handle t) {
   double d;
   if (parse_timeout(t.ptr(), &d) != 0) throw nb::python_error();
@@ -455,6 +519,14 @@ void register_queue(nb::module_& m) {
       "the buffer protocol (memoryview(block)); the block is freed when this object and every "
       "view of it are gone.");
   g_block_type = reinterpret_cast<PyTypeObject*>(block.ptr());
+  m.def("queue_before_fork", &before_fork,
+        "os.register_at_fork(before=...) of _queues.py: each live QueueBlock this process holds "
+        "gets a kept hand-out slot for the child.");
+  m.def("queue_after_fork_parent", &after_fork_parent,
+        "os.register_at_fork(after_in_parent=...) of _queues.py.");
+  m.def("queue_after_fork_child", &after_fork_child,
+        "os.register_at_fork(after_in_child=...) of _queues.py: the child adopts the slots its "
+        "parent shared, so its QueueBlocks release their own claims.");
 
   nb::class_<PyQueue>(m, "QueueCore", nb::type_slots(queue_slots), nb::is_weak_referenceable(),
                       "The C++ shoal::Queue behind shoal.Queue (private): its hot methods, in "
@@ -660,6 +732,7 @@ void register_queue(nb::module_& m) {
             r["handed_out"] = s.handed_out;
             r["handouts_reclaimed"] = s.handouts_reclaimed;
             r["handouts_copied"] = s.handouts_copied;
+            r["handouts_kept"] = s.handouts_kept;
             r["heap_bytes"] = q.q.heap().stats().live_bytes;
             return r;
           },

@@ -66,6 +66,13 @@ _DEFAULT_RING = 1 << 20
 # producer end on every call, and os.getpid() is a system call.
 _PID = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+# A forked child co-owns the received blocks (QueueBlocks, arrays over them) it inherits: its
+# parent's release or death does not free them under it (queue_bind.cpp, "Fork").
+os.register_at_fork(
+    before=_shoal.queue_before_fork,
+    after_in_parent=_shoal.queue_after_fork_parent,
+    after_in_child=_shoal.queue_after_fork_child,
+)
 
 
 # The dict ForkingPickler.register adds to (multiprocessing's reducers: Connections, sockets,

@@ -678,6 +678,19 @@ class QueueBlock:
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
+def queue_before_fork() -> None:
+    """
+    os.register_at_fork(before=...) of _queues.py: each live QueueBlock this process holds gets a kept hand-out slot for the child.
+    """
+
+def queue_after_fork_parent() -> None:
+    """os.register_at_fork(after_in_parent=...) of _queues.py."""
+
+def queue_after_fork_child() -> None:
+    """
+    os.register_at_fork(after_in_child=...) of _queues.py: the child adopts the slots its parent shared, so its QueueBlocks release their own claims.
+    """
+
 class QueueCore:
     """The C++ shoal::Queue behind shoal.Queue (private): its hot methods, in C."""
     def __init__(self, source: str | Heap | None, ring_bytes: int = 1048576, max_messages: int = 0, max_bytes: int = 0, joinable: bool = False) -> None: ...

@@ -82,10 +82,12 @@ bool owner_gone(uint64_t owner) noexcept {
 
 // ---- the hand-out table (Q9; docs/design/queue.md "Zero-copy receive") ----------------------
 // Every function here runs under the queue's lock. A slot is claimed (block, then owner) before
-// the consume store of the get that hands the block out, and cleared (owner 0) after the block
-// is freed, by its holder (Queue::release) or by a reclaim once the holder is gone. Under the
-// lock a committed block that an owned slot names can only be that slot's: blocks are committed
-// only under this lock, so memory freed and allocated again meanwhile is pending.
+// the consume store of the get that hands the block out, or by a holder about to fork for its
+// child (kept, then adopted: share_handout, adopt_handout); it is cleared (owner 0) by its holder
+// (Queue::release) or by a reclaim once the holder is gone, after the block is freed when no
+// other slot names it (the last co-owner frees). Under the lock a committed block that an owned
+// slot names can only be those slots': blocks are committed only under this lock, so memory
+// freed and allocated again meanwhile is pending.
 
 constexpr uint32_t kNoSlot = layout::kQueueHandoutSlots;
 
@@ -98,10 +100,33 @@ void free_if_committed(Heap& heap, HeapRef b) noexcept {
   }
 }
 
-// Frees the blocks of the slots whose owner is gone and clears those slots: free first, so a
-// death in between leaves an owned slot naming a freed block, which the recovery that death
-// causes clears (drop_stale_handouts) before anyone can commit that memory again. Each distinct
-// owner is judged once (process_gone: a system call or two). Returns the slots reclaimed.
+// Whether an owned slot other than `self` names `b`: a co-owner (a forked child, its parent, or
+// a kept slot), so clearing `self` must not free the block.
+bool co_owned(const QueueHeader* h, const layout::QueueHandout* self, HeapRef b) noexcept {
+  for (const layout::QueueHandout& slot : h->handouts.slots) {
+    if (&slot != self && slot.owner.load(std::memory_order_relaxed) != 0 &&
+        slot.block.load(std::memory_order_relaxed) == b) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Gives up `slot`'s claim: frees its block unless a co-owner names it, then clears the slot.
+// Free first, so a death in between leaves an owned slot naming a freed block, which the
+// recovery that death causes clears (drop_stale_handouts) before anyone can commit that memory
+// again; the other order would leak the block for the queue's life. With a co-owner only the
+// clear (one store): a death before it leaves the slot to a reclaim.
+void give_up_slot(Heap& heap, QueueHeader* h, layout::QueueHandout& slot) {
+  const HeapRef b = slot.block.load(std::memory_order_relaxed);
+  if (!co_owned(h, &slot, b)) heap.free(b);  // throws only for a corrupt heap: the slot stays
+  slot.owner.store(0, std::memory_order_release);
+}
+
+// Gives up the slots whose owner is gone (give_up_slot: a dead holder's block is freed once no
+// live co-owner names it; two dead co-owners: the first clear leaves the block to the second).
+// Kept slots are never judged: a forked child adopts them. Each distinct owner is judged once
+// (process_gone: a system call or two). Returns the slots reclaimed.
 uint64_t reclaim_handouts_locked(Heap& heap, QueueHeader* h) noexcept {
   std::array<uint64_t, layout::kQueueHandoutSlots> judged{};  // owners judged, this pass
   std::array<bool, layout::kQueueHandoutSlots> gone{};
@@ -109,7 +134,7 @@ uint64_t reclaim_handouts_locked(Heap& heap, QueueHeader* h) noexcept {
   uint64_t n = 0;
   for (layout::QueueHandout& slot : h->handouts.slots) {
     const uint64_t owner = slot.owner.load(std::memory_order_relaxed);
-    if (owner == 0) continue;
+    if (owner == 0 || (owner & layout::kQueueHandoutKept) != 0) continue;
     uint32_t j = 0;
     while (j < n_judged && judged[j] != owner) ++j;
     if (j == n_judged) {
@@ -118,7 +143,8 @@ uint64_t reclaim_handouts_locked(Heap& heap, QueueHeader* h) noexcept {
       ++n_judged;
     }
     if (!gone[j]) continue;
-    free_if_committed(heap, slot.block.load(std::memory_order_relaxed));
+    const HeapRef b = slot.block.load(std::memory_order_relaxed);
+    if (!co_owned(h, &slot, b)) free_if_committed(heap, b);
     slot.owner.store(0, std::memory_order_release);
     ++n;
   }
@@ -903,27 +929,74 @@ QueueStatus Queue::get_messages(std::vector<QueueMessage>& out, size_t max_messa
   return s;
 }
 
-// Free, then clear the slot, both under the lock: a death in between is recovered by the next
-// holder (drop_stale_handouts: the slot names a block no longer committed), a death before the
-// free leaves the slot of a dead holder (reclaimed). Never the other order: a death between a
-// clear and a free would leak the block for the queue's life.
+namespace {
+// This process's slot for `block` (owner == this process's word, not kept), or nullptr.
+layout::QueueHandout* own_slot(QueueHeader* h, HeapRef block) noexcept {
+  const uint64_t me = self_owner();
+  for (layout::QueueHandout& slot : h->handouts.slots) {
+    if (slot.owner.load(std::memory_order_relaxed) == me &&
+        slot.block.load(std::memory_order_relaxed) == block) {
+      return &slot;
+    }
+  }
+  return nullptr;
+}
+
+void not_handed(HeapRef block) {
+  throw_error(Errc::kInvalidArgument, "queue: block " + std::to_string(block) +
+                                          " is not a block handed to this process");
+}
+}  // namespace
+
+// give_up_slot under the lock: the block is freed unless a co-owner (this process's forked
+// child, or its parent) still names it; docs/design/queue.md has what each death leaves.
 void Queue::release(HeapRef block) {
   QueueLock lock(heap_, h_, ring_);
   if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
     corrupt("queue: release could not take the lock");
   }
-  const uint64_t me = self_owner();
-  for (layout::QueueHandout& slot : h_->handouts.slots) {
-    if (slot.owner.load(std::memory_order_relaxed) != me ||
-        slot.block.load(std::memory_order_relaxed) != block) {
-      continue;
-    }
-    heap_.free(block);  // throws only for a corrupt heap: the slot stays, as the block does
-    slot.owner.store(0, std::memory_order_release);
-    return;
+  layout::QueueHandout* slot = own_slot(h_, block);
+  if (slot == nullptr) not_handed(block);
+  give_up_slot(heap_, h_, *slot);
+}
+
+// One store claims a free slot (block first, then the kept owner word): a death before it leaves
+// nothing, after it a kept slot no child adopts (the block stays until the queue is freed).
+uint32_t Queue::share_handout(HeapRef block) {
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: share_handout could not take the lock");
   }
-  throw_error(Errc::kInvalidArgument, "queue: block " + std::to_string(block) +
-                                          " is not a block handed to this process");
+  layout::QueueHandout* mine = own_slot(h_, block);
+  if (mine == nullptr) not_handed(block);
+  const std::vector<std::pair<uint32_t, HeapRef>> none;
+  uint32_t i = free_handout_slot(h_, none);
+  if (i == kNoSlot && reclaim_handouts_locked(heap_, h_) != 0) i = free_handout_slot(h_, none);
+  const uint64_t kept = layout::kQueueHandoutKept | self_owner();
+  if (i == kNoSlot) {
+    // No slot for the child: this process's own claim becomes kept, so no release or death
+    // frees the block while the child may view it (a leak, not a silent change of its bytes).
+    mine->owner.store(kept, std::memory_order_release);
+    return kNoSlot;
+  }
+  h_->handouts.slots[i].block.store(block, std::memory_order_relaxed);
+  h_->handouts.slots[i].owner.store(kept, std::memory_order_release);
+  return i;
+}
+
+bool Queue::adopt_handout(uint32_t slot, HeapRef block) {
+  if (slot >= layout::kQueueHandoutSlots) return false;
+  QueueLock lock(heap_, h_, ring_);
+  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
+    corrupt("queue: adopt_handout could not take the lock");
+  }
+  layout::QueueHandout& s = h_->handouts.slots[slot];
+  if ((s.owner.load(std::memory_order_relaxed) & layout::kQueueHandoutKept) == 0 ||
+      s.block.load(std::memory_order_relaxed) != block) {
+    return false;
+  }
+  s.owner.store(self_owner(), std::memory_order_release);  // one store: the child's own claim
+  return true;
 }
 
 uint64_t Queue::reclaim_handouts() {
@@ -1304,7 +1377,9 @@ QueueStats Queue::stats() const noexcept {
   s.gets = h_->gets.load(std::memory_order_relaxed);
   s.recoveries = h_->recoveries.load(std::memory_order_relaxed);
   for (const layout::QueueHandout& slot : h_->handouts.slots) {
-    if (slot.owner.load(std::memory_order_relaxed) != 0) ++s.handed_out;
+    const uint64_t owner = slot.owner.load(std::memory_order_relaxed);
+    if (owner != 0) ++s.handed_out;
+    if ((owner & layout::kQueueHandoutKept) != 0) ++s.handouts_kept;
   }
   s.handouts_reclaimed = h_->handouts.reclaimed.load(std::memory_order_relaxed);
   s.handouts_copied = h_->handouts.copied.load(std::memory_order_relaxed);
@@ -1363,7 +1438,11 @@ QueueStats Queue::check() {
   (void)reclaim_handouts_locked(heap_, h_);
   Result<std::vector<uint64_t>> handed = channels::check_handouts(h_->handouts);
   if (!handed.has_value()) corrupt(handed.status().message());
-  for (HeapRef b : handed.value()) {
+  std::vector<uint64_t>& handed_blocks = handed.value();  // distinct: co-owners name one block
+  std::sort(handed_blocks.begin(), handed_blocks.end());
+  handed_blocks.erase(std::unique(handed_blocks.begin(), handed_blocks.end()),
+                      handed_blocks.end());
+  for (HeapRef b : handed_blocks) {
     try {
       (void)heap_.usable_size(b);
     } catch (const Error& e) {
@@ -1387,7 +1466,7 @@ QueueStats Queue::check() {
   s.out_of_band = named.size();
   // Committed blocks beyond the queue's own (its header and ring, its task table), those the
   // records name and those handed to live processes: leaks.
-  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size() + handed.value().size();
+  const uint64_t own = 1 + (tasks_ != nullptr ? 1 : 0) + named.size() + handed_blocks.size();
   const uint64_t committed = hr.used_blocks - hr.pending_blocks;
   s.stray_blocks = committed > own ? committed - own : 0;
   return s;

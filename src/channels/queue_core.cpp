@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace shoal::channels {
 
@@ -68,21 +70,23 @@ Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept {
 
 Result<std::vector<uint64_t>> check_handouts(const layout::QueueHandouts& t) {
   std::vector<uint64_t> blocks;
+  std::vector<std::pair<uint64_t, uint64_t>> claims;  // (owner, block): each at most once
   for (uint32_t i = 0; i < layout::kQueueHandoutSlots; ++i) {
     const uint64_t owner = t.slots[i].owner.load(std::memory_order_relaxed);
     if (owner == 0) continue;
     const uint64_t block = t.slots[i].block.load(std::memory_order_relaxed);
-    if ((owner >> 32) == 0 || (owner >> 32) >= layout::kQueueMaxPid || block == 0) {
+    const uint64_t pid = (owner & ~layout::kQueueHandoutKept) >> 32;
+    if (pid == 0 || pid >= layout::kQueueMaxPid || block == 0) {
       return Status(Errc::kCorrupt, "queue: Q9: hand-out slot " + std::to_string(i) +
-                                        " names pid " + std::to_string(owner >> 32) +
-                                        " and block " + std::to_string(block));
+                                        " names pid " + std::to_string(pid) + " and block " +
+                                        std::to_string(block));
     }
     blocks.push_back(block);
+    claims.emplace_back(owner, block);
   }
-  std::vector<uint64_t> sorted = blocks;
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
-    return Status(Errc::kCorrupt, "queue: Q9: two hand-out slots name one block");
+  std::sort(claims.begin(), claims.end());
+  if (std::adjacent_find(claims.begin(), claims.end()) != claims.end()) {
+    return Status(Errc::kCorrupt, "queue: Q9: two hand-out slots of one owner name one block");
   }
   return blocks;
 }

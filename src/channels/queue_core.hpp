@@ -77,9 +77,10 @@ struct EndsView {
 Result<EndsView> check_ends(const layout::QueueEnds& e) noexcept;
 
 /// Q9 on the hand-out table (a snapshot: each field read once): kCorrupt names the first bad
-/// slot (an owner with pid 0 or past kQueueMaxPid, an owned slot naming block 0, two owned
-/// slots naming one block). Returns the owned slots' blocks, in slot order; whether their
-/// holders live, and whether the blocks are the heap's, is the caller's to judge.
+/// slot (an owner with pid 0 or past kQueueMaxPid, kept bit aside; an owned slot naming block
+/// 0; two slots of one owner word naming one block: co-owners have distinct words). Returns the
+/// owned slots' blocks, in slot order (a co-owned block once per slot); whether their holders
+/// live, and whether the blocks are the heap's, is the caller's to judge.
 Result<std::vector<uint64_t>> check_handouts(const layout::QueueHandouts& t);
 
 /// The largest payload one record can carry in a ring of ring_bytes.

@@ -46,10 +46,13 @@
 //       kQueueMaxPid; at rest a slot of a live owner holds refs + lent > 0 (a slot whose counts
 //       are 0 is one whose owner died mid-update: reclaimed like a dead owner's).
 //   Q9  the hand-out table (QueueHandouts, docs/design/queue.md "Zero-copy receive"): a slot
-//       whose owner is 0 is free (its block means nothing); an owned slot's pid half is
-//       nonzero and below kQueueMaxPid and its block is nonzero; no two owned slots name one
-//       block. At rest every owned slot names a used, committed block of the heap that no
-//       record names: a block get_messages handed to that process, which it has not released.
+//       whose owner is 0 is free (its block means nothing); an owned slot's pid half (less the
+//       kQueueHandoutKept bit) is nonzero and below kQueueMaxPid and its block is nonzero; several
+//       owned slots may name one block (co-owners: a holder and the children it forked), but no
+//       owner word names one block twice. At rest every owned slot names a used, committed block
+//       of the heap that no record names: a block get_messages handed to that process (or that
+//       its parent held when it forked), which it has not released; the block is freed when the
+//       last slot naming it is cleared.
 // Who writes what: every field but the statistics' lock-free readers' view is written under
 // `lock` (a RobustMutexWord, src/sync/robust_mutex.hpp). count and bytes are also read without
 // the lock (size(), empty(): a hint, stale at once). The futex words put_seq and get_seq change
@@ -63,9 +66,10 @@
 // no message (bytes past tail are ignored and overwritten) or the whole message; a consumer
 // killed in get leaves its messages in the queue (before the head store) or takes them with it
 // (after). A block handed out (zero-copy receive) is named by a hand-out slot, claimed before the
-// consume store and cleared after the release's free, so a holder that dies holding it leaves a
-// slot naming a dead process, and the next reclaim frees the block (Q9). docs/design/queue.md has
-// the table, step by step.
+// consume store and cleared after the release's free (a free only when no other slot names the
+// block), so a holder that dies holding it leaves a slot naming a dead process, and the next
+// reclaim frees the block unless a co-owner (a forked child) still names it (Q9).
+// docs/design/queue.md has the table, step by step.
 #pragma once
 
 #include <atomic>
@@ -165,16 +169,25 @@ static_assert(sizeof(QueueEnds) == 64 + 2 * 16 * kQueueEndSlots);
 // The hand-out table (Q9). get_messages with hand_out_blocks gives an out-of-band message's
 // block to the consumer instead of copying it (the Python layer's zero-copy receive); the slot
 // records which process holds it (owner: pid << 32 | tag, sync::self_tag(), as the end table's
-// owners, so a reused pid is never taken for the dead holder: sync::process_gone). The holder
-// releases the block with Queue::release (free, then clear the slot); a slot whose owner is gone
-// is reclaimed (its block freed, then the slot cleared) by the next reclaim: recovery, check(),
-// an out-of-band put, or a hand-out that finds the table full. A hand-out that finds no free
-// slot copies the message out instead. Every field is written under `lock`; owner is also read
+// owners, so a reused pid is never taken for the dead holder: sync::process_gone). A holder that
+// forks shares the block with its child: one more slot names it (co-owners, kQueueHandoutKept
+// below). The holder releases the block with Queue::release (free it when no other slot names
+// it, then clear the slot); a slot whose owner is gone is reclaimed the same way (its block freed
+// unless a co-owner's slot names it, then the slot cleared) by the next reclaim: recovery,
+// check(), an out-of-band put, or a hand-out that finds the table full. A hand-out that finds no
+// free slot copies the message out instead. Every field is written under `lock`; owner is also read
 // without it (the put's scan for dead holders, stats(): hints).
 inline constexpr uint32_t kQueueHandoutSlots = 256;
+// The owner bit of a kept slot: owner = kQueueHandoutKept | pid << 32 | tag of the process that
+// wrote it, a holder about to fork (Queue::share_handout). No death frees a kept slot's block
+// and no reclaim clears it: the forked child adopts it (Queue::adopt_handout: the owner becomes
+// the child's own word), or, when the table had no free slot for the child, the holder's own
+// slot is made kept and the block stays allocated until the queue is freed (so does a kept slot
+// no child adopts: the fork failed, or the child died before its first after-fork step).
+inline constexpr uint64_t kQueueHandoutKept = uint64_t{1} << 63;
 
 struct QueueHandout {
-  std::atomic<uint64_t> owner;  // pid << 32 | tag of the holder; 0: free
+  std::atomic<uint64_t> owner;  // pid << 32 | tag of the holder (| kQueueHandoutKept); 0: free
   std::atomic<uint64_t> block;  // the HeapRef handed out; written before owner, meaningless at 0
 };
 static_assert(sizeof(QueueHandout) == 16);
