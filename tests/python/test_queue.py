@@ -5,12 +5,14 @@ Design note: docs/design/queue.md, "The Python layer"."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import signal
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -666,6 +668,81 @@ def test_a_forked_child_dropping_an_inherited_array_leaves_the_parents_block() -
     q.put(np.zeros(1 << 20, dtype=np.uint8))  # would reuse the block had the child freed it
     b = q.get()
     assert int(a.sum()) == 9 << 20 and int(b.sum()) == 0
+
+
+def _fork_a_keeper(q: Any, cmd: Any, out: Any) -> None:
+    """Takes the 8 MiB array, forks a child that keeps it (and checksums it on command), reports
+    the array's digest, and waits to be killed."""
+    a = q.get(timeout=DEADLINE)  # handed out: the array views the queue's block
+    pid = os.fork()
+    if pid == 0:  # the child: inherits the array, co-owns its block
+        code = 1
+        try:
+            while cmd.get(timeout=DEADLINE) == "digest":
+                out.put(hashlib.sha256(a).hexdigest())
+            code = 0
+        finally:
+            os._exit(code)
+    out.put(hashlib.sha256(a).hexdigest())
+    signal.pause()
+
+
+@pytest.mark.serial
+def test_a_forked_child_keeps_its_array_when_the_holder_is_killed() -> None:
+    q, cmd, out = shoal.Queue(), shoal.Queue(), shoal.Queue()
+    before = q._stats()["heap_bytes"]
+    sent = np.random.default_rng(7).integers(0, 256, 8 << 20, dtype=np.uint8)
+    q.put(sent)
+    holder = mp.get_context("spawn").Process(target=_fork_a_keeper, args=(q, cmd, out))
+    holder.start()
+    digest = out.get(timeout=DEADLINE)
+    assert digest == hashlib.sha256(sent).hexdigest()
+    assert q._stats()["handed_out"] == 2  # the holder's claim and its child's
+    os.kill(holder.pid, signal.SIGKILL)
+    # Not join(): the child holds the holder's sentinel pipe open; exitcode polls waitpid.
+    assert wait_until(lambda: holder.exitcode is not None, timeout=DEADLINE)
+    # The holder's claim is reclaimed; the block is the child's now, so big puts (each one may
+    # reclaim) and gets cannot reuse its memory.
+    for fill in (0xEE, 0x11, 0x5A):
+        q.put(np.full(8 << 20, fill, dtype=np.uint8))
+        time.sleep(0.12)  # past the puts' 100 ms reclaim spacing
+        assert int(q.get(timeout=DEADLINE)[::4096].sum()) == fill * 2048
+    report = q._check()
+    assert report["handed_out"] == 1 and report["stray_blocks"] == 0
+    assert q._stats()["handouts_reclaimed"] == 1
+    cmd.put("digest")
+    assert out.get(timeout=DEADLINE) == digest  # the child's array kept its bytes
+    cmd.put("exit")  # the child exits; a reparented zombie counts as gone
+    assert wait_until(lambda: q._check()["handed_out"] == 0, timeout=DEADLINE)
+    assert q._check()["stray_blocks"] == 0
+    assert q._stats()["heap_bytes"] == before
+
+
+def test_a_forked_child_keeps_its_array_when_the_parent_drops_it_at_once() -> None:
+    q, cmd, out = shoal.Queue(), shoal.Queue(), shoal.Queue()
+    before = q._stats()["heap_bytes"]
+    q.put(np.full(8 << 20, 9, dtype=np.uint8))
+    a = q.get()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            cmd.get(timeout=DEADLINE)
+            out.put(int(a.sum()))
+            code = 0
+        finally:
+            os._exit(code)
+    del a  # released at once, maybe before the child ran a line: the block is the child's too
+    gc.collect()
+    assert q._check()["handed_out"] == 1
+    q.put(np.zeros(8 << 20, dtype=np.uint8))  # would reuse the block had the release freed it
+    assert int(q.get().sum()) == 0
+    cmd.put("sum")
+    assert out.get(timeout=DEADLINE) == 9 << 23
+    assert os.waitpid(pid, 0)[1] == 0
+    report = q._check()
+    assert report["handed_out"] == 0 and report["stray_blocks"] == 0
+    assert q._stats()["heap_bytes"] == before
 
 
 def test_threads_share_a_queue_object() -> None:

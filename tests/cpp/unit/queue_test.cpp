@@ -451,11 +451,51 @@ TEST(Queue, AHandOutWithTheTableFullCopiesTheMessageInstead) {
   ASSERT_NE(out[0].block, 0u);  // the freed slot
   held[17] = out[0].block;
   EXPECT_EQ(q.stats().handouts_copied, 2u);
-  for (HeapRef b : held) q.release(b);
+  // Sharing for a fork with the table full: no slot for the child, so this process's own claim
+  // becomes kept: released by nobody (release refuses), kept until the queue is freed.
+  EXPECT_EQ(q.share_handout(held[3]), kSlots);
+  EXPECT_THROW(q.release(held[3]), InvalidArgumentError);
   s = q.check();
-  EXPECT_EQ(s.handed_out, 0u);
+  EXPECT_EQ(s.handed_out, kSlots);
+  EXPECT_EQ(s.handouts_kept, 1u);
   EXPECT_EQ(s.stray_blocks, 0u);
-  EXPECT_EQ(q.heap().stats().live_bytes, base_bytes);
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (i != 3) q.release(held[i]);
+  }
+  s = q.check();
+  EXPECT_EQ(s.handed_out, 1u);
+  EXPECT_EQ(s.stray_blocks, 0u);
+  EXPECT_GE(q.heap().stats().live_bytes, base_bytes + 200);  // the kept block, still there
+}
+
+// share_handout and adopt_handout in one process (the child's side runs in the multiprocess
+// tests): a block not this process's is refused; adopt takes only a kept slot naming the block;
+// a shared block is freed when the last of its claims is given up.
+TEST(Queue, ASharedBlockIsFreedWithItsLastClaim) {
+  Queue q = Queue::create({.ring_bytes = 256});
+  const uint64_t base_blocks = q.heap().stats().live_blocks;
+  std::vector<QueueMessage> out;
+  ASSERT_EQ(q.put(message(1, 200)), QueueStatus::kOk);
+  ASSERT_EQ(q.get_messages(out, 1, Deadline::never(), false, 0, true), QueueStatus::kOk);
+  const HeapRef b = out[0].block;
+  ASSERT_NE(b, 0u);
+  EXPECT_THROW(q.share_handout(b + 16), InvalidArgumentError);
+  const uint32_t slot = q.share_handout(b);
+  ASSERT_LT(slot, layout::kQueueHandoutSlots);
+  EXPECT_EQ(q.stats().handouts_kept, 1u);
+  EXPECT_FALSE(q.adopt_handout(slot, b + 16));
+  EXPECT_FALSE(q.adopt_handout((slot + 1) % layout::kQueueHandoutSlots, b));
+  EXPECT_FALSE(q.adopt_handout(layout::kQueueHandoutSlots, b));
+  q.release(b);  // this process's claim: the kept one still names the block
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks + 1);
+  EXPECT_THROW(q.release(b), InvalidArgumentError);  // released already
+  EXPECT_EQ(q.reclaim_handouts(), 0u);  // a kept slot is never reclaimed
+  ASSERT_TRUE(q.adopt_handout(slot, b));  // as the child would: the claim is this process's
+  EXPECT_EQ(q.stats().handouts_kept, 0u);
+  EXPECT_EQ(q.check().stray_blocks, 0u);
+  q.release(b);  // the last claim: freed
+  EXPECT_EQ(q.heap().stats().live_blocks, base_blocks);
+  EXPECT_EQ(q.check().handed_out, 0u);
 }
 
 // The holder's identity is pid and start time: a slot that names this process's pid with
@@ -493,7 +533,8 @@ TEST(Queue, AHandOutSlotWhosePidWasReusedIsReclaimedAndALiveOnesIsNot) {
 }
 
 // Q9 on hand-built tables: an owned slot with pid 0, a pid past the limit, block 0, or a block
-// named twice is refused; free slots' blocks mean nothing.
+// named twice by one owner word is refused; co-owners (other words, kept ones) may name one
+// block; free slots' blocks mean nothing.
 TEST(QueueDecoder, HandOutTablesAreChecked) {
   layout::QueueHandouts t{};
   auto set = [&](uint32_t i, uint64_t owner, uint64_t block) {
@@ -506,8 +547,15 @@ TEST(QueueDecoder, HandOutTablesAreChecked) {
   set(9, uint64_t{43} << 32, 8192);
   ASSERT_TRUE(channels::check_handouts(t).has_value());
   EXPECT_EQ(channels::check_handouts(t).value(), (std::vector<uint64_t>{4096, 8192}));
-  set(10, uint64_t{44} << 32 | 1, 8192);
+  set(10, uint64_t{44} << 32 | 1, 8192);  // a co-owner
+  set(11, layout::kQueueHandoutKept | uint64_t{43} << 32, 8192);  // a kept slot
+  EXPECT_EQ(channels::check_handouts(t).value(), (std::vector<uint64_t>{4096, 8192, 8192, 8192}));
+  set(12, uint64_t{44} << 32 | 1, 8192);  // one owner word, one block, twice
   EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(12, 0, 0);
+  set(11, layout::kQueueHandoutKept, 8192);  // kept, pid 0
+  EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
+  set(11, 0, 0);
   set(10, uint64_t{44} << 32 | 1, 0);
   EXPECT_EQ(channels::check_handouts(t).status().code(), Errc::kCorrupt);
   set(10, 5, 16384);  // pid 0
