@@ -112,6 +112,7 @@ _SWEEP_SECONDS = 0.25
 _ATOMIC = frozenset({int, float, bool, type(None), str, bytes, complex})
 
 
+# The stub re-exports ShoalError from shoal itself, a cycle mypy cannot resolve here.
 class WorkerDiedError(_shoal.ShoalError):  # type: ignore[misc]
     """A pool worker died (killed by a signal, os._exit, a crash) while running this task.
 
@@ -173,7 +174,7 @@ def _signal_name(exitcode: int | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The worker
+# The worker: shoal/_pool_worker.py (apart, so that a spawn or forkserver worker imports little)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ _PARENT_CHECK = 1.0
 class _Arg:
     """Stands in a chunk message for an argument that recurs across the call's tasks: the
     chunk's ``refs`` map its key to the argument's one pickle (inline bytes, or a held shoal
-    array's handle), which a worker unpickles once per call."""
+    segment's handle), which a worker unpickles once per call."""
 
     __slots__ = ("key",)
 
