@@ -224,6 +224,14 @@ class QueueLock {
     return LockOutcome::kHeld;
   }
 
+  // lock() with no deadline, not interruptible, for an operation that must get the lock: any
+  // other outcome means a lock word no valid state explains (CorruptSegmentError naming op).
+  void lock_or_corrupt(const char* op) {
+    if (lock(Deadline::never(), false) != LockOutcome::kHeld) {
+      corrupt(std::string("queue: ") + op + " could not take the lock");
+    }
+  }
+
   void unlock() noexcept {
     held_ = false;
     if (!m_.unlock_fast()) m_.unlock();
@@ -952,9 +960,7 @@ void not_handed(HeapRef block) {
 // child, or its parent) still names it; docs/design/queue.md has what each death leaves.
 void Queue::release(HeapRef block) {
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: release could not take the lock");
-  }
+  lock.lock_or_corrupt("release");
   layout::QueueHandout* slot = own_slot(h_, block);
   if (slot == nullptr) not_handed(block);
   give_up_slot(heap_, h_, *slot);
@@ -964,9 +970,7 @@ void Queue::release(HeapRef block) {
 // nothing, after it a kept slot no child adopts (the block stays until the queue is freed).
 uint32_t Queue::share_handout(HeapRef block) {
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: share_handout could not take the lock");
-  }
+  lock.lock_or_corrupt("share_handout");
   layout::QueueHandout* mine = own_slot(h_, block);
   if (mine == nullptr) not_handed(block);
   const std::vector<std::pair<uint32_t, HeapRef>> none;
@@ -987,9 +991,7 @@ uint32_t Queue::share_handout(HeapRef block) {
 bool Queue::adopt_handout(uint32_t slot, HeapRef block) {
   if (slot >= layout::kQueueHandoutSlots) return false;
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: adopt_handout could not take the lock");
-  }
+  lock.lock_or_corrupt("adopt_handout");
   layout::QueueHandout& s = h_->handouts.slots[slot];
   if ((s.owner.load(std::memory_order_relaxed) & layout::kQueueHandoutKept) == 0 ||
       s.block.load(std::memory_order_relaxed) != block) {
@@ -1001,9 +1003,7 @@ bool Queue::adopt_handout(uint32_t slot, HeapRef block) {
 
 uint64_t Queue::reclaim_handouts() {
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: reclaim_handouts could not take the lock");
-  }
+  lock.lock_or_corrupt("reclaim_handouts");
   return reclaim_handouts_locked(heap_, h_);
 }
 
@@ -1081,9 +1081,7 @@ bool Queue::joinable() const noexcept { return tasks_ != nullptr; }
 bool Queue::task_done() {
   if (tasks_ == nullptr) throw_error(Errc::kInvalidArgument, "queue: not a joinable queue");
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: task_done could not take the lock");
-  }
+  lock.lock_or_corrupt("task_done");
   const uint32_t pid = sync::self_pid(), tag = sync::self_tag();
   layout::TaskSlot* slots = tasks_->slot;
   layout::TaskSlot* pick = nullptr;
@@ -1124,9 +1122,7 @@ bool Queue::task_done() {
 uint64_t Queue::unfinished() {
   if (tasks_ == nullptr) return 0;
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: unfinished could not take the lock");
-  }
+  lock.lock_or_corrupt("unfinished");
   reclaim_dead(tasks_);
   return unfinished_locked(h_, tasks_);
 }
@@ -1388,9 +1384,7 @@ QueueStats Queue::stats() const noexcept {
 
 QueueStats Queue::check() {
   QueueLock lock(heap_, h_, ring_);
-  if (lock.lock(Deadline::never(), false) != LockOutcome::kHeld) {
-    corrupt("queue: check could not take the lock");
-  }
+  lock.lock_or_corrupt("check");
   // Every failure below throws; the guard unlocks.
   QueueHeader copy;
   std::memcpy(static_cast<void*>(&copy), h_, sizeof copy);
